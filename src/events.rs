@@ -1,0 +1,180 @@
+//! The audit log: every weight change, version change, reload, health flip,
+//! rollout step, judgement and rollback, with who did it and why.
+//!
+//! Events get increasing sequence numbers that survive restarts. The last
+//! [`RING`] are kept in memory for `GET /v1/events?since=N`; all of them are
+//! appended as JSON lines to a file next to the state file (rotated once it
+//! passes [`MAX_FILE`]).
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Events kept in memory.
+pub const RING: usize = 10_000;
+/// Size past which the events file is rotated at start.
+pub const MAX_FILE: u64 = 16 << 20;
+
+/// One audit event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub seq: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// `uid:1000` for an admin-socket peer, or `config`, `health`, `rollout`, `signal`.
+    pub who: String,
+    /// `weights`, `version.add`, `version.remove`, `reload`, `health`, `rollout.*` ...
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// One line for humans.
+    pub what: String,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub before: Value,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub after: Value,
+}
+
+/// What a caller records; the log adds `seq` and `time`.
+#[derive(Debug, Clone, Default)]
+pub struct NewEvent {
+    pub who: String,
+    pub kind: &'static str,
+    pub pool: Option<String>,
+    pub what: String,
+    pub before: Value,
+    pub after: Value,
+}
+
+struct Inner {
+    ring: VecDeque<Event>,
+    next: u64,
+    file: Option<File>,
+}
+
+pub struct EventLog {
+    inner: Mutex<Inner>,
+    path: Option<PathBuf>,
+}
+
+// === impl EventLog ===
+
+impl EventLog {
+    /// A log that only keeps memory (tests, `demo`).
+    pub fn in_memory() -> EventLog {
+        EventLog { inner: Mutex::new(Inner { ring: VecDeque::new(), next: 1, file: None }), path: None }
+    }
+
+    /// Opens (or creates) the log at `path`, reading back its last events so
+    /// sequence numbers continue. A damaged line is skipped, never fatal.
+    pub fn open(path: &Path) -> EventLog {
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.len() > MAX_FILE {
+                let mut old = path.as_os_str().to_owned();
+                old.push(".1");
+                let _ = std::fs::rename(path, old);
+            }
+        }
+        let mut ring = VecDeque::new();
+        let mut next = 1;
+        if let Ok(f) = File::open(path) {
+            for line in BufReader::new(f).lines().map_while(Result::ok) {
+                if let Ok(e) = serde_json::from_str::<Event>(&line) {
+                    next = next.max(e.seq + 1);
+                    ring.push_back(e);
+                    if ring.len() > RING {
+                        ring.pop_front();
+                    }
+                }
+            }
+        }
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let file = match OpenOptions::new().create(true).append(true).open(path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open the events file; events stay in memory");
+                None
+            }
+        };
+        EventLog { inner: Mutex::new(Inner { ring, next, file }), path: Some(path.to_owned()) }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Records an event, logs it, and returns its sequence number.
+    pub fn record(&self, e: NewEvent) -> u64 {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = inner.next;
+        inner.next += 1;
+        let event = Event {
+            seq,
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            who: e.who,
+            kind: e.kind.to_string(),
+            pool: e.pool,
+            what: e.what,
+            before: e.before,
+            after: e.after,
+        };
+        tracing::info!(target: "switchyard::audit", seq, who = %event.who, kind = %event.kind, pool = event.pool.as_deref().unwrap_or(""), "{}", event.what);
+        if let Some(f) = inner.file.as_mut() {
+            if let Ok(mut line) = serde_json::to_vec(&event) {
+                line.push(b'\n');
+                if let Err(err) = f.write_all(&line) {
+                    tracing::warn!(error = %err, "cannot append to the events file");
+                }
+            }
+        }
+        inner.ring.push_back(event);
+        if inner.ring.len() > RING {
+            inner.ring.pop_front();
+        }
+        seq
+    }
+
+    /// Events with a sequence number above `since`, oldest first.
+    pub fn since(&self, since: u64) -> Vec<Event> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.ring.iter().filter(|e| e.seq > since).cloned().collect()
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).next - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(what: &str) -> NewEvent {
+        NewEvent { who: "test".into(), kind: "weights", pool: Some("app".into()), what: what.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn sequence_continues_across_reopen_and_skips_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("events.jsonl");
+        let log = EventLog::open(&p);
+        assert_eq!(log.record(ev("one")), 1);
+        assert_eq!(log.record(ev("two")), 2);
+        drop(log);
+        std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"{not json\n").unwrap();
+        let log = EventLog::open(&p);
+        assert_eq!(log.record(ev("three")), 3);
+        let all = log.since(0);
+        assert_eq!(all.iter().map(|e| e.what.as_str()).collect::<Vec<_>>(), ["one", "two", "three"]);
+        assert_eq!(log.since(2).len(), 1);
+        assert_eq!(log.last_seq(), 3);
+    }
+}

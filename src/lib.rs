@@ -1,0 +1,45 @@
+//! switchyard: a reverse proxy for blue-green and canary releases on small hosts.
+//!
+//! Requests are routed by Host to a pool whose versions share traffic by
+//! weight. Every routing decision reads one immutable [`routing::RoutingTable`]
+//! held in an `ArcSwap`; every change builds a new table and swaps it in, so a
+//! weight change or a rollback takes effect on the very next request.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`config`] | the TOML model, validation with line:col diagnostics, defaults |
+//! | [`host`] | host name normalization (case, port, trailing dot), wildcard patterns |
+//! | [`balance`] | smooth weighted schedule, sticky buckets, backend round robin (pure) |
+//! | [`routing`] | the `RoutingTable` snapshot: host lookup, version and backend choice |
+//! | [`upstream`] | backend live state (health, ejection, in-flight) and pooled connections |
+//! | [`proxy`] | the hyper service: route, pick, forward, retry, errors, upgrades |
+//! | [`state`] | runtime overrides, the state file and the `StateStore` trait |
+//! | [`events`] | the audit log |
+//! | [`app`] | the shared instance and the single writer that changes it |
+//! | [`admin`] | the admin API on a Unix socket: parse, dispatch, serve |
+//! | [`ctl`] | the `switchyard ctl` client and its human output |
+//! | [`server`] | listeners, signals, graceful shutdown |
+//! | [`demo`] | built-in origins for `switchyard demo` |
+//! | [`fsutil`] | durable writes (temp, fsync, rename) |
+//! | [`error`] | `AdminError` |
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms, unused_must_use)]
+
+pub mod admin;
+pub mod app;
+pub mod balance;
+pub mod config;
+pub mod ctl;
+pub mod demo;
+pub mod error;
+pub mod events;
+pub mod fsutil;
+pub mod host;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod state;
+pub mod upstream;

@@ -1,0 +1,312 @@
+//! The `switchyard` binary: CLI, logging, runtime; everything else is the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use http::Method;
+use serde_json::{json, Value};
+
+use switchyard::app::App;
+use switchyard::config::{Config, ConfigError};
+use switchyard::ctl::{self, CtlError};
+use switchyard::events::EventLog;
+use switchyard::state::{FileStore, MemoryStore};
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "Reverse proxy for blue-green and canary releases")]
+struct Cli {
+    /// Log format on stderr (level from RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve (config: -c, else ./switchyard.toml, else config/switchyard.toml).
+    Run {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config: exit 0, or 1 with every error as FILE:LINE:COL: message.
+    Check {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Talk to a running instance through its admin socket.
+    Ctl {
+        /// Admin socket (else $SWITCHYARD_SOCKET, else the config's, else /run/switchyard/admin.sock).
+        #[arg(short, long, env = "SWITCHYARD_SOCKET")]
+        socket: Option<PathBuf>,
+        /// Print the API's JSON instead of human output.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: CtlCmd,
+    },
+    /// Start the proxy with two built-in origins (blue, green) on loopback.
+    Demo {
+        /// Proxy port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlCmd {
+    /// Routes, pools, versions, weights and backend health.
+    State,
+    /// Set weights atomically: `weights app blue=90 green=10`.
+    Weights {
+        pool: String,
+        #[arg(required = true)]
+        assignments: Vec<String>,
+        /// Allow every weight to be 0 (stops all traffic to the pool).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Send all traffic to one version (it gets 100, the others 0).
+    Switch { pool: String, version: String },
+    /// Add, replace or remove a version.
+    Version {
+        #[command(subcommand)]
+        cmd: VersionCmd,
+    },
+    /// Reload the config file.
+    Reload,
+    /// The audit log.
+    Events {
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum VersionCmd {
+    /// Add or replace a version: `version add app green --backend 127.0.0.1:8082`.
+    Add {
+        pool: String,
+        version: String,
+        #[arg(long = "backend", required = true)]
+        backends: Vec<String>,
+        #[arg(long)]
+        weight: Option<u32>,
+    },
+    /// Remove a version (refused while its weight is above 0).
+    Rm { pool: String, version: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.cmd {
+        Cmd::Run { config } => report(run(config)),
+        Cmd::Check { config } => check(config),
+        Cmd::Ctl { socket, json, cmd } => ctl_main(ctl::resolve_socket(socket), json, cmd),
+        Cmd::Demo { port } => report(demo(port)),
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// `-c`, else ./switchyard.toml, else config/switchyard.toml.
+fn config_path(explicit: Option<PathBuf>) -> PathBuf {
+    explicit.unwrap_or_else(|| {
+        let local = PathBuf::from("switchyard.toml");
+        if local.exists() {
+            local
+        } else {
+            PathBuf::from("config/switchyard.toml")
+        }
+    })
+}
+
+fn check(config: Option<PathBuf>) -> ExitCode {
+    let path = config_path(config);
+    match Config::load(&path) {
+        Ok(c) => {
+            println!("{}: ok ({} routes, {} pools)", path.display(), c.routes.len(), c.pools.len());
+            ExitCode::SUCCESS
+        }
+        Err(e @ ConfigError::Invalid { .. }) => {
+            println!("{e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("{}:1:1: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        b.worker_threads(workers);
+    }
+    b.enable_all().thread_name("switchyard").build().context("cannot start the runtime")
+}
+
+fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let path = config_path(config);
+    let config = Config::load(&path)?;
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
+    let rt = runtime(config.server.workers)?;
+    rt.block_on(async {
+        let events = EventLog::open(&events_path(&config.admin.state));
+        let store = Box::new(FileStore::new(&config.admin.state));
+        let app = Arc::new(App::new(Some(path.clone()), config.clone(), store, events));
+        let listeners = switchyard::server::bind(&config).await?;
+        tracing::info!(config = %path.display(), state = %config.admin.state.display(), "switchyard {} started", env!("CARGO_PKG_VERSION"));
+        switchyard::server::run(app, &config, listeners, std::future::pending()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// The audit log lives next to the state file: `state.json` -> `state.events.jsonl`.
+fn events_path(state: &Path) -> PathBuf {
+    let stem = state.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
+    state.with_file_name(format!("{stem}.events.jsonl"))
+}
+
+fn demo(port: u16) -> anyhow::Result<()> {
+    let rt = runtime(0)?;
+    rt.block_on(async {
+        let (blue, green) = switchyard::demo::start_origins().await?;
+        let dir = std::env::temp_dir().join(format!("switchyard-demo-{}", std::process::id()));
+        let socket = dir.join("admin.sock");
+        // The asked port, or any free one when it is taken.
+        let probe = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(l) => l,
+            Err(_) => tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?,
+        };
+        let http = probe.local_addr()?;
+        drop(probe);
+        let text = switchyard::demo::demo_config(http, blue, green, &socket);
+        let config = Config::from_toml_str(&text).map_err(|d| anyhow::anyhow!("demo config: {d:?}"))?;
+        let app = Arc::new(App::new(None, config.clone(), Box::<MemoryStore>::default(), EventLog::in_memory()));
+        let listeners = switchyard::server::bind(&config).await?;
+        let exe = std::env::args().next().unwrap_or_else(|| "switchyard".into());
+        println!("{}", switchyard::demo::instructions(http, &socket, &exe));
+        switchyard::server::run(app, &config, listeners, std::future::pending()).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    })
+}
+
+fn ctl_main(socket: PathBuf, as_json: bool, cmd: CtlCmd) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard ctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(tokio::time::timeout(Duration::from_secs(60), ctl_run(&socket, as_json, cmd))) {
+        Ok(Ok(out)) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(CtlError::Api { status, message, body })) => {
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+            }
+            eprintln!("switchyard ctl: {message} ({status})");
+            ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("switchyard ctl: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("switchyard ctl: no answer from {} within 60 s", socket.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn ctl_run(socket: &Path, as_json: bool, cmd: CtlCmd) -> Result<String, CtlError> {
+    let pretty = |v: &Value| format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default());
+    let out = |v: Value, human: String| if as_json { pretty(&v) } else { human };
+    match cmd {
+        CtlCmd::State => {
+            let v = ctl::call(socket, Method::GET, "/v1/state", None).await?;
+            let human = ctl::render_state(&v);
+            Ok(out(v, human))
+        }
+        CtlCmd::Weights { pool, assignments, force } => {
+            let w = ctl::parse_assignments(&assignments)?;
+            let path = format!("/v1/pools/{pool}/weights{}", if force { "?force=true" } else { "" });
+            let v = ctl::call(socket, Method::PUT, &path, Some(&json!(w))).await?;
+            let human = format!("{pool}: {}\n", weights_line(&v));
+            Ok(out(v, human))
+        }
+        CtlCmd::Switch { pool, version } => {
+            let state = ctl::call(socket, Method::GET, "/v1/state", None).await?;
+            let w = ctl::switch_weights(&state, &pool, &version)?;
+            let v = ctl::call(socket, Method::PUT, &format!("/v1/pools/{pool}/weights"), Some(&json!(w))).await?;
+            let human = format!("{pool}: switched to {version} ({})\n", weights_line(&v));
+            Ok(out(v, human))
+        }
+        CtlCmd::Version { cmd: VersionCmd::Add { pool, version, backends, weight } } => {
+            let mut body = json!({ "backends": backends });
+            if let Some(w) = weight {
+                body["weight"] = json!(w);
+            }
+            let v = ctl::call(socket, Method::PUT, &format!("/v1/pools/{pool}/versions/{version}"), Some(&body)).await?;
+            let human = format!("{pool}: version {version} set: weight {}, backends {}\n", v["spec"]["weight"], backends.join(", "));
+            Ok(out(v, human))
+        }
+        CtlCmd::Version { cmd: VersionCmd::Rm { pool, version } } => {
+            let v = ctl::call(socket, Method::DELETE, &format!("/v1/pools/{pool}/versions/{version}"), None).await?;
+            Ok(out(v, format!("{pool}: version {version} removed\n")))
+        }
+        CtlCmd::Reload => {
+            let v = ctl::call(socket, Method::POST, "/v1/reload", None).await?;
+            let mut human = format!("reloaded {}\n", v["reloaded"].as_str().unwrap_or(""));
+            for n in v["notes"].as_array().into_iter().flatten() {
+                human.push_str(&format!("note: {}\n", n.as_str().unwrap_or("")));
+            }
+            Ok(out(v, human))
+        }
+        CtlCmd::Events { since } => {
+            let v = ctl::call(socket, Method::GET, &format!("/v1/events?since={since}"), None).await?;
+            let human = ctl::render_events(&v);
+            Ok(out(v, human))
+        }
+    }
+}
+
+fn weights_line(v: &Value) -> String {
+    v["weights"].as_object().map(|m| m.iter().map(|(k, w)| format!("{k}={w}")).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}

@@ -1,0 +1,570 @@
+//! The request path: route, pick, forward, answer.
+//!
+//! ```text
+//! request ─> table = app.table.load_full()        (one atomic; the whole request uses it)
+//!         ─> host (authority or Host) ─> Route    (404 when none, 400 without Host)
+//!         ─> Pool::pick (pin / preview / sticky / weighted) ─> Version
+//!         ─> Version::pick_backend (round robin over available backends)
+//!         ─> Backend::checkout (pooled, else connect) ─> send ─> response head
+//!         ─> stream the body back; the connection returns to the pool at its end
+//! ```
+//!
+//! Failures map to statuses in one place, [`ProxyError::status`]: unreachable
+//! 502, timed out 504, no available version 503. A request that never reached a
+//! backend (connect failure, or a pooled connection found closed before
+//! anything was written) is retried on another backend, preferring the same
+//! version; one that reached it is retried only when idempotent and bodiless.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+use crate::app::App;
+use crate::balance::sticky_bucket;
+use crate::config::{OnAllDown, Sticky, TlsMode};
+use crate::routing::{Pick, Pool, Route, RoutingTable, Version};
+use crate::upstream::{Backend, ConnectError, UpBody};
+
+/// Why a request could not be proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("request has no Host header")]
+    NoHost,
+    #[error("no route for host")]
+    NoRoute,
+    #[error("pool {0}: no healthy version")]
+    NoHealthyVersion(Box<str>),
+    #[error("pool {pool}: backend {backend} unreachable: {source}")]
+    Connect { pool: Box<str>, backend: Box<str>, source: ConnectError },
+    #[error("pool {pool}: backend {backend} timed out")]
+    Timeout { pool: Box<str>, backend: Box<str> },
+    #[error("pool {pool}: backend {backend} failed: {source}")]
+    Upstream { pool: Box<str>, backend: Box<str>, source: hyper::Error },
+}
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    /// The status a client sees. Exhaustive on purpose: a new error kind must
+    /// choose its status here.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoHost => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoHealthyVersion(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect { source: ConnectError::Timeout, .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Connect { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The error kind label for upstream error metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::NoHost | ProxyError::NoRoute => "client",
+            ProxyError::NoHealthyVersion(_) => "unavailable",
+            ProxyError::Connect { source: ConnectError::Timeout, .. } => "connect_timeout",
+            ProxyError::Connect { .. } => "connect",
+            ProxyError::Timeout { .. } => "timeout",
+            ProxyError::Upstream { .. } => "reset",
+        }
+    }
+
+    fn response(&self) -> Response<ProxyBody> {
+        let status = self.status();
+        let reason = status.canonical_reason().unwrap_or("");
+        let body = match self {
+            ProxyError::NoHost | ProxyError::NoRoute => format!("{} {reason}: {self}\n", status.as_u16()),
+            // Name the pool; keep backend addresses out of public answers.
+            ProxyError::NoHealthyVersion(p) => format!("{} {reason}: pool {p} has no healthy version\n", status.as_u16()),
+            ProxyError::Connect { pool, .. } => format!("{} {reason}: pool {pool}: upstream unreachable\n", status.as_u16()),
+            ProxyError::Timeout { pool, .. } => format!("{} {reason}: pool {pool}: upstream timed out\n", status.as_u16()),
+            ProxyError::Upstream { pool, .. } => format!("{} {reason}: pool {pool}: upstream failed\n", status.as_u16()),
+        };
+        plain(status, body)
+    }
+}
+
+/// A plain-text response.
+pub fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+// ---------------------------------------------------------------------------
+// Bodies.
+
+/// The body of every response the proxy sends: a backend's streamed body, or
+/// a small body of our own.
+pub enum ProxyBody {
+    Upstream { body: Incoming, finish: Option<Finish> },
+    Full(Option<Bytes>),
+}
+
+/// What happens when an upstream body ends: the connection goes back to the
+/// pool, the in-flight count goes down. Dropped early (client gone), the
+/// connection is closed instead of reused.
+pub struct Finish {
+    backend: Arc<Backend>,
+    sender: Option<SendRequest<UpBody>>,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ProxyBody {
+    pub fn full(b: impl Into<Bytes>) -> ProxyBody {
+        ProxyBody::Full(Some(b.into()))
+    }
+
+    pub fn empty() -> ProxyBody {
+        ProxyBody::Full(None)
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Upstream { body, finish } => {
+                let r = Pin::new(body).poll_frame(cx);
+                match &r {
+                    Poll::Ready(None) => {
+                        if let Some(mut f) = finish.take() {
+                            if let Some(s) = f.sender.take() {
+                                f.backend.checkin(s);
+                            }
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        // The backend broke mid-body: do not reuse.
+                        finish.take();
+                    }
+                    _ => {}
+                }
+                r
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The service.
+
+/// What the listener knows about a connection.
+#[derive(Clone, Copy)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub https: bool,
+}
+
+static HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
+const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// Serves one request. Never fails: every error becomes a response.
+pub async fn handle(app: Arc<App>, peer: Peer, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    let table = app.table.load_full();
+    Ok(match serve(&app, &table, peer, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "proxy error");
+            e.response()
+        }
+    })
+}
+
+async fn serve(app: &App, table: &RoutingTable, peer: Peer, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+    let host = request_host(&req).ok_or(ProxyError::NoHost)?;
+    let route = table.route(&host).ok_or(ProxyError::NoRoute)?;
+    if !peer.https && route.redirect_https && route.tls != TlsMode::None && !req.uri().path().starts_with(ACME_PREFIX) {
+        return Ok(redirect(&host, table.https_port, req.uri()));
+    }
+    let pool = &route.pool;
+
+    let mut set_cookie = None;
+    let bucket = match pool.sticky() {
+        None => None,
+        Some(Sticky::Header(h)) => req.headers().get(h).map(|v| sticky_bucket(v.as_bytes())),
+        Some(Sticky::Cookie(name)) => match cookie(req.headers(), name) {
+            Some(v) => Some(sticky_bucket(v.as_bytes())),
+            None => {
+                let key = app.new_sticky_key();
+                let b = sticky_bucket(key.as_bytes());
+                set_cookie = HeaderValue::try_from(format!("{name}={key}; Path=/; HttpOnly; SameSite=Lax")).ok();
+                Some(b)
+            }
+        },
+    };
+    let pinned = pool.pin_header.as_ref().and_then(|h| req.headers().get(h)).map(|v| v.as_bytes());
+    let (vidx, version, backend) = match pool.pick(pinned, route.preview, bucket) {
+        Pick::Version(i, v) => match v.pick_backend() {
+            Some(b) => (i, v, b.clone()),
+            None => fallback(pool)?,
+        },
+        Pick::AllDown => fallback(pool)?,
+    };
+
+    prepare_upstream(&mut req, &host, peer);
+    let upgrade = is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut resp, vidx) = forward(app, table, route, vidx, version, backend, req).await?;
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let backend_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                if let (Ok(c), Ok(b)) = (client_upgrade.await, backend_upgrade.await) {
+                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(b)).await;
+                }
+            });
+            return Ok(resp);
+        }
+    }
+    strip_hop_by_hop(resp.headers_mut());
+    if pool.version_header {
+        if let Ok(v) = HeaderValue::try_from(&*version_name(pool, vidx)) {
+            resp.headers_mut().insert(X_SERVED_BY.clone(), v);
+        }
+    }
+    if let Some(c) = set_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    Ok(resp)
+}
+
+fn version_name(pool: &Pool, i: usize) -> Box<str> {
+    pool.versions[i].name.clone()
+}
+
+/// No version has an available backend: `on_all_down` decides.
+fn fallback(pool: &Pool) -> Result<(usize, &Version, Arc<Backend>), ProxyError> {
+    if pool.on_all_down == OnAllDown::FailOpen {
+        if let Some((i, v)) = pool.pick_ignoring_health() {
+            if let Some(b) = v.pick_any_backend() {
+                return Ok((i, v, b.clone()));
+            }
+        }
+    }
+    Err(ProxyError::NoHealthyVersion(pool.name.clone()))
+}
+
+/// Sends the request, retrying where that is safe. Returns the response
+/// head with a body that streams from the backend.
+async fn forward(
+    app: &App,
+    table: &RoutingTable,
+    route: &Route,
+    mut vidx: usize,
+    mut version: &Version,
+    mut backend: Arc<Backend>,
+    req: Request<Incoming>,
+) -> Result<(Response<ProxyBody>, usize), ProxyError> {
+    let pool = &route.pool;
+    let limits = table.limits;
+    let (parts, body) = req.into_parts();
+    // A bodiless idempotent request can be sent again after reaching a
+    // backend; keep what is needed to rebuild it.
+    let replayable = body.is_end_stream() && is_idempotent(&parts.method) && pool.retry > 0 && !is_upgrade(&parts.headers);
+    let template = replayable.then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+    let mut req = Some(Request::from_parts(parts, if replayable { UpBody::Empty } else { UpBody::Client(body) }));
+    let mut retries_left = pool.retry;
+    let mut stale_retries = 2u32;
+
+    loop {
+        let Some(r) = req.take().or_else(|| template.as_ref().map(rebuild)) else {
+            // Unreachable by construction: a request that was consumed is only
+            // retried when a template exists.
+            return Err(ProxyError::NoHealthyVersion(pool.name.clone()));
+        };
+        backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut in_flight = InFlight(Some(backend.clone()));
+        let err = match backend.checkout(limits.connect_timeout, limits.idle_timeout).await {
+            Err(source) => {
+                req = Some(r);
+                ProxyError::Connect { pool: pool.name.clone(), backend: backend.key.addr.as_str().into(), source }
+            }
+            Ok(mut conn) => match tokio::time::timeout(limits.request_timeout, conn.sender.try_send_request(r)).await {
+                Err(_) => {
+                    app.passive_failure(&backend, &pool.passive);
+                    return Err(ProxyError::Timeout { pool: pool.name.clone(), backend: backend.key.addr.as_str().into() });
+                }
+                Ok(Ok(resp)) => {
+                    app.passive_outcome(&backend, &pool.passive, !resp.status().is_server_error());
+                    let (parts, body) = resp.into_parts();
+                    let finish = Finish { backend: in_flight.take(), sender: Some(conn.sender) };
+                    return Ok((Response::from_parts(parts, ProxyBody::Upstream { body, finish: Some(finish) }), vidx));
+                }
+                Ok(Err(mut e)) => {
+                    if let Some(back) = e.take_message() {
+                        if conn.reused && stale_retries > 0 {
+                            // A pooled connection closed under us before a byte
+                            // was written: try again, not counted as a retry.
+                            stale_retries -= 1;
+                            req = Some(back);
+                            continue;
+                        }
+                        req = Some(back);
+                    }
+                    ProxyError::Upstream { pool: pool.name.clone(), backend: backend.key.addr.as_str().into(), source: e.into_error() }
+                }
+            },
+        };
+        drop(in_flight);
+        app.passive_failure(&backend, &pool.passive);
+        if retries_left == 0 || (req.is_none() && template.is_none()) {
+            return Err(err);
+        }
+        retries_left -= 1;
+        tracing::debug!(error = %err, "retrying on another backend");
+        // Same version first, then the weighted choice (never weight 0).
+        let next = match version.pick_backend_except(&backend) {
+            Some(b) => Some((vidx, version, b.clone())),
+            None => match pool.pick(None, false, None) {
+                Pick::Version(i, v) => v.pick_backend_except(&backend).map(|b| (i, v, b.clone())),
+                Pick::AllDown => None,
+            },
+        };
+        match next {
+            Some((i, v, b)) => {
+                vidx = i;
+                version = v;
+                backend = b;
+            }
+            None => return Err(err),
+        }
+    }
+}
+
+/// Decrements a backend's in-flight count unless handed on to a [`Finish`].
+struct InFlight(Option<Arc<Backend>>);
+
+impl InFlight {
+    fn take(&mut self) -> Arc<Backend> {
+        // Only called once, on the success path, while the Option is set.
+        self.0.take().expect("in-flight guard taken once")
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn rebuild((method, uri, headers): &(Method, Uri, HeaderMap)) -> Request<UpBody> {
+    let mut r = Request::new(UpBody::Empty);
+    *r.method_mut() = method.clone();
+    *r.uri_mut() = uri.clone();
+    *r.headers_mut() = headers.clone();
+    r
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// The request's host: the URI authority (HTTP/2, absolute form) or Host.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_owned());
+    }
+    let h = req.headers().get(header::HOST)?.to_str().ok()?;
+    (!h.is_empty()).then(|| h.to_owned())
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))).unwrap_or(false))
+}
+
+/// Turns a client request into the upstream one: origin-form URI, HTTP/1.1,
+/// Host kept, hop-by-hop headers gone, X-Forwarded-* added.
+fn prepare_upstream(req: &mut Request<Incoming>, host: &str, peer: Peer) {
+    let upgrade = is_upgrade(req.headers());
+    let upgrade_value = if upgrade { req.headers().get(header::UPGRADE).cloned() } else { None };
+    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if req.uri().authority().is_some() || req.uri().scheme().is_some() {
+        if let Ok(u) = Uri::try_from(path) {
+            *req.uri_mut() = u;
+        }
+    }
+    *req.version_mut() = http::Version::HTTP_11;
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    if !headers.contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::try_from(host) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    if let Some(u) = upgrade_value {
+        headers.insert(header::UPGRADE, u);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let mut xff = String::with_capacity(64);
+    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        xff.push_str(prev);
+        xff.push_str(", ");
+    }
+    let _ = write!(xff, "{}", peer.addr.ip());
+    if let Ok(v) = HeaderValue::try_from(xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if peer.https { "https" } else { "http" }));
+    if let Ok(v) = HeaderValue::try_from(host) {
+        headers.insert(X_FORWARDED_HOST.clone(), v);
+    }
+}
+
+/// Removes hop-by-hop headers, including those named by Connection.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = conn
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|t| HeaderName::try_from(t.trim()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
+    }
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn redirect(host: &str, https_port: Option<u16>, uri: &Uri) -> Response<ProxyBody> {
+    let bare = crate::host::strip_port(host);
+    let port = match https_port {
+        Some(443) | None => String::new(),
+        Some(p) => format!(":{p}"),
+    };
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = format!("https://{bare}{port}{path}");
+    let mut r = plain(StatusCode::PERMANENT_REDIRECT, format!("308 Permanent Redirect: {location}\n"));
+    if let Ok(v) = HeaderValue::try_from(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_its_status() {
+        let p: Box<str> = "app".into();
+        let b: Box<str> = "127.0.0.1:1".into();
+        assert_eq!(ProxyError::NoHost.status(), 400);
+        assert_eq!(ProxyError::NoRoute.status(), 404);
+        assert_eq!(ProxyError::NoHealthyVersion(p.clone()).status(), 503);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(ProxyError::Connect { pool: p.clone(), backend: b.clone(), source: refused.into() }.status(), 502);
+        assert_eq!(ProxyError::Connect { pool: p.clone(), backend: b.clone(), source: ConnectError::Timeout }.status(), 504);
+        assert_eq!(ProxyError::Timeout { pool: p.clone(), backend: b }.status(), 504);
+    }
+
+    #[test]
+    fn error_bodies_name_the_pool_not_the_backend() {
+        let e = ProxyError::Timeout { pool: "app".into(), backend: "10.0.0.1:80".into() };
+        let r = e.response();
+        let ProxyBody::Full(Some(b)) = r.body() else { panic!() };
+        let text = std::str::from_utf8(b).unwrap();
+        assert!(text.contains("pool app"));
+        assert!(!text.contains("10.0.0.1"));
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn cookie_lookup() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; sy_ver=abc; b=2"));
+        assert_eq!(cookie(&h, "sy_ver"), Some("abc"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+
+    #[test]
+    fn redirect_keeps_path_and_sets_port() {
+        let r = redirect("app.test:8080", Some(8443), &Uri::from_static("/a?b=1"));
+        assert_eq!(r.status(), 308);
+        assert_eq!(r.headers()[header::LOCATION], "https://app.test:8443/a?b=1");
+        let r = redirect("app.test", Some(443), &Uri::from_static("/"));
+        assert_eq!(r.headers()[header::LOCATION], "https://app.test/");
+    }
+}

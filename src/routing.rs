@@ -1,0 +1,394 @@
+//! The routing table: one immutable snapshot that every request reads.
+//!
+//! ```text
+//! effective Config (file + runtime overrides) + BackendRegistry
+//!     --RoutingTable::build--> RoutingTable --ArcSwap::store--> next request
+//! ```
+//!
+//! A request calls `table.load()` once and uses that snapshot to the end, so it
+//! never sees half a change. Building is infallible: every check happened when
+//! the config (or the admin change) was validated. Live state (health,
+//! pooled connections, counters) is not in the table but behind `Arc`s that
+//! successive tables share.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::balance::{RoundRobin, Schedule, StickyRanges};
+use crate::config::{Config, OnAllDown, PassiveConfig, Sticky, TlsMode};
+use crate::host::{self, HostPattern, MAX_HOST_LEN};
+use crate::upstream::{Backend, BackendKey, BackendRegistry};
+
+/// Per-request limits that a reload may change.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// The snapshot.
+pub struct RoutingTable {
+    exact: HashMap<Box<str>, usize>,
+    /// (suffix, route index), longest suffix first.
+    wildcards: Vec<(Box<str>, usize)>,
+    routes: Vec<Route>,
+    pub pools: BTreeMap<String, Arc<Pool>>,
+    pub limits: Limits,
+    /// HTTPS port for redirects (when an https entrypoint exists).
+    pub https_port: Option<u16>,
+}
+
+/// A host's route.
+pub struct Route {
+    /// The host as configured (`app.example.com`, `*.example.com`).
+    pub host: Box<str>,
+    pub pool: Arc<Pool>,
+    pub tls: TlsMode,
+    pub redirect_https: bool,
+    /// This entry is a route's `preview` host: it reaches the canary (or the
+    /// version with weight 0) instead of the weighted split.
+    pub preview: bool,
+}
+
+/// A pool of versions sharing traffic by weight.
+pub struct Pool {
+    pub name: Box<str>,
+    pub versions: Vec<Version>,
+    /// Smooth WRR over configured weights; entries whose version has no
+    /// available backend are skipped at pick time.
+    schedule: Schedule,
+    sticky: Option<(Sticky, StickyRanges)>,
+    pub pin_header: Option<http::HeaderName>,
+    pub version_header: bool,
+    pub retry: u32,
+    pub on_all_down: OnAllDown,
+    pub passive: PassiveConfig,
+    /// The version a preview host reaches: the rollout's canary, else the
+    /// first version with weight 0.
+    preview: Option<usize>,
+}
+
+/// One version of a pool.
+pub struct Version {
+    pub name: Box<str>,
+    /// Configured weight (after runtime overrides).
+    pub weight: u32,
+    pub backends: Vec<Arc<Backend>>,
+    rr: RoundRobin,
+}
+
+/// What the request path gets back from [`Pool::pick`].
+pub enum Pick<'a> {
+    Version(usize, &'a Version),
+    /// No version has an available backend.
+    AllDown,
+}
+
+// === impl RoutingTable ===
+
+impl RoutingTable {
+    /// Builds a table. `canaries` maps a pool to its rollout canary, which
+    /// goes first in the sticky layout and is what preview hosts reach.
+    pub fn build(config: &Config, registry: &BackendRegistry, canaries: &HashMap<String, String>) -> RoutingTable {
+        let mut used = HashSet::new();
+        let mut pools = BTreeMap::new();
+        for (name, pc) in &config.pools {
+            let mut versions = Vec::with_capacity(pc.versions.len());
+            for (vname, vc) in &pc.versions {
+                let backends = vc
+                    .backends
+                    .iter()
+                    .map(|addr| {
+                        let key = BackendKey { pool: name.clone(), version: vname.clone(), addr: addr.clone() };
+                        used.insert(key.clone());
+                        registry.get_or_create(key)
+                    })
+                    .collect();
+                versions.push(Version { name: vname.as_str().into(), weight: vc.weight, backends, rr: RoundRobin::default() });
+            }
+            let weights: Vec<u32> = versions.iter().map(|v| v.weight).collect();
+            let canary = canaries.get(name).and_then(|c| versions.iter().position(|v| &*v.name == c));
+            let sticky = pc.sticky.clone().map(|s| {
+                // Canary first, then the others in name order.
+                let mut order: Vec<(usize, u32)> = Vec::new();
+                if let Some(c) = canary {
+                    order.push((c, weights[c]));
+                }
+                order.extend(weights.iter().enumerate().filter(|&(i, _)| Some(i) != canary).map(|(i, &w)| (i, w)));
+                (s, StickyRanges::new(&order))
+            });
+            let preview = canary.or_else(|| versions.iter().position(|v| v.weight == 0));
+            pools.insert(
+                name.clone(),
+                Arc::new(Pool {
+                    name: name.as_str().into(),
+                    schedule: Schedule::new(&weights),
+                    versions,
+                    sticky,
+                    pin_header: pc.pin_header.clone(),
+                    version_header: pc.version_header,
+                    retry: pc.retry,
+                    on_all_down: pc.on_all_down,
+                    passive: pc.passive.clone(),
+                    preview,
+                }),
+            );
+        }
+        registry.retain(&used);
+
+        let mut exact = HashMap::new();
+        let mut wildcards = Vec::new();
+        let mut routes = Vec::new();
+        for rc in &config.routes {
+            let Some(pool) = pools.get(&rc.pool) else { continue };
+            let idx = routes.len();
+            routes.push(Route {
+                host: rc.host.to_string().into(),
+                pool: pool.clone(),
+                tls: rc.tls.clone(),
+                redirect_https: rc.redirect_https,
+                preview: false,
+            });
+            match &rc.host {
+                HostPattern::Exact(h) => {
+                    exact.insert(h.as_str().into(), idx);
+                }
+                HostPattern::Wildcard(suffix) => wildcards.push((suffix.clone(), idx)),
+            }
+            if let Some(p) = &rc.preview {
+                let pidx = routes.len();
+                routes.push(Route {
+                    host: p.as_str().into(),
+                    pool: pool.clone(),
+                    tls: rc.tls.clone(),
+                    redirect_https: rc.redirect_https,
+                    preview: true,
+                });
+                exact.insert(p.as_str().into(), pidx);
+            }
+        }
+        wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+
+        RoutingTable {
+            exact,
+            wildcards,
+            routes,
+            pools,
+            limits: Limits {
+                connect_timeout: config.server.connect_timeout,
+                request_timeout: config.server.request_timeout,
+                idle_timeout: config.server.idle_timeout,
+            },
+            https_port: config.server.https.map(|a| a.port()),
+        }
+    }
+
+    /// The route for a raw Host value (any case, maybe with a port): exact
+    /// names first, then the longest matching wildcard. No allocation.
+    #[inline]
+    pub fn route(&self, raw_host: &str) -> Option<&Route> {
+        let mut buf = [0u8; MAX_HOST_LEN + 2];
+        let name = host::normalize(raw_host, &mut buf)?;
+        if let Some(&i) = self.exact.get(name) {
+            return self.routes.get(i);
+        }
+        self.wildcards
+            .iter()
+            .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(&**suffix))
+            .and_then(|&(_, i)| self.routes.get(i))
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+}
+
+// === impl Pool ===
+
+impl Pool {
+    /// Chooses a version for a request: a pinned version, the preview version,
+    /// the sticky user's version, or the weighted schedule over versions that
+    /// have an available backend.
+    #[inline]
+    pub fn pick(&self, pinned: Option<&[u8]>, preview: bool, sticky_bucket: Option<u32>) -> Pick<'_> {
+        if let Some(name) = pinned {
+            if let Some((i, v)) = self.versions.iter().enumerate().find(|(_, v)| v.name.as_bytes() == name) {
+                if v.has_available() {
+                    return Pick::Version(i, v);
+                }
+            }
+        }
+        if preview {
+            if let Some(i) = self.preview {
+                if self.versions[i].has_available() {
+                    return Pick::Version(i, &self.versions[i]);
+                }
+            }
+        }
+        if let (Some(bucket), Some((_, ranges))) = (sticky_bucket, &self.sticky) {
+            if let Some(i) = ranges.entry(bucket) {
+                if self.versions[i].has_available() {
+                    return Pick::Version(i, &self.versions[i]);
+                }
+            }
+        }
+        match self.schedule.pick(|i| self.versions[i].has_available()) {
+            Some(i) => Pick::Version(i, &self.versions[i]),
+            None => Pick::AllDown,
+        }
+    }
+
+    /// For `on_all_down = "fail_open"`: the weighted choice ignoring health.
+    pub fn pick_ignoring_health(&self) -> Option<(usize, &Version)> {
+        self.schedule.pick(|_| true).map(|i| (i, &self.versions[i]))
+    }
+
+    pub fn sticky(&self) -> Option<&Sticky> {
+        self.sticky.as_ref().map(|(s, _)| s)
+    }
+
+    pub fn version(&self, name: &str) -> Option<&Version> {
+        self.versions.iter().find(|v| &*v.name == name)
+    }
+
+    /// Effective weight of each version: its weight when it has an available
+    /// backend, else 0.
+    pub fn effective_weights(&self) -> Vec<u32> {
+        self.versions.iter().map(|v| if v.has_available() { v.weight } else { 0 }).collect()
+    }
+}
+
+// === impl Version ===
+
+impl Version {
+    #[inline]
+    pub fn has_available(&self) -> bool {
+        self.backends.iter().any(|b| b.is_available())
+    }
+
+    /// Round robin over available backends.
+    #[inline]
+    pub fn pick_backend(&self) -> Option<&Arc<Backend>> {
+        self.rr.pick(self.backends.len(), |i| self.backends[i].is_available()).map(|i| &self.backends[i])
+    }
+
+    /// Round robin ignoring health (fail-open).
+    pub fn pick_any_backend(&self) -> Option<&Arc<Backend>> {
+        self.rr.pick(self.backends.len(), |_| true).map(|i| &self.backends[i])
+    }
+
+    /// Another available backend than `not`, for a retry.
+    pub fn pick_backend_except(&self, not: &Backend) -> Option<&Arc<Backend>> {
+        self.rr
+            .pick(self.backends.len(), |i| self.backends[i].is_available() && !std::ptr::eq(&*self.backends[i], not))
+            .map(|i| &self.backends[i])
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.backends.iter().map(|b| b.in_flight.load(std::sync::atomic::Ordering::Relaxed)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> (RoutingTable, BackendRegistry) {
+        let config = Config::from_toml_str(text).unwrap();
+        let reg = BackendRegistry::default();
+        (RoutingTable::build(&config, &reg, &HashMap::new()), reg)
+    }
+
+    const TEXT: &str = r#"
+[[routes]]
+host = "app.test"
+pool = "app"
+preview = "next.app.test"
+[[routes]]
+host = "*.test"
+pool = "other"
+[[routes]]
+host = "*.deep.test"
+pool = "app"
+[pools.app.versions.blue]
+weight = 3
+backends = ["127.0.0.1:1", "127.0.0.1:2"]
+[pools.app.versions.green]
+weight = 1
+backends = ["127.0.0.1:3"]
+[pools.app.versions.grey]
+weight = 0
+backends = ["127.0.0.1:4"]
+[pools.other.versions.v1]
+weight = 1
+backends = ["127.0.0.1:5"]
+"#;
+
+    #[test]
+    fn host_lookup_exact_beats_wildcard_longest_wildcard_wins() {
+        let (t, _) = table(TEXT);
+        assert_eq!(&*t.route("APP.test:8080").unwrap().pool.name, "app");
+        assert_eq!(&*t.route("x.test").unwrap().pool.name, "other");
+        assert_eq!(&*t.route("x.deep.test").unwrap().pool.name, "app");
+        assert!(t.route("test").is_none());
+        assert!(t.route("nope.example").is_none());
+        assert!(t.route("bad host").is_none());
+        assert!(t.route("next.app.test").unwrap().preview);
+    }
+
+    #[test]
+    fn pick_follows_weights_and_skips_down_versions() {
+        let (t, reg) = table(TEXT);
+        let pool = &t.pools["app"];
+        let mut counts = HashMap::new();
+        for _ in 0..400 {
+            let Pick::Version(_, v) = pool.pick(None, false, None) else { panic!("all down") };
+            *counts.entry(v.name.to_string()).or_insert(0) += 1;
+        }
+        assert_eq!(counts["blue"], 300);
+        assert_eq!(counts["green"], 100);
+        assert!(!counts.contains_key("grey"));
+
+        for b in reg.all().iter().filter(|b| b.key.version == "blue") {
+            b.set_healthy(false);
+        }
+        for _ in 0..10 {
+            let Pick::Version(_, v) = pool.pick(None, false, None) else { panic!() };
+            assert_eq!(&*v.name, "green");
+        }
+        assert_eq!(pool.effective_weights(), vec![0, 1, 0]);
+        for b in reg.all() {
+            b.set_healthy(false);
+        }
+        assert!(matches!(pool.pick(None, false, None), Pick::AllDown));
+        assert!(pool.pick_ignoring_health().is_some());
+    }
+
+    #[test]
+    fn pin_and_preview_reach_weight_zero() {
+        let (t, _) = table(TEXT);
+        let pool = &t.pools["app"];
+        let Pick::Version(_, v) = pool.pick(Some(b"grey"), false, None) else { panic!() };
+        assert_eq!(&*v.name, "grey");
+        let Pick::Version(_, v) = pool.pick(None, true, None) else { panic!() };
+        assert_eq!(&*v.name, "grey");
+        // An unknown pin falls back to the split.
+        assert!(matches!(pool.pick(Some(b"nope"), false, None), Pick::Version(..)));
+    }
+
+    #[test]
+    fn backends_round_robin_and_registry_keeps_state_across_builds() {
+        let (t, reg) = table(TEXT);
+        let v = t.pools["app"].version("blue").unwrap();
+        let a = v.pick_backend().unwrap().key.addr.to_string();
+        let b = v.pick_backend().unwrap().key.addr.to_string();
+        assert_ne!(a, b);
+        v.backends[0].set_healthy(false);
+        let config = Config::from_toml_str(TEXT).unwrap();
+        let t2 = RoutingTable::build(&config, &reg, &HashMap::new());
+        assert!(!t2.pools["app"].version("blue").unwrap().backends[0].is_healthy());
+        assert!(Arc::ptr_eq(&v.backends[0], &t2.pools["app"].version("blue").unwrap().backends[0]));
+    }
+}

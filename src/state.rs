@@ -1,0 +1,302 @@
+//! Runtime changes that must survive restarts, and where they are kept.
+//!
+//! ```text
+//! config file ──┐
+//!               ├─ apply_overrides ─> effective Config ─> RoutingTable
+//! state file ───┘     (weights set by ctl, versions added or removed at runtime,
+//!                      active rollouts)
+//! ```
+//!
+//! Weights set at runtime remember the file's weights they were set against
+//! (`base`). As long as the file keeps those weights, the runtime weights win
+//! (a restart or reload never undoes `ctl switch`). When someone edits the
+//! file's weights for that pool and reloads, the file is the newer word and
+//! wins; the dropped override is reported as an event.
+//!
+//! The state sits behind [`StateStore`] so a shared store (etcd, for several
+//! instances) can take the JSON file's place.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{BackendAddr, Config, VersionConfig};
+use crate::fsutil;
+
+/// Everything persisted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PersistedState {
+    #[serde(default = "format_version")]
+    pub format: u32,
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolOverrides>,
+    /// Active or recently finished rollouts, by pool (owned by `rollout`).
+    #[serde(default)]
+    pub rollouts: BTreeMap<String, serde_json::Value>,
+}
+
+fn format_version() -> u32 {
+    1
+}
+
+/// Runtime changes to one pool.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PoolOverrides {
+    /// Weights set at runtime.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub weights: BTreeMap<String, u32>,
+    /// The file's weights for this pool when `weights` were set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub base: BTreeMap<String, u32>,
+    /// Versions added or replaced at runtime.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub versions: BTreeMap<String, VersionSpec>,
+    /// File versions removed at runtime.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub removed: BTreeSet<String>,
+}
+
+impl PoolOverrides {
+    pub fn is_empty(&self) -> bool {
+        self.weights.is_empty() && self.versions.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// A version as given to `PUT /v1/pools/{pool}/versions/{v}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VersionSpec {
+    pub backends: Vec<String>,
+    #[serde(default)]
+    pub weight: u32,
+}
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid state file: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// Where the state lives.
+pub trait StateStore: Send + Sync {
+    /// The stored state; `Ok(None)` when there is none yet.
+    fn load(&self) -> Result<Option<PersistedState>, StateError>;
+    /// Stores the state durably before returning.
+    fn save(&self, state: &PersistedState) -> Result<(), StateError>;
+    /// A name for logs.
+    fn describe(&self) -> String;
+}
+
+/// The JSON state file.
+pub struct FileStore {
+    path: PathBuf,
+}
+
+impl FileStore {
+    pub fn new(path: &Path) -> FileStore {
+        FileStore { path: path.to_owned() }
+    }
+}
+
+impl StateStore for FileStore {
+    fn load(&self) -> Result<Option<PersistedState>, StateError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StateError::Read { path: self.path.clone(), source }),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt { path: self.path.clone(), reason: e.to_string() })
+    }
+
+    fn save(&self, state: &PersistedState) -> Result<(), StateError> {
+        let mut data = serde_json::to_vec_pretty(state).unwrap_or_default();
+        data.push(b'\n');
+        fsutil::write_atomic(&self.path, &data, 0o600).map_err(|source| StateError::Write { path: self.path.clone(), source })
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// A store that keeps nothing (for `demo` and tests).
+#[derive(Default)]
+pub struct MemoryStore {
+    state: std::sync::Mutex<Option<PersistedState>>,
+}
+
+impl StateStore for MemoryStore {
+    fn load(&self) -> Result<Option<PersistedState>, StateError> {
+        Ok(self.state.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+    fn save(&self, state: &PersistedState) -> Result<(), StateError> {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.clone());
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+}
+
+/// The file's weights for one pool.
+pub fn file_weights(config: &Config, pool: &str) -> BTreeMap<String, u32> {
+    config.pools.get(pool).map(|p| p.versions.iter().map(|(v, c)| (v.clone(), c.weight)).collect()).unwrap_or_default()
+}
+
+/// Applies runtime overrides to the file's config. Returns the effective
+/// config, the overrides that still apply (stale ones dropped), and a note
+/// for each dropped override.
+pub fn apply_overrides(file: &Config, state: &PersistedState) -> (Config, PersistedState, Vec<(String, String)>) {
+    let mut config = file.clone();
+    let mut kept = PersistedState { format: 1, pools: BTreeMap::new(), rollouts: state.rollouts.clone() };
+    let mut notes = Vec::new();
+    for (name, o) in &state.pools {
+        let Some(pool) = config.pools.get_mut(name) else {
+            notes.push((name.clone(), format!("pool {name} is gone from the config; its runtime changes are dropped")));
+            continue;
+        };
+        let before = pool.clone();
+        let mut k = PoolOverrides::default();
+        for (v, spec) in &o.versions {
+            let backends: Result<Vec<BackendAddr>, String> = spec.backends.iter().map(|b| BackendAddr::parse(b)).collect();
+            match backends {
+                Ok(backends) if !backends.is_empty() => {
+                    pool.versions.insert(v.clone(), VersionConfig { weight: spec.weight, backends });
+                    k.versions.insert(v.clone(), spec.clone());
+                }
+                _ => notes.push((name.clone(), format!("runtime version {v} of pool {name} is invalid; dropped"))),
+            }
+        }
+        for v in &o.removed {
+            if file.pools[name].versions.contains_key(v) && !o.versions.contains_key(v) {
+                pool.versions.remove(v);
+                k.removed.insert(v.clone());
+            }
+        }
+        if !o.weights.is_empty() {
+            if o.base == file_weights(file, name) {
+                for (v, &w) in &o.weights {
+                    if let Some(vc) = pool.versions.get_mut(v) {
+                        vc.weight = w;
+                        k.weights.insert(v.clone(), w);
+                    } else {
+                        notes.push((name.clone(), format!("weight override for {v} in pool {name} dropped: the version is gone")));
+                    }
+                }
+                if !k.weights.is_empty() {
+                    k.base = o.base.clone();
+                }
+            } else {
+                notes.push((name.clone(), format!("the config file changed the weights of pool {name}; the file's weights replace the runtime ones")));
+            }
+        }
+        if let Err(e) = Config::check_pool(pool) {
+            notes.push((name.clone(), format!("runtime changes to pool {name} dropped: {e}")));
+            *pool = before;
+            continue;
+        }
+        if !k.is_empty() {
+            kept.pools.insert(name.clone(), k);
+        }
+    }
+    (config, kept, notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+[pools.app.versions.blue]
+weight = 100
+backends = ["127.0.0.1:1"]
+[pools.app.versions.green]
+weight = 0
+backends = ["127.0.0.1:2"]
+"#;
+
+    fn file() -> Config {
+        Config::from_toml_str(FILE).unwrap()
+    }
+
+    fn weights_override(w: &[(&str, u32)]) -> PersistedState {
+        let mut s = PersistedState::default();
+        s.pools.insert(
+            "app".into(),
+            PoolOverrides {
+                weights: w.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                base: file_weights(&file(), "app"),
+                ..Default::default()
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn runtime_weights_win_while_the_file_keeps_its_weights() {
+        let (c, kept, notes) = apply_overrides(&file(), &weights_override(&[("blue", 0), ("green", 100)]));
+        assert_eq!(c.pools["app"].versions["green"].weight, 100);
+        assert_eq!(c.pools["app"].versions["blue"].weight, 0);
+        assert!(notes.is_empty());
+        assert_eq!(kept.pools["app"].weights.len(), 2);
+    }
+
+    #[test]
+    fn an_edited_file_wins_over_older_runtime_weights() {
+        let edited = Config::from_toml_str(&FILE.replace("weight = 100", "weight = 50")).unwrap();
+        let (c, kept, notes) = apply_overrides(&edited, &weights_override(&[("blue", 0), ("green", 100)]));
+        assert_eq!(c.pools["app"].versions["blue"].weight, 50);
+        assert!(kept.pools.is_empty());
+        assert_eq!(notes.len(), 1);
+    }
+
+    #[test]
+    fn added_and_removed_versions_apply_and_stale_ones_drop() {
+        let mut s = PersistedState::default();
+        let mut o = PoolOverrides::default();
+        o.versions.insert("v2".into(), VersionSpec { backends: vec!["127.0.0.1:3".into()], weight: 5 });
+        o.removed.insert("green".into());
+        o.removed.insert("ghost".into());
+        s.pools.insert("app".into(), o);
+        s.pools.insert("gone".into(), PoolOverrides::default());
+        let (c, kept, notes) = apply_overrides(&file(), &s);
+        assert_eq!(c.pools["app"].versions["v2"].weight, 5);
+        assert!(!c.pools["app"].versions.contains_key("green"));
+        assert_eq!(kept.pools["app"].removed.len(), 1, "ghost was never in the file");
+        assert!(notes.iter().any(|(_, n)| n.contains("gone")));
+    }
+
+    #[test]
+    fn removing_every_version_is_not_applied() {
+        let mut s = PersistedState::default();
+        let mut o = PoolOverrides::default();
+        o.removed.insert("green".into());
+        o.removed.insert("blue".into());
+        s.pools.insert("app".into(), o);
+        let (c, kept, notes) = apply_overrides(&file(), &s);
+        assert_eq!(c.pools["app"].versions.len(), 2);
+        assert!(kept.pools.is_empty());
+        assert_eq!(notes.len(), 1);
+    }
+
+    #[test]
+    fn file_store_roundtrip_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        let store = FileStore::new(&p);
+        assert!(store.load().unwrap().is_none());
+        let s = weights_override(&[("blue", 1)]);
+        store.save(&s).unwrap();
+        assert_eq!(store.load().unwrap().unwrap(), s);
+        std::fs::write(&p, b"{\"pools\": [").unwrap();
+        assert!(matches!(store.load(), Err(StateError::Corrupt { .. })));
+    }
+}

@@ -1,0 +1,329 @@
+//! Backends: their live state and their pooled keep-alive connections.
+//!
+//! A [`Backend`] is keyed by (pool, version, address) and lives in the
+//! [`BackendRegistry`]; successive routing tables share the same `Arc`, so a
+//! weight change or a reload resets neither health nor pooled connections.
+//! When a backend leaves every table, its last `Arc` drops, its idle
+//! connections drop with it and hyper closes them.
+//!
+//! ```text
+//! checkout: idle stack (LIFO, warmest first) -> else connect (connect_timeout)
+//! checkin:  when the response body has been read to its end
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::config::BackendAddr;
+
+/// Idle connections kept per backend.
+const MAX_IDLE: usize = 256;
+
+/// The body sent upstream: the client's, streamed, or nothing (which lets a
+/// bodiless request be sent again on a retry).
+pub enum UpBody {
+    Client(Incoming),
+    Empty,
+}
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpBody::Client(b) => Pin::new(b).poll_frame(cx),
+            UpBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Client(b) => b.is_end_stream(),
+            UpBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpBody::Client(b) => b.size_hint(),
+            UpBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// Identity of a backend across routing tables.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendKey {
+    pub pool: String,
+    pub version: String,
+    pub addr: BackendAddr,
+}
+
+/// Why connecting to a backend failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out")]
+    Timeout,
+    #[error("connect failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("http handshake failed: {0}")]
+    Handshake(#[from] hyper::Error),
+}
+
+/// A connection ready to carry one request.
+pub struct Conn {
+    pub sender: SendRequest<UpBody>,
+    /// True when taken from the idle pool (it may have been closed by the
+    /// backend meanwhile; a failed send on it is safe to retry).
+    pub reused: bool,
+}
+
+struct Idle {
+    sender: SendRequest<UpBody>,
+    since: Instant,
+}
+
+/// One backend's live state.
+pub struct Backend {
+    pub key: BackendKey,
+    /// Pre-parsed when the address is an IP literal (no resolver call).
+    literal: Option<SocketAddr>,
+    /// Set by active probes. Starts true: a backend is in rotation until its
+    /// first failed checks.
+    healthy: AtomicBool,
+    /// Set by passive ejection from live traffic.
+    ejected: AtomicBool,
+    /// When the passive ejection ends (ms since the registry's epoch).
+    ejected_until_ms: AtomicU64,
+    /// Consecutive failures seen on live traffic.
+    consecutive_failures: AtomicU32,
+    /// Requests sent and not yet finished (response body included).
+    pub in_flight: AtomicUsize,
+    idle: Mutex<Vec<Idle>>,
+}
+
+// === impl Backend ===
+
+impl Backend {
+    pub fn new(key: BackendKey) -> Backend {
+        let literal = key.addr.as_str().parse().ok();
+        Backend {
+            key,
+            literal,
+            healthy: AtomicBool::new(true),
+            ejected: AtomicBool::new(false),
+            ejected_until_ms: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            in_flight: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// In rotation: healthy by probes and not ejected by live traffic.
+    #[inline]
+    pub fn is_available(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.ejected.load(Ordering::Relaxed)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// Sets the probe verdict; returns true when it changed.
+    pub fn set_healthy(&self, up: bool) -> bool {
+        let was = self.healthy.swap(up, Ordering::Relaxed);
+        if up {
+            // A passing probe also ends a passive ejection.
+            self.ejected.store(false, Ordering::Relaxed);
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        was != up
+    }
+
+    /// Records a live-traffic outcome. Returns true when this failure ejects
+    /// the backend (`threshold` consecutive failures; 0 disables ejection).
+    #[inline]
+    pub fn record_outcome(&self, ok: bool, threshold: u32, now_ms: u64, ejection_ms: u64) -> bool {
+        if ok {
+            if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+            }
+            return false;
+        }
+        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if threshold > 0 && n >= threshold && !self.ejected.swap(true, Ordering::Relaxed) {
+            self.ejected_until_ms.store(now_ms + ejection_ms, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Lifts a passive ejection whose time is up; true when it was lifted.
+    pub fn expire_ejection(&self, now_ms: u64) -> bool {
+        if self.ejected.load(Ordering::Relaxed) && now_ms >= self.ejected_until_ms.load(Ordering::Relaxed) {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            return self.ejected.swap(false, Ordering::Relaxed);
+        }
+        false
+    }
+
+    /// A pooled connection, or a new one.
+    pub async fn checkout(&self, connect_timeout: Duration, idle_timeout: Duration) -> Result<Conn, ConnectError> {
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some(idle) = idle else { break };
+            if idle.since.elapsed() > idle_timeout || idle.sender.is_closed() {
+                continue;
+            }
+            let mut sender = idle.sender;
+            if sender.ready().await.is_ok() {
+                return Ok(Conn { sender, reused: true });
+            }
+        }
+        self.connect(connect_timeout).await.map(|sender| Conn { sender, reused: false })
+    }
+
+    async fn connect(&self, timeout: Duration) -> Result<SendRequest<UpBody>, ConnectError> {
+        let connect = async {
+            let stream = match self.literal {
+                Some(addr) => TcpStream::connect(addr).await?,
+                // A name: resolved through the system resolver at every new
+                // connection, so a Compose service that moves is followed.
+                None => TcpStream::connect(self.key.addr.as_str()).await?,
+            };
+            stream.set_nodelay(true)?;
+            let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(async move {
+                // Errors here are the backend closing; the request that used the
+                // connection has already seen them.
+                let _ = conn.with_upgrades().await;
+            });
+            Ok::<_, ConnectError>(sender)
+        };
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError::Timeout),
+        }
+    }
+
+    /// Returns a connection whose exchange finished cleanly.
+    pub fn checkin(&self, sender: SendRequest<UpBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle { sender, since: Instant::now() });
+        }
+    }
+
+    /// Drops every idle connection (the backend is leaving, or failed).
+    pub fn close_idle(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Every backend of every table, by identity.
+#[derive(Default)]
+pub struct BackendRegistry {
+    map: Mutex<HashMap<BackendKey, Arc<Backend>>>,
+}
+
+// === impl BackendRegistry ===
+
+impl BackendRegistry {
+    /// The backend for `key`, created healthy when new.
+    pub fn get_or_create(&self, key: BackendKey) -> Arc<Backend> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(key.clone()).or_insert_with(|| Arc::new(Backend::new(key))).clone()
+    }
+
+    /// Forgets backends not in `keep`, closing their idle connections (in-flight
+    /// requests keep their own `Arc` and finish normally).
+    pub fn retain(&self, keep: &std::collections::HashSet<BackendKey>) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|k, b| {
+            let kept = keep.contains(k);
+            if !kept {
+                b.close_idle();
+            }
+            kept
+        });
+    }
+
+    pub fn all(&self) -> Vec<Arc<Backend>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = map.values().cloned().collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend() -> Backend {
+        Backend::new(BackendKey { pool: "p".into(), version: "v".into(), addr: BackendAddr::parse("127.0.0.1:1").unwrap() })
+    }
+
+    #[test]
+    fn passive_ejection_after_threshold_and_expiry() {
+        let b = backend();
+        assert!(b.is_available());
+        assert!(!b.record_outcome(false, 3, 0, 1000));
+        assert!(!b.record_outcome(false, 3, 0, 1000));
+        assert!(b.record_outcome(false, 3, 0, 1000));
+        assert!(!b.is_available());
+        assert!(!b.record_outcome(false, 3, 0, 1000), "already ejected");
+        assert!(!b.expire_ejection(999));
+        assert!(b.expire_ejection(1000));
+        assert!(b.is_available());
+    }
+
+    #[test]
+    fn success_resets_the_count_and_zero_disables() {
+        let b = backend();
+        b.record_outcome(false, 2, 0, 10);
+        b.record_outcome(true, 2, 0, 10);
+        assert!(!b.record_outcome(false, 2, 0, 10), "the count restarted after a success");
+        let c = backend();
+        for _ in 0..100 {
+            assert!(!c.record_outcome(false, 0, 0, 10));
+        }
+        assert!(c.is_available(), "threshold 0 never ejects");
+    }
+
+    #[test]
+    fn probe_pass_lifts_ejection() {
+        let b = backend();
+        b.record_outcome(false, 1, 0, 10_000);
+        assert!(!b.is_available());
+        assert!(!b.set_healthy(true));
+        assert!(b.is_available());
+        assert!(b.set_healthy(false));
+        assert!(!b.is_available());
+    }
+}
