@@ -141,10 +141,10 @@ pub fn render_state(s: &Value) -> String {
                         out,
                         "  {:<16} {:>7} {:>9} {:>6}% {:>9}  {}",
                         v,
-                        d["weight"],
-                        d["effective_weight"],
-                        d["share_percent"],
-                        d["in_flight"],
+                        d["weight"].to_string(),
+                        d["effective_weight"].to_string(),
+                        d["share_percent"].to_string(),
+                        d["in_flight"].to_string(),
                         backends.join(", ")
                     );
                 }

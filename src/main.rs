@@ -232,7 +232,7 @@ fn ctl_main(socket: PathBuf, as_json: bool, cmd: CtlCmd) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(tokio::time::timeout(Duration::from_secs(60), ctl_run(&socket, as_json, cmd))) {
+    match rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), ctl_run(&socket, as_json, cmd)).await }) {
         Ok(Ok(out)) => {
             print!("{out}");
             ExitCode::SUCCESS
