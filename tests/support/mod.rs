@@ -1,0 +1,465 @@
+//! Test support: real upstreams on 127.0.0.1:0 and the real `switchyard`
+//! binary started on a config written to a temp dir.
+//!
+//! Nothing binds a fixed port; every process is stopped when its handle drops.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(b: impl Into<Bytes>) -> BoxBody {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+/// A scriptable origin: answers its name and counts what it served.
+pub struct Upstream {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicU64>,
+    /// When false, `/health` answers 503.
+    pub healthy: Arc<AtomicBool>,
+    /// When true, every non-health request answers 500.
+    pub failing: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Starts an origin on 127.0.0.1:0. Paths:
+    /// `/health`; `/slow?ms=N`; `/stream?chunks=N&ms=M`; `/echo` (echoes the
+    /// request body, streaming); `/headers` (request headers as JSON);
+    /// `/status/N`; an Upgrade request echoes raw bytes after 101.
+    pub async fn start(name: &'static str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_on(name, listener)
+    }
+
+    /// Serves on an already bound listener (to restart on the same port).
+    pub fn serve_on(name: &'static str, listener: TcpListener) -> Upstream {
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicU64::new(0));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let failing = Arc::new(AtomicBool::new(false));
+        let (h, he, f) = (hits.clone(), healthy.clone(), failing.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let _ = stream.set_nodelay(true);
+                let (h, he, f) = (h.clone(), he.clone(), f.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| origin(name, req, h.clone(), he.clone(), f.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).with_upgrades().await;
+                });
+            }
+        });
+        Upstream { name, addr, hits, healthy, failing, task }
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting and drops the listener (connections already open stay
+    /// until their tasks end).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
+    req.uri().query()?.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key)?.1.parse().ok()
+}
+
+async fn origin(
+    name: &'static str,
+    mut req: Request<Incoming>,
+    hits: Arc<AtomicU64>,
+    healthy: Arc<AtomicBool>,
+    failing: Arc<AtomicBool>,
+) -> Result<Response<BoxBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    if path == "/health" {
+        let ok = healthy.load(Ordering::SeqCst);
+        let mut r = Response::new(full(if ok { "ok\n" } else { "sick\n" }));
+        *r.status_mut() = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        return Ok(r);
+    }
+    hits.fetch_add(1, Ordering::SeqCst);
+    if req.headers().contains_key(http::header::UPGRADE) {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = TokioIo::new(up);
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut r = Response::new(full(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut().insert(http::header::UPGRADE, "echo".parse().unwrap());
+        r.headers_mut().insert(http::header::CONNECTION, "upgrade".parse().unwrap());
+        return Ok(r);
+    }
+    if failing.load(Ordering::SeqCst) {
+        let mut r = Response::new(full(format!("{name} failing\n")));
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        return Ok(r);
+    }
+    if path == "/slow" {
+        tokio::time::sleep(Duration::from_millis(query(&req, "ms").unwrap_or(1000))).await;
+    }
+    if path == "/stream" {
+        let chunks = query(&req, "chunks").unwrap_or(10);
+        let ms = query(&req, "ms").unwrap_or(100);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+        tokio::spawn(async move {
+            for i in 0..chunks {
+                if tx.send(Ok(Frame::data(Bytes::from(format!("{name} chunk {i}\n"))))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        });
+        let stream = tokio_stream_from(rx);
+        return Ok(Response::new(BodyExt::boxed(StreamBody::new(stream))));
+    }
+    if path == "/echo" {
+        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        return Ok(Response::new(full(body)));
+    }
+    if path == "/headers" {
+        let map: HashMap<String, String> =
+            req.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
+        return Ok(Response::new(full(serde_json::to_vec(&map).unwrap())));
+    }
+    if let Some(code) = path.strip_prefix("/status/").and_then(|c| c.parse::<u16>().ok()) {
+        let mut r = Response::new(full(format!("{name}\n")));
+        *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+        return Ok(r);
+    }
+    let mut r = Response::new(full(format!("{name}\n")));
+    r.headers_mut().insert("connection", "keep-alive".parse().unwrap());
+    r.headers_mut().insert("keep-alive", "timeout=30".parse().unwrap());
+    Ok(r)
+}
+
+/// An mpsc receiver as a `futures_core::Stream` (what `StreamBody` takes).
+fn tokio_stream_from<T: Send + 'static>(rx: tokio::sync::mpsc::Receiver<T>) -> RecvStream<T> {
+    RecvStream(rx)
+}
+
+struct RecvStream<T>(tokio::sync::mpsc::Receiver<T>);
+
+impl<T> futures_core::Stream for RecvStream<T> {
+    type Item = T;
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+        self.get_mut().0.poll_recv(cx)
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// The real binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_switchyard")
+}
+
+/// A running `switchyard run`.
+pub struct Proxy {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub socket: PathBuf,
+    pub http: SocketAddr,
+    pub child: Child,
+}
+
+impl Proxy {
+    /// Writes `config` (with `{dir}` replaced by the temp dir) and starts the
+    /// binary; returns when the admin socket answers.
+    pub async fn start(config: &str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, config).await
+    }
+
+    /// Starts in a given dir (to restart on the same state).
+    pub async fn start_in(dir: tempfile::TempDir, config: &str) -> Proxy {
+        let config_path = dir.path().join("switchyard.toml");
+        let text = with_admin(config, dir.path());
+        std::fs::write(&config_path, text).unwrap();
+        let socket = dir.path().join("admin.sock");
+        let child = spawn(&config_path, dir.path());
+        let mut p = Proxy { dir, config_path, socket, http: "127.0.0.1:1".parse().unwrap(), child };
+        p.wait_ready().await;
+        p
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
+                panic!("switchyard exited early with {status}:\n{log}");
+            }
+            if self.socket.exists() {
+                if let Ok((StatusCode::OK, v)) = admin(&self.socket, "GET", "/v1/state", None).await {
+                    if let Some(h) = v["listeners"]["http"].as_str() {
+                        self.http = h.parse().unwrap();
+                        return;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "switchyard did not become ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Restarts the process on the same dir (config and state kept).
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.child = spawn(&self.config_path, self.dir.path());
+        self.wait_ready().await;
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap().success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// `switchyard ctl -s SOCKET args...`
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin()).arg("ctl").arg("-s").arg(&self.socket).args(args).output().unwrap()
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (StatusCode, Value) {
+        admin(&self.socket, method, path, body).await.unwrap()
+    }
+
+    pub async fn state(&self) -> Value {
+        self.admin("GET", "/v1/state", None).await.1
+    }
+
+    pub async fn weights(&self, pool: &str) -> HashMap<String, u64> {
+        let s = self.state().await;
+        s["pools"][pool]["versions"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v["weight"].as_u64().unwrap())).collect()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn(config: &Path, dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("stderr.log")).unwrap();
+    Command::new(bin())
+        .arg("run")
+        .arg("-c")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Adds an `[admin]` section pointing into `dir` unless the config has one.
+fn with_admin(config: &str, dir: &Path) -> String {
+    let config = config.replace("{dir}", &dir.display().to_string());
+    if config.contains("[admin]") {
+        config
+    } else {
+        format!("{config}\n[admin]\nsocket = \"{0}/admin.sock\"\nstate = \"{0}/state.json\"\n", dir.display())
+    }
+}
+
+/// The usual test pool: `app.test` -> blue/green with the given weights.
+pub fn pool_config(blue: &Upstream, wb: u32, green: &Upstream, wg: u32, extra_server: &str) -> String {
+    format!(
+        r#"[server]
+http = "127.0.0.1:0"
+shutdown_grace = "5s"
+{extra_server}
+
+[[routes]]
+host = "app.test"
+pool = "app"
+
+[pools.app]
+version_header = true
+pin_header = "X-Switchyard-Version"
+
+[pools.app.versions.blue]
+weight = {wb}
+backends = ["{}"]
+
+[pools.app.versions.green]
+weight = {wg}
+backends = ["{}"]
+"#,
+        blue.addr, green.addr
+    )
+}
+
+/// One admin call over the Unix socket.
+pub async fn admin(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Result<(StatusCode, Value), String> {
+    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| e.to_string())?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "switchyard")
+        .body(Full::new(Bytes::from(body.unwrap_or("").to_string())))
+        .unwrap();
+    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let v = serde_json::from_slice(&bytes).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&bytes)))?;
+    Ok((status, v))
+}
+
+/// A keep-alive HTTP/1.1 client connection.
+pub struct Client {
+    addr: SocketAddr,
+    tx: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+/// What a request got back.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn served_by(&self) -> &str {
+        self.headers.get("x-served-by").and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Client {
+        Client { addr, tx: None }
+    }
+
+    async fn conn(&mut self) -> Result<&mut hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+        let usable = match &mut self.tx {
+            Some(tx) => tx.ready().await.is_ok(),
+            None => false,
+        };
+        if !usable {
+            let s = TcpStream::connect(self.addr).await.map_err(|e| e.to_string())?;
+            s.set_nodelay(true).ok();
+            let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            self.tx = Some(tx);
+        }
+        Ok(self.tx.as_mut().unwrap())
+    }
+
+    pub async fn request(&mut self, method: &str, host: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Result<Answer, String> {
+        let mut b = Request::builder().method(method).uri(path).header("host", host);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+        let tx = self.conn().await?;
+        let resp = match tx.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.tx = None;
+                return Err(e.to_string());
+            }
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Answer { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    }
+
+    pub async fn get(&mut self, host: &str, path: &str) -> Result<Answer, String> {
+        self.request("GET", host, path, &[], "").await
+    }
+}
+
+/// Runs `switchyard` with arguments and returns its output.
+pub fn run_bin(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().unwrap()
+}
+
+/// Raw bytes over a fresh TCP connection; returns everything read until the
+/// peer closes or `timeout`.
+pub async fn raw(addr: SocketAddr, request: &[u8], timeout: Duration) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(timeout, s.read_to_end(&mut out)).await;
+    out
+}
+
+/// Polls `f` until it is true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A shared log of (start instant, version) per request, for switch tests.
+pub type Timeline = Arc<Mutex<Vec<(Instant, Result<String, String>)>>>;
