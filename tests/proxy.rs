@@ -1,0 +1,214 @@
+//! Proxy behaviour users rely on (SPEC section 6), through the real binary.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use support::*;
+
+async fn basic() -> (Upstream, Upstream, Proxy) {
+    let blue = Upstream::start("blue").await;
+    let green = Upstream::start("green").await;
+    let p = Proxy::start(&pool_config(&blue, 100, &green, 0, "request_timeout = \"500ms\"\nmax_header_bytes = 8192")).await;
+    (blue, green, p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_matching_and_errors() {
+    let (_b, _g, p) = basic().await;
+    let mut c = Client::new(p.http);
+    assert_eq!(c.get("APP.Test:8080", "/").await.unwrap().body, "blue\n");
+    assert_eq!(c.get("app.test.", "/").await.unwrap().body, "blue\n");
+    let a = c.get("other.test", "/").await.unwrap();
+    assert_eq!(a.status, 404);
+    assert!(a.body.contains("no route"));
+    // No Host at all (HTTP/1.0 allows leaving it out): 400.
+    let out = raw(p.http, b"GET / HTTP/1.0\r\n\r\n", Duration::from_secs(2)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.0 400") || text.starts_with("HTTP/1.1 400"), "{text}");
+    // Oversized headers: 431.
+    let big = format!("GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let out = raw(p.http, big.as_bytes(), Duration::from_secs(2)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_backend_502_and_slow_backend_504() {
+    // A port with nothing listening.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let slow = Upstream::start("slow").await;
+    let config = format!(
+        r#"[server]
+http = "127.0.0.1:0"
+request_timeout = "300ms"
+[[routes]]
+host = "dead.test"
+pool = "dead"
+[[routes]]
+host = "slow.test"
+pool = "slow"
+[pools.dead]
+retry = 0
+[pools.dead.versions.v1]
+weight = 1
+backends = ["{dead}"]
+[pools.slow.versions.v1]
+weight = 1
+backends = ["{}"]
+"#,
+        slow.addr
+    );
+    let p = Proxy::start(&config).await;
+    let mut c = Client::new(p.http);
+    let a = c.get("dead.test", "/").await.unwrap();
+    assert_eq!(a.status, 502);
+    assert!(a.body.contains("pool dead"), "{}", a.body);
+    let t = Instant::now();
+    let a = c.get("slow.test", "/slow?ms=3000").await.unwrap();
+    assert_eq!(a.status, 504);
+    assert!(a.body.contains("pool slow"), "{}", a.body);
+    assert!(t.elapsed() < Duration::from_secs(2), "504 came after {:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_added_and_hop_by_hop_stripped() {
+    let (_b, _g, p) = basic().await;
+    let mut c = Client::new(p.http);
+    let a = c
+        .request(
+            "GET",
+            "app.test:8080",
+            "/headers",
+            &[("connection", "keep-alive, x-private"), ("x-private", "secret"), ("keep-alive", "timeout=5"), ("x-forwarded-for", "10.9.8.7"), ("te", "trailers")],
+            "",
+        )
+        .await
+        .unwrap();
+    let h: std::collections::HashMap<String, String> = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(h["x-forwarded-for"], "10.9.8.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "app.test:8080");
+    assert_eq!(h["host"], "app.test:8080", "the client's Host is kept");
+    for gone in ["x-private", "keep-alive", "te"] {
+        assert!(!h.contains_key(gone), "{gone} was forwarded: {h:?}");
+    }
+    // Hop-by-hop headers of the response are not passed back.
+    assert!(a.headers.get("keep-alive").is_none(), "{:?}", a.headers);
+    assert_eq!(a.served_by(), "blue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_stream_both_ways() {
+    let (_b, _g, p) = basic().await;
+    // Response: the first chunk arrives long before the last is produced.
+    let s = TcpStream::connect(p.http).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(s)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/stream?chunks=6&ms=300").header("host", "app.test").body(Full::new(Bytes::new())).unwrap();
+    let t = Instant::now();
+    let mut body = tx.send_request(req).await.unwrap().into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("chunk 0"));
+    assert!(t.elapsed() < Duration::from_millis(1000), "first chunk after {:?}", t.elapsed());
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&rest).contains("chunk 5"));
+    assert!(t.elapsed() >= Duration::from_millis(1500));
+
+    // Request: 8 MiB up and back without trouble.
+    let mut c = Client::new(p.http);
+    let big = "x".repeat(8 << 20);
+    let a = c.request("POST", "app.test", "/echo", &[], &big).await.unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body.len(), big.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_pass_through() {
+    let (_b, _g, p) = basic().await;
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("upgrade: echo"), "{head}");
+    for msg in ["hello", "over the proxy", "bye"] {
+        s.write_all(msg.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(buf, msg.as_bytes());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_prior_knowledge_on_the_http_entrypoint() {
+    let (_b, _g, p) = basic().await;
+    let s = TcpStream::connect(p.http).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), TokioIo::new(s)).await.unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let req = http::Request::get("http://app.test/").body(Full::new(Bytes::new())).unwrap();
+        let r = tx.send_request(req).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.version(), http::Version::HTTP_2);
+        let b = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&b[..], b"blue\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failure_is_retried_on_another_backend() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let live = Upstream::start("live").await;
+    let config = format!(
+        r#"[server]
+http = "127.0.0.1:0"
+[[routes]]
+host = "app.test"
+pool = "app"
+[pools.app]
+retry = 1
+[pools.app.versions.v1]
+weight = 1
+backends = ["{dead}", "{}"]
+"#,
+        live.addr
+    );
+    let p = Proxy::start(&config).await;
+    let mut c = Client::new(p.http);
+    for i in 0..20 {
+        // A POST too: it never reached the dead backend, so it is safe to resend.
+        let a = if i % 2 == 0 { c.get("app.test", "/").await.unwrap() } else { c.request("POST", "app.test", "/echo", &[], "payload").await.unwrap() };
+        assert_eq!(a.status, 200, "request {i}: {}", a.body);
+    }
+    assert_eq!(live.hits(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_holds_extra_clients_in_the_backlog() {
+    let blue = Upstream::start("blue").await;
+    let green = Upstream::start("green").await;
+    let p = Proxy::start(&pool_config(&blue, 1, &green, 0, "max_connections = 1")).await;
+    let mut first = Client::new(p.http);
+    assert_eq!(first.get("app.test", "/").await.unwrap().status, 200);
+    // A second client waits while the first keeps its connection open...
+    let addr = p.http;
+    let second = tokio::spawn(async move { Client::new(addr).get("app.test", "/").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "second connection was served past max_connections");
+    // ...and is served once the first goes away.
+    drop(first);
+    let a = tokio::time::timeout(Duration::from_secs(15), second).await.expect("second client served").unwrap().unwrap();
+    assert_eq!(a.status, 200);
+}
