@@ -682,6 +682,9 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
     for r in &file.routes {
         let span = r.span();
         let r = r.get_ref();
+        if !pools.contains_key(r.pool.get_ref()) {
+            c.err(r.pool.span(), format!("route names pool {:?}, which is not defined", r.pool.get_ref()));
+        }
         let host = match HostPattern::parse(r.host.get_ref()) {
             Ok(h) => h,
             Err(e) => {
@@ -691,9 +694,6 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
         };
         if seen.insert(host.to_string(), ()).is_some() {
             c.err(r.host.span(), format!("host {host} is routed twice"));
-        }
-        if !pools.contains_key(r.pool.get_ref()) {
-            c.err(r.pool.span(), format!("route names pool {:?}, which is not defined", r.pool.get_ref()));
         }
         let tls = match r.tls.as_ref().map(|t| (t.span(), t.get_ref())) {
             None => TlsMode::None,
