@@ -32,14 +32,36 @@ pub const MAX_BODY: usize = 1 << 20;
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdminCommand {
     State,
-    SetWeights { pool: String, weights: BTreeMap<String, u32>, force: bool },
-    PutVersion { pool: String, version: String, backends: Vec<String>, weight: Option<u32> },
-    DeleteVersion { pool: String, version: String },
-    RolloutStart { pool: String, body: Value },
-    RolloutStatus { pool: String },
-    RolloutAction { pool: String, action: RolloutAction },
+    SetWeights {
+        pool: String,
+        weights: BTreeMap<String, u32>,
+        force: bool,
+    },
+    PutVersion {
+        pool: String,
+        version: String,
+        backends: Vec<String>,
+        weight: Option<u32>,
+    },
+    DeleteVersion {
+        pool: String,
+        version: String,
+    },
+    RolloutStart {
+        pool: String,
+        body: Value,
+    },
+    RolloutStatus {
+        pool: String,
+    },
+    RolloutAction {
+        pool: String,
+        action: RolloutAction,
+    },
     Reload,
-    Events { since: u64 },
+    Events {
+        since: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +76,22 @@ pub enum RolloutAction {
 
 impl AdminCommand {
     /// Parses a request. Never panics, whatever the input.
-    pub fn parse(method: &str, path: &str, query: Option<&str>, body: &[u8]) -> Result<AdminCommand, AdminError> {
+    pub fn parse(
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Result<AdminCommand, AdminError> {
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         let bad_method = || AdminError::BadRequest(format!("{method} is not allowed on {path}"));
-        let q = |key: &str| query.unwrap_or("").split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v);
+        let q = |key: &str| {
+            query
+                .unwrap_or("")
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v)
+        };
         match segs.as_slice() {
             ["v1", "state"] => match method {
                 "GET" => Ok(AdminCommand::State),
@@ -71,7 +105,9 @@ impl AdminCommand {
                 "GET" => {
                     let since = match q("since") {
                         None => 0,
-                        Some(s) => s.parse().map_err(|_| AdminError::BadRequest(format!("since must be a number, not {s:?}")))?,
+                        Some(s) => s.parse().map_err(|_| {
+                            AdminError::BadRequest(format!("since must be a number, not {s:?}"))
+                        })?,
                     };
                     Ok(AdminCommand::Events { since })
                 }
@@ -82,9 +118,17 @@ impl AdminCommand {
                     let force = match q("force") {
                         None | Some("false") | Some("0") => false,
                         Some("true") | Some("1") | Some("") => true,
-                        Some(v) => return Err(AdminError::BadRequest(format!("force must be true or false, not {v:?}"))),
+                        Some(v) => {
+                            return Err(AdminError::BadRequest(format!(
+                                "force must be true or false, not {v:?}"
+                            )))
+                        }
                     };
-                    Ok(AdminCommand::SetWeights { pool: pool.to_string(), weights: parse_weights(body)?, force })
+                    Ok(AdminCommand::SetWeights {
+                        pool: pool.to_string(),
+                        weights: parse_weights(body)?,
+                        force,
+                    })
                 }
                 _ => Err(bad_method()),
             },
@@ -93,31 +137,60 @@ impl AdminCommand {
                     let v = json_object(body)?;
                     for k in v.keys() {
                         if k != "backends" && k != "weight" {
-                            return Err(AdminError::BadRequest(format!("unknown field {k:?} (expected backends, weight)")));
+                            return Err(AdminError::BadRequest(format!(
+                                "unknown field {k:?} (expected backends, weight)"
+                            )));
                         }
                     }
                     let backends = match v.get("backends") {
                         Some(Value::Array(a)) => a
                             .iter()
-                            .map(|b| b.as_str().map(str::to_string).ok_or_else(|| AdminError::BadRequest("backends must be strings \"host:port\"".into())))
+                            .map(|b| {
+                                b.as_str().map(str::to_string).ok_or_else(|| {
+                                    AdminError::BadRequest(
+                                        "backends must be strings \"host:port\"".into(),
+                                    )
+                                })
+                            })
                             .collect::<Result<Vec<_>, _>>()?,
-                        _ => return Err(AdminError::BadRequest("backends must be a list of \"host:port\"".into())),
+                        _ => {
+                            return Err(AdminError::BadRequest(
+                                "backends must be a list of \"host:port\"".into(),
+                            ))
+                        }
                     };
                     let weight = match v.get("weight") {
                         None => None,
                         Some(w) => Some(weight_value("weight", w)?),
                     };
-                    Ok(AdminCommand::PutVersion { pool: pool.to_string(), version: version.to_string(), backends, weight })
+                    Ok(AdminCommand::PutVersion {
+                        pool: pool.to_string(),
+                        version: version.to_string(),
+                        backends,
+                        weight,
+                    })
                 }
-                "DELETE" => Ok(AdminCommand::DeleteVersion { pool: pool.to_string(), version: version.to_string() }),
+                "DELETE" => Ok(AdminCommand::DeleteVersion {
+                    pool: pool.to_string(),
+                    version: version.to_string(),
+                }),
                 _ => Err(bad_method()),
             },
             ["v1", "pools", pool, "rollout"] => match method {
                 "POST" => {
-                    let body = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { Value::Object(json_object(body)?) };
-                    Ok(AdminCommand::RolloutStart { pool: pool.to_string(), body })
+                    let body = if body.iter().all(u8::is_ascii_whitespace) {
+                        json!({})
+                    } else {
+                        Value::Object(json_object(body)?)
+                    };
+                    Ok(AdminCommand::RolloutStart {
+                        pool: pool.to_string(),
+                        body,
+                    })
                 }
-                "GET" => Ok(AdminCommand::RolloutStatus { pool: pool.to_string() }),
+                "GET" => Ok(AdminCommand::RolloutStatus {
+                    pool: pool.to_string(),
+                }),
                 _ => Err(bad_method()),
             },
             ["v1", "pools", pool, "rollout", action] => {
@@ -129,41 +202,63 @@ impl AdminCommand {
                     "resume" => RolloutAction::Resume,
                     "promote" => RolloutAction::Promote,
                     "abort" => RolloutAction::Abort,
-                    other => return Err(AdminError::NotFound(format!("unknown rollout action {other:?}"))),
+                    other => {
+                        return Err(AdminError::NotFound(format!(
+                            "unknown rollout action {other:?}"
+                        )))
+                    }
                 };
-                Ok(AdminCommand::RolloutAction { pool: pool.to_string(), action })
+                Ok(AdminCommand::RolloutAction {
+                    pool: pool.to_string(),
+                    action,
+                })
             }
-            _ => Err(AdminError::NotFound(format!("no such endpoint: {method} {path}"))),
+            _ => Err(AdminError::NotFound(format!(
+                "no such endpoint: {method} {path}"
+            ))),
         }
     }
 
     /// Whether the command changes anything (for the dashboard's CSRF check).
     pub fn is_change(&self) -> bool {
-        !matches!(self, AdminCommand::State | AdminCommand::Events { .. } | AdminCommand::RolloutStatus { .. })
+        !matches!(
+            self,
+            AdminCommand::State | AdminCommand::Events { .. } | AdminCommand::RolloutStatus { .. }
+        )
     }
 }
 
 fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, AdminError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(AdminError::BadRequest("the body must be a JSON object".into())),
+        Ok(_) => Err(AdminError::BadRequest(
+            "the body must be a JSON object".into(),
+        )),
         Err(e) => Err(AdminError::BadRequest(format!("bad JSON: {e}"))),
     }
 }
 
 fn weight_value(name: &str, v: &Value) -> Result<u32, AdminError> {
     match v.as_i64() {
-        Some(w) if w < 0 => Err(AdminError::BadRequest(format!("weight of {name} is negative"))),
-        Some(w) if w > i64::from(crate::config::MAX_WEIGHT) => Err(AdminError::BadRequest(format!("weight of {name} is too large"))),
+        Some(w) if w < 0 => Err(AdminError::BadRequest(format!(
+            "weight of {name} is negative"
+        ))),
+        Some(w) if w > i64::from(crate::config::MAX_WEIGHT) => Err(AdminError::BadRequest(
+            format!("weight of {name} is too large"),
+        )),
         Some(w) => Ok(w as u32),
-        None => Err(AdminError::BadRequest(format!("weight of {name} must be a whole number"))),
+        None => Err(AdminError::BadRequest(format!(
+            "weight of {name} must be a whole number"
+        ))),
     }
 }
 
 /// `{"blue":0,"green":100}`.
 pub fn parse_weights(body: &[u8]) -> Result<BTreeMap<String, u32>, AdminError> {
     let m = json_object(body)?;
-    m.iter().map(|(k, v)| Ok((k.clone(), weight_value(k, v)?))).collect()
+    m.iter()
+        .map(|(k, v)| Ok((k.clone(), weight_value(k, v)?)))
+        .collect()
 }
 
 /// Runs a parsed command against the app.
@@ -171,15 +266,28 @@ pub async fn dispatch(app: &Arc<App>, cmd: AdminCommand, who: String) -> Result<
     match cmd {
         AdminCommand::State => Ok(app.state_json()),
         AdminCommand::Events { since } => Ok(json!({ "events": app.events.since(since) })),
-        AdminCommand::RolloutStart { .. } | AdminCommand::RolloutStatus { .. } | AdminCommand::RolloutAction { .. } => {
-            Err(AdminError::NotImplemented("rollouts are not available in this build yet".into()))
-        }
+        AdminCommand::RolloutStart { .. }
+        | AdminCommand::RolloutStatus { .. }
+        | AdminCommand::RolloutAction { .. } => Err(AdminError::NotImplemented(
+            "rollouts are not available in this build yet".into(),
+        )),
         change => {
             let app = app.clone();
             tokio::task::spawn_blocking(move || match change {
-                AdminCommand::SetWeights { pool, weights, force } => app.set_weights(&pool, &weights, force, &who),
-                AdminCommand::PutVersion { pool, version, backends, weight } => app.put_version(&pool, &version, &backends, weight, &who),
-                AdminCommand::DeleteVersion { pool, version } => app.delete_version(&pool, &version, &who),
+                AdminCommand::SetWeights {
+                    pool,
+                    weights,
+                    force,
+                } => app.set_weights(&pool, &weights, force, &who),
+                AdminCommand::PutVersion {
+                    pool,
+                    version,
+                    backends,
+                    weight,
+                } => app.put_version(&pool, &version, &backends, weight, &who),
+                AdminCommand::DeleteVersion { pool, version } => {
+                    app.delete_version(&pool, &version, &who)
+                }
                 AdminCommand::Reload => app.reload(&who),
                 _ => Err(AdminError::Internal("not a change".into())),
             })
@@ -195,18 +303,30 @@ pub fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
     body.push(b'\n');
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 /// Reads, parses and dispatches one admin request.
-pub async fn handle(app: Arc<App>, who: String, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+pub async fn handle(
+    app: Arc<App>,
+    who: String,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return Ok(json_response(StatusCode::PAYLOAD_TOO_LARGE, &json!({ "error": "body too large or unreadable" }))),
+        Err(_) => {
+            return Ok(json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({ "error": "body too large or unreadable" }),
+            ))
+        }
     };
     let result = match AdminCommand::parse(method.as_str(), &path, query.as_deref(), &body) {
         Ok(cmd) => dispatch(&app, cmd, who).await,
@@ -243,7 +363,11 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves the admin socket until `shutdown` resolves.
-pub async fn serve(app: Arc<App>, listener: UnixListener, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve(
+    app: Arc<App>,
+    listener: UnixListener,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         let stream = tokio::select! {
             r = listener.accept() => match r {
@@ -263,7 +387,9 @@ pub async fn serve(app: Arc<App>, listener: UnixListener, mut shutdown: tokio::s
         let app = app.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handle(app.clone(), who.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }
@@ -274,37 +400,116 @@ mod tests {
 
     #[test]
     fn parses_every_endpoint() {
-        assert_eq!(AdminCommand::parse("GET", "/v1/state", None, b""), Ok(AdminCommand::State));
-        let w = AdminCommand::parse("PUT", "/v1/pools/app/weights", Some("force=true"), br#"{"blue":0,"green":100}"#).unwrap();
+        assert_eq!(
+            AdminCommand::parse("GET", "/v1/state", None, b""),
+            Ok(AdminCommand::State)
+        );
+        let w = AdminCommand::parse(
+            "PUT",
+            "/v1/pools/app/weights",
+            Some("force=true"),
+            br#"{"blue":0,"green":100}"#,
+        )
+        .unwrap();
         assert_eq!(
             w,
-            AdminCommand::SetWeights { pool: "app".into(), weights: [("blue".into(), 0), ("green".into(), 100)].into(), force: true }
+            AdminCommand::SetWeights {
+                pool: "app".into(),
+                weights: [("blue".into(), 0), ("green".into(), 100)].into(),
+                force: true
+            }
         );
-        let v = AdminCommand::parse("PUT", "/v1/pools/app/versions/v2", None, br#"{"backends":["127.0.0.1:1"]}"#).unwrap();
-        assert_eq!(v, AdminCommand::PutVersion { pool: "app".into(), version: "v2".into(), backends: vec!["127.0.0.1:1".into()], weight: None });
+        let v = AdminCommand::parse(
+            "PUT",
+            "/v1/pools/app/versions/v2",
+            None,
+            br#"{"backends":["127.0.0.1:1"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            AdminCommand::PutVersion {
+                pool: "app".into(),
+                version: "v2".into(),
+                backends: vec!["127.0.0.1:1".into()],
+                weight: None
+            }
+        );
         assert_eq!(
             AdminCommand::parse("DELETE", "/v1/pools/app/versions/v2", None, b""),
-            Ok(AdminCommand::DeleteVersion { pool: "app".into(), version: "v2".into() })
+            Ok(AdminCommand::DeleteVersion {
+                pool: "app".into(),
+                version: "v2".into()
+            })
         );
-        assert_eq!(AdminCommand::parse("GET", "/v1/events", Some("since=7"), b""), Ok(AdminCommand::Events { since: 7 }));
-        assert_eq!(AdminCommand::parse("POST", "/v1/reload", None, b""), Ok(AdminCommand::Reload));
+        assert_eq!(
+            AdminCommand::parse("GET", "/v1/events", Some("since=7"), b""),
+            Ok(AdminCommand::Events { since: 7 })
+        );
+        assert_eq!(
+            AdminCommand::parse("POST", "/v1/reload", None, b""),
+            Ok(AdminCommand::Reload)
+        );
         assert_eq!(
             AdminCommand::parse("POST", "/v1/pools/app/rollout/abort", None, b""),
-            Ok(AdminCommand::RolloutAction { pool: "app".into(), action: RolloutAction::Abort })
+            Ok(AdminCommand::RolloutAction {
+                pool: "app".into(),
+                action: RolloutAction::Abort
+            })
         );
-        assert!(matches!(AdminCommand::parse("POST", "/v1/pools/app/rollout", None, br#"{"canary":"green"}"#), Ok(AdminCommand::RolloutStart { .. })));
+        assert!(matches!(
+            AdminCommand::parse(
+                "POST",
+                "/v1/pools/app/rollout",
+                None,
+                br#"{"canary":"green"}"#
+            ),
+            Ok(AdminCommand::RolloutStart { .. })
+        ));
     }
 
     #[test]
     fn refuses_bad_input_with_the_right_status() {
-        let st = |m: &str, p: &str, q: Option<&str>, b: &[u8]| AdminCommand::parse(m, p, q, b).unwrap_err().status();
+        let st = |m: &str, p: &str, q: Option<&str>, b: &[u8]| {
+            AdminCommand::parse(m, p, q, b).unwrap_err().status()
+        };
         assert_eq!(st("PUT", "/v1/pools/app/weights", None, b"{bad"), 400);
-        assert_eq!(st("PUT", "/v1/pools/app/weights", None, br#"{"blue":-1}"#), 400);
-        assert_eq!(st("PUT", "/v1/pools/app/weights", None, br#"{"blue":1.5}"#), 400);
+        assert_eq!(
+            st("PUT", "/v1/pools/app/weights", None, br#"{"blue":-1}"#),
+            400
+        );
+        assert_eq!(
+            st("PUT", "/v1/pools/app/weights", None, br#"{"blue":1.5}"#),
+            400
+        );
         assert_eq!(st("PUT", "/v1/pools/app/weights", None, br#"[1]"#), 400);
-        assert_eq!(st("PUT", "/v1/pools/app/weights", Some("force=maybe"), br#"{"blue":1}"#), 400);
-        assert_eq!(st("PUT", "/v1/pools/app/versions/v", None, br#"{"backends":"x"}"#), 400);
-        assert_eq!(st("PUT", "/v1/pools/app/versions/v", None, br#"{"backends":[],"extra":1}"#), 400);
+        assert_eq!(
+            st(
+                "PUT",
+                "/v1/pools/app/weights",
+                Some("force=maybe"),
+                br#"{"blue":1}"#
+            ),
+            400
+        );
+        assert_eq!(
+            st(
+                "PUT",
+                "/v1/pools/app/versions/v",
+                None,
+                br#"{"backends":"x"}"#
+            ),
+            400
+        );
+        assert_eq!(
+            st(
+                "PUT",
+                "/v1/pools/app/versions/v",
+                None,
+                br#"{"backends":[],"extra":1}"#
+            ),
+            400
+        );
         assert_eq!(st("GET", "/v1/events", Some("since=x"), b""), 400);
         assert_eq!(st("DELETE", "/v1/state", None, b""), 400);
         assert_eq!(st("GET", "/nope", None, b""), 404);

@@ -62,24 +62,44 @@ struct Control {
 impl App {
     /// Starts from the file config and whatever the store holds. A store that
     /// cannot be read is reported, set aside when corrupt, and started fresh.
-    pub fn new(config_path: Option<PathBuf>, file: Config, store: Box<dyn StateStore>, events: EventLog) -> App {
+    pub fn new(
+        config_path: Option<PathBuf>,
+        file: Config,
+        store: Box<dyn StateStore>,
+        events: EventLog,
+    ) -> App {
         let stored = match store.load() {
             Ok(s) => s.unwrap_or_default(),
             Err(e) => {
                 tracing::error!(error = %e, "cannot use the state file; starting from the config alone");
                 if let crate::state::StateError::Corrupt { path, .. } = &e {
                     match crate::fsutil::set_aside(path) {
-                        Ok(to) => tracing::warn!(to = %to.display(), "corrupt state file set aside"),
-                        Err(err) => tracing::warn!(error = %err, "cannot set the corrupt state file aside"),
+                        Ok(to) => {
+                            tracing::warn!(to = %to.display(), "corrupt state file set aside")
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "cannot set the corrupt state file aside")
+                        }
                     }
                 }
-                events.record(NewEvent { who: "config".into(), kind: "state.error", what: e.to_string(), ..Default::default() });
+                events.record(NewEvent {
+                    who: "config".into(),
+                    kind: "state.error",
+                    what: e.to_string(),
+                    ..Default::default()
+                });
                 PersistedState::default()
             }
         };
         let (effective, kept, notes) = apply_overrides(&file, &stored);
         for (pool, note) in notes {
-            events.record(NewEvent { who: "config".into(), kind: "override.dropped", pool: Some(pool), what: note, ..Default::default() });
+            events.record(NewEvent {
+                who: "config".into(),
+                kind: "override.dropped",
+                pool: Some(pool),
+                what: note,
+                ..Default::default()
+            });
         }
         if kept != stored {
             if let Err(e) = store.save(&kept) {
@@ -92,7 +112,13 @@ impl App {
             table: ArcSwap::from_pointee(table),
             registry,
             events,
-            control: Mutex::new(Control { config_path, file, effective, state: kept, store }),
+            control: Mutex::new(Control {
+                config_path,
+                file,
+                effective,
+                state: kept,
+                store,
+            }),
             epoch: Instant::now(),
             sticky_seed: Default::default(),
             sticky_counter: AtomicU64::new(0),
@@ -114,7 +140,10 @@ impl App {
     }
 
     pub fn set_bound(&self, name: &'static str, addr: String) {
-        self.bound.lock().unwrap_or_else(|e| e.into_inner()).insert(name, addr);
+        self.bound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, addr);
     }
 
     /// Milliseconds since start, the clock of passive ejection.
@@ -140,13 +169,21 @@ impl App {
     }
 
     pub fn passive_failure(&self, backend: &Backend, passive: &PassiveConfig) {
-        if backend.record_outcome(false, passive.failures, self.now_ms(), passive.ejection.as_millis() as u64) {
+        if backend.record_outcome(
+            false,
+            passive.failures,
+            self.now_ms(),
+            passive.ejection.as_millis() as u64,
+        ) {
             let k = &backend.key;
             self.events.record(NewEvent {
                 who: "proxy".into(),
                 kind: "backend.ejected",
                 pool: Some(k.pool.clone()),
-                what: format!("{}/{} backend {} ejected after {} consecutive failures", k.pool, k.version, k.addr, passive.failures),
+                what: format!(
+                    "{}/{} backend {} ejected after {} consecutive failures",
+                    k.pool, k.version, k.addr, passive.failures
+                ),
                 ..Default::default()
             });
         }
@@ -157,9 +194,12 @@ impl App {
     fn commit(&self, ctl: &mut Control, new_state: PersistedState) -> Result<(), AdminError> {
         let (effective, kept, _notes) = apply_overrides(&ctl.file, &new_state);
         for (name, pool) in &effective.pools {
-            Config::check_pool(pool).map_err(|e| AdminError::Conflict(format!("pool {name}: {e}")))?;
+            Config::check_pool(pool)
+                .map_err(|e| AdminError::Conflict(format!("pool {name}: {e}")))?;
         }
-        ctl.store.save(&kept).map_err(|e| AdminError::Internal(e.to_string()))?;
+        ctl.store
+            .save(&kept)
+            .map_err(|e| AdminError::Internal(e.to_string()))?;
         let table = RoutingTable::build(&effective, &self.registry, &canaries(&kept));
         self.table.store(Arc::new(table));
         ctl.effective = effective;
@@ -176,44 +216,72 @@ impl App {
     }
 
     fn weights_of(ctl: &Control, pool: &str) -> BTreeMap<String, u32> {
-        ctl.effective.pools.get(pool).map(|p| p.versions.iter().map(|(v, c)| (v.clone(), c.weight)).collect()).unwrap_or_default()
+        ctl.effective
+            .pools
+            .get(pool)
+            .map(|p| {
+                p.versions
+                    .iter()
+                    .map(|(v, c)| (v.clone(), c.weight))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// `PUT /v1/pools/{pool}/weights`: versions not named keep their weight.
-    pub fn set_weights(&self, pool: &str, weights: &BTreeMap<String, u32>, force: bool, who: &str) -> Result<Value, AdminError> {
+    pub fn set_weights(
+        &self,
+        pool: &str,
+        weights: &BTreeMap<String, u32>,
+        force: bool,
+        who: &str,
+    ) -> Result<Value, AdminError> {
         let mut ctl = self.lock();
         let before = Self::weights_of(&ctl, pool);
         if before.is_empty() {
             return Err(AdminError::NotFound(format!("unknown pool {pool:?}")));
         }
         if weights.is_empty() {
-            return Err(AdminError::BadRequest("give at least one version and weight".into()));
+            return Err(AdminError::BadRequest(
+                "give at least one version and weight".into(),
+            ));
         }
         for (v, &w) in weights {
             if !before.contains_key(v) {
-                return Err(AdminError::NotFound(format!("pool {pool} has no version {v:?}")));
+                return Err(AdminError::NotFound(format!(
+                    "pool {pool} has no version {v:?}"
+                )));
             }
             if w > MAX_WEIGHT {
-                return Err(AdminError::BadRequest(format!("weight of {v} is above {MAX_WEIGHT}")));
+                return Err(AdminError::BadRequest(format!(
+                    "weight of {v} is above {MAX_WEIGHT}"
+                )));
             }
         }
         let mut after = before.clone();
         after.extend(weights.iter().map(|(k, &v)| (k.clone(), v)));
         if after.values().all(|&w| w == 0) && !force {
-            return Err(AdminError::Conflict(format!("every weight of pool {pool} would be 0; add ?force=true to stop all traffic")));
+            return Err(AdminError::Conflict(format!(
+                "every weight of pool {pool} would be 0; add ?force=true to stop all traffic"
+            )));
         }
         let mut state = ctl.state.clone();
         let o = state.pools.entry(pool.to_string()).or_default();
         if o.weights.is_empty() {
             o.base = file_weights(&ctl.file, pool);
         }
-        o.weights.extend(weights.iter().map(|(k, &v)| (k.clone(), v)));
+        o.weights
+            .extend(weights.iter().map(|(k, &v)| (k.clone(), v)));
         self.commit(&mut ctl, state)?;
         self.events.record(NewEvent {
             who: who.into(),
             kind: "weights",
             pool: Some(pool.into()),
-            what: format!("weights of {pool}: {} -> {}", fmt_weights(&before), fmt_weights(&after)),
+            what: format!(
+                "weights of {pool}: {} -> {}",
+                fmt_weights(&before),
+                fmt_weights(&after)
+            ),
             before: json!(before),
             after: json!(after),
         });
@@ -222,26 +290,49 @@ impl App {
 
     /// `PUT /v1/pools/{pool}/versions/{v}`: add or replace a version. Without a
     /// weight, a replaced version keeps its weight and a new one gets 0.
-    pub fn put_version(&self, pool: &str, version: &str, backends: &[String], weight: Option<u32>, who: &str) -> Result<Value, AdminError> {
+    pub fn put_version(
+        &self,
+        pool: &str,
+        version: &str,
+        backends: &[String],
+        weight: Option<u32>,
+        who: &str,
+    ) -> Result<Value, AdminError> {
         if !valid_name(version) {
-            return Err(AdminError::BadRequest(format!("bad version name {version:?}: use letters, digits, '.', '_', '-'")));
+            return Err(AdminError::BadRequest(format!(
+                "bad version name {version:?}: use letters, digits, '.', '_', '-'"
+            )));
         }
         if backends.is_empty() {
-            return Err(AdminError::BadRequest("a version needs at least one backend".into()));
+            return Err(AdminError::BadRequest(
+                "a version needs at least one backend".into(),
+            ));
         }
         for b in backends {
             BackendAddr::parse(b).map_err(AdminError::BadRequest)?;
         }
         if weight.is_some_and(|w| w > MAX_WEIGHT) {
-            return Err(AdminError::BadRequest(format!("weight is above {MAX_WEIGHT}")));
+            return Err(AdminError::BadRequest(format!(
+                "weight is above {MAX_WEIGHT}"
+            )));
         }
         let mut ctl = self.lock();
-        let before_pool = ctl.effective.pools.get(pool).ok_or_else(|| AdminError::NotFound(format!("unknown pool {pool:?}")))?;
+        let before_pool = ctl
+            .effective
+            .pools
+            .get(pool)
+            .ok_or_else(|| AdminError::NotFound(format!("unknown pool {pool:?}")))?;
         let existing = before_pool.versions.get(version).cloned();
         let weight = weight.or(existing.as_ref().map(|v| v.weight)).unwrap_or(0);
         let mut state = ctl.state.clone();
         let o = state.pools.entry(pool.to_string()).or_default();
-        o.versions.insert(version.to_string(), VersionSpec { backends: backends.to_vec(), weight });
+        o.versions.insert(
+            version.to_string(),
+            VersionSpec {
+                backends: backends.to_vec(),
+                weight,
+            },
+        );
         o.removed.remove(version);
         o.weights.remove(version);
         if o.weights.is_empty() {
@@ -252,9 +343,21 @@ impl App {
         let after = json!({ "weight": weight, "backends": backends });
         self.events.record(NewEvent {
             who: who.into(),
-            kind: if before.is_some() { "version.replace" } else { "version.add" },
+            kind: if before.is_some() {
+                "version.replace"
+            } else {
+                "version.add"
+            },
             pool: Some(pool.into()),
-            what: format!("{} version {version} of {pool}: weight {weight}, backends {}", if before.is_some() { "replaced" } else { "added" }, backends.join(", ")),
+            what: format!(
+                "{} version {version} of {pool}: weight {weight}, backends {}",
+                if before.is_some() {
+                    "replaced"
+                } else {
+                    "added"
+                },
+                backends.join(", ")
+            ),
             before: before.unwrap_or(Value::Null),
             after: after.clone(),
         });
@@ -262,18 +365,38 @@ impl App {
     }
 
     /// `DELETE /v1/pools/{pool}/versions/{v}`: refused while its weight is above 0.
-    pub fn delete_version(&self, pool: &str, version: &str, who: &str) -> Result<Value, AdminError> {
+    pub fn delete_version(
+        &self,
+        pool: &str,
+        version: &str,
+        who: &str,
+    ) -> Result<Value, AdminError> {
         let mut ctl = self.lock();
-        let p = ctl.effective.pools.get(pool).ok_or_else(|| AdminError::NotFound(format!("unknown pool {pool:?}")))?;
-        let v = p.versions.get(version).ok_or_else(|| AdminError::NotFound(format!("pool {pool} has no version {version:?}")))?;
+        let p = ctl
+            .effective
+            .pools
+            .get(pool)
+            .ok_or_else(|| AdminError::NotFound(format!("unknown pool {pool:?}")))?;
+        let v = p.versions.get(version).ok_or_else(|| {
+            AdminError::NotFound(format!("pool {pool} has no version {version:?}"))
+        })?;
         if v.weight > 0 {
-            return Err(AdminError::Conflict(format!("version {version} still has weight {}; set it to 0 first", v.weight)));
+            return Err(AdminError::Conflict(format!(
+                "version {version} still has weight {}; set it to 0 first",
+                v.weight
+            )));
         }
         if p.versions.len() == 1 {
-            return Err(AdminError::Conflict(format!("{version} is the last version of pool {pool}")));
+            return Err(AdminError::Conflict(format!(
+                "{version} is the last version of pool {pool}"
+            )));
         }
         let before = json!({ "weight": v.weight, "backends": v.backends.iter().map(|b| b.to_string()).collect::<Vec<_>>() });
-        let in_file = ctl.file.pools.get(pool).is_some_and(|fp| fp.versions.contains_key(version));
+        let in_file = ctl
+            .file
+            .pools
+            .get(pool)
+            .is_some_and(|fp| fp.versions.contains_key(version));
         let mut state = ctl.state.clone();
         let o = state.pools.entry(pool.to_string()).or_default();
         o.versions.remove(version);
@@ -298,13 +421,20 @@ impl App {
     pub fn reload(&self, who: &str) -> Result<Value, AdminError> {
         let mut ctl = self.lock();
         let Some(path) = ctl.config_path.clone() else {
-            return Err(AdminError::Conflict("this instance has no config file to reload".into()));
+            return Err(AdminError::Conflict(
+                "this instance has no config file to reload".into(),
+            ));
         };
         let file = match Config::load(&path) {
             Ok(c) => c,
             Err(e) => {
                 let msg = e.to_string();
-                self.events.record(NewEvent { who: who.into(), kind: "reload.failed", what: format!("reload refused, running config kept:\n{msg}"), ..Default::default() });
+                self.events.record(NewEvent {
+                    who: who.into(),
+                    kind: "reload.failed",
+                    what: format!("reload refused, running config kept:\n{msg}"),
+                    ..Default::default()
+                });
                 return Err(AdminError::BadRequest(msg));
             }
         };
@@ -314,7 +444,9 @@ impl App {
         }
         let (effective, kept, notes) = apply_overrides(&file, &ctl.state);
         if kept != ctl.state {
-            ctl.store.save(&kept).map_err(|e| AdminError::Internal(e.to_string()))?;
+            ctl.store
+                .save(&kept)
+                .map_err(|e| AdminError::Internal(e.to_string()))?;
         }
         let table = RoutingTable::build(&effective, &self.registry, &canaries(&kept));
         self.table.store(Arc::new(table));
@@ -322,10 +454,21 @@ impl App {
         ctl.effective = effective;
         ctl.state = kept;
         for (pool, note) in notes {
-            self.events.record(NewEvent { who: who.into(), kind: "override.dropped", pool: Some(pool), what: note.clone(), ..Default::default() });
+            self.events.record(NewEvent {
+                who: who.into(),
+                kind: "override.dropped",
+                pool: Some(pool),
+                what: note.clone(),
+                ..Default::default()
+            });
             notes_out.push(note);
         }
-        self.events.record(NewEvent { who: who.into(), kind: "reload", what: format!("reloaded {}", path.display()), ..Default::default() });
+        self.events.record(NewEvent {
+            who: who.into(),
+            kind: "reload",
+            what: format!("reloaded {}", path.display()),
+            ..Default::default()
+        });
         Ok(json!({ "reloaded": path.display().to_string(), "notes": notes_out }))
     }
 
@@ -334,7 +477,11 @@ impl App {
         let table = self.table.load();
         let (config_path, state_store, rollouts) = {
             let ctl = self.lock();
-            (ctl.config_path.as_ref().map(|p| p.display().to_string()), ctl.store.describe(), json!(ctl.state.rollouts))
+            (
+                ctl.config_path.as_ref().map(|p| p.display().to_string()),
+                ctl.store.describe(),
+                json!(ctl.state.rollouts),
+            )
         };
         let mut pools = serde_json::Map::new();
         for (name, pool) in &table.pools {
@@ -342,7 +489,11 @@ impl App {
             let total: u64 = eff.iter().map(|&w| u64::from(w)).sum();
             let mut versions = serde_json::Map::new();
             for (v, &e) in pool.versions.iter().zip(&eff) {
-                let share = if total == 0 { 0.0 } else { (f64::from(e) * 10_000.0 / total as f64).round() / 100.0 };
+                let share = if total == 0 {
+                    0.0
+                } else {
+                    (f64::from(e) * 10_000.0 / total as f64).round() / 100.0
+                };
                 let backends: Vec<Value> = v
                     .backends
                     .iter()
@@ -395,7 +546,11 @@ fn canaries(state: &PersistedState) -> HashMap<String, String> {
         .rollouts
         .iter()
         .filter(|(_, r)| r.get("active").and_then(Value::as_bool).unwrap_or(false))
-        .filter_map(|(p, r)| r.get("canary").and_then(Value::as_str).map(|c| (p.clone(), c.to_string())))
+        .filter_map(|(p, r)| {
+            r.get("canary")
+                .and_then(Value::as_str)
+                .map(|c| (p.clone(), c.to_string()))
+        })
         .collect()
 }
 
@@ -413,5 +568,8 @@ fn listeners_differ(a: &Config, b: &Config) -> bool {
 }
 
 fn fmt_weights(w: &BTreeMap<String, u32>) -> String {
-    w.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+    w.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -58,7 +58,10 @@ impl Schedule {
             current[best] -= total as i64;
             seq.push(best as u16);
         }
-        Schedule { seq: seq.into_boxed_slice(), cursor: AtomicUsize::new(0) }
+        Schedule {
+            seq: seq.into_boxed_slice(),
+            cursor: AtomicUsize::new(0),
+        }
     }
 
     /// The length of one cycle (0 when every weight is 0).
@@ -150,24 +153,25 @@ impl StickyRanges {
     pub fn new(order: &[(usize, u32)]) -> StickyRanges {
         let total: u64 = order.iter().map(|&(_, w)| u64::from(w)).sum();
         let mut bounds = Vec::new();
-        if total > 0 {
-            let mut acc: u64 = 0;
-            for &(idx, w) in order {
-                if w == 0 {
-                    continue;
-                }
-                acc += u64::from(w);
-                // Rounded so that the last bound is exactly STICKY_BUCKETS.
-                let upper = (acc * u64::from(STICKY_BUCKETS) + total / 2) / total;
+        let mut acc: u64 = 0;
+        for &(idx, w) in order.iter().filter(|&&(_, w)| w > 0) {
+            acc += u64::from(w);
+            // Rounded so that the last bound is exactly STICKY_BUCKETS.
+            if let Some(upper) = (acc * u64::from(STICKY_BUCKETS) + total / 2).checked_div(total) {
                 bounds.push((upper as u32, idx as u16));
             }
         }
-        StickyRanges { bounds: bounds.into_boxed_slice() }
+        StickyRanges {
+            bounds: bounds.into_boxed_slice(),
+        }
     }
 
     /// The entry owning `bucket`, or `None` when every weight is 0.
     pub fn entry(&self, bucket: u32) -> Option<usize> {
-        self.bounds.iter().find(|&&(upper, _)| bucket < upper).map(|&(_, i)| usize::from(i))
+        self.bounds
+            .iter()
+            .find(|&&(upper, _)| bucket < upper)
+            .map(|&(_, i)| usize::from(i))
     }
 }
 
@@ -197,7 +201,9 @@ impl RoundRobin {
             return None;
         }
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        (0..len).map(|step| start.wrapping_add(step) % len).find(|&i| available(i))
+        (0..len)
+            .map(|step| start.wrapping_add(step) % len)
+            .find(|&i| available(i))
     }
 }
 
@@ -227,7 +233,13 @@ mod tests {
         assert_eq!(s.len(), 10);
         assert_eq!(counts(&s, 10_000, 2), vec![9000, 1000]);
         // Smooth: the minority entry is not bunched at one end.
-        let pos: Vec<usize> = s.sequence().iter().enumerate().filter(|(_, &v)| v == 1).map(|(i, _)| i).collect();
+        let pos: Vec<usize> = s
+            .sequence()
+            .iter()
+            .enumerate()
+            .filter(|(_, &v)| v == 1)
+            .map(|(i, _)| i)
+            .collect();
         assert_eq!(pos.len(), 1);
     }
 

@@ -45,13 +45,23 @@ impl fmt::Display for Diagnostic {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}", render(.path, .diagnostics))]
-    Invalid { path: PathBuf, diagnostics: Vec<Diagnostic> },
+    Invalid {
+        path: PathBuf,
+        diagnostics: Vec<Diagnostic>,
+    },
 }
 
 fn render(path: &Path, diags: &[Diagnostic]) -> String {
-    diags.iter().map(|d| format!("{}:{d}", path.display())).collect::<Vec<_>>().join("\n")
+    diags
+        .iter()
+        .map(|d| format!("{}:{d}", path.display()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 // ---------------------------------------------------------------------------
@@ -224,7 +234,10 @@ impl Default for RolloutConfig {
 
 impl Default for PassiveConfig {
     fn default() -> Self {
-        PassiveConfig { failures: 5, ejection: Duration::from_secs(30) }
+        PassiveConfig {
+            failures: 5,
+            ejection: Duration::from_secs(30),
+        }
     }
 }
 
@@ -237,14 +250,19 @@ impl BackendAddr {
             Some(i) => (&raw[..i], &raw[i + 1..]),
             None => return Err(format!("backend {raw:?} must be host:port")),
         };
-        let port: u16 = port.parse().map_err(|_| format!("backend {raw:?} has a bad port"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("backend {raw:?} has a bad port"))?;
         if port == 0 {
             return Err(format!("backend {raw:?} has port 0"));
         }
         if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            v6.parse::<std::net::Ipv6Addr>().map_err(|_| format!("backend {raw:?} has a bad IPv6 address"))?;
+            v6.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("backend {raw:?} has a bad IPv6 address"))?;
         } else if host.contains(':') {
-            return Err(format!("backend {raw:?}: write IPv6 addresses as [addr]:port"));
+            return Err(format!(
+                "backend {raw:?}: write IPv6 addresses as [addr]:port"
+            ));
         } else {
             HostName::parse(host).map_err(|e| format!("backend {raw:?}: {e}"))?;
             if host.is_empty() {
@@ -270,7 +288,9 @@ impl fmt::Display for BackendAddr {
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 /// Parses a duration such as `500ms`, `10s`, `2m`, `1h30m` or `30d`.
@@ -455,7 +475,11 @@ struct Checker<'a> {
 impl<'a> Checker<'a> {
     fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
         let (line, col) = line_col(self.text, span.start);
-        self.diags.push(Diagnostic { line, col, message: message.into() });
+        self.diags.push(Diagnostic {
+            line,
+            col,
+            message: message.into(),
+        });
     }
 
     fn duration(&mut self, v: &S<String>, key: &str, default: Duration) -> Duration {
@@ -480,7 +504,14 @@ impl<'a> Checker<'a> {
             None => default,
             Some(s) if range.contains(s.get_ref()) => *s.get_ref(),
             Some(s) => {
-                self.err(s.span(), format!("{key} must be between {} and {}", range.start, range.end - 1));
+                self.err(
+                    s.span(),
+                    format!(
+                        "{key} must be between {} and {}",
+                        range.start,
+                        range.end - 1
+                    ),
+                );
                 default
             }
         }
@@ -490,7 +521,10 @@ impl<'a> Checker<'a> {
         match v.get_ref().parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
-                self.err(v.span(), format!("{key}: {:?} is not an IP:port address", v.get_ref()));
+                self.err(
+                    v.span(),
+                    format!("{key}: {:?} is not an IP:port address", v.get_ref()),
+                );
                 None
             }
         }
@@ -500,12 +534,19 @@ impl<'a> Checker<'a> {
         let Some(s) = v else { return (200, 399) };
         let parsed = match s.get_ref() {
             StatusFile::One(n) => u16::try_from(*n).ok().map(|n| (n, n)),
-            StatusFile::Range(r) => r.split_once('-').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?))),
+            StatusFile::Range(r) => r
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?))),
         };
         match parsed {
-            Some((a, b)) if (100..=599).contains(&a) && (100..=599).contains(&b) && a <= b => (a, b),
+            Some((a, b)) if (100..=599).contains(&a) && (100..=599).contains(&b) && a <= b => {
+                (a, b)
+            }
             _ => {
-                self.err(s.span(), format!("{key} must be a status (200) or a range (\"200-399\")"));
+                self.err(
+                    s.span(),
+                    format!("{key} must be a status (200) or a range (\"200-399\")"),
+                );
                 (200, 399)
             }
         }
@@ -528,9 +569,15 @@ impl Config {
     /// Reads and validates a file. Relative paths inside resolve against the
     /// file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::from_toml_str_in(&text, base).map_err(|diagnostics| ConfigError::Invalid { path: path.to_owned(), diagnostics })
+        Config::from_toml_str_in(&text, base).map_err(|diagnostics| ConfigError::Invalid {
+            path: path.to_owned(),
+            diagnostics,
+        })
     }
 
     /// Validates TOML text; relative paths stay relative.
@@ -548,7 +595,10 @@ impl Config {
                 return Err(vec![Diagnostic { line, col, message }]);
             }
         };
-        let mut c = Checker { text, diags: Vec::new() };
+        let mut c = Checker {
+            text,
+            diags: Vec::new(),
+        };
         let config = validate(&mut c, file, base);
         if c.diags.is_empty() {
             Ok(config)
@@ -602,36 +652,83 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
     let server = ServerConfig {
         http,
         https,
-        header_timeout: c.duration(&sf.header_timeout, "header_timeout", Duration::from_secs(10)),
+        header_timeout: c.duration(
+            &sf.header_timeout,
+            "header_timeout",
+            Duration::from_secs(10),
+        ),
         idle_timeout: c.duration(&sf.idle_timeout, "idle_timeout", Duration::from_secs(60)),
-        connect_timeout: c.duration(&sf.connect_timeout, "connect_timeout", Duration::from_secs(3)),
-        request_timeout: c.duration(&sf.request_timeout, "request_timeout", Duration::from_secs(60)),
-        shutdown_grace: c.duration(&sf.shutdown_grace, "shutdown_grace", Duration::from_secs(30)),
-        max_connections: c.int(&sf.max_connections, "max_connections", 1..10_000_001, 10_000) as usize,
-        max_header_bytes: c.int(&sf.max_header_bytes, "max_header_bytes", 1024..16_777_217, 65_536) as usize,
+        connect_timeout: c.duration(
+            &sf.connect_timeout,
+            "connect_timeout",
+            Duration::from_secs(3),
+        ),
+        request_timeout: c.duration(
+            &sf.request_timeout,
+            "request_timeout",
+            Duration::from_secs(60),
+        ),
+        shutdown_grace: c.duration(
+            &sf.shutdown_grace,
+            "shutdown_grace",
+            Duration::from_secs(30),
+        ),
+        max_connections: c.int(
+            &sf.max_connections,
+            "max_connections",
+            1..10_000_001,
+            10_000,
+        ) as usize,
+        max_header_bytes: c.int(
+            &sf.max_header_bytes,
+            "max_header_bytes",
+            1024..16_777_217,
+            65_536,
+        ) as usize,
         workers: c.int(&sf.workers, "workers", 0..1025, 0) as usize,
     };
 
     let af = file.admin.unwrap_or_default();
-    let dashboard = af.dashboard.as_ref().and_then(|s| c.addr(s, "admin.dashboard"));
+    let dashboard = af
+        .dashboard
+        .as_ref()
+        .and_then(|s| c.addr(s, "admin.dashboard"));
     let allow_remote = af.allow_remote.unwrap_or(false);
     if let (Some(d), Some(s)) = (dashboard, &af.dashboard) {
         if af.token_file.is_none() {
             c.err(s.span(), "admin.dashboard needs admin.token_file");
         }
         if !d.ip().is_loopback() && !allow_remote {
-            c.err(s.span(), "admin.dashboard on a non-loopback address needs allow_remote = true");
+            c.err(
+                s.span(),
+                "admin.dashboard on a non-loopback address needs allow_remote = true",
+            );
         }
     }
     let admin = AdminConfig {
-        socket: resolve(base, af.socket.as_ref().map(|s| s.get_ref().as_str()).unwrap_or("/run/switchyard/admin.sock")),
-        state: resolve(base, af.state.as_ref().map(|s| s.get_ref().as_str()).unwrap_or("/var/lib/switchyard/state.json")),
+        socket: resolve(
+            base,
+            af.socket
+                .as_ref()
+                .map(|s| s.get_ref().as_str())
+                .unwrap_or("/run/switchyard/admin.sock"),
+        ),
+        state: resolve(
+            base,
+            af.state
+                .as_ref()
+                .map(|s| s.get_ref().as_str())
+                .unwrap_or("/var/lib/switchyard/state.json"),
+        ),
         dashboard,
         token_file: af.token_file.as_ref().map(|s| resolve(base, s.get_ref())),
         allow_remote,
     };
 
-    let metrics = file.metrics.and_then(|m| c.addr(&m.listen, "metrics.listen").map(|listen| MetricsConfig { listen }));
+    let metrics = file.metrics.and_then(|m| {
+        c.addr(&m.listen, "metrics.listen")
+            .map(|listen| MetricsConfig { listen })
+    });
 
     let acme = file.acme.as_ref().map(|a| {
         let a = a.get_ref();
@@ -640,12 +737,19 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
             c.err(a.email.span(), "acme.email must be an e-mail address");
         }
         let directory = match a.directory.as_ref().map(|d| d.get_ref().as_str()) {
-            None | Some("letsencrypt") => "https://acme-v02.api.letsencrypt.org/directory".to_string(),
-            Some("letsencrypt-staging") => "https://acme-staging-v02.api.letsencrypt.org/directory".to_string(),
+            None | Some("letsencrypt") => {
+                "https://acme-v02.api.letsencrypt.org/directory".to_string()
+            }
+            Some("letsencrypt-staging") => {
+                "https://acme-staging-v02.api.letsencrypt.org/directory".to_string()
+            }
             Some(url) if url.starts_with("https://") => url.to_string(),
             Some(_) => {
                 let d = a.directory.as_ref().map(|d| d.span()).unwrap_or(0..0);
-                c.err(d, "acme.directory must be letsencrypt, letsencrypt-staging or an https:// URL");
+                c.err(
+                    d,
+                    "acme.directory must be letsencrypt, letsencrypt-staging or an https:// URL",
+                );
                 String::new()
             }
         };
@@ -658,11 +762,23 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
                 Challenge::Http01
             }
         };
-        let renew_before = a.renew_before.as_ref().map(|_| c.duration(&a.renew_before, "renew_before", Duration::from_secs(30 * 86400)));
+        let renew_before = a.renew_before.as_ref().map(|_| {
+            c.duration(
+                &a.renew_before,
+                "renew_before",
+                Duration::from_secs(30 * 86400),
+            )
+        });
         AcmeConfig {
             email,
             directory,
-            storage: resolve(base, a.storage.as_ref().map(|s| s.get_ref().as_str()).unwrap_or("/var/lib/switchyard/acme")),
+            storage: resolve(
+                base,
+                a.storage
+                    .as_ref()
+                    .map(|s| s.get_ref().as_str())
+                    .unwrap_or("/var/lib/switchyard/acme"),
+            ),
             challenge,
             ca_file: a.ca_file.as_ref().map(|s| resolve(base, s.get_ref())),
             renew_before,
@@ -672,7 +788,13 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
     let mut pools = BTreeMap::new();
     for (name, pool) in &file.pools {
         if !valid_name(name.get_ref()) {
-            c.err(name.span(), format!("bad pool name {:?}: use letters, digits, '.', '_', '-'", name.get_ref()));
+            c.err(
+                name.span(),
+                format!(
+                    "bad pool name {:?}: use letters, digits, '.', '_', '-'",
+                    name.get_ref()
+                ),
+            );
         }
         pools.insert(name.get_ref().clone(), validate_pool(c, pool));
     }
@@ -683,12 +805,21 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
         let span = r.span();
         let r = r.get_ref();
         if !pools.contains_key(r.pool.get_ref()) {
-            c.err(r.pool.span(), format!("route names pool {:?}, which is not defined", r.pool.get_ref()));
+            c.err(
+                r.pool.span(),
+                format!(
+                    "route names pool {:?}, which is not defined",
+                    r.pool.get_ref()
+                ),
+            );
         }
         let host = match HostPattern::parse(r.host.get_ref()) {
             Ok(h) => h,
             Err(e) => {
-                c.err(r.host.span(), format!("route host {:?}: {e}", r.host.get_ref()));
+                c.err(
+                    r.host.span(),
+                    format!("route host {:?}: {e}", r.host.get_ref()),
+                );
                 continue;
             }
         };
@@ -708,10 +839,18 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
                 TlsMode::Acme
             }
             Some((span, TlsFile::Word(w))) => {
-                c.err(span, format!("tls must be \"acme\", \"none\" or {{ cert = ..., key = ... }}, not {w:?}"));
+                c.err(
+                    span,
+                    format!(
+                        "tls must be \"acme\", \"none\" or {{ cert = ..., key = ... }}, not {w:?}"
+                    ),
+                );
                 TlsMode::None
             }
-            Some((_, TlsFile::Files(f))) => TlsMode::Files { cert: resolve(base, &f.cert), key: resolve(base, &f.key) },
+            Some((_, TlsFile::Files(f))) => TlsMode::Files {
+                cert: resolve(base, &f.cert),
+                key: resolve(base, &f.key),
+            },
         };
         if tls != TlsMode::None && server.https.is_none() {
             c.err(span.clone(), "a route with tls needs server.https");
@@ -740,7 +879,14 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
         });
     }
 
-    Config { server, admin, metrics, acme, routes, pools }
+    Config {
+        server,
+        admin,
+        metrics,
+        acme,
+        routes,
+        pools,
+    }
 }
 
 fn validate_pool(c: &mut Checker<'_>, pool: &Spanned<PoolFile>) -> PoolConfig {
@@ -748,20 +894,32 @@ fn validate_pool(c: &mut Checker<'_>, pool: &Spanned<PoolFile>) -> PoolConfig {
     let p = pool.get_ref();
     let mut versions = BTreeMap::new();
     if p.versions.is_empty() {
-        c.err(span.clone(), "a pool needs at least one version ([pools.NAME.versions.V])");
+        c.err(
+            span.clone(),
+            "a pool needs at least one version ([pools.NAME.versions.V])",
+        );
     }
     if p.versions.len() > MAX_VERSIONS {
         c.err(span, format!("a pool has at most {MAX_VERSIONS} versions"));
     }
     for (vname, v) in &p.versions {
         if !valid_name(vname.get_ref()) {
-            c.err(vname.span(), format!("bad version name {:?}: use letters, digits, '.', '_', '-'", vname.get_ref()));
+            c.err(
+                vname.span(),
+                format!(
+                    "bad version name {:?}: use letters, digits, '.', '_', '-'",
+                    vname.get_ref()
+                ),
+            );
         }
         let vspan = v.span();
         let v = v.get_ref();
         let weight = c.int(&v.weight, "weight", 0..i64::from(MAX_WEIGHT) + 1, 0) as u32;
         if v.backends.is_empty() {
-            c.err(vspan, format!("version {} needs at least one backend", vname.get_ref()));
+            c.err(
+                vspan,
+                format!("version {} needs at least one backend", vname.get_ref()),
+            );
         }
         let mut backends = Vec::new();
         for b in &v.backends {
@@ -781,7 +939,11 @@ fn validate_pool(c: &mut Checker<'_>, pool: &Spanned<PoolFile>) -> PoolConfig {
         if timeout > interval {
             c.err(hspan, "health.timeout must not exceed health.interval");
         }
-        let path = h.path.as_ref().map(|p| p.get_ref().clone()).unwrap_or_else(|| "/".into());
+        let path = h
+            .path
+            .as_ref()
+            .map(|p| p.get_ref().clone())
+            .unwrap_or_else(|| "/".into());
         if !path.starts_with('/') {
             let s = h.path.as_ref().map(|p| p.span()).unwrap_or(0..0);
             c.err(s, "health.path must start with '/'");
@@ -814,27 +976,45 @@ fn validate_pool(c: &mut Checker<'_>, pool: &Spanned<PoolFile>) -> PoolConfig {
             (Some(h), None) => match http::HeaderName::try_from(h.as_str()) {
                 Ok(h) => Some(Sticky::Header(h)),
                 Err(_) => {
-                    c.err(span, format!("sticky header {h:?} is not a valid header name"));
+                    c.err(
+                        span,
+                        format!("sticky header {h:?} is not a valid header name"),
+                    );
                     None
                 }
             },
-            (None, Some(k)) if !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic() && b != b'=' && b != b';') => Some(Sticky::Cookie(k.clone())),
+            (None, Some(k))
+                if !k.is_empty()
+                    && k.bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b'=' && b != b';') =>
+            {
+                Some(Sticky::Cookie(k.clone()))
+            }
             _ => {
-                c.err(span, "sticky takes one of { header = \"X-User-ID\" } or { cookie = \"name\" }");
+                c.err(
+                    span,
+                    "sticky takes one of { header = \"X-User-ID\" } or { cookie = \"name\" }",
+                );
                 None
             }
         }
     });
 
-    let pin_header = p.pin_header.as_ref().and_then(|h| match http::HeaderName::try_from(h.get_ref().as_str()) {
-        Ok(n) => Some(n),
-        Err(_) => {
-            c.err(h.span(), "pin_header is not a valid header name");
-            None
+    let pin_header = p.pin_header.as_ref().and_then(|h| {
+        match http::HeaderName::try_from(h.get_ref().as_str()) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                c.err(h.span(), "pin_header is not a valid header name");
+                None
+            }
         }
     });
 
-    let on_all_down = match p.on_all_down.as_ref().map(|s| (s.span(), s.get_ref().as_str())) {
+    let on_all_down = match p
+        .on_all_down
+        .as_ref()
+        .map(|s| (s.span(), s.get_ref().as_str()))
+    {
         None | Some((_, "503")) => OnAllDown::Unavailable,
         Some((_, "fail_open")) => OnAllDown::FailOpen,
         Some((span, _)) => {
@@ -843,7 +1023,11 @@ fn validate_pool(c: &mut Checker<'_>, pool: &Spanned<PoolFile>) -> PoolConfig {
         }
     };
 
-    let rollout = p.rollout.as_ref().map(|r| validate_rollout(c, r)).unwrap_or_default();
+    let rollout = p
+        .rollout
+        .as_ref()
+        .map(|r| validate_rollout(c, r))
+        .unwrap_or_default();
 
     PoolConfig {
         health,
@@ -872,7 +1056,9 @@ fn validate_rollout(c: &mut Checker<'_>, r: &RolloutFile) -> RolloutConfig {
     };
     let fraction = |c: &mut Checker<'_>, v: &S<f64>, key: &str, default: f64, max: f64| match v {
         None => default,
-        Some(x) if x.get_ref().is_finite() && *x.get_ref() >= 0.0 && *x.get_ref() <= max => *x.get_ref(),
+        Some(x) if x.get_ref().is_finite() && *x.get_ref() >= 0.0 && *x.get_ref() <= max => {
+            *x.get_ref()
+        }
         Some(x) => {
             c.err(x.span(), format!("{key} must be between 0 and {max}"));
             default
@@ -881,9 +1067,26 @@ fn validate_rollout(c: &mut Checker<'_>, r: &RolloutFile) -> RolloutConfig {
     RolloutConfig {
         steps,
         step_duration: c.duration(&r.step_duration, "rollout.step_duration", d.step_duration),
-        min_requests: c.int(&r.min_requests, "rollout.min_requests", 0..1_000_000_001, 50) as u64,
-        max_error_rate_increase: fraction(c, &r.max_error_rate_increase, "rollout.max_error_rate_increase", d.max_error_rate_increase, 1.0),
-        max_p99_increase: fraction(c, &r.max_p99_increase, "rollout.max_p99_increase", d.max_p99_increase, 1000.0),
+        min_requests: c.int(
+            &r.min_requests,
+            "rollout.min_requests",
+            0..1_000_000_001,
+            50,
+        ) as u64,
+        max_error_rate_increase: fraction(
+            c,
+            &r.max_error_rate_increase,
+            "rollout.max_error_rate_increase",
+            d.max_error_rate_increase,
+            1.0,
+        ),
+        max_p99_increase: fraction(
+            c,
+            &r.max_p99_increase,
+            "rollout.max_p99_increase",
+            d.max_p99_increase,
+            1000.0,
+        ),
         failure_limit: c.int(&r.failure_limit, "rollout.failure_limit", 1..1001, 1) as u32,
         cooldown: match &r.cooldown {
             // A zero cooldown is allowed: "no cooldown".
@@ -893,7 +1096,11 @@ fn validate_rollout(c: &mut Checker<'_>, r: &RolloutFile) -> RolloutConfig {
         smoke: r.smoke.as_ref().map(|s| {
             let s = s.get_ref();
             SmokeConfig {
-                path: s.path.as_ref().map(|p| p.get_ref().clone()).unwrap_or_else(|| "/".into()),
+                path: s
+                    .path
+                    .as_ref()
+                    .map(|p| p.get_ref().clone())
+                    .unwrap_or_else(|| "/".into()),
                 status: c.status(&s.status, "rollout.smoke.status"),
                 webhook: s.webhook.as_ref().map(|w| w.get_ref().clone()),
             }
@@ -984,7 +1191,12 @@ backends = ["127.0.0.1", "x:99999"]
         assert!(lines.contains(&12));
         assert!(lines.contains(&15));
         assert_eq!(diags.iter().filter(|d| d.line == 16).count(), 2);
-        assert!(diags.iter().any(|d| d.message.contains("at least one version")), "{diags:?}");
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.message.contains("at least one version")),
+            "{diags:?}"
+        );
         let d = diags.iter().find(|d| d.line == 3).unwrap();
         assert_eq!(d.col, 8);
     }
@@ -1022,7 +1234,9 @@ weight = 1
 backends = ["127.0.0.1:1"]
 "#;
         let diags = Config::from_toml_str(text).unwrap_err();
-        assert!(diags.iter().any(|d| d.message.contains("needs an [acme] section")));
+        assert!(diags
+            .iter()
+            .any(|d| d.message.contains("needs an [acme] section")));
         assert!(diags.iter().any(|d| d.message.contains("DNS-01")));
         assert_eq!(diags.len(), 2, "{diags:?}");
     }
@@ -1050,7 +1264,9 @@ min_requests = 10
         assert_eq!(p.rollout.step_duration, Duration::from_secs(2));
         assert_eq!(p.rollout.min_requests, 10);
 
-        let bad = text.replace("[1, 5, 25, 100]", "[5, 1]").replace("\"1s\"", "\"9s\"");
+        let bad = text
+            .replace("[1, 5, 25, 100]", "[5, 1]")
+            .replace("\"1s\"", "\"9s\"");
         let diags = Config::from_toml_str(&bad).unwrap_err();
         assert!(diags.iter().any(|d| d.message.contains("increasing")));
         assert!(diags.iter().any(|d| d.message.contains("must not exceed")));
@@ -1058,7 +1274,11 @@ min_requests = 10
 
     #[test]
     fn relative_paths_resolve_against_the_file() {
-        let c = Config::from_toml_str_in("[admin]\nsocket = \"run/a.sock\"\nstate = \"/abs/s.json\"\n", Path::new("/etc/sy")).unwrap();
+        let c = Config::from_toml_str_in(
+            "[admin]\nsocket = \"run/a.sock\"\nstate = \"/abs/s.json\"\n",
+            Path::new("/etc/sy"),
+        )
+        .unwrap();
         assert_eq!(c.admin.socket, PathBuf::from("/etc/sy/run/a.sock"));
         assert_eq!(c.admin.state, PathBuf::from("/abs/s.json"));
     }

@@ -18,12 +18,19 @@ use tokio::net::UnixStream;
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
     #[error("cannot connect to the admin socket {path}: {source} (is switchyard running? set -s or $SWITCHYARD_SOCKET)")]
-    Connect { path: PathBuf, source: std::io::Error },
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("admin socket {0}: {1}")]
     Http(PathBuf, String),
     /// The API refused the call; the message is its `error`.
     #[error("{message}")]
-    Api { status: StatusCode, message: String, body: Value },
+    Api {
+        status: StatusCode,
+        message: String,
+        body: Value,
+    },
     #[error("{0}")]
     Usage(String),
 }
@@ -47,10 +54,22 @@ pub fn resolve_socket(explicit: Option<PathBuf>) -> PathBuf {
 }
 
 /// One admin call: returns the JSON body of a 2xx answer.
-pub async fn call(socket: &Path, method: Method, path: &str, body: Option<&Value>) -> Result<Value, CtlError> {
-    let stream = UnixStream::connect(socket).await.map_err(|source| CtlError::Connect { path: socket.to_owned(), source })?;
+pub async fn call(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, CtlError> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| CtlError::Connect {
+            path: socket.to_owned(),
+            source,
+        })?;
     let http_err = |e: &dyn std::fmt::Display| CtlError::Http(socket.to_owned(), e.to_string());
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| http_err(&e))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| http_err(&e))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -64,13 +83,27 @@ pub async fn call(socket: &Path, method: Method, path: &str, body: Option<&Value
         .map_err(|e| http_err(&e))?;
     let resp = sender.send_request(req).await.map_err(|e| http_err(&e))?;
     let status = resp.status();
-    let body = resp.into_body().collect().await.map_err(|e| http_err(&e))?.to_bytes();
-    let value: Value = serde_json::from_slice(&body).unwrap_or_else(|_| json!({ "error": String::from_utf8_lossy(&body) }));
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| http_err(&e))?
+        .to_bytes();
+    let value: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| json!({ "error": String::from_utf8_lossy(&body) }));
     if status.is_success() {
         Ok(value)
     } else {
-        let message = value.get("error").and_then(Value::as_str).unwrap_or("request failed").to_string();
-        Err(CtlError::Api { status, message, body: value })
+        let message = value
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("request failed")
+            .to_string();
+        Err(CtlError::Api {
+            status,
+            message,
+            body: value,
+        })
     }
 }
 
@@ -78,8 +111,13 @@ pub async fn call(socket: &Path, method: Method, path: &str, body: Option<&Value
 pub fn parse_assignments(args: &[String]) -> Result<BTreeMap<String, u32>, CtlError> {
     let mut out = BTreeMap::new();
     for a in args {
-        let (v, w) = a.split_once('=').ok_or_else(|| CtlError::Usage(format!("expected VERSION=WEIGHT, got {a:?}")))?;
-        let w: u32 = w.trim().parse().map_err(|_| CtlError::Usage(format!("weight in {a:?} must be a whole number >= 0")))?;
+        let (v, w) = a
+            .split_once('=')
+            .ok_or_else(|| CtlError::Usage(format!("expected VERSION=WEIGHT, got {a:?}")))?;
+        let w: u32 = w
+            .trim()
+            .parse()
+            .map_err(|_| CtlError::Usage(format!("weight in {a:?} must be a whole number >= 0")))?;
         out.insert(v.trim().to_string(), w);
     }
     if out.is_empty() {
@@ -89,35 +127,67 @@ pub fn parse_assignments(args: &[String]) -> Result<BTreeMap<String, u32>, CtlEr
 }
 
 /// Weights for `switch POOL V`: V gets 100, every other version 0.
-pub fn switch_weights(state: &Value, pool: &str, target: &str) -> Result<BTreeMap<String, u32>, CtlError> {
+pub fn switch_weights(
+    state: &Value,
+    pool: &str,
+    target: &str,
+) -> Result<BTreeMap<String, u32>, CtlError> {
     let versions = state
         .pointer(&format!("/pools/{pool}/versions"))
         .and_then(Value::as_object)
-        .ok_or_else(|| CtlError::Api { status: StatusCode::NOT_FOUND, message: format!("unknown pool {pool:?}"), body: Value::Null })?;
+        .ok_or_else(|| CtlError::Api {
+            status: StatusCode::NOT_FOUND,
+            message: format!("unknown pool {pool:?}"),
+            body: Value::Null,
+        })?;
     if !versions.contains_key(target) {
-        return Err(CtlError::Api { status: StatusCode::NOT_FOUND, message: format!("pool {pool} has no version {target:?}"), body: Value::Null });
+        return Err(CtlError::Api {
+            status: StatusCode::NOT_FOUND,
+            message: format!("pool {pool} has no version {target:?}"),
+            body: Value::Null,
+        });
     }
-    Ok(versions.keys().map(|v| (v.clone(), if v == target { 100 } else { 0 })).collect())
+    Ok(versions
+        .keys()
+        .map(|v| (v.clone(), if v == target { 100 } else { 0 }))
+        .collect())
 }
 
 /// Human rendering of `GET /v1/state`.
 pub fn render_state(s: &Value) -> String {
     let mut out = String::new();
     if let Some(l) = s.get("listeners").and_then(Value::as_object) {
-        let parts: Vec<String> = l.iter().map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or(""))).collect();
+        let parts: Vec<String> = l
+            .iter()
+            .map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("")))
+            .collect();
         let _ = writeln!(out, "listening: {}", parts.join(", "));
     }
     if let Some(routes) = s.get("routes").and_then(Value::as_array) {
         let _ = writeln!(out, "routes:");
         for r in routes {
-            let preview = if r["preview"].as_bool().unwrap_or(false) { " (preview)" } else { "" };
-            let _ = writeln!(out, "  {:<32} -> {:<12} tls={}{preview}", r["host"].as_str().unwrap_or(""), r["pool"].as_str().unwrap_or(""), r["tls"].as_str().unwrap_or(""));
+            let preview = if r["preview"].as_bool().unwrap_or(false) {
+                " (preview)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "  {:<32} -> {:<12} tls={}{preview}",
+                r["host"].as_str().unwrap_or(""),
+                r["pool"].as_str().unwrap_or(""),
+                r["tls"].as_str().unwrap_or("")
+            );
         }
     }
     if let Some(pools) = s.get("pools").and_then(Value::as_object) {
         for (name, p) in pools {
             let _ = writeln!(out, "pool {name}:");
-            let _ = writeln!(out, "  {:<16} {:>7} {:>9} {:>7} {:>9}  backends", "version", "weight", "effective", "share", "in-flight");
+            let _ = writeln!(
+                out,
+                "  {:<16} {:>7} {:>9} {:>7} {:>9}  backends",
+                "version", "weight", "effective", "share", "in-flight"
+            );
             if let Some(vs) = p["versions"].as_object() {
                 for (v, d) in vs {
                     let backends: Vec<String> = d["backends"]
@@ -188,7 +258,15 @@ mod tests {
     fn switch_sets_one_version_to_100() {
         let s = json!({"pools": {"app": {"versions": {"blue": {}, "green": {}, "grey": {}}}}});
         let w = switch_weights(&s, "app", "green").unwrap();
-        assert_eq!(w, [("blue".into(), 0), ("green".into(), 100), ("grey".into(), 0)].into());
+        assert_eq!(
+            w,
+            [
+                ("blue".into(), 0),
+                ("green".into(), 100),
+                ("grey".into(), 0)
+            ]
+            .into()
+        );
         assert!(switch_weights(&s, "app", "nope").is_err());
         assert!(switch_weights(&s, "nope", "green").is_err());
     }

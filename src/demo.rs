@@ -16,13 +16,17 @@ use tokio::net::TcpListener;
 /// Serves a minimal origin that answers `name\n` until the task is dropped.
 pub async fn serve_origin(listener: TcpListener, name: &'static str) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |_req: Request<Incoming>| async move {
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("{name}\n")))))
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }
@@ -38,7 +42,12 @@ pub async fn start_origins() -> std::io::Result<(SocketAddr, SocketAddr)> {
 }
 
 /// The demo's config: one route, `demo.local`, to blue:100 / green:0.
-pub fn demo_config(http: SocketAddr, blue: SocketAddr, green: SocketAddr, socket: &std::path::Path) -> String {
+pub fn demo_config(
+    http: SocketAddr,
+    blue: SocketAddr,
+    green: SocketAddr,
+    socket: &std::path::Path,
+) -> String {
     format!(
         r#"[server]
 http = "{http}"

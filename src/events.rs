@@ -68,7 +68,14 @@ pub struct EventLog {
 impl EventLog {
     /// A log that only keeps memory (tests, `demo`).
     pub fn in_memory() -> EventLog {
-        EventLog { inner: Mutex::new(Inner { ring: VecDeque::new(), next: 1, file: None }), path: None }
+        EventLog {
+            inner: Mutex::new(Inner {
+                ring: VecDeque::new(),
+                next: 1,
+                file: None,
+            }),
+            path: None,
+        }
     }
 
     /// Opens (or creates) the log at `path`, reading back its last events so
@@ -104,7 +111,10 @@ impl EventLog {
                 None
             }
         };
-        EventLog { inner: Mutex::new(Inner { ring, next, file }), path: Some(path.to_owned()) }
+        EventLog {
+            inner: Mutex::new(Inner { ring, next, file }),
+            path: Some(path.to_owned()),
+        }
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -145,7 +155,12 @@ impl EventLog {
     /// Events with a sequence number above `since`, oldest first.
     pub fn since(&self, since: u64) -> Vec<Event> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.ring.iter().filter(|e| e.seq > since).cloned().collect()
+        inner
+            .ring
+            .iter()
+            .filter(|e| e.seq > since)
+            .cloned()
+            .collect()
     }
 
     pub fn last_seq(&self) -> u64 {
@@ -158,7 +173,13 @@ mod tests {
     use super::*;
 
     fn ev(what: &str) -> NewEvent {
-        NewEvent { who: "test".into(), kind: "weights", pool: Some("app".into()), what: what.into(), ..Default::default() }
+        NewEvent {
+            who: "test".into(),
+            kind: "weights",
+            pool: Some("app".into()),
+            what: what.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -169,11 +190,19 @@ mod tests {
         assert_eq!(log.record(ev("one")), 1);
         assert_eq!(log.record(ev("two")), 2);
         drop(log);
-        std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"{not json\n").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"{not json\n")
+            .unwrap();
         let log = EventLog::open(&p);
         assert_eq!(log.record(ev("three")), 3);
         let all = log.since(0);
-        assert_eq!(all.iter().map(|e| e.what.as_str()).collect::<Vec<_>>(), ["one", "two", "three"]);
+        assert_eq!(
+            all.iter().map(|e| e.what.as_str()).collect::<Vec<_>>(),
+            ["one", "two", "three"]
+        );
         assert_eq!(log.since(2).len(), 1);
         assert_eq!(log.last_seq(), 3);
     }

@@ -127,7 +127,10 @@ pub fn normalize<'a>(raw: &str, buf: &'a mut [u8; MAX_HOST_LEN + 2]) -> Option<&
     normalize_checked(raw, buf).ok()
 }
 
-fn normalize_checked<'a>(raw: &str, buf: &'a mut [u8; MAX_HOST_LEN + 2]) -> Result<&'a str, HostError> {
+fn normalize_checked<'a>(
+    raw: &str,
+    buf: &'a mut [u8; MAX_HOST_LEN + 2],
+) -> Result<&'a str, HostError> {
     let host = strip_port(raw.trim());
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.is_empty() {
@@ -167,19 +170,34 @@ mod tests {
 
     #[test]
     fn normalizes_case_port_and_trailing_dot() {
-        assert_eq!(HostName::parse("App.Example.COM").unwrap().as_str(), "app.example.com");
-        assert_eq!(HostName::parse("app.test:5002").unwrap().as_str(), "app.test");
+        assert_eq!(
+            HostName::parse("App.Example.COM").unwrap().as_str(),
+            "app.example.com"
+        );
+        assert_eq!(
+            HostName::parse("app.test:5002").unwrap().as_str(),
+            "app.test"
+        );
         assert_eq!(HostName::parse("app.test.").unwrap().as_str(), "app.test");
         assert_eq!(HostName::parse("[::1]:8080").unwrap().as_str(), "[::1]");
-        assert_eq!(HostName::parse("127.0.0.1:80").unwrap().as_str(), "127.0.0.1");
+        assert_eq!(
+            HostName::parse("127.0.0.1:80").unwrap().as_str(),
+            "127.0.0.1"
+        );
     }
 
     #[test]
     fn refuses_garbage() {
         assert_eq!(HostName::parse(""), Err(HostError::Empty));
         assert_eq!(HostName::parse(":80"), Err(HostError::Empty));
-        assert!(matches!(HostName::parse("a b"), Err(HostError::BadChar(' '))));
-        assert!(matches!(HostName::parse("a/b"), Err(HostError::BadChar('/'))));
+        assert!(matches!(
+            HostName::parse("a b"),
+            Err(HostError::BadChar(' '))
+        ));
+        assert!(matches!(
+            HostName::parse("a/b"),
+            Err(HostError::BadChar('/'))
+        ));
         assert_eq!(HostName::parse("a..b"), Err(HostError::EmptyLabel));
         assert_eq!(HostName::parse(&"a".repeat(300)), Err(HostError::TooLong));
         assert!(HostName::parse("é.test").is_err());

@@ -17,7 +17,11 @@ use switchyard::events::EventLog;
 use switchyard::state::{FileStore, MemoryStore};
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "Reverse proxy for blue-green and canary releases")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Reverse proxy for blue-green and canary releases"
+)]
 struct Cli {
     /// Log format on stderr (level from RUST_LOG, default info).
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -55,11 +59,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CtlCmd,
     },
-    /// Start the proxy with two built-in origins (blue, green) on loopback.
+    /// Start the proxy with built-in origins on loopback: its own blue/green
+    /// setup, or with -c, origins on the config's loopback backends (each
+    /// answers its version's name) and the proxy on that config.
     Demo {
-        /// Proxy port on 127.0.0.1 (0 picks a free one).
+        /// Proxy port on 127.0.0.1 when no config is given (0 picks a free one).
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        #[arg(short, long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -115,7 +123,10 @@ fn main() -> ExitCode {
         Cmd::Run { config } => report(run(config)),
         Cmd::Check { config } => check(config),
         Cmd::Ctl { socket, json, cmd } => ctl_main(ctl::resolve_socket(socket), json, cmd),
-        Cmd::Demo { port } => report(demo(port)),
+        Cmd::Demo { port, config } => report(match config {
+            None => demo(port),
+            Some(c) => demo_config(&c),
+        }),
     }
 }
 
@@ -130,8 +141,11 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -154,7 +168,12 @@ fn check(config: Option<PathBuf>) -> ExitCode {
     let path = config_path(config);
     match Config::load(&path) {
         Ok(c) => {
-            println!("{}: ok ({} routes, {} pools)", path.display(), c.routes.len(), c.pools.len());
+            println!(
+                "{}: ok ({} routes, {} pools)",
+                path.display(),
+                c.routes.len(),
+                c.pools.len()
+            );
             ExitCode::SUCCESS
         }
         Err(e @ ConfigError::Invalid { .. }) => {
@@ -173,7 +192,10 @@ fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     if workers > 0 {
         b.worker_threads(workers);
     }
-    b.enable_all().thread_name("switchyard").build().context("cannot start the runtime")
+    b.enable_all()
+        .thread_name("switchyard")
+        .build()
+        .context("cannot start the runtime")
 }
 
 fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
@@ -195,7 +217,10 @@ fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// The audit log lives next to the state file: `state.json` -> `state.events.jsonl`.
 fn events_path(state: &Path) -> PathBuf {
-    let stem = state.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
+    let stem = state
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "state".into());
     state.with_file_name(format!("{stem}.events.jsonl"))
 }
 
@@ -213,10 +238,18 @@ fn demo(port: u16) -> anyhow::Result<()> {
         let http = probe.local_addr()?;
         drop(probe);
         let text = switchyard::demo::demo_config(http, blue, green, &socket);
-        let config = Config::from_toml_str(&text).map_err(|d| anyhow::anyhow!("demo config: {d:?}"))?;
-        let app = Arc::new(App::new(None, config.clone(), Box::<MemoryStore>::default(), EventLog::in_memory()));
+        let config =
+            Config::from_toml_str(&text).map_err(|d| anyhow::anyhow!("demo config: {d:?}"))?;
+        let app = Arc::new(App::new(
+            None,
+            config.clone(),
+            Box::<MemoryStore>::default(),
+            EventLog::in_memory(),
+        ));
         let listeners = switchyard::server::bind(&config).await?;
-        let exe = std::env::args().next().unwrap_or_else(|| "switchyard".into());
+        let exe = std::env::args()
+            .next()
+            .unwrap_or_else(|| "switchyard".into());
         println!("{}", switchyard::demo::instructions(http, &socket, &exe));
         switchyard::server::run(app, &config, listeners, std::future::pending()).await?;
         let _ = std::fs::remove_dir_all(&dir);
@@ -224,22 +257,72 @@ fn demo(port: u16) -> anyhow::Result<()> {
     })
 }
 
+/// `demo -c FILE`: origins on the file's loopback backends, then `run`.
+fn demo_config(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let rt = runtime(config.server.workers)?;
+    rt.block_on(async {
+        for (pool, p) in &config.pools {
+            for (version, v) in &p.versions {
+                let name: &'static str = Box::leak(version.clone().into_boxed_str());
+                for b in &v.backends {
+                    let Ok(addr) = b.as_str().parse::<std::net::SocketAddr>() else { continue };
+                    if !addr.ip().is_loopback() {
+                        continue;
+                    }
+                    match tokio::net::TcpListener::bind(addr).await {
+                        Ok(l) => {
+                            println!("demo origin {pool}/{version} on {addr}");
+                            tokio::spawn(switchyard::demo::serve_origin(l, name));
+                        }
+                        Err(e) => println!("demo origin {pool}/{version}: {addr} is taken ({e}); using what listens there"),
+                    }
+                }
+            }
+        }
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        let events = EventLog::open(&events_path(&config.admin.state));
+        let store = Box::new(FileStore::new(&config.admin.state));
+        let app = Arc::new(App::new(Some(path), config.clone(), store, events));
+        let listeners = switchyard::server::bind(&config).await?;
+        if let (Some(http), Some(route)) = (config.server.http, config.routes.first()) {
+            let exe = std::env::args().next().unwrap_or_else(|| "switchyard".into());
+            println!("try:  curl -s -H 'Host: {}' http://{http}/", route.host);
+            println!("      {exe} ctl -s {} state", config.admin.socket.display());
+        }
+        switchyard::server::run(app, &config, listeners, std::future::pending()).await?;
+        Ok(())
+    })
+}
+
 fn ctl_main(socket: PathBuf, as_json: bool, cmd: CtlCmd) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchyard ctl: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), ctl_run(&socket, as_json, cmd)).await }) {
+    match rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), ctl_run(&socket, as_json, cmd)).await
+    }) {
         Ok(Ok(out)) => {
             print!("{out}");
             ExitCode::SUCCESS
         }
-        Ok(Err(CtlError::Api { status, message, body })) => {
+        Ok(Err(CtlError::Api {
+            status,
+            message,
+            body,
+        })) => {
             if as_json {
-                println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&body).unwrap_or_default()
+                );
             }
             eprintln!("switchyard ctl: {message} ({status})");
             ExitCode::FAILURE
@@ -249,7 +332,10 @@ fn ctl_main(socket: PathBuf, as_json: bool, cmd: CtlCmd) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(_) => {
-            eprintln!("switchyard ctl: no answer from {} within 60 s", socket.display());
+            eprintln!(
+                "switchyard ctl: no answer from {} within 60 s",
+                socket.display()
+            );
             ExitCode::FAILURE
         }
     }
@@ -264,9 +350,16 @@ async fn ctl_run(socket: &Path, as_json: bool, cmd: CtlCmd) -> Result<String, Ct
             let human = ctl::render_state(&v);
             Ok(out(v, human))
         }
-        CtlCmd::Weights { pool, assignments, force } => {
+        CtlCmd::Weights {
+            pool,
+            assignments,
+            force,
+        } => {
             let w = ctl::parse_assignments(&assignments)?;
-            let path = format!("/v1/pools/{pool}/weights{}", if force { "?force=true" } else { "" });
+            let path = format!(
+                "/v1/pools/{pool}/weights{}",
+                if force { "?force=true" } else { "" }
+            );
             let v = ctl::call(socket, Method::PUT, &path, Some(&json!(w))).await?;
             let human = format!("{pool}: {}\n", weights_line(&v));
             Ok(out(v, human))
@@ -274,21 +367,53 @@ async fn ctl_run(socket: &Path, as_json: bool, cmd: CtlCmd) -> Result<String, Ct
         CtlCmd::Switch { pool, version } => {
             let state = ctl::call(socket, Method::GET, "/v1/state", None).await?;
             let w = ctl::switch_weights(&state, &pool, &version)?;
-            let v = ctl::call(socket, Method::PUT, &format!("/v1/pools/{pool}/weights"), Some(&json!(w))).await?;
+            let v = ctl::call(
+                socket,
+                Method::PUT,
+                &format!("/v1/pools/{pool}/weights"),
+                Some(&json!(w)),
+            )
+            .await?;
             let human = format!("{pool}: switched to {version} ({})\n", weights_line(&v));
             Ok(out(v, human))
         }
-        CtlCmd::Version { cmd: VersionCmd::Add { pool, version, backends, weight } } => {
+        CtlCmd::Version {
+            cmd:
+                VersionCmd::Add {
+                    pool,
+                    version,
+                    backends,
+                    weight,
+                },
+        } => {
             let mut body = json!({ "backends": backends });
             if let Some(w) = weight {
                 body["weight"] = json!(w);
             }
-            let v = ctl::call(socket, Method::PUT, &format!("/v1/pools/{pool}/versions/{version}"), Some(&body)).await?;
-            let human = format!("{pool}: version {version} set: weight {}, backends {}\n", v["spec"]["weight"], backends.join(", "));
+            let v = ctl::call(
+                socket,
+                Method::PUT,
+                &format!("/v1/pools/{pool}/versions/{version}"),
+                Some(&body),
+            )
+            .await?;
+            let human = format!(
+                "{pool}: version {version} set: weight {}, backends {}\n",
+                v["spec"]["weight"],
+                backends.join(", ")
+            );
             Ok(out(v, human))
         }
-        CtlCmd::Version { cmd: VersionCmd::Rm { pool, version } } => {
-            let v = ctl::call(socket, Method::DELETE, &format!("/v1/pools/{pool}/versions/{version}"), None).await?;
+        CtlCmd::Version {
+            cmd: VersionCmd::Rm { pool, version },
+        } => {
+            let v = ctl::call(
+                socket,
+                Method::DELETE,
+                &format!("/v1/pools/{pool}/versions/{version}"),
+                None,
+            )
+            .await?;
             Ok(out(v, format!("{pool}: version {version} removed\n")))
         }
         CtlCmd::Reload => {
@@ -300,7 +425,13 @@ async fn ctl_run(socket: &Path, as_json: bool, cmd: CtlCmd) -> Result<String, Ct
             Ok(out(v, human))
         }
         CtlCmd::Events { since } => {
-            let v = ctl::call(socket, Method::GET, &format!("/v1/events?since={since}"), None).await?;
+            let v = ctl::call(
+                socket,
+                Method::GET,
+                &format!("/v1/events?since={since}"),
+                None,
+            )
+            .await?;
             let human = ctl::render_events(&v);
             Ok(out(v, human))
         }
@@ -308,5 +439,13 @@ async fn ctl_run(socket: &Path, as_json: bool, cmd: CtlCmd) -> Result<String, Ct
 }
 
 fn weights_line(v: &Value) -> String {
-    v["weights"].as_object().map(|m| m.iter().map(|(k, w)| format!("{k}={w}")).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    v["weights"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, w)| format!("{k}={w}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
 }

@@ -47,11 +47,19 @@ pub enum ProxyError {
     #[error("pool {0}: no healthy version")]
     NoHealthyVersion(Box<str>),
     #[error("pool {pool}: backend {backend} unreachable: {source}")]
-    Connect { pool: Box<str>, backend: Box<str>, source: ConnectError },
+    Connect {
+        pool: Box<str>,
+        backend: Box<str>,
+        source: ConnectError,
+    },
     #[error("pool {pool}: backend {backend} timed out")]
     Timeout { pool: Box<str>, backend: Box<str> },
     #[error("pool {pool}: backend {backend} failed: {source}")]
-    Upstream { pool: Box<str>, backend: Box<str>, source: hyper::Error },
+    Upstream {
+        pool: Box<str>,
+        backend: Box<str>,
+        source: hyper::Error,
+    },
 }
 
 // === impl ProxyError ===
@@ -64,7 +72,10 @@ impl ProxyError {
             ProxyError::NoHost => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoHealthyVersion(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { source: ConnectError::Timeout, .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Connect {
+                source: ConnectError::Timeout,
+                ..
+            } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
@@ -76,7 +87,10 @@ impl ProxyError {
         match self {
             ProxyError::NoHost | ProxyError::NoRoute => "client",
             ProxyError::NoHealthyVersion(_) => "unavailable",
-            ProxyError::Connect { source: ConnectError::Timeout, .. } => "connect_timeout",
+            ProxyError::Connect {
+                source: ConnectError::Timeout,
+                ..
+            } => "connect_timeout",
             ProxyError::Connect { .. } => "connect",
             ProxyError::Timeout { .. } => "timeout",
             ProxyError::Upstream { .. } => "reset",
@@ -87,12 +101,26 @@ impl ProxyError {
         let status = self.status();
         let reason = status.canonical_reason().unwrap_or("");
         let body = match self {
-            ProxyError::NoHost | ProxyError::NoRoute => format!("{} {reason}: {self}\n", status.as_u16()),
+            ProxyError::NoHost | ProxyError::NoRoute => {
+                format!("{} {reason}: {self}\n", status.as_u16())
+            }
             // Name the pool; keep backend addresses out of public answers.
-            ProxyError::NoHealthyVersion(p) => format!("{} {reason}: pool {p} has no healthy version\n", status.as_u16()),
-            ProxyError::Connect { pool, .. } => format!("{} {reason}: pool {pool}: upstream unreachable\n", status.as_u16()),
-            ProxyError::Timeout { pool, .. } => format!("{} {reason}: pool {pool}: upstream timed out\n", status.as_u16()),
-            ProxyError::Upstream { pool, .. } => format!("{} {reason}: pool {pool}: upstream failed\n", status.as_u16()),
+            ProxyError::NoHealthyVersion(p) => format!(
+                "{} {reason}: pool {p} has no healthy version\n",
+                status.as_u16()
+            ),
+            ProxyError::Connect { pool, .. } => format!(
+                "{} {reason}: pool {pool}: upstream unreachable\n",
+                status.as_u16()
+            ),
+            ProxyError::Timeout { pool, .. } => format!(
+                "{} {reason}: pool {pool}: upstream timed out\n",
+                status.as_u16()
+            ),
+            ProxyError::Upstream { pool, .. } => format!(
+                "{} {reason}: pool {pool}: upstream failed\n",
+                status.as_u16()
+            ),
         };
         plain(status, body)
     }
@@ -102,7 +130,10 @@ impl ProxyError {
 pub fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::full(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -112,7 +143,10 @@ pub fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> 
 /// The body of every response the proxy sends: a backend's streamed body, or
 /// a small body of our own.
 pub enum ProxyBody {
-    Upstream { body: Incoming, finish: Option<Finish> },
+    Upstream {
+        body: Incoming,
+        finish: Option<Finish>,
+    },
     Full(Option<Bytes>),
 }
 
@@ -144,7 +178,10 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream { body, finish } => {
@@ -210,7 +247,11 @@ static X_SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// Serves one request. Never fails: every error becomes a response.
-pub async fn handle(app: Arc<App>, peer: Peer, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+pub async fn handle(
+    app: Arc<App>,
+    peer: Peer,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
     let table = app.table.load_full();
     Ok(match serve(&app, &table, peer, req).await {
         Ok(r) => r,
@@ -221,10 +262,19 @@ pub async fn handle(app: Arc<App>, peer: Peer, req: Request<Incoming>) -> Result
     })
 }
 
-async fn serve(app: &App, table: &RoutingTable, peer: Peer, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+async fn serve(
+    app: &App,
+    table: &RoutingTable,
+    peer: Peer,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
     let host = request_host(&req).ok_or(ProxyError::NoHost)?;
     let route = table.route(&host).ok_or(ProxyError::NoRoute)?;
-    if !peer.https && route.redirect_https && route.tls != TlsMode::None && !req.uri().path().starts_with(ACME_PREFIX) {
+    if !peer.https
+        && route.redirect_https
+        && route.tls != TlsMode::None
+        && !req.uri().path().starts_with(ACME_PREFIX)
+    {
         return Ok(redirect(&host, table.https_port, req.uri()));
     }
     let pool = &route.pool;
@@ -238,12 +288,18 @@ async fn serve(app: &App, table: &RoutingTable, peer: Peer, mut req: Request<Inc
             None => {
                 let key = app.new_sticky_key();
                 let b = sticky_bucket(key.as_bytes());
-                set_cookie = HeaderValue::try_from(format!("{name}={key}; Path=/; HttpOnly; SameSite=Lax")).ok();
+                set_cookie =
+                    HeaderValue::try_from(format!("{name}={key}; Path=/; HttpOnly; SameSite=Lax"))
+                        .ok();
                 Some(b)
             }
         },
     };
-    let pinned = pool.pin_header.as_ref().and_then(|h| req.headers().get(h)).map(|v| v.as_bytes());
+    let pinned = pool
+        .pin_header
+        .as_ref()
+        .and_then(|h| req.headers().get(h))
+        .map(|v| v.as_bytes());
     let (vidx, version, backend) = match pool.pick(pinned, route.preview, bucket) {
         Pick::Version(i, v) => match v.pick_backend() {
             Some(b) => (i, v, b.clone()),
@@ -262,7 +318,9 @@ async fn serve(app: &App, table: &RoutingTable, peer: Peer, mut req: Request<Inc
             let backend_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
                 if let (Ok(c), Ok(b)) = (client_upgrade.await, backend_upgrade.await) {
-                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(b)).await;
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(b))
+                            .await;
                 }
             });
             return Ok(resp);
@@ -312,9 +370,25 @@ async fn forward(
     let (parts, body) = req.into_parts();
     // A bodiless idempotent request can be sent again after reaching a
     // backend; keep what is needed to rebuild it.
-    let replayable = body.is_end_stream() && is_idempotent(&parts.method) && pool.retry > 0 && !is_upgrade(&parts.headers);
-    let template = replayable.then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
-    let mut req = Some(Request::from_parts(parts, if replayable { UpBody::Empty } else { UpBody::Client(body) }));
+    let replayable = body.is_end_stream()
+        && is_idempotent(&parts.method)
+        && pool.retry > 0
+        && !is_upgrade(&parts.headers);
+    let template = replayable.then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        )
+    });
+    let mut req = Some(Request::from_parts(
+        parts,
+        if replayable {
+            UpBody::Empty
+        } else {
+            UpBody::Client(body)
+        },
+    ));
     let mut retries_left = pool.retry;
     let mut stale_retries = 2u32;
 
@@ -326,36 +400,70 @@ async fn forward(
         };
         backend.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut in_flight = InFlight(Some(backend.clone()));
-        let err = match backend.checkout(limits.connect_timeout, limits.idle_timeout).await {
+        let err = match backend
+            .checkout(limits.connect_timeout, limits.idle_timeout)
+            .await
+        {
             Err(source) => {
                 req = Some(r);
-                ProxyError::Connect { pool: pool.name.clone(), backend: backend.key.addr.as_str().into(), source }
+                ProxyError::Connect {
+                    pool: pool.name.clone(),
+                    backend: backend.key.addr.as_str().into(),
+                    source,
+                }
             }
-            Ok(mut conn) => match tokio::time::timeout(limits.request_timeout, conn.sender.try_send_request(r)).await {
-                Err(_) => {
-                    app.passive_failure(&backend, &pool.passive);
-                    return Err(ProxyError::Timeout { pool: pool.name.clone(), backend: backend.key.addr.as_str().into() });
-                }
-                Ok(Ok(resp)) => {
-                    app.passive_outcome(&backend, &pool.passive, !resp.status().is_server_error());
-                    let (parts, body) = resp.into_parts();
-                    let finish = Finish { backend: in_flight.take(), sender: Some(conn.sender) };
-                    return Ok((Response::from_parts(parts, ProxyBody::Upstream { body, finish: Some(finish) }), vidx));
-                }
-                Ok(Err(mut e)) => {
-                    if let Some(back) = e.take_message() {
-                        if conn.reused && stale_retries > 0 {
-                            // A pooled connection closed under us before a byte
-                            // was written: try again, not counted as a retry.
-                            stale_retries -= 1;
-                            req = Some(back);
-                            continue;
-                        }
-                        req = Some(back);
+            Ok(mut conn) => {
+                match tokio::time::timeout(limits.request_timeout, conn.sender.try_send_request(r))
+                    .await
+                {
+                    Err(_) => {
+                        app.passive_failure(&backend, &pool.passive);
+                        return Err(ProxyError::Timeout {
+                            pool: pool.name.clone(),
+                            backend: backend.key.addr.as_str().into(),
+                        });
                     }
-                    ProxyError::Upstream { pool: pool.name.clone(), backend: backend.key.addr.as_str().into(), source: e.into_error() }
+                    Ok(Ok(resp)) => {
+                        app.passive_outcome(
+                            &backend,
+                            &pool.passive,
+                            !resp.status().is_server_error(),
+                        );
+                        let (parts, body) = resp.into_parts();
+                        let finish = Finish {
+                            backend: in_flight.take(),
+                            sender: Some(conn.sender),
+                        };
+                        return Ok((
+                            Response::from_parts(
+                                parts,
+                                ProxyBody::Upstream {
+                                    body,
+                                    finish: Some(finish),
+                                },
+                            ),
+                            vidx,
+                        ));
+                    }
+                    Ok(Err(mut e)) => {
+                        if let Some(back) = e.take_message() {
+                            if conn.reused && stale_retries > 0 {
+                                // A pooled connection closed under us before a byte
+                                // was written: try again, not counted as a retry.
+                                stale_retries -= 1;
+                                req = Some(back);
+                                continue;
+                            }
+                            req = Some(back);
+                        }
+                        ProxyError::Upstream {
+                            pool: pool.name.clone(),
+                            backend: backend.key.addr.as_str().into(),
+                            source: e.into_error(),
+                        }
+                    }
                 }
-            },
+            }
         };
         drop(in_flight);
         app.passive_failure(&backend, &pool.passive);
@@ -410,7 +518,10 @@ fn rebuild((method, uri, headers): &(Method, Uri, HeaderMap)) -> Request<UpBody>
 }
 
 fn is_idempotent(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 /// The request's host: the URI authority (HTTP/2, absolute form) or Host.
@@ -424,17 +535,30 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
 
 fn is_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION)
-            .iter()
-            .any(|v| v.to_str().map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))).unwrap_or(false))
+        && h.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .map(|s| {
+                    s.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                })
+                .unwrap_or(false)
+        })
 }
 
 /// Turns a client request into the upstream one: origin-form URI, HTTP/1.1,
 /// Host kept, hop-by-hop headers gone, X-Forwarded-* added.
 fn prepare_upstream(req: &mut Request<Incoming>, host: &str, peer: Peer) {
     let upgrade = is_upgrade(req.headers());
-    let upgrade_value = if upgrade { req.headers().get(header::UPGRADE).cloned() } else { None };
-    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let upgrade_value = if upgrade {
+        req.headers().get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     if req.uri().authority().is_some() || req.uri().scheme().is_some() {
         if let Ok(u) = Uri::try_from(path) {
             *req.uri_mut() = u;
@@ -461,7 +585,10 @@ fn prepare_upstream(req: &mut Request<Incoming>, host: &str, peer: Peer) {
     if let Ok(v) = HeaderValue::try_from(xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if peer.https { "https" } else { "http" }));
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(if peer.https { "https" } else { "http" }),
+    );
     if let Ok(v) = HeaderValue::try_from(host) {
         headers.insert(X_FORWARDED_HOST.clone(), v);
     }
@@ -504,7 +631,10 @@ fn redirect(host: &str, https_port: Option<u16>, uri: &Uri) -> Response<ProxyBod
     };
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let location = format!("https://{bare}{port}{path}");
-    let mut r = plain(StatusCode::PERMANENT_REDIRECT, format!("308 Permanent Redirect: {location}\n"));
+    let mut r = plain(
+        StatusCode::PERMANENT_REDIRECT,
+        format!("308 Permanent Redirect: {location}\n"),
+    );
     if let Ok(v) = HeaderValue::try_from(location) {
         r.headers_mut().insert(header::LOCATION, v);
     }
@@ -523,16 +653,44 @@ mod tests {
         assert_eq!(ProxyError::NoRoute.status(), 404);
         assert_eq!(ProxyError::NoHealthyVersion(p.clone()).status(), 503);
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert_eq!(ProxyError::Connect { pool: p.clone(), backend: b.clone(), source: refused.into() }.status(), 502);
-        assert_eq!(ProxyError::Connect { pool: p.clone(), backend: b.clone(), source: ConnectError::Timeout }.status(), 504);
-        assert_eq!(ProxyError::Timeout { pool: p.clone(), backend: b }.status(), 504);
+        assert_eq!(
+            ProxyError::Connect {
+                pool: p.clone(),
+                backend: b.clone(),
+                source: refused.into()
+            }
+            .status(),
+            502
+        );
+        assert_eq!(
+            ProxyError::Connect {
+                pool: p.clone(),
+                backend: b.clone(),
+                source: ConnectError::Timeout
+            }
+            .status(),
+            504
+        );
+        assert_eq!(
+            ProxyError::Timeout {
+                pool: p.clone(),
+                backend: b
+            }
+            .status(),
+            504
+        );
     }
 
     #[test]
     fn error_bodies_name_the_pool_not_the_backend() {
-        let e = ProxyError::Timeout { pool: "app".into(), backend: "10.0.0.1:80".into() };
+        let e = ProxyError::Timeout {
+            pool: "app".into(),
+            backend: "10.0.0.1:80".into(),
+        };
         let r = e.response();
-        let ProxyBody::Full(Some(b)) = r.body() else { panic!() };
+        let ProxyBody::Full(Some(b)) = r.body() else {
+            panic!()
+        };
         let text = std::str::from_utf8(b).unwrap();
         assert!(text.contains("pool app"));
         assert!(!text.contains("10.0.0.1"));
@@ -541,10 +699,16 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
@@ -554,7 +718,10 @@ mod tests {
     #[test]
     fn cookie_lookup() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; sy_ver=abc; b=2"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; sy_ver=abc; b=2"),
+        );
         assert_eq!(cookie(&h, "sy_ver"), Some("abc"));
         assert_eq!(cookie(&h, "c"), None);
     }

@@ -91,7 +91,11 @@ pub enum Pick<'a> {
 impl RoutingTable {
     /// Builds a table. `canaries` maps a pool to its rollout canary, which
     /// goes first in the sticky layout and is what preview hosts reach.
-    pub fn build(config: &Config, registry: &BackendRegistry, canaries: &HashMap<String, String>) -> RoutingTable {
+    pub fn build(
+        config: &Config,
+        registry: &BackendRegistry,
+        canaries: &HashMap<String, String>,
+    ) -> RoutingTable {
         let mut used = HashSet::new();
         let mut pools = BTreeMap::new();
         for (name, pc) in &config.pools {
@@ -101,22 +105,39 @@ impl RoutingTable {
                     .backends
                     .iter()
                     .map(|addr| {
-                        let key = BackendKey { pool: name.clone(), version: vname.clone(), addr: addr.clone() };
+                        let key = BackendKey {
+                            pool: name.clone(),
+                            version: vname.clone(),
+                            addr: addr.clone(),
+                        };
                         used.insert(key.clone());
                         registry.get_or_create(key)
                     })
                     .collect();
-                versions.push(Version { name: vname.as_str().into(), weight: vc.weight, backends, rr: RoundRobin::default() });
+                versions.push(Version {
+                    name: vname.as_str().into(),
+                    weight: vc.weight,
+                    backends,
+                    rr: RoundRobin::default(),
+                });
             }
             let weights: Vec<u32> = versions.iter().map(|v| v.weight).collect();
-            let canary = canaries.get(name).and_then(|c| versions.iter().position(|v| &*v.name == c));
+            let canary = canaries
+                .get(name)
+                .and_then(|c| versions.iter().position(|v| &*v.name == c));
             let sticky = pc.sticky.clone().map(|s| {
                 // Canary first, then the others in name order.
                 let mut order: Vec<(usize, u32)> = Vec::new();
                 if let Some(c) = canary {
                     order.push((c, weights[c]));
                 }
-                order.extend(weights.iter().enumerate().filter(|&(i, _)| Some(i) != canary).map(|(i, &w)| (i, w)));
+                order.extend(
+                    weights
+                        .iter()
+                        .enumerate()
+                        .filter(|&(i, _)| Some(i) != canary)
+                        .map(|(i, &w)| (i, w)),
+                );
                 (s, StickyRanges::new(&order))
             });
             let preview = canary.or_else(|| versions.iter().position(|v| v.weight == 0));
@@ -142,7 +163,9 @@ impl RoutingTable {
         let mut wildcards = Vec::new();
         let mut routes = Vec::new();
         for rc in &config.routes {
-            let Some(pool) = pools.get(&rc.pool) else { continue };
+            let Some(pool) = pools.get(&rc.pool) else {
+                continue;
+            };
             let idx = routes.len();
             routes.push(Route {
                 host: rc.host.to_string().into(),
@@ -169,7 +192,7 @@ impl RoutingTable {
                 exact.insert(p.as_str().into(), pidx);
             }
         }
-        wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
 
         RoutingTable {
             exact,
@@ -212,9 +235,19 @@ impl Pool {
     /// the sticky user's version, or the weighted schedule over versions that
     /// have an available backend.
     #[inline]
-    pub fn pick(&self, pinned: Option<&[u8]>, preview: bool, sticky_bucket: Option<u32>) -> Pick<'_> {
+    pub fn pick(
+        &self,
+        pinned: Option<&[u8]>,
+        preview: bool,
+        sticky_bucket: Option<u32>,
+    ) -> Pick<'_> {
         if let Some(name) = pinned {
-            if let Some((i, v)) = self.versions.iter().enumerate().find(|(_, v)| v.name.as_bytes() == name) {
+            if let Some((i, v)) = self
+                .versions
+                .iter()
+                .enumerate()
+                .find(|(_, v)| v.name.as_bytes() == name)
+            {
                 if v.has_available() {
                     return Pick::Version(i, v);
                 }
@@ -256,7 +289,10 @@ impl Pool {
     /// Effective weight of each version: its weight when it has an available
     /// backend, else 0.
     pub fn effective_weights(&self) -> Vec<u32> {
-        self.versions.iter().map(|v| if v.has_available() { v.weight } else { 0 }).collect()
+        self.versions
+            .iter()
+            .map(|v| if v.has_available() { v.weight } else { 0 })
+            .collect()
     }
 }
 
@@ -271,23 +307,32 @@ impl Version {
     /// Round robin over available backends.
     #[inline]
     pub fn pick_backend(&self) -> Option<&Arc<Backend>> {
-        self.rr.pick(self.backends.len(), |i| self.backends[i].is_available()).map(|i| &self.backends[i])
+        self.rr
+            .pick(self.backends.len(), |i| self.backends[i].is_available())
+            .map(|i| &self.backends[i])
     }
 
     /// Round robin ignoring health (fail-open).
     pub fn pick_any_backend(&self) -> Option<&Arc<Backend>> {
-        self.rr.pick(self.backends.len(), |_| true).map(|i| &self.backends[i])
+        self.rr
+            .pick(self.backends.len(), |_| true)
+            .map(|i| &self.backends[i])
     }
 
     /// Another available backend than `not`, for a retry.
     pub fn pick_backend_except(&self, not: &Backend) -> Option<&Arc<Backend>> {
         self.rr
-            .pick(self.backends.len(), |i| self.backends[i].is_available() && !std::ptr::eq(&*self.backends[i], not))
+            .pick(self.backends.len(), |i| {
+                self.backends[i].is_available() && !std::ptr::eq(&*self.backends[i], not)
+            })
             .map(|i| &self.backends[i])
     }
 
     pub fn in_flight(&self) -> usize {
-        self.backends.iter().map(|b| b.in_flight.load(std::sync::atomic::Ordering::Relaxed)).sum()
+        self.backends
+            .iter()
+            .map(|b| b.in_flight.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -344,7 +389,9 @@ backends = ["127.0.0.1:5"]
         let pool = &t.pools["app"];
         let mut counts = HashMap::new();
         for _ in 0..400 {
-            let Pick::Version(_, v) = pool.pick(None, false, None) else { panic!("all down") };
+            let Pick::Version(_, v) = pool.pick(None, false, None) else {
+                panic!("all down")
+            };
             *counts.entry(v.name.to_string()).or_insert(0) += 1;
         }
         assert_eq!(counts["blue"], 300);
@@ -355,7 +402,9 @@ backends = ["127.0.0.1:5"]
             b.set_healthy(false);
         }
         for _ in 0..10 {
-            let Pick::Version(_, v) = pool.pick(None, false, None) else { panic!() };
+            let Pick::Version(_, v) = pool.pick(None, false, None) else {
+                panic!()
+            };
             assert_eq!(&*v.name, "green");
         }
         assert_eq!(pool.effective_weights(), vec![0, 1, 0]);
@@ -370,12 +419,19 @@ backends = ["127.0.0.1:5"]
     fn pin_and_preview_reach_weight_zero() {
         let (t, _) = table(TEXT);
         let pool = &t.pools["app"];
-        let Pick::Version(_, v) = pool.pick(Some(b"grey"), false, None) else { panic!() };
+        let Pick::Version(_, v) = pool.pick(Some(b"grey"), false, None) else {
+            panic!()
+        };
         assert_eq!(&*v.name, "grey");
-        let Pick::Version(_, v) = pool.pick(None, true, None) else { panic!() };
+        let Pick::Version(_, v) = pool.pick(None, true, None) else {
+            panic!()
+        };
         assert_eq!(&*v.name, "grey");
         // An unknown pin falls back to the split.
-        assert!(matches!(pool.pick(Some(b"nope"), false, None), Pick::Version(..)));
+        assert!(matches!(
+            pool.pick(Some(b"nope"), false, None),
+            Pick::Version(..)
+        ));
     }
 
     #[test]
@@ -389,6 +445,9 @@ backends = ["127.0.0.1:5"]
         let config = Config::from_toml_str(TEXT).unwrap();
         let t2 = RoutingTable::build(&config, &reg, &HashMap::new());
         assert!(!t2.pools["app"].version("blue").unwrap().backends[0].is_healthy());
-        assert!(Arc::ptr_eq(&v.backends[0], &t2.pools["app"].version("blue").unwrap().backends[0]));
+        assert!(Arc::ptr_eq(
+            &v.backends[0],
+            &t2.pools["app"].version("blue").unwrap().backends[0]
+        ));
     }
 }

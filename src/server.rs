@@ -30,7 +30,10 @@ use crate::proxy::{self, Peer};
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// Bound listeners, before serving (so callers can learn the ports).
@@ -46,24 +49,42 @@ pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
         Some(a) => Some(bind_tcp(a).await?),
         None => None,
     };
-    let admin = crate::admin::bind(&config.admin.socket)
-        .map_err(|source| ServerError::Bind { addr: config.admin.socket.display().to_string(), source })?;
-    Ok(Listeners { http, admin, admin_path: config.admin.socket.clone() })
+    let admin = crate::admin::bind(&config.admin.socket).map_err(|source| ServerError::Bind {
+        addr: config.admin.socket.display().to_string(),
+        source,
+    })?;
+    Ok(Listeners {
+        http,
+        admin,
+        admin_path: config.admin.socket.clone(),
+    })
 }
 
 async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ServerError> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    };
     let bind = |s: tokio::net::TcpSocket| -> std::io::Result<TcpListener> {
         s.set_reuseaddr(true)?;
         s.set_nodelay(true)?;
         s.bind(addr)?;
         s.listen(1024)
     };
-    socket.and_then(bind).map_err(|source| ServerError::Bind { addr: addr.to_string(), source })
+    socket.and_then(bind).map_err(|source| ServerError::Bind {
+        addr: addr.to_string(),
+        source,
+    })
 }
 
 /// Serves until `stop` resolves or SIGTERM/SIGINT arrives; SIGHUP reloads.
-pub async fn run(app: Arc<App>, config: &Config, listeners: Listeners, stop: impl Future<Output = ()>) -> Result<(), ServerError> {
+pub async fn run(
+    app: Arc<App>,
+    config: &Config,
+    listeners: Listeners,
+    stop: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     let builder = Arc::new(http_builder(&config.server));
@@ -74,11 +95,23 @@ pub async fn run(app: Arc<App>, config: &Config, listeners: Listeners, stop: imp
         let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(%addr, "listening for http");
         app.set_bound("http", addr);
-        tasks.push(tokio::spawn(accept_loop(app.clone(), l, false, builder.clone(), graceful.clone(), permits.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(accept_loop(
+            app.clone(),
+            l,
+            false,
+            builder.clone(),
+            graceful.clone(),
+            permits.clone(),
+            shutdown_rx.clone(),
+        )));
     }
     app.set_bound("admin", listeners.admin_path.display().to_string());
     tracing::info!(socket = %listeners.admin_path.display(), "admin socket ready");
-    let admin_task = tokio::spawn(crate::admin::serve(app.clone(), listeners.admin, shutdown_rx.clone()));
+    let admin_task = tokio::spawn(crate::admin::serve(
+        app.clone(),
+        listeners.admin,
+        shutdown_rx.clone(),
+    ));
     let sweeper = tokio::spawn(sweep_ejections(app.clone(), shutdown_rx.clone()));
 
     wait_for_stop(&app, stop).await;
@@ -92,7 +125,10 @@ pub async fn run(app: Arc<App>, config: &Config, listeners: Listeners, stop: imp
     let _ = sweeper.await;
     let _ = std::fs::remove_file(&listeners.admin_path);
     if let Ok(g) = Arc::try_unwrap(graceful) {
-        if tokio::time::timeout(config.server.shutdown_grace, g.shutdown()).await.is_err() {
+        if tokio::time::timeout(config.server.shutdown_grace, g.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("shutdown grace ran out; closing the remaining connections");
         }
     }
@@ -149,7 +185,9 @@ async fn accept_loop(
         let peer = Peer { addr, https };
         let app = app.clone();
         let svc = hyper::service::service_fn(move |req| proxy::handle(app.clone(), peer, req));
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -176,7 +214,10 @@ async fn sweep_ejections(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                     who: "proxy".into(),
                     kind: "backend.restored",
                     pool: Some(k.pool.clone()),
-                    what: format!("{}/{} backend {} back in rotation after its ejection time", k.pool, k.version, k.addr),
+                    what: format!(
+                        "{}/{} backend {} back in rotation after its ejection time",
+                        k.pool, k.version, k.addr
+                    ),
                     ..Default::default()
                 });
             }
@@ -187,7 +228,11 @@ async fn sweep_ejections(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
 /// Returns on SIGTERM, SIGINT or `stop`; reloads on SIGHUP meanwhile.
 async fn wait_for_stop(app: &Arc<App>, stop: impl Future<Output = ()>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
         (Ok(t), Ok(i), Ok(h)) => (t, i, h),
         _ => {
             tracing::error!("cannot install signal handlers; stop with the stop future only");

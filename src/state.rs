@@ -76,11 +76,17 @@ pub struct VersionSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid state file: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Where the state lives.
@@ -100,7 +106,9 @@ pub struct FileStore {
 
 impl FileStore {
     pub fn new(path: &Path) -> FileStore {
-        FileStore { path: path.to_owned() }
+        FileStore {
+            path: path.to_owned(),
+        }
     }
 }
 
@@ -109,17 +117,28 @@ impl StateStore for FileStore {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(StateError::Read { path: self.path.clone(), source }),
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
         };
         serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| StateError::Corrupt { path: self.path.clone(), reason: e.to_string() })
+            .map_err(|e| StateError::Corrupt {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })
     }
 
     fn save(&self, state: &PersistedState) -> Result<(), StateError> {
         let mut data = serde_json::to_vec_pretty(state).unwrap_or_default();
         data.push(b'\n');
-        fsutil::write_atomic(&self.path, &data, 0o600).map_err(|source| StateError::Write { path: self.path.clone(), source })
+        fsutil::write_atomic(&self.path, &data, 0o600).map_err(|source| StateError::Write {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     fn describe(&self) -> String {
@@ -148,31 +167,63 @@ impl StateStore for MemoryStore {
 
 /// The file's weights for one pool.
 pub fn file_weights(config: &Config, pool: &str) -> BTreeMap<String, u32> {
-    config.pools.get(pool).map(|p| p.versions.iter().map(|(v, c)| (v.clone(), c.weight)).collect()).unwrap_or_default()
+    config
+        .pools
+        .get(pool)
+        .map(|p| {
+            p.versions
+                .iter()
+                .map(|(v, c)| (v.clone(), c.weight))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Applies runtime overrides to the file's config. Returns the effective
 /// config, the overrides that still apply (stale ones dropped), and a note
 /// for each dropped override.
-pub fn apply_overrides(file: &Config, state: &PersistedState) -> (Config, PersistedState, Vec<(String, String)>) {
+pub fn apply_overrides(
+    file: &Config,
+    state: &PersistedState,
+) -> (Config, PersistedState, Vec<(String, String)>) {
     let mut config = file.clone();
-    let mut kept = PersistedState { format: 1, pools: BTreeMap::new(), rollouts: state.rollouts.clone() };
+    let mut kept = PersistedState {
+        format: 1,
+        pools: BTreeMap::new(),
+        rollouts: state.rollouts.clone(),
+    };
     let mut notes = Vec::new();
     for (name, o) in &state.pools {
         let Some(pool) = config.pools.get_mut(name) else {
-            notes.push((name.clone(), format!("pool {name} is gone from the config; its runtime changes are dropped")));
+            notes.push((
+                name.clone(),
+                format!("pool {name} is gone from the config; its runtime changes are dropped"),
+            ));
             continue;
         };
         let before = pool.clone();
         let mut k = PoolOverrides::default();
         for (v, spec) in &o.versions {
-            let backends: Result<Vec<BackendAddr>, String> = spec.backends.iter().map(|b| BackendAddr::parse(b)).collect();
+            let backends: Result<Vec<BackendAddr>, String> = spec
+                .backends
+                .iter()
+                .map(|b| BackendAddr::parse(b))
+                .collect();
             match backends {
                 Ok(backends) if !backends.is_empty() => {
-                    pool.versions.insert(v.clone(), VersionConfig { weight: spec.weight, backends });
+                    pool.versions.insert(
+                        v.clone(),
+                        VersionConfig {
+                            weight: spec.weight,
+                            backends,
+                        },
+                    );
                     k.versions.insert(v.clone(), spec.clone());
                 }
-                _ => notes.push((name.clone(), format!("runtime version {v} of pool {name} is invalid; dropped"))),
+                _ => notes.push((
+                    name.clone(),
+                    format!("runtime version {v} of pool {name} is invalid; dropped"),
+                )),
             }
         }
         for v in &o.removed {
@@ -199,7 +250,10 @@ pub fn apply_overrides(file: &Config, state: &PersistedState) -> (Config, Persis
             }
         }
         if let Err(e) = Config::check_pool(pool) {
-            notes.push((name.clone(), format!("runtime changes to pool {name} dropped: {e}")));
+            notes.push((
+                name.clone(),
+                format!("runtime changes to pool {name} dropped: {e}"),
+            ));
             *pool = before;
             continue;
         }
@@ -242,7 +296,8 @@ backends = ["127.0.0.1:2"]
 
     #[test]
     fn runtime_weights_win_while_the_file_keeps_its_weights() {
-        let (c, kept, notes) = apply_overrides(&file(), &weights_override(&[("blue", 0), ("green", 100)]));
+        let (c, kept, notes) =
+            apply_overrides(&file(), &weights_override(&[("blue", 0), ("green", 100)]));
         assert_eq!(c.pools["app"].versions["green"].weight, 100);
         assert_eq!(c.pools["app"].versions["blue"].weight, 0);
         assert!(notes.is_empty());
@@ -252,7 +307,8 @@ backends = ["127.0.0.1:2"]
     #[test]
     fn an_edited_file_wins_over_older_runtime_weights() {
         let edited = Config::from_toml_str(&FILE.replace("weight = 100", "weight = 50")).unwrap();
-        let (c, kept, notes) = apply_overrides(&edited, &weights_override(&[("blue", 0), ("green", 100)]));
+        let (c, kept, notes) =
+            apply_overrides(&edited, &weights_override(&[("blue", 0), ("green", 100)]));
         assert_eq!(c.pools["app"].versions["blue"].weight, 50);
         assert!(kept.pools.is_empty());
         assert_eq!(notes.len(), 1);
@@ -262,7 +318,13 @@ backends = ["127.0.0.1:2"]
     fn added_and_removed_versions_apply_and_stale_ones_drop() {
         let mut s = PersistedState::default();
         let mut o = PoolOverrides::default();
-        o.versions.insert("v2".into(), VersionSpec { backends: vec!["127.0.0.1:3".into()], weight: 5 });
+        o.versions.insert(
+            "v2".into(),
+            VersionSpec {
+                backends: vec!["127.0.0.1:3".into()],
+                weight: 5,
+            },
+        );
         o.removed.insert("green".into());
         o.removed.insert("ghost".into());
         s.pools.insert("app".into(), o);
@@ -270,7 +332,11 @@ backends = ["127.0.0.1:2"]
         let (c, kept, notes) = apply_overrides(&file(), &s);
         assert_eq!(c.pools["app"].versions["v2"].weight, 5);
         assert!(!c.pools["app"].versions.contains_key("green"));
-        assert_eq!(kept.pools["app"].removed.len(), 1, "ghost was never in the file");
+        assert_eq!(
+            kept.pools["app"].removed.len(),
+            1,
+            "ghost was never in the file"
+        );
         assert!(notes.iter().any(|(_, n)| n.contains("gone")));
     }
 

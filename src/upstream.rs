@@ -43,7 +43,10 @@ impl Body for UpBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpBody::Client(b) => Pin::new(b).poll_frame(cx),
             UpBody::Empty => Poll::Ready(None),
@@ -170,7 +173,8 @@ impl Backend {
         }
         let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if threshold > 0 && n >= threshold && !self.ejected.swap(true, Ordering::Relaxed) {
-            self.ejected_until_ms.store(now_ms + ejection_ms, Ordering::Relaxed);
+            self.ejected_until_ms
+                .store(now_ms + ejection_ms, Ordering::Relaxed);
             return true;
         }
         false
@@ -178,7 +182,9 @@ impl Backend {
 
     /// Lifts a passive ejection whose time is up; true when it was lifted.
     pub fn expire_ejection(&self, now_ms: u64) -> bool {
-        if self.ejected.load(Ordering::Relaxed) && now_ms >= self.ejected_until_ms.load(Ordering::Relaxed) {
+        if self.ejected.load(Ordering::Relaxed)
+            && now_ms >= self.ejected_until_ms.load(Ordering::Relaxed)
+        {
             self.consecutive_failures.store(0, Ordering::Relaxed);
             return self.ejected.swap(false, Ordering::Relaxed);
         }
@@ -186,7 +192,11 @@ impl Backend {
     }
 
     /// A pooled connection, or a new one.
-    pub async fn checkout(&self, connect_timeout: Duration, idle_timeout: Duration) -> Result<Conn, ConnectError> {
+    pub async fn checkout(
+        &self,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Result<Conn, ConnectError> {
         loop {
             let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(idle) = idle else { break };
@@ -195,10 +205,16 @@ impl Backend {
             }
             let mut sender = idle.sender;
             if sender.ready().await.is_ok() {
-                return Ok(Conn { sender, reused: true });
+                return Ok(Conn {
+                    sender,
+                    reused: true,
+                });
             }
         }
-        self.connect(connect_timeout).await.map(|sender| Conn { sender, reused: false })
+        self.connect(connect_timeout).await.map(|sender| Conn {
+            sender,
+            reused: false,
+        })
     }
 
     async fn connect(&self, timeout: Duration) -> Result<SendRequest<UpBody>, ConnectError> {
@@ -210,7 +226,9 @@ impl Backend {
                 None => TcpStream::connect(self.key.addr.as_str()).await?,
             };
             stream.set_nodelay(true)?;
-            let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await?;
+            let (sender, conn) = http1::Builder::new()
+                .handshake(TokioIo::new(stream))
+                .await?;
             tokio::spawn(async move {
                 // Errors here are the backend closing; the request that used the
                 // connection has already seen them.
@@ -231,7 +249,10 @@ impl Backend {
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push(Idle { sender, since: Instant::now() });
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
         }
     }
 
@@ -257,7 +278,9 @@ impl BackendRegistry {
     /// The backend for `key`, created healthy when new.
     pub fn get_or_create(&self, key: BackendKey) -> Arc<Backend> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(key.clone()).or_insert_with(|| Arc::new(Backend::new(key))).clone()
+        map.entry(key.clone())
+            .or_insert_with(|| Arc::new(Backend::new(key)))
+            .clone()
     }
 
     /// Forgets backends not in `keep`, closing their idle connections (in-flight
@@ -286,7 +309,11 @@ mod tests {
     use super::*;
 
     fn backend() -> Backend {
-        Backend::new(BackendKey { pool: "p".into(), version: "v".into(), addr: BackendAddr::parse("127.0.0.1:1").unwrap() })
+        Backend::new(BackendKey {
+            pool: "p".into(),
+            version: "v".into(),
+            addr: BackendAddr::parse("127.0.0.1:1").unwrap(),
+        })
     }
 
     #[test]
@@ -308,7 +335,10 @@ mod tests {
         let b = backend();
         b.record_outcome(false, 2, 0, 10);
         b.record_outcome(true, 2, 0, 10);
-        assert!(!b.record_outcome(false, 2, 0, 10), "the count restarted after a success");
+        assert!(
+            !b.record_outcome(false, 2, 0, 10),
+            "the count restarted after a success"
+        );
         let c = backend();
         for _ in 0..100 {
             assert!(!c.record_outcome(false, 0, 0, 10));

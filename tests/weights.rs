@@ -33,7 +33,16 @@ async fn weight_zero_is_never_chosen_but_can_be_pinned() {
     }
     assert_eq!(green.hits(), 0);
     // A smoke test reaches green by name without changing weights.
-    let a = c.request("GET", "app.test", "/", &[("x-switchyard-version", "green")], "").await.unwrap();
+    let a = c
+        .request(
+            "GET",
+            "app.test",
+            "/",
+            &[("x-switchyard-version", "green")],
+            "",
+        )
+        .await
+        .unwrap();
     assert_eq!(a.body, "green\n");
     assert_eq!(a.served_by(), "green");
     assert_eq!(green.hits(), 1);
@@ -71,12 +80,21 @@ async fn switch_under_load_is_instant_and_loses_nothing() {
 
     let socket = p.socket.clone();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(bin()).args(["ctl", "-s"]).arg(&socket).args(["switch", "app", "green"]).output().unwrap()
+        std::process::Command::new(bin())
+            .args(["ctl", "-s"])
+            .arg(&socket)
+            .args(["switch", "app", "green"])
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
     let switched_at = Instant::now();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // 200 alternating switches while the clients keep going.
@@ -84,8 +102,17 @@ async fn switch_under_load_is_instant_and_loses_nothing() {
     let flips = tokio::task::spawn_blocking(move || {
         for i in 0..200 {
             let v = if i % 2 == 0 { "blue" } else { "green" };
-            let out = std::process::Command::new(bin()).args(["ctl", "-s"]).arg(&socket).args(["switch", "app", v]).output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let out = std::process::Command::new(bin())
+                .args(["ctl", "-s"])
+                .arg(&socket)
+                .args(["switch", "app", v])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     });
     flips.await.unwrap();
@@ -94,14 +121,37 @@ async fn switch_under_load_is_instant_and_loses_nothing() {
         c.await.unwrap();
     }
 
-    let t = timeline.lock().unwrap();
+    let t = std::mem::take(&mut *timeline.lock().unwrap());
     let failed: Vec<_> = t.iter().filter(|(_, r)| r.is_err()).collect();
-    assert!(failed.is_empty(), "{} of {} requests failed, e.g. {:?}", failed.len(), t.len(), failed.first());
-    let after: Vec<_> = t.iter().filter(|(s, _)| *s > switched_at && *s < switched_at + Duration::from_millis(400)).collect();
-    assert!(after.len() > 50, "too few requests after the switch: {}", after.len());
-    let wrong = after.iter().filter(|(_, r)| r.as_deref() != Ok("green")).count();
-    assert_eq!(wrong, 0, "requests started after ctl returned but not answered by green");
-    assert!(t.len() > 1000, "load was too light to mean anything: {}", t.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed, e.g. {:?}",
+        failed.len(),
+        t.len(),
+        failed.first()
+    );
+    let after: Vec<_> = t
+        .iter()
+        .filter(|(s, _)| *s > switched_at && *s < switched_at + Duration::from_millis(400))
+        .collect();
+    assert!(
+        after.len() > 50,
+        "too few requests after the switch: {}",
+        after.len()
+    );
+    let wrong = after
+        .iter()
+        .filter(|(_, r)| r.as_deref() != Ok("green"))
+        .count();
+    assert_eq!(
+        wrong, 0,
+        "requests started after ctl returned but not answered by green"
+    );
+    assert!(
+        t.len() > 1000,
+        "load was too light to mean anything: {}",
+        t.len()
+    );
     // The last switch (i = 199) was to green.
     assert_eq!(p.weights("app").await["green"], 100);
 }

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what switchyard's tests and tools need, idempotently: only what is
+# missing, with one `apt-get update` first. Safe to run on every CI start.
+#   scripts/setup.sh            test dependencies
+#   scripts/setup.sh bench      also the benchmark peers (nginx, HAProxy, wrk)
+set -euo pipefail
+
+packages=(curl pebble prometheus)
+if [[ "${1:-}" == "bench" ]]; then
+  packages+=(nginx-light haproxy wrk)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts packaged daemons; the tests start their own on loopback.
+  for svc in prometheus nginx haproxy; do
+    $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    pkill -x "$svc" >/dev/null 2>&1 || true
+  done
+fi
+
+for tool in pebble pebble-challtestsrv prometheus promtool curl; do
+  command -v "$tool" >/dev/null || { echo "setup: $tool is still missing" >&2; exit 1; }
+done
+echo "setup: ok"
