@@ -24,6 +24,7 @@ use tokio::net::UnixListener;
 
 use crate::app::App;
 use crate::error::AdminError;
+use crate::upstream::Backend;
 
 /// Largest admin request body.
 pub const MAX_BODY: usize = 1 << 20;
@@ -271,6 +272,36 @@ pub async fn dispatch(app: &Arc<App>, cmd: AdminCommand, who: String) -> Result<
         | AdminCommand::RolloutAction { .. } => Err(AdminError::NotImplemented(
             "rollouts are not available in this build yet".into(),
         )),
+        AdminCommand::DeleteVersion { pool, version } => {
+            // Keep the version's backends to watch them drain.
+            let backends: Vec<Arc<Backend>> = app
+                .table
+                .load()
+                .pools
+                .get(&pool)
+                .and_then(|p| p.version(&version))
+                .map(|v| v.backends.clone())
+                .unwrap_or_default();
+            let a = app.clone();
+            let (p, v) = (pool.clone(), version.clone());
+            let mut reply = tokio::task::spawn_blocking(move || a.delete_version(&p, &v, &who))
+                .await
+                .map_err(|e| AdminError::Internal(format!("admin task failed: {e}")))??;
+            let grace = app.effective_config().server.shutdown_grace;
+            let in_flight = |bs: &[Arc<Backend>]| -> usize {
+                bs.iter()
+                    .map(|b| b.in_flight.load(std::sync::atomic::Ordering::Relaxed))
+                    .sum()
+            };
+            let deadline = tokio::time::Instant::now() + grace;
+            while in_flight(&backends) > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            let left = in_flight(&backends);
+            reply["drained"] = json!(left == 0);
+            reply["in_flight"] = json!(left);
+            Ok(reply)
+        }
         change => {
             let app = app.clone();
             tokio::task::spawn_blocking(move || match change {
@@ -285,9 +316,6 @@ pub async fn dispatch(app: &Arc<App>, cmd: AdminCommand, who: String) -> Result<
                     backends,
                     weight,
                 } => app.put_version(&pool, &version, &backends, weight, &who),
-                AdminCommand::DeleteVersion { pool, version } => {
-                    app.delete_version(&pool, &version, &who)
-                }
                 AdminCommand::Reload => app.reload(&who),
                 _ => Err(AdminError::Internal("not a change".into())),
             })

@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use serde_json::{json, Value};
+use tokio::sync::Notify;
 
 use crate::config::{valid_name, BackendAddr, Config, PassiveConfig, TlsMode, MAX_WEIGHT};
 use crate::error::AdminError;
@@ -45,6 +46,11 @@ pub struct App {
     sticky_counter: AtomicU64,
     /// Addresses actually bound (port 0 resolved), for `GET /v1/state`.
     bound: Mutex<BTreeMap<&'static str, String>>,
+    /// Notified after every table swap (health probes follow the table).
+    pub table_changed: Arc<Notify>,
+    /// Notified when health or ejection changed what is available; the
+    /// rebuilder task then rebuilds off the request path.
+    pub rebuild_wanted: Arc<Notify>,
 }
 
 struct Control {
@@ -123,7 +129,20 @@ impl App {
             sticky_seed: Default::default(),
             sticky_counter: AtomicU64::new(0),
             bound: Mutex::new(BTreeMap::new()),
+            table_changed: Arc::new(Notify::new()),
+            rebuild_wanted: Arc::new(Notify::new()),
         }
+    }
+
+    /// Swaps in a new table and tells whoever follows it.
+    fn swap(&self, table: RoutingTable) {
+        self.table.store(Arc::new(table));
+        self.table_changed.notify_one();
+    }
+
+    /// Asks for a rebuild (effective weights changed); cheap, never blocks.
+    pub fn request_rebuild(&self) {
+        self.rebuild_wanted.notify_one();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Control> {
@@ -186,6 +205,8 @@ impl App {
                 ),
                 ..Default::default()
             });
+            backend.close_idle();
+            self.request_rebuild();
         }
     }
 
@@ -201,7 +222,7 @@ impl App {
             .save(&kept)
             .map_err(|e| AdminError::Internal(e.to_string()))?;
         let table = RoutingTable::build(&effective, &self.registry, &canaries(&kept));
-        self.table.store(Arc::new(table));
+        self.swap(table);
         ctl.effective = effective;
         ctl.state = kept;
         Ok(())
@@ -212,7 +233,7 @@ impl App {
     pub fn rebuild(&self) {
         let ctl = self.lock();
         let table = RoutingTable::build(&ctl.effective, &self.registry, &canaries(&ctl.state));
-        self.table.store(Arc::new(table));
+        self.swap(table);
     }
 
     fn weights_of(ctl: &Control, pool: &str) -> BTreeMap<String, u32> {
@@ -449,7 +470,7 @@ impl App {
                 .map_err(|e| AdminError::Internal(e.to_string()))?;
         }
         let table = RoutingTable::build(&effective, &self.registry, &canaries(&kept));
-        self.table.store(Arc::new(table));
+        self.swap(table);
         ctl.file = file;
         ctl.effective = effective;
         ctl.state = kept;

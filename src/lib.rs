@@ -13,6 +13,7 @@
 //! | [`host`] | host name normalization (case, port, trailing dot), wildcard patterns |
 //! | [`balance`] | smooth weighted schedule, sticky buckets, backend round robin (pure) |
 //! | [`routing`] | the `RoutingTable` snapshot: host lookup, version and backend choice |
+//! | [`health`] | active probes (rise/fall), rebuilds on health changes |
 //! | [`upstream`] | backend live state (health, ejection, in-flight) and pooled connections |
 //! | [`proxy`] | the hyper service: route, pick, forward, retry, errors, upgrades |
 //! | [`state`] | runtime overrides, the state file and the `StateStore` trait |
@@ -37,6 +38,7 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod fsutil;
+pub mod health;
 pub mod host;
 pub mod proxy;
 pub mod routing;

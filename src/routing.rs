@@ -56,9 +56,12 @@ pub struct Route {
 pub struct Pool {
     pub name: Box<str>,
     pub versions: Vec<Version>,
-    /// Smooth WRR over configured weights; entries whose version has no
-    /// available backend are skipped at pick time.
+    /// Smooth WRR over effective weights (a version without an available
+    /// backend counts 0 when the table is built; one that loses its backends
+    /// later is skipped at pick time until the rebuild that health asks for).
     schedule: Schedule,
+    /// Smooth WRR over configured weights, ignoring health (fail-open).
+    configured: Schedule,
     sticky: Option<(Sticky, StickyRanges)>,
     pub pin_header: Option<http::HeaderName>,
     pub version_header: bool,
@@ -122,6 +125,10 @@ impl RoutingTable {
                 });
             }
             let weights: Vec<u32> = versions.iter().map(|v| v.weight).collect();
+            let effective: Vec<u32> = versions
+                .iter()
+                .map(|v| if v.has_available() { v.weight } else { 0 })
+                .collect();
             let canary = canaries
                 .get(name)
                 .and_then(|c| versions.iter().position(|v| &*v.name == c));
@@ -145,7 +152,8 @@ impl RoutingTable {
                 name.clone(),
                 Arc::new(Pool {
                     name: name.as_str().into(),
-                    schedule: Schedule::new(&weights),
+                    schedule: Schedule::new(&effective),
+                    configured: Schedule::new(&weights),
                     versions,
                     sticky,
                     pin_header: pc.pin_header.clone(),
@@ -275,7 +283,9 @@ impl Pool {
 
     /// For `on_all_down = "fail_open"`: the weighted choice ignoring health.
     pub fn pick_ignoring_health(&self) -> Option<(usize, &Version)> {
-        self.schedule.pick(|_| true).map(|i| (i, &self.versions[i]))
+        self.configured
+            .pick(|_| true)
+            .map(|i| (i, &self.versions[i]))
     }
 
     pub fn sticky(&self) -> Option<&Sticky> {

@@ -4,6 +4,7 @@
 //! run(app, config)
 //!  ├─ http listener ── accept (max_connections permits) ─> hyper auto (h1 / h2c) ─> proxy::handle
 //!  ├─ admin socket  ── admin::serve
+//!  ├─ health::supervise: one probe task per checked backend; health::rebuilder
 //!  ├─ ejection sweeper (1 s): lifts passive ejections whose time is up
 //!  └─ signals: SIGHUP -> reload; SIGTERM/SIGINT -> stop accepting, drain
 //!     in-flight requests for up to shutdown_grace, return
@@ -113,6 +114,16 @@ pub async fn run(
         shutdown_rx.clone(),
     ));
     let sweeper = tokio::spawn(sweep_ejections(app.clone(), shutdown_rx.clone()));
+    let health = tokio::spawn(crate::health::supervise(
+        app.clone(),
+        app.table_changed.clone(),
+        shutdown_rx.clone(),
+    ));
+    let rebuilder = tokio::spawn(crate::health::rebuilder(
+        app.clone(),
+        app.rebuild_wanted.clone(),
+        shutdown_rx.clone(),
+    ));
 
     wait_for_stop(&app, stop).await;
 
@@ -123,6 +134,8 @@ pub async fn run(
     }
     let _ = admin_task.await;
     let _ = sweeper.await;
+    let _ = health.await;
+    let _ = rebuilder.await;
     let _ = std::fs::remove_file(&listeners.admin_path);
     if let Ok(g) = Arc::try_unwrap(graceful) {
         if tokio::time::timeout(config.server.shutdown_grace, g.shutdown())
@@ -220,6 +233,7 @@ async fn sweep_ejections(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
                     ),
                     ..Default::default()
                 });
+                app.request_rebuild();
             }
         }
     }

@@ -31,14 +31,25 @@ fn check_reports_every_error_with_file_line_col() {
     let out = run_bin(&["check", "-c", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with(&format!("{prefix}:3:1:")) && text.contains("speed"), "{text}");
+    assert!(
+        text.starts_with(&format!("{prefix}:3:1:")) && text.contains("speed"),
+        "{text}"
+    );
     // Missing file.
     let out = run_bin(&["check", "-c", "/nonexistent.toml"]);
     assert_eq!(out.status.code(), Some(1));
     // The shipped examples are valid.
     for ex in ["config/switchyard.toml", "config/full.toml"] {
-        let out = run_bin(&["check", "-c", &format!("{}/{ex}", env!("CARGO_MANIFEST_DIR"))]);
-        assert!(out.status.success(), "{ex}: {}", String::from_utf8_lossy(&out.stdout));
+        let out = run_bin(&[
+            "check",
+            "-c",
+            &format!("{}/{ex}", env!("CARGO_MANIFEST_DIR")),
+        ]);
+        assert!(
+            out.status.success(),
+            "{ex}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 }
 
@@ -53,15 +64,28 @@ async fn reload_applies_a_good_file_and_keeps_the_table_on_a_bad_one() {
     let text = with_admin_of(&p, &pool_config(&blue, 0, &green, 100, ""));
     std::fs::write(&p.config_path, &text).unwrap();
     p.signal("HUP");
-    assert!(eventually(Duration::from_secs(5), || async { p.weights("app").await["green"] == 100 }).await, "SIGHUP did not reload");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            p.weights("app").await["green"] == 100
+        })
+        .await,
+        "SIGHUP did not reload"
+    );
     assert_eq!(c.get("app.test", "/").await.unwrap().body, "green\n");
 
     // A broken file: ctl reload fails with every error, nothing changes.
-    std::fs::write(&p.config_path, format!("{text}\n[pools.extra]\n[[routes]]\nhost = \"x y\"\npool = \"nope\"\n")).unwrap();
+    std::fs::write(
+        &p.config_path,
+        format!("{text}\n[pools.extra]\n[[routes]]\nhost = \"x y\"\npool = \"nope\"\n"),
+    )
+    .unwrap();
     let out = p.ctl(&["reload"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("at least one version") && err.contains("x y") && err.contains("nope"), "{err}");
+    assert!(
+        err.contains("at least one version") && err.contains("x y") && err.contains("nope"),
+        "{err}"
+    );
     p.signal("HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(c.get("app.test", "/").await.unwrap().body, "green\n");
@@ -70,15 +94,26 @@ async fn reload_applies_a_good_file_and_keeps_the_table_on_a_bad_one() {
     assert!(events.contains("reload.failed"), "{events}");
 
     // ctl reload of a good file with a new route works without a restart.
-    std::fs::write(&p.config_path, format!("{text}\n[[routes]]\nhost = \"new.test\"\npool = \"app\"\n")).unwrap();
+    std::fs::write(
+        &p.config_path,
+        format!("{text}\n[[routes]]\nhost = \"new.test\"\npool = \"app\"\n"),
+    )
+    .unwrap();
     let out = p.ctl(&["reload"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(c.get("new.test", "/").await.unwrap().status, 200);
 }
 
 /// A config text with the running proxy's admin section.
 fn with_admin_of(p: &Proxy, config: &str) -> String {
-    format!("{config}\n[admin]\nsocket = \"{0}/admin.sock\"\nstate = \"{0}/state.json\"\n", p.dir.path().display())
+    format!(
+        "{config}\n[admin]\nsocket = \"{0}/admin.sock\"\nstate = \"{0}/state.json\"\n",
+        p.dir.path().display()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,13 +123,24 @@ async fn runtime_weights_survive_reload_until_the_file_changes_them() {
     let p = Proxy::start(&pool_config(&blue, 100, &green, 0, "")).await;
     assert!(p.ctl(&["switch", "app", "green"]).status.success());
     assert!(p.ctl(&["reload"]).status.success());
-    assert_eq!(p.weights("app").await["green"], 100, "reload kept the runtime weights");
+    assert_eq!(
+        p.weights("app").await["green"],
+        100,
+        "reload kept the runtime weights"
+    );
     // The operator edits the weights in the file: the file is newer and wins.
-    let text = std::fs::read_to_string(&p.config_path).unwrap().replacen("weight = 100", "weight = 70", 1);
+    let text =
+        std::fs::read_to_string(&p.config_path)
+            .unwrap()
+            .replacen("weight = 100", "weight = 70", 1);
     std::fs::write(&p.config_path, text).unwrap();
     let out = p.ctl(&["reload"]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("file's weights replace"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("file's weights replace"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let w = p.weights("app").await;
     assert_eq!((w["blue"], w["green"]), (70, 0));
 }
@@ -105,12 +151,18 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
     let green = Upstream::start("green").await;
     let mut p = Proxy::start(&pool_config(&blue, 100, &green, 0, "")).await;
     let addr = p.http;
-    let slow = tokio::spawn(async move { Client::new(addr).get("app.test", "/slow?ms=1500").await });
+    let slow =
+        tokio::spawn(async move { Client::new(addr).get("app.test", "/slow?ms=1500").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     p.signal("TERM");
     let t = Instant::now();
     // New connections are refused once it stops accepting.
-    assert!(eventually(Duration::from_secs(2), || async move { tokio::net::TcpStream::connect(addr).await.is_err() }).await);
+    assert!(
+        eventually(Duration::from_secs(2), || async move {
+            tokio::net::TcpStream::connect(addr).await.is_err()
+        })
+        .await
+    );
     let a = slow.await.unwrap().unwrap();
     assert_eq!(a.status, 200, "in-flight request finished");
     assert_eq!(a.body, "blue\n");
@@ -127,10 +179,20 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_blue_and_switches_to_green() {
-    let mut child = Command::new(bin()).args(["demo", "--port", "0"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(bin())
+        .args(["demo", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    let url = first.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches(',').to_string();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .trim_end_matches(',')
+        .to_string();
     let mut socket = None;
     for l in lines.by_ref().take(12) {
         let l = l.unwrap();
@@ -142,9 +204,17 @@ async fn demo_serves_blue_and_switches_to_green() {
     let socket = socket.expect("demo prints ctl lines");
     let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
     let mut c = Client::new(addr);
-    assert!(eventually(Duration::from_secs(5), || async { std::path::Path::new(&socket).exists() }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            std::path::Path::new(&socket).exists()
+        })
+        .await
+    );
     assert_eq!(c.get("demo.local", "/").await.unwrap().body, "blue\n");
-    let out = Command::new(bin()).args(["ctl", "-s", &socket, "switch", "app", "green"]).output().unwrap();
+    let out = Command::new(bin())
+        .args(["ctl", "-s", &socket, "switch", "app", "green"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert_eq!(c.get("demo.local", "/").await.unwrap().body, "green\n");
     let _ = child.kill();

@@ -15,7 +15,14 @@ use support::*;
 async fn basic() -> (Upstream, Upstream, Proxy) {
     let blue = Upstream::start("blue").await;
     let green = Upstream::start("green").await;
-    let p = Proxy::start(&pool_config(&blue, 100, &green, 0, "request_timeout = \"500ms\"\nmax_header_bytes = 8192")).await;
+    let p = Proxy::start(&pool_config(
+        &blue,
+        100,
+        &green,
+        0,
+        "request_timeout = \"500ms\"\nmax_header_bytes = 8192",
+    ))
+    .await;
     (blue, green, p)
 }
 
@@ -31,9 +38,15 @@ async fn host_matching_and_errors() {
     // No Host at all (HTTP/1.0 allows leaving it out): 400.
     let out = raw(p.http, b"GET / HTTP/1.0\r\n\r\n", Duration::from_secs(2)).await;
     let text = String::from_utf8_lossy(&out);
-    assert!(text.starts_with("HTTP/1.0 400") || text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.0 400") || text.starts_with("HTTP/1.1 400"),
+        "{text}"
+    );
     // Oversized headers: 431.
-    let big = format!("GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
     let out = raw(p.http, big.as_bytes(), Duration::from_secs(2)).await;
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 431"), "{text}");
@@ -42,7 +55,10 @@ async fn host_matching_and_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_backend_502_and_slow_backend_504() {
     // A port with nothing listening.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let slow = Upstream::start("slow").await;
     let config = format!(
         r#"[server]
@@ -74,7 +90,11 @@ backends = ["{}"]
     let a = c.get("slow.test", "/slow?ms=3000").await.unwrap();
     assert_eq!(a.status, 504);
     assert!(a.body.contains("pool slow"), "{}", a.body);
-    assert!(t.elapsed() < Duration::from_secs(2), "504 came after {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "504 came after {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,7 +106,13 @@ async fn forwarded_headers_added_and_hop_by_hop_stripped() {
             "GET",
             "app.test:8080",
             "/headers",
-            &[("connection", "keep-alive, x-private"), ("x-private", "secret"), ("keep-alive", "timeout=5"), ("x-forwarded-for", "10.9.8.7"), ("te", "trailers")],
+            &[
+                ("connection", "keep-alive, x-private"),
+                ("x-private", "secret"),
+                ("keep-alive", "timeout=5"),
+                ("x-forwarded-for", "10.9.8.7"),
+                ("te", "trailers"),
+            ],
             "",
         )
         .await
@@ -109,14 +135,23 @@ async fn bodies_stream_both_ways() {
     let (_b, _g, p) = basic().await;
     // Response: the first chunk arrives long before the last is produced.
     let s = TcpStream::connect(p.http).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(s)).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(s))
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let req = http::Request::get("/stream?chunks=6&ms=300").header("host", "app.test").body(Full::new(Bytes::new())).unwrap();
+    let req = http::Request::get("/stream?chunks=6&ms=300")
+        .header("host", "app.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let t = Instant::now();
     let mut body = tx.send_request(req).await.unwrap().into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("chunk 0"));
-    assert!(t.elapsed() < Duration::from_millis(1000), "first chunk after {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "first chunk after {:?}",
+        t.elapsed()
+    );
     let rest = body.collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&rest).contains("chunk 5"));
     assert!(t.elapsed() >= Duration::from_millis(1500));
@@ -124,7 +159,10 @@ async fn bodies_stream_both_ways() {
     // Request: 8 MiB up and back without trouble.
     let mut c = Client::new(p.http);
     let big = "x".repeat(8 << 20);
-    let a = c.request("POST", "app.test", "/echo", &[], &big).await.unwrap();
+    let a = c
+        .request("POST", "app.test", "/echo", &[], &big)
+        .await
+        .unwrap();
     assert_eq!(a.status, 200);
     assert_eq!(a.body.len(), big.len());
 }
@@ -133,7 +171,11 @@ async fn bodies_stream_both_ways() {
 async fn upgrades_pass_through() {
     let (_b, _g, p) = basic().await;
     let mut s = TcpStream::connect(p.http).await.unwrap();
-    s.write_all(b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -142,11 +184,17 @@ async fn upgrades_pass_through() {
     }
     let head = String::from_utf8_lossy(&head);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("upgrade: echo"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: echo"),
+        "{head}"
+    );
     for msg in ["hello", "over the proxy", "bye"] {
         s.write_all(msg.as_bytes()).await.unwrap();
         let mut buf = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf)).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(buf, msg.as_bytes());
     }
 }
@@ -155,10 +203,17 @@ async fn upgrades_pass_through() {
 async fn http2_prior_knowledge_on_the_http_entrypoint() {
     let (_b, _g, p) = basic().await;
     let s = TcpStream::connect(p.http).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), TokioIo::new(s)).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     for _ in 0..3 {
-        let req = http::Request::get("http://app.test/").body(Full::new(Bytes::new())).unwrap();
+        let req = http::Request::get("http://app.test/")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
         let r = tx.send_request(req).await.unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.version(), http::Version::HTTP_2);
@@ -169,7 +224,10 @@ async fn http2_prior_knowledge_on_the_http_entrypoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failure_is_retried_on_another_backend() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let live = Upstream::start("live").await;
     let config = format!(
         r#"[server]
@@ -189,7 +247,13 @@ backends = ["{dead}", "{}"]
     let mut c = Client::new(p.http);
     for i in 0..20 {
         // A POST too: it never reached the dead backend, so it is safe to resend.
-        let a = if i % 2 == 0 { c.get("app.test", "/").await.unwrap() } else { c.request("POST", "app.test", "/echo", &[], "payload").await.unwrap() };
+        let a = if i % 2 == 0 {
+            c.get("app.test", "/").await.unwrap()
+        } else {
+            c.request("POST", "app.test", "/echo", &[], "payload")
+                .await
+                .unwrap()
+        };
         assert_eq!(a.status, 200, "request {i}: {}", a.body);
     }
     assert_eq!(live.hits(), 20);
@@ -206,9 +270,16 @@ async fn max_connections_holds_extra_clients_in_the_backlog() {
     let addr = p.http;
     let second = tokio::spawn(async move { Client::new(addr).get("app.test", "/").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!second.is_finished(), "second connection was served past max_connections");
+    assert!(
+        !second.is_finished(),
+        "second connection was served past max_connections"
+    );
     // ...and is served once the first goes away.
     drop(first);
-    let a = tokio::time::timeout(Duration::from_secs(15), second).await.expect("second client served").unwrap().unwrap();
+    let a = tokio::time::timeout(Duration::from_secs(15), second)
+        .await
+        .expect("second client served")
+        .unwrap()
+        .unwrap();
     assert_eq!(a.status, 200);
 }

@@ -38,6 +38,10 @@ pub struct Upstream {
     pub healthy: Arc<AtomicBool>,
     /// When true, every non-health request answers 500.
     pub failing: Arc<AtomicBool>,
+    /// Added to every non-health answer, in ms.
+    pub delay_ms: Arc<AtomicU64>,
+    /// Every connection's task, to close them all at once (a process kill).
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -57,57 +61,111 @@ impl Upstream {
         let hits = Arc::new(AtomicU64::new(0));
         let healthy = Arc::new(AtomicBool::new(true));
         let failing = Arc::new(AtomicBool::new(false));
-        let (h, he, f) = (hits.clone(), healthy.clone(), failing.clone());
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::new(Mutex::new(Vec::new()));
+        let knobs = Knobs {
+            hits: hits.clone(),
+            healthy: healthy.clone(),
+            failing: failing.clone(),
+            delay_ms: delay_ms.clone(),
+        };
+        let c = conns.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                let (h, he, f) = (h.clone(), he.clone(), f.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| origin(name, req, h.clone(), he.clone(), f.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).with_upgrades().await;
+                let knobs = knobs.clone();
+                let t = tokio::spawn(async move {
+                    let svc =
+                        hyper::service::service_fn(move |req| origin(name, req, knobs.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
                 });
+                c.lock().unwrap().push(t.abort_handle());
             }
         });
-        Upstream { name, addr, hits, healthy, failing, task }
+        Upstream {
+            name,
+            addr,
+            hits,
+            healthy,
+            failing,
+            delay_ms,
+            conns,
+            task,
+        }
     }
 
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
     }
 
-    /// Stops accepting and drops the listener (connections already open stay
-    /// until their tasks end).
-    pub fn stop(&self) {
+    /// Like killing the process: stops accepting and closes every open
+    /// connection (in-flight requests included).
+    pub fn kill(&self) {
         self.task.abort();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
     }
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.task.abort();
+        self.kill();
     }
 }
 
+#[derive(Clone)]
+struct Knobs {
+    hits: Arc<AtomicU64>,
+    healthy: Arc<AtomicBool>,
+    failing: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
+}
+
 fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
-    req.uri().query()?.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key)?.1.parse().ok()
+    req.uri()
+        .query()?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)?
+        .1
+        .parse()
+        .ok()
 }
 
 async fn origin(
     name: &'static str,
     mut req: Request<Incoming>,
-    hits: Arc<AtomicU64>,
-    healthy: Arc<AtomicBool>,
-    failing: Arc<AtomicBool>,
+    knobs: Knobs,
 ) -> Result<Response<BoxBody>, Infallible> {
+    let Knobs {
+        hits,
+        healthy,
+        failing,
+        delay_ms,
+    } = knobs;
     let path = req.uri().path().to_string();
     if path == "/health" {
         let ok = healthy.load(Ordering::SeqCst);
         let mut r = Response::new(full(if ok { "ok\n" } else { "sick\n" }));
-        *r.status_mut() = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        *r.status_mut() = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
         return Ok(r);
     }
     hits.fetch_add(1, Ordering::SeqCst);
+    let delay = delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     if req.headers().contains_key(http::header::UPGRADE) {
         let on = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
@@ -123,8 +181,10 @@ async fn origin(
         });
         let mut r = Response::new(full(Bytes::new()));
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        r.headers_mut().insert(http::header::UPGRADE, "echo".parse().unwrap());
-        r.headers_mut().insert(http::header::CONNECTION, "upgrade".parse().unwrap());
+        r.headers_mut()
+            .insert(http::header::UPGRADE, "echo".parse().unwrap());
+        r.headers_mut()
+            .insert(http::header::CONNECTION, "upgrade".parse().unwrap());
         return Ok(r);
     }
     if failing.load(Ordering::SeqCst) {
@@ -141,7 +201,11 @@ async fn origin(
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
         tokio::spawn(async move {
             for i in 0..chunks {
-                if tx.send(Ok(Frame::data(Bytes::from(format!("{name} chunk {i}\n"))))).await.is_err() {
+                if tx
+                    .send(Ok(Frame::data(Bytes::from(format!("{name} chunk {i}\n")))))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -151,22 +215,35 @@ async fn origin(
         return Ok(Response::new(BodyExt::boxed(StreamBody::new(stream))));
     }
     if path == "/echo" {
-        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         return Ok(Response::new(full(body)));
     }
     if path == "/headers" {
-        let map: HashMap<String, String> =
-            req.headers().iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
+        let map: HashMap<String, String> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
         return Ok(Response::new(full(serde_json::to_vec(&map).unwrap())));
     }
-    if let Some(code) = path.strip_prefix("/status/").and_then(|c| c.parse::<u16>().ok()) {
+    if let Some(code) = path
+        .strip_prefix("/status/")
+        .and_then(|c| c.parse::<u16>().ok())
+    {
         let mut r = Response::new(full(format!("{name}\n")));
         *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
         return Ok(r);
     }
     let mut r = Response::new(full(format!("{name}\n")));
-    r.headers_mut().insert("connection", "keep-alive".parse().unwrap());
-    r.headers_mut().insert("keep-alive", "timeout=30".parse().unwrap());
+    r.headers_mut()
+        .insert("connection", "keep-alive".parse().unwrap());
+    r.headers_mut()
+        .insert("keep-alive", "timeout=30".parse().unwrap());
     Ok(r)
 }
 
@@ -179,7 +256,10 @@ struct RecvStream<T>(tokio::sync::mpsc::Receiver<T>);
 
 impl<T> futures_core::Stream for RecvStream<T> {
     type Item = T;
-    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
         self.get_mut().0.poll_recv(cx)
     }
 }
@@ -215,7 +295,13 @@ impl Proxy {
         std::fs::write(&config_path, text).unwrap();
         let socket = dir.path().join("admin.sock");
         let child = spawn(&config_path, dir.path());
-        let mut p = Proxy { dir, config_path, socket, http: "127.0.0.1:1".parse().unwrap(), child };
+        let mut p = Proxy {
+            dir,
+            config_path,
+            socket,
+            http: "127.0.0.1:1".parse().unwrap(),
+            child,
+        };
         p.wait_ready().await;
         p
     }
@@ -224,11 +310,13 @@ impl Proxy {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                let log = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
                 panic!("switchyard exited early with {status}:\n{log}");
             }
             if self.socket.exists() {
-                if let Ok((StatusCode::OK, v)) = admin(&self.socket, "GET", "/v1/state", None).await {
+                if let Ok((StatusCode::OK, v)) = admin(&self.socket, "GET", "/v1/state", None).await
+                {
                     if let Some(h) = v["listeners"]["http"].as_str() {
                         self.http = h.parse().unwrap();
                         return;
@@ -253,7 +341,12 @@ impl Proxy {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap().success();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "kill -{sig} failed");
     }
 
@@ -267,7 +360,13 @@ impl Proxy {
 
     /// `switchyard ctl -s SOCKET args...`
     pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(bin()).arg("ctl").arg("-s").arg(&self.socket).args(args).output().unwrap()
+        Command::new(bin())
+            .arg("ctl")
+            .arg("-s")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     pub async fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (StatusCode, Value) {
@@ -280,7 +379,12 @@ impl Proxy {
 
     pub async fn weights(&self, pool: &str) -> HashMap<String, u64> {
         let s = self.state().await;
-        s["pools"][pool]["versions"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v["weight"].as_u64().unwrap())).collect()
+        s["pools"][pool]["versions"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v["weight"].as_u64().unwrap()))
+            .collect()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -295,7 +399,11 @@ impl Drop for Proxy {
 }
 
 fn spawn(config: &Path, dir: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("stderr.log")).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stderr.log"))
+        .unwrap();
     Command::new(bin())
         .arg("run")
         .arg("-c")
@@ -313,12 +421,21 @@ fn with_admin(config: &str, dir: &Path) -> String {
     if config.contains("[admin]") {
         config
     } else {
-        format!("{config}\n[admin]\nsocket = \"{0}/admin.sock\"\nstate = \"{0}/state.json\"\n", dir.display())
+        format!(
+            "{config}\n[admin]\nsocket = \"{0}/admin.sock\"\nstate = \"{0}/state.json\"\n",
+            dir.display()
+        )
     }
 }
 
 /// The usual test pool: `app.test` -> blue/green with the given weights.
-pub fn pool_config(blue: &Upstream, wb: u32, green: &Upstream, wg: u32, extra_server: &str) -> String {
+pub fn pool_config(
+    blue: &Upstream,
+    wb: u32,
+    green: &Upstream,
+    wg: u32,
+    extra_server: &str,
+) -> String {
     format!(
         r#"[server]
 http = "127.0.0.1:0"
@@ -346,9 +463,18 @@ backends = ["{}"]
 }
 
 /// One admin call over the Unix socket.
-pub async fn admin(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Result<(StatusCode, Value), String> {
-    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| e.to_string())?;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+pub async fn admin(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(StatusCode, Value), String> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let req = Request::builder()
         .method(method)
@@ -358,8 +484,14 @@ pub async fn admin(socket: &Path, method: &str, path: &str, body: Option<&str>) 
         .unwrap();
     let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
-    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    let v = serde_json::from_slice(&bytes).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&bytes)))?;
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let v = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&bytes)))?;
     Ok((status, v))
 }
 
@@ -379,7 +511,10 @@ pub struct Answer {
 
 impl Answer {
     pub fn served_by(&self) -> &str {
-        self.headers.get("x-served-by").and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get("x-served-by")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 }
 
@@ -388,23 +523,39 @@ impl Client {
         Client { addr, tx: None }
     }
 
-    async fn conn(&mut self) -> Result<&mut hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+    async fn conn(
+        &mut self,
+    ) -> Result<&mut hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
         let usable = match &mut self.tx {
             Some(tx) => tx.ready().await.is_ok(),
             None => false,
         };
         if !usable {
-            let s = TcpStream::connect(self.addr).await.map_err(|e| e.to_string())?;
+            let s = TcpStream::connect(self.addr)
+                .await
+                .map_err(|e| e.to_string())?;
             s.set_nodelay(true).ok();
-            let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.map_err(|e| e.to_string())?;
+            let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+                .await
+                .map_err(|e| e.to_string())?;
             tokio::spawn(conn);
             self.tx = Some(tx);
         }
         Ok(self.tx.as_mut().unwrap())
     }
 
-    pub async fn request(&mut self, method: &str, host: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Result<Answer, String> {
-        let mut b = Request::builder().method(method).uri(path).header("host", host);
+    pub async fn request(
+        &mut self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<Answer, String> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host);
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
@@ -419,13 +570,42 @@ impl Client {
         };
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok(Answer { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
     }
 
     pub async fn get(&mut self, host: &str, path: &str) -> Result<Answer, String> {
         self.request("GET", host, path, &[], "").await
     }
+}
+
+/// A backend that accepts, reads the request and resets the connection.
+pub async fn start_resetting() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.set_zero_linger();
+                drop(s);
+            });
+        }
+    });
+    (addr, t)
 }
 
 /// Runs `switchyard` with arguments and returns its output.
