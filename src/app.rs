@@ -29,6 +29,7 @@ use tokio::sync::Notify;
 use crate::config::{valid_name, BackendAddr, Config, PassiveConfig, TlsMode, MAX_WEIGHT};
 use crate::error::AdminError;
 use crate::events::{EventLog, NewEvent};
+use crate::metrics::Metrics;
 use crate::routing::RoutingTable;
 use crate::state::{apply_overrides, file_weights, PersistedState, StateStore, VersionSpec};
 use crate::upstream::{Backend, BackendRegistry};
@@ -46,11 +47,15 @@ pub struct App {
     sticky_counter: AtomicU64,
     /// Addresses actually bound (port 0 resolved), for `GET /v1/state`.
     bound: Mutex<BTreeMap<&'static str, String>>,
+    /// Prometheus metrics; the table holds handles into it.
+    pub metrics: Arc<Metrics>,
     /// Notified after every table swap (health probes follow the table).
     pub table_changed: Arc<Notify>,
     /// Notified when health or ejection changed what is available; the
     /// rebuilder task then rebuilds off the request path.
     pub rebuild_wanted: Arc<Notify>,
+    /// Certificates by SNI, ACME challenge answers and certificate status.
+    pub tls: Arc<crate::tls::TlsState>,
 }
 
 struct Control {
@@ -113,7 +118,10 @@ impl App {
             }
         }
         let registry = BackendRegistry::default();
-        let table = RoutingTable::build(&effective, &registry, &canaries(&kept));
+        let metrics = Arc::new(Metrics::new());
+        let table =
+            RoutingTable::build_with_metrics(&effective, &registry, &canaries(&kept), &metrics);
+        let tls = Arc::new(crate::tls::TlsState::new(&file));
         App {
             table: ArcSwap::from_pointee(table),
             registry,
@@ -129,8 +137,10 @@ impl App {
             sticky_seed: Default::default(),
             sticky_counter: AtomicU64::new(0),
             bound: Mutex::new(BTreeMap::new()),
+            metrics,
             table_changed: Arc::new(Notify::new()),
             rebuild_wanted: Arc::new(Notify::new()),
+            tls,
         }
     }
 
@@ -221,7 +231,12 @@ impl App {
         ctl.store
             .save(&kept)
             .map_err(|e| AdminError::Internal(e.to_string()))?;
-        let table = RoutingTable::build(&effective, &self.registry, &canaries(&kept));
+        let table = RoutingTable::build_with_metrics(
+            &effective,
+            &self.registry,
+            &canaries(&kept),
+            &self.metrics,
+        );
         self.swap(table);
         ctl.effective = effective;
         ctl.state = kept;
@@ -232,7 +247,12 @@ impl App {
     /// change, to refresh effective weights).
     pub fn rebuild(&self) {
         let ctl = self.lock();
-        let table = RoutingTable::build(&ctl.effective, &self.registry, &canaries(&ctl.state));
+        let table = RoutingTable::build_with_metrics(
+            &ctl.effective,
+            &self.registry,
+            &canaries(&ctl.state),
+            &self.metrics,
+        );
         self.swap(table);
     }
 
@@ -450,6 +470,7 @@ impl App {
             Ok(c) => c,
             Err(e) => {
                 let msg = e.to_string();
+                self.metrics.config_reload(false);
                 self.events.record(NewEvent {
                     who: who.into(),
                     kind: "reload.failed",
@@ -469,8 +490,17 @@ impl App {
                 .save(&kept)
                 .map_err(|e| AdminError::Internal(e.to_string()))?;
         }
-        let table = RoutingTable::build(&effective, &self.registry, &canaries(&kept));
+        let table = RoutingTable::build_with_metrics(
+            &effective,
+            &self.registry,
+            &canaries(&kept),
+            &self.metrics,
+        );
         self.swap(table);
+        for problem in self.tls.apply_config(&file) {
+            tracing::error!("{problem}");
+            notes_out.push(problem);
+        }
         ctl.file = file;
         ctl.effective = effective;
         ctl.state = kept;
@@ -484,6 +514,7 @@ impl App {
             });
             notes_out.push(note);
         }
+        self.metrics.config_reload(true);
         self.events.record(NewEvent {
             who: who.into(),
             kind: "reload",
@@ -557,6 +588,7 @@ impl App {
             "pools": pools,
             "rollouts": rollouts,
             "last_event": self.events.last_seq(),
+            "certificates": self.tls.state_json(),
         })
     }
 }

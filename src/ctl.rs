@@ -221,6 +221,42 @@ pub fn render_state(s: &Value) -> String {
             }
         }
     }
+    if let Some(certs) = s.get("certificates").and_then(Value::as_object) {
+        if !certs.is_empty() {
+            let _ = writeln!(out, "certificates:");
+        }
+        for (name, c) in certs {
+            let text = |k: &str| c[k].as_str().unwrap_or("-").to_string();
+            let _ = writeln!(
+                out,
+                "  {name:<32} {:<5} not after {}  serial {}  issuer {}",
+                text("source"),
+                text("not_after"),
+                text("serial"),
+                text("issuer")
+            );
+            if c["source"] == "acme" {
+                let _ = writeln!(
+                    out,
+                    "  {:<32}       renew at {}  next check {}  attempts {}  failures {} ({} in a row)",
+                    "",
+                    text("renew_at"),
+                    text("next_check"),
+                    c["attempts"],
+                    c["failures"],
+                    c["consecutive_failures"]
+                );
+            }
+            if let Some(e) = c["last_error"].as_str() {
+                let _ = writeln!(
+                    out,
+                    "  {:<32}       last error: {e} (at {})",
+                    "",
+                    text("last_error_at")
+                );
+            }
+        }
+    }
     out
 }
 
@@ -278,6 +314,15 @@ mod tests {
             "backends": [{"addr": "127.0.0.1:1", "available": true}]}}}}});
         let out = render_state(&s);
         assert!(out.contains("a.test"));
+        let s = json!({"certificates": {"a.test": {"source": "acme", "not_after": "2030-01-01T00:00:00Z",
+            "serial": "01:02", "issuer": "CN=ca", "attempts": 3, "failures": 2, "consecutive_failures": 2,
+            "last_error": "connection refused"}}});
+        let certs = render_state(&s);
+        assert!(
+            certs.contains("certificates:") && certs.contains("01:02"),
+            "{certs}"
+        );
+        assert!(certs.contains("last error: connection refused"), "{certs}");
         assert!(out.contains("127.0.0.1:1 up"));
     }
 }

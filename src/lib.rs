@@ -14,6 +14,7 @@
 //! | [`balance`] | smooth weighted schedule, sticky buckets, backend round robin (pure) |
 //! | [`routing`] | the `RoutingTable` snapshot: host lookup, version and backend choice |
 //! | [`health`] | active probes (rise/fall), rebuilds on health changes |
+//! | [`metrics`] | Prometheus series, handles resolved at build, the windowed reader |
 //! | [`upstream`] | backend live state (health, ejection, in-flight) and pooled connections |
 //! | [`proxy`] | the hyper service: route, pick, forward, retry, errors, upgrades |
 //! | [`state`] | runtime overrides, the state file and the `StateStore` trait |
@@ -22,6 +23,8 @@
 //! | [`admin`] | the admin API on a Unix socket: parse, dispatch, serve |
 //! | [`ctl`] | the `switchyard ctl` client and its human output |
 //! | [`server`] | listeners, signals, graceful shutdown |
+//! | [`tls`] | TLS termination: SNI certificate store, ALPN, ACME challenge answers |
+//! | [`acme`] | ACME (Let's Encrypt) orders, storage and renewal |
 //! | [`demo`] | built-in origins for `switchyard demo` |
 //! | [`fsutil`] | durable writes (temp, fsync, rename) |
 //! | [`error`] | `AdminError` |
@@ -29,6 +32,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms, unused_must_use)]
 
+pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod balance;
@@ -40,8 +44,10 @@ pub mod events;
 pub mod fsutil;
 pub mod health;
 pub mod host;
+pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod upstream;

@@ -117,6 +117,8 @@ enum VersionCmd {
 }
 
 fn main() -> ExitCode {
+    // One crypto provider (ring) for every rustls config in the process.
+    switchyard::tls::install_provider();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.cmd {

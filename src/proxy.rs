@@ -30,6 +30,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use prometheus::Histogram;
+use std::time::Instant;
 
 use crate::app::App;
 use crate::balance::sticky_bucket;
@@ -44,6 +46,8 @@ pub enum ProxyError {
     NoHost,
     #[error("no route for host")]
     NoRoute,
+    #[error("host does not match the TLS server name of this connection")]
+    Misdirected,
     #[error("pool {0}: no healthy version")]
     NoHealthyVersion(Box<str>),
     #[error("pool {pool}: backend {backend} unreachable: {source}")]
@@ -71,6 +75,7 @@ impl ProxyError {
         match self {
             ProxyError::NoHost => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoHealthyVersion(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect {
                 source: ConnectError::Timeout,
@@ -85,7 +90,7 @@ impl ProxyError {
     /// The error kind label for upstream error metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            ProxyError::NoHost | ProxyError::NoRoute => "client",
+            ProxyError::NoHost | ProxyError::NoRoute | ProxyError::Misdirected => "client",
             ProxyError::NoHealthyVersion(_) => "unavailable",
             ProxyError::Connect {
                 source: ConnectError::Timeout,
@@ -101,7 +106,7 @@ impl ProxyError {
         let status = self.status();
         let reason = status.canonical_reason().unwrap_or("");
         let body = match self {
-            ProxyError::NoHost | ProxyError::NoRoute => {
+            ProxyError::NoHost | ProxyError::NoRoute | ProxyError::Misdirected => {
                 format!("{} {reason}: {self}\n", status.as_u16())
             }
             // Name the pool; keep backend addresses out of public answers.
@@ -156,11 +161,16 @@ pub enum ProxyBody {
 pub struct Finish {
     backend: Arc<Backend>,
     sender: Option<SendRequest<UpBody>>,
+    /// The whole-response histogram and the request's arrival.
+    observe: Option<(Histogram, Instant)>,
 }
 
 impl Drop for Finish {
     fn drop(&mut self) {
         self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some((h, start)) = self.observe.take() {
+            h.observe(start.elapsed().as_secs_f64());
+        }
     }
 }
 
@@ -252,24 +262,63 @@ pub async fn handle(
     peer: Peer,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let start = Instant::now();
     let table = app.table.load_full();
-    Ok(match serve(&app, &table, peer, req).await {
+    let mut at = Recorded::default();
+    let mut resp = match serve(&app, &table, peer, req, &mut at).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, "proxy error");
             e.response()
         }
-    })
+    };
+    let m = match (at.route, at.version) {
+        (None, _) => &table.unmatched,
+        (Some(r), Some(v)) => r.metrics.get(v).unwrap_or(&r.unpicked),
+        (Some(r), None) => &r.unpicked,
+    };
+    let head = start.elapsed();
+    m.record(resp.status().as_u16(), head);
+    match resp.body_mut() {
+        ProxyBody::Upstream {
+            finish: Some(f), ..
+        } => f.observe = Some((m.response.clone(), start)),
+        _ => m.response.observe(head.as_secs_f64()),
+    }
+    Ok(resp)
 }
 
-async fn serve(
+/// Where a request got to, for its metrics.
+#[derive(Default)]
+struct Recorded<'t> {
+    route: Option<&'t Route>,
+    version: Option<usize>,
+}
+
+async fn serve<'t>(
     app: &App,
-    table: &RoutingTable,
+    table: &'t RoutingTable,
     peer: Peer,
     mut req: Request<Incoming>,
+    at: &mut Recorded<'t>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let host = request_host(&req).ok_or(ProxyError::NoHost)?;
+    if peer.https {
+        // The certificate was chosen for the SNI name: another Host on this
+        // connection (HTTP/2 coalescing, domain fronting) is misdirected.
+        if let Some(sni) = req.extensions().get::<crate::tls::Sni>() {
+            if !sni.matches(&host) {
+                return Err(ProxyError::Misdirected);
+            }
+        }
+    } else if let Some(token) = req.uri().path().strip_prefix(ACME_PREFIX) {
+        // ACME HTTP-01; an unknown token goes to the backend like any path.
+        if let Some(key_authorization) = app.tls.http01_answer(token) {
+            return Ok(plain(StatusCode::OK, key_authorization));
+        }
+    }
     let route = table.route(&host).ok_or(ProxyError::NoRoute)?;
+    at.route = Some(route);
     if !peer.https
         && route.redirect_https
         && route.tls != TlsMode::None
@@ -311,7 +360,18 @@ async fn serve(
     prepare_upstream(&mut req, &host, peer);
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut resp, vidx) = forward(app, table, route, vidx, version, backend, req).await?;
+    at.version = Some(vidx);
+    let (mut resp, vidx) = forward(
+        app,
+        table,
+        route,
+        vidx,
+        version,
+        backend,
+        req,
+        &mut at.version,
+    )
+    .await?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -364,6 +424,7 @@ async fn forward(
     mut version: &Version,
     mut backend: Arc<Backend>,
     req: Request<Incoming>,
+    at_version: &mut Option<usize>,
 ) -> Result<(Response<ProxyBody>, usize), ProxyError> {
     let pool = &route.pool;
     let limits = table.limits;
@@ -418,10 +479,17 @@ async fn forward(
                 {
                     Err(_) => {
                         app.passive_failure(&backend, &pool.passive);
-                        return Err(ProxyError::Timeout {
+                        let err = ProxyError::Timeout {
                             pool: pool.name.clone(),
                             backend: backend.key.addr.as_str().into(),
-                        });
+                        };
+                        app.metrics.upstream_error(
+                            &pool.name,
+                            &version.name,
+                            backend.key.addr.as_str(),
+                            err.kind(),
+                        );
+                        return Err(err);
                     }
                     Ok(Ok(resp)) => {
                         app.passive_outcome(
@@ -433,6 +501,7 @@ async fn forward(
                         let finish = Finish {
                             backend: in_flight.take(),
                             sender: Some(conn.sender),
+                            observe: None,
                         };
                         return Ok((
                             Response::from_parts(
@@ -467,6 +536,12 @@ async fn forward(
         };
         drop(in_flight);
         app.passive_failure(&backend, &pool.passive);
+        app.metrics.upstream_error(
+            &pool.name,
+            &version.name,
+            backend.key.addr.as_str(),
+            err.kind(),
+        );
         if retries_left == 0 || (req.is_none() && template.is_none()) {
             return Err(err);
         }
@@ -483,6 +558,7 @@ async fn forward(
         match next {
             Some((i, v, b)) => {
                 vidx = i;
+                *at_version = Some(i);
                 version = v;
                 backend = b;
             }
@@ -651,6 +727,7 @@ mod tests {
         let b: Box<str> = "127.0.0.1:1".into();
         assert_eq!(ProxyError::NoHost.status(), 400);
         assert_eq!(ProxyError::NoRoute.status(), 404);
+        assert_eq!(ProxyError::Misdirected.status(), 421);
         assert_eq!(ProxyError::NoHealthyVersion(p.clone()).status(), 503);
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(

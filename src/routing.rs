@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::balance::{RoundRobin, Schedule, StickyRanges};
 use crate::config::{Config, OnAllDown, PassiveConfig, Sticky, TlsMode};
 use crate::host::{self, HostPattern, MAX_HOST_LEN};
+use crate::metrics::{Metrics, RequestMetrics};
 use crate::upstream::{Backend, BackendKey, BackendRegistry};
 
 /// Per-request limits that a reload may change.
@@ -38,6 +39,8 @@ pub struct RoutingTable {
     pub limits: Limits,
     /// HTTPS port for redirects (when an https entrypoint exists).
     pub https_port: Option<u16>,
+    /// Series for requests that matched no route (`route=""`).
+    pub unmatched: RequestMetrics,
 }
 
 /// A host's route.
@@ -50,6 +53,10 @@ pub struct Route {
     /// This entry is a route's `preview` host: it reaches the canary (or the
     /// version with weight 0) instead of the weighted split.
     pub preview: bool,
+    /// Series per version of the pool (same index as `pool.versions`).
+    pub metrics: Vec<RequestMetrics>,
+    /// Series for answers given before a version was chosen (`version=""`).
+    pub unpicked: RequestMetrics,
 }
 
 /// A pool of versions sharing traffic by weight.
@@ -92,12 +99,23 @@ pub enum Pick<'a> {
 // === impl RoutingTable ===
 
 impl RoutingTable {
-    /// Builds a table. `canaries` maps a pool to its rollout canary, which
-    /// goes first in the sticky layout and is what preview hosts reach.
+    /// Builds a table with its own metrics registry (tests, benches, fuzzing).
     pub fn build(
         config: &Config,
         registry: &BackendRegistry,
         canaries: &HashMap<String, String>,
+    ) -> RoutingTable {
+        Self::build_with_metrics(config, registry, canaries, &Metrics::new())
+    }
+
+    /// Builds a table. `canaries` maps a pool to its rollout canary, which
+    /// goes first in the sticky layout and is what preview hosts reach. Metric
+    /// handles are resolved here, once, and the weight and backend gauges set.
+    pub fn build_with_metrics(
+        config: &Config,
+        registry: &BackendRegistry,
+        canaries: &HashMap<String, String>,
+        metrics: &Metrics,
     ) -> RoutingTable {
         let mut used = HashSet::new();
         let mut pools = BTreeMap::new();
@@ -166,6 +184,30 @@ impl RoutingTable {
             );
         }
         registry.retain(&used);
+        let mut weights = Vec::new();
+        let mut ups = Vec::new();
+        for (name, pool) in &pools {
+            for (v, w) in pool.versions.iter().zip(pool.effective_weights()) {
+                weights.push((name.as_str(), &*v.name, i64::from(w)));
+                for b in &v.backends {
+                    ups.push((
+                        name.as_str(),
+                        &*v.name,
+                        b.key.addr.as_str(),
+                        b.is_available(),
+                    ));
+                }
+            }
+        }
+        metrics.set_gauges(&weights, &ups);
+        let handles = |host: &str, pool: &Pool| -> (Vec<RequestMetrics>, RequestMetrics) {
+            let per = pool
+                .versions
+                .iter()
+                .map(|v| metrics.request_handles(host, &pool.name, &v.name))
+                .collect();
+            (per, metrics.request_handles(host, &pool.name, ""))
+        };
 
         let mut exact = HashMap::new();
         let mut wildcards = Vec::new();
@@ -175,12 +217,16 @@ impl RoutingTable {
                 continue;
             };
             let idx = routes.len();
+            let host = rc.host.to_string();
+            let (per, unpicked) = handles(&host, pool);
             routes.push(Route {
-                host: rc.host.to_string().into(),
+                host: host.into(),
                 pool: pool.clone(),
                 tls: rc.tls.clone(),
                 redirect_https: rc.redirect_https,
                 preview: false,
+                metrics: per,
+                unpicked,
             });
             match &rc.host {
                 HostPattern::Exact(h) => {
@@ -190,12 +236,15 @@ impl RoutingTable {
             }
             if let Some(p) = &rc.preview {
                 let pidx = routes.len();
+                let (per, unpicked) = handles(p.as_str(), pool);
                 routes.push(Route {
                     host: p.as_str().into(),
                     pool: pool.clone(),
                     tls: rc.tls.clone(),
                     redirect_https: rc.redirect_https,
                     preview: true,
+                    metrics: per,
+                    unpicked,
                 });
                 exact.insert(p.as_str().into(), pidx);
             }
@@ -213,6 +262,7 @@ impl RoutingTable {
                 idle_timeout: config.server.idle_timeout,
             },
             https_port: config.server.https.map(|a| a.port()),
+            unmatched: metrics.request_handles("", "", ""),
         }
     }
 

@@ -3,7 +3,10 @@
 //! ```text
 //! run(app, config)
 //!  ├─ http listener ── accept (max_connections permits) ─> hyper auto (h1 / h2c) ─> proxy::handle
+//!  ├─ https listener ── accept ─> tls::TlsState::accept (SNI cert, ALPN h2 / http/1.1) ─> hyper auto ─> proxy::handle
+//!  ├─ acme::spawn: orders and renews certificates for tls = "acme" routes
 //!  ├─ admin socket  ── admin::serve
+//!  ├─ metrics listener ── metrics::serve (GET /metrics)
 //!  ├─ health::supervise: one probe task per checked backend; health::rebuilder
 //!  ├─ ejection sweeper (1 s): lifts passive ejections whose time is up
 //!  └─ signals: SIGHUP -> reload; SIGTERM/SIGINT -> stop accepting, drain
@@ -40,8 +43,10 @@ pub enum ServerError {
 /// Bound listeners, before serving (so callers can learn the ports).
 pub struct Listeners {
     pub http: Option<TcpListener>,
+    pub https: Option<TcpListener>,
     pub admin: tokio::net::UnixListener,
     pub admin_path: PathBuf,
+    pub metrics: Option<TcpListener>,
 }
 
 /// Binds every listener of `config`.
@@ -50,14 +55,24 @@ pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
         Some(a) => Some(bind_tcp(a).await?),
         None => None,
     };
+    let https = match config.server.https {
+        Some(a) => Some(bind_tcp(a).await?),
+        None => None,
+    };
     let admin = crate::admin::bind(&config.admin.socket).map_err(|source| ServerError::Bind {
         addr: config.admin.socket.display().to_string(),
         source,
     })?;
+    let metrics = match &config.metrics {
+        Some(m) => Some(bind_tcp(m.listen).await?),
+        None => None,
+    };
     Ok(Listeners {
         http,
+        https,
         admin,
         admin_path: config.admin.socket.clone(),
+        metrics,
     })
 }
 
@@ -106,6 +121,22 @@ pub async fn run(
             shutdown_rx.clone(),
         )));
     }
+    // Before the https listener serves: stored certificates are loaded here.
+    let acme = crate::acme::spawn(app.tls.clone(), config, shutdown_rx.clone());
+    if let Some(l) = listeners.https {
+        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(%addr, "listening for https");
+        app.set_bound("https", addr);
+        tasks.push(tokio::spawn(accept_loop(
+            app.clone(),
+            l,
+            true,
+            builder.clone(),
+            graceful.clone(),
+            permits.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     app.set_bound("admin", listeners.admin_path.display().to_string());
     tracing::info!(socket = %listeners.admin_path.display(), "admin socket ready");
     let admin_task = tokio::spawn(crate::admin::serve(
@@ -113,6 +144,16 @@ pub async fn run(
         listeners.admin,
         shutdown_rx.clone(),
     ));
+    let metrics_task = listeners.metrics.map(|l| {
+        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(%addr, "serving metrics at /metrics");
+        app.set_bound("metrics", addr);
+        tokio::spawn(crate::metrics::serve(
+            app.metrics.clone(),
+            l,
+            shutdown_rx.clone(),
+        ))
+    });
     let sweeper = tokio::spawn(sweep_ejections(app.clone(), shutdown_rx.clone()));
     let health = tokio::spawn(crate::health::supervise(
         app.clone(),
@@ -134,8 +175,14 @@ pub async fn run(
     }
     let _ = admin_task.await;
     let _ = sweeper.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     let _ = health.await;
     let _ = rebuilder.await;
+    if let Some(t) = acme {
+        let _ = t.await;
+    }
     let _ = std::fs::remove_file(&listeners.admin_path);
     if let Ok(g) = Arc::try_unwrap(graceful) {
         if tokio::time::timeout(config.server.shutdown_grace, g.shutdown())
@@ -197,6 +244,30 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let peer = Peer { addr, https };
         let app = app.clone();
+        if https {
+            // The handshake runs in the connection's own task, so a slow
+            // client cannot stall the accept loop.
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let tls = app.tls.clone();
+                let accepted = tls.accept(stream, crate::tls::HANDSHAKE_TIMEOUT).await;
+                if let Some((stream, sni)) = accepted {
+                    let svc = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+                        req.extensions_mut().insert(sni.clone());
+                        proxy::handle(app.clone(), peer, req)
+                    });
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(error = %e, "client connection ended with an error");
+                    }
+                }
+                drop(permit);
+            });
+            continue;
+        }
         let svc = hyper::service::service_fn(move |req| proxy::handle(app.clone(), peer, req));
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)

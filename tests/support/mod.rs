@@ -40,6 +40,8 @@ pub struct Upstream {
     pub failing: Arc<AtomicBool>,
     /// Added to every non-health answer, in ms.
     pub delay_ms: Arc<AtomicU64>,
+    /// When N > 0, every Nth request answers 500.
+    pub fail_every: Arc<AtomicU64>,
     /// Every connection's task, to close them all at once (a process kill).
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     task: tokio::task::JoinHandle<()>,
@@ -62,12 +64,14 @@ impl Upstream {
         let healthy = Arc::new(AtomicBool::new(true));
         let failing = Arc::new(AtomicBool::new(false));
         let delay_ms = Arc::new(AtomicU64::new(0));
+        let fail_every = Arc::new(AtomicU64::new(0));
         let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::new(Mutex::new(Vec::new()));
         let knobs = Knobs {
             hits: hits.clone(),
             healthy: healthy.clone(),
             failing: failing.clone(),
             delay_ms: delay_ms.clone(),
+            fail_every: fail_every.clone(),
         };
         let c = conns.clone();
         let task = tokio::spawn(async move {
@@ -95,6 +99,7 @@ impl Upstream {
             healthy,
             failing,
             delay_ms,
+            fail_every,
             conns,
             task,
         }
@@ -126,6 +131,7 @@ struct Knobs {
     healthy: Arc<AtomicBool>,
     failing: Arc<AtomicBool>,
     delay_ms: Arc<AtomicU64>,
+    fail_every: Arc<AtomicU64>,
 }
 
 fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
@@ -149,6 +155,7 @@ async fn origin(
         healthy,
         failing,
         delay_ms,
+        fail_every,
     } = knobs;
     let path = req.uri().path().to_string();
     if path == "/health" {
@@ -161,7 +168,8 @@ async fn origin(
         };
         return Ok(r);
     }
-    hits.fetch_add(1, Ordering::SeqCst);
+    let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
+    let every = fail_every.load(Ordering::SeqCst);
     let delay = delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -187,7 +195,7 @@ async fn origin(
             .insert(http::header::CONNECTION, "upgrade".parse().unwrap());
         return Ok(r);
     }
-    if failing.load(Ordering::SeqCst) {
+    if failing.load(Ordering::SeqCst) || (every > 0 && n % every == 0) {
         let mut r = Response::new(full(format!("{name} failing\n")));
         *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         return Ok(r);

@@ -1,0 +1,570 @@
+//! Prometheus metrics: per-version RED series, backend and weight gauges, and
+//! the windowed reader the rollout controller judges from.
+//!
+//! ```text
+//! RoutingTable::build ─> Metrics::request_handles(route, pool, version)  (label lookup once)
+//! request end         ─> RequestMetrics::record(status, elapsed)         (atomics only)
+//! GET /metrics        ─> TextEncoder over the registry
+//! rollout controller  ─> Metrics::sample(pool, version) twice ─> Window (count, 5xx rate, quantiles)
+//! ```
+//!
+//! Metric names are the constants in [`names`]; nothing else spells them.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Every metric name switchyard exports.
+pub mod names {
+    pub const REQUESTS_TOTAL: &str = "switchyard_requests_total";
+    pub const REQUEST_DURATION: &str = "switchyard_request_duration_seconds";
+    pub const RESPONSE_DURATION: &str = "switchyard_response_duration_seconds";
+    pub const UPSTREAM_ERRORS_TOTAL: &str = "switchyard_upstream_errors_total";
+    pub const BACKEND_UP: &str = "switchyard_backend_up";
+    pub const VERSION_WEIGHT: &str = "switchyard_version_weight";
+    pub const ROLLOUT_CANARY_PERCENT: &str = "switchyard_rollout_canary_percent";
+    pub const ROLLOUT_STATE: &str = "switchyard_rollout_state";
+    pub const CERTIFICATE_EXPIRY: &str = "switchyard_certificate_expiry_timestamp_seconds";
+    pub const CONFIG_RELOADS_TOTAL: &str = "switchyard_config_reloads_total";
+}
+
+/// Latency buckets for a proxy: 1 ms to 10 s.
+pub const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Status codes whose counters are resolved ahead; others on first use.
+const COMMON_CODES: [u16; 16] = [
+    200, 201, 204, 301, 302, 304, 308, 400, 401, 403, 404, 421, 500, 502, 503, 504,
+];
+
+/// The registry and every metric family.
+pub struct Metrics {
+    pub registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    response: HistogramVec,
+    upstream_errors: IntCounterVec,
+    backend_up: IntGaugeVec,
+    version_weight: IntGaugeVec,
+    pub rollout_canary_percent: IntGaugeVec,
+    pub rollout_state: IntGaugeVec,
+    pub certificate_expiry: GaugeVec,
+    config_reloads: IntCounterVec,
+    /// Gauge label sets set by the last build, to remove stale ones.
+    gauges: Mutex<HashSet<Vec<String>>>,
+}
+
+/// Handles for one (route, pool, version), resolved when a table is built.
+pub struct RequestMetrics {
+    labels: [Box<str>; 3],
+    requests: IntCounterVec,
+    codes: [IntCounter; COMMON_CODES.len()],
+    pub duration: Histogram,
+    pub response: Histogram,
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// A registry with every family registered, plus process metrics.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let route_labels = &["route", "pool", "version"];
+        let requests = IntCounterVec::new(
+            Opts::new(
+                names::REQUESTS_TOTAL,
+                "Requests answered, by route, pool, version and status code",
+            ),
+            &["route", "pool", "version", "code"],
+        )
+        .expect("valid metric definition");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                names::REQUEST_DURATION,
+                "From the request's arrival to the end of the response head",
+            )
+            .buckets(BUCKETS.to_vec()),
+            route_labels,
+        )
+        .expect("valid metric definition");
+        let response = HistogramVec::new(
+            HistogramOpts::new(
+                names::RESPONSE_DURATION,
+                "From the request's arrival to the end of the response body",
+            )
+            .buckets(BUCKETS.to_vec()),
+            route_labels,
+        )
+        .expect("valid metric definition");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                names::UPSTREAM_ERRORS_TOTAL,
+                "Failed attempts to get an answer from a backend, by kind",
+            ),
+            &["pool", "version", "backend", "kind"],
+        )
+        .expect("valid metric definition");
+        let backend_up = IntGaugeVec::new(
+            Opts::new(
+                names::BACKEND_UP,
+                "1 when the backend is in rotation (healthy, not ejected)",
+            ),
+            &["pool", "version", "backend"],
+        )
+        .expect("valid metric definition");
+        let version_weight = IntGaugeVec::new(
+            Opts::new(
+                names::VERSION_WEIGHT,
+                "Effective weight of a version (0 without an available backend)",
+            ),
+            &["pool", "version"],
+        )
+        .expect("valid metric definition");
+        let rollout_canary_percent = IntGaugeVec::new(
+            Opts::new(
+                names::ROLLOUT_CANARY_PERCENT,
+                "Canary traffic percent of an active rollout",
+            ),
+            &["pool", "canary"],
+        )
+        .expect("valid metric definition");
+        let rollout_state = IntGaugeVec::new(
+            Opts::new(
+                names::ROLLOUT_STATE,
+                "1 for the rollout's current state (running, paused, promoted, rolled_back)",
+            ),
+            &["pool", "canary", "state"],
+        )
+        .expect("valid metric definition");
+        let certificate_expiry = GaugeVec::new(
+            Opts::new(
+                names::CERTIFICATE_EXPIRY,
+                "Not-after of the served certificate, Unix seconds",
+            ),
+            &["domain"],
+        )
+        .expect("valid metric definition");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                names::CONFIG_RELOADS_TOTAL,
+                "Config reloads by result (success, failure)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric definition");
+        let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(requests.clone()),
+            Box::new(duration.clone()),
+            Box::new(response.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(backend_up.clone()),
+            Box::new(version_weight.clone()),
+            Box::new(rollout_canary_percent.clone()),
+            Box::new(rollout_state.clone()),
+            Box::new(certificate_expiry.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ];
+        for c in collectors {
+            registry.register(c).expect("metric names are unique");
+        }
+        for r in ["success", "failure"] {
+            config_reloads.with_label_values(&[r]);
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            response,
+            upstream_errors,
+            backend_up,
+            version_weight,
+            rollout_canary_percent,
+            rollout_state,
+            certificate_expiry,
+            config_reloads,
+            gauges: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Handles for one series set; called at table build, never per request.
+    pub fn request_handles(&self, route: &str, pool: &str, version: &str) -> RequestMetrics {
+        let l = [route, pool, version];
+        RequestMetrics {
+            labels: [route.into(), pool.into(), version.into()],
+            requests: self.requests.clone(),
+            codes: COMMON_CODES.map(|c| {
+                self.requests
+                    .with_label_values(&[route, pool, version, &c.to_string()])
+            }),
+            duration: self.duration.with_label_values(&l),
+            response: self.response.with_label_values(&l),
+        }
+    }
+
+    /// Counts one failed upstream attempt.
+    pub fn upstream_error(&self, pool: &str, version: &str, backend: &str, kind: &str) {
+        self.upstream_errors
+            .with_label_values(&[pool, version, backend, kind])
+            .inc();
+    }
+
+    pub fn config_reload(&self, ok: bool) {
+        self.config_reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+    }
+
+    /// Sets the weight and backend gauges for a freshly built table and
+    /// removes the series of versions and backends that are gone.
+    pub fn set_gauges(&self, weights: &[(&str, &str, i64)], backends: &[(&str, &str, &str, bool)]) {
+        let mut now = HashSet::new();
+        for &(pool, version, w) in weights {
+            self.version_weight
+                .with_label_values(&[pool, version])
+                .set(w);
+            now.insert(vec!["w".to_string(), pool.to_string(), version.to_string()]);
+        }
+        for &(pool, version, backend, up) in backends {
+            self.backend_up
+                .with_label_values(&[pool, version, backend])
+                .set(i64::from(up));
+            now.insert(vec![
+                "b".to_string(),
+                pool.to_string(),
+                version.to_string(),
+                backend.to_string(),
+            ]);
+        }
+        let mut old = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in old.difference(&now) {
+            let labels: Vec<&str> = gone[1..].iter().map(String::as_str).collect();
+            let _ = if gone[0] == "w" {
+                self.version_weight.remove_label_values(&labels)
+            } else {
+                self.backend_up.remove_label_values(&labels)
+            };
+        }
+        *old = now;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+
+    /// Cumulative counts for one version of a pool, summed over routes: the
+    /// input of [`Window::between`].
+    pub fn sample(&self, pool: &str, version: &str) -> Sample {
+        let matches = |m: &prometheus::proto::Metric| {
+            let mut p = false;
+            let mut v = false;
+            for l in m.get_label() {
+                match l.name() {
+                    "pool" => p = l.value() == pool,
+                    "version" => v = l.value() == version,
+                    _ => {}
+                }
+            }
+            p && v
+        };
+        let mut s = Sample {
+            requests: 0,
+            errors: 0,
+            buckets: BUCKETS
+                .iter()
+                .map(|&b| (b, 0))
+                .chain([(f64::INFINITY, 0)])
+                .collect(),
+            sum: 0.0,
+        };
+        for mf in self.requests.collect() {
+            for m in mf.get_metric().iter().filter(|m| matches(m)) {
+                let n = m.get_counter().get_value() as u64;
+                s.requests += n;
+                let code = m
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == "code")
+                    .map(|l| l.value().to_string())
+                    .unwrap_or_default();
+                if code.starts_with('5') {
+                    s.errors += n;
+                }
+            }
+        }
+        for mf in self.duration.collect() {
+            for m in mf.get_metric().iter().filter(|m| matches(m)) {
+                let h = m.get_histogram();
+                for (i, b) in h.get_bucket().iter().enumerate() {
+                    if let Some(slot) = s.buckets.get_mut(i) {
+                        slot.1 += b.cumulative_count();
+                    }
+                }
+                if let Some(inf) = s.buckets.last_mut() {
+                    inf.1 += h.get_sample_count();
+                }
+                s.sum += h.get_sample_sum();
+            }
+        }
+        s
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+// === impl RequestMetrics ===
+
+impl RequestMetrics {
+    /// Counts one answer and its time to the response head. Atomics only for
+    /// common codes; a rare code resolves its series once.
+    #[inline]
+    pub fn record(&self, status: u16, head: Duration) {
+        match COMMON_CODES.iter().position(|&c| c == status) {
+            Some(i) => self.codes[i].inc(),
+            None => {
+                let [r, p, v] = &self.labels;
+                self.requests
+                    .with_label_values(&[&**r, &**p, &**v, &status.to_string()])
+                    .inc();
+            }
+        }
+        self.duration.observe(head.as_secs_f64());
+    }
+}
+
+/// Cumulative counters of one version at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub requests: u64,
+    pub errors: u64,
+    /// (upper bound, cumulative count), ascending, ending with +Inf.
+    pub buckets: Vec<(f64, u64)>,
+    pub sum: f64,
+}
+
+/// What happened between two samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub requests: u64,
+    pub errors: u64,
+    pub buckets: Vec<(f64, u64)>,
+}
+
+// === impl Window ===
+
+impl Window {
+    /// The difference `later - earlier` (counter resets count as zero).
+    pub fn between(earlier: &Sample, later: &Sample) -> Window {
+        let buckets = later
+            .buckets
+            .iter()
+            .zip(earlier.buckets.iter().chain(std::iter::repeat(&(0.0, 0))))
+            .map(|(&(le, b), &(_, a))| (le, b.saturating_sub(a)))
+            .collect();
+        Window {
+            requests: later.requests.saturating_sub(earlier.requests),
+            errors: later.errors.saturating_sub(earlier.errors),
+            buckets,
+        }
+    }
+
+    /// 5xx answers over all answers; `None` for an empty window.
+    pub fn error_rate(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)
+    }
+
+    /// The q-quantile (0..=1) of durations by linear interpolation within
+    /// buckets, as PromQL's `histogram_quantile`: the lowest bucket starts at
+    /// 0; a rank in the +Inf bucket gives the highest finite bound. `None`
+    /// for an empty window.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.buckets.last()?.1;
+        if total == 0 || !(0.0..=1.0).contains(&q) {
+            return None;
+        }
+        let rank = q * total as f64;
+        let mut prev_le = 0.0;
+        let mut prev_count = 0u64;
+        for (i, &(le, count)) in self.buckets.iter().enumerate() {
+            if count as f64 >= rank {
+                if le.is_infinite() {
+                    return Some(if i == 0 { 0.0 } else { self.buckets[i - 1].0 });
+                }
+                let in_bucket = (count - prev_count) as f64;
+                if in_bucket == 0.0 {
+                    return Some(le);
+                }
+                return Some(prev_le + (le - prev_le) * (rank - prev_count as f64) / in_bucket);
+            }
+            prev_le = le;
+            prev_count = count;
+        }
+        None
+    }
+}
+
+/// Serves `GET /metrics` until shutdown.
+pub async fn serve(
+    metrics: Arc<Metrics>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let m = m.clone();
+                async move {
+                    let mut r = if req.uri().path() == "/metrics" {
+                        let mut r = Response::new(Full::new(Bytes::from(m.encode())));
+                        r.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            header::HeaderValue::from_static(
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            ),
+                        );
+                        r
+                    } else {
+                        Response::new(Full::new(Bytes::from_static(b"metrics are at /metrics\n")))
+                    };
+                    if req.uri().path() != "/metrics" {
+                        *r.status_mut() = StatusCode::NOT_FOUND;
+                    }
+                    Ok::<_, Infallible>(r)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(counts: &[u64]) -> Window {
+        // Cumulative counts per BUCKETS bound, then +Inf.
+        let mut buckets: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .copied()
+            .zip(counts.iter().copied())
+            .collect();
+        buckets.push((f64::INFINITY, *counts.last().unwrap()));
+        Window {
+            requests: *counts.last().unwrap(),
+            errors: 0,
+            buckets,
+        }
+    }
+
+    #[test]
+    fn quantile_interpolates_like_histogram_quantile() {
+        // 100 observations: 50 in (0, 1ms], 50 in (100ms, 250ms].
+        let mut c = vec![50; 7];
+        c.extend([100; 6]);
+        let w = window(&c);
+        // rank 50 -> end of the first bucket.
+        assert!((w.quantile(0.5).unwrap() - 0.001).abs() < 1e-12);
+        // rank 99 -> 0.1 + 0.15 * (99 - 50) / 50
+        let p99 = w.quantile(0.99).unwrap();
+        assert!((p99 - (0.1 + 0.15 * 49.0 / 50.0)).abs() < 1e-12, "{p99}");
+        // rank 75 -> midway through (0.1, 0.25]
+        assert!((w.quantile(0.75).unwrap() - 0.175).abs() < 1e-12);
+    }
+
+    #[test]
+    fn quantile_in_the_inf_bucket_is_the_highest_finite_bound() {
+        let mut w = window(&[0; 13]);
+        w.buckets.last_mut().unwrap().1 = 10;
+        w.requests = 10;
+        assert_eq!(w.quantile(0.99), Some(10.0));
+    }
+
+    #[test]
+    fn empty_window_has_no_quantile_or_rate() {
+        let w = window(&[0; 13]);
+        assert_eq!(w.quantile(0.99), None);
+        assert_eq!(w.error_rate(), None);
+    }
+
+    #[test]
+    fn window_is_the_difference_of_samples() {
+        let m = Metrics::new();
+        let h = m.request_handles("app.test", "app", "green");
+        let other = m.request_handles("app.test", "app", "blue");
+        h.record(200, Duration::from_millis(3));
+        let a = m.sample("app", "green");
+        for _ in 0..95 {
+            h.record(200, Duration::from_millis(3));
+        }
+        for _ in 0..5 {
+            h.record(500, Duration::from_millis(200));
+        }
+        h.record(418, Duration::from_millis(1));
+        other.record(500, Duration::from_millis(1));
+        let b = m.sample("app", "green");
+        let w = Window::between(&a, &b);
+        assert_eq!(w.requests, 101);
+        assert_eq!(w.errors, 5);
+        assert!((w.error_rate().unwrap() - 5.0 / 101.0).abs() < 1e-12);
+        // 96 of 101 at or under 5 ms; p99 is in (0.1, 0.25].
+        let p99 = w.quantile(0.99).unwrap();
+        assert!(p99 > 0.1 && p99 <= 0.25, "{p99}");
+        assert_eq!(
+            w.quantile(0.5),
+            Some(0.0025 + (0.005 - 0.0025) * (50.5 - 1.0) / 95.0)
+        );
+    }
+
+    #[test]
+    fn gauges_drop_stale_series() {
+        let m = Metrics::new();
+        m.set_gauges(
+            &[("app", "blue", 100), ("app", "green", 0)],
+            &[("app", "blue", "127.0.0.1:1", true)],
+        );
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(text.contains("switchyard_version_weight{pool=\"app\",version=\"green\"} 0"));
+        m.set_gauges(&[("app", "blue", 100)], &[]);
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(!text.contains("version=\"green\""));
+        assert!(!text.contains("switchyard_backend_up{"));
+    }
+}
