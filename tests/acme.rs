@@ -1,0 +1,417 @@
+//! ACME end to end: the real binary gets certificates from a real pebble
+//! (Let's Encrypt's test CA) on loopback, serves them, keeps them across
+//! restarts, renews them under load, rides out a CA outage, and recovers
+//! from garbage in its storage.
+
+#[path = "support/pebble.rs"]
+mod pebble;
+mod support;
+#[path = "support/tls.rs"]
+mod tls_support;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use pebble::{Pebble, PebbleOpts};
+use support::{eventually, Client, Proxy, Upstream};
+use tls_support::{curl_https, free_port, restart_switchyard, start_switchyard, tls_get};
+
+/// Backoff base of 1 s instead of minutes, so outages fit in a test.
+const ENV: &[(&str, &str)] = &[("SWITCHYARD_ACME_BACKOFF", "1s")];
+
+struct Setup {
+    upstream: Upstream,
+    pebble: Pebble,
+    http: u16,
+    https: u16,
+}
+
+async fn setup(validity: Option<u64>, reject_nonces: bool) -> Setup {
+    let upstream = Upstream::start("blue").await;
+    let (http, https) = (free_port(), free_port());
+    let mut opts = PebbleOpts::new(http, https);
+    opts.validity_secs = validity;
+    opts.reject_nonces = reject_nonces;
+    let pebble = Pebble::start(opts);
+    Setup {
+        upstream,
+        pebble,
+        http,
+        https,
+    }
+}
+
+fn config(s: &Setup, dir: &Path, challenge: &str, renew_before: Option<&str>) -> String {
+    let renew = renew_before
+        .map(|r| format!("renew_before = \"{r}\""))
+        .unwrap_or_default();
+    format!(
+        r#"[server]
+http = "127.0.0.1:{http}"
+https = "127.0.0.1:{https}"
+shutdown_grace = "1s"
+
+[admin]
+socket = "{dir}/admin.sock"
+state = "{dir}/state.json"
+
+[acme]
+email = "ops@app.test"
+directory = "{directory}"
+storage = "{dir}/acme"
+challenge = "{challenge}"
+ca_file = "{ca}"
+{renew}
+
+[[routes]]
+host = "app.test"
+pool = "app"
+tls = "acme"
+
+[[routes]]
+host = "plain.test"
+pool = "app"
+
+[pools.app.versions.blue]
+weight = 100
+backends = ["{upstream}"]
+"#,
+        http = s.http,
+        https = s.https,
+        dir = dir.display(),
+        directory = s.pebble.directory,
+        ca = s.pebble.ca_file.display(),
+        upstream = s.upstream.addr,
+    )
+}
+
+fn https_addr(s: &Setup) -> SocketAddr {
+    format!("127.0.0.1:{}", s.https).parse().unwrap()
+}
+
+fn cert_state(state: &Value, domain: &str) -> Value {
+    state["certificates"][domain].clone()
+}
+
+/// Waits until the state shows a certificate for `domain` other than
+/// `not_serial`; returns its serial.
+async fn wait_cert(p: &Proxy, domain: &str, not_serial: Option<&str>, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let st = p.state().await;
+        if let Some(serial) = cert_state(&st, domain)["serial"].as_str() {
+            if Some(serial) != not_serial {
+                return serial.to_string();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no (new) certificate for {domain}: {}\n--- log:\n{}",
+            cert_state(&st, domain),
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn slug_dir(s: &Setup, dir: &Path) -> std::path::PathBuf {
+    let slug = s
+        .pebble
+        .directory
+        .trim_start_matches("https://")
+        .replace([':', '/'], "_");
+    dir.join("acme").join(slug)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http01_from_empty_storage_serves_h2_and_h1_then_restart_places_no_new_order() {
+    let s = setup(None, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&s, dir.path(), "http-01", None);
+    let store = slug_dir(&s, dir.path());
+    let mut p = start_switchyard(dir, &cfg, ENV).await;
+
+    let serial = wait_cert(&p, "app.test", None, Duration::from_secs(30)).await;
+    assert_eq!(s.pebble.orders(), 1, "one order for the one acme host");
+    assert!(p.log().contains("certificate obtained"));
+
+    let root = s.pebble.root_file();
+    let (v, body) = curl_https("app.test", s.https, "/", &root, true).unwrap();
+    assert_eq!((v.as_str(), body.as_str()), ("2", "blue\n"));
+    let (v, body) = curl_https("app.test", s.https, "/", &root, false).unwrap();
+    assert_eq!((v.as_str(), body.as_str()), ("1.1", "blue\n"));
+
+    // Stored once, private.
+    assert_eq!(mode(&store.join("account.json")), 0o600);
+    assert_eq!(mode(&store.join("certs/app.test/key.pem")), 0o600);
+    assert_eq!(mode(&store.join("certs/app.test/cert.pem")), 0o600);
+
+    // The state says what is served and when it renews.
+    let st = p.state().await;
+    let c = cert_state(&st, "app.test");
+    assert!(
+        c["issuer"]
+            .as_str()
+            .unwrap()
+            .contains("Pebble Intermediate"),
+        "{c}"
+    );
+    assert!(c["not_after"].as_str().is_some() && c["renew_at"].as_str().is_some());
+    assert!(c["next_check"].as_str().is_some() && c["last_error"].is_null());
+    let human = p.ctl(&["state"]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains("certificates:") && human.contains(&serial),
+        "{human}"
+    );
+
+    // Restart on the same storage: the stored certificate serves at once,
+    // and no order (nor account) is placed.
+    restart_switchyard(&mut p, ENV).await;
+    let root_pem = s.pebble.root_pem();
+    let a = tls_get(https_addr(&s), "app.test", "app.test", "/", &root_pem)
+        .await
+        .unwrap();
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "blue\n"));
+    assert_eq!(a.serial, serial);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.pebble.orders(), 1, "a restart must not order again");
+    assert_eq!(s.pebble.new_accounts(), 1);
+    assert!(p.log().contains("stored certificate loaded"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn01_from_empty_storage_serves_h2_and_h1() {
+    let s = setup(None, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&s, dir.path(), "tls-alpn-01", None);
+    let p = start_switchyard(dir, &cfg, ENV).await;
+
+    wait_cert(&p, "app.test", None, Duration::from_secs(30)).await;
+    let log = p.log();
+    assert!(log.contains("answered a TLS-ALPN-01 validation"), "{log}");
+    let root = s.pebble.root_file();
+    let (v, body) = curl_https("app.test", s.https, "/", &root, true).unwrap();
+    assert_eq!((v.as_str(), body.as_str()), ("2", "blue\n"));
+    let (v, body) = curl_https("app.test", s.https, "/", &root, false).unwrap();
+    assert_eq!((v.as_str(), body.as_str()), ("1.1", "blue\n"));
+}
+
+/// Short certificates (10 s) renewed 5 s before expiry, with pebble's default
+/// 5 % nonce rejection: clients opening a new connection every 20 ms and one
+/// keep-alive client see no failure, and new handshakes get the new serial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_renewal_under_load_has_zero_failed_requests() {
+    let s = setup(Some(10), true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&s, dir.path(), "http-01", Some("5s"));
+    let p = start_switchyard(dir, &cfg, ENV).await;
+    let first = wait_cert(&p, "app.test", None, Duration::from_secs(30)).await;
+    let root_pem = s.pebble.root_pem();
+    let addr = https_addr(&s);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<Vec<Result<String, String>>>> = Arc::default();
+    let load = {
+        let (stop, seen, root_pem) = (stop.clone(), seen.clone(), root_pem.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let r = tls_get(addr, "app.test", "app.test", "/", &root_pem).await;
+                let r = match r {
+                    Ok(a) if a.status == 200 && a.body == "blue\n" => Ok(a.serial),
+                    Ok(a) => Err(format!("{} {}", a.status, a.body)),
+                    Err(e) => Err(e),
+                };
+                seen.lock().unwrap().push(r);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // A keep-alive connection opened before the renewal keeps working.
+    let stream = tls_support::tls_connect(addr, "app.test", &root_pem, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let (mut ka, conn) = hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::Empty<bytes::Bytes>,
+    >(hyper_util::rt::TokioIo::new(stream))
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+
+    let second = wait_cert(&p, "app.test", Some(&first), Duration::from_secs(20)).await;
+    // Keep going a little after the swap.
+    let after = Instant::now();
+    let mut ka_ok = 0;
+    while after.elapsed() < Duration::from_secs(1) {
+        let req = http::Request::builder()
+            .uri("/")
+            .header("host", "app.test")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let r = ka.send_request(req).await.expect("keep-alive request");
+        assert_eq!(r.status(), 200);
+        ka_ok += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    load.await.unwrap();
+
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let failed: Vec<_> = seen.iter().filter(|r| r.is_err()).collect();
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(seen.len() > 20, "only {} requests", seen.len());
+    assert!(seen.iter().any(|r| r.as_deref() == Ok(first.as_str())));
+    assert!(seen.iter().any(|r| r.as_deref() == Ok(second.as_str())));
+    assert!(ka_ok > 5);
+    // Once swapped, new handshakes get a new certificate.
+    let a = tls_get(addr, "app.test", "app.test", "/", &root_pem)
+        .await
+        .unwrap();
+    assert_ne!(a.serial, first);
+    assert!(s.pebble.orders() >= 2);
+}
+
+/// pebble goes away while the certificate is due for renewal: plain HTTP keeps
+/// working, HTTPS keeps serving the current certificate, attempts back off
+/// (1 s, 2 s, 4 s ...), the error shows in `ctl state`. A fresh pebble (which
+/// forgot the account) is then used: switchyard registers again and renews.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_outage_keeps_serving_backs_off_and_recovers_with_a_new_account() {
+    let mut s = setup(Some(12), false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&s, dir.path(), "http-01", Some("6s"));
+    let p = start_switchyard(dir, &cfg, ENV).await;
+    let first = wait_cert(&p, "app.test", None, Duration::from_secs(30)).await;
+    let root_pem = s.pebble.root_pem();
+    s.pebble.stop();
+
+    // Renewal is due 6 s after issuance; wait for the first failed attempt.
+    let attempts = |st: &Value| cert_state(st, "app.test")["attempts"].as_u64().unwrap_or(0);
+    let failures = |st: &Value| cert_state(st, "app.test")["failures"].as_u64().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while failures(&p.state().await) == 0 {
+        assert!(Instant::now() < deadline, "no failed renewal:\n{}", p.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t0 = Instant::now();
+    let a0 = attempts(&p.state().await);
+
+    // Meanwhile: HTTPS serves the current certificate, plain HTTP works.
+    let mut plain = Client::new(p.http);
+    while t0.elapsed() < Duration::from_millis(4500) {
+        let a = tls_get(https_addr(&s), "app.test", "app.test", "/", &root_pem)
+            .await
+            .expect("the current certificate keeps serving");
+        assert_eq!(
+            (a.status.as_u16(), a.serial.as_str()),
+            (200, first.as_str())
+        );
+        let r = plain.get("plain.test", "/").await.unwrap();
+        assert_eq!(r.status, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let st = p.state().await;
+    let in_window = attempts(&st) - a0;
+    // Backoff 1 s then 2 s: attempts at +1 s and +3 s, the next at +7 s.
+    // Retrying without backoff would make dozens, a fixed 1 s four.
+    assert!(
+        (1..=2).contains(&in_window),
+        "{in_window} attempts in 4.5 s: {}",
+        cert_state(&st, "app.test")
+    );
+    let c = cert_state(&st, "app.test");
+    assert!(c["consecutive_failures"].as_u64().unwrap() >= 2, "{c}");
+    assert!(c["last_error"].as_str().is_some(), "{c}");
+    let human = p.ctl(&["state"]);
+    let human = String::from_utf8_lossy(&human.stdout).into_owned();
+    assert!(human.contains("last error:"), "{human}");
+
+    // The CA comes back, reset: a new account, a new certificate.
+    s.pebble.restart();
+    let second = wait_cert(&p, "app.test", Some(&first), Duration::from_secs(20)).await;
+    assert_eq!(s.pebble.new_accounts(), 1, "{}", s.pebble.log());
+    assert!(p.log().contains("registering a new one"));
+    let new_root = s.pebble.root_pem();
+    let a = tls_get(https_addr(&s), "app.test", "app.test", "/", &new_root)
+        .await
+        .unwrap();
+    assert_eq!(a.serial, second);
+    let c = cert_state(&p.state().await, "app.test");
+    assert_eq!(c["consecutive_failures"], 0, "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_in_storage_is_set_aside_and_reobtained() {
+    let s = setup(None, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&s, dir.path(), "http-01", None);
+    let store = slug_dir(&s, dir.path());
+    let certs = store.join("certs/app.test");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::write(store.join("account.json"), b"{\"id\": \"https://loc").unwrap();
+    std::fs::write(
+        certs.join("cert.pem"),
+        b"-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU",
+    )
+    .unwrap();
+    std::fs::write(certs.join("key.pem"), [0u8, 159, 146, 150, 255, 1, 2, 3]).unwrap();
+    let p = start_switchyard(dir, &cfg, ENV).await;
+
+    let serial = wait_cert(&p, "app.test", None, Duration::from_secs(30)).await;
+    let log = p.log();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(
+        log.contains("stored certificate for app.test") && log.contains("is unusable"),
+        "{log}"
+    );
+    assert!(log.contains("stored ACME account is unusable"), "{log}");
+    let names: Vec<String> = std::fs::read_dir(&certs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("cert.pem.corrupt-")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.starts_with("key.pem.corrupt-")),
+        "{names:?}"
+    );
+    assert!(std::fs::read_dir(&store).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("account.json.corrupt-")));
+    let a = tls_get(
+        https_addr(&s),
+        "app.test",
+        "app.test",
+        "/",
+        &s.pebble.root_pem(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((a.status.as_u16(), a.serial), (200, serial));
+    // The error of the start stays visible until the certificate is obtained.
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            cert_state(&p.state().await, "app.test")["last_success_at"].is_string()
+        })
+        .await
+    );
+}
