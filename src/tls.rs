@@ -213,6 +213,8 @@ struct Sources {
     files: Vec<(HostPattern, LoadedCert)>,
     /// ACME certificates per domain.
     acme: BTreeMap<String, LoadedCert>,
+    /// Domains with an expiry gauge series.
+    exported: Vec<String>,
 }
 
 /// SNI -> certificate, swapped whole on every change.
@@ -220,6 +222,9 @@ pub struct CertStore {
     map: ArcSwap<CertMap>,
     /// Writers only (reload, the ACME manager); handshakes never lock.
     sources: Mutex<Sources>,
+    /// `switchyard_certificate_expiry_timestamp_seconds{domain}`, kept in
+    /// step with what is served.
+    expiry: std::sync::OnceLock<prometheus::GaugeVec>,
 }
 
 // === impl CertStore ===
@@ -229,6 +234,7 @@ impl Default for CertStore {
         CertStore {
             map: ArcSwap::from_pointee(CertMap::default()),
             sources: Mutex::new(Sources::default()),
+            expiry: std::sync::OnceLock::new(),
         }
     }
 }
@@ -244,6 +250,15 @@ impl fmt::Debug for CertStore {
 }
 
 impl CertStore {
+    /// Exports each served certificate's expiry to `gauge` from now on
+    /// (the first gauge given wins).
+    pub fn export_expiry(&self, gauge: prometheus::GaugeVec) {
+        if self.expiry.set(gauge).is_ok() {
+            let mut s = self.sources();
+            self.publish(&mut s);
+        }
+    }
+
     fn sources(&self) -> std::sync::MutexGuard<'_, Sources> {
         self.sources.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -251,7 +266,23 @@ impl CertStore {
     /// Publishes a new snapshot. ACME certificates are exact names; a file
     /// for an exact name wins over an ACME one for the same name (the route
     /// says which it wants, so both exist only across a reload).
-    fn publish(&self, s: &Sources) {
+    fn publish(&self, s: &mut Sources) {
+        if let Some(g) = self.expiry.get() {
+            let mut now: BTreeMap<String, i64> = BTreeMap::new();
+            for (p, c) in &s.files {
+                now.insert(p.to_string(), c.info.not_after);
+            }
+            for (d, c) in &s.acme {
+                now.insert(d.clone(), c.info.not_after);
+            }
+            for gone in s.exported.iter().filter(|d| !now.contains_key(*d)) {
+                let _ = g.remove_label_values(&[gone.as_str()]);
+            }
+            for (d, t) in &now {
+                g.with_label_values(&[d.as_str()]).set(*t as f64);
+            }
+            s.exported = now.into_keys().collect();
+        }
         let mut map = CertMap::default();
         for (d, c) in &s.acme {
             map.exact.insert(d.as_str().into(), c.key.clone());
@@ -274,14 +305,14 @@ impl CertStore {
     pub fn set_acme(&self, domain: &str, cert: LoadedCert) {
         let mut s = self.sources();
         s.acme.insert(domain.to_string(), cert);
-        self.publish(&s);
+        self.publish(&mut s);
     }
 
     /// Forgets the ACME certificate of `domain` (its route is gone).
     pub fn remove_acme(&self, domain: &str) {
         let mut s = self.sources();
         if s.acme.remove(domain).is_some() {
-            self.publish(&s);
+            self.publish(&mut s);
         }
     }
 
@@ -293,7 +324,7 @@ impl CertStore {
     fn set_files(&self, files: Vec<(HostPattern, LoadedCert)>) {
         let mut s = self.sources();
         s.files = files;
-        self.publish(&s);
+        self.publish(&mut s);
     }
 
     fn file_cert(&self, pattern: &HostPattern) -> Option<LoadedCert> {
@@ -722,6 +753,27 @@ mod tests {
         assert!(store.lookup("other.test").is_none());
         store.remove_acme("exact.a.example.com");
         assert!(is("exact.a.example.com", &cert2));
+    }
+
+    #[test]
+    fn expiry_gauge_follows_the_store() {
+        let g = prometheus::GaugeVec::new(prometheus::Opts::new("exp", "h"), &["domain"]).unwrap();
+        let store = CertStore::default();
+        store.export_expiry(g.clone());
+        let (c, k) = self_signed(&["a.test"]);
+        let cert = load_pem(c.as_bytes(), k.as_bytes()).unwrap();
+        store.set_acme("a.test", cert.clone());
+        assert_eq!(
+            g.with_label_values(&["a.test"]).get(),
+            cert.info.not_after as f64
+        );
+        store.remove_acme("a.test");
+        assert_eq!(
+            prometheus::core::Collector::collect(&g)[0]
+                .get_metric()
+                .len(),
+            0
+        );
     }
 
     #[test]

@@ -12,10 +12,11 @@ mod tls_support;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 
 use pebble::{Pebble, PebbleOpts};
@@ -30,6 +31,7 @@ struct Setup {
     pebble: Pebble,
     http: u16,
     https: u16,
+    metrics: u16,
 }
 
 async fn setup(validity: Option<u64>, reject_nonces: bool) -> Setup {
@@ -44,6 +46,7 @@ async fn setup(validity: Option<u64>, reject_nonces: bool) -> Setup {
         pebble,
         http,
         https,
+        metrics: free_port(),
     }
 }
 
@@ -56,6 +59,9 @@ fn config(s: &Setup, dir: &Path, challenge: &str, renew_before: Option<&str>) ->
 http = "127.0.0.1:{http}"
 https = "127.0.0.1:{https}"
 shutdown_grace = "1s"
+
+[metrics]
+listen = "127.0.0.1:{metrics}"
 
 [admin]
 socket = "{dir}/admin.sock"
@@ -88,6 +94,7 @@ backends = ["{upstream}"]
         directory = s.pebble.directory,
         ca = s.pebble.ca_file.display(),
         upstream = s.upstream.addr,
+        metrics = s.metrics,
     )
 }
 
@@ -177,6 +184,22 @@ async fn http01_from_empty_storage_serves_h2_and_h1_then_restart_places_no_new_o
     assert!(
         human.contains("certificates:") && human.contains(&serial),
         "{human}"
+    );
+    // The expiry gauge of the metrics.
+    let metrics = std::process::Command::new("curl")
+        .args(["-sf", &format!("http://127.0.0.1:{}/metrics", s.metrics)])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let gauge = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("switchyard_certificate_expiry_timestamp_seconds{domain=\"app.test\"}")
+        })
+        .unwrap_or_else(|| panic!("no expiry gauge:\n{metrics}"));
+    assert_eq!(
+        gauge.rsplit(' ').next().unwrap().parse::<f64>().unwrap(),
+        c["not_after_unix"].as_f64().unwrap()
     );
 
     // Restart on the same storage: the stored certificate serves at once,
@@ -414,4 +437,141 @@ async fn garbage_in_storage_is_set_aside_and_reobtained() {
         })
         .await
     );
+}
+
+/// A CA that answers every new-account request with 429, a rateLimited
+/// problem and `Retry-After: 10`; counts those requests.
+async fn start_rate_limited_ca(ca: &tls_support::TestCa) -> (u16, Arc<AtomicU64>) {
+    use http_body_util::Full;
+    let (cert, key) = ca.leaf(&["localhost"]);
+    let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicU64::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, h) = (acceptor.clone(), h.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| {
+                        let h = h.clone();
+                        async move {
+                            let base = format!("https://localhost:{port}");
+                            let mut r = http::Response::builder().header("replay-nonce", "bm9uY2U");
+                            let body = match req.uri().path() {
+                                "/dir" => serde_json::json!({
+                                    "newNonce": format!("{base}/nonce"),
+                                    "newAccount": format!("{base}/acct"),
+                                    "newOrder": format!("{base}/order"),
+                                })
+                                .to_string(),
+                                "/nonce" => String::new(),
+                                _ => {
+                                    h.fetch_add(1, Ordering::SeqCst);
+                                    r = r
+                                        .status(429)
+                                        .header("retry-after", "10")
+                                        .header("content-type", "application/problem+json");
+                                    r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"too many new accounts","status":429}"#.to_string()
+                                }
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                r.body(Full::new(bytes::Bytes::from(body))).unwrap(),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (port, hits)
+}
+
+/// A 429 with Retry-After: the next attempt waits for it even though the
+/// backoff alone (1 s, 2 s) would retry sooner; the state counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_retry_after_is_honoured() {
+    let upstream = Upstream::start("blue").await;
+    let ca = tls_support::TestCa::new("fake CA");
+    let (port, hits) = start_rate_limited_ca(&ca).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+    let cfg = format!(
+        r#"[server]
+http = "127.0.0.1:{http}"
+https = "127.0.0.1:{https}"
+
+[admin]
+socket = "{d}/admin.sock"
+state = "{d}/state.json"
+
+[acme]
+email = "ops@app.test"
+directory = "https://localhost:{port}/dir"
+storage = "{d}/acme"
+ca_file = "{d}/ca.pem"
+
+[[routes]]
+host = "app.test"
+pool = "app"
+tls = "acme"
+
+[pools.app.versions.blue]
+weight = 100
+backends = ["{up}"]
+"#,
+        http = free_port(),
+        https = free_port(),
+        up = upstream.addr,
+    );
+    let p = start_switchyard(dir, &cfg, ENV).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            hits.load(Ordering::SeqCst) >= 1
+        })
+        .await,
+        "{}",
+        p.log()
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "retried before Retry-After:\n{}",
+        p.log()
+    );
+    let c = cert_state(&p.state().await, "app.test");
+    assert_eq!(c["rate_limited"], 1, "{c}");
+    assert!(
+        c["last_error"].as_str().unwrap().contains("rateLimited"),
+        "{c}"
+    );
+    let next = humantime::parse_rfc3339(c["next_check"].as_str().unwrap()).unwrap();
+    let wait = next
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(wait >= Duration::from_secs(3), "next check too soon: {c}");
 }
