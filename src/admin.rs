@@ -267,11 +267,19 @@ pub async fn dispatch(app: &Arc<App>, cmd: AdminCommand, who: String) -> Result<
     match cmd {
         AdminCommand::State => Ok(app.state_json()),
         AdminCommand::Events { since } => Ok(json!({ "events": app.events.since(since) })),
-        AdminCommand::RolloutStart { .. }
-        | AdminCommand::RolloutStatus { .. }
-        | AdminCommand::RolloutAction { .. } => Err(AdminError::NotImplemented(
-            "rollouts are not available in this build yet".into(),
-        )),
+        AdminCommand::RolloutStatus { pool } => crate::rollout::status(app, &pool),
+        AdminCommand::RolloutStart { pool, body } => {
+            let app = app.clone();
+            tokio::task::spawn_blocking(move || crate::rollout::start(&app, &pool, &body, &who))
+                .await
+                .map_err(|e| AdminError::Internal(format!("admin task failed: {e}")))?
+        }
+        AdminCommand::RolloutAction { pool, action } => {
+            let app = app.clone();
+            tokio::task::spawn_blocking(move || crate::rollout::act(&app, &pool, action, &who))
+                .await
+                .map_err(|e| AdminError::Internal(format!("admin task failed: {e}")))?
+        }
         AdminCommand::DeleteVersion { pool, version } => {
             // Keep the version's backends to watch them drain.
             let backends: Vec<Arc<Backend>> = app

@@ -49,6 +49,8 @@ pub struct App {
     bound: Mutex<BTreeMap<&'static str, String>>,
     /// Prometheus metrics; the table holds handles into it.
     pub metrics: Arc<Metrics>,
+    /// Running rollout tasks.
+    pub rollout_controller: crate::rollout::Controller,
     /// Notified after every table swap (health probes follow the table).
     pub table_changed: Arc<Notify>,
     /// Notified when health or ejection changed what is available; the
@@ -122,6 +124,7 @@ impl App {
         let table =
             RoutingTable::build_with_metrics(&effective, &registry, &canaries(&kept), &metrics);
         let tls = Arc::new(crate::tls::TlsState::new(&file));
+        tls.certs.export_expiry(metrics.certificate_expiry.clone());
         App {
             table: ArcSwap::from_pointee(table),
             registry,
@@ -138,6 +141,7 @@ impl App {
             sticky_counter: AtomicU64::new(0),
             bound: Mutex::new(BTreeMap::new()),
             metrics,
+            rollout_controller: Default::default(),
             table_changed: Arc::new(Notify::new()),
             rebuild_wanted: Arc::new(Notify::new()),
             tls,
@@ -327,6 +331,66 @@ impl App {
             after: json!(after),
         });
         Ok(json!({ "pool": pool, "weights": after }))
+    }
+
+    /// The configured weights of a pool's versions (after runtime changes).
+    pub fn pool_weights(&self, pool: &str) -> Option<BTreeMap<String, u32>> {
+        let ctl = self.lock();
+        ctl.effective
+            .pools
+            .contains_key(pool)
+            .then(|| Self::weights_of(&ctl, pool))
+    }
+
+    /// The stored rollout of each pool (any status).
+    pub fn rollouts(&self) -> BTreeMap<String, Value> {
+        self.lock().state.rollouts.clone()
+    }
+
+    /// Stores a rollout's new state and, optionally, new weights for its pool,
+    /// in one durable write, then records the events. The rollout controller
+    /// changes weights only through here.
+    pub fn rollout_commit(
+        &self,
+        pool: &str,
+        rollout: Value,
+        weights: Option<&BTreeMap<String, u32>>,
+        events: Vec<NewEvent>,
+    ) -> Result<(), AdminError> {
+        let mut ctl = self.lock();
+        let before = Self::weights_of(&ctl, pool);
+        let mut state = ctl.state.clone();
+        state.rollouts.insert(pool.to_string(), rollout);
+        if let Some(w) = weights {
+            let o = state.pools.entry(pool.to_string()).or_default();
+            if o.weights.is_empty() {
+                o.base = file_weights(&ctl.file, pool);
+            }
+            o.weights.extend(w.iter().map(|(k, &v)| (k.clone(), v)));
+        }
+        self.commit(&mut ctl, state)?;
+        if let Some(w) = weights {
+            let mut after = before.clone();
+            after.extend(w.iter().map(|(k, &v)| (k.clone(), v)));
+            if after != before {
+                self.events.record(NewEvent {
+                    who: "rollout".into(),
+                    kind: "weights",
+                    pool: Some(pool.into()),
+                    what: format!(
+                        "weights of {pool}: {} -> {}",
+                        fmt_weights(&before),
+                        fmt_weights(&after)
+                    ),
+                    before: json!(before),
+                    after: json!(after),
+                });
+            }
+        }
+        for e in events {
+            self.events.record(e);
+        }
+        Ok(())
     }
 
     /// `PUT /v1/pools/{pool}/versions/{v}`: add or replace a version. Without a

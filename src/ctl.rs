@@ -277,6 +277,94 @@ pub fn render_events(v: &Value) -> String {
     out
 }
 
+/// Human rendering of a rollout status.
+pub fn render_rollout(v: &Value) -> String {
+    let mut out = String::new();
+    let state = v["state"].as_str().unwrap_or("");
+    let _ = writeln!(
+        out,
+        "rollout of {} in {} (stable {}): {state}, step {}/{} at {}%",
+        v["canary"].as_str().unwrap_or(""),
+        v["pool"].as_str().unwrap_or(""),
+        v["stable"].as_str().unwrap_or(""),
+        v["step_number"],
+        v["steps_total"],
+        v["percent"]
+    );
+    if state == "running" {
+        let _ = writeln!(
+            out,
+            "  next judgement in {:.1}s",
+            v["time_left_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
+        );
+    }
+    if let Some(j) = v.get("last").filter(|j| !j.is_null()) {
+        let _ = writeln!(
+            out,
+            "  last judgement: {}: {}",
+            j["verdict"].as_str().unwrap_or(""),
+            j["reason"].as_str().unwrap_or("")
+        );
+        let f = |x: &Value, scale: f64, unit: &str| {
+            x.as_f64()
+                .map(|x| format!("{:.2}{unit}", x * scale))
+                .unwrap_or_else(|| "n/a".into())
+        };
+        let _ = writeln!(
+            out,
+            "    canary {} req, 5xx {}, p99 {} | stable {} req, 5xx {}, p99 {}",
+            j["canary_requests"],
+            f(&j["canary_error_rate"], 100.0, "%"),
+            f(&j["canary_p99"], 1000.0, " ms"),
+            j["stable_requests"],
+            f(&j["stable_error_rate"], 100.0, "%"),
+            f(&j["stable_p99"], 1000.0, " ms")
+        );
+    }
+    if let Some(r) = v["reason"].as_str() {
+        let _ = writeln!(out, "  {state}: {r}");
+    }
+    out
+}
+
+/// `rollout start --wait`: a live one-line progress on stderr until the
+/// rollout ends; Ok when promoted, an error when rolled back.
+pub async fn follow_rollout(socket: &Path, pool: &str) -> Result<String, CtlError> {
+    use std::io::Write as _;
+    let path = format!("/v1/pools/{pool}/rollout");
+    loop {
+        let v = call(socket, Method::GET, &path, None).await?;
+        let state = v["state"].as_str().unwrap_or("").to_string();
+        let last = v["last"]["verdict"].as_str().unwrap_or("-");
+        let line = format!(
+            "\r{pool}: {} {state} step {}/{} {}% next judgement {:.0}s last {last}   ",
+            v["canary"].as_str().unwrap_or(""),
+            v["step_number"],
+            v["steps_total"],
+            v["percent"],
+            v["time_left_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
+        );
+        let mut err = std::io::stderr();
+        let _ = err.write_all(line.as_bytes());
+        let _ = err.flush();
+        match state.as_str() {
+            "promoted" => {
+                let _ = writeln!(err);
+                return Ok(render_rollout(&v));
+            }
+            "rolled_back" => {
+                let _ = writeln!(err);
+                return Err(CtlError::Api {
+                    status: StatusCode::CONFLICT,
+                    message: format!("rolled back: {}", v["reason"].as_str().unwrap_or("")),
+                    body: v,
+                });
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

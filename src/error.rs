@@ -13,8 +13,6 @@ pub enum AdminError {
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
-    NotImplemented(String),
-    #[error("{0}")]
     Internal(String),
 }
 
@@ -24,7 +22,6 @@ impl AdminError {
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::Conflict(_) => StatusCode::CONFLICT,
-            AdminError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -39,7 +36,6 @@ mod tests {
         assert_eq!(AdminError::BadRequest(String::new()).status(), 400);
         assert_eq!(AdminError::NotFound(String::new()).status(), 404);
         assert_eq!(AdminError::Conflict(String::new()).status(), 409);
-        assert_eq!(AdminError::NotImplemented(String::new()).status(), 501);
         assert_eq!(AdminError::Internal(String::new()).status(), 500);
     }
 }

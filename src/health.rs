@@ -121,14 +121,12 @@ pub async fn probe(addr: &str, hc: &HealthConfig) -> Result<StatusCode, ProbeErr
     }
 }
 
-/// A small jitter in `[0, max)`, without a random crate: hashed from the key
-/// and the time, good enough to keep a fleet of probes out of lockstep.
+/// A small jitter in `[0, max)`, without a random crate: the key hashed with
+/// a random seed, good enough to keep a fleet of probes out of lockstep.
 fn jitter(key: &BackendKey, max: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hash, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    key.hash(&mut h);
+    use std::hash::BuildHasher;
     let ms = max.as_millis().max(1) as u64;
-    Duration::from_millis(h.finish() % ms)
+    Duration::from_millis(std::collections::hash_map::RandomState::new().hash_one(key) % ms)
 }
 
 async fn probe_loop(app: Arc<App>, backend: Arc<Backend>, hc: HealthConfig) {

@@ -12,6 +12,7 @@
 //! | [`config`] | the TOML model, validation with line:col diagnostics, defaults |
 //! | [`host`] | host name normalization (case, port, trailing dot), wildcard patterns |
 //! | [`balance`] | smooth weighted schedule, sticky buckets, backend round robin (pure) |
+//! | [`rollout`] | the canary / blue-green controller: plans, gates, judgement, promote, roll back |
 //! | [`routing`] | the `RoutingTable` snapshot: host lookup, version and backend choice |
 //! | [`health`] | active probes (rise/fall), rebuilds on health changes |
 //! | [`metrics`] | Prometheus series, handles resolved at build, the windowed reader |
@@ -46,6 +47,7 @@ pub mod health;
 pub mod host;
 pub mod metrics;
 pub mod proxy;
+pub mod rollout;
 pub mod routing;
 pub mod server;
 pub mod state;

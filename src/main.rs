@@ -91,6 +91,11 @@ enum CtlCmd {
         #[command(subcommand)]
         cmd: VersionCmd,
     },
+    /// Canary and blue-green rollouts.
+    Rollout {
+        #[command(subcommand)]
+        cmd: RolloutCmd,
+    },
     /// Reload the config file.
     Reload,
     /// The audit log.
@@ -99,6 +104,43 @@ enum CtlCmd {
         #[arg(long, default_value_t = 0)]
         since: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum RolloutCmd {
+    /// Start a rollout of CANARY (the stable version is the one with the most traffic).
+    Start {
+        pool: String,
+        canary: String,
+        /// Canary percent per step, e.g. 1,5,25,100 (100 is always last).
+        #[arg(long, value_delimiter = ',')]
+        steps: Option<Vec<u32>>,
+        /// How long each step lasts before it is judged, e.g. 2m.
+        #[arg(long)]
+        step_duration: Option<String>,
+        /// canary-10, linear-10 or all-at-once (blue-green).
+        #[arg(long)]
+        preset: Option<String>,
+        /// Requests needed on each side before judging.
+        #[arg(long)]
+        min_requests: Option<u64>,
+        /// Start even during the cooldown after a rollback.
+        #[arg(long)]
+        force: bool,
+        /// Follow the rollout: exit 0 when promoted, 1 when rolled back.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Step, percent, time left and the last judgement.
+    Status { pool: String },
+    /// Hold the current step.
+    Pause { pool: String },
+    /// Continue a paused rollout (its step restarts its window).
+    Resume { pool: String },
+    /// Give the canary all traffic now.
+    Promote { pool: String },
+    /// Roll back now: canary 0, stable 100.
+    Abort { pool: String },
 }
 
 #[derive(Subcommand)]
@@ -298,6 +340,17 @@ fn demo_config(path: &Path) -> anyhow::Result<()> {
 }
 
 fn ctl_main(socket: PathBuf, as_json: bool, cmd: CtlCmd) -> ExitCode {
+    // `rollout start --wait` follows a rollout for as long as it takes.
+    let limit = if matches!(
+        cmd,
+        CtlCmd::Rollout {
+            cmd: RolloutCmd::Start { wait: true, .. }
+        }
+    ) {
+        Duration::from_secs(7 * 24 * 3600)
+    } else {
+        Duration::from_secs(60)
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -308,9 +361,7 @@ fn ctl_main(socket: PathBuf, as_json: bool, cmd: CtlCmd) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(60), ctl_run(&socket, as_json, cmd)).await
-    }) {
+    match rt.block_on(async { tokio::time::timeout(limit, ctl_run(&socket, as_json, cmd)).await }) {
         Ok(Ok(out)) => {
             print!("{out}");
             ExitCode::SUCCESS
@@ -418,6 +469,7 @@ async fn ctl_run(socket: &Path, as_json: bool, cmd: CtlCmd) -> Result<String, Ct
             .await?;
             Ok(out(v, format!("{pool}: version {version} removed\n")))
         }
+        CtlCmd::Rollout { cmd } => rollout_cmd(socket, as_json, cmd).await,
         CtlCmd::Reload => {
             let v = ctl::call(socket, Method::POST, "/v1/reload", None).await?;
             let mut human = format!("reloaded {}\n", v["reloaded"].as_str().unwrap_or(""));
@@ -450,4 +502,82 @@ fn weights_line(v: &Value) -> String {
                 .join(" ")
         })
         .unwrap_or_default()
+}
+
+async fn rollout_cmd(socket: &Path, as_json: bool, cmd: RolloutCmd) -> Result<String, CtlError> {
+    let pretty = |v: &Value| format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default());
+    let (pool, action) = match cmd {
+        RolloutCmd::Start {
+            pool,
+            canary,
+            steps,
+            step_duration,
+            preset,
+            min_requests,
+            force,
+            wait,
+        } => {
+            let mut body = json!({ "canary": canary });
+            if let Some(s) = steps {
+                body["steps"] = json!(s);
+            }
+            if let Some(d) = step_duration {
+                body["step_duration"] = json!(d);
+            }
+            if let Some(p) = preset {
+                body["preset"] = json!(p);
+            }
+            if let Some(m) = min_requests {
+                body["min_requests"] = json!(m);
+            }
+            if force {
+                body["force"] = json!(true);
+            }
+            let v = ctl::call(
+                socket,
+                Method::POST,
+                &format!("/v1/pools/{pool}/rollout"),
+                Some(&body),
+            )
+            .await?;
+            if !wait {
+                return Ok(if as_json {
+                    pretty(&v)
+                } else {
+                    ctl::render_rollout(&v)
+                });
+            }
+            return ctl::follow_rollout(socket, &pool).await;
+        }
+        RolloutCmd::Status { pool } => {
+            let v = ctl::call(
+                socket,
+                Method::GET,
+                &format!("/v1/pools/{pool}/rollout"),
+                None,
+            )
+            .await?;
+            return Ok(if as_json {
+                pretty(&v)
+            } else {
+                ctl::render_rollout(&v)
+            });
+        }
+        RolloutCmd::Pause { pool } => (pool, "pause"),
+        RolloutCmd::Resume { pool } => (pool, "resume"),
+        RolloutCmd::Promote { pool } => (pool, "promote"),
+        RolloutCmd::Abort { pool } => (pool, "abort"),
+    };
+    let v = ctl::call(
+        socket,
+        Method::POST,
+        &format!("/v1/pools/{pool}/rollout/{action}"),
+        None,
+    )
+    .await?;
+    Ok(if as_json {
+        pretty(&v)
+    } else {
+        ctl::render_rollout(&v)
+    })
 }

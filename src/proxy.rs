@@ -361,17 +361,8 @@ async fn serve<'t>(
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     at.version = Some(vidx);
-    let (mut resp, vidx) = forward(
-        app,
-        table,
-        route,
-        vidx,
-        version,
-        backend,
-        req,
-        &mut at.version,
-    )
-    .await?;
+    let chosen = (vidx, version, backend);
+    let (mut resp, vidx) = forward(app, table, route, chosen, req, &mut at.version).await?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -420,9 +411,7 @@ async fn forward(
     app: &App,
     table: &RoutingTable,
     route: &Route,
-    mut vidx: usize,
-    mut version: &Version,
-    mut backend: Arc<Backend>,
+    (mut vidx, mut version, mut backend): (usize, &Version, Arc<Backend>),
     req: Request<Incoming>,
     at_version: &mut Option<usize>,
 ) -> Result<(Response<ProxyBody>, usize), ProxyError> {

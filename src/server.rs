@@ -166,7 +166,10 @@ pub async fn run(
         shutdown_rx.clone(),
     ));
 
+    app.rollout_controller.resume_all(&app);
+
     wait_for_stop(&app, stop).await;
+    app.rollout_controller.stop_all();
 
     tracing::info!(grace = ?config.server.shutdown_grace, "shutting down: no new connections, draining in-flight requests");
     let _ = shutdown_tx.send(true);
