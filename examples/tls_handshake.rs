@@ -1,0 +1,92 @@
+//! How many full TLS handshakes per second does a server complete? A load
+//! client for `benches/tls_compare.sh`: CONNS concurrent loops, each opening
+//! a new TCP connection, doing a full handshake (session resumption off, so
+//! every connection pays for ECDHE and the certificate signature), sending one
+//! `GET /` with `Connection: close` and reading the answer to its end.
+//!
+//! Usage: tls_handshake ADDR SNI CA_PEM SECONDS [CONNS]
+//! Prints: `handshakes=N seconds=S per_second=R errors=E`
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 5 {
+        eprintln!("usage: tls_handshake ADDR SNI CA_PEM SECONDS [CONNS]");
+        std::process::exit(2);
+    }
+    let addr: SocketAddr = args[1].parse().expect("ADDR is host:port");
+    let sni = ServerName::try_from(args[2].clone()).expect("SNI is a name");
+    let seconds: u64 = args[4].parse().expect("SECONDS is a number");
+    let conns: usize = args.get(5).map_or(16, |c| c.parse().expect("CONNS is a number"));
+
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&args[3]).expect("CA_PEM readable") {
+        roots.add(c.expect("a PEM certificate")).expect("a usable root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..conns {
+            let (connector, sni, done, errors) =
+                (connector.clone(), sni.clone(), done.clone(), errors.clone());
+            tasks.push(tokio::spawn(async move {
+                let req = format!(
+                    "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                    sni.to_str()
+                );
+                let mut buf = Vec::with_capacity(1024);
+                while Instant::now() < deadline {
+                    let ok = async {
+                        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+                        tcp.set_nodelay(true).ok()?;
+                        let mut tls = connector.connect(sni.clone(), tcp).await.ok()?;
+                        tls.write_all(req.as_bytes()).await.ok()?;
+                        buf.clear();
+                        tls.read_to_end(&mut buf).await.ok();
+                        buf.starts_with(b"HTTP/1.1 200").then_some(())
+                    }
+                    .await;
+                    match ok {
+                        Some(()) => done.fetch_add(1, Ordering::Relaxed),
+                        None => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let n = done.load(Ordering::Relaxed);
+    println!(
+        "handshakes={n} seconds={secs:.1} per_second={:.0} errors={}",
+        n as f64 / secs,
+        errors.load(Ordering::Relaxed)
+    );
+}
