@@ -25,11 +25,15 @@ fn main() {
     let addr: SocketAddr = args[1].parse().expect("ADDR is host:port");
     let sni = ServerName::try_from(args[2].clone()).expect("SNI is a name");
     let seconds: u64 = args[4].parse().expect("SECONDS is a number");
-    let conns: usize = args.get(5).map_or(16, |c| c.parse().expect("CONNS is a number"));
+    let conns: usize = args
+        .get(5)
+        .map_or(16, |c| c.parse().expect("CONNS is a number"));
 
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(&args[3]).expect("CA_PEM readable") {
-        roots.add(c.expect("a PEM certificate")).expect("a usable root");
+        roots
+            .add(c.expect("a PEM certificate"))
+            .expect("a usable root");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
