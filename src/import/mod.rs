@@ -1,0 +1,264 @@
+//! `switchyard import traefik FILE...`: Traefik configuration in, an
+//! equivalent switchyard config (TOML text) out.
+//!
+//! ```text
+//! FILE ──yaml/toml──> documents ──classify──> compose   (compose::read_compose: labels, Traefik's command line)
+//!                                          ├> dynamic   (dynamic::read_dynamic: http.routers/services/middlewares)
+//!                                          ├> static    (dynamic::read_static: entryPoints, certificatesResolvers)
+//!                                          └> manifest  (dynamic::read_k8s: TraefikService, IngressRoute)
+//!      every reader fills a model::Traefik, merged over all files
+//!      ──emit::build──> TOML text ──Config::from_toml_str──> validated before it is printed
+//! ```
+//!
+//! Routers become routes (one per host of `Host(`a`) || Host(`b`)`), the
+//! services behind a host become one pool whose versions carry Traefik's
+//! weights, containers become backends by compose service name and port.
+//! Everything that is not carried over is a comment at the top of the output;
+//! keys and labels the importer does not know are also returned as warnings.
+//! Malformed input is an [`ImportError`] naming the file and the key.
+
+mod compose;
+mod dynamic;
+mod emit;
+mod model;
+mod rule;
+mod tree;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::config::Config;
+use model::Traefik;
+use tree::Node;
+
+/// Why an import failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{col}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("{path}: not a Docker Compose file, a Traefik dynamic or static configuration, nor a Traefik Kubernetes manifest (top-level keys: {keys})")]
+    Unrecognized { path: PathBuf, keys: String },
+    #[error("found no routers, services or certificate resolvers to import in {files}")]
+    Empty { files: String },
+    /// The importer wrote a config that does not validate: a bug to report.
+    #[error("the imported configuration does not validate (please report this):\n{0}")]
+    Generated(String),
+}
+
+/// One input: its name (for messages), its text, and the variables compose
+/// interpolation sees.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: String,
+    pub env: BTreeMap<String, String>,
+}
+
+/// A finished import.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// The switchyard config, comments included; it passes `switchyard check`.
+    pub toml: String,
+    /// Keys and labels the importer does not know (also among the notes).
+    pub warnings: Vec<String>,
+    /// Everything not carried over (the comments at the top of `toml`).
+    pub notes: Vec<String>,
+}
+
+/// Reads the files and imports them. Compose variables come from the
+/// environment, then from a `.env` file next to each file.
+pub fn traefik_files(paths: &[PathBuf]) -> Result<Imported, ImportError> {
+    let mut sources = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path).map_err(|source| ImportError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let mut env = BTreeMap::new();
+        let dotenv = path
+            .parent()
+            .map(|d| d.join(".env"))
+            .unwrap_or_else(|| PathBuf::from(".env"));
+        if let Ok(t) = std::fs::read_to_string(&dotenv) {
+            env.extend(tree::parse_dotenv(&t));
+        }
+        env.extend(std::env::vars());
+        sources.push(Source {
+            path: path.clone(),
+            text,
+            env,
+        });
+    }
+    traefik(&sources)
+}
+
+/// The kind of one document.
+enum Doc {
+    Compose,
+    Manifest(String),
+    Config { dynamic: bool, statik: bool },
+}
+
+fn classify(v: &Value) -> Option<Doc> {
+    let map = v.as_object()?;
+    let has = |k: &str| map.keys().any(|x| x.eq_ignore_ascii_case(k));
+    if has("apiVersion") && has("kind") {
+        let kind = map
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("kind"))
+            .and_then(|(_, v)| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        return Some(Doc::Manifest(kind));
+    }
+    if map
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("services") && v.is_object())
+    {
+        return Some(Doc::Compose);
+    }
+    let dynamic = ["http", "tcp", "udp", "tls"].iter().any(|k| has(k));
+    let statik = dynamic::STATIC_KEYS.iter().any(|k| has(k));
+    (dynamic || statik).then_some(Doc::Config { dynamic, statik })
+}
+
+fn parse(s: &Source) -> Result<Vec<Value>, ImportError> {
+    let ext = s
+        .path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "toml" => Ok(vec![tree::toml_document(&s.path, &s.text)?]),
+        "yml" | "yaml" | "json" => tree::yaml_documents(&s.path, &s.text),
+        // No telling extension: YAML first, then TOML.
+        _ => tree::yaml_documents(&s.path, &s.text).or_else(|e| {
+            tree::toml_document(&s.path, &s.text)
+                .map(|v| vec![v])
+                .map_err(|_| e)
+        }),
+    }
+}
+
+/// Imports already read inputs.
+pub fn traefik(sources: &[Source]) -> Result<Imported, ImportError> {
+    let mut parsed: Vec<(&Source, Vec<Value>)> = Vec::new();
+    for s in sources {
+        parsed.push((s, parse(s)?));
+    }
+    // Named ports of Kubernetes Services, for TraefikServices that use them.
+    let mut ports = dynamic::NamedPorts::new();
+    for (s, docs) in &parsed {
+        for d in docs {
+            if let Some(Doc::Manifest(kind)) = classify(d) {
+                if kind == "Service" {
+                    dynamic::collect_ports(&Node::root(&s.path, "", d), &mut ports)?;
+                }
+            }
+        }
+    }
+
+    let mut t = Traefik::default();
+    for (s, docs) in &parsed {
+        let multi = docs.len() > 1;
+        for (i, d) in docs.iter().enumerate() {
+            let prefix = if multi {
+                format!("document {} ", i + 1)
+            } else {
+                String::new()
+            };
+            let root = Node::root(&s.path, prefix.trim_end(), d);
+            let mut frag = Traefik::default();
+            match classify(d) {
+                Some(Doc::Compose) => {
+                    let env = |k: &str| s.env.get(k).cloned();
+                    compose::read_compose(&root, &env, &mut frag)?;
+                }
+                Some(Doc::Manifest(kind)) if kind == "Service" => {}
+                Some(Doc::Manifest(kind)) => {
+                    let root = Node::root(&s.path, &format!("{prefix}({kind})"), d);
+                    dynamic::read_k8s(&root, &kind, &mut frag, &ports)?;
+                }
+                Some(Doc::Config { dynamic, statik }) => {
+                    if dynamic {
+                        dynamic::read_dynamic(&root, &mut frag, None)?;
+                    }
+                    if statik {
+                        dynamic::read_static(&root, &mut frag)?;
+                    }
+                    let mut known: Vec<&str> = vec!["http", "tcp", "udp", "tls"];
+                    known.extend(dynamic::STATIC_KEYS);
+                    for k in root.unknown_keys(&known) {
+                        frag.unknown(&s.path, &k, "");
+                    }
+                }
+                None => {
+                    return Err(ImportError::Unrecognized {
+                        path: s.path.clone(),
+                        keys: top_keys(d),
+                    })
+                }
+            }
+            t.merge(frag)?;
+        }
+    }
+
+    let paths: Vec<PathBuf> = sources.iter().map(|s| s.path.clone()).collect();
+    let toml = emit::build(&mut t, &paths)?;
+    let config = Config::from_toml_str(&toml).map_err(|diags| {
+        ImportError::Generated(
+            diags
+                .iter()
+                .map(|d| {
+                    let line = toml.lines().nth(d.line.saturating_sub(1)).unwrap_or("");
+                    format!("{d}\n    {line}")
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    if config.routes.is_empty() && config.pools.is_empty() && config.acme.is_none() {
+        return Err(ImportError::Empty {
+            files: paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    Ok(Imported {
+        toml,
+        warnings: t.unknown.clone(),
+        notes: t.notes.clone(),
+    })
+}
+
+fn top_keys(v: &Value) -> String {
+    match v.as_object() {
+        Some(m) if !m.is_empty() => m.keys().cloned().collect::<Vec<_>>().join(", "),
+        Some(_) => "none".into(),
+        None => "none: the file is not a mapping".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,555 @@
+//! The importer on small inline inputs: every shape it reads, every refusal.
+//! (tests/import.rs runs the real binary on realistic files and measures the
+//! split through the proxy.)
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::*;
+use crate::config::{Challenge, Config, TlsMode};
+
+fn sources(files: &[(&str, &str)], env: &[(&str, &str)]) -> Vec<Source> {
+    files
+        .iter()
+        .map(|(name, text)| Source {
+            path: PathBuf::from(name),
+            text: text.to_string(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        })
+        .collect()
+}
+
+fn import(files: &[(&str, &str)]) -> Imported {
+    match traefik(&sources(files, &[])) {
+        Ok(i) => i,
+        Err(e) => panic!("import failed: {e}"),
+    }
+}
+
+fn fail(files: &[(&str, &str)]) -> String {
+    match traefik(&sources(files, &[])) {
+        Ok(i) => panic!("expected an error, got:\n{}", i.toml),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn config(i: &Imported) -> Config {
+    Config::from_toml_str(&i.toml).expect("the importer validates its output")
+}
+
+/// (version, weight, backends) of a pool.
+fn versions(c: &Config, pool: &str) -> Vec<(String, u32, Vec<String>)> {
+    c.pools[pool]
+        .versions
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                v.weight,
+                v.backends.iter().map(|b| b.to_string()).collect(),
+            )
+        })
+        .collect()
+}
+
+fn v(name: &str, w: u32, backends: &[&str]) -> (String, u32, Vec<String>) {
+    (
+        name.to_string(),
+        w,
+        backends.iter().map(|b| b.to_string()).collect(),
+    )
+}
+
+#[test]
+fn one_service_from_two_containers_becomes_a_version_per_container() {
+    // The other common blue-green shape: both containers label the same
+    // router and service; Traefik joins their servers.
+    let compose = r#"
+services:
+  blue:
+    image: app:1
+    labels:
+      - traefik.http.routers.app.rule=Host(`app.example.com`)
+      - traefik.http.services.app.loadbalancer.server.port=80
+  green:
+    image: app:2
+    labels:
+      - traefik.http.routers.app.rule=Host(`app.example.com`)
+      - traefik.http.services.app.loadbalancer.server.port=80
+"#;
+    let i = import(&[("compose.yml", compose)]);
+    let c = config(&i);
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].pool, "app");
+    assert_eq!(
+        versions(&c, "app"),
+        [v("blue", 1, &["blue:80"]), v("green", 1, &["green:80"])]
+    );
+}
+
+#[test]
+fn server_weights_in_labels_give_exact_version_weights() {
+    let compose = r#"
+services:
+  stable:
+    labels:
+      traefik.http.routers.app.rule: Host(`app.example.com`)
+      traefik.http.services.app.loadbalancer.server.port: 8080
+      traefik.http.services.app.loadbalancer.server.weight: 9
+  canary:
+    labels:
+      traefik.http.routers.app.rule: Host(`app.example.com`)
+      traefik.http.services.app.loadbalancer.server.port: 8080
+      traefik.http.services.app.loadbalancer.server.weight: 1
+"#;
+    let c = config(&import(&[("compose.yml", compose)]));
+    assert_eq!(
+        versions(&c, "app"),
+        [
+            v("canary", 1, &["canary:8080"]),
+            v("stable", 9, &["stable:8080"])
+        ]
+    );
+}
+
+#[test]
+fn default_service_and_exposed_port() {
+    // No service label: Traefik makes one named after the container, on its
+    // only exposed port.
+    let compose = r#"
+services:
+  whoami:
+    image: traefik/whoami
+    ports: ["127.0.0.1:8000:80/tcp"]
+    labels:
+      - "traefik.http.routers.who.rule=Host(`who.example.com`, `whoami.example.com`)"
+"#;
+    let c = config(&import(&[("compose.yml", compose)]));
+    assert_eq!(c.routes.len(), 2);
+    assert_eq!(c.routes[1].host.to_string(), "whoami.example.com");
+    assert_eq!(versions(&c, "whoami"), [v("whoami", 1, &["whoami:80"])]);
+}
+
+#[test]
+fn compose_variables_come_from_the_environment() {
+    let compose = r#"
+services:
+  app:
+    expose: ["3000"]
+    labels:
+      - "traefik.http.routers.app.rule=Host(`app.${DOMAIN}`) || Host(`${ALT:-alt.example.org}`)"
+"#;
+    let i = traefik(&sources(
+        &[("compose.yml", compose)],
+        &[("DOMAIN", "example.net")],
+    ))
+    .unwrap();
+    let c = config(&i);
+    let hosts: Vec<String> = c.routes.iter().map(|r| r.host.to_string()).collect();
+    assert_eq!(hosts, ["app.example.net", "alt.example.org"]);
+    // Unset: replaced by nothing, as compose does, and said so.
+    let i = import(&[("compose.yml", compose)]);
+    assert!(
+        i.notes
+            .iter()
+            .any(|n| n.contains("traefik.http.routers.app.rule")
+                && n.contains("variable DOMAIN is not set")),
+        "{:?}",
+        i.notes
+    );
+}
+
+#[test]
+fn unknown_and_unsupported_labels_are_reported_not_dropped() {
+    let compose = r#"
+services:
+  app:
+    expose: ["80"]
+    labels:
+      - traefik.enable=true
+      - traefik.http.routers.app.rule=Host(`app.example.com`)
+      - traefik.http.routers.app.middlewares=auth
+      - traefik.http.routers.app.colour=blue
+      - traefik.http.middlewares.auth.basicauth.users=u:$$apr1$$x
+      - traefik.frontend.rule=Host:app.example.com
+      - traefik.docker.network=proxy
+      - traefik.tcp.routers.db.rule=HostSNI(`*`)
+"#;
+    let i = import(&[("compose.yml", compose)]);
+    let w = i.warnings.join("\n");
+    assert!(w.contains("traefik.http.routers.app.colour"), "{w}");
+    assert!(
+        w.contains("traefik.frontend.rule") && w.contains("v1"),
+        "{w}"
+    );
+    assert_eq!(i.warnings.len(), 2, "{w}");
+    for needle in [
+        "traefik.http.routers.app.colour",
+        "middleware \"auth\" (basicauth)",
+        "traefik.docker.network",
+        "TCP/UDP",
+    ] {
+        assert!(
+            i.toml
+                .lines()
+                .any(|l| l.starts_with('#') && l.contains(needle)),
+            "no comment for {needle}:\n{}",
+            i.toml
+        );
+    }
+    config(&i);
+}
+
+#[test]
+fn disabled_containers_and_redirect_routers() {
+    let compose = r#"
+services:
+  old:
+    expose: ["80"]
+    labels:
+      - traefik.enable=false
+      - traefik.http.routers.old.rule=Host(`old.example.com`)
+  app:
+    expose: ["80"]
+    labels:
+      - traefik.http.routers.app.rule=Host(`app.example.com`)
+      - traefik.http.routers.app.entrypoints=websecure
+      - traefik.http.routers.app.tls=true
+      - traefik.http.routers.app.tls.certresolver=le
+      - traefik.http.routers.app-http.rule=Host(`app.example.com`)
+      - traefik.http.routers.app-http.entrypoints=web
+      - traefik.http.routers.app-http.middlewares=https-redirect
+      - traefik.http.middlewares.https-redirect.redirectscheme.scheme=https
+"#;
+    let statik = r#"
+entryPoints:
+  web: {address: ":8080"}
+  websecure:
+    address: ":8443"
+certificatesResolvers:
+  le:
+    acme:
+      email: me@example.com
+      tlsChallenge: {}
+"#;
+    let i = import(&[("compose.yml", compose), ("traefik.yml", statik)]);
+    let c = config(&i);
+    assert_eq!(c.routes.len(), 1, "{}", i.toml);
+    assert_eq!(c.routes[0].tls, TlsMode::Acme);
+    assert!(c.routes[0].redirect_https);
+    assert_eq!(c.server.http.unwrap().to_string(), "0.0.0.0:8080");
+    assert_eq!(c.server.https.unwrap().to_string(), "0.0.0.0:8443");
+    assert_eq!(c.acme.as_ref().unwrap().challenge, Challenge::TlsAlpn01);
+    assert!(i.toml.contains("traefik.enable=false"), "{}", i.toml);
+}
+
+#[test]
+fn a_host_also_served_in_plain_http_keeps_plain_http() {
+    let dynamic = r#"
+http:
+  routers:
+    secure: {rule: "Host(`a.example.com`)", service: a, entryPoints: [websecure], tls: {certResolver: le}}
+    plain: {rule: "Host(`a.example.com`)", service: a, entryPoints: [web]}
+  services:
+    a: {loadBalancer: {servers: [{url: "http://10.0.0.5:8080"}]}}
+certificatesResolvers:
+  le: {acme: {email: me@example.com, httpChallenge: {entryPoint: web}}}
+"#;
+    let c = config(&import(&[("dynamic.yml", dynamic)]));
+    assert_eq!(c.routes[0].tls, TlsMode::Acme);
+    assert!(!c.routes[0].redirect_https);
+    assert_eq!(versions(&c, "a"), [v("a", 1, &["10.0.0.5:8080"])]);
+}
+
+#[test]
+fn nested_and_mixed_weights_flatten_exactly() {
+    // app: 2 parts stable (two servers weighted 1 and 3), 1 part canary.
+    let dynamic = r#"
+http:
+  routers:
+    app: {rule: "Host(`app.example.com`)", service: app}
+  services:
+    app:
+      weighted:
+        services:
+          - {name: stable, weight: 2}
+          - {name: canary, weight: 1}
+    stable:
+      loadBalancer:
+        servers:
+          - {url: "http://s1:80", weight: 1}
+          - {url: "http://s2:80", weight: 3}
+    canary:
+      loadBalancer:
+        servers: [{url: "http://c1:80"}]
+"#;
+    let c = config(&import(&[("d.yml", dynamic)]));
+    // stable 2/3 split 1:3 -> 1/6 and 1/2; canary 1/3: 1:3:2.
+    assert_eq!(
+        versions(&c, "app"),
+        [
+            v("canary", 2, &["c1:80"]),
+            v("s1", 1, &["s1:80"]),
+            v("s2", 3, &["s2:80"])
+        ]
+    );
+}
+
+#[test]
+fn traefik_service_manifests_with_named_ports_and_ingress_route_splits() {
+    let manifests = r#"
+apiVersion: traefik.io/v1alpha1
+kind: IngressRoute
+metadata: {name: web, namespace: site}
+spec:
+  entryPoints: [web]
+  routes:
+    - match: Host(`www.example.com`)
+      kind: Rule
+      services:
+        - {name: web-v1, port: 80, weight: 4}
+        - {name: web-v2, port: 80, weight: 1, namespace: staging}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web-v1}
+spec: {}
+"#;
+    let i = import(&[("k8s.yaml", manifests)]);
+    let c = config(&i);
+    assert_eq!(c.routes[0].pool, "web");
+    assert_eq!(
+        versions(&c, "web"),
+        [
+            v("v1", 4, &["web-v1:80"]),
+            v("v2", 1, &["web-v2.staging:80"])
+        ]
+    );
+    assert!(
+        i.toml.contains("a Deployment is not carried over"),
+        "{}",
+        i.toml
+    );
+
+    let named = r#"
+apiVersion: traefik.io/v1alpha1
+kind: TraefikService
+metadata: {name: t}
+spec:
+  weighted:
+    services:
+      - {name: x, port: http}
+"#;
+    let e = fail(&[("ts.yaml", named)]);
+    assert!(
+        e.contains("ts.yaml: (TraefikService).spec.weighted.services[0].port")
+            && e.contains("named port \"http\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_traefik_service_without_a_router_is_a_pool_without_a_route() {
+    let ts = r#"
+apiVersion: traefik.containo.us/v1alpha1
+kind: TraefikService
+metadata: {name: app}
+spec:
+  weighted:
+    services:
+      - {name: app-blue, port: 80, weight: 1}
+      - {name: app-green, port: 80, weight: 0}
+"#;
+    let i = import(&[("ts.yaml", ts)]);
+    let c = config(&i);
+    assert!(c.routes.is_empty());
+    assert_eq!(
+        versions(&c, "app"),
+        [
+            v("blue", 1, &["app-blue:80"]),
+            v("green", 0, &["app-green:80"])
+        ]
+    );
+    assert!(i.toml.contains("no router routes to service \"app\""));
+}
+
+#[test]
+fn rules_switchyard_cannot_route_are_left_out_with_a_reason() {
+    let dynamic = r#"
+http:
+  routers:
+    api: {rule: "Host(`a.example.com`) && PathPrefix(`/api`)", service: api}
+    site: {rule: "Host(`a.example.com`)", service: site}
+    mirror: {rule: "Host(`m.example.com`)", service: m}
+    dash: {rule: "Host(`traefik.example.com`)", service: api@internal}
+  services:
+    api: {loadBalancer: {servers: [{url: "http://api:80"}]}}
+    site: {loadBalancer: {servers: [{url: "http://site:80"}]}}
+    m: {mirroring: {service: site}}
+"#;
+    let i = import(&[("d.yml", dynamic)]);
+    let c = config(&i);
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].pool, "site");
+    for needle in [
+        "router \"api\": (Host(`a.example.com`) && PathPrefix(`/api`)) matches more than the host",
+        "router \"mirror\": service \"m\" is a mirroring service",
+        "router \"dash\" serves Traefik's own api@internal",
+    ] {
+        assert!(i.toml.contains(needle), "{needle}:\n{}", i.toml);
+    }
+}
+
+#[test]
+fn acme_resolvers_map_to_the_acme_section() {
+    let statik = r#"
+[certificatesResolvers.le.acme]
+  email = "ops@example.com"
+  storage = "acme.json"
+  caServer = "https://pebble.internal:14000/dir"
+  caCertificates = ["/etc/ssl/pebble.pem"]
+  [certificatesResolvers.le.acme.dnsChallenge]
+    provider = "cloudflare"
+"#;
+    let i = import(&[("traefik.toml", statik)]);
+    let c = config(&i);
+    let a = c.acme.unwrap();
+    assert_eq!(a.email, "ops@example.com");
+    assert_eq!(a.directory, "https://pebble.internal:14000/dir");
+    assert_eq!(a.challenge, Challenge::Http01);
+    assert_eq!(a.ca_file.unwrap(), PathBuf::from("/etc/ssl/pebble.pem"));
+    assert_eq!(a.storage, PathBuf::from("/var/lib/switchyard/acme"));
+    assert!(i.toml.contains("DNS-01 (cloudflare)"), "{}", i.toml);
+
+    let e = fail(&[(
+        "traefik.yml",
+        "certificatesResolvers:\n  le:\n    acme:\n      email: a@b.c\n      caServer: http://insecure/dir\n",
+    )]);
+    assert!(
+        e.contains("traefik.yml: certificatesResolvers.le.acme.caServer") && e.contains("https://"),
+        "{e}"
+    );
+}
+
+#[test]
+fn malformed_inputs_name_the_file_and_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "c.yml",
+            "services:\n  app:\n    labels:\n      - traefik.http.routers.a.rule=Host(`a.test`)\n      - traefik.http.services.a.loadbalancer.server.port=eighty\n",
+            "c.yml: services.app.labels: traefik.http.services.a.loadbalancer.server.port: \"eighty\" is not a port",
+        ),
+        (
+            "c.yml",
+            "services:\n  app:\n    expose: [80]\n    labels:\n      - traefik.http.routers.a.rule=Host(`a.test\n",
+            "c.yml: services.app.labels: traefik.http.routers.a.rule: cannot parse",
+        ),
+        (
+            "c.yml",
+            "services:\n  app:\n    labels:\n      - traefik.http.routers.a.rule=Host(`a.test`)\n",
+            "c.yml: services.app: the container does not expose exactly one port",
+        ),
+        (
+            "c.yml",
+            "services:\n  app:\n    labels:\n      - traefik.http.routers.a.rule=Host(`a b`)\n      - traefik.http.services.a.loadbalancer.server.port=80\n",
+            "traefik.http.routers.a.rule: host \"a b\"",
+        ),
+        (
+            "c.yml",
+            "services:\n  app:\n    labels: 7\n",
+            "c.yml: services.app.labels: labels must be",
+        ),
+        (
+            "d.yml",
+            "http:\n  services:\n    s:\n      weighted:\n        services:\n          - name: x\n            weight: heavy\n",
+            "d.yml: http.services.s.weighted.services[0].weight: expected a whole number >= 0, found \"heavy\"",
+        ),
+        (
+            "d.yml",
+            "http:\n  routers:\n    r: {rule: \"Host(`a.test`)\", service: nope}\n",
+            "d.yml: http.routers.r.service: service \"nope\" is not defined",
+        ),
+        (
+            "d.yml",
+            "http:\n  routers:\n    r: {rule: \"Host(`a.test`)\", service: s}\n  services:\n    s: {weighted: {services: [{name: t}]}}\n    t: {weighted: {services: [{name: s}]}}\n",
+            "loop",
+        ),
+        (
+            "d.yml",
+            "http:\n  services:\n    s: {loadBalancer: {servers: [{url: \"ftp://x\"}]}}\n",
+            "d.yml: http.services.s.loadBalancer.servers[0].url: \"ftp://x\": unsupported scheme",
+        ),
+        (
+            "d.yml",
+            "http:\n  services:\n    s: {loadBalancer: {servers: []}}\n",
+            "d.yml: http.services.s.loadBalancer: a load balancer needs at least one server",
+        ),
+        (
+            "d.yml",
+            "http:\n  services:\n    s: {loadBalancer: {servers: [{url: \"http://x\"}], healthCheck: {path: /h, interval: often}}}\n",
+            "d.yml: http.services.s.loadBalancer.healthCheck.interval: bad duration",
+        ),
+        (
+            "d.yml",
+            "http:\n  services:\n    s: {}\n",
+            "d.yml: http.services.s: a service needs one of loadBalancer",
+        ),
+        ("d.yml", "http: [1, 2\n", "d.yml:"),
+        ("d.toml", "[http\n", "d.toml:1:"),
+        (
+            "x.yml",
+            "name: something else\nversion: 3\n",
+            "x.yml: not a Docker Compose file",
+        ),
+        ("x.yml", "- a\n- b\n", "the file is not a mapping"),
+        (
+            "c.yml",
+            "services:\n  db:\n    image: postgres\n",
+            "found no routers, services or certificate resolvers",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let e = fail(&[(name, text)]);
+        assert!(e.contains(want), "{name}:\n{text}\nwant: {want}\ngot:  {e}");
+    }
+}
+
+#[test]
+fn the_same_router_defined_differently_is_refused() {
+    let compose = r#"
+services:
+  a:
+    expose: ["80"]
+    labels: ["traefik.http.routers.r.rule=Host(`a.test`)"]
+  b:
+    expose: ["80"]
+    labels: ["traefik.http.routers.r.rule=Host(`b.test`)"]
+"#;
+    let e = fail(&[("c.yml", compose)]);
+    assert!(
+        e.contains("router \"r\" is also defined, differently"),
+        "{e}"
+    );
+}
+
+#[test]
+fn output_is_stable_and_weights_above_the_limit_are_refused() {
+    let dynamic = r#"
+http:
+  routers:
+    r: {rule: "Host(`a.test`)", service: s}
+  services:
+    s: {weighted: {services: [{name: a, weight: 2000000}, {name: b, weight: 1}]}}
+    a: {loadBalancer: {servers: [{url: "http://a"}]}}
+    b: {loadBalancer: {servers: [{url: "http://b"}]}}
+"#;
+    let e = fail(&[("d.yml", dynamic)]);
+    assert!(e.contains("above switchyard's 1000000"), "{e}");
+    let ok = dynamic.replace("2000000", "20");
+    let one = import(&[("d.yml", &ok)]).toml;
+    let two = import(&[("d.yml", &ok)]).toml;
+    assert_eq!(one, two);
+}
