@@ -1,1 +1,178 @@
-fn main(){}
+//! How much CPU does switchyard's routing decision cost per request (host lookup, version and backend pick), and how long does a reload's table build take?
+//!
+//! Everything here is pure and in-process: no sockets. The end-to-end cost of a
+//! proxied request (and the comparison with nginx and HAProxy) is measured by
+//! `benches/compare.sh`; this bench isolates the part switchyard adds on top of
+//! forwarding bytes.
+//!
+//! ```text
+//! cargo bench --bench routing                       # full run
+//! cargo bench --bench routing -- route/             # one group
+//! cargo bench --bench routing -- --warm-up-time 1 --measurement-time 2
+//! ```
+//!
+//! Groups:
+//! - `route/*`: `RoutingTable::route` on a table of 20 routes (17 exact, 3
+//!   wildcards): an exact hit, a wildcard hit (walks the wildcard list after
+//!   the exact miss), a miss, and a mixed-case host with a port (normalization).
+//! - `pick/*`: `Pool::pick` then `Version::pick_backend` for a 90/10 pool with
+//!   two backends per version, as the request path does; plus `Pool::pick` alone.
+//! - `build/*`: `RoutingTable::build` for 20 routes over 20 pools, with a fresh
+//!   `BackendRegistry` (first load) and with a registry reused across builds
+//!   (what a reload or a weight change does).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+use switchyard::config::Config;
+use switchyard::routing::{Pick, RoutingTable};
+use switchyard::upstream::BackendRegistry;
+
+/// Routes in the generated config (one pool each; the last three are wildcards).
+const ROUTES: usize = 20;
+const WILDCARDS: usize = 3;
+
+/// A config with `ROUTES` routes and as many pools: pool `app` is the 90/10
+/// pool the pick bench uses; the others are blue/green pools with varied
+/// weights so their schedules differ.
+fn config_text() -> String {
+    let mut t = String::from("[server]\nhttp = \"127.0.0.1:8080\"\n\n");
+    t.push_str("[[routes]]\nhost = \"app.local\"\npool = \"app\"\n\n");
+    for i in 1..ROUTES {
+        let host = if i >= ROUTES - WILDCARDS {
+            format!("*.tenant{i}.example.com")
+        } else {
+            format!("svc{i}.example.com")
+        };
+        writeln!(t, "[[routes]]\nhost = \"{host}\"\npool = \"p{i}\"\n").unwrap();
+    }
+    t.push_str("[pools.app.versions.blue]\nweight = 90\nbackends = [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]\n\n");
+    t.push_str("[pools.app.versions.green]\nweight = 10\nbackends = [\"127.0.0.1:9003\", \"127.0.0.1:9004\"]\n\n");
+    for i in 1..ROUTES {
+        let port = 10_000 + 10 * i;
+        writeln!(
+            t,
+            "[pools.p{i}.versions.blue]\nweight = {}\nbackends = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n",
+            100 - i,
+            port,
+            port + 1
+        )
+        .unwrap();
+        writeln!(
+            t,
+            "[pools.p{i}.versions.green]\nweight = {i}\nbackends = [\"127.0.0.1:{}\"]\n",
+            port + 2
+        )
+        .unwrap();
+    }
+    t
+}
+
+fn config() -> Config {
+    let text = config_text();
+    match Config::from_toml_str(&text) {
+        Ok(c) => c,
+        Err(diags) => panic!("bench config must be valid: {diags:?}\n{text}"),
+    }
+}
+
+fn table(config: &Config) -> RoutingTable {
+    RoutingTable::build(config, &BackendRegistry::default(), &HashMap::new())
+}
+
+fn bench_route(c: &mut Criterion) {
+    let config = config();
+    let t = table(&config);
+    let cases = [
+        ("exact", "app.local"),
+        ("wildcard", "api.tenant19.example.com"),
+        ("miss", "nope.example.org"),
+        ("mixed_case_port", "SVC7.Example.COM:8443"),
+    ];
+    // Each case must land where its name says, or the figures mean nothing.
+    for (name, host) in cases {
+        let found = t.route(host).map(|r| &*r.pool.name);
+        let expected = match name {
+            "exact" => Some("app"),
+            "wildcard" => Some("p19"),
+            "miss" => None,
+            _ => Some("p7"),
+        };
+        assert_eq!(found, expected, "route({host:?})");
+    }
+
+    let mut g = c.benchmark_group("route");
+    g.throughput(Throughput::Elements(1));
+    for (name, host) in cases {
+        g.bench_function(name, |b| b.iter(|| t.route(black_box(host)).is_some()));
+    }
+    g.finish();
+}
+
+fn bench_pick(c: &mut Criterion) {
+    let config = config();
+    let t = table(&config);
+    let pool = t
+        .pools
+        .get("app")
+        .expect("the generated config has pool app")
+        .clone();
+
+    // The split over one schedule cycle is exactly 90/10.
+    let mut green = 0;
+    for _ in 0..1000 {
+        if let Pick::Version(_, v) = pool.pick(None, false, None) {
+            green += usize::from(&*v.name == "green");
+        }
+    }
+    assert_eq!(green, 100, "a 90/10 pool must give green 100 picks in 1000");
+
+    let mut g = c.benchmark_group("pick");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("pool_and_backend_90_10", |b| {
+        b.iter(
+            || match pool.pick(black_box(None), black_box(false), black_box(None)) {
+                Pick::Version(_, v) => v.pick_backend().map(|be| be.key.addr.as_str().len()),
+                Pick::AllDown => None,
+            },
+        )
+    });
+    g.bench_function("pool_only_90_10", |b| {
+        b.iter(
+            || match pool.pick(black_box(None), black_box(false), black_box(None)) {
+                Pick::Version(i, _) => i,
+                Pick::AllDown => usize::MAX,
+            },
+        )
+    });
+    g.finish();
+}
+
+fn bench_build(c: &mut Criterion) {
+    let config = config();
+    assert_eq!(config.routes.len(), ROUTES);
+    assert_eq!(config.pools.len(), ROUTES);
+
+    let mut g = c.benchmark_group("build");
+    g.bench_function("20_routes_fresh_registry", |b| {
+        b.iter(|| {
+            RoutingTable::build(
+                black_box(&config),
+                &BackendRegistry::default(),
+                &HashMap::new(),
+            )
+        })
+    });
+    let registry = BackendRegistry::default();
+    let canaries = HashMap::new();
+    g.bench_function("20_routes_reused_registry", |b| {
+        b.iter(|| RoutingTable::build(black_box(&config), &registry, &canaries))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_route, bench_pick, bench_build);
+criterion_main!(benches);

@@ -5,7 +5,7 @@
 #   scripts/setup.sh bench      also the benchmark peers (nginx, HAProxy, wrk)
 set -euo pipefail
 
-packages=(curl pebble prometheus)
+packages=(curl pebble prometheus chromium chromium-driver)
 if [[ "${1:-}" == "bench" ]]; then
   packages+=(nginx-light haproxy wrk)
 fi

@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Parsing is pure and fuzzed; every refusal is `{"error": "..."}` with 400,
-//! 404 or 409. The same parse and dispatch serve the dashboard later.
+//! 404 or 409. The same parse and dispatch serve the dashboard (`dashboard`),
+//! which adds a bearer token and a same-origin check in front.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -33,6 +34,8 @@ pub const MAX_BODY: usize = 1 << 20;
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdminCommand {
     State,
+    /// `GET /v1/stats`: requests/s, 5xx rate and p99 per version over ~10 s.
+    Stats,
     SetWeights {
         pool: String,
         weights: BTreeMap<String, u32>,
@@ -96,6 +99,10 @@ impl AdminCommand {
         match segs.as_slice() {
             ["v1", "state"] => match method {
                 "GET" => Ok(AdminCommand::State),
+                _ => Err(bad_method()),
+            },
+            ["v1", "stats"] => match method {
+                "GET" => Ok(AdminCommand::Stats),
                 _ => Err(bad_method()),
             },
             ["v1", "reload"] => match method {
@@ -224,7 +231,10 @@ impl AdminCommand {
     pub fn is_change(&self) -> bool {
         !matches!(
             self,
-            AdminCommand::State | AdminCommand::Events { .. } | AdminCommand::RolloutStatus { .. }
+            AdminCommand::State
+                | AdminCommand::Stats
+                | AdminCommand::Events { .. }
+                | AdminCommand::RolloutStatus { .. }
         )
     }
 }
@@ -266,6 +276,7 @@ pub fn parse_weights(body: &[u8]) -> Result<BTreeMap<String, u32>, AdminError> {
 pub async fn dispatch(app: &Arc<App>, cmd: AdminCommand, who: String) -> Result<Value, AdminError> {
     match cmd {
         AdminCommand::State => Ok(app.state_json()),
+        AdminCommand::Stats => Ok(crate::dashboard::stats::stats_json(app)),
         AdminCommand::Events { since } => Ok(json!({ "events": app.events.since(since) })),
         AdminCommand::RolloutStatus { pool } => crate::rollout::status(app, &pool),
         AdminCommand::RolloutStart { pool, body } => {
@@ -439,6 +450,17 @@ mod tests {
         assert_eq!(
             AdminCommand::parse("GET", "/v1/state", None, b""),
             Ok(AdminCommand::State)
+        );
+        assert_eq!(
+            AdminCommand::parse("GET", "/v1/stats", None, b""),
+            Ok(AdminCommand::Stats)
+        );
+        assert!(!AdminCommand::Stats.is_change());
+        assert_eq!(
+            AdminCommand::parse("POST", "/v1/stats", None, b"")
+                .unwrap_err()
+                .status(),
+            400
         );
         let w = AdminCommand::parse(
             "PUT",

@@ -51,6 +51,10 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Running rollout tasks.
     pub rollout_controller: crate::rollout::Controller,
+    /// Recent metric samples per version, for `GET /v1/stats`.
+    pub stats: crate::dashboard::Stats,
+    /// The access log, when configured (set once at start).
+    pub access_log: std::sync::OnceLock<crate::accesslog::AccessLog>,
     /// Notified after every table swap (health probes follow the table).
     pub table_changed: Arc<Notify>,
     /// Notified when health or ejection changed what is available; the
@@ -142,6 +146,8 @@ impl App {
             bound: Mutex::new(BTreeMap::new()),
             metrics,
             rollout_controller: Default::default(),
+            stats: Default::default(),
+            access_log: std::sync::OnceLock::new(),
             table_changed: Arc::new(Notify::new()),
             rebuild_wanted: Arc::new(Notify::new()),
             tls,
@@ -682,6 +688,7 @@ fn listeners_differ(a: &Config, b: &Config) -> bool {
         || sa.workers != sb.workers
         || a.admin != b.admin
         || a.metrics != b.metrics
+        || a.access_log != b.access_log
 }
 
 fn fmt_weights(w: &BTreeMap<String, u32>) -> String {

@@ -73,6 +73,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub admin: AdminConfig,
     pub metrics: Option<MetricsConfig>,
+    /// `[access_log]`; `None` when off.
+    pub access_log: Option<AccessLogConfig>,
     pub acme: Option<AcmeConfig>,
     pub routes: Vec<RouteConfig>,
     pub pools: BTreeMap<String, PoolConfig>,
@@ -100,6 +102,12 @@ pub struct AdminConfig {
     pub dashboard: Option<SocketAddr>,
     pub token_file: Option<PathBuf>,
     pub allow_remote: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogConfig {
+    pub format: crate::accesslog::Format,
+    pub target: crate::accesslog::Target,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -311,6 +319,8 @@ struct FileConfig {
     #[serde(default)]
     metrics: Option<MetricsFile>,
     #[serde(default)]
+    access_log: Option<AccessLogFile>,
+    #[serde(default)]
     acme: Option<Spanned<AcmeFile>>,
     #[serde(default)]
     routes: Vec<Spanned<RouteFile>>,
@@ -349,6 +359,13 @@ struct AdminFile {
 #[serde(deny_unknown_fields)]
 struct MetricsFile {
     listen: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessLogFile {
+    format: S<String>,
+    path: S<String>,
 }
 
 #[derive(Deserialize)]
@@ -879,10 +896,33 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
         });
     }
 
+    let access_log = file.access_log.as_ref().and_then(|a| {
+        use crate::accesslog::{Format, Target};
+        let format = match a.format.as_ref().map(|f| (f.span(), f.get_ref().as_str())) {
+            None | Some((_, "common")) => Some(Format::Common),
+            Some((_, "json")) => Some(Format::Json),
+            Some((_, "off")) => None,
+            Some((span, _)) => {
+                c.err(
+                    span,
+                    "access_log.format must be \"common\", \"json\" or \"off\"",
+                );
+                None
+            }
+        }?;
+        let target = match a.path.as_ref().map(|p| p.get_ref().as_str()) {
+            None | Some("-") | Some("stdout") => Target::Stdout,
+            Some("stderr") => Target::Stderr,
+            Some(p) => Target::File(resolve(base, p)),
+        };
+        Some(AccessLogConfig { format, target })
+    });
+
     Config {
         server,
         admin,
         metrics,
+        access_log,
         acme,
         routes,
         pools,

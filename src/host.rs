@@ -156,7 +156,7 @@ fn normalize_checked<'a>(
         if host.len() > MAX_HOST_LEN {
             return Err(HostError::TooLong);
         }
-        if host.starts_with('.') || host.contains("..") {
+        if host.starts_with('.') || host.ends_with('.') || host.contains("..") {
             return Err(HostError::EmptyLabel);
         }
     }
@@ -199,6 +199,11 @@ mod tests {
             Err(HostError::BadChar('/'))
         ));
         assert_eq!(HostName::parse("a..b"), Err(HostError::EmptyLabel));
+        assert_eq!(
+            HostName::parse("A.."),
+            Err(HostError::EmptyLabel),
+            "one trailing dot is stripped, not two"
+        );
         assert_eq!(HostName::parse(&"a".repeat(300)), Err(HostError::TooLong));
         assert!(HostName::parse("é.test").is_err());
     }

@@ -69,6 +69,23 @@ enum Cmd {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Print a switchyard config equivalent to another proxy's configuration.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportFrom {
+    /// Traefik: Docker Compose files with Traefik labels, dynamic or static
+    /// configuration files (YAML/TOML), TraefikService/IngressRoute manifests.
+    /// The config goes to stdout; what could not be carried over is in its
+    /// comments and unknown keys are warned about on stderr.
+    Traefik {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -171,6 +188,32 @@ fn main() -> ExitCode {
             None => demo(port),
             Some(c) => demo_config(&c),
         }),
+        Cmd::Import {
+            from: ImportFrom::Traefik { files },
+        } => import_traefik(&files),
+    }
+}
+
+/// `import traefik`: the config on stdout, warnings on stderr, exit 1 on bad input.
+fn import_traefik(files: &[PathBuf]) -> ExitCode {
+    match switchyard::import::traefik_files(files) {
+        Ok(out) => {
+            print!("{}", out.toml);
+            for w in &out.warnings {
+                eprintln!("switchyard import: warning: {w}");
+            }
+            if !out.notes.is_empty() {
+                eprintln!(
+                    "switchyard import: {} item(s) not carried over or changed; see the comments at the top of the output",
+                    out.notes.len()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard import: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -40,6 +40,7 @@ pub mod names {
     pub const ROLLOUT_STATE: &str = "switchyard_rollout_state";
     pub const CERTIFICATE_EXPIRY: &str = "switchyard_certificate_expiry_timestamp_seconds";
     pub const CONFIG_RELOADS_TOTAL: &str = "switchyard_config_reloads_total";
+    pub const ACCESS_LOG_DROPPED_TOTAL: &str = "switchyard_access_log_dropped_total";
 }
 
 /// Latency buckets for a proxy: 1 ms to 10 s.
@@ -65,6 +66,8 @@ pub struct Metrics {
     pub rollout_state: IntGaugeVec,
     pub certificate_expiry: GaugeVec,
     config_reloads: IntCounterVec,
+    /// Access log lines dropped because the writer was behind.
+    pub access_log_dropped: IntCounter,
     /// Gauge label sets set by the last build, to remove stale ones.
     gauges: Mutex<HashSet<Vec<String>>>,
 }
@@ -167,6 +170,11 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric definition");
+        let access_log_dropped = IntCounter::new(
+            names::ACCESS_LOG_DROPPED_TOTAL,
+            "Access log lines dropped because the writer was behind",
+        )
+        .expect("valid metric definition");
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(requests.clone()),
             Box::new(duration.clone()),
@@ -178,6 +186,7 @@ impl Metrics {
             Box::new(rollout_state.clone()),
             Box::new(certificate_expiry.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(access_log_dropped.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
@@ -198,6 +207,7 @@ impl Metrics {
             rollout_state,
             certificate_expiry,
             config_reloads,
+            access_log_dropped,
             gauges: Mutex::new(HashSet::new()),
         }
     }
@@ -566,5 +576,58 @@ mod tests {
         let text = String::from_utf8(m.encode()).unwrap();
         assert!(!text.contains("version=\"green\""));
         assert!(!text.contains("switchyard_backend_up{"));
+    }
+}
+
+#[cfg(test)]
+mod dashboard_tests {
+    use super::names;
+
+    /// The shipped Grafana dashboard uses only metric names switchyard exports.
+    #[test]
+    fn grafana_dashboard_uses_only_exported_names() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/grafana-dashboard.json");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let exported = [
+            names::REQUESTS_TOTAL,
+            names::REQUEST_DURATION,
+            names::RESPONSE_DURATION,
+            names::UPSTREAM_ERRORS_TOTAL,
+            names::BACKEND_UP,
+            names::VERSION_WEIGHT,
+            names::ROLLOUT_CANARY_PERCENT,
+            names::ROLLOUT_STATE,
+            names::CERTIFICATE_EXPIRY,
+            names::CONFIG_RELOADS_TOTAL,
+            names::ACCESS_LOG_DROPPED_TOTAL,
+        ];
+        let mut exprs = Vec::new();
+        for p in v["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().unwrap() {
+                exprs.push(t["expr"].as_str().unwrap().to_string());
+            }
+        }
+        exprs.push(
+            v["templating"]["list"][1]["query"]["query"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        assert!(exprs.len() >= 8);
+        for e in &exprs {
+            let used: Vec<&str> = e
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("switchyard_"))
+                .collect();
+            assert!(!used.is_empty(), "{e}");
+            for name in used {
+                let base = name
+                    .trim_end_matches("_bucket")
+                    .trim_end_matches("_count")
+                    .trim_end_matches("_sum");
+                assert!(exported.contains(&base), "{name} in {e} is not exported");
+            }
+        }
     }
 }

@@ -31,7 +31,9 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use prometheus::Histogram;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
+
+use crate::accesslog::{AccessLog, Entry};
 
 use crate::app::App;
 use crate::balance::sticky_bucket;
@@ -163,6 +165,10 @@ pub struct Finish {
     sender: Option<SendRequest<UpBody>>,
     /// The whole-response histogram and the request's arrival.
     observe: Option<(Histogram, Instant)>,
+    /// Body bytes passed to the client so far.
+    bytes: u64,
+    /// The access log line to write when the response ends.
+    log: Option<Box<PendingLog>>,
 }
 
 impl Drop for Finish {
@@ -170,6 +176,64 @@ impl Drop for Finish {
         self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
         if let Some((h, start)) = self.observe.take() {
             h.observe(start.elapsed().as_secs_f64());
+        }
+        if let Some(p) = self.log.take() {
+            p.write(self.bytes);
+        }
+    }
+}
+
+/// What the access log needs from a request, kept until its response ends.
+struct PendingLog {
+    log: AccessLog,
+    time: SystemTime,
+    start: Instant,
+    client: SocketAddr,
+    method: Method,
+    path: String,
+    proto: &'static str,
+    host: String,
+    route: Box<str>,
+    pool: Box<str>,
+    version: Box<str>,
+    backend: String,
+    status: u16,
+}
+
+impl PendingLog {
+    fn write(&self, bytes: u64) {
+        self.log.log(&Entry {
+            time: self.time,
+            client: self.client,
+            method: self.method.as_str(),
+            path: &self.path,
+            proto: self.proto,
+            status: self.status,
+            bytes,
+            duration: self.start.elapsed(),
+            host: &self.host,
+            route: &self.route,
+            pool: &self.pool,
+            version: &self.version,
+            backend: &self.backend,
+        });
+    }
+}
+
+impl Drop for ProxyBody {
+    /// A body that ended without being polled to its end (a 204, or hyper
+    /// stopping once `is_end_stream` said so) still hands its connection back.
+    fn drop(&mut self) {
+        if let ProxyBody::Upstream {
+            body,
+            finish: Some(f),
+        } = self
+        {
+            if body.is_end_stream() {
+                if let Some(s) = f.sender.take() {
+                    f.backend.checkin(s);
+                }
+            }
         }
     }
 }
@@ -195,20 +259,33 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream { body, finish } => {
-                let r = Pin::new(body).poll_frame(cx);
-                match &r {
-                    Poll::Ready(None) => {
-                        if let Some(mut f) = finish.take() {
-                            if let Some(s) = f.sender.take() {
-                                f.backend.checkin(s);
-                            }
+                let r = Pin::new(&mut *body).poll_frame(cx);
+                let ended = match &r {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let (Some(f), Some(data)) = (finish.as_mut(), frame.data_ref()) {
+                            f.bytes += data.len() as u64;
                         }
+                        // hyper may stop polling once the body says it has
+                        // ended, so the end is seen here too.
+                        body.is_end_stream()
                     }
                     Poll::Ready(Some(Err(_))) => {
                         // The backend broke mid-body: do not reuse.
+                        if let Some(f) = finish.as_mut() {
+                            f.sender = None;
+                        }
                         finish.take();
+                        false
                     }
-                    _ => {}
+                    Poll::Pending => false,
+                };
+                if ended {
+                    if let Some(mut f) = finish.take() {
+                        if let Some(s) = f.sender.take() {
+                            f.backend.checkin(s);
+                        }
+                    }
                 }
                 r
             }
@@ -265,6 +342,23 @@ pub async fn handle(
     let start = Instant::now();
     let table = app.table.load_full();
     let mut at = Recorded::default();
+    // Only with an access log: what the line needs from the request.
+    let request_info = app.access_log.get().map(|log| {
+        let host = request_host(&req).unwrap_or_default();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        (
+            log.clone(),
+            req.method().clone(),
+            path,
+            proto_str(req.version()),
+            host,
+        )
+    });
     let mut resp = match serve(&app, &table, peer, req, &mut at).await {
         Ok(r) => r,
         Err(e) => {
@@ -279,13 +373,63 @@ pub async fn handle(
     };
     let head = start.elapsed();
     m.record(resp.status().as_u16(), head);
+    let status = resp.status().as_u16();
+    let pending = request_info.map(|(log, method, path, proto, host)| {
+        let (route, pool, version) = match (at.route, at.version) {
+            (None, _) => (Box::from(""), Box::from(""), Box::from("")),
+            (Some(r), v) => (
+                r.host.clone(),
+                r.pool.name.clone(),
+                v.and_then(|v| r.pool.versions.get(v))
+                    .map(|v| v.name.clone())
+                    .unwrap_or_default(),
+            ),
+        };
+        Box::new(PendingLog {
+            log,
+            time: SystemTime::now(),
+            start,
+            client: peer.addr,
+            method,
+            path,
+            proto,
+            host,
+            route,
+            pool,
+            version,
+            backend: String::new(),
+            status,
+        })
+    });
     match resp.body_mut() {
         ProxyBody::Upstream {
             finish: Some(f), ..
-        } => f.observe = Some((m.response.clone(), start)),
-        _ => m.response.observe(head.as_secs_f64()),
+        } => {
+            f.observe = Some((m.response.clone(), start));
+            f.log = pending.map(|mut p| {
+                p.backend = f.backend.key.addr.to_string();
+                p
+            });
+        }
+        body => {
+            m.response.observe(head.as_secs_f64());
+            if let Some(p) = pending {
+                p.write(body.size_hint().exact().unwrap_or(0));
+            }
+        }
     }
     Ok(resp)
+}
+
+fn proto_str(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
 }
 
 /// Where a request got to, for its metrics.
@@ -491,6 +635,8 @@ async fn forward(
                             backend: in_flight.take(),
                             sender: Some(conn.sender),
                             observe: None,
+                            bytes: 0,
+                            log: None,
                         };
                         return Ok((
                             Response::from_parts(

@@ -7,6 +7,7 @@
 //!  ├─ acme::spawn: orders and renews certificates for tls = "acme" routes
 //!  ├─ admin socket  ── admin::serve
 //!  ├─ metrics listener ── metrics::serve (GET /metrics)
+//!  ├─ dashboard listener ── dashboard::serve (page + /v1 API behind a token); stats sampler (1 s)
 //!  ├─ health::supervise: one probe task per checked backend; health::rebuilder
 //!  ├─ ejection sweeper (1 s): lifts passive ejections whose time is up
 //!  └─ signals: SIGHUP -> reload; SIGTERM/SIGINT -> stop accepting, drain
@@ -33,9 +34,16 @@ use crate::proxy::{self, Peer};
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error(transparent)]
+    Dashboard(#[from] crate::dashboard::DashboardError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the access log {target}: {source}")]
+    AccessLog {
+        target: String,
         source: std::io::Error,
     },
 }
@@ -47,10 +55,13 @@ pub struct Listeners {
     pub admin: tokio::net::UnixListener,
     pub admin_path: PathBuf,
     pub metrics: Option<TcpListener>,
+    pub dashboard: Option<crate::dashboard::Dashboard>,
 }
 
 /// Binds every listener of `config`.
 pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
+    // First: a bad dashboard token file stops the start before anything binds.
+    let dashboard = crate::dashboard::bind(&config.admin).await?;
     let http = match config.server.http {
         Some(a) => Some(bind_tcp(a).await?),
         None => None,
@@ -73,6 +84,7 @@ pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
         admin,
         admin_path: config.admin.socket.clone(),
         metrics,
+        dashboard,
     })
 }
 
@@ -101,6 +113,19 @@ pub async fn run(
     listeners: Listeners,
     stop: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    // Before any listener serves: the first request is logged too.
+    if let Some(al) = &config.access_log {
+        let log = crate::accesslog::AccessLog::start(
+            al.format,
+            al.target.clone(),
+            app.metrics.access_log_dropped.clone(),
+        )
+        .map_err(|source| ServerError::AccessLog {
+            target: format!("{:?}", al.target),
+            source,
+        })?;
+        let _ = app.access_log.set(log);
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     let builder = Arc::new(http_builder(&config.server));
@@ -155,6 +180,7 @@ pub async fn run(
         ))
     });
     let sweeper = tokio::spawn(sweep_ejections(app.clone(), shutdown_rx.clone()));
+    let dashboard_tasks = crate::dashboard::spawn(&app, listeners.dashboard, shutdown_rx.clone());
     let health = tokio::spawn(crate::health::supervise(
         app.clone(),
         app.table_changed.clone(),
@@ -178,6 +204,9 @@ pub async fn run(
     }
     let _ = admin_task.await;
     let _ = sweeper.await;
+    for t in dashboard_tasks {
+        let _ = t.await;
+    }
     if let Some(t) = metrics_task {
         let _ = t.await;
     }

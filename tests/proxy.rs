@@ -283,3 +283,25 @@ async fn max_connections_holds_extra_clients_in_the_backlog() {
         .unwrap();
     assert_eq!(a.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused() {
+    let (blue, _g, p) = basic().await;
+    let mut c = Client::new(p.http);
+    for i in 0..200 {
+        // Sized, chunked and empty bodies all hand the connection back.
+        let path = match i % 3 {
+            0 => "/",
+            1 => "/stream?chunks=2&ms=0",
+            _ => "/status/204",
+        };
+        let a = c.get("app.test", path).await.unwrap();
+        assert!(a.status.is_success());
+    }
+    assert_eq!(blue.hits(), 200);
+    assert!(
+        blue.connections() <= 2,
+        "{} upstream connections for 200 sequential requests",
+        blue.connections()
+    );
+}

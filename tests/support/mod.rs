@@ -105,6 +105,11 @@ impl Upstream {
         }
     }
 
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.conns.lock().unwrap().len()
+    }
+
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
     }
@@ -274,9 +279,36 @@ impl<T> futures_core::Stream for RecvStream<T> {
 
 // ---------------------------------------------------------------------------
 
-/// The real binary.
+/// The real binary. With `SWITCHYARD_TEST_RUNNER` set (scripts/arm64.sh sets
+/// `qemu-aarch64-static -L /usr/aarch64-linux-gnu` for a cross-built binary),
+/// a wrapper script that `exec`s the binary under that runner: every
+/// `Command::new(bin())` then runs it emulated, with the same pid and signals.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_switchyard")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = env!("CARGO_BIN_EXE_switchyard");
+        match std::env::var("SWITCHYARD_TEST_RUNNER") {
+            Ok(runner) if !runner.trim().is_empty() => runner_wrapper(runner.trim(), exe),
+            _ => exe.to_string(),
+        }
+    })
+}
+
+/// Writes `exec RUNNER EXE "$@"` as an executable script next to the binary
+/// (written under a temporary name, then renamed: test processes share it).
+fn runner_wrapper(runner: &str, exe: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let exe_path = Path::new(exe);
+    let path = exe_path.with_file_name("switchyard-under-runner");
+    let quoted = exe.replace('\'', "'\\''");
+    let script = format!("#!/bin/sh\nexec {runner} '{quoted}' \"$@\"\n");
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(script.as_str()) {
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, &script).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    path.display().to_string()
 }
 
 /// A running `switchyard run`.

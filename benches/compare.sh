@@ -1,0 +1,620 @@
+#!/usr/bin/env bash
+# benches/compare.sh: how does switchyard compare with nginx and HAProxy on
+# this machine, for the same weighted pool (Host app.local, blue:90 green:10)?
+#
+# One run, everything on loopback (127.0.0.1, free ports picked here), every
+# server in the foreground under this script, in a temp dir, stopped by pid on
+# exit. Layout (see shared/BENCH.md):
+#
+#   CPU 0: wrk -t1 -c50 --latency -H 'Host: app.local' (2 s warm-up, then DURATION s)
+#   CPU 1: the proxy under test (1 worker) + two 1-worker nginx origins
+#          answering "blue\n" and "green\n"
+#
+# Targets, interleaved per round: direct (wrk to the blue origin: the rig's
+# ceiling), switchyard, nginx, haproxy. Each round starts fresh origins and a
+# fresh proxy per target, so "idle RSS" is really idle and the peak is the
+# round's. Before measuring, 100 requests through each proxy must split 90/10.
+#
+# Usage: benches/compare.sh                    (ROUNDS=3 DURATION=10)
+#        ROUNDS=1 DURATION=5 benches/compare.sh
+#        SWITCHYARD_BIN=/path/to/switchyard benches/compare.sh   (another build)
+# Output: a table of medians on stdout and in bench-results/compare-<date>.txt.
+#
+# Installs nginx-light, haproxy and wrk with apt-get when missing (as root),
+# and builds target/release/switchyard when missing or older than the sources.
+
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+WARMUP=2
+CONNS=50
+HOST=app.local
+CHECK_REQUESTS=100
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# SWITCHYARD_BIN=path measures another build (not rebuilt by this script).
+SWITCHYARD=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
+
+die() {
+    echo "compare.sh: $*" >&2
+    exit 1
+}
+
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer (got '$ROUNDS')"
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive number of seconds (got '$DURATION')"
+[[ -r /proc/self/stat ]] || die "needs Linux /proc"
+(($(nproc) >= 2)) || die "needs at least 2 CPUs (wrk on CPU 0, servers on CPU 1)"
+
+# --- tools ------------------------------------------------------------------
+
+install_missing() {
+    local pkgs=()
+    command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || pkgs+=(nginx-light)
+    command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || pkgs+=(haproxy)
+    command -v wrk >/dev/null 2>&1 || pkgs+=(wrk)
+    command -v curl >/dev/null 2>&1 || pkgs+=(curl)
+    command -v taskset >/dev/null 2>&1 || pkgs+=(util-linux)
+    ((${#pkgs[@]} == 0)) && return 0
+    ((EUID == 0)) || die "missing ${pkgs[*]}: run as root, or: sudo apt-get install -y ${pkgs[*]}"
+    echo "installing ${pkgs[*]} ..."
+    # Keep the packaged services from starting (and binding 0.0.0.0:80) during
+    # the install: Debian's policy-rc.d hook, only if none is in place.
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made_policy=1
+    fi
+    local rc=0
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}"; } || rc=$?
+    ((made_policy)) && rm -f "$policy"
+    ((rc == 0)) || die "apt-get install ${pkgs[*]} failed"
+}
+install_missing
+PATH=$PATH:/usr/sbin:/sbin
+NGINX=$(command -v nginx)
+HAPROXY=$(command -v haproxy)
+
+build_switchyard() {
+    local newer=""
+    if [[ -n ${SWITCHYARD_BIN:-} ]]; then
+        [[ -x $SWITCHYARD ]] || die "SWITCHYARD_BIN=$SWITCHYARD is not an executable"
+        return 0
+    fi
+    if [[ -x $SWITCHYARD ]]; then
+        newer=$(find "$ROOT/src" "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$SWITCHYARD" -print -quit)
+        [[ -z $newer ]] && return 0
+        echo "rebuilding switchyard ($newer is newer than the binary) ..."
+    else
+        echo "building switchyard ..."
+    fi
+    (cd "$ROOT" && cargo build --release --bin switchyard) || die "cargo build --release failed"
+    [[ -x $SWITCHYARD ]] || die "no $SWITCHYARD after the build"
+}
+build_switchyard
+
+# --- processes --------------------------------------------------------------
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-compare.XXXXXX")
+# nginx workers drop to an unprivileged user when started as root.
+chmod 755 "$WORK"
+PIDS=()
+
+stop_pid() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+forget_pid() {
+    local keep=() p
+    for p in "${PIDS[@]}"; do
+        [[ $p == "$1" ]] || keep+=("$p")
+    done
+    PIDS=("${keep[@]}")
+}
+
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do
+        stop_pid "$p"
+    done
+    PIDS=()
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# free_port VAR: sets VAR to a loopback port that no socket uses (any state,
+# IPv4 or IPv6, per /proc/net/tcp*) and that this script has not handed out.
+# Ports come from outside the kernel's ephemeral range, so that the tens of
+# thousands of client connections of a run cannot take one before its server
+# binds it.
+read -r EPHEMERAL_LO EPHEMERAL_HI </proc/sys/net/ipv4/ip_local_port_range
+if ((EPHEMERAL_LO > 11024)); then
+    PORT_BASE=10000 PORT_SPAN=$((EPHEMERAL_LO - 10000))
+elif ((EPHEMERAL_HI < 64511)); then
+    PORT_BASE=$((EPHEMERAL_HI + 1)) PORT_SPAN=$((65535 - EPHEMERAL_HI))
+else
+    PORT_BASE=1024 PORT_SPAN=$((EPHEMERAL_LO - 1024))
+fi
+((PORT_SPAN >= 100)) || die "no room outside the ephemeral port range $EPHEMERAL_LO-$EPHEMERAL_HI"
+TAKEN=" "
+free_port() {
+    local used=" " local_addr hex p i
+    while read -r _ local_addr _; do
+        hex=${local_addr##*:}
+        [[ $hex =~ ^[0-9A-F]{4}$ ]] && used+="$((16#$hex)) "
+    done < <(cat /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+    for ((i = 0; i < 1000; i++)); do
+        p=$((PORT_BASE + (RANDOM * 32768 + RANDOM) % PORT_SPAN))
+        if [[ $used != *" $p "* && $TAKEN != *" $p "* ]]; then
+            TAKEN+="$p "
+            printf -v "$1" '%s' "$p"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+# start NAME LOG CMD...: runs CMD on CPU 1 in the background; sets STARTED.
+STARTED=""
+start() {
+    local name=$1 log=$2
+    shift 2
+    taskset -c 1 "$@" >"$log" 2>&1 &
+    STARTED=$!
+    PIDS+=("$STARTED")
+    echo "$name" >"$WORK/name.$STARTED"
+}
+
+# wait_ready PID PORT LOG: until the server answers on PORT (any HTTP status).
+wait_ready() {
+    local pid=$1 port=$2 log=$3 i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || die "$(cat "$WORK/name.$pid") exited at startup; its log:
+$(tail -n 20 "$log")"
+        if curl -s --noproxy '*' -o /dev/null --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$(cat "$WORK/name.$pid") did not answer on 127.0.0.1:$port within 10 s; its log:
+$(tail -n 20 "$log")"
+}
+
+# The pid and all its descendants (reads /proc with builtins: no fork per process).
+tree_pids() {
+    local root=$1 f line pid cur
+    local -a fields queue out
+    local -A kids=()
+    for f in /proc/[0-9]*/stat; do
+        read -r line 2>/dev/null <"$f" || continue
+        pid=${line%% *}
+        # After "pid (comm) ": state, ppid, ... (comm may hold spaces).
+        read -r -a fields <<<"${line##*) }"
+        kids[${fields[1]}]+="$pid "
+    done
+    queue=("$root")
+    out=()
+    while ((${#queue[@]})); do
+        cur=${queue[0]}
+        queue=("${queue[@]:1}")
+        out+=("$cur")
+        for pid in ${kids[$cur]:-}; do
+            queue+=("$pid")
+        done
+    done
+    echo "${out[@]}"
+}
+
+# tree_mem_mib FIELD PID: a /proc/PID/status field (kB) summed over the tree, in MiB.
+tree_mem_mib() {
+    local field=$1 root=$2 kb=0 pid key value
+    for pid in $(tree_pids "$root"); do
+        while read -r key value _; do
+            [[ $key == "$field:" ]] && kb=$((kb + value))
+        done 2>/dev/null <"/proc/$pid/status" || true
+    done
+    awk -v kb="$kb" 'BEGIN { printf "%.1f", kb / 1024 }'
+}
+
+# tree_ticks PID: utime + stime (clock ticks, all threads) summed over the tree.
+tree_ticks() {
+    local root=$1 total=0 pid line
+    local -a fields
+    for pid in $(tree_pids "$root"); do
+        read -r line 2>/dev/null <"/proc/$pid/stat" || continue
+        read -r -a fields <<<"${line##*) }"
+        # fields[0] is stat's field 3 (state): utime (14) and stime (15) are 11 and 12.
+        total=$((total + fields[11] + fields[12]))
+    done
+    echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+# --- configs ----------------------------------------------------------------
+
+BLUE_PORT="" GREEN_PORT="" SY_PORT="" NGINX_PORT="" HAPROXY_PORT=""
+free_port BLUE_PORT
+free_port GREEN_PORT
+free_port SY_PORT
+free_port NGINX_PORT
+free_port HAPROXY_PORT
+
+nginx_common() { # DIR
+    cat <<EOF
+worker_processes 1;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+
+nginx_temp_paths() { # DIR
+    cat <<EOF
+    client_body_temp_path $1/client_body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+EOF
+}
+
+origin_conf() { # NAME PORT
+    local dir=$WORK/$1
+    mkdir -p "$dir"
+    {
+        nginx_common "$dir"
+        cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths "$dir")
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:$2 backlog=4096;
+        location / {
+            default_type text/plain;
+            return 200 "$1\n";
+        }
+        # Counters read by this script around each run (connections, requests).
+        location = /__origin_status {
+            stub_status;
+        }
+    }
+}
+EOF
+    } >"$dir/nginx.conf"
+}
+
+switchyard_conf() {
+    local dir=$WORK/switchyard
+    mkdir -p "$dir"
+    cat >"$dir/switchyard.toml" <<EOF
+[server]
+http = "127.0.0.1:$SY_PORT"
+workers = 1
+shutdown_grace = "1s"
+
+[admin]
+socket = "$dir/admin.sock"
+state = "$dir/state.json"
+
+[[routes]]
+host = "$HOST"
+pool = "app"
+
+[pools.app.versions.blue]
+weight = 90
+backends = ["127.0.0.1:$BLUE_PORT"]
+
+[pools.app.versions.green]
+weight = 10
+backends = ["127.0.0.1:$GREEN_PORT"]
+EOF
+}
+
+nginx_proxy_conf() {
+    local dir=$WORK/nginx
+    mkdir -p "$dir"
+    {
+        nginx_common "$dir"
+        cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths "$dir")
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    upstream app_pool {
+        server 127.0.0.1:$BLUE_PORT weight=90;
+        server 127.0.0.1:$GREEN_PORT weight=10;
+        keepalive 64;
+        keepalive_requests 10000000;
+    }
+    # Unknown hosts get 404, as in switchyard.
+    server {
+        listen 127.0.0.1:$NGINX_PORT default_server backlog=4096;
+        return 404;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        server_name $HOST;
+        location / {
+            proxy_pass http://app_pool;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    } >"$dir/nginx.conf"
+}
+
+haproxy_conf() {
+    local dir=$WORK/haproxy
+    mkdir -p "$dir"
+    cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 3s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+
+frontend fe
+    bind 127.0.0.1:$HAPROXY_PORT
+    acl is_app hdr(host),field(1,:) -i $HOST
+    # Unknown hosts get 404, as in switchyard.
+    http-request deny deny_status 404 unless is_app
+    default_backend app
+
+backend app
+    balance roundrobin
+    http-reuse always
+    server blue 127.0.0.1:$BLUE_PORT weight 90
+    server green 127.0.0.1:$GREEN_PORT weight 10
+EOF
+}
+
+origin_conf blue "$BLUE_PORT"
+origin_conf green "$GREEN_PORT"
+switchyard_conf
+nginx_proxy_conf
+haproxy_conf
+
+"$NGINX" -t -q -p "$WORK/blue" -c "$WORK/blue/nginx.conf" -e "$WORK/blue/error.log" || die "origin nginx config rejected"
+"$NGINX" -t -q -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" || die "proxy nginx config rejected"
+"$HAPROXY" -c -q -f "$WORK/haproxy/haproxy.cfg" || die "haproxy config rejected"
+"$SWITCHYARD" check -c "$WORK/switchyard/switchyard.toml" >/dev/null || die "switchyard config rejected: $("$SWITCHYARD" check -c "$WORK/switchyard/switchyard.toml")"
+
+start_nginx() { # NAME PORT
+    local dir=$WORK/$1
+    start "$1" "$dir/stdout.log" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" -g 'daemon off;'
+    wait_ready "$STARTED" "$2" "$dir/error.log"
+}
+
+# start_target TARGET: starts it (origins must be up); sets TARGET_PID, TARGET_PORT.
+start_target() {
+    case $1 in
+    direct)
+        TARGET_PID=$BLUE_PID
+        TARGET_PORT=$BLUE_PORT
+        ;;
+    switchyard)
+        local dir=$WORK/switchyard
+        start switchyard "$dir/log" "$SWITCHYARD" run -c "$dir/switchyard.toml"
+        TARGET_PID=$STARTED
+        TARGET_PORT=$SY_PORT
+        wait_ready "$TARGET_PID" "$TARGET_PORT" "$dir/log"
+        ;;
+    nginx)
+        start_nginx nginx "$NGINX_PORT"
+        TARGET_PID=$STARTED
+        TARGET_PORT=$NGINX_PORT
+        ;;
+    haproxy)
+        local dir=$WORK/haproxy
+        start haproxy "$dir/log" "$HAPROXY" -db -f "$dir/haproxy.cfg"
+        TARGET_PID=$STARTED
+        TARGET_PORT=$HAPROXY_PORT
+        wait_ready "$TARGET_PID" "$TARGET_PORT" "$dir/log"
+        ;;
+    *) die "unknown target $1" ;;
+    esac
+}
+
+stop_target() {
+    [[ $1 == direct ]] && return 0
+    stop_pid "$TARGET_PID"
+    forget_pid "$TARGET_PID"
+}
+
+# verify_split TARGET PORT: 100 requests must answer blue/green about 90/10.
+verify_split() {
+    local target=$1 port=$2 out blue green other
+    out=$(taskset -c 0 curl -s --noproxy '*' --max-time 10 -H "Host: $HOST" \
+        "http://127.0.0.1:$port/split-check/[1-$CHECK_REQUESTS]" || true)
+    blue=$(grep -cx blue <<<"$out" || true)
+    green=$(grep -cx green <<<"$out" || true)
+    other=$((CHECK_REQUESTS - blue - green))
+    if ((other != 0 || blue < 85 || blue > 95)); then
+        die "$target does not split 90/10: $CHECK_REQUESTS requests with Host $HOST gave blue=$blue green=$green other/failed=$other
+first answers: $(head -c 300 <<<"$out" | tr '\n' ' ')"
+    fi
+    echo "  $target split check: blue=$blue green=$green over $CHECK_REQUESTS requests"
+}
+
+# wrk's latency value ("245.00us", "1.23ms", "1.02s") in ms.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
+        printf "%.3f", n }'
+}
+
+# Counters of both origins (nginx stub_status), as
+# "accepted_connections blue_requests green_requests". Each read is itself one
+# connection and one request on each origin.
+origin_counters() {
+    local port out acc=0 reqs=()
+    local -a f
+    for port in "$BLUE_PORT" "$GREEN_PORT"; do
+        out=$(curl -s --noproxy '*' --max-time 2 "http://127.0.0.1:$port/__origin_status") ||
+            die "cannot read the origin's status on port $port"
+        read -r -a f <<<"$(sed -n 3p <<<"$out")"
+        [[ ${f[0]:-} =~ ^[0-9]+$ && ${f[2]:-} =~ ^[0-9]+$ ]] || die "unexpected origin status: $out"
+        acc=$((acc + f[0]))
+        reqs+=("${f[2]}")
+    done
+    echo "$acc ${reqs[0]} ${reqs[1]}"
+}
+
+# --- measuring --------------------------------------------------------------
+
+TARGETS=(direct switchyard nginx haproxy)
+RAW=$WORK/raw.tsv
+: >"$RAW"
+STAMP=$(date +%Y%m%d-%H%M%S)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOAD_BEFORE%% *}" 'BEGIN { exit !(l >= 1.0) }'; then
+    echo "warning: load average is $LOAD_BEFORE; another job on this machine skews the figures (BENCH.md: ~30%)" >&2
+fi
+
+echo "switchyard vs nginx vs HAProxy: $ROUNDS round(s) x ${DURATION}s, wrk -t1 -c$CONNS on CPU 0, servers on CPU 1"
+echo "ports: blue $BLUE_PORT green $GREEN_PORT switchyard $SY_PORT nginx $NGINX_PORT haproxy $HAPROXY_PORT"
+
+for ((round = 1; round <= ROUNDS; round++)); do
+    echo "round $round/$ROUNDS"
+    start_nginx blue "$BLUE_PORT"
+    BLUE_PID=$STARTED
+    start_nginx green "$GREEN_PORT"
+    GREEN_PID=$STARTED
+    for target in "${TARGETS[@]}"; do
+        start_target "$target"
+        url="http://127.0.0.1:$TARGET_PORT/"
+        idle=$(tree_mem_mib VmRSS "$TARGET_PID")
+        [[ $target == direct ]] || verify_split "$target" "$TARGET_PORT"
+        taskset -c 0 wrk -t1 -c"$CONNS" -d"${WARMUP}s" -H "Host: $HOST" "$url" >/dev/null
+        counters=$(origin_counters)
+        read -r acc0 blue0 green0 <<<"$counters"
+        t0=$(tree_ticks "$TARGET_PID")
+        out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Host: $HOST" "$url")
+        t1=$(tree_ticks "$TARGET_PID")
+        counters=$(origin_counters)
+        read -r acc1 blue1 green1 <<<"$counters"
+        # Minus the status reads themselves (one connection and one request each).
+        upconns=$((acc1 - acc0 - 2))
+        blue_n=$((blue1 - blue0 - 1))
+        green_n=$((green1 - green0 - 1))
+        green_pct=$(awk -v b="$blue_n" -v g="$green_n" 'BEGIN { if (b + g > 0) printf "%.1f", 100 * g / (b + g); else print "-" }')
+        peak=$(tree_mem_mib VmHWM "$TARGET_PID")
+        kill -0 "$TARGET_PID" 2>/dev/null || die "$target died during the run"
+        stop_target "$target"
+
+        requests=$(awk '/ requests in / { print $1 }' <<<"$out")
+        rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")
+        p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+        p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+        non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
+        sockerr=$(awk -F'[ ,]+' '/Socket errors:/ { print $5 + $7 + $9 + $11 }' <<<"$out")
+        errors=$((${non2xx:-0} + ${sockerr:-0}))
+        [[ -n $requests && -n $rps && $requests -gt 0 ]] || die "could not read wrk's output for $target:
+$out"
+        cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", d * 1e6 / hz / n }')
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$target" "$rps" "$p50" "$p99" "$idle" "$peak" "$cpu" "$errors" "$upconns" "$green_pct" "$requests" >>"$RAW"
+        printf '  %-10s %8s req/s  p50 %6s ms  p99 %6s ms  idle %5s MiB  peak %5s MiB  cpu %6s us/req  errors %s  upstream conns %s  green %s%%\n' \
+            "$target" "$rps" "$p50" "$p99" "$idle" "$peak" "$cpu" "$errors" "$upconns" "$green_pct"
+    done
+    stop_pid "$BLUE_PID"
+    forget_pid "$BLUE_PID"
+    stop_pid "$GREEN_PID"
+    forget_pid "$GREEN_PID"
+done
+
+# --- report -----------------------------------------------------------------
+
+# median TARGET COLUMN (columns of raw.tsv, 1-based)
+median() {
+    awk -F'\t' -v t="$1" -v c="$2" '$2 == t { print $c }' "$RAW" | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit }
+              m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m }'
+}
+
+fmt() { awk -v v="$1" -v f="$2" 'BEGIN { if (v == "-") print "-"; else printf f, v }'; }
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+label() {
+    case $1 in
+    direct) echo "direct to origin (ceiling)" ;;
+    *) echo "$1" ;;
+    esac
+}
+
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null; then
+    COMMIT+=" (+ uncommitted changes in src/Cargo)"
+fi
+mkdir -p "$ROOT/bench-results"
+RESULT=$ROOT/bench-results/compare-$STAMP.txt
+
+{
+    echo "# switchyard compare, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $COMMIT"
+    echo "# $(nproc) CPUs; load average before $LOAD_BEFORE, after $LOAD_AFTER"
+    echo "# $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), HAProxy $("$HAPROXY" -v | awk 'NR == 1 { print $3 }'), $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }'), $("$SWITCHYARD" --version)"
+    echo "# pool Host $HOST blue:90 green:10; wrk -t1 -c$CONNS -d${DURATION}s on CPU 0 after a ${WARMUP}s warm-up; proxy (1 worker) + 2 origins on CPU 1"
+    echo "# medians of $ROUNDS interleaved round(s) (direct, switchyard, nginx, haproxy)"
+    echo
+    printf '| %-26s | %8s | %7s | %7s | %13s | %13s | %16s | %6s | %14s | %7s |\n' \
+        target "req/s" "p50 ms" "p99 ms" "idle RSS MiB" "peak RSS MiB" "proxy CPU us/req" errors "upstream conns" "green %"
+    echo '|----------------------------|---------:|--------:|--------:|--------------:|--------------:|-----------------:|-------:|---------------:|--------:|'
+    for t in "${TARGETS[@]}"; do
+        errs=$(awk -F'\t' -v t="$t" '$2 == t { s += $9 } END { print s + 0 }' "$RAW")
+        printf '| %-26s | %8s | %7s | %7s | %13s | %13s | %16s | %6s | %14s | %7s |\n' "$(label "$t")" \
+            "$(fmt "$(median "$t" 3)" '%.0f')" "$(fmt "$(median "$t" 4)" '%.2f')" "$(fmt "$(median "$t" 5)" '%.2f')" \
+            "$(fmt "$(median "$t" 6)" '%.1f')" "$(fmt "$(median "$t" 7)" '%.1f')" "$(fmt "$(median "$t" 8)" '%.1f')" "$errs" \
+            "$(fmt "$(median "$t" 10)" '%.0f')" "$(fmt "$(median "$t" 11)" '%.1f')"
+    done
+    echo
+    sy=$(median switchyard 3)
+    echo "switchyard / haproxy req/s: $(ratio "$sy" "$(median haproxy 3)")"
+    echo "switchyard / nginx   req/s: $(ratio "$sy" "$(median nginx 3)")"
+    echo "switchyard / direct  req/s: $(ratio "$sy" "$(median direct 3)")"
+    echo "switchyard / haproxy CPU per request: $(ratio "$(median switchyard 8)" "$(median haproxy 8)")"
+    echo "switchyard / nginx   CPU per request: $(ratio "$(median switchyard 8)" "$(median nginx 8)")"
+    echo
+    echo "Notes: for 'direct' the RSS and CPU columns are the blue origin's own (its CPU per request is"
+    echo "paid by every proxy too). RSS sums the process tree (nginx: master + worker); peak is VmHWM."
+    echo "errors = non-2xx answers + socket errors summed over all rounds. upstream conns = connections"
+    echo "the origins accepted during the measured run (direct: wrk's $CONNS; a proxy reusing upstream"
+    echo "keep-alive connections opens few). green % = green's share of the requests the origins served"
+    echo "during the run. Every proxy answered $CHECK_REQUESTS/$CHECK_REQUESTS split-check requests about 90/10"
+    echo "before each round."
+    for t in switchyard nginx haproxy; do
+        awk -F'\t' -v t="$t" '$2 == t && $12 > 0 && $10 > 0.01 * $12 {
+            printf "WARNING: %s opened %d upstream connections for %d requests in round %d (%.0f%%): it is not reusing upstream keep-alive connections\n",
+                t, $10, $12, $1, 100 * $10 / $12 }
+            $2 == t && ($11 == "-" || $11 < 8 || $11 > 12) {
+            printf "WARNING: %s sent %s%% of the requests to green in round %d, not about 10%%\n", t, $11, $1 }' "$RAW"
+    done
+    echo
+    echo "## per round"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' round target "req/s" p50_ms p99_ms idle_mib peak_mib cpu_us_per_req errors upstream_conns green_pct requests
+    cat "$RAW"
+} >"$RESULT"
+
+echo
+cat "$RESULT"
+echo
+echo "written to ${RESULT#"$ROOT"/}"

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every fuzz target (or the ones named) for SECONDS each, default 60.
+#
+#   fuzz/run.sh                 # all targets, 60 s each
+#   fuzz/run.sh 300 host        # one target, 5 minutes
+#
+# Works on the stable toolchain: cargo-fuzz needs nightly-only flags
+# (-Zsanitizer=address), which RUSTC_BOOTSTRAP=1 unlocks on stable.
+#
+# libFuzzer reads the committed seeds in fuzz/corpus/<target>/ but writes what
+# it discovers to fuzz/target/corpus/<target>/ (ignored by git), so a run never
+# dirties the committed corpus. A crash is saved under fuzz/artifacts/<target>/;
+# keep it as fuzz/corpus/<target>/crash-<what>-regression so that
+# `cargo test --test fuzz_seeds` replays it on every CI run.
+set -euo pipefail
+
+cd "$(dirname "$0")"
+
+seconds="${1:-60}"
+shift || true
+if [ "$#" -gt 0 ]; then
+    targets=("$@")
+else
+    targets=(config host admin_cmd)
+fi
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz" >&2
+    cargo install cargo-fuzz --locked
+fi
+
+export RUSTC_BOOTSTRAP=1
+
+failed=()
+for t in "${targets[@]}"; do
+    mkdir -p "target/corpus/$t"
+    echo "=== $t: ${seconds}s" >&2
+    if ! cargo fuzz run "$t" "target/corpus/$t" "corpus/$t" -- -max_total_time="$seconds" -print_final_stats=1; then
+        failed+=("$t")
+    fi
+done
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "fuzz targets that found a crash: ${failed[*]} (inputs in fuzz/artifacts/)" >&2
+    exit 1
+fi
+echo "all fuzz targets ran ${seconds}s without a crash: ${targets[*]}" >&2

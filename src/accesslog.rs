@@ -1,0 +1,313 @@
+//! The access log: one line per request, written off the request path.
+//!
+//! ```text
+//! request ends ─> Entry::line (format once) ─> try_send on a bounded channel
+//!                                              └─ full: counted as dropped, never a stall
+//! writer thread ─> BufWriter (stdout, stderr or a file) ─> flush when the channel is idle
+//! ```
+//!
+//! Formats: `common` is the Common Log Format followed by the host, route,
+//! pool/version, backend and duration; `json` is one JSON object per line.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::IntCounter;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// Lines buffered between requests and the writer.
+pub const CAPACITY: usize = 16_384;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Common,
+    Json,
+}
+
+/// Where lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+/// The sending half, held by the app (cloned into responses still streaming).
+#[derive(Clone)]
+pub struct AccessLog {
+    format: Format,
+    tx: mpsc::Sender<String>,
+    dropped: IntCounter,
+}
+
+/// One finished request.
+#[derive(Debug, Serialize)]
+pub struct Entry<'a> {
+    pub time: SystemTime,
+    pub client: SocketAddr,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub proto: &'a str,
+    pub status: u16,
+    pub bytes: u64,
+    pub duration: Duration,
+    pub host: &'a str,
+    pub route: &'a str,
+    pub pool: &'a str,
+    pub version: &'a str,
+    pub backend: &'a str,
+}
+
+// === impl AccessLog ===
+
+impl AccessLog {
+    /// Starts the writer thread. Fails only when the file cannot be opened.
+    pub fn start(
+        format: Format,
+        target: Target,
+        dropped: IntCounter,
+    ) -> std::io::Result<AccessLog> {
+        let out: Box<dyn Write + Send> = match &target {
+            Target::Stdout => Box::new(std::io::stdout()),
+            Target::Stderr => Box::new(std::io::stderr()),
+            Target::File(p) => {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                Box::new(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(p)?,
+                )
+            }
+        };
+        let (tx, rx) = mpsc::channel(CAPACITY);
+        std::thread::Builder::new()
+            .name("switchyard-access-log".into())
+            .spawn(move || write_loop(rx, out))?;
+        Ok(AccessLog {
+            format,
+            tx,
+            dropped,
+        })
+    }
+
+    /// Queues one entry; drops (and counts) it when the writer is behind.
+    #[inline]
+    pub fn log(&self, e: &Entry<'_>) {
+        let line = e.line(self.format);
+        if self.tx.try_send(line).is_err() {
+            self.dropped.inc();
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+}
+
+fn write_loop(mut rx: mpsc::Receiver<String>, out: Box<dyn Write + Send>) {
+    let mut w = std::io::BufWriter::with_capacity(64 * 1024, out);
+    while let Some(line) = rx.blocking_recv() {
+        let _ = w.write_all(line.as_bytes());
+        // Drain what is queued, then flush once.
+        while let Ok(line) = rx.try_recv() {
+            let _ = w.write_all(line.as_bytes());
+        }
+        let _ = w.flush();
+    }
+    let _ = w.flush();
+}
+
+// === impl Entry ===
+
+impl Entry<'_> {
+    /// The formatted line, newline included.
+    pub fn line(&self, format: Format) -> String {
+        match format {
+            Format::Json => {
+                let secs = self.time.duration_since(UNIX_EPOCH).unwrap_or_default();
+                let v = serde_json::json!({
+                    "time": humantime::format_rfc3339_millis(UNIX_EPOCH + secs).to_string(),
+                    "client": self.client.ip().to_string(),
+                    "method": self.method,
+                    "path": self.path,
+                    "proto": self.proto,
+                    "status": self.status,
+                    "bytes": self.bytes,
+                    "duration_ms": (self.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+                    "host": self.host,
+                    "route": self.route,
+                    "pool": self.pool,
+                    "version": self.version,
+                    "backend": self.backend,
+                });
+                let mut s = v.to_string();
+                s.push('\n');
+                s
+            }
+            Format::Common => {
+                let mut s = String::with_capacity(160);
+                let dash = |x: &str| {
+                    if x.is_empty() {
+                        "-".to_string()
+                    } else {
+                        x.to_string()
+                    }
+                };
+                let _ = write!(s, "{} - - [", self.client.ip());
+                clf_time(&mut s, self.time);
+                let _ = writeln!(
+                    s,
+                    "] \"{} {} {}\" {} {} \"{}\" {} {}/{} {} {:.3}",
+                    self.method,
+                    escape(self.path),
+                    self.proto,
+                    self.status,
+                    self.bytes,
+                    escape(self.host),
+                    dash(self.route),
+                    dash(self.pool),
+                    dash(self.version),
+                    dash(self.backend),
+                    self.duration.as_secs_f64()
+                );
+                s
+            }
+        }
+    }
+}
+
+/// Keeps a log line one line: quotes, backslashes and control bytes escaped.
+fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() || c == ' ' => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+/// `10/Oct/2000:13:55:36 +0000` (UTC).
+fn clf_time(out: &mut String, t: SystemTime) {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    let _ = write!(
+        out,
+        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str) -> Entry<'_> {
+        Entry {
+            time: UNIX_EPOCH + Duration::from_secs(971_186_136), // 2000-10-10 13:55:36
+            client: "10.1.2.3:5555".parse().unwrap(),
+            method: "GET",
+            path,
+            proto: "HTTP/1.1",
+            status: 200,
+            bytes: 5,
+            duration: Duration::from_micros(1_500),
+            host: "app.test",
+            route: "app.test",
+            pool: "app",
+            version: "blue",
+            backend: "127.0.0.1:8081",
+        }
+    }
+
+    #[test]
+    fn common_log_format_line() {
+        assert_eq!(
+            entry("/a?b=1").line(Format::Common),
+            "10.1.2.3 - - [10/Oct/2000:13:55:36 +0000] \"GET /a?b=1 HTTP/1.1\" 200 5 \"app.test\" app.test app/blue 127.0.0.1:8081 0.002\n"
+        );
+    }
+
+    #[test]
+    fn hostile_paths_stay_on_one_line() {
+        let line = entry("/x\"y z\n").line(Format::Common);
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(line.contains("/x\\\"y\\x20z\\x0a"), "{line}");
+    }
+
+    #[test]
+    fn json_line() {
+        let v: serde_json::Value =
+            serde_json::from_str(entry("/").line(Format::Json).trim()).unwrap();
+        assert_eq!(v["time"], "2000-10-10T13:55:36.000Z");
+        assert_eq!(v["client"], "10.1.2.3");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["version"], "blue");
+        assert_eq!(v["duration_ms"], 1.5);
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_780), (2026, 11, 23));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn a_full_channel_drops_and_counts() {
+        let dropped = IntCounter::new("d", "d").unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let log = AccessLog {
+            format: Format::Common,
+            tx,
+            dropped,
+        };
+        log.log(&entry("/"));
+        log.log(&entry("/"));
+        log.log(&entry("/"));
+        assert_eq!(log.dropped(), 2);
+    }
+}

@@ -1,0 +1,225 @@
+//! Live figures per version for `GET /v1/stats`: requests/s, 5xx rate and
+//! p99 over the last ~10 s.
+//!
+//! ```text
+//! sampler (1 s) ─> Metrics::sample(pool, version) ─> ring per version (~12 samples)
+//! GET /v1/stats ─> fresh sample now, minus the ring's sample ~10 s ago ─> Window
+//!               ─> requests/s, Window::error_rate, Window::quantile(0.99)
+//! ```
+//!
+//! The figures come from the same windowed reader the rollout controller
+//! judges from, so the page and the controller agree.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::metrics::{Metrics, Sample, Window};
+
+/// How far back the figures look.
+pub const WINDOW: Duration = Duration::from_secs(10);
+/// How often the sampler takes a sample.
+pub const TICK: Duration = Duration::from_secs(1);
+/// Samples older than this are dropped.
+const KEEP: Duration = Duration::from_secs(13);
+
+/// Recent samples of one version, oldest first.
+type Ring = VecDeque<(Instant, Sample)>;
+
+/// The rings of recent samples, per (pool, version).
+#[derive(Default)]
+pub struct Stats {
+    rings: Mutex<HashMap<(String, String), Ring>>,
+}
+
+// === impl Stats ===
+
+impl Stats {
+    /// Takes one sample of each `(pool, version)` at `now`, and forgets
+    /// versions that are gone and samples older than the ring keeps.
+    pub fn tick(&self, metrics: &Metrics, versions: &[(String, String)], now: Instant) {
+        let fresh: Vec<((String, String), Sample)> = versions
+            .iter()
+            .map(|(p, v)| ((p.clone(), v.clone()), metrics.sample(p, v)))
+            .collect();
+        let mut rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+        rings.retain(|k, _| versions.contains(k));
+        for (key, sample) in fresh {
+            let ring = rings.entry(key).or_default();
+            ring.push_back((now, sample));
+            while ring
+                .front()
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) > KEEP)
+            {
+                ring.pop_front();
+            }
+        }
+    }
+
+    /// The figures of each `(pool, version)` from the oldest sample within
+    /// [`WINDOW`] of `now` to a fresh sample taken now.
+    pub fn json(&self, metrics: &Metrics, versions: &[(String, String)], now: Instant) -> Value {
+        let mut pools: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+        let mut widest = Duration::ZERO;
+        for (pool, version) in versions {
+            let later = metrics.sample(pool, version);
+            let earlier = {
+                let rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+                rings
+                    .get(&(pool.clone(), version.clone()))
+                    .and_then(|ring| {
+                        ring.iter()
+                            .find(|(t, _)| now.saturating_duration_since(*t) <= WINDOW + TICK / 2)
+                            .cloned()
+                    })
+            };
+            let figures = match earlier {
+                Some((t, earlier)) => {
+                    let span = now.saturating_duration_since(t);
+                    widest = widest.max(span);
+                    figures(&Window::between(&earlier, &later), span)
+                }
+                None => figures(&Window::between(&later, &later), Duration::ZERO),
+            };
+            pools
+                .entry(pool.clone())
+                .or_default()
+                .insert(version.clone(), figures);
+        }
+        let pools: serde_json::Map<String, Value> = pools
+            .into_iter()
+            .map(|(p, versions)| (p, json!({ "versions": versions })))
+            .collect();
+        json!({
+            "window_seconds": round(widest.as_secs_f64(), 3),
+            "pools": pools,
+        })
+    }
+}
+
+/// One version's figures over `span`.
+fn figures(w: &Window, span: Duration) -> Value {
+    let secs = span.as_secs_f64();
+    let rps = (secs >= 0.1).then(|| round(w.requests as f64 / secs, 2));
+    json!({
+        "requests": w.requests,
+        "errors": w.errors,
+        "requests_per_second": rps,
+        "error_rate": w.error_rate().map(|r| round(r, 6)),
+        "p50_seconds": w.quantile(0.5).map(|q| round(q, 6)),
+        "p99_seconds": w.quantile(0.99).map(|q| round(q, 6)),
+        "window_seconds": round(secs, 3),
+    })
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+/// Every (pool, version) of the current table.
+pub fn versions_of(app: &App) -> Vec<(String, String)> {
+    let table = app.table.load();
+    table
+        .pools
+        .iter()
+        .flat_map(|(name, pool)| {
+            pool.versions
+                .iter()
+                .map(move |v| (name.clone(), v.name.to_string()))
+        })
+        .collect()
+}
+
+/// `GET /v1/stats`.
+pub fn stats_json(app: &App) -> Value {
+    app.stats
+        .json(&app.metrics, &versions_of(app), Instant::now())
+}
+
+/// Samples every version once a second until shutdown.
+pub async fn sample_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let app2 = app.clone();
+        // Gathering the families is a little CPU work; keep it off the
+        // reactor threads' hot path.
+        let _ = tokio::task::spawn_blocking(move || {
+            app2.stats
+                .tick(&app2.metrics, &versions_of(&app2), Instant::now())
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(p: &str, v: &str) -> (String, String) {
+        (p.to_string(), v.to_string())
+    }
+
+    #[test]
+    fn rates_come_from_the_window_and_old_samples_drop_out() {
+        let m = Metrics::new();
+        let green = m.request_handles("app.test", "app", "green");
+        let blue = m.request_handles("app.test", "app", "blue");
+        let versions = vec![key("app", "blue"), key("app", "green")];
+        let s = Stats::default();
+        let t0 = Instant::now();
+
+        // Before any sample: counts, no rates.
+        let v = s.json(&m, &versions, t0);
+        assert_eq!(v["pools"]["app"]["versions"]["green"]["requests"], 0);
+        assert!(v["pools"]["app"]["versions"]["green"]["requests_per_second"].is_null());
+
+        // Traffic before the window is not counted.
+        for _ in 0..1000 {
+            green.record(200, Duration::from_millis(2));
+        }
+        s.tick(&m, &versions, t0);
+        for i in 0..20u64 {
+            s.tick(&m, &versions, t0 + Duration::from_secs(i));
+        }
+        // 20 s later: 190 answers, 10 of them 500 and slow.
+        for _ in 0..190 {
+            green.record(200, Duration::from_millis(2));
+        }
+        for _ in 0..10 {
+            green.record(500, Duration::from_millis(300));
+        }
+        let now = t0 + Duration::from_secs(20);
+        let v = s.json(&m, &versions, now);
+        let g = &v["pools"]["app"]["versions"]["green"];
+        assert_eq!(g["requests"], 200, "{v}");
+        assert_eq!(g["errors"], 10);
+        // The oldest sample within 10.5 s is t0 + 10 s: 200 requests / 10 s.
+        assert_eq!(g["requests_per_second"], 20.0);
+        assert_eq!(g["error_rate"], 0.05);
+        let p99 = g["p99_seconds"].as_f64().unwrap();
+        assert!(p99 > 0.25 && p99 <= 0.5, "{p99}");
+        assert_eq!(v["window_seconds"], 10.0);
+        // An idle version: zero rate, no error rate or p99.
+        let b = &v["pools"]["app"]["versions"]["blue"];
+        assert_eq!(b["requests_per_second"], 0.0);
+        assert!(b["error_rate"].is_null() && b["p99_seconds"].is_null());
+        blue.record(200, Duration::from_millis(1));
+
+        // The ring keeps ~13 s, and forgets versions that are gone.
+        let rings = s.rings.lock().unwrap();
+        assert!(rings[&key("app", "green")].len() <= 14);
+        drop(rings);
+        s.tick(&m, &versions[..1], now);
+        assert!(!s.rings.lock().unwrap().contains_key(&key("app", "green")));
+    }
+}
