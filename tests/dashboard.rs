@@ -930,6 +930,11 @@ async fn page_drives_weights_and_rollouts_in_chromium() {
         ) == json!(true)
     });
     b.shot("phone");
+    b.js(
+        "document.querySelector('[data-testid=rollout-app]').scrollIntoView()",
+        json!([]),
+    );
+    b.shot("phone-rollout");
 
     // Keyboard: every action is a real button or input with a label.
     let unlabelled = b.js(
