@@ -80,11 +80,19 @@ impl Dash {
         let dir = tempfile::tempdir().unwrap();
         write_token(dir.path(), 0o600, &format!("{TOKEN}\n"));
         let proxy = Proxy::start_in(dir, &config(blue, green)).await;
-        let addr = proxy.state().await["listeners"]["dashboard"]
-            .as_str()
-            .expect("the dashboard address is in /v1/state listeners")
-            .parse()
-            .unwrap();
+        // The harness is ready with the http listener; the dashboard's
+        // address shows up in the listeners a moment later.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let addr = loop {
+            if let Some(a) = proxy.state().await["listeners"]["dashboard"].as_str() {
+                break a.parse().unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the dashboard address never showed in /v1/state listeners"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         Dash { proxy, addr }
     }
 
