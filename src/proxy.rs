@@ -344,7 +344,7 @@ pub async fn handle(
     let mut at = Recorded::default();
     // Only with an access log: what the line needs from the request.
     let request_info = app.access_log.get().map(|log| {
-        let host = request_host(&req).unwrap_or_default();
+        let host = request_host(&req).and_then(|h| h.to_str().ok().map(str::to_owned)).unwrap_or_default();
         let path = req
             .uri()
             .path_and_query()
@@ -446,12 +446,13 @@ async fn serve<'t>(
     mut req: Request<Incoming>,
     at: &mut Recorded<'t>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let host = request_host(&req).ok_or(ProxyError::NoHost)?;
+    let host_value = request_host(&req).ok_or(ProxyError::NoHost)?;
+    let host = host_value.to_str().map_err(|_| ProxyError::NoHost)?;
     if peer.https {
         // The certificate was chosen for the SNI name: another Host on this
         // connection (HTTP/2 coalescing, domain fronting) is misdirected.
         if let Some(sni) = req.extensions().get::<crate::tls::Sni>() {
-            if !sni.matches(&host) {
+            if !sni.matches(host) {
                 return Err(ProxyError::Misdirected);
             }
         }
@@ -461,14 +462,14 @@ async fn serve<'t>(
             return Ok(plain(StatusCode::OK, key_authorization));
         }
     }
-    let route = table.route(&host).ok_or(ProxyError::NoRoute)?;
+    let route = table.route(host).ok_or(ProxyError::NoRoute)?;
     at.route = Some(route);
     if !peer.https
         && route.redirect_https
         && route.tls != TlsMode::None
         && !req.uri().path().starts_with(ACME_PREFIX)
     {
-        return Ok(redirect(&host, table.https_port, req.uri()));
+        return Ok(redirect(host, table.https_port, req.uri()));
     }
     let pool = &route.pool;
 
@@ -501,7 +502,7 @@ async fn serve<'t>(
         Pick::AllDown => fallback(pool)?,
     };
 
-    prepare_upstream(&mut req, &host, peer);
+    prepare_upstream(&mut req, &host_value, peer);
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     at.version = Some(vidx);
@@ -523,18 +524,14 @@ async fn serve<'t>(
     }
     strip_hop_by_hop(resp.headers_mut());
     if pool.version_header {
-        if let Ok(v) = HeaderValue::try_from(&*version_name(pool, vidx)) {
-            resp.headers_mut().insert(X_SERVED_BY.clone(), v);
+        if let Some(v) = pool.versions.get(vidx) {
+            resp.headers_mut().insert(X_SERVED_BY.clone(), v.header.clone());
         }
     }
     if let Some(c) = set_cookie {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
     Ok(resp)
-}
-
-fn version_name(pool: &Pool, i: usize) -> Box<str> {
-    pool.versions[i].name.clone()
 }
 
 /// No version has an available backend: `on_all_down` decides.
@@ -735,13 +732,14 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-/// The request's host: the URI authority (HTTP/2, absolute form) or Host.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
+/// The request's host as a header value: the URI authority (HTTP/2,
+/// absolute form), else the Host header (a cheap clone, no copy).
+fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
     if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_owned());
+        return HeaderValue::from_str(a.as_str()).ok();
     }
-    let h = req.headers().get(header::HOST)?.to_str().ok()?;
-    (!h.is_empty()).then(|| h.to_owned())
+    let h = req.headers().get(header::HOST)?;
+    (!h.is_empty() && h.to_str().is_ok()).then(|| h.clone())
 }
 
 fn is_upgrade(h: &HeaderMap) -> bool {
@@ -758,7 +756,7 @@ fn is_upgrade(h: &HeaderMap) -> bool {
 
 /// Turns a client request into the upstream one: origin-form URI, HTTP/1.1,
 /// Host kept, hop-by-hop headers gone, X-Forwarded-* added.
-fn prepare_upstream(req: &mut Request<Incoming>, host: &str, peer: Peer) {
+fn prepare_upstream(req: &mut Request<Incoming>, host: &HeaderValue, peer: Peer) {
     let upgrade = is_upgrade(req.headers());
     let upgrade_value = if upgrade {
         req.headers().get(header::UPGRADE).cloned()
@@ -779,9 +777,7 @@ fn prepare_upstream(req: &mut Request<Incoming>, host: &str, peer: Peer) {
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     if !headers.contains_key(header::HOST) {
-        if let Ok(v) = HeaderValue::try_from(host) {
-            headers.insert(header::HOST, v);
-        }
+        headers.insert(header::HOST, host.clone());
     }
     if let Some(u) = upgrade_value {
         headers.insert(header::UPGRADE, u);
@@ -800,9 +796,7 @@ fn prepare_upstream(req: &mut Request<Incoming>, host: &str, peer: Peer) {
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if peer.https { "https" } else { "http" }),
     );
-    if let Ok(v) = HeaderValue::try_from(host) {
-        headers.insert(X_FORWARDED_HOST.clone(), v);
-    }
+    headers.insert(X_FORWARDED_HOST.clone(), host.clone());
 }
 
 /// Removes hop-by-hop headers, including those named by Connection.

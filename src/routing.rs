@@ -83,6 +83,8 @@ pub struct Pool {
 /// One version of a pool.
 pub struct Version {
     pub name: Box<str>,
+    /// The name as an `x-served-by` value, made once.
+    pub header: http::HeaderValue,
     /// Configured weight (after runtime overrides).
     pub weight: u32,
     pub backends: Vec<Arc<Backend>>,
@@ -137,6 +139,8 @@ impl RoutingTable {
                     .collect();
                 versions.push(Version {
                     name: vname.as_str().into(),
+                    // Names are validated ASCII; an empty value cannot happen.
+                    header: http::HeaderValue::from_str(vname).unwrap_or(http::HeaderValue::from_static("")),
                     weight: vc.weight,
                     backends,
                     rr: RoundRobin::default(),
