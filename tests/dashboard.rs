@@ -637,6 +637,24 @@ impl Browser {
         );
     }
 
+    /// Keys sent to an element (WebDriver focuses it first); `\u{E007}` is
+    /// Enter, `\u{E00C}` Escape.
+    fn keys(&self, testid: &str, text: &str) {
+        let id = self.find(testid);
+        self.cmd(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    fn focused(&self) -> Value {
+        self.js(
+            "return document.activeElement.dataset.testid || null",
+            json!([]),
+        )
+    }
+
     fn js(&self, script: &str, args: Value) -> Value {
         self.cmd(
             "POST",
@@ -955,6 +973,21 @@ async fn page_drives_weights_and_rollouts_in_chromium() {
         json!([]),
     );
     assert_eq!(fake_buttons, json!(0));
+    // Enter on a focused action opens the dialog with focus inside it;
+    // Escape cancels, changes nothing and gives focus back.
+    b.keys("switch-app-green", "\u{E007}");
+    b.wait(
+        Duration::from_secs(2),
+        "the dialog from the keyboard",
+        |b| b.focused() == json!("confirm-ok"),
+    );
+    b.keys("confirm-ok", "\u{E00C}");
+    b.wait(
+        Duration::from_secs(2),
+        "focus back on the switch button",
+        |b| b.focused() == json!("switch-app-green") && !b.visible("confirm-ok"),
+    );
+    assert_eq!(ctl_weights(&d.proxy), (100, 0));
 
     if std::env::var_os("SWITCHYARD_UPDATE_SCREENSHOT").is_some() {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
