@@ -344,7 +344,9 @@ pub async fn handle(
     let mut at = Recorded::default();
     // Only with an access log: what the line needs from the request.
     let request_info = app.access_log.get().map(|log| {
-        let host = request_host(&req).and_then(|h| h.to_str().ok().map(str::to_owned)).unwrap_or_default();
+        let host = request_host(&req)
+            .and_then(|h| h.to_str().ok().map(str::to_owned))
+            .unwrap_or_default();
         let path = req
             .uri()
             .path_and_query()
@@ -525,7 +527,8 @@ async fn serve<'t>(
     strip_hop_by_hop(resp.headers_mut());
     if pool.version_header {
         if let Some(v) = pool.versions.get(vidx) {
-            resp.headers_mut().insert(X_SERVED_BY.clone(), v.header.clone());
+            resp.headers_mut()
+                .insert(X_SERVED_BY.clone(), v.header.clone());
         }
     }
     if let Some(c) = set_cookie {

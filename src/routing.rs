@@ -140,7 +140,8 @@ impl RoutingTable {
                 versions.push(Version {
                     name: vname.as_str().into(),
                     // Names are validated ASCII; an empty value cannot happen.
-                    header: http::HeaderValue::from_str(vname).unwrap_or(http::HeaderValue::from_static("")),
+                    header: http::HeaderValue::from_str(vname)
+                        .unwrap_or(http::HeaderValue::from_static("")),
                     weight: vc.weight,
                     backends,
                     rr: RoundRobin::default(),
