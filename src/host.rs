@@ -29,6 +29,8 @@ pub enum HostError {
     EmptyLabel,
     #[error("a wildcard must be a leading \"*.\" followed by a name")]
     BadWildcard,
+    #[error("a bracketed host must be an IPv6 address, as in [::1]")]
+    BadIpv6,
 }
 
 /// A normalized host name: lowercase, no port, no trailing dot.
@@ -110,7 +112,11 @@ pub fn strip_port(raw: &str) -> &str {
     if let Some(rest) = raw.strip_prefix('[') {
         // "[::1]:8080" -> "[::1]"
         return match rest.find(']') {
-            Some(end) => &raw[..end + 2],
+            // Only a ":port" may follow the bracket.
+            Some(end) if rest[end + 1..].is_empty() || rest[end + 1..].starts_with(':') => {
+                &raw[..end + 2]
+            }
+            Some(_) => raw,
             None => raw,
         };
     }
@@ -140,6 +146,16 @@ fn normalize_checked<'a>(
         return Err(HostError::TooLong);
     }
     let bracketed = host.starts_with('[');
+    if bracketed {
+        // Brackets hold an IPv6 address and nothing else.
+        let inner = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+        if inner
+            .and_then(|h| h.parse::<std::net::Ipv6Addr>().ok())
+            .is_none()
+        {
+            return Err(HostError::BadIpv6);
+        }
+    }
     for (i, b) in host.bytes().enumerate() {
         let ok = b.is_ascii_alphanumeric()
             || b == b'-'
@@ -203,6 +219,22 @@ mod tests {
             HostName::parse("A.."),
             Err(HostError::EmptyLabel),
             "one trailing dot is stripped, not two"
+        );
+        for bad in [
+            "[a..",
+            "[zz]",
+            "[::1",
+            "[abc:8080",
+            "[::1]x",
+            "[....",
+            "*.[::1]",
+        ] {
+            assert!(HostName::parse(bad).is_err(), "{bad}");
+        }
+        assert!(HostPattern::parse("*.[::1]").is_err());
+        assert_eq!(
+            HostName::parse("[::FFFF:1.2.3.4]:80").unwrap().as_str(),
+            "[::ffff:1.2.3.4]"
         );
         assert_eq!(HostName::parse(&"a".repeat(300)), Err(HostError::TooLong));
         assert!(HostName::parse("é.test").is_err());
