@@ -364,6 +364,14 @@ impl App {
         events: Vec<NewEvent>,
     ) -> Result<(), AdminError> {
         let mut ctl = self.lock();
+        let rev = |v: Option<&Value>| {
+            v.and_then(|v| v.get("rev"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
+        if rev(Some(&rollout)) != rev(ctl.state.rollouts.get(pool)) + 1 {
+            return Err(AdminError::Conflict(crate::rollout::CHANGED.into()));
+        }
         let before = Self::weights_of(&ctl, pool);
         let mut state = ctl.state.clone();
         state.rollouts.insert(pool.to_string(), rollout);

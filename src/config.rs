@@ -213,6 +213,8 @@ pub struct RolloutConfig {
     pub min_requests: u64,
     pub max_error_rate_increase: f64,
     pub max_p99_increase: f64,
+    /// A p99 difference smaller than this never fails a judgement.
+    pub p99_tolerance: Duration,
     pub failure_limit: u32,
     pub cooldown: Duration,
     pub smoke: Option<SmokeConfig>,
@@ -233,6 +235,7 @@ impl Default for RolloutConfig {
             min_requests: 50,
             max_error_rate_increase: 0.01,
             max_p99_increase: 0.5,
+            p99_tolerance: Duration::from_millis(10),
             failure_limit: 1,
             cooldown: Duration::from_secs(600),
             smoke: None,
@@ -467,6 +470,7 @@ struct RolloutFile {
     min_requests: S<i64>,
     max_error_rate_increase: S<f64>,
     max_p99_increase: S<f64>,
+    p99_tolerance: S<String>,
     failure_limit: S<i64>,
     cooldown: S<String>,
     smoke: Option<Spanned<SmokeFile>>,
@@ -1127,6 +1131,10 @@ fn validate_rollout(c: &mut Checker<'_>, r: &RolloutFile) -> RolloutConfig {
             d.max_p99_increase,
             1000.0,
         ),
+        p99_tolerance: match &r.p99_tolerance {
+            Some(s) if s.get_ref().trim() == "0s" || s.get_ref().trim() == "0" => Duration::ZERO,
+            other => c.duration(other, "rollout.p99_tolerance", d.p99_tolerance),
+        },
         failure_limit: c.int(&r.failure_limit, "rollout.failure_limit", 1..1001, 1) as u32,
         cooldown: match &r.cooldown {
             // A zero cooldown is allowed: "no cooldown".

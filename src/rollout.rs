@@ -48,6 +48,10 @@ pub struct Plan {
     pub min_requests: u64,
     pub max_error_rate_increase: f64,
     pub max_p99_increase: f64,
+    /// A p99 difference smaller than this never fails a judgement: at a few
+    /// milliseconds, ratios are noise.
+    #[serde(with = "ms", default = "default_tolerance")]
+    pub p99_tolerance: Duration,
     pub failure_limit: u32,
     #[serde(with = "ms")]
     pub cooldown: Duration,
@@ -60,6 +64,10 @@ pub struct Plan {
     /// The preset the plan came from, if any.
     #[serde(default)]
     pub preset: Option<String>,
+}
+
+fn default_tolerance() -> Duration {
+    Duration::from_millis(10)
 }
 
 fn default_status() -> (u16, u16) {
@@ -154,6 +162,10 @@ pub struct Rollout {
     /// The last judgements, newest last (at most 20).
     #[serde(default)]
     pub history: Vec<Judgement>,
+    /// Bumped by every write; a write based on an older revision is refused,
+    /// so the controller and admin calls never overwrite each other.
+    #[serde(default)]
+    pub rev: u64,
 }
 
 // === impl Rollout ===
@@ -216,6 +228,7 @@ pub fn plan_from(defaults: &RolloutConfig, body: &Value) -> Result<Plan, AdminEr
         "min_requests",
         "max_error_rate_increase",
         "max_p99_increase",
+        "p99_tolerance",
         "failure_limit",
         "cooldown",
         "smoke",
@@ -318,6 +331,10 @@ pub fn plan_from(defaults: &RolloutConfig, body: &Value) -> Result<Plan, AdminEr
             1.0,
         )?,
         max_p99_increase: num("max_p99_increase", defaults.max_p99_increase, 1000.0)?,
+        p99_tolerance: match obj.get("p99_tolerance") {
+            Some(Value::String(s)) if s.trim() == "0" || s.trim() == "0s" => Duration::ZERO,
+            _ => dur("p99_tolerance", defaults.p99_tolerance)?,
+        },
         failure_limit: int("failure_limit", u64::from(defaults.failure_limit), 1)? as u32,
         cooldown: dur("cooldown", defaults.cooldown)?,
         smoke_path,
@@ -390,13 +407,17 @@ pub fn judge(canary: &Window, stable: &Window, plan: &Plan) -> (Verdict, String,
         }
     }
     if let (Some(c), Some(s)) = (cp, sp) {
-        if s > 0.0 && c / s - 1.0 > plan.max_p99_increase {
+        if s > 0.0
+            && c / s - 1.0 > plan.max_p99_increase
+            && c - s > plan.p99_tolerance.as_secs_f64()
+        {
             return (
                 Verdict::Fail,
                 format!(
-                    "canary p99 {:.1} ms is more than {:.0}% above stable p99 {:.1} ms",
+                    "canary p99 {:.1} ms is more than {:.0}% (and {} ms) above stable p99 {:.1} ms",
                     c * 1000.0,
                     plan.max_p99_increase * 100.0,
+                    plan.p99_tolerance.as_millis(),
                     s * 1000.0
                 ),
                 numbers,
@@ -579,22 +600,25 @@ pub fn start(app: &Arc<App>, pool: &str, body: &Value, who: &str) -> Result<Valu
         cooldown_until_ms: None,
         last: None,
         history: Vec::new(),
+        rev: existing.as_ref().map(|e| e.rev).unwrap_or(0),
     };
+    let mut r = r;
     // Persist before any traffic moves; the task does the smoke gate and step 1.
     let what = format!(
         "rollout of {canary} in {pool} started by {who}: stable {stable}, steps {:?}, step {:?}",
         r.plan.steps, r.plan.step_duration
     );
-    app.rollout_commit(
-        pool,
-        r.to_value(),
+    let plan = json!(r.plan);
+    save(
+        app,
+        &mut r,
         None,
         vec![NewEvent {
             who: who.into(),
             kind: "rollout.start",
             pool: Some(pool.into()),
             what,
-            after: json!(r.plan),
+            after: plan,
             ..Default::default()
         }],
     )?;
@@ -614,6 +638,25 @@ pub fn status(app: &App, pool: &str) -> Result<Value, AdminError> {
 
 /// Pause, resume, promote or abort.
 pub fn act(
+    app: &Arc<App>,
+    pool: &str,
+    action: crate::admin::RolloutAction,
+    who: &str,
+) -> Result<Value, AdminError> {
+    // A controller write may land between our read and our write: the
+    // revision check refuses ours, and we read again.
+    for _ in 0..5 {
+        match act_once(app, pool, action, who) {
+            Err(AdminError::Conflict(m)) if m == CHANGED => continue,
+            other => return other,
+        }
+    }
+    Err(AdminError::Conflict(
+        "the rollout keeps changing; try again".into(),
+    ))
+}
+
+fn act_once(
     app: &Arc<App>,
     pool: &str,
     action: crate::admin::RolloutAction,
@@ -647,9 +690,9 @@ pub fn act(
                 r.plan.steps.len(),
                 r.percent()
             );
-            app.rollout_commit(
-                pool,
-                r.to_value(),
+            save(
+                app,
+                &mut r,
                 None,
                 vec![NewEvent {
                     who: who.into(),
@@ -673,9 +716,9 @@ pub fn act(
                 r.step + 1,
                 r.plan.steps.len()
             );
-            app.rollout_commit(
-                pool,
-                r.to_value(),
+            save(
+                app,
+                &mut r,
                 None,
                 vec![NewEvent {
                     who: who.into(),
@@ -703,6 +746,25 @@ pub fn act(
     }
     app.rollout_controller.wake(pool);
     Ok(r.status_json())
+}
+
+/// What `App::rollout_commit` says when the stored revision moved on.
+pub const CHANGED: &str = "the rollout changed meanwhile";
+
+/// Writes `r` (and optionally weights) as the next revision.
+fn save(
+    app: &App,
+    r: &mut Rollout,
+    weights: Option<&BTreeMap<String, u32>>,
+    events: Vec<NewEvent>,
+) -> Result<(), AdminError> {
+    r.rev += 1;
+    let pool = r.pool.clone();
+    let result = app.rollout_commit(&pool, r.to_value(), weights, events);
+    if result.is_err() {
+        r.rev -= 1;
+    }
+    result
 }
 
 /// Ends a rollout: promote (canary 100, stable 0) or roll back (canary 0,
@@ -740,9 +802,9 @@ fn finish(
         )
     };
     let after = json!({ "reason": reason, "last_judgement": r.last, "cooldown_until_ms": r.cooldown_until_ms });
-    app.rollout_commit(
-        &r.pool,
-        r.to_value(),
+    save(
+        app,
+        r,
         Some(&weights),
         vec![NewEvent {
             who: who.into(),
@@ -875,14 +937,10 @@ async fn run(app: Arc<App>, pool: String, wake: Arc<Notify>) {
         && r.waits == 0
     {
         if let Err(e) = smoke(&r, &app).await {
-            let _ = finish(
-                &app,
-                &mut r,
-                Status::RolledBack,
-                format!("smoke gate failed: {e}"),
-                "rollout",
-            );
-            return;
+            let why = format!("smoke gate failed: {e}");
+            if finish(&app, &mut r, Status::RolledBack, why, "rollout").is_ok() {
+                return;
+            }
         }
         if r.plan.smoke_path.is_some() || r.plan.webhook.is_some() {
             app.events.record(event(
@@ -913,36 +971,23 @@ async fn run(app: Arc<App>, pool: String, wake: Arc<Notify>) {
         }
         let versions = app.pool_weights(&pool).unwrap_or_default();
         if !versions.contains_key(&r.canary) || !versions.contains_key(&r.stable) {
-            let _ = finish(
-                &app,
-                &mut r,
-                Status::RolledBack,
-                "a version of the rollout left the pool".into(),
-                "rollout",
-            );
-            return;
+            let why = "a version of the rollout left the pool".to_string();
+            if finish(&app, &mut r, Status::RolledBack, why, "rollout").is_ok() {
+                return;
+            }
+            continue;
         }
         if applied_step != Some(r.step) {
             let weights = r.step_weights();
-            let what = format!(
-                "step {}/{}: {} at {}%, {} at {}%",
-                r.step + 1,
-                r.plan.steps.len(),
-                r.canary,
-                r.percent(),
-                r.stable,
-                100 - r.percent()
-            );
-            let after = json!({ "step": r.step + 1, "percent": r.percent() });
-            if let Err(e) = app.rollout_commit(
-                &pool,
-                r.to_value(),
-                Some(&weights),
-                vec![event("rollout.step", &pool, what, after)],
-            ) {
-                tracing::error!(%pool, error = %e, "cannot apply the rollout step; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+            let entered = vec![step_event(&r)];
+            match save(&app, &mut r, Some(&weights), entered) {
+                Ok(()) => {}
+                Err(AdminError::Conflict(m)) if m == CHANGED => continue,
+                Err(e) => {
+                    tracing::error!(%pool, error = %e, "cannot apply the rollout step; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
             }
             applied_step = Some(r.step);
             set_gauges(&app, &r);
@@ -956,8 +1001,11 @@ async fn run(app: Arc<App>, pool: String, wake: Arc<Notify>) {
         loop {
             if canary_alive(&app, &r) == Some(false) {
                 let why = format!("every backend of {} is down", r.canary);
-                let _ = finish(&app, &mut r, Status::RolledBack, why, "rollout");
-                return;
+                if finish(&app, &mut r, Status::RolledBack, why, "rollout").is_ok() {
+                    return;
+                }
+                interrupted = true;
+                break;
             }
             let now = tokio::time::Instant::now();
             if now >= end {
@@ -1026,6 +1074,7 @@ async fn run(app: Arc<App>, pool: String, wake: Arc<Notify>) {
             ),
             serde_json::to_value(&j).unwrap_or(Value::Null),
         )];
+        let mut next_weights = None;
         match verdict {
             Verdict::Wait => {
                 r.waits += 1;
@@ -1042,33 +1091,66 @@ async fn run(app: Arc<App>, pool: String, wake: Arc<Notify>) {
             Verdict::Pass => {
                 r.waits = 0;
                 if at_full || r.step + 1 >= r.plan.steps.len() {
-                    let _ = app.rollout_commit(&pool, r.to_value(), None, events);
-                    let _ = finish(
-                        &app,
-                        &mut r,
-                        Status::Promoted,
-                        "every step passed".into(),
-                        "rollout",
-                    );
-                    return;
+                    if save(&app, &mut r, None, events).is_err() {
+                        continue;
+                    }
+                    let why = "every step passed".to_string();
+                    if finish(&app, &mut r, Status::Promoted, why, "rollout").is_ok() {
+                        return;
+                    }
+                    continue;
                 }
+                // The next step and its weights go in one write, so the
+                // stored step always matches the weights in force.
                 r.step += 1;
                 r.step_started_ms = now_ms();
+                events.push(step_event(&r));
+                next_weights = Some(r.step_weights());
             }
         }
         if r.failures >= r.plan.failure_limit {
-            let _ = app.rollout_commit(&pool, r.to_value(), None, events);
+            if save(&app, &mut r, None, events).is_err() {
+                continue;
+            }
             let why = format!("{} failed judgement(s): {reason}", r.failures);
-            let _ = finish(&app, &mut r, Status::RolledBack, why, "rollout");
-            return;
+            if finish(&app, &mut r, Status::RolledBack, why, "rollout").is_ok() {
+                return;
+            }
+            continue;
         }
         if verdict != Verdict::Pass {
             r.step_started_ms = now_ms();
         }
-        if let Err(e) = app.rollout_commit(&pool, r.to_value(), None, events) {
-            tracing::error!(%pool, error = %e, "cannot store the rollout judgement");
+        match save(&app, &mut r, next_weights.as_ref(), events) {
+            Ok(()) if next_weights.is_some() => {
+                applied_step = Some(r.step);
+                set_gauges(&app, &r);
+            }
+            Ok(()) => {}
+            // Most likely an admin call (pause, abort) landed meanwhile: the
+            // next turn reads it. The judgement of this window is dropped.
+            Err(e) => tracing::info!(%pool, error = %e, "rollout judgement not stored"),
         }
     }
+}
+
+/// The audit event of entering `r.step`.
+fn step_event(r: &Rollout) -> NewEvent {
+    let what = format!(
+        "step {}/{}: {} at {}%, {} at {}%",
+        r.step + 1,
+        r.plan.steps.len(),
+        r.canary,
+        r.percent(),
+        r.stable,
+        100 - r.percent()
+    );
+    event(
+        "rollout.step",
+        &r.pool,
+        what,
+        json!({ "step": r.step + 1, "percent": r.percent() }),
+    )
 }
 
 fn empty_like(s: &Sample) -> Sample {
@@ -1155,6 +1237,18 @@ mod tests {
             judge(&window(100, 0, 0.004), &window(1000, 0, 0.004), &plan()).0,
             Verdict::Pass
         );
+        // Double the p99, but only a few milliseconds apart: under the
+        // tolerance, passes; with no tolerance, fails.
+        assert_eq!(
+            judge(&window(100, 0, 0.008), &window(1000, 0, 0.002), &plan()).0,
+            Verdict::Pass
+        );
+        let mut strict = plan();
+        strict.p99_tolerance = Duration::ZERO;
+        assert_eq!(
+            judge(&window(100, 0, 0.008), &window(1000, 0, 0.002), &strict).0,
+            Verdict::Fail
+        );
     }
 
     #[test]
@@ -1225,6 +1319,7 @@ mod tests {
             cooldown_until_ms: None,
             last: None,
             history: vec![],
+            rev: 0,
         };
         assert_eq!(
             r.step_weights(),
