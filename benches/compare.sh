@@ -240,7 +240,8 @@ CLK_TCK=$(getconf CLK_TCK)
 
 # --- configs ----------------------------------------------------------------
 
-BLUE_PORT="" GREEN_PORT="" SY_PORT="" NGINX_PORT="" HAPROXY_PORT=""
+BLUE_PORT="" GREEN_PORT="" SY_PORT="" NGINX_PORT="" HAPROXY_PORT="" SY_METRICS_PORT=""
+free_port SY_METRICS_PORT
 free_port BLUE_PORT
 free_port GREEN_PORT
 free_port SY_PORT
@@ -293,10 +294,28 @@ EOF
     } >"$dir/nginx.conf"
 }
 
+# switchyard_conf [VARIANT]: the plain config, or with health checks, the
+# metrics listener or the access log switched on (for the overhead figures).
 switchyard_conf() {
-    local dir=$WORK/switchyard
+    local variant=${1:-} dir=$WORK/switchyard${1:+-$1}
     mkdir -p "$dir"
-    cat >"$dir/switchyard.toml" <<EOF
+    {
+        switchyard_base "$dir"
+        case $variant in
+        "") ;;
+        health)
+            printf '\n[pools.app]\nhealth = { path = "/", interval = "1s", timeout = "500ms", rise = 2, fall = 3 }\n'
+            ;;
+        metrics) printf '\n[metrics]\nlisten = "127.0.0.1:%s"\n' "$SY_METRICS_PORT" ;;
+        accesslog) printf '\n[access_log]\nformat = "common"\npath = "%s/access.log"\n' "$dir" ;;
+        *) die "unknown switchyard variant $variant" ;;
+        esac
+    } >"$dir/switchyard.toml"
+}
+
+switchyard_base() { # DIR
+    local dir=$1
+    cat <<EOF
 [server]
 http = "127.0.0.1:$SY_PORT"
 workers = 1
@@ -388,14 +407,17 @@ EOF
 
 origin_conf blue "$BLUE_PORT"
 origin_conf green "$GREEN_PORT"
-switchyard_conf
+for variant in "" health metrics accesslog; do
+    switchyard_conf "$variant"
+    conf=$WORK/switchyard${variant:+-$variant}/switchyard.toml
+    "$SWITCHYARD" check -c "$conf" >/dev/null || die "switchyard config rejected: $("$SWITCHYARD" check -c "$conf")"
+done
 nginx_proxy_conf
 haproxy_conf
 
 "$NGINX" -t -q -p "$WORK/blue" -c "$WORK/blue/nginx.conf" -e "$WORK/blue/error.log" || die "origin nginx config rejected"
 "$NGINX" -t -q -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" || die "proxy nginx config rejected"
 "$HAPROXY" -c -q -f "$WORK/haproxy/haproxy.cfg" || die "haproxy config rejected"
-"$SWITCHYARD" check -c "$WORK/switchyard/switchyard.toml" >/dev/null || die "switchyard config rejected: $("$SWITCHYARD" check -c "$WORK/switchyard/switchyard.toml")"
 
 start_nginx() { # NAME PORT
     local dir=$WORK/$1
@@ -410,12 +432,17 @@ start_target() {
         TARGET_PID=$BLUE_PID
         TARGET_PORT=$BLUE_PORT
         ;;
-    switchyard)
-        local dir=$WORK/switchyard
-        start switchyard "$dir/log" "$SWITCHYARD" run -c "$dir/switchyard.toml"
+    switchyard | switchyard-*)
+        local dir=$WORK/$1
+        start "$1" "$dir/log" "$SWITCHYARD" run -c "$dir/switchyard.toml"
         TARGET_PID=$STARTED
         TARGET_PORT=$SY_PORT
         wait_ready "$TARGET_PID" "$TARGET_PORT" "$dir/log"
+        if [[ $1 == switchyard-metrics ]]; then
+            # Prometheus-like: a scrape every second for the whole run, on CPU 0.
+            taskset -c 0 bash -c "while :; do curl -s --noproxy '*' -o /dev/null http://127.0.0.1:$SY_METRICS_PORT/metrics; sleep 1; done" &
+            SCRAPER_PID=$!
+        fi
         ;;
     nginx)
         start_nginx nginx "$NGINX_PORT"
@@ -435,6 +462,11 @@ start_target() {
 
 stop_target() {
     [[ $1 == direct ]] && return 0
+    if [[ -n ${SCRAPER_PID:-} ]]; then
+        kill "$SCRAPER_PID" 2>/dev/null || true
+        wait "$SCRAPER_PID" 2>/dev/null || true
+        SCRAPER_PID=""
+    fi
     stop_pid "$TARGET_PID"
     forget_pid "$TARGET_PID"
 }
@@ -481,7 +513,9 @@ origin_counters() {
 
 # --- measuring --------------------------------------------------------------
 
-TARGETS=(direct switchyard nginx haproxy)
+# TARGETS="direct switchyard switchyard-health ..." picks targets; the
+# switchyard-health/-metrics/-accesslog variants give the overhead of each feature.
+read -r -a TARGETS <<<"${TARGETS:-direct switchyard nginx haproxy}"
 RAW=$WORK/raw.tsv
 : >"$RAW"
 STAMP=$(date +%Y%m%d-%H%M%S)
@@ -574,7 +608,7 @@ RESULT=$ROOT/bench-results/compare-$STAMP.txt
     echo "# $(nproc) CPUs; load average before $LOAD_BEFORE, after $LOAD_AFTER"
     echo "# $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), HAProxy $("$HAPROXY" -v | awk 'NR == 1 { print $3 }'), $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }'), $("$SWITCHYARD" --version)"
     echo "# pool Host $HOST blue:90 green:10; wrk -t1 -c$CONNS -d${DURATION}s on CPU 0 after a ${WARMUP}s warm-up; proxy (1 worker) + 2 origins on CPU 1"
-    echo "# medians of $ROUNDS interleaved round(s) (direct, switchyard, nginx, haproxy)"
+    echo "# medians of $ROUNDS interleaved round(s) (${TARGETS[*]})"
     echo
     printf '| %-26s | %8s | %7s | %7s | %13s | %13s | %16s | %6s | %14s | %7s |\n' \
         target "req/s" "p50 ms" "p99 ms" "idle RSS MiB" "peak RSS MiB" "proxy CPU us/req" errors "upstream conns" "green %"
@@ -593,6 +627,10 @@ RESULT=$ROOT/bench-results/compare-$STAMP.txt
     echo "switchyard / direct  req/s: $(ratio "$sy" "$(median direct 3)")"
     echo "switchyard / haproxy CPU per request: $(ratio "$(median switchyard 8)" "$(median haproxy 8)")"
     echo "switchyard / nginx   CPU per request: $(ratio "$(median switchyard 8)" "$(median nginx 8)")"
+    for t in "${TARGETS[@]}"; do
+        [[ $t == switchyard-* ]] || continue
+        echo "$t / switchyard req/s: $(ratio "$(median "$t" 3)" "$sy"), CPU per request: $(ratio "$(median "$t" 8)" "$(median switchyard 8)")"
+    done
     echo
     echo "Notes: for 'direct' the RSS and CPU columns are the blue origin's own (its CPU per request is"
     echo "paid by every proxy too). RSS sums the process tree (nginx: master + worker); peak is VmHWM."
@@ -601,7 +639,8 @@ RESULT=$ROOT/bench-results/compare-$STAMP.txt
     echo "keep-alive connections opens few). green % = green's share of the requests the origins served"
     echo "during the run. Every proxy answered $CHECK_REQUESTS/$CHECK_REQUESTS split-check requests about 90/10"
     echo "before each round."
-    for t in switchyard nginx haproxy; do
+    for t in "${TARGETS[@]}"; do
+        [[ $t == direct ]] && continue
         awk -F'\t' -v t="$t" '$2 == t && $12 > 0 && $10 > 0.01 * $12 {
             printf "WARNING: %s opened %d upstream connections for %d requests in round %d (%.0f%%): it is not reusing upstream keep-alive connections\n",
                 t, $10, $12, $1, 100 * $10 / $12 }

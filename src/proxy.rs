@@ -184,38 +184,52 @@ impl Drop for Finish {
 }
 
 /// What the access log needs from a request, kept until its response ends.
+/// Cheap clones only (the table's `Arc`, the URI's and Host's shared bytes):
+/// the line is formatted once, when it is written.
 struct PendingLog {
     log: AccessLog,
+    table: Arc<RoutingTable>,
+    route: Option<usize>,
+    version: Option<usize>,
+    backend: Option<Arc<Backend>>,
     time: SystemTime,
     start: Instant,
     client: SocketAddr,
     method: Method,
-    path: String,
+    uri: Uri,
     proto: &'static str,
-    host: String,
-    route: Box<str>,
-    pool: Box<str>,
-    version: Box<str>,
-    backend: String,
+    host: Option<HeaderValue>,
     status: u16,
 }
 
 impl PendingLog {
     fn write(&self, bytes: u64) {
+        let route = self.route.and_then(|i| self.table.routes().get(i));
+        let version = route
+            .zip(self.version)
+            .and_then(|(r, v)| r.pool.versions.get(v));
         self.log.log(&Entry {
             time: self.time,
             client: self.client,
             method: self.method.as_str(),
-            path: &self.path,
+            path: self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
             proto: self.proto,
             status: self.status,
             bytes,
             duration: self.start.elapsed(),
-            host: &self.host,
-            route: &self.route,
-            pool: &self.pool,
-            version: &self.version,
-            backend: &self.backend,
+            host: self
+                .host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or(""),
+            route: route.map(|r| &*r.host).unwrap_or(""),
+            pool: route.map(|r| &*r.pool.name).unwrap_or(""),
+            version: version.map(|v| &*v.name).unwrap_or(""),
+            backend: self
+                .backend
+                .as_ref()
+                .map(|b| b.key.addr.as_str())
+                .unwrap_or(""),
         });
     }
 }
@@ -344,21 +358,12 @@ pub async fn handle(
     let mut at = Recorded::default();
     // Only with an access log: what the line needs from the request.
     let request_info = app.access_log.get().map(|log| {
-        let host = request_host(&req)
-            .and_then(|h| h.to_str().ok().map(str::to_owned))
-            .unwrap_or_default();
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_string();
         (
             log.clone(),
             req.method().clone(),
-            path,
+            req.uri().clone(),
             proto_str(req.version()),
-            host,
+            request_host(&req),
         )
     });
     let mut resp = match serve(&app, &table, peer, req, &mut at).await {
@@ -376,30 +381,20 @@ pub async fn handle(
     let head = start.elapsed();
     m.record(resp.status().as_u16(), head);
     let status = resp.status().as_u16();
-    let pending = request_info.map(|(log, method, path, proto, host)| {
-        let (route, pool, version) = match (at.route, at.version) {
-            (None, _) => (Box::from(""), Box::from(""), Box::from("")),
-            (Some(r), v) => (
-                r.host.clone(),
-                r.pool.name.clone(),
-                v.and_then(|v| r.pool.versions.get(v))
-                    .map(|v| v.name.clone())
-                    .unwrap_or_default(),
-            ),
-        };
+    let pending = request_info.map(|(log, method, uri, proto, host)| {
         Box::new(PendingLog {
             log,
+            table: table.clone(),
+            route: at.route.map(|r| r.index),
+            version: at.version,
+            backend: None,
             time: SystemTime::now(),
             start,
             client: peer.addr,
             method,
-            path,
+            uri,
             proto,
             host,
-            route,
-            pool,
-            version,
-            backend: String::new(),
             status,
         })
     });
@@ -409,7 +404,7 @@ pub async fn handle(
         } => {
             f.observe = Some((m.response.clone(), start));
             f.log = pending.map(|mut p| {
-                p.backend = f.backend.key.addr.to_string();
+                p.backend = Some(f.backend.clone());
                 p
             });
         }

@@ -47,6 +47,8 @@ pub struct RoutingTable {
 pub struct Route {
     /// The host as configured (`app.example.com`, `*.example.com`).
     pub host: Box<str>,
+    /// Position in `RoutingTable::routes`.
+    pub index: usize,
     pub pool: Arc<Pool>,
     pub tls: TlsMode,
     pub redirect_https: bool,
@@ -225,6 +227,7 @@ impl RoutingTable {
             let host = rc.host.to_string();
             let (per, unpicked) = handles(&host, pool);
             routes.push(Route {
+                index: idx,
                 host: host.into(),
                 pool: pool.clone(),
                 tls: rc.tls.clone(),
@@ -243,6 +246,7 @@ impl RoutingTable {
                 let pidx = routes.len();
                 let (per, unpicked) = handles(p.as_str(), pool);
                 routes.push(Route {
+                    index: pidx,
                     host: p.as_str().into(),
                     pool: pool.clone(),
                     tls: rc.tls.clone(),
