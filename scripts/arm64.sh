@@ -1,23 +1,37 @@
 #!/usr/bin/env bash
-# arm64 (Raspberry Pi 3/4/5, 64-bit OS): cross-builds switchyard for
-# aarch64-unknown-linux-gnu on this x86_64 machine and runs the end-to-end
-# tests with the arm64 binaries under qemu-user (the test binaries run under
-# the cargo runner; the proxy they start runs under SWITCHYARD_TEST_RUNNER).
+# arm64 (Raspberry Pi 3/4/5, 64-bit OS): cross-builds switchyard on this x86_64
+# machine and runs the end-to-end tests with the arm64 binaries under
+# qemu-user: the test binaries run under cargo's runner, and the proxy they
+# start runs under SWITCHYARD_TEST_RUNNER (tests/support/mod.rs `bin()`).
 #
-#   scripts/arm64.sh            install, build, end-to-end tests, size and RSS figures
-#   scripts/arm64.sh build      install and build the release binary only
-#   scripts/arm64.sh musl       also try a static aarch64-unknown-linux-musl build
+#   scripts/arm64.sh          glibc build (aarch64-unknown-linux-gnu), the weights,
+#                             admin and ACME end-to-end tests under qemu, size and RSS
+#   scripts/arm64.sh build    the glibc release binary only
+#   scripts/arm64.sh musl     static build (aarch64-unknown-linux-musl) and the same tests
 #
-# Installs what it needs idempotently (apt-get: gcc-aarch64-linux-gnu,
-# libc6-dev-arm64-cross, qemu-user-static; rustup: the aarch64 target).
-# The release binary ends up in target/aarch64-unknown-linux-gnu/release/switchyard.
+# Installs what it needs, idempotently: apt-get (after an update) for
+# gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, qemu-user-static; rustup for
+# the target. Binaries: target/<target>/release/switchyard (+ .stripped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGET=aarch64-unknown-linux-gnu
 MODE="${1:-all}"
+case "$MODE" in
+  all | build) TARGET=aarch64-unknown-linux-gnu ;;
+  musl) TARGET=aarch64-unknown-linux-musl ;;
+  *)
+    echo "usage: scripts/arm64.sh [build|musl]" >&2
+    exit 2
+    ;;
+esac
 SYSROOT=/usr/aarch64-linux-gnu
-RUNNER="qemu-aarch64-static -L $SYSROOT"
+if [[ "$TARGET" == *musl ]]; then
+  RUNNER="qemu-aarch64-static" # static: no sysroot needed
+else
+  RUNNER="qemu-aarch64-static -L $SYSROOT"
+fi
+BIN=target/$TARGET/release/switchyard
+started=$SECONDS
 
 step() { printf '\narm64: %s\n' "$*"; }
 
@@ -39,47 +53,39 @@ if ! rustup target list --installed | grep -qx "$TARGET"; then
   rustup target add "$TARGET"
 fi
 
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
-export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$RUNNER"
+# The cross gcc drives the link and compiles ring's C and assembly. For musl,
+# Rust's target brings its own crt objects and libc.a (self-contained), so the
+# same gcc links a static binary.
+for t in AARCH64_UNKNOWN_LINUX_GNU AARCH64_UNKNOWN_LINUX_MUSL; do
+  export "CARGO_TARGET_${t}_LINKER=aarch64-linux-gnu-gcc"
+done
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
+export CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L $SYSROOT"
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER="qemu-aarch64-static"
 
 # --- release binary ----------------------------------------------------------
 step "cargo build --release --target $TARGET"
 t0=$SECONDS
 cargo build --release --locked --target "$TARGET" --bin switchyard
-BIN=target/$TARGET/release/switchyard
 echo "arm64: built in $((SECONDS - t0)) s: $BIN"
 aarch64-linux-gnu-readelf -h "$BIN" | grep -q 'Machine:.*AArch64' || {
   echo "arm64: $BIN is not an AArch64 executable" >&2
   exit 1
 }
 aarch64-linux-gnu-strip -o "$BIN.stripped" "$BIN"
-glibc=$(aarch64-linux-gnu-objdump -T "$BIN" | grep -o 'GLIBC_[0-9.]*' | sort -t. -k1,1 -k2,2n -k3,3n -u | tail -1)
-echo "arm64: size $(stat -c %s "$BIN") bytes, stripped $(stat -c %s "$BIN.stripped") bytes; newest glibc symbol: $glibc"
-$RUNNER "$BIN" --version
-
-if [[ "$MODE" == "musl" ]]; then
-  MUSL=aarch64-unknown-linux-musl
-  rustup target list --installed | grep -qx "$MUSL" || rustup target add "$MUSL"
-  step "cargo build --release --target $MUSL (static)"
-  # Rust's musl targets bring their own crt objects and libc.a
-  # (self-contained); the gnu cross gcc only drives the link and compiles
-  # ring's C and assembly, which need no libc headers beyond the freestanding ones.
-  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
-  CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
-  AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar \
-    cargo build --release --locked --target "$MUSL" --bin switchyard
-  MBIN=target/$MUSL/release/switchyard
-  aarch64-linux-gnu-strip -o "$MBIN.stripped" "$MBIN"
-  if aarch64-linux-gnu-readelf -l "$MBIN" | grep -q 'INTERP'; then
-    echo "arm64: $MBIN is not static" >&2
+echo "arm64: size $(stat -c %s "$BIN") bytes, stripped $(stat -c %s "$BIN.stripped") bytes"
+if [[ "$TARGET" == *musl ]]; then
+  if aarch64-linux-gnu-readelf -l "$BIN" | grep -q INTERP; then
+    echo "arm64: $BIN is not static" >&2
     exit 1
   fi
-  echo "arm64: static musl binary $(stat -c %s "$MBIN") bytes, stripped $(stat -c %s "$MBIN.stripped") bytes"
-  # No -L: a static binary needs no sysroot.
-  qemu-aarch64-static "$MBIN" --version
+  echo "arm64: static executable: no dynamic loader, no glibc needed"
+else
+  floor=$(aarch64-linux-gnu-objdump -T "$BIN" | grep -o 'GLIBC_[0-9.]*' | sort -u -V | tail -1)
+  echo "arm64: newest glibc symbol version needed: $floor"
 fi
+$RUNNER "$BIN" --version
 [[ "$MODE" == "build" ]] && exit 0
 
 # --- end-to-end tests under qemu ---------------------------------------------
@@ -87,13 +93,11 @@ tests=(weights admin)
 [[ -f tests/acme.rs ]] && tests+=(acme)
 args=()
 for t in "${tests[@]}"; do args+=(--test "$t"); done
-if [[ " ${tests[*]} " == *" acme "* ]]; then
-  scripts/setup.sh >/dev/null # pebble for the ACME tests
-fi
+[[ -f tests/acme.rs ]] && scripts/setup.sh >/dev/null # pebble for the ACME tests
 step "cargo test --release --target $TARGET ${args[*]} (under qemu)"
 t0=$SECONDS
 SWITCHYARD_TEST_RUNNER="$RUNNER" cargo test --release --locked --target "$TARGET" "${args[@]}" 2>&1
-echo "arm64: end-to-end tests under qemu took $((SECONDS - t0)) s"
+echo "arm64: end-to-end tests under qemu took $((SECONDS - t0)) s (build included)"
 
 # --- memory of the arm64 proxy under emulation --------------------------------
 step "RSS of the arm64 proxy under qemu (idle, then after 1000 requests)"
@@ -109,8 +113,13 @@ read -r p1 p2 < <(python3 -c 'import socket
 s=[socket.socket() for _ in range(2)]
 [x.bind(("127.0.0.1",0)) for x in s]
 print(*[x.getsockname()[1] for x in s])')
-pool() {
+config() { # NAME: a config on loopback with the blue/green pool on p1/p2
   cat <<EOF
+[server]
+http = "127.0.0.1:0"
+[admin]
+socket = "$work/$1.sock"
+state = "$work/$1.json"
 [[routes]]
 host = "app.test"
 pool = "app"
@@ -122,30 +131,38 @@ weight = 1
 backends = ["127.0.0.1:$p2"]
 EOF
 }
-# Origins: `demo -c` answers on the loopback backends (its own process).
-printf '[server]\nhttp = "127.0.0.1:0"\n[admin]\nsocket = "%s/o.sock"\nstate = "%s/o.json"\n%s\n' \
-  "$work" "$work" "$(pool)" >"$work/origins.toml"
-printf '[server]\nhttp = "127.0.0.1:0"\n[admin]\nsocket = "%s/p.sock"\nstate = "%s/p.json"\n%s\n' \
-  "$work" "$work" "$(pool)" >"$work/proxy.toml"
+config origins >"$work/origins.toml"
+config proxy >"$work/proxy.toml"
+# Origins: `demo -c` answers on the loopback backends, in a process of its own.
 $RUNNER "$BIN" demo -c "$work/origins.toml" >"$work/origins.log" 2>&1 &
 pids+=($!)
 $RUNNER "$BIN" run -c "$work/proxy.toml" 2>"$work/proxy.log" &
 proxy=$!
-pids+=($proxy)
+pids+=("$proxy")
 port=""
-for _ in $(seq 1 200); do
-  if [[ -S "$work/p.sock" ]] && state=$(curl -sf --unix-socket "$work/p.sock" http://x/v1/state); then
+for _ in $(seq 1 300); do
+  if [[ -S "$work/proxy.sock" ]] && state=$(curl -sf --unix-socket "$work/proxy.sock" http://x/v1/state); then
     port=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["listeners"]["http"].rsplit(":",1)[1])' <<<"$state")
-    curl -sf "http://127.0.0.1:$p1/" >/dev/null && curl -sf "http://127.0.0.1:$p2/" >/dev/null && break
+    if curl -sf -o /dev/null "http://127.0.0.1:$p1/" && curl -sf -o /dev/null "http://127.0.0.1:$p2/"; then
+      break
+    fi
   fi
+  port=""
   sleep 0.1
 done
-[[ -n "$port" ]] || { echo "arm64: the proxy did not start" >&2; cat "$work/proxy.log" >&2; exit 1; }
+if [[ -z "$port" ]]; then
+  echo "arm64: the proxy or its origins did not start" >&2
+  cat "$work/proxy.log" "$work/origins.log" >&2
+  exit 1
+fi
 mem() { grep -E '^(VmRSS|VmHWM)' "/proc/$proxy/status" | tr -s ' \t' ' ' | paste -sd, -; }
 sleep 1
-echo "arm64: idle:                $(mem)"
+echo "arm64: idle:                   $(mem)"
 ok=$(curl -s -o /dev/null -w '%{http_code}\n' -H 'Host: app.test' "http://127.0.0.1:$port/?[1-1000]" | grep -c '^200$' || true)
 echo "arm64: after $ok/1000 requests: $(mem)"
-[[ "$ok" == 1000 ]] || { echo "arm64: only $ok of 1000 requests answered 200" >&2; exit 1; }
-echo "arm64: (VmRSS under qemu-user includes the emulator and its translated-code cache)"
-echo "arm64: ok"
+if [[ "$ok" != 1000 ]]; then
+  echo "arm64: only $ok of 1000 requests answered 200" >&2
+  exit 1
+fi
+echo "arm64: (the RSS of qemu-user: the guest plus the emulator and its translated-code cache)"
+echo "arm64: ok in $((SECONDS - started)) s"
