@@ -553,3 +553,41 @@ http:
     let two = import(&[("d.yml", &ok)]).toml;
     assert_eq!(one, two);
 }
+
+#[test]
+fn never_panics_on_any_prefix_of_the_fixtures() {
+    // Every truncation of realistic inputs is either imported or refused
+    // with an error: no panic, and whatever is printed validates.
+    let fixtures = [
+        (
+            "compose.yml",
+            include_str!("../../tests/fixtures/traefik/compose-blue-green.yml"),
+        ),
+        (
+            "dynamic.yml",
+            include_str!("../../tests/fixtures/traefik/dynamic-weighted.yml"),
+        ),
+        (
+            "dynamic.toml",
+            include_str!("../../tests/fixtures/traefik/dynamic-weighted.toml"),
+        ),
+        (
+            "ts.yml",
+            include_str!("../../tests/fixtures/traefik/traefikservice.yml"),
+        ),
+        (
+            "static.yml",
+            include_str!("../../tests/fixtures/traefik/traefik-static.yml"),
+        ),
+    ];
+    let mut imported = 0;
+    for (name, text) in fixtures {
+        for end in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+            if let Ok(i) = traefik(&sources(&[(name, &text[..end])], &[])) {
+                config(&i);
+                imported += 1;
+            }
+        }
+    }
+    assert!(imported > 100, "only {imported} prefixes imported");
+}
