@@ -67,7 +67,7 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUNNER="qemu-aarch64-static"
 # --- release binary ----------------------------------------------------------
 step "cargo build --release --target $TARGET"
 t0=$SECONDS
-cargo build --release --locked --target "$TARGET" --bin switchyard
+cargo build --release --target "$TARGET" --bin switchyard
 echo "arm64: built in $((SECONDS - t0)) s: $BIN"
 aarch64-linux-gnu-readelf -h "$BIN" | grep -q 'Machine:.*AArch64' || {
   echo "arm64: $BIN is not an AArch64 executable" >&2
@@ -96,7 +96,7 @@ for t in "${tests[@]}"; do args+=(--test "$t"); done
 [[ -f tests/acme.rs ]] && scripts/setup.sh >/dev/null # pebble for the ACME tests
 step "cargo test --release --target $TARGET ${args[*]} (under qemu)"
 t0=$SECONDS
-SWITCHYARD_TEST_RUNNER="$RUNNER" cargo test --release --locked --target "$TARGET" "${args[@]}" 2>&1
+SWITCHYARD_TEST_RUNNER="$RUNNER" cargo test --release --target "$TARGET" "${args[@]}" 2>&1
 echo "arm64: end-to-end tests under qemu took $((SECONDS - t0)) s (build included)"
 
 # --- memory of the arm64 proxy under emulation --------------------------------
