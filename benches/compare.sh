@@ -120,6 +120,10 @@ forget_pid() {
 
 cleanup() {
     local p
+    if [[ -n ${SCRAPER_PID:-} ]]; then
+        kill "$SCRAPER_PID" 2>/dev/null || true
+        wait "$SCRAPER_PID" 2>/dev/null || true
+    fi
     for p in "${PIDS[@]}"; do
         stop_pid "$p"
     done

@@ -18,8 +18,10 @@
 //! - `pick/*`: `Pool::pick` then `Version::pick_backend` for a 90/10 pool with
 //!   two backends per version, as the request path does; plus `Pool::pick` alone.
 //! - `build/*`: `RoutingTable::build` for 20 routes over 20 pools, with a fresh
-//!   `BackendRegistry` (first load) and with a registry reused across builds
-//!   (what a reload or a weight change does).
+//!   `BackendRegistry` (first load) and with a registry reused across builds.
+//!   `build` makes its own metrics registry each time; `build_with_metrics`
+//!   over one shared `Metrics` is what a reload or a weight change really does,
+//!   so the difference between the two is the cost of a new metrics registry.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -28,6 +30,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use switchyard::config::Config;
+use switchyard::metrics::Metrics;
 use switchyard::routing::{Pick, RoutingTable};
 use switchyard::upstream::BackendRegistry;
 
@@ -170,6 +173,10 @@ fn bench_build(c: &mut Criterion) {
     let canaries = HashMap::new();
     g.bench_function("20_routes_reused_registry", |b| {
         b.iter(|| RoutingTable::build(black_box(&config), &registry, &canaries))
+    });
+    let metrics = Metrics::new();
+    g.bench_function("20_routes_reload_shared_metrics", |b| {
+        b.iter(|| RoutingTable::build_with_metrics(black_box(&config), &registry, &canaries, &metrics))
     });
     g.finish();
 }
