@@ -274,9 +274,17 @@ fn check(config: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// The runtime: `workers = 1` gets tokio's single-threaded scheduler (no
+/// work-stealing machinery to pay for on one core); otherwise one worker per
+/// `workers`, or per core when 0. Blocking work (fsync of the state file)
+/// goes to the blocking pool either way.
 fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
+    let mut b = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if workers > 1 {
         b.worker_threads(workers);
     }
     b.enable_all()
