@@ -176,7 +176,9 @@ fn bench_build(c: &mut Criterion) {
     });
     let metrics = Metrics::new();
     g.bench_function("20_routes_reload_shared_metrics", |b| {
-        b.iter(|| RoutingTable::build_with_metrics(black_box(&config), &registry, &canaries, &metrics))
+        b.iter(|| {
+            RoutingTable::build_with_metrics(black_box(&config), &registry, &canaries, &metrics)
+        })
     });
     g.finish();
 }

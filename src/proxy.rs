@@ -168,7 +168,7 @@ pub struct Finish {
     /// Body bytes passed to the client so far.
     bytes: u64,
     /// The access log line to write when the response ends.
-    log: Option<PendingLog>,
+    log: Option<Box<PendingLog>>,
 }
 
 impl Drop for Finish {
@@ -381,20 +381,22 @@ pub async fn handle(
     let head = start.elapsed();
     m.record(resp.status().as_u16(), head);
     let status = resp.status().as_u16();
-    let pending = request_info.map(|(log, method, uri, proto, host)| PendingLog {
-        log,
-        table: table.clone(),
-        route: at.route.map(|r| r.index),
-        version: at.version,
-        backend: None,
-        time: SystemTime::now(),
-        start,
-        client: peer.addr,
-        method,
-        uri,
-        proto,
-        host,
-        status,
+    let pending = request_info.map(|(log, method, uri, proto, host)| {
+        Box::new(PendingLog {
+            log,
+            table: table.clone(),
+            route: at.route.map(|r| r.index),
+            version: at.version,
+            backend: None,
+            time: SystemTime::now(),
+            start,
+            client: peer.addr,
+            method,
+            uri,
+            proto,
+            host,
+            status,
+        })
     });
     match resp.body_mut() {
         ProxyBody::Upstream {
