@@ -154,8 +154,15 @@ impl App {
         }
     }
 
-    /// Swaps in a new table and tells whoever follows it.
-    fn swap(&self, table: RoutingTable) {
+    /// Builds the table for an effective config and state, swaps it in, and
+    /// tells whoever follows the table.
+    fn install(&self, effective: &Config, state: &PersistedState) {
+        let table = RoutingTable::build_with_metrics(
+            effective,
+            &self.registry,
+            &canaries(state),
+            &self.metrics,
+        );
         self.table.store(Arc::new(table));
         self.table_changed.notify_one();
     }
@@ -241,13 +248,7 @@ impl App {
         ctl.store
             .save(&kept)
             .map_err(|e| AdminError::Internal(e.to_string()))?;
-        let table = RoutingTable::build_with_metrics(
-            &effective,
-            &self.registry,
-            &canaries(&kept),
-            &self.metrics,
-        );
-        self.swap(table);
+        self.install(&effective, &kept);
         ctl.effective = effective;
         ctl.state = kept;
         Ok(())
@@ -257,13 +258,7 @@ impl App {
     /// change, to refresh effective weights).
     pub fn rebuild(&self) {
         let ctl = self.lock();
-        let table = RoutingTable::build_with_metrics(
-            &ctl.effective,
-            &self.registry,
-            &canaries(&ctl.state),
-            &self.metrics,
-        );
-        self.swap(table);
+        self.install(&ctl.effective, &ctl.state);
     }
 
     fn weights_of(ctl: &Control, pool: &str) -> BTreeMap<String, u32> {
@@ -568,13 +563,7 @@ impl App {
                 .save(&kept)
                 .map_err(|e| AdminError::Internal(e.to_string()))?;
         }
-        let table = RoutingTable::build_with_metrics(
-            &effective,
-            &self.registry,
-            &canaries(&kept),
-            &self.metrics,
-        );
-        self.swap(table);
+        self.install(&effective, &kept);
         for problem in self.tls.apply_config(&file) {
             tracing::error!("{problem}");
             notes_out.push(problem);
