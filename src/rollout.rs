@@ -447,6 +447,17 @@ fn load(app: &App, pool: &str) -> Option<Rollout> {
         .and_then(|v| serde_json::from_value(v.clone()).ok())
 }
 
+/// An event done by an admin caller (not the controller itself).
+fn event_by(who: &str, kind: &'static str, pool: &str, what: String) -> NewEvent {
+    NewEvent {
+        who: who.into(),
+        kind,
+        pool: Some(pool.into()),
+        what,
+        ..Default::default()
+    }
+}
+
 fn event(kind: &'static str, pool: &str, what: String, after: Value) -> NewEvent {
     NewEvent {
         who: "rollout".into(),
@@ -694,13 +705,7 @@ fn act_once(
                 app,
                 &mut r,
                 None,
-                vec![NewEvent {
-                    who: who.into(),
-                    kind: "rollout.pause",
-                    pool: Some(pool.into()),
-                    what,
-                    ..Default::default()
-                }],
+                vec![event_by(who, "rollout.pause", pool, what)],
             )?;
         }
         A::Resume => {
@@ -720,13 +725,7 @@ fn act_once(
                 app,
                 &mut r,
                 None,
-                vec![NewEvent {
-                    who: who.into(),
-                    kind: "rollout.resume",
-                    pool: Some(pool.into()),
-                    what,
-                    ..Default::default()
-                }],
+                vec![event_by(who, "rollout.resume", pool, what)],
             )?;
         }
         A::Promote => finish(
