@@ -9,7 +9,7 @@
 //!  ├─ metrics listener ── metrics::serve (GET /metrics)
 //!  ├─ dashboard listener ── dashboard::serve (page + /v1 API behind a token); stats sampler (1 s)
 //!  ├─ health::supervise: one probe task per checked backend; health::rebuilder
-//!  ├─ ejection sweeper (1 s): lifts passive ejections whose time is up
+//!  ├─ ejection sweeper (1 s): lifts passive ejections whose time is up (pools without health checks)
 //!  └─ signals: SIGHUP -> reload; SIGTERM/SIGINT -> stop accepting, drain
 //!     in-flight requests for up to shutdown_grace, return
 //! ```
@@ -323,7 +323,20 @@ async fn sweep_ejections(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         let now = app.now_ms();
+        // In a pool with active health checks an ejected backend comes back
+        // when its probe passes (health::probe_loop); the clock only frees
+        // backends nothing else would ever check.
+        let checked: std::collections::HashSet<String> = app
+            .effective_config()
+            .pools
+            .into_iter()
+            .filter(|(_, p)| p.health.is_some())
+            .map(|(name, _)| name)
+            .collect();
         for b in app.registry.all() {
+            if checked.contains(&b.key.pool) {
+                continue;
+            }
             if b.expire_ejection(now) {
                 let k = &b.key;
                 app.events.record(NewEvent {

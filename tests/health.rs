@@ -382,3 +382,70 @@ async fn deleting_a_version_waits_for_its_requests_to_drain() {
         .get("green")
         .is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_ejection_ends_with_a_passing_probe_or_its_time() {
+    let checked = Upstream::start("checked").await;
+    let plain = Upstream::start("plain").await;
+    checked.failing.store(true, Ordering::SeqCst);
+    plain.failing.store(true, Ordering::SeqCst);
+    let config = format!(
+        r#"[server]
+http = "127.0.0.1:0"
+[[routes]]
+host = "checked.test"
+pool = "checked"
+[[routes]]
+host = "plain.test"
+pool = "plain"
+[pools.checked]
+retry = 0
+health = {{ path = "/health", interval = "300ms", timeout = "100ms", rise = 1, fall = 1 }}
+passive = {{ failures = 2, ejection = "1h" }}
+[pools.checked.versions.v1]
+weight = 1
+backends = ["{}"]
+[pools.plain]
+retry = 0
+passive = {{ failures = 2, ejection = "1s" }}
+[pools.plain.versions.v1]
+weight = 1
+backends = ["{}"]
+"#,
+        checked.addr, plain.addr
+    );
+    let p = Proxy::start(&config).await;
+    let mut c = Client::new(p.http);
+    for host in ["checked.test", "plain.test"] {
+        for _ in 0..2 {
+            assert_eq!(c.get(host, "/").await.unwrap().status, 500);
+        }
+    }
+    let ejected = |pool: &'static str| {
+        let p = &p;
+        async move { p.state().await["pools"][pool]["versions"]["v1"]["backends"][0]["ejected"] == true }
+    };
+    assert!(
+        ejected("checked").await && ejected("plain").await,
+        "both ejected after 2 failures"
+    );
+    assert_eq!(
+        c.get("plain.test", "/").await.unwrap().status,
+        503,
+        "nothing left in rotation"
+    );
+    // With health checks: back at the next passing probe, long before 1 h.
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            !ejected("checked").await
+        })
+        .await
+    );
+    // Without: back when the ejection time is up (the sweeper runs every second).
+    assert!(eventually(Duration::from_secs(4), || async { !ejected("plain").await }).await);
+    let events = String::from_utf8_lossy(&p.ctl(&["events"]).stdout).to_string();
+    assert!(
+        events.contains("its probe passes") && events.contains("after its ejection time"),
+        "{events}"
+    );
+}
