@@ -33,6 +33,19 @@ fn origin(n: &Node<'_>) -> Origin {
     }
 }
 
+/// Notes each of `keys` present under `n` as not carried over, with `why`.
+fn note_dropped(t: &mut Traefik, n: &Node<'_>, keys: &[&str], why: &str) {
+    for k in keys {
+        if let Some(x) = n.child(k) {
+            t.note(format!(
+                "{}: {}: not carried over{why}",
+                x.file.display(),
+                x.path
+            ));
+        }
+    }
+}
+
 fn note_keys(t: &mut Traefik, n: &Node<'_>, known: &[&str]) {
     for k in n.unknown_keys(known) {
         t.unknown(n.file, &k, "");
@@ -326,20 +339,13 @@ fn read_load_balancer(
             ));
         }
     }
-    for k in ["serversTransport", "passiveHealthCheck"] {
-        if let Some(x) = n.child(k) {
-            t.note(format!(
-                "{}: {}: not carried over{}",
-                x.file.display(),
-                x.path,
-                if k == "passiveHealthCheck" {
-                    " (switchyard's own passive ejection applies: see passive in the README)"
-                } else {
-                    ""
-                }
-            ));
-        }
-    }
+    note_dropped(t, n, &["serversTransport"], "");
+    note_dropped(
+        t,
+        n,
+        &["passiveHealthCheck"],
+        " (switchyard's own passive ejection applies: see passive in the README)",
+    );
     // responseForwarding.flushInterval needs no counterpart: switchyard
     // streams response bodies as they arrive.
     note_keys(t, n, &known);
@@ -429,22 +435,19 @@ fn read_health(n: &Node<'_>, t: &mut Traefik) -> Result<Option<Health>, ImportEr
             other => return Err(s.err(format!("{other} is not an HTTP status"))),
         },
     };
-    for k in [
-        "port",
-        "scheme",
-        "mode",
-        "headers",
-        "method",
-        "unhealthyInterval",
-    ] {
-        if let Some(x) = n.child(k) {
-            t.note(format!(
-                "{}: {}: not carried over (switchyard probes each backend's own address with GET over HTTP)",
-                x.file.display(),
-                x.path
-            ));
-        }
-    }
+    note_dropped(
+        t,
+        n,
+        &[
+            "port",
+            "scheme",
+            "mode",
+            "headers",
+            "method",
+            "unhealthyInterval",
+        ],
+        " (switchyard probes each backend's own address with GET over HTTP)",
+    );
     note_keys(
         t,
         n,
@@ -691,15 +694,7 @@ fn read_entrypoint(n: &Node<'_>, t: &mut Traefik) -> Result<EntryPoint, ImportEr
             ));
         }
     }
-    for k in ["http3", "proxyProtocol", "forwardedHeaders"] {
-        if let Some(x) = n.child(k) {
-            t.note(format!(
-                "{}: {}: not carried over",
-                x.file.display(),
-                x.path
-            ));
-        }
-    }
+    note_dropped(t, n, &["http3", "proxyProtocol", "forwardedHeaders"], "");
     Ok(ep)
 }
 
@@ -733,27 +728,24 @@ fn read_resolver(n: &Node<'_>, t: &mut Traefik) -> Result<Resolver, ImportError>
         .map(|c| c.words())
         .transpose()?
         .unwrap_or_default();
-    for k in [
-        "keyType",
-        "certificatesDuration",
-        "preferredChain",
-        "eab",
-        "caServerName",
-        "caSystemCertPool",
-        "clientTimeout",
-        "clientResponseHeaderTimeout",
-        "profile",
-        "emailAddresses",
-        "disableCommonName",
-    ] {
-        if let Some(x) = n.child(k) {
-            t.note(format!(
-                "{}: {}: not carried over",
-                x.file.display(),
-                x.path
-            ));
-        }
-    }
+    note_dropped(
+        t,
+        n,
+        &[
+            "keyType",
+            "certificatesDuration",
+            "preferredChain",
+            "eab",
+            "caServerName",
+            "caSystemCertPool",
+            "clientTimeout",
+            "clientResponseHeaderTimeout",
+            "profile",
+            "emailAddresses",
+            "disableCommonName",
+        ],
+        "",
+    );
     note_keys(
         t,
         n,
