@@ -627,7 +627,7 @@ impl Manager {
                 .tls
                 .certs
                 .acme_info(domain)
-                .map_or(true, |cur| cur.serial != c.info.serial);
+                .is_none_or(|cur| cur.serial != c.info.serial);
             if unix_now() < at && newer {
                 tracing::info!(domain = %domain, serial = %c.info.serial, "certificate renewed by another instance; using it");
                 self.tls.certs.set_acme(domain, c);

@@ -48,6 +48,7 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod fsutil;
+pub mod h1;
 pub mod health;
 pub mod host;
 pub mod import;

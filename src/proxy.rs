@@ -38,6 +38,7 @@ use crate::accesslog::{AccessLog, Entry};
 use crate::app::App;
 use crate::balance::sticky_bucket;
 use crate::config::{OnAllDown, Sticky, TlsMode};
+use crate::h1::{self, ExchangeError, RawBody};
 use crate::routing::{Pick, Pool, Route, RoutingTable, Version};
 use crate::upstream::{Backend, ConnectError, UpBody};
 
@@ -66,6 +67,12 @@ pub enum ProxyError {
         backend: Box<str>,
         source: hyper::Error,
     },
+    #[error("pool {pool}: backend {backend} failed: {source}")]
+    Exchange {
+        pool: Box<str>,
+        backend: Box<str>,
+        source: ExchangeError,
+    },
 }
 
 // === impl ProxyError ===
@@ -85,7 +92,7 @@ impl ProxyError {
             } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream { .. } | ProxyError::Exchange { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -100,7 +107,7 @@ impl ProxyError {
             } => "connect_timeout",
             ProxyError::Connect { .. } => "connect",
             ProxyError::Timeout { .. } => "timeout",
-            ProxyError::Upstream { .. } => "reset",
+            ProxyError::Upstream { .. } | ProxyError::Exchange { .. } => "reset",
         }
     }
 
@@ -124,7 +131,7 @@ impl ProxyError {
                 "{} {reason}: pool {pool}: upstream timed out\n",
                 status.as_u16()
             ),
-            ProxyError::Upstream { pool, .. } => format!(
+            ProxyError::Upstream { pool, .. } | ProxyError::Exchange { pool, .. } => format!(
                 "{} {reason}: pool {pool}: upstream failed\n",
                 status.as_u16()
             ),
@@ -147,15 +154,23 @@ pub fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> 
 // ---------------------------------------------------------------------------
 // Bodies.
 
-/// The body of every response the proxy sends: a backend's streamed body, or
-/// a small body of our own.
+/// The body of every response the proxy sends: a backend's streamed body
+/// (through hyper's client, or read directly, see [`crate::h1`]), or a small
+/// body of our own.
 pub enum ProxyBody {
     Upstream {
         body: Incoming,
         finish: Option<Finish>,
     },
+    Direct {
+        body: RawBody,
+        finish: Option<Finish>,
+    },
     Full(Option<Bytes>),
 }
+
+/// Any error a response body can end with.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What happens when an upstream body ends: the connection goes back to the
 /// pool, the in-flight count goes down. Dropped early (client gone), the
@@ -169,6 +184,18 @@ pub struct Finish {
     bytes: u64,
     /// The access log line to write when the response ends.
     log: Option<Box<PendingLog>>,
+}
+
+impl Finish {
+    fn new(backend: Arc<Backend>, sender: Option<SendRequest<UpBody>>) -> Finish {
+        Finish {
+            backend,
+            sender,
+            observe: None,
+            bytes: 0,
+            log: None,
+        }
+    }
 }
 
 impl Drop for Finish {
@@ -238,16 +265,24 @@ impl Drop for ProxyBody {
     /// A body that ended without being polled to its end (a 204, or hyper
     /// stopping once `is_end_stream` said so) still hands its connection back.
     fn drop(&mut self) {
-        if let ProxyBody::Upstream {
-            body,
-            finish: Some(f),
-        } = self
-        {
-            if body.is_end_stream() {
+        match self {
+            ProxyBody::Upstream {
+                body,
+                finish: Some(f),
+            } if body.is_end_stream() => {
                 if let Some(s) = f.sender.take() {
                     f.backend.checkin(s);
                 }
             }
+            ProxyBody::Direct {
+                body,
+                finish: Some(f),
+            } => {
+                if let Some(c) = body.take_idle() {
+                    f.backend.checkin_raw(c);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -260,18 +295,49 @@ impl ProxyBody {
     pub fn empty() -> ProxyBody {
         ProxyBody::Full(None)
     }
+
+    /// What happens at the end of a backend's body, when this is one.
+    fn finish_mut(&mut self) -> Option<&mut Finish> {
+        match self {
+            ProxyBody::Upstream { finish, .. } | ProxyBody::Direct { finish, .. } => {
+                finish.as_mut()
+            }
+            ProxyBody::Full(_) => None,
+        }
+    }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Direct { body, finish } => {
+                let r = Pin::new(&mut *body).poll_frame(cx);
+                match &r {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let (Some(f), Some(data)) = (finish.as_mut(), frame.data_ref()) {
+                            f.bytes += data.len() as u64;
+                        }
+                    }
+                    // Broken mid-body: the connection is dropped, not reused.
+                    Poll::Ready(Some(Err(_))) => drop(finish.take()),
+                    _ => {}
+                }
+                if body.is_end_stream() {
+                    if let Some(f) = finish.take() {
+                        if let Some(c) = body.take_idle() {
+                            f.backend.checkin_raw(c);
+                        }
+                    }
+                }
+                r.map(|o| o.map(|r| r.map_err(Into::into)))
+            }
             ProxyBody::Upstream { body, finish } => {
                 let r = Pin::new(&mut *body).poll_frame(cx);
                 let ended = match &r {
@@ -301,7 +367,7 @@ impl Body for ProxyBody {
                         }
                     }
                 }
-                r
+                r.map(|o| o.map(|r| r.map_err(Into::into)))
             }
         }
     }
@@ -310,6 +376,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Direct { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -318,6 +385,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Direct { body, .. } => body.size_hint(),
         }
     }
 }
@@ -398,17 +466,16 @@ pub async fn handle(
             status,
         })
     });
-    match resp.body_mut() {
-        ProxyBody::Upstream {
-            finish: Some(f), ..
-        } => {
+    let body = resp.body_mut();
+    match body.finish_mut() {
+        Some(f) => {
             f.observe = Some((m.response.clone(), start));
             f.log = pending.map(|mut p| {
                 p.backend = Some(f.backend.clone());
                 p
             });
         }
-        body => {
+        None => {
             m.response.observe(head.as_secs_f64());
             if let Some(p) = pending {
                 p.write(body.size_hint().exact().unwrap_or(0));
@@ -544,6 +611,19 @@ fn fallback(pool: &Pool) -> Result<(usize, &Version, Arc<Backend>), ProxyError> 
     Err(ProxyError::NoHealthyVersion(pool.name.clone()))
 }
 
+/// How a request goes to its backend.
+// One per request, on the request's own stack: boxing the larger variant
+// would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Exchange {
+    /// Bodiless, idempotent, no upgrade: the encoded head is written directly
+    /// ([`crate::h1`]); it can be sent again as often as a retry needs.
+    Direct { method: Method, head: Bytes },
+    /// Through hyper's client (a body to stream, or an upgrade). `None` once
+    /// the request has been handed over and cannot be sent again.
+    Hyper(Option<Request<UpBody>>),
+}
+
 /// Sends the request, retrying where that is safe. Returns the response
 /// head with a body that streams from the backend.
 async fn forward(
@@ -557,108 +637,118 @@ async fn forward(
     let pool = &route.pool;
     let limits = table.limits;
     let (parts, body) = req.into_parts();
-    // A bodiless idempotent request can be sent again after reaching a
-    // backend; keep what is needed to rebuild it.
-    let replayable = body.is_end_stream()
-        && is_idempotent(&parts.method)
-        && pool.retry > 0
-        && !is_upgrade(&parts.headers);
-    let template = replayable.then(|| {
-        (
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.headers.clone(),
-        )
-    });
-    let mut req = Some(Request::from_parts(
-        parts,
-        if replayable {
-            UpBody::Empty
+    let mut exchange =
+        if body.is_end_stream() && is_idempotent(&parts.method) && !is_upgrade(&parts.headers) {
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            Exchange::Direct {
+                head: h1::encode_head(&parts.method, path, &parts.headers),
+                method: parts.method,
+            }
         } else {
-            UpBody::Client(body)
-        },
-    ));
+            Exchange::Hyper(Some(Request::from_parts(parts, UpBody::Client(body))))
+        };
     let mut retries_left = pool.retry;
     let mut stale_retries = 2u32;
+    // After a pooled connection turned out closed, the next try connects anew.
+    let mut fresh = false;
 
     loop {
-        let Some(r) = req.take().or_else(|| template.as_ref().map(rebuild)) else {
-            // Unreachable by construction: a request that was consumed is only
-            // retried when a template exists.
-            return Err(ProxyError::NoHealthyVersion(pool.name.clone()));
-        };
         backend.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut in_flight = InFlight(Some(backend.clone()));
-        let err = match backend
-            .checkout(limits.connect_timeout, limits.idle_timeout)
-            .await
-        {
-            Err(source) => {
-                req = Some(r);
-                ProxyError::Connect {
-                    pool: pool.name.clone(),
-                    backend: backend.key.addr.as_str().into(),
-                    source,
-                }
-            }
-            Ok(mut conn) => {
-                match tokio::time::timeout(limits.request_timeout, conn.sender.try_send_request(r))
+        let name = || ProxyError::Timeout {
+            pool: pool.name.clone(),
+            backend: backend.key.addr.as_str().into(),
+        };
+        let err = match &mut exchange {
+            Exchange::Direct { method, head } => {
+                match backend
+                    .checkout_raw(limits.connect_timeout, limits.idle_timeout, fresh)
                     .await
                 {
-                    Err(_) => {
-                        app.passive_failure(&backend, &pool.passive);
-                        let err = ProxyError::Timeout {
-                            pool: pool.name.clone(),
-                            backend: backend.key.addr.as_str().into(),
-                        };
-                        app.metrics.upstream_error(
-                            &pool.name,
-                            &version.name,
-                            backend.key.addr.as_str(),
-                            err.kind(),
-                        );
-                        return Err(err);
-                    }
-                    Ok(Ok(resp)) => {
-                        app.passive_outcome(
-                            &backend,
-                            &pool.passive,
-                            !resp.status().is_server_error(),
-                        );
-                        let (parts, body) = resp.into_parts();
-                        let finish = Finish {
-                            backend: in_flight.take(),
-                            sender: Some(conn.sender),
-                            observe: None,
-                            bytes: 0,
-                            log: None,
-                        };
-                        return Ok((
-                            Response::from_parts(
-                                parts,
-                                ProxyBody::Upstream {
-                                    body,
-                                    finish: Some(finish),
-                                },
-                            ),
-                            vidx,
-                        ));
-                    }
-                    Ok(Err(mut e)) => {
-                        if let Some(back) = e.take_message() {
-                            if conn.reused && stale_retries > 0 {
-                                // A pooled connection closed under us before a byte
-                                // was written: try again, not counted as a retry.
-                                stale_retries -= 1;
-                                req = Some(back);
+                    Err(source) => ProxyError::Connect {
+                        pool: pool.name.clone(),
+                        backend: backend.key.addr.as_str().into(),
+                        source,
+                    },
+                    Ok((conn, reused)) => {
+                        let sent = conn.exchange(head, method);
+                        match tokio::time::timeout(limits.request_timeout, sent).await {
+                            Err(_) => return Err(timed_out(app, pool, version, &backend, name())),
+                            Ok(Ok(resp)) => {
+                                app.passive_outcome(
+                                    &backend,
+                                    &pool.passive,
+                                    !resp.status().is_server_error(),
+                                );
+                                let (parts, body) = resp.into_parts();
+                                let finish = Some(Finish::new(in_flight.take(), None));
+                                let body = ProxyBody::Direct { body, finish };
+                                return Ok((Response::from_parts(parts, body), vidx));
+                            }
+                            Ok(Err(e)) if reused && e.nothing_received() => {
+                                // A pooled connection the backend had closed:
+                                // send again on a new one, not counted as a retry.
+                                fresh = true;
                                 continue;
                             }
-                            req = Some(back);
+                            Ok(Err(source)) => ProxyError::Exchange {
+                                pool: pool.name.clone(),
+                                backend: backend.key.addr.as_str().into(),
+                                source,
+                            },
                         }
-                        ProxyError::Upstream {
+                    }
+                }
+            }
+            Exchange::Hyper(req) => {
+                let Some(r) = req.take() else {
+                    // Unreachable by construction: a consumed request is
+                    // never retried (see the retry check below).
+                    return Err(ProxyError::NoHealthyVersion(pool.name.clone()));
+                };
+                match backend
+                    .checkout(limits.connect_timeout, limits.idle_timeout)
+                    .await
+                {
+                    Err(source) => {
+                        *req = Some(r);
+                        ProxyError::Connect {
                             pool: pool.name.clone(),
                             backend: backend.key.addr.as_str().into(),
-                            source: e.into_error(),
+                            source,
+                        }
+                    }
+                    Ok(mut conn) => {
+                        let sent = conn.sender.try_send_request(r);
+                        match tokio::time::timeout(limits.request_timeout, sent).await {
+                            Err(_) => return Err(timed_out(app, pool, version, &backend, name())),
+                            Ok(Ok(resp)) => {
+                                app.passive_outcome(
+                                    &backend,
+                                    &pool.passive,
+                                    !resp.status().is_server_error(),
+                                );
+                                let (parts, body) = resp.into_parts();
+                                let finish = Some(Finish::new(in_flight.take(), Some(conn.sender)));
+                                let body = ProxyBody::Upstream { body, finish };
+                                return Ok((Response::from_parts(parts, body), vidx));
+                            }
+                            Ok(Err(mut e)) => {
+                                if let Some(back) = e.take_message() {
+                                    *req = Some(back);
+                                    if conn.reused && stale_retries > 0 {
+                                        // A pooled connection closed under us before a
+                                        // byte was written: not counted as a retry.
+                                        stale_retries -= 1;
+                                        continue;
+                                    }
+                                }
+                                ProxyError::Upstream {
+                                    pool: pool.name.clone(),
+                                    backend: backend.key.addr.as_str().into(),
+                                    source: e.into_error(),
+                                }
+                            }
                         }
                     }
                 }
@@ -672,7 +762,11 @@ async fn forward(
             backend.key.addr.as_str(),
             err.kind(),
         );
-        if retries_left == 0 || (req.is_none() && template.is_none()) {
+        let can_resend = match &exchange {
+            Exchange::Direct { .. } => true,
+            Exchange::Hyper(req) => req.is_some(),
+        };
+        if retries_left == 0 || !can_resend {
             return Err(err);
         }
         retries_left -= 1;
@@ -691,10 +785,30 @@ async fn forward(
                 *at_version = Some(i);
                 version = v;
                 backend = b;
+                fresh = false;
             }
             None => return Err(err),
         }
     }
+}
+
+/// A request that ran out of `request_timeout`: counted, and the backend
+/// charged with a passive failure. Never retried (it may still be running).
+fn timed_out(
+    app: &App,
+    pool: &Pool,
+    version: &Version,
+    backend: &Backend,
+    err: ProxyError,
+) -> ProxyError {
+    app.passive_failure(backend, &pool.passive);
+    app.metrics.upstream_error(
+        &pool.name,
+        &version.name,
+        backend.key.addr.as_str(),
+        err.kind(),
+    );
+    err
 }
 
 /// Decrements a backend's in-flight count unless handed on to a [`Finish`].
@@ -713,14 +827,6 @@ impl Drop for InFlight {
             b.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
     }
-}
-
-fn rebuild((method, uri, headers): &(Method, Uri, HeaderMap)) -> Request<UpBody> {
-    let mut r = Request::new(UpBody::Empty);
-    *r.method_mut() = method.clone();
-    *r.uri_mut() = uri.clone();
-    *r.headers_mut() = headers.clone();
-    r
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -799,6 +905,10 @@ fn prepare_upstream(req: &mut Request<Incoming>, host: &HeaderValue, peer: Peer)
 
 /// Removes hop-by-hop headers, including those named by Connection.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names, no hashing.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if let Some(conn) = headers.get(header::CONNECTION) {
         let named: Vec<HeaderName> = conn
             .to_str()

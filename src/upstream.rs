@@ -4,10 +4,15 @@
 //! [`BackendRegistry`]; successive routing tables share the same `Arc`, so a
 //! weight change or a reload resets neither health nor pooled connections.
 //! When a backend leaves every table, its last `Arc` drops, its idle
-//! connections drop with it and hyper closes them.
+//! connections drop with it and are closed.
+//!
+//! Two idle stacks per backend: plain sockets for the direct exchange of
+//! [`crate::h1`] (bodiless requests, nearly all traffic), and hyper client
+//! connections for requests with a body or an upgrade.
 //!
 //! ```text
 //! checkout: idle stack (LIFO, warmest first) -> else connect (connect_timeout)
+//!           (a pooled socket the backend closed or wrote to is dropped)
 //! checkin:  when the response body has been read to its end
 //! ```
 
@@ -28,6 +33,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::config::BackendAddr;
+use crate::h1::RawConn;
 
 /// Idle connections kept per backend.
 const MAX_IDLE: usize = 256;
@@ -95,8 +101,8 @@ pub struct Conn {
     pub reused: bool,
 }
 
-struct Idle {
-    sender: SendRequest<UpBody>,
+struct Idle<C> {
+    conn: C,
     since: Instant,
 }
 
@@ -116,7 +122,10 @@ pub struct Backend {
     consecutive_failures: AtomicU32,
     /// Requests sent and not yet finished (response body included).
     pub in_flight: AtomicUsize,
-    idle: Mutex<Vec<Idle>>,
+    /// Idle hyper client connections (requests with a body or an upgrade).
+    idle: Mutex<Vec<Idle<SendRequest<UpBody>>>>,
+    /// Idle connections for the direct exchange of [`crate::h1`].
+    raw_idle: Mutex<Vec<Idle<RawConn>>>,
 }
 
 // === impl Backend ===
@@ -133,6 +142,7 @@ impl Backend {
             consecutive_failures: AtomicU32::new(0),
             in_flight: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
+            raw_idle: Mutex::new(Vec::new()),
         }
     }
 
@@ -200,10 +210,10 @@ impl Backend {
         loop {
             let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(idle) = idle else { break };
-            if idle.since.elapsed() > idle_timeout || idle.sender.is_closed() {
+            if idle.since.elapsed() > idle_timeout || idle.conn.is_closed() {
                 continue;
             }
-            let mut sender = idle.sender;
+            let mut sender = idle.conn;
             if sender.ready().await.is_ok() {
                 return Ok(Conn {
                     sender,
@@ -211,13 +221,48 @@ impl Backend {
                 });
             }
         }
-        self.connect(connect_timeout).await.map(|sender| Conn {
+        let stream = self.connect(connect_timeout).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await?;
+        tokio::spawn(async move {
+            // Errors here are the backend closing; the request that used the
+            // connection has already seen them.
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(Conn {
             sender,
             reused: false,
         })
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<SendRequest<UpBody>, ConnectError> {
+    /// A pooled connection for the direct exchange (unless `fresh`), or a
+    /// new one; the flag says whether it was pooled (it may have been closed
+    /// meanwhile).
+    pub async fn checkout_raw(
+        &self,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        fresh: bool,
+    ) -> Result<(RawConn, bool), ConnectError> {
+        if !fresh {
+            loop {
+                let idle = self
+                    .raw_idle
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pop();
+                let Some(idle) = idle else { break };
+                if idle.since.elapsed() <= idle_timeout && idle.conn.is_reusable() {
+                    return Ok((idle.conn, true));
+                }
+            }
+        }
+        let stream = self.connect(connect_timeout).await?;
+        Ok((RawConn::new(stream), false))
+    }
+
+    async fn connect(&self, timeout: Duration) -> Result<TcpStream, ConnectError> {
         let connect = async {
             let stream = match self.literal {
                 Some(addr) => TcpStream::connect(addr).await?,
@@ -226,15 +271,7 @@ impl Backend {
                 None => TcpStream::connect(self.key.addr.as_str()).await?,
             };
             stream.set_nodelay(true)?;
-            let (sender, conn) = http1::Builder::new()
-                .handshake(TokioIo::new(stream))
-                .await?;
-            tokio::spawn(async move {
-                // Errors here are the backend closing; the request that used the
-                // connection has already seen them.
-                let _ = conn.with_upgrades().await;
-            });
-            Ok::<_, ConnectError>(sender)
+            Ok::<_, ConnectError>(stream)
         };
         match tokio::time::timeout(timeout, connect).await {
             Ok(r) => r,
@@ -247,22 +284,40 @@ impl Backend {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
-        }
+        push_idle(&self.idle, sender);
+    }
+
+    /// Returns a direct-exchange connection whose response ended cleanly.
+    pub fn checkin_raw(&self, conn: RawConn) {
+        push_idle(&self.raw_idle, conn);
     }
 
     /// Drops every idle connection (the backend is leaving, or failed).
     pub fn close_idle(&self) {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.raw_idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     pub fn idle_count(&self) -> usize {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+            + self
+                .raw_idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len()
+    }
+}
+
+fn push_idle<C>(pool: &Mutex<Vec<Idle<C>>>, conn: C) {
+    let mut idle = pool.lock().unwrap_or_else(|e| e.into_inner());
+    if idle.len() < MAX_IDLE {
+        idle.push(Idle {
+            conn,
+            since: Instant::now(),
+        });
     }
 }
 

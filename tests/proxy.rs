@@ -305,3 +305,132 @@ async fn upstream_connections_are_reused() {
         blue.connections()
     );
 }
+
+/// A hand-written HTTP/1.1 backend: answers each connection's first request
+/// with `reply`, then closes it after `linger` (a keep-alive timeout far
+/// shorter than the proxy's). Counts the requests it answered.
+async fn one_shot_backend(
+    reply: &'static [u8],
+    linger: Duration,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if s.write_all(reply).await.is_ok() {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                tokio::time::sleep(linger).await;
+            });
+        }
+    });
+    (addr, served)
+}
+
+fn single_backend_config(addr: std::net::SocketAddr) -> String {
+    format!(
+        r#"[server]
+http = "127.0.0.1:0"
+[[routes]]
+host = "app.test"
+pool = "app"
+[pools.app.versions.v1]
+weight = 1
+backends = ["{addr}"]
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_closing_idle_connections_lose_no_request() {
+    let (addr, served) = one_shot_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n",
+        Duration::from_millis(2),
+    )
+    .await;
+    let p = Proxy::start(&single_backend_config(addr)).await;
+    let mut c = Client::new(p.http);
+    for i in 0..200 {
+        // Back to back (the close races the next request on the pooled
+        // connection) and after a pause (the close is already seen).
+        if i % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let a = c.get("app.test", "/").await.unwrap();
+        assert_eq!(a.status, 200, "request {i}: {}", a.body);
+        assert_eq!(a.body, "ok\n");
+    }
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_delimited_and_chunked_responses_pass_whole() {
+    let (addr, _) = one_shot_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the backend closes\n",
+        Duration::ZERO,
+    )
+    .await;
+    let p = Proxy::start(&single_backend_config(addr)).await;
+    let mut c = Client::new(p.http);
+    for _ in 0..3 {
+        let a = c.get("app.test", "/").await.unwrap();
+        assert_eq!(a.status, 200);
+        assert_eq!(a.body, "until the backend closes\n");
+    }
+
+    let (addr, _) = one_shot_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n",
+        Duration::from_millis(50),
+    )
+    .await;
+    let p = Proxy::start(&single_backend_config(addr)).await;
+    let mut c = Client::new(p.http);
+    let a = c.get("app.test", "/").await.unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, "hello, world");
+
+    // A backend that breaks the protocol gets a 502, not a hang or a crash.
+    let (addr, _) = one_shot_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n",
+        Duration::from_millis(50),
+    )
+    .await;
+    let p = Proxy::start(&single_backend_config(addr)).await;
+    let mut c = Client::new(p.http);
+    let a = c.get("app.test", "/").await.unwrap();
+    assert_eq!(a.status, 502);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_and_bodiless_statuses_keep_the_connection() {
+    let (blue, _g, p) = basic().await;
+    let mut c = Client::new(p.http);
+    for i in 0..30 {
+        let a = match i % 3 {
+            0 => c.request("HEAD", "app.test", "/", &[], "").await.unwrap(),
+            1 => c.get("app.test", "/status/304").await.unwrap(),
+            _ => c.get("app.test", "/").await.unwrap(),
+        };
+        assert!(a.status.is_success() || a.status == 304, "{}", a.status);
+        if i % 3 != 2 {
+            assert!(a.body.is_empty());
+        }
+    }
+    assert_eq!(blue.hits(), 30);
+    assert_eq!(blue.connections(), 1);
+}

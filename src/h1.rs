@@ -1,0 +1,719 @@
+//! The direct HTTP/1.1 exchange with a backend, for bodiless idempotent
+//! requests (GET, HEAD, ... without a body and without an upgrade: nearly all
+//! of a web app's traffic).
+//!
+//! hyper's client runs each backend connection in a task of its own and
+//! passes every request, response head and body chunk across channels. Here
+//! the request's own task writes the encoded head, parses the response head
+//! with httparse and streams the body straight from the socket: no task hop,
+//! no channel, one `write` and usually one `read` per request.
+//!
+//! ```text
+//! RawConn::exchange: write head ─> read until the head parses (1xx skipped)
+//!                    ─> framing (RFC 9112 §6.3): none | length | chunked | to EOF
+//! RawBody:           frames from the read buffer, then from the socket;
+//!                    at a clean end the connection can go back to the pool
+//! ```
+//!
+//! Requests with a body or an upgrade keep going through hyper's client
+//! (request bodies stream while the response comes back; 101 hands over the
+//! connection), see [`crate::proxy`].
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Largest response head accepted from a backend.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in a response head.
+const MAX_HEADERS: usize = 128;
+/// Longest chunk-size line or trailer line.
+const MAX_LINE: usize = 4096;
+/// Most trailer bytes skipped after the last chunk.
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What went wrong talking to a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The connection closed (or was reset) before a byte of the response:
+    /// on a pooled connection, the backend closed it while it sat idle.
+    #[error("connection closed before the response")]
+    Closed,
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("invalid response from backend: {0}")]
+    Invalid(&'static str),
+}
+
+impl ExchangeError {
+    /// Nothing of a response was received: the request may be sent again
+    /// elsewhere when it is idempotent.
+    pub fn nothing_received(&self) -> bool {
+        matches!(self, ExchangeError::Closed)
+    }
+}
+
+/// Encodes a request head: `METHOD path HTTP/1.1`, the headers, a blank line.
+pub fn encode_head(method: &Method, path: &str, headers: &HeaderMap) -> Bytes {
+    let mut len = method.as_str().len() + path.len() + 13;
+    for (n, v) in headers {
+        len += n.as_str().len() + v.len() + 4;
+    }
+    let mut out = BytesMut::with_capacity(len);
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (n, v) in headers {
+        out.extend_from_slice(n.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.freeze()
+}
+
+/// A keep-alive connection to a backend, with what has been read ahead.
+pub struct RawConn {
+    io: TcpStream,
+    buf: BytesMut,
+}
+
+impl RawConn {
+    pub fn new(io: TcpStream) -> RawConn {
+        RawConn {
+            io,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Whether an idle connection still looks usable: the backend has
+    /// neither closed it nor sent anything unasked. Costs no system call
+    /// unless the event loop saw the socket become readable.
+    pub fn is_reusable(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                // WouldBlock: a stale readiness, the connection is idle.
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Sends an encoded bodiless request and reads the response head.
+    pub async fn exchange(
+        mut self,
+        head: &[u8],
+        method: &Method,
+    ) -> Result<Response<RawBody>, ExchangeError> {
+        match self.io.write_all(head).await {
+            Ok(()) => {}
+            Err(e) if is_closed(&e) => return Err(ExchangeError::Closed),
+            Err(e) => return Err(e.into()),
+        }
+        let mut received = false;
+        loop {
+            if !self.buf.is_empty() {
+                received = true;
+                if let Some(h) = self.parse_head(method)? {
+                    let mut resp = Response::new(RawBody {
+                        conn: Some(self),
+                        framing: h.framing,
+                        keep_alive: h.keep_alive,
+                    });
+                    *resp.status_mut() = h.status;
+                    *resp.headers_mut() = h.headers;
+                    return Ok(resp);
+                }
+                if self.buf.len() > MAX_HEAD {
+                    return Err(ExchangeError::Invalid("response head too large"));
+                }
+            }
+            match std::future::poll_fn(|cx| poll_fill(&self.io, &mut self.buf, cx)).await {
+                Ok(0) if !received => return Err(ExchangeError::Closed),
+                Ok(0) => return Err(ExchangeError::Invalid("connection closed inside the head")),
+                Ok(_) => {}
+                Err(e) if !received && is_closed(&e) => return Err(ExchangeError::Closed),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Parses a complete head at the start of the buffer: `None` until one is
+    /// there. Interim (1xx) responses are skipped.
+    fn parse_head(&mut self, method: &Method) -> Result<Option<Head>, ExchangeError> {
+        loop {
+            let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut []);
+            let parse = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut parsed,
+                &self.buf,
+                &mut slots,
+            );
+            let len = match parse {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(ExchangeError::Invalid("too many header fields"))
+                }
+                Err(_) => return Err(ExchangeError::Invalid("malformed response head")),
+            };
+            let code = parsed.code.unwrap_or(0);
+            let status = StatusCode::from_u16(code)
+                .map_err(|_| ExchangeError::Invalid("invalid status code"))?;
+            if status.is_informational() {
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(ExchangeError::Invalid("101 to a request without upgrade"));
+                }
+                self.buf.advance(len);
+                continue;
+            }
+            let http11 = parsed.version == Some(1);
+            // Where each field sits in the head, so that the values can share
+            // the head's bytes once it is split off the buffer (no copy).
+            let base = self.buf.as_ptr() as usize;
+            let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+            let count = parsed.headers.len();
+            for (slot, h) in fields.iter_mut().zip(parsed.headers.iter()) {
+                // Offsets within the buffer (at most MAX_HEAD plus one read) fit u32.
+                *slot = (
+                    (h.name.as_ptr() as usize - base) as u32,
+                    h.name.len() as u32,
+                    (h.value.as_ptr() as usize - base) as u32,
+                    h.value.len() as u32,
+                );
+            }
+            let bytes = self.buf.split_to(len).freeze();
+            let mut headers = HeaderMap::with_capacity(count);
+            for &(n, nl, v, vl) in &fields[..count] {
+                let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
+                let name = HeaderName::from_bytes(&bytes[n..n + nl])
+                    .map_err(|_| ExchangeError::Invalid("invalid header name"))?;
+                let value = HeaderValue::from_maybe_shared(bytes.slice(v..v + vl))
+                    .map_err(|_| ExchangeError::Invalid("invalid header value"))?;
+                headers.append(name, value);
+            }
+            let mut keep_alive = http11 && !has_token(&headers, header::CONNECTION, "close");
+            let framing = if *method == Method::HEAD
+                || status == StatusCode::NO_CONTENT
+                || status == StatusCode::NOT_MODIFIED
+            {
+                Framing::Length(0)
+            } else if headers.contains_key(header::TRANSFER_ENCODING) {
+                if last_coding_is_chunked(&headers) {
+                    Framing::Chunked(Chunk::Size)
+                } else {
+                    keep_alive = false;
+                    Framing::Eof
+                }
+            } else if let Some(cl) = content_length(&headers)? {
+                Framing::Length(cl)
+            } else {
+                keep_alive = false;
+                Framing::Eof
+            };
+            return Ok(Some(Head {
+                status,
+                headers,
+                framing,
+                keep_alive,
+            }));
+        }
+    }
+}
+
+/// A parsed final response head.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// Reads what the socket has into the buffer; `Ok(0)` at end of stream.
+fn poll_fill(io: &TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    loop {
+        std::task::ready!(io.poll_read_ready(cx))?;
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        match io.try_read_buf(buf) {
+            Ok(n) => return Poll::Ready(Ok(n)),
+            // Readiness was stale and is now cleared: wait for the next event.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.rsplit(',').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"))
+}
+
+/// The Content-Length, when there is one; several must agree.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ExchangeError> {
+    let mut found = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        let s = v
+            .to_str()
+            .map_err(|_| ExchangeError::Invalid("invalid content-length"))?;
+        for part in s.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ExchangeError::Invalid("invalid content-length"));
+            }
+            let n: u64 = part
+                .parse()
+                .map_err(|_| ExchangeError::Invalid("invalid content-length"))?;
+            if found.is_some_and(|f| f != n) {
+                return Err(ExchangeError::Invalid("conflicting content-length"));
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+/// How the response body is delimited.
+enum Framing {
+    /// This many bytes left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the backend closes the connection.
+    Eof,
+    Done,
+}
+
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk, this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines until a blank one; bytes seen.
+    Trailers(usize),
+}
+
+/// A response body read straight from the backend connection.
+pub struct RawBody {
+    conn: Option<RawConn>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl RawBody {
+    /// The connection, when the body has been read to its clean end and it
+    /// can carry another request.
+    pub fn take_idle(&mut self) -> Option<RawConn> {
+        let done = matches!(self.framing, Framing::Done | Framing::Length(0));
+        if done && self.keep_alive && self.conn.as_ref().is_some_and(|c| c.buf.is_empty()) {
+            self.conn.take()
+        } else {
+            None
+        }
+    }
+
+    fn next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ExchangeError>>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            match &mut self.framing {
+                Framing::Done | Framing::Length(0) => {
+                    self.framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) => {
+                    if conn.buf.is_empty() && std::task::ready!(fill(conn, cx))? == Fill::Eof {
+                        return Poll::Ready(Some(Err(truncated())));
+                    }
+                    let n = (*left).min(conn.buf.len() as u64) as usize;
+                    *left -= n as u64;
+                    return Poll::Ready(Some(Ok(conn.buf.split_to(n).freeze())));
+                }
+                Framing::Eof => {
+                    if conn.buf.is_empty() && std::task::ready!(fill(conn, cx))? == Fill::Eof {
+                        self.framing = Framing::Done;
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(conn.buf.split().freeze())));
+                }
+                Framing::Chunked(Chunk::Data(0)) => {
+                    self.framing = Framing::Chunked(Chunk::DataEnd);
+                }
+                Framing::Chunked(Chunk::Data(left)) => {
+                    if conn.buf.is_empty() && std::task::ready!(fill(conn, cx))? == Fill::Eof {
+                        return Poll::Ready(Some(Err(truncated())));
+                    }
+                    let n = (*left).min(conn.buf.len() as u64) as usize;
+                    *left -= n as u64;
+                    return Poll::Ready(Some(Ok(conn.buf.split_to(n).freeze())));
+                }
+                Framing::Chunked(Chunk::DataEnd) => {
+                    if conn.buf.len() < 2 {
+                        if std::task::ready!(fill(conn, cx))? == Fill::Eof {
+                            return Poll::Ready(Some(Err(truncated())));
+                        }
+                        continue;
+                    }
+                    if &conn.buf[..2] != b"\r\n" {
+                        return Poll::Ready(Some(Err(ExchangeError::Invalid(
+                            "missing CRLF after chunk",
+                        ))));
+                    }
+                    conn.buf.advance(2);
+                    self.framing = Framing::Chunked(Chunk::Size);
+                }
+                Framing::Chunked(Chunk::Size) => {
+                    let Some(line) = take_line(conn, cx)? else {
+                        return Poll::Pending;
+                    };
+                    let size = chunk_size(&line)?;
+                    self.framing = Framing::Chunked(if size == 0 {
+                        Chunk::Trailers(0)
+                    } else {
+                        Chunk::Data(size)
+                    });
+                }
+                Framing::Chunked(Chunk::Trailers(seen)) => {
+                    let seen = *seen;
+                    let Some(line) = take_line(conn, cx)? else {
+                        return Poll::Pending;
+                    };
+                    if line.is_empty() {
+                        self.framing = Framing::Done;
+                        return Poll::Ready(None);
+                    }
+                    let seen = seen + line.len() + 2;
+                    if seen > MAX_TRAILERS {
+                        return Poll::Ready(Some(Err(ExchangeError::Invalid(
+                            "trailers too large",
+                        ))));
+                    }
+                    self.framing = Framing::Chunked(Chunk::Trailers(seen));
+                }
+            }
+        }
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Fill {
+    Data,
+    Eof,
+}
+
+/// Reads more into the connection's buffer, or returns `Pending`.
+fn fill(conn: &mut RawConn, cx: &mut Context<'_>) -> Poll<Result<Fill, ExchangeError>> {
+    match poll_fill(&conn.io, &mut conn.buf, cx) {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(Ok(0)) => Poll::Ready(Ok(Fill::Eof)),
+        Poll::Ready(Ok(_)) => Poll::Ready(Ok(Fill::Data)),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+    }
+}
+
+fn truncated() -> ExchangeError {
+    ExchangeError::Io(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "backend closed the connection inside the body",
+    ))
+}
+
+/// One CRLF-terminated line from the buffer (without its CRLF), reading
+/// more as needed. `Ok(None)` means pending.
+fn take_line(conn: &mut RawConn, cx: &mut Context<'_>) -> Result<Option<Bytes>, ExchangeError> {
+    loop {
+        if let Some(i) = conn.buf.iter().position(|&b| b == b'\n') {
+            if i == 0 || conn.buf[i - 1] != b'\r' {
+                return Err(ExchangeError::Invalid("line not ended by CRLF"));
+            }
+            let line = conn.buf.split_to(i + 1).freeze();
+            return Ok(Some(line.slice(..i - 1)));
+        }
+        if conn.buf.len() > MAX_LINE {
+            return Err(ExchangeError::Invalid("chunk line too long"));
+        }
+        match fill(conn, cx) {
+            Poll::Pending => return Ok(None),
+            Poll::Ready(Ok(Fill::Data)) => {}
+            Poll::Ready(Ok(Fill::Eof)) => return Err(truncated()),
+            Poll::Ready(Err(e)) => return Err(e),
+        }
+    }
+}
+
+/// The size of a chunk-size line (`1a`, `1a;ext=v`).
+fn chunk_size(line: &[u8]) -> Result<u64, ExchangeError> {
+    let end = line
+        .iter()
+        .position(|&b| b == b';' || b == b' ' || b == b'\t')
+        .unwrap_or(line.len());
+    let hex = &line[..end];
+    if hex.is_empty() || hex.len() > 15 {
+        return Err(ExchangeError::Invalid("invalid chunk size"));
+    }
+    let mut n = 0u64;
+    for &b in hex {
+        let d = (b as char)
+            .to_digit(16)
+            .ok_or(ExchangeError::Invalid("invalid chunk size"))?;
+        n = n * 16 + u64::from(d);
+    }
+    Ok(n)
+}
+
+impl Body for RawBody {
+    type Data = Bytes;
+    type Error = ExchangeError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
+        let this = self.get_mut();
+        match this.next(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                // A broken body leaves the connection unusable.
+                this.conn = None;
+                this.framing = Framing::Done;
+                Poll::Ready(Some(Err(e)))
+            }
+            other => other.map(|o| o.map(|r| r.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done | Framing::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A backend that reads one request head and answers `reply` (in pieces,
+    /// to exercise partial reads), then keeps the connection open.
+    async fn backend(reply: Vec<&'static [u8]>) -> (TcpStream, tokio::task::JoinHandle<Vec<u8>>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 1024];
+            while !got.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut b).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&b[..n]);
+            }
+            for part in reply {
+                s.write_all(part).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            got
+        });
+        (TcpStream::connect(addr).await.unwrap(), task)
+    }
+
+    async fn run(
+        reply: Vec<&'static [u8]>,
+        method: Method,
+    ) -> Result<(StatusCode, HeaderMap, Bytes, bool), ExchangeError> {
+        let (io, task) = backend(reply).await;
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("app.test"));
+        let head = encode_head(&method, "/p?q=1", &h);
+        let resp = RawConn::new(io).exchange(&head, &method).await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let mut body = resp.into_body();
+        let mut data = BytesMut::new();
+        while let Some(f) = body.frame().await {
+            data.extend_from_slice(&f?.into_data().unwrap_or_default());
+        }
+        let reusable = body.take_idle().is_some();
+        let sent = task.await.unwrap();
+        assert_eq!(
+            sent,
+            format!("{method} /p?q=1 HTTP/1.1\r\nhost: app.test\r\n\r\n").as_bytes()
+        );
+        Ok((status, headers, data.freeze(), reusable))
+    }
+
+    #[tokio::test]
+    async fn content_length_body_and_reuse() {
+        let (s, h, b, reuse) = run(
+            vec![
+                b"HTTP/1.1 200 OK\r\nContent-Le",
+                b"ngth: 5\r\nX-A: 1\r\n\r\nhel",
+                b"lo",
+            ],
+            Method::GET,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s, 200);
+        assert_eq!(h["x-a"], "1");
+        assert_eq!(&b[..], b"hello");
+        assert!(reuse);
+    }
+
+    #[tokio::test]
+    async fn chunked_body_with_extensions_and_trailers() {
+        let (s, _, b, reuse) = run(
+            vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n",
+                b"A\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n",
+            ],
+            Method::GET,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s, 200);
+        assert_eq!(&b[..], b"abc0123456789");
+        assert!(reuse);
+    }
+
+    #[tokio::test]
+    async fn interim_responses_are_skipped_and_head_has_no_body() {
+        let (s, h, b, reuse) = run(
+            vec![b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"],
+            Method::HEAD,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s, 200);
+        assert_eq!(h[header::CONTENT_LENGTH], "99");
+        assert!(b.is_empty());
+        assert!(reuse);
+    }
+
+    #[tokio::test]
+    async fn close_delimited_and_connection_close_are_not_reused() {
+        let (io, _task) = backend(vec![b"HTTP/1.1 200 OK\r\n\r\nuntil eof"]).await;
+        let head = encode_head(&Method::GET, "/", &HeaderMap::new());
+        let resp = RawConn::new(io)
+            .exchange(&head, &Method::GET)
+            .await
+            .unwrap();
+        let mut body = resp.into_body();
+        let f = body.frame().await.unwrap().unwrap();
+        assert_eq!(f.into_data().unwrap(), "until eof");
+        assert!(body.take_idle().is_none());
+
+        let (_, _, b, reuse) = run(
+            vec![b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"],
+            Method::GET,
+        )
+        .await
+        .unwrap();
+        assert_eq!(&b[..], b"ok");
+        assert!(!reuse);
+        let (_, _, _, reuse) = run(
+            vec![b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+            Method::GET,
+        )
+        .await
+        .unwrap();
+        assert!(!reuse);
+    }
+
+    #[tokio::test]
+    async fn malformed_responses_are_errors_not_panics() {
+        for reply in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 101 Switching\r\n\r\n",
+            b"garbage\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabX\r\n",
+        ] {
+            let r = run(vec![reply], Method::GET).await;
+            assert!(r.is_err(), "{:?}", String::from_utf8_lossy(reply));
+        }
+    }
+
+    #[tokio::test]
+    async fn truncated_body_is_an_error_and_silence_is_closed() {
+        let (io, task) = backend(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"]).await;
+        let head = encode_head(&Method::GET, "/", &HeaderMap::new());
+        let resp = RawConn::new(io)
+            .exchange(&head, &Method::GET)
+            .await
+            .unwrap();
+        task.await.unwrap();
+        let r = resp.into_body().collect().await;
+        assert!(r.is_err());
+
+        // A backend that reads the request and closes without a word.
+        let (io, _task) = backend(vec![]).await;
+        let r = RawConn::new(io).exchange(&head, &Method::GET).await;
+        assert!(matches!(r, Err(e) if e.nothing_received()));
+    }
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_size(b"0").unwrap(), 0);
+        assert_eq!(chunk_size(b"1A;name=v").unwrap(), 26);
+        assert!(chunk_size(b"").is_err());
+        assert!(chunk_size(b"-1").is_err());
+        assert!(chunk_size(b"1234567890abcdef0").is_err());
+    }
+}
