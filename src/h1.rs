@@ -62,10 +62,16 @@ impl ExchangeError {
     }
 }
 
-/// Encodes a request head: `METHOD path HTTP/1.1`, the headers, a blank line.
-pub fn encode_head(method: &Method, path: &str, headers: &HeaderMap) -> Bytes {
+/// Encodes a request head: `METHOD path HTTP/1.1`, the headers, a blank
+/// line. `set` fields replace any of the same name in `headers`.
+pub fn encode_head(
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    set: &[(&HeaderName, &HeaderValue)],
+) -> Bytes {
     let mut len = method.as_str().len() + path.len() + 13;
-    for (n, v) in headers {
+    for (n, v) in headers.iter().chain(set.iter().copied()) {
         len += n.as_str().len() + v.len() + 4;
     }
     let mut out = BytesMut::with_capacity(len);
@@ -73,7 +79,12 @@ pub fn encode_head(method: &Method, path: &str, headers: &HeaderMap) -> Bytes {
     out.extend_from_slice(b" ");
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (n, v) in headers {
+    let replaced = |n: &HeaderName| set.iter().any(|(s, _)| *s == n);
+    for (n, v) in headers
+        .iter()
+        .filter(|(n, _)| !replaced(n))
+        .chain(set.iter().copied())
+    {
         out.extend_from_slice(n.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(v.as_bytes());
@@ -578,7 +589,10 @@ mod tests {
         let (io, task) = backend(reply).await;
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("app.test"));
-        let head = encode_head(&method, "/p?q=1", &h);
+        let xff = HeaderName::from_static("x-forwarded-for");
+        let ip = HeaderValue::from_static("10.0.0.1");
+        h.insert(xff.clone(), HeaderValue::from_static("spoofed"));
+        let head = encode_head(&method, "/p?q=1", &h, &[(&xff, &ip)]);
         let resp = RawConn::new(io).exchange(&head, &method).await?;
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -591,7 +605,10 @@ mod tests {
         let sent = task.await.unwrap();
         assert_eq!(
             sent,
-            format!("{method} /p?q=1 HTTP/1.1\r\nhost: app.test\r\n\r\n").as_bytes()
+            format!(
+                "{method} /p?q=1 HTTP/1.1\r\nhost: app.test\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"
+            )
+            .as_bytes()
         );
         Ok((status, headers, data.freeze(), reusable))
     }
@@ -647,7 +664,7 @@ mod tests {
     #[tokio::test]
     async fn close_delimited_and_connection_close_are_not_reused() {
         let (io, _task) = backend(vec![b"HTTP/1.1 200 OK\r\n\r\nuntil eof"]).await;
-        let head = encode_head(&Method::GET, "/", &HeaderMap::new());
+        let head = encode_head(&Method::GET, "/", &HeaderMap::new(), &[]);
         let resp = RawConn::new(io)
             .exchange(&head, &Method::GET)
             .await
@@ -693,7 +710,7 @@ mod tests {
     #[tokio::test]
     async fn truncated_body_is_an_error_and_silence_is_closed() {
         let (io, task) = backend(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"]).await;
-        let head = encode_head(&Method::GET, "/", &HeaderMap::new());
+        let head = encode_head(&Method::GET, "/", &HeaderMap::new(), &[]);
         let resp = RawConn::new(io)
             .exchange(&head, &Method::GET)
             .await

@@ -566,12 +566,12 @@ async fn serve<'t>(
         Pick::AllDown => fallback(pool)?,
     };
 
-    prepare_upstream(&mut req, &host_value, peer);
-    let upgrade = is_upgrade(req.headers());
+    let (upgrade, forwarded) = prepare_upstream(&mut req, &host_value, peer);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     at.version = Some(vidx);
     let chosen = (vidx, version, backend);
-    let (mut resp, vidx) = forward(app, table, route, chosen, req, &mut at.version).await?;
+    let sent = (req, upgrade, forwarded);
+    let (mut resp, vidx) = forward(app, table, route, chosen, sent, &mut at.version).await?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -631,22 +631,22 @@ async fn forward(
     table: &RoutingTable,
     route: &Route,
     (mut vidx, mut version, mut backend): (usize, &Version, Arc<Backend>),
-    req: Request<Incoming>,
+    (req, upgrade, forwarded): (Request<Incoming>, bool, Forwarded),
     at_version: &mut Option<usize>,
 ) -> Result<(Response<ProxyBody>, usize), ProxyError> {
     let pool = &route.pool;
     let limits = table.limits;
-    let (parts, body) = req.into_parts();
-    let mut exchange =
-        if body.is_end_stream() && is_idempotent(&parts.method) && !is_upgrade(&parts.headers) {
-            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            Exchange::Direct {
-                head: h1::encode_head(&parts.method, path, &parts.headers),
-                method: parts.method,
-            }
-        } else {
-            Exchange::Hyper(Some(Request::from_parts(parts, UpBody::Client(body))))
-        };
+    let (mut parts, body) = req.into_parts();
+    let mut exchange = if body.is_end_stream() && is_idempotent(&parts.method) && !upgrade {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        Exchange::Direct {
+            head: h1::encode_head(&parts.method, path, &parts.headers, &forwarded.fields()),
+            method: parts.method,
+        }
+    } else {
+        forwarded.insert_into(&mut parts.headers);
+        Exchange::Hyper(Some(Request::from_parts(parts, UpBody::Client(body))))
+    };
     let mut retries_left = pool.retry;
     let mut stale_retries = 2u32;
     // After a pooled connection turned out closed, the next try connects anew.
@@ -858,9 +858,39 @@ fn is_upgrade(h: &HeaderMap) -> bool {
         })
 }
 
+/// The X-Forwarded-* fields of an upstream request. The proxy sets them: a
+/// client's own X-Forwarded-Proto and -Host are replaced, its
+/// X-Forwarded-For is extended with the client's address.
+struct Forwarded {
+    for_: HeaderValue,
+    proto: HeaderValue,
+    host: HeaderValue,
+}
+
+impl Forwarded {
+    fn fields(&self) -> [(&HeaderName, &HeaderValue); 3] {
+        [
+            (&X_FORWARDED_FOR, &self.for_),
+            (&X_FORWARDED_PROTO, &self.proto),
+            (&X_FORWARDED_HOST, &self.host),
+        ]
+    }
+
+    fn insert_into(self, headers: &mut HeaderMap) {
+        headers.insert(X_FORWARDED_FOR.clone(), self.for_);
+        headers.insert(X_FORWARDED_PROTO.clone(), self.proto);
+        headers.insert(X_FORWARDED_HOST.clone(), self.host);
+    }
+}
+
 /// Turns a client request into the upstream one: origin-form URI, HTTP/1.1,
-/// Host kept, hop-by-hop headers gone, X-Forwarded-* added.
-fn prepare_upstream(req: &mut Request<Incoming>, host: &HeaderValue, peer: Peer) {
+/// Host kept, hop-by-hop headers gone. Returns whether it asks for an
+/// upgrade, and the X-Forwarded-* fields to send with it.
+fn prepare_upstream(
+    req: &mut Request<Incoming>,
+    host: &HeaderValue,
+    peer: Peer,
+) -> (bool, Forwarded) {
     let upgrade = is_upgrade(req.headers());
     let upgrade_value = if upgrade {
         req.headers().get(header::UPGRADE).cloned()
@@ -893,14 +923,16 @@ fn prepare_upstream(req: &mut Request<Incoming>, host: &HeaderValue, peer: Peer)
         xff.push_str(", ");
     }
     let _ = write!(xff, "{}", peer.addr.ip());
-    if let Ok(v) = HeaderValue::try_from(xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(if peer.https { "https" } else { "http" }),
-    );
-    headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    // The fallbacks cannot happen (a valid value plus an address); no panic.
+    let for_ = HeaderValue::try_from(xff)
+        .or_else(|_| HeaderValue::try_from(peer.addr.ip().to_string()))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let forwarded = Forwarded {
+        for_,
+        proto: HeaderValue::from_static(if peer.https { "https" } else { "http" }),
+        host: host.clone(),
+    };
+    (upgrade, forwarded)
 }
 
 /// Removes hop-by-hop headers, including those named by Connection.
