@@ -283,7 +283,8 @@ fn poll_fill(io: &TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<i
     }
 }
 
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+/// Whether a comma-separated header (Connection, ...) lists `token`.
+pub(crate) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {
         v.to_str()
             .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))

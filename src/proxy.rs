@@ -655,7 +655,7 @@ async fn forward(
     loop {
         backend.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut in_flight = InFlight(Some(backend.clone()));
-        let name = || ProxyError::Timeout {
+        let timeout_err = || ProxyError::Timeout {
             pool: pool.name.clone(),
             backend: backend.key.addr.as_str().into(),
         };
@@ -673,7 +673,9 @@ async fn forward(
                     Ok((conn, reused)) => {
                         let sent = conn.exchange(head, method);
                         match tokio::time::timeout(limits.request_timeout, sent).await {
-                            Err(_) => return Err(timed_out(app, pool, version, &backend, name())),
+                            Err(_) => {
+                                return Err(timed_out(app, pool, version, &backend, timeout_err()))
+                            }
                             Ok(Ok(resp)) => {
                                 app.passive_outcome(
                                     &backend,
@@ -721,7 +723,9 @@ async fn forward(
                     Ok(mut conn) => {
                         let sent = conn.sender.try_send_request(r);
                         match tokio::time::timeout(limits.request_timeout, sent).await {
-                            Err(_) => return Err(timed_out(app, pool, version, &backend, name())),
+                            Err(_) => {
+                                return Err(timed_out(app, pool, version, &backend, timeout_err()))
+                            }
                             Ok(Ok(resp)) => {
                                 app.passive_outcome(
                                     &backend,
@@ -847,15 +851,7 @@ fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
 }
 
 fn is_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str()
-                .map(|s| {
-                    s.split(',')
-                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-                })
-                .unwrap_or(false)
-        })
+    h.contains_key(header::UPGRADE) && h1::has_token(h, header::CONNECTION, "upgrade")
 }
 
 /// The X-Forwarded-* fields of an upstream request. The proxy sets them: a
