@@ -24,10 +24,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::AsyncWriteExt;
+use std::future::Future;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Largest response head accepted from a backend.
@@ -63,35 +64,48 @@ impl ExchangeError {
 }
 
 /// Encodes a request head: `METHOD path HTTP/1.1`, the headers, a blank
-/// line. `set` fields replace any of the same name in `headers`.
+/// line. `set` fields replace any of the same name in `headers`; each
+/// one's value is the concatenation of its pieces (so that a value built
+/// from parts, like X-Forwarded-For, needs no buffer of its own).
 pub fn encode_head(
     method: &Method,
     path: &str,
     headers: &HeaderMap,
-    set: &[(&HeaderName, &HeaderValue)],
-) -> Bytes {
-    let mut len = method.as_str().len() + path.len() + 13;
-    for (n, v) in headers.iter().chain(set.iter().copied()) {
+    set: &[(&HeaderName, &[&[u8]])],
+) -> Vec<u8> {
+    // `METHOD path HTTP/1.1\r\n` and the final `\r\n`: 14 bytes besides
+    // the method and the path.
+    let mut len = method.as_str().len() + path.len() + 14;
+    for (n, v) in headers {
         len += n.as_str().len() + v.len() + 4;
     }
-    let mut out = BytesMut::with_capacity(len);
+    for (n, pieces) in set {
+        len += n.as_str().len() + 4 + pieces.iter().map(|p| p.len()).sum::<usize>();
+    }
+    let mut out = Vec::with_capacity(len);
     out.extend_from_slice(method.as_str().as_bytes());
-    out.extend_from_slice(b" ");
+    out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let replaced = |n: &HeaderName| set.iter().any(|(s, _)| *s == n);
-    for (n, v) in headers
-        .iter()
-        .filter(|(n, _)| !replaced(n))
-        .chain(set.iter().copied())
-    {
+    for (n, v) in headers {
+        if set.iter().any(|(s, _)| *s == n) {
+            continue;
+        }
         out.extend_from_slice(n.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(v.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    for (n, pieces) in set {
+        out.extend_from_slice(n.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        for p in *pieces {
+            out.extend_from_slice(p);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(b"\r\n");
-    out.freeze()
+    out
 }
 
 /// A keep-alive connection to a backend, with what has been read ahead.
@@ -156,7 +170,7 @@ impl RawConn {
                     return Err(ExchangeError::Invalid("response head too large"));
                 }
             }
-            match std::future::poll_fn(|cx| poll_fill(&self.io, &mut self.buf, cx)).await {
+            match std::future::poll_fn(|cx| poll_fill(&mut self.io, &mut self.buf, cx)).await {
                 Ok(0) if !received => return Err(ExchangeError::Closed),
                 Ok(0) => return Err(ExchangeError::Invalid("connection closed inside the head")),
                 Ok(_) => {}
@@ -196,19 +210,43 @@ impl RawConn {
                 continue;
             }
             let http11 = parsed.version == Some(1);
-            // Where each field sits in the head, so that the values can share
-            // the head's bytes once it is split off the buffer (no copy).
+            let raw = &*parsed.headers;
+            // The hop-by-hop fields describe this connection: read what they
+            // say, then leave them (and the fields Connection names) out.
+            let hop = Hop::read(raw);
+            let mut keep_alive = http11 && !hop.close;
+            let framing = if *method == Method::HEAD
+                || status == StatusCode::NO_CONTENT
+                || status == StatusCode::NOT_MODIFIED
+            {
+                Framing::Length(0)
+            } else if let Some(chunked) = hop.chunked {
+                if chunked {
+                    Framing::Chunked(Chunk::Size)
+                } else {
+                    keep_alive = false;
+                    Framing::Eof
+                }
+            } else if let Some(cl) = content_length(raw)? {
+                Framing::Length(cl)
+            } else {
+                keep_alive = false;
+                Framing::Eof
+            };
+            // Where each kept field sits in the head, so that the values can
+            // share the head's bytes once it is split off the buffer (no copy).
             let base = self.buf.as_ptr() as usize;
             let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-            let count = parsed.headers.len();
-            for (slot, h) in fields.iter_mut().zip(parsed.headers.iter()) {
+            let mut count = 0;
+            for h in raw.iter().filter(|h| !hop.drops(h.name)) {
                 // Offsets within the buffer (at most MAX_HEAD plus one read) fit u32.
-                *slot = (
+                fields[count] = (
                     (h.name.as_ptr() as usize - base) as u32,
                     h.name.len() as u32,
                     (h.value.as_ptr() as usize - base) as u32,
                     h.value.len() as u32,
                 );
+                count += 1;
             }
             let bytes = self.buf.split_to(len).freeze();
             let mut headers = HeaderMap::with_capacity(count);
@@ -220,25 +258,6 @@ impl RawConn {
                     .map_err(|_| ExchangeError::Invalid("invalid header value"))?;
                 headers.append(name, value);
             }
-            let mut keep_alive = http11 && !has_token(&headers, header::CONNECTION, "close");
-            let framing = if *method == Method::HEAD
-                || status == StatusCode::NO_CONTENT
-                || status == StatusCode::NOT_MODIFIED
-            {
-                Framing::Length(0)
-            } else if headers.contains_key(header::TRANSFER_ENCODING) {
-                if last_coding_is_chunked(&headers) {
-                    Framing::Chunked(Chunk::Size)
-                } else {
-                    keep_alive = false;
-                    Framing::Eof
-                }
-            } else if let Some(cl) = content_length(&headers)? {
-                Framing::Length(cl)
-            } else {
-                keep_alive = false;
-                Framing::Eof
-            };
             return Ok(Some(Head {
                 status,
                 headers,
@@ -268,19 +287,20 @@ fn is_closed(e: &io::Error) -> bool {
 }
 
 /// Reads what the socket has into the buffer; `Ok(0)` at end of stream.
-fn poll_fill(io: &TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-    loop {
-        std::task::ready!(io.poll_read_ready(cx))?;
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_CHUNK);
-        }
-        match io.try_read_buf(buf) {
-            Ok(n) => return Poll::Ready(Ok(n)),
-            // Readiness was stale and is now cleared: wait for the next event.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Poll::Ready(Err(e)),
-        }
+///
+/// Through `AsyncRead` rather than `try_read_buf`: tokio clears the cached
+/// readiness after a short read, so the next look at an idle pooled socket
+/// ([`RawConn::is_reusable`]) and the next wait for a response cost no
+/// `recv` that can only answer EAGAIN.
+fn poll_fill(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_CHUNK);
     }
+    std::pin::pin!(io.read_buf(buf)).poll(cx)
 }
 
 /// Whether a comma-separated header (Connection, ...) lists `token`.
@@ -292,22 +312,86 @@ pub(crate) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> b
     })
 }
 
-fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.rsplit(',').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"))
+/// Fields that concern one connection only (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Connection tokens remembered for leaving their fields out; a response
+/// naming more keeps its Connection field, for the proxy's own pass.
+const MAX_NAMED: usize = 8;
+
+/// What a response's hop-by-hop fields say.
+struct Hop<'h> {
+    /// `Connection: close`.
+    close: bool,
+    /// With Transfer-Encoding: whether its last coding is chunked.
+    chunked: Option<bool>,
+    /// Other fields Connection names.
+    named: [&'h [u8]; MAX_NAMED],
+    count: usize,
+    overflow: bool,
+}
+
+impl<'h> Hop<'h> {
+    fn read(raw: &[httparse::Header<'h>]) -> Hop<'h> {
+        let mut hop = Hop {
+            close: false,
+            chunked: None,
+            named: [&[]; MAX_NAMED],
+            count: 0,
+            overflow: false,
+        };
+        for h in raw {
+            if h.name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        hop.close = true;
+                    } else if !token.is_empty() {
+                        match hop.named.get_mut(hop.count) {
+                            Some(slot) => {
+                                *slot = token;
+                                hop.count += 1;
+                            }
+                            None => hop.overflow = true,
+                        }
+                    }
+                }
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                // The last coding of the last field decides.
+                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+                hop.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+        }
+        hop
+    }
+
+    /// Whether the field `name` stays out of the response the client gets.
+    fn drops(&self, name: &str) -> bool {
+        if self.overflow && name.eq_ignore_ascii_case("connection") {
+            return false;
+        }
+        HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+            || self.named[..self.count]
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+    }
 }
 
 /// The Content-Length, when there is one; several must agree.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ExchangeError> {
+fn content_length(raw: &[httparse::Header<'_>]) -> Result<Option<u64>, ExchangeError> {
     let mut found = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        let s = v
-            .to_str()
+    for h in raw
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+    {
+        let s = std::str::from_utf8(h.value)
             .map_err(|_| ExchangeError::Invalid("invalid content-length"))?;
         for part in s.split(',') {
             let part = part.trim();
@@ -458,7 +542,7 @@ enum Fill {
 
 /// Reads more into the connection's buffer, or returns `Pending`.
 fn fill(conn: &mut RawConn, cx: &mut Context<'_>) -> Poll<Result<Fill, ExchangeError>> {
-    match poll_fill(&conn.io, &mut conn.buf, cx) {
+    match poll_fill(&mut conn.io, &mut conn.buf, cx) {
         Poll::Pending => Poll::Pending,
         Poll::Ready(Ok(0)) => Poll::Ready(Ok(Fill::Eof)),
         Poll::Ready(Ok(_)) => Poll::Ready(Ok(Fill::Data)),
@@ -552,6 +636,7 @@ impl Body for RawBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
     use http_body_util::BodyExt;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
@@ -591,9 +676,8 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("app.test"));
         let xff = HeaderName::from_static("x-forwarded-for");
-        let ip = HeaderValue::from_static("10.0.0.1");
         h.insert(xff.clone(), HeaderValue::from_static("spoofed"));
-        let head = encode_head(&method, "/p?q=1", &h, &[(&xff, &ip)]);
+        let head = encode_head(&method, "/p?q=1", &h, &[(&xff, &[b"10.0.0.1"])]);
         let resp = RawConn::new(io).exchange(&head, &method).await?;
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -660,6 +744,60 @@ mod tests {
         assert_eq!(h[header::CONTENT_LENGTH], "99");
         assert!(b.is_empty());
         assert!(reuse);
+    }
+
+    #[test]
+    fn encoded_head_is_sized_exactly_and_set_fields_replace() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("app.test"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        let xff = HeaderName::from_static("x-forwarded-for");
+        let head = encode_head(
+            &Method::GET,
+            "/a",
+            &h,
+            &[(&xff, &[b"1.2.3.4", b", ", b"5.6.7.8"])],
+        );
+        assert_eq!(
+            head,
+            b"GET /a HTTP/1.1\r\nhost: app.test\r\naccept: */*\r\nx-forwarded-for: 1.2.3.4, 5.6.7.8\r\n\r\n"
+        );
+        // One allocation of the right size, no growth on the way.
+        assert_eq!(head.capacity(), head.len());
+    }
+
+    #[tokio::test]
+    async fn hop_by_hop_fields_are_read_then_left_out() {
+        let (s, h, b, reuse) = run(
+            vec![
+                b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop, Content-Length\r\n\
+Keep-Alive: timeout=5\r\nX-Hop: 1\r\nTE: trailers\r\nUpgrade: h2c\r\nX-End: e\r\n\
+Content-Length: 2\r\n\r\nok",
+            ],
+            Method::GET,
+        )
+        .await
+        .unwrap();
+        assert_eq!(s, 200);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        // Content-Length, though named by Connection, still framed the body.
+        assert_eq!(names, ["x-end"]);
+        assert_eq!(&b[..], b"ok");
+        assert!(reuse);
+
+        // More named fields than remembered: Connection stays for the proxy.
+        let (_, h, _, _) = run(
+            vec![
+                b"HTTP/1.1 200 OK\r\nConnection: a, b, c, d, e, f, g, h, i\r\nA: 1\r\nI: 9\r\n\
+Content-Length: 0\r\n\r\n",
+            ],
+            Method::GET,
+        )
+        .await
+        .unwrap();
+        assert!(h.contains_key("connection"));
+        assert!(!h.contains_key("a"));
+        assert!(h.contains_key("i"));
     }
 
     #[tokio::test]

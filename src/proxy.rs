@@ -16,8 +16,7 @@
 //! version; one that reached it is retried only when idempotent and bodiless.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -618,7 +617,7 @@ fn fallback(pool: &Pool) -> Result<(usize, &Version, Arc<Backend>), ProxyError> 
 enum Exchange {
     /// Bodiless, idempotent, no upgrade: the encoded head is written directly
     /// ([`crate::h1`]); it can be sent again as often as a retry needs.
-    Direct { method: Method, head: Bytes },
+    Direct { method: Method, head: Vec<u8> },
     /// Through hyper's client (a body to stream, or an upgrade). `None` once
     /// the request has been handed over and cannot be sent again.
     Hyper(Option<Request<UpBody>>),
@@ -640,7 +639,7 @@ async fn forward(
     let mut exchange = if body.is_end_stream() && is_idempotent(&parts.method) && !upgrade {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         Exchange::Direct {
-            head: h1::encode_head(&parts.method, path, &parts.headers, &forwarded.fields()),
+            head: forwarded.encode_head(&parts.method, path, &parts.headers),
             method: parts.method,
         }
     } else {
@@ -858,24 +857,100 @@ fn is_upgrade(h: &HeaderMap) -> bool {
 /// client's own X-Forwarded-Proto and -Host are replaced, its
 /// X-Forwarded-For is extended with the client's address.
 struct Forwarded {
-    for_: HeaderValue,
-    proto: HeaderValue,
+    /// The client's own X-Forwarded-For, extended with its address.
+    prior_for: Option<HeaderValue>,
+    client: IpText,
+    https: bool,
     host: HeaderValue,
 }
 
 impl Forwarded {
-    fn fields(&self) -> [(&HeaderName, &HeaderValue); 3] {
-        [
-            (&X_FORWARDED_FOR, &self.for_),
-            (&X_FORWARDED_PROTO, &self.proto),
-            (&X_FORWARDED_HOST, &self.host),
-        ]
+    fn proto(&self) -> &'static [u8] {
+        if self.https {
+            b"https"
+        } else {
+            b"http"
+        }
+    }
+
+    /// The upstream request head for the direct path, these fields in it.
+    fn encode_head(&self, method: &Method, path: &str, headers: &HeaderMap) -> Vec<u8> {
+        let ip = self.client.as_bytes();
+        let for_: &[&[u8]] = match &self.prior_for {
+            Some(prior) => &[prior.as_bytes(), b", ", ip],
+            None => &[ip],
+        };
+        let set: [(&HeaderName, &[&[u8]]); 3] = [
+            (&X_FORWARDED_FOR, for_),
+            (&X_FORWARDED_PROTO, &[self.proto()]),
+            (&X_FORWARDED_HOST, &[self.host.as_bytes()]),
+        ];
+        h1::encode_head(method, path, headers, &set)
     }
 
     fn insert_into(self, headers: &mut HeaderMap) {
-        headers.insert(X_FORWARDED_FOR.clone(), self.for_);
-        headers.insert(X_FORWARDED_PROTO.clone(), self.proto);
+        let ip = self.client.as_bytes();
+        let for_ = match &self.prior_for {
+            Some(prior) => HeaderValue::from_bytes(&[prior.as_bytes(), b", ", ip].concat()),
+            None => HeaderValue::from_bytes(ip),
+        };
+        // Both parts are valid field values; the fallback cannot happen.
+        let for_ = for_.unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        headers.insert(X_FORWARDED_FOR.clone(), for_);
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(if self.https { "https" } else { "http" }),
+        );
         headers.insert(X_FORWARDED_HOST.clone(), self.host);
+    }
+}
+
+/// A client address as text, formatted on the stack (an IPv6 address with
+/// a mapped IPv4 tail is at most 45 characters).
+struct IpText {
+    buf: [u8; 48],
+    len: u8,
+}
+
+impl IpText {
+    fn new(ip: IpAddr) -> IpText {
+        let mut t = IpText {
+            buf: [0; 48],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        t.push(b'.');
+                    }
+                    if octet >= 100 {
+                        t.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        t.push(b'0' + octet / 10 % 10);
+                    }
+                    t.push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(_) => {
+                let mut w = std::io::Cursor::new(&mut t.buf[..]);
+                let _ = std::io::Write::write_fmt(&mut w, format_args!("{ip}"));
+                t.len = w.position() as u8;
+            }
+        }
+        t
+    }
+
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len as usize) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
     }
 }
 
@@ -913,19 +988,10 @@ fn prepare_upstream(
         headers.insert(header::UPGRADE, u);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    let mut xff = String::with_capacity(64);
-    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        xff.push_str(prev);
-        xff.push_str(", ");
-    }
-    let _ = write!(xff, "{}", peer.addr.ip());
-    // The fallbacks cannot happen (a valid value plus an address); no panic.
-    let for_ = HeaderValue::try_from(xff)
-        .or_else(|_| HeaderValue::try_from(peer.addr.ip().to_string()))
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let forwarded = Forwarded {
-        for_,
-        proto: HeaderValue::from_static(if peer.https { "https" } else { "http" }),
+        prior_for: headers.get(&X_FORWARDED_FOR).cloned(),
+        client: IpText::new(peer.addr.ip()),
+        https: peer.https,
         host: host.clone(),
     };
     (upgrade, forwarded)
@@ -937,15 +1003,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return;
     }
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::try_from(t.trim()).ok())
-            .collect();
-        for n in named {
-            headers.remove(n);
+    // Fields the Connection header names go too. A cheap clone of the
+    // value (shared bytes), and removal by name without building one.
+    if let Some(conn) = headers.get(header::CONNECTION).cloned() {
+        for token in conn.to_str().unwrap_or("").split(',') {
+            let token = token.trim();
+            if !token.is_empty() && !token.eq_ignore_ascii_case("close") {
+                headers.remove(token);
+            }
         }
     }
     for h in &HOP_BY_HOP {
@@ -985,6 +1050,22 @@ fn redirect(host: &str, https_port: Option<u16>, uri: &Uri) -> Response<ProxyBod
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_addresses_print_as_display_does() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "1.2.3.4",
+            "::1",
+            "::ffff:192.168.100.200",
+            "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn every_error_maps_to_its_status() {

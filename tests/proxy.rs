@@ -417,6 +417,34 @@ async fn close_delimited_and_chunked_responses_pass_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_hop_by_hop_fields_stay_with_the_backend_connection() {
+    let (addr, served) = one_shot_backend(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
+X-Hop: secret\r\nProxy-Connection: keep-alive\r\nX-End: kept\r\nContent-Length: 3\r\n\r\nok\n",
+        Duration::from_millis(20),
+    )
+    .await;
+    let p = Proxy::start(&single_backend_config(addr)).await;
+    let mut c = Client::new(p.http);
+    let a = c.get("app.test", "/").await.unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, "ok\n");
+    assert_eq!(a.headers["x-end"], "kept");
+    for gone in ["keep-alive", "x-hop", "proxy-connection"] {
+        assert!(
+            a.headers.get(gone).is_none(),
+            "{gone} passed: {:?}",
+            a.headers
+        );
+    }
+    // The client's own connection stays open: no `Connection: close` leaked.
+    assert!(a.headers.get("connection").is_none(), "{:?}", a.headers);
+    let b = c.get("app.test", "/").await.unwrap();
+    assert_eq!(b.status, 200);
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_and_bodiless_statuses_keep_the_connection() {
     let (blue, _g, p) = basic().await;
     let mut c = Client::new(p.http);
