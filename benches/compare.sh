@@ -6,17 +6,31 @@
 # server in the foreground under this script, in a temp dir, stopped by pid on
 # exit. Layout (see shared/BENCH.md):
 #
-#   CPU 0: wrk -t1 -c50 --latency -H 'Host: app.local' (2 s warm-up, then DURATION s)
-#   CPU 1: the proxy under test (1 worker) + two 1-worker nginx origins
+#   CPU 0: wrk -t1 -c50 --latency -H 'Host: app.local'
+#   CPU 1: the proxies under test (1 worker each) + two 1-worker nginx origins
 #          answering "blue\n" and "green\n"
 #
-# Targets, interleaved per round: direct (wrk to the blue origin: the rig's
-# ceiling), switchyard, nginx, haproxy. Each round starts fresh origins and a
-# fresh proxy per target, so "idle RSS" is really idle and the peak is the
-# round's. Before measuring, 100 requests through each proxy must split 90/10.
+# Every proxy does the same job: the client's Host kept, X-Forwarded-For,
+# -Proto and -Host set (switchyard always does; nginx and HAProxy are
+# configured to), upstream keep-alive.
 #
-# Usage: benches/compare.sh                    (ROUNDS=3 DURATION=10)
+# Targets: direct (wrk to the blue origin: the rig's ceiling), switchyard,
+# nginx, haproxy. Optional: haproxy-bare (HAProxy without the X-Forwarded-*
+# rules) and the switchyard-health/-metrics/-accesslog variants.
+#
+# Each round starts fresh origins and every target, fresh (so "idle RSS" is
+# really idle and the peak is the round's); 100 requests through each proxy
+# must split 90/10; each gets a 2 s warm-up. Then the targets take turns in
+# SLICE-second wrk runs, the order rotating, until each has had DURATION
+# seconds: this VM's speed drifts by tens of percent within seconds (steal
+# time from other guests), and short alternating slices give every target
+# the same share of good and bad moments. Per round and target: req/s = all
+# requests / all slice time, p50/p99 = the median of the slices' values,
+# CPU = the target's CPU time / requests. The table gives medians of rounds.
+#
+# Usage: benches/compare.sh                    (ROUNDS=3 DURATION=10 SLICE=1)
 #        ROUNDS=1 DURATION=5 benches/compare.sh
+#        TARGETS="direct switchyard nginx haproxy haproxy-bare" benches/compare.sh
 #        SWITCHYARD_BIN=/path/to/switchyard benches/compare.sh   (another build)
 # Output: a table of medians on stdout and in bench-results/compare-<date>.txt.
 #
@@ -27,6 +41,7 @@ set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
+SLICE=${SLICE:-1}
 WARMUP=2
 CONNS=50
 HOST=app.local
@@ -43,6 +58,7 @@ die() {
 
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer (got '$ROUNDS')"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive number of seconds (got '$DURATION')"
+[[ $SLICE =~ ^[1-9][0-9]*$ ]] || die "SLICE must be a positive number of seconds (got '$SLICE')"
 [[ -r /proc/self/stat ]] || die "needs Linux /proc"
 (($(nproc) >= 2)) || die "needs at least 2 CPUs (wrk on CPU 0, servers on CPU 1)"
 
@@ -251,6 +267,15 @@ free_port GREEN_PORT
 free_port SY_PORT
 free_port NGINX_PORT
 free_port HAPROXY_PORT
+# Every target runs at once in a round (see "measuring"): one port each.
+declare -A PORT_OF=()
+for t in switchyard switchyard-health switchyard-metrics switchyard-accesslog haproxy-bare; do
+    free_port new_port
+    PORT_OF[$t]=$new_port
+done
+PORT_OF[switchyard]=$SY_PORT
+PORT_OF[nginx]=$NGINX_PORT
+PORT_OF[haproxy]=$HAPROXY_PORT
 
 nginx_common() { # DIR
     cat <<EOF
@@ -304,7 +329,7 @@ switchyard_conf() {
     local variant=${1:-} dir=$WORK/switchyard${1:+-$1}
     mkdir -p "$dir"
     {
-        switchyard_base "$dir"
+        switchyard_base "$dir" "${PORT_OF[switchyard${variant:+-$variant}]}"
         case $variant in
         "") ;;
         health)
@@ -317,11 +342,11 @@ switchyard_conf() {
     } >"$dir/switchyard.toml"
 }
 
-switchyard_base() { # DIR
+switchyard_base() { # DIR PORT
     local dir=$1
     cat <<EOF
 [server]
-http = "127.0.0.1:$SY_PORT"
+http = "127.0.0.1:$2"
 workers = 1
 shutdown_grace = "1s"
 
@@ -372,6 +397,12 @@ $(nginx_temp_paths "$dir")
             proxy_pass http://app_pool;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            # The job switchyard does on every request: the client's Host
+            # kept, X-Forwarded-For/-Proto/-Host set.
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
         }
     }
 }
@@ -399,6 +430,11 @@ frontend fe
     acl is_app hdr(host),field(1,:) -i $HOST
     # Unknown hosts get 404, as in switchyard.
     http-request deny deny_status 404 unless is_app
+    # The job switchyard does on every request: X-Forwarded-For/-Proto/-Host
+    # set (HAProxy keeps the client's Host by itself).
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
     default_backend app
 
 backend app
@@ -407,6 +443,11 @@ backend app
     server blue 127.0.0.1:$BLUE_PORT weight 90
     server green 127.0.0.1:$GREEN_PORT weight 10
 EOF
+    # haproxy-bare: the same without the X-Forwarded-* rules (less work than
+    # switchyard does), for reference.
+    mkdir -p "$WORK/haproxy-bare"
+    grep -v -e forwardfor -e X-Forwarded -e "The job switchyard" -e "(HAProxy keeps" \
+        "$dir/haproxy.cfg" | sed "s/:$HAPROXY_PORT\$/:${PORT_OF[haproxy-bare]}/" >"$WORK/haproxy-bare/haproxy.cfg"
 }
 
 origin_conf blue "$BLUE_PORT"
@@ -440,39 +481,42 @@ start_target() {
         local dir=$WORK/$1
         start "$1" "$dir/log" "$SWITCHYARD" run -c "$dir/switchyard.toml"
         TARGET_PID=$STARTED
-        TARGET_PORT=$SY_PORT
+        TARGET_PORT=${PORT_OF[$1]}
         wait_ready "$TARGET_PID" "$TARGET_PORT" "$dir/log"
-        if [[ $1 == switchyard-metrics ]]; then
-            # Prometheus-like: a scrape every second for the whole run, on CPU 0.
-            taskset -c 0 bash -c "while :; do curl -s --noproxy '*' -o /dev/null http://127.0.0.1:$SY_METRICS_PORT/metrics; sleep 1; done" &
-            SCRAPER_PID=$!
-        fi
         ;;
     nginx)
         start_nginx nginx "$NGINX_PORT"
         TARGET_PID=$STARTED
         TARGET_PORT=$NGINX_PORT
         ;;
-    haproxy)
-        local dir=$WORK/haproxy
-        start haproxy "$dir/log" "$HAPROXY" -db -f "$dir/haproxy.cfg"
+    haproxy | haproxy-bare)
+        local dir=$WORK/$1
+        start "$1" "$dir/log" "$HAPROXY" -db -f "$dir/haproxy.cfg"
         TARGET_PID=$STARTED
-        TARGET_PORT=$HAPROXY_PORT
+        TARGET_PORT=${PORT_OF[$1]}
         wait_ready "$TARGET_PID" "$TARGET_PORT" "$dir/log"
         ;;
     *) die "unknown target $1" ;;
     esac
 }
 
-stop_target() {
+stop_target() { # TARGET PID
     [[ $1 == direct ]] && return 0
-    if [[ -n ${SCRAPER_PID:-} ]]; then
-        kill "$SCRAPER_PID" 2>/dev/null || true
-        wait "$SCRAPER_PID" 2>/dev/null || true
-        SCRAPER_PID=""
-    fi
-    stop_pid "$TARGET_PID"
-    forget_pid "$TARGET_PID"
+    stop_pid "$2"
+    forget_pid "$2"
+}
+
+# While switchyard-metrics is driven: a Prometheus-like scrape every second, on CPU 0.
+SCRAPER_PID=""
+start_scraper() {
+    taskset -c 0 bash -c "while :; do curl -s --noproxy '*' -o /dev/null http://127.0.0.1:$SY_METRICS_PORT/metrics; sleep 1; done" &
+    SCRAPER_PID=$!
+}
+stop_scraper() {
+    [[ -n $SCRAPER_PID ]] || return 0
+    kill "$SCRAPER_PID" 2>/dev/null || true
+    wait "$SCRAPER_PID" 2>/dev/null || true
+    SCRAPER_PID=""
 }
 
 # verify_split TARGET PORT: 100 requests must answer blue/green about 90/10.
@@ -528,50 +572,83 @@ if awk -v l="${LOAD_BEFORE%% *}" 'BEGIN { exit !(l >= 1.0) }'; then
     echo "warning: load average is $LOAD_BEFORE; another job on this machine skews the figures (BENCH.md: ~30%)" >&2
 fi
 
-echo "switchyard vs nginx vs HAProxy: $ROUNDS round(s) x ${DURATION}s, wrk -t1 -c$CONNS on CPU 0, servers on CPU 1"
+echo "switchyard vs nginx vs HAProxy: $ROUNDS round(s) x ${DURATION}s per target in ${SLICE}s slices, wrk -t1 -c$CONNS on CPU 0, servers on CPU 1"
 echo "ports: blue $BLUE_PORT green $GREEN_PORT switchyard $SY_PORT nginx $NGINX_PORT haproxy $HAPROXY_PORT"
 
+# median of the numbers on stdin ("-" when none)
+median_of() {
+    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit }
+        print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+SLICES=$(((DURATION + SLICE - 1) / SLICE))
 for ((round = 1; round <= ROUNDS; round++)); do
     echo "round $round/$ROUNDS"
     start_nginx blue "$BLUE_PORT"
     BLUE_PID=$STARTED
     start_nginx green "$GREEN_PORT"
     GREEN_PID=$STARTED
+    declare -A PID_OF=() IDLE=() REQS=() SECS=() TICKS=() ERRS=() UPC=() BLUE_N=() GREEN_N=() P50S=() P99S=()
+    # Every target up at once (each fresh, idle until driven), so that the
+    # slices below can alternate between them.
     for target in "${TARGETS[@]}"; do
         start_target "$target"
-        url="http://127.0.0.1:$TARGET_PORT/"
-        idle=$(tree_mem_mib VmRSS "$TARGET_PID")
+        PID_OF[$target]=$TARGET_PID
+        PORT_OF[$target]=$TARGET_PORT
+        IDLE[$target]=$(tree_mem_mib VmRSS "$TARGET_PID")
         [[ $target == direct ]] || verify_split "$target" "$TARGET_PORT"
-        taskset -c 0 wrk -t1 -c"$CONNS" -d"${WARMUP}s" -H "Host: $HOST" "$url" >/dev/null
-        counters=$(origin_counters)
-        read -r acc0 blue0 green0 <<<"$counters"
-        t0=$(tree_ticks "$TARGET_PID")
-        out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Host: $HOST" "$url")
-        t1=$(tree_ticks "$TARGET_PID")
-        counters=$(origin_counters)
-        read -r acc1 blue1 green1 <<<"$counters"
-        # Minus the status reads themselves (one connection and one request each).
-        upconns=$((acc1 - acc0 - 2))
-        blue_n=$((blue1 - blue0 - 1))
-        green_n=$((green1 - green0 - 1))
-        green_pct=$(awk -v b="$blue_n" -v g="$green_n" 'BEGIN { if (b + g > 0) printf "%.1f", 100 * g / (b + g); else print "-" }')
-        peak=$(tree_mem_mib VmHWM "$TARGET_PID")
-        kill -0 "$TARGET_PID" 2>/dev/null || die "$target died during the run"
-        stop_target "$target"
-
-        requests=$(awk '/ requests in / { print $1 }' <<<"$out")
-        rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")
-        p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
-        p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
-        non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
-        sockerr=$(awk -F'[ ,]+' '/Socket errors:/ { print $5 + $7 + $9 + $11 }' <<<"$out")
-        errors=$((${non2xx:-0} + ${sockerr:-0}))
-        [[ -n $requests && -n $rps && $requests -gt 0 ]] || die "could not read wrk's output for $target:
+        REQS[$target]=0 SECS[$target]=0 TICKS[$target]=0 ERRS[$target]=0 UPC[$target]=0
+        BLUE_N[$target]=0 GREEN_N[$target]=0 P50S[$target]="" P99S[$target]=""
+    done
+    for target in "${TARGETS[@]}"; do
+        taskset -c 0 wrk -t1 -c"$CONNS" -d"${WARMUP}s" -H "Host: $HOST" "http://127.0.0.1:${PORT_OF[$target]}/" >/dev/null
+    done
+    # The machine's speed drifts by tens of percent over seconds (other
+    # guests: steal time). Short slices, the targets' order rotating, give
+    # each target the same share of good and bad moments.
+    n=${#TARGETS[@]}
+    for ((slice = 0; slice < SLICES; slice++)); do
+        for ((i = 0; i < n; i++)); do
+            target=${TARGETS[(i + slice) % n]}
+            pid=${PID_OF[$target]}
+            [[ $target == switchyard-metrics ]] && start_scraper
+            read -r acc0 blue0 green0 <<<"$(origin_counters)"
+            t0=$(tree_ticks "$pid")
+            out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SLICE}s" --latency -H "Host: $HOST" "http://127.0.0.1:${PORT_OF[$target]}/")
+            t1=$(tree_ticks "$pid")
+            read -r acc1 blue1 green1 <<<"$(origin_counters)"
+            stop_scraper
+            read -r requests secs <<<"$(awk '/ requests in / { sub(/s,?$/, "", $4); print $1, $4 }' <<<"$out")"
+            [[ -n $requests && $requests -gt 0 ]] || die "could not read wrk's output for $target:
 $out"
-        cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", d * 1e6 / hz / n }')
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$target" "$rps" "$p50" "$p99" "$idle" "$peak" "$cpu" "$errors" "$upconns" "$green_pct" "$requests" >>"$RAW"
-        printf '  %-10s %8s req/s  p50 %6s ms  p99 %6s ms  idle %5s MiB  peak %5s MiB  cpu %6s us/req  errors %s  upstream conns %s  green %s%%\n' \
-            "$target" "$rps" "$p50" "$p99" "$idle" "$peak" "$cpu" "$errors" "$upconns" "$green_pct"
+            non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
+            sockerr=$(awk -F'[ ,]+' '/Socket errors:/ { print $5 + $7 + $9 + $11 }' <<<"$out")
+            REQS[$target]=$((REQS[$target] + requests))
+            SECS[$target]=$(awk -v a="${SECS[$target]}" -v b="$secs" 'BEGIN { print a + b }')
+            TICKS[$target]=$((TICKS[$target] + t1 - t0))
+            ERRS[$target]=$((ERRS[$target] + ${non2xx:-0} + ${sockerr:-0}))
+            # Minus the status reads themselves (one connection and one request each).
+            UPC[$target]=$((UPC[$target] + acc1 - acc0 - 2))
+            BLUE_N[$target]=$((BLUE_N[$target] + blue1 - blue0 - 1))
+            GREEN_N[$target]=$((GREEN_N[$target] + green1 - green0 - 1))
+            P50S[$target]+="$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")") "
+            P99S[$target]+="$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")") "
+        done
+    done
+    for target in "${TARGETS[@]}"; do
+        pid=${PID_OF[$target]}
+        peak=$(tree_mem_mib VmHWM "$pid")
+        kill -0 "$pid" 2>/dev/null || die "$target died during the run"
+        stop_target "$target" "$pid"
+        requests=${REQS[$target]}
+        rps=$(awk -v n="$requests" -v s="${SECS[$target]}" 'BEGIN { printf "%.0f", n / s }')
+        p50=$(tr ' ' '\n' <<<"${P50S[$target]}" | grep . | median_of)
+        p99=$(tr ' ' '\n' <<<"${P99S[$target]}" | grep . | median_of)
+        cpu=$(awk -v d="${TICKS[$target]}" -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", d * 1e6 / hz / n }')
+        green_pct=$(awk -v b="${BLUE_N[$target]}" -v g="${GREEN_N[$target]}" 'BEGIN { if (b + g > 0) printf "%.1f", 100 * g / (b + g); else print "-" }')
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$target" "$rps" "$p50" "$p99" "${IDLE[$target]}" "$peak" "$cpu" "${ERRS[$target]}" "${UPC[$target]}" "$green_pct" "$requests" >>"$RAW"
+        printf '  %-20s %8s req/s  p50 %6s ms  p99 %6s ms  idle %5s MiB  peak %5s MiB  cpu %6s us/req  errors %s  upstream conns %s  green %s%%\n' \
+            "$target" "$rps" "$p50" "$p99" "${IDLE[$target]}" "$peak" "$cpu" "${ERRS[$target]}" "${UPC[$target]}" "$green_pct"
     done
     stop_pid "$BLUE_PID"
     forget_pid "$BLUE_PID"
@@ -595,6 +672,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 label() {
     case $1 in
     direct) echo "direct to origin (ceiling)" ;;
+    haproxy-bare) echo "haproxy, no X-Forwarded-*" ;;
     *) echo "$1" ;;
     esac
 }
@@ -611,8 +689,8 @@ RESULT=$ROOT/bench-results/compare-$STAMP.txt
     echo "# switchyard compare, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $COMMIT"
     echo "# $(nproc) CPUs; load average before $LOAD_BEFORE, after $LOAD_AFTER"
     echo "# $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), HAProxy $("$HAPROXY" -v | awk 'NR == 1 { print $3 }'), $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }'), $("$SWITCHYARD" --version)"
-    echo "# pool Host $HOST blue:90 green:10; wrk -t1 -c$CONNS -d${DURATION}s on CPU 0 after a ${WARMUP}s warm-up; proxy (1 worker) + 2 origins on CPU 1"
-    echo "# medians of $ROUNDS interleaved round(s) (${TARGETS[*]})"
+    echo "# pool Host $HOST blue:90 green:10; wrk -t1 -c$CONNS on CPU 0, ${DURATION}s per target per round in ${SLICE}s slices taken in turn, after a ${WARMUP}s warm-up; proxies (1 worker each) + 2 origins on CPU 1"
+    echo "# medians of $ROUNDS round(s) (${TARGETS[*]}); p50/p99 per round = median of the slices' values"
     echo
     printf '| %-26s | %8s | %7s | %7s | %13s | %13s | %16s | %6s | %14s | %7s |\n' \
         target "req/s" "p50 ms" "p99 ms" "idle RSS MiB" "peak RSS MiB" "proxy CPU us/req" errors "upstream conns" "green %"
@@ -629,6 +707,9 @@ RESULT=$ROOT/bench-results/compare-$STAMP.txt
     echo "switchyard / haproxy req/s: $(ratio "$sy" "$(median haproxy 3)")"
     echo "switchyard / nginx   req/s: $(ratio "$sy" "$(median nginx 3)")"
     echo "switchyard / direct  req/s: $(ratio "$sy" "$(median direct 3)")"
+    if [[ " ${TARGETS[*]} " == *" haproxy-bare "* ]]; then
+        echo "switchyard / haproxy-bare req/s: $(ratio "$sy" "$(median haproxy-bare 3)")"
+    fi
     echo "switchyard / haproxy CPU per request: $(ratio "$(median switchyard 8)" "$(median haproxy 8)")"
     echo "switchyard / nginx   CPU per request: $(ratio "$(median switchyard 8)" "$(median nginx 8)")"
     for t in "${TARGETS[@]}"; do

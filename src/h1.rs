@@ -450,6 +450,19 @@ impl RawBody {
         }
     }
 
+    /// Like [`RawBody::take_idle`], and a body whose rest is already in the
+    /// buffer counts as read: when a client goes away before its response
+    /// was written, the backend connection is kept all the same.
+    pub fn take_idle_discarding_rest(&mut self) -> Option<RawConn> {
+        if let (Framing::Length(left), Some(conn)) = (&self.framing, self.conn.as_mut()) {
+            if conn.buf.len() as u64 == *left {
+                conn.buf.clear();
+                self.framing = Framing::Done;
+            }
+        }
+        self.take_idle()
+    }
+
     fn next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ExchangeError>>> {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
@@ -798,6 +811,28 @@ Content-Length: 0\r\n\r\n",
         assert!(h.contains_key("connection"));
         assert!(!h.contains_key("a"));
         assert!(h.contains_key("i"));
+    }
+
+    #[tokio::test]
+    async fn an_unread_but_buffered_rest_still_frees_the_connection() {
+        let (io, _task) = backend(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody"]).await;
+        let head = encode_head(&Method::GET, "/", &HeaderMap::new(), &[]);
+        let mut body = RawConn::new(io)
+            .exchange(&head, &Method::GET)
+            .await
+            .unwrap()
+            .into_body();
+        assert!(body.take_idle().is_none(), "not read yet");
+        assert!(body.take_idle_discarding_rest().is_some());
+
+        // A rest still on the wire is not waited for.
+        let (io, _task) = backend(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\npart"]).await;
+        let mut body = RawConn::new(io)
+            .exchange(&head, &Method::GET)
+            .await
+            .unwrap()
+            .into_body();
+        assert!(body.take_idle_discarding_rest().is_none());
     }
 
     #[tokio::test]

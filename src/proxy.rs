@@ -261,8 +261,9 @@ impl PendingLog {
 }
 
 impl Drop for ProxyBody {
-    /// A body that ended without being polled to its end (a 204, or hyper
-    /// stopping once `is_end_stream` said so) still hands its connection back.
+    /// A body that ended without being polled to its end (a 204, hyper
+    /// stopping once `is_end_stream` said so, or a client gone while the
+    /// whole rest sat in the buffer) still hands its connection back.
     fn drop(&mut self) {
         match self {
             ProxyBody::Upstream {
@@ -277,7 +278,7 @@ impl Drop for ProxyBody {
                 body,
                 finish: Some(f),
             } => {
-                if let Some(c) = body.take_idle() {
+                if let Some(c) = body.take_idle_discarding_rest() {
                     f.backend.checkin_raw(c);
                 }
             }
