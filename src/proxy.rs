@@ -715,9 +715,7 @@ async fn forward(
                     // never retried (see the retry check below).
                     return Err(ProxyError::NoHealthyVersion(pool.name.clone()));
                 };
-                match backend
-                    .checkout(limits.connect_timeout, limits.idle_timeout)
-                    .await
+                match Box::pin(backend.checkout(limits.connect_timeout, limits.idle_timeout)).await
                 {
                     Err(source) => {
                         *req = Some(r);
@@ -728,7 +726,7 @@ async fn forward(
                         }
                     }
                     Ok(mut conn) => {
-                        let sent = conn.sender.try_send_request(r);
+                        let sent = Box::pin(conn.sender.try_send_request(r));
                         match tokio::time::timeout(limits.request_timeout, sent).await {
                             Err(_) => {
                                 return Err(timed_out(app, pool, version, &backend, timeout_err()))

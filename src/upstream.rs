@@ -273,7 +273,9 @@ impl Backend {
             stream.set_nodelay(true)?;
             Ok::<_, ConnectError>(stream)
         };
-        match tokio::time::timeout(timeout, connect).await {
+        // Boxed: connecting (a name lookup included) is rare next to reuse,
+        // and its future would otherwise sit in every request's future.
+        match tokio::time::timeout(timeout, Box::pin(connect)).await {
             Ok(r) => r,
             Err(_) => Err(ConnectError::Timeout),
         }
