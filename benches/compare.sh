@@ -720,8 +720,10 @@ RESULT=$ROOT/bench-results/compare-$STAMP.txt
     echo "Notes: for 'direct' the RSS and CPU columns are the blue origin's own (its CPU per request is"
     echo "paid by every proxy too). RSS sums the process tree (nginx: master + worker); peak is VmHWM."
     echo "errors = non-2xx answers + socket errors summed over all rounds. upstream conns = connections"
-    echo "the origins accepted during the measured run (direct: wrk's $CONNS; a proxy reusing upstream"
-    echo "keep-alive connections opens few). green % = green's share of the requests the origins served"
+    echo "the origins accepted during the measured slices (direct: wrk's $CONNS; a proxy reusing upstream"
+    echo "keep-alive connections opens few; switchyard, like nginx, closes the backend connection of a request"
+    echo "whose client left, which wrk does at the end of every slice; switchyard-health's probes count"
+    echo "wherever they fall). green % = green's share of the requests the origins served"
     echo "during the run. Every proxy answered $CHECK_REQUESTS/$CHECK_REQUESTS split-check requests about 90/10"
     echo "before each round."
     for t in "${TARGETS[@]}"; do
