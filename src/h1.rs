@@ -19,6 +19,7 @@
 //! (request bodies stream while the response comes back; 101 hands over the
 //! connection), see [`crate::proxy`].
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -27,7 +28,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use std::future::Future;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -313,7 +313,7 @@ pub(crate) fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> b
 }
 
 /// Fields that concern one connection only (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [&str; 7] = [
+pub(crate) const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -322,6 +322,11 @@ const HOP_BY_HOP: [&str; 7] = [
     "transfer-encoding",
     "upgrade",
 ];
+
+/// Whether a field name (in any case) is one of [`HOP_BY_HOP`].
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
 
 /// Connection tokens remembered for leaving their fields out; a response
 /// naming more keeps its Connection field, for the proxy's own pass.
@@ -377,7 +382,7 @@ impl<'h> Hop<'h> {
         if self.overflow && name.eq_ignore_ascii_case("connection") {
             return false;
         }
-        HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+        is_hop_by_hop(name)
             || self.named[..self.count]
                 .iter()
                 .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))

@@ -400,15 +400,6 @@ pub struct Peer {
     pub https: bool,
 }
 
-static HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -1006,7 +997,7 @@ fn prepare_upstream(
 /// Removes hop-by-hop headers, including those named by Connection.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none: one pass over the names, no hashing.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    if !headers.keys().any(|k| h1::is_hop_by_hop(k.as_str())) {
         return;
     }
     // Fields the Connection header names go too. A cheap clone of the
@@ -1019,7 +1010,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for h in &HOP_BY_HOP {
+    for h in h1::HOP_BY_HOP {
         headers.remove(h);
     }
 }
