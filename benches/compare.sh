@@ -134,12 +134,22 @@ forget_pid() {
     PIDS=("${keep[@]}")
 }
 
+# While switchyard-metrics is driven: a Prometheus-like scrape every second, on CPU 0.
+SCRAPER_PID=""
+start_scraper() {
+    taskset -c 0 bash -c "while :; do curl -s --noproxy '*' -o /dev/null http://127.0.0.1:$SY_METRICS_PORT/metrics; sleep 1; done" &
+    SCRAPER_PID=$!
+}
+stop_scraper() {
+    [[ -n $SCRAPER_PID ]] || return 0
+    kill "$SCRAPER_PID" 2>/dev/null || true
+    wait "$SCRAPER_PID" 2>/dev/null || true
+    SCRAPER_PID=""
+}
+
 cleanup() {
     local p
-    if [[ -n ${SCRAPER_PID:-} ]]; then
-        kill "$SCRAPER_PID" 2>/dev/null || true
-        wait "$SCRAPER_PID" 2>/dev/null || true
-    fi
+    stop_scraper
     for p in "${PIDS[@]}"; do
         stop_pid "$p"
     done
@@ -504,19 +514,6 @@ stop_target() { # TARGET PID
     [[ $1 == direct ]] && return 0
     stop_pid "$2"
     forget_pid "$2"
-}
-
-# While switchyard-metrics is driven: a Prometheus-like scrape every second, on CPU 0.
-SCRAPER_PID=""
-start_scraper() {
-    taskset -c 0 bash -c "while :; do curl -s --noproxy '*' -o /dev/null http://127.0.0.1:$SY_METRICS_PORT/metrics; sleep 1; done" &
-    SCRAPER_PID=$!
-}
-stop_scraper() {
-    [[ -n $SCRAPER_PID ]] || return 0
-    kill "$SCRAPER_PID" 2>/dev/null || true
-    wait "$SCRAPER_PID" 2>/dev/null || true
-    SCRAPER_PID=""
 }
 
 # verify_split TARGET PORT: 100 requests must answer blue/green about 90/10.
