@@ -245,9 +245,15 @@ pub fn check_admin_cmd(data: &[u8]) {
             segment(pool);
             segment(version);
         }
-        AdminCommand::RolloutStart { pool, body } => {
+        AdminCommand::RolloutStart { pool, request } => {
             segment(pool);
-            assert!(body.is_object(), "{cmd:?}: rollout body is not an object");
+            // The typed request round-trips: nothing unknown slipped in.
+            let again: switchyard::model::api::RolloutRequest =
+                serde_json::from_value(serde_json::to_value(request).unwrap()).unwrap();
+            assert_eq!(
+                &again, &**request,
+                "{cmd:?}: rollout request does not round-trip"
+            );
         }
         AdminCommand::RolloutStatus { pool } | AdminCommand::RolloutAction { pool, .. } => {
             segment(pool)

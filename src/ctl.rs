@@ -1,7 +1,9 @@
 //! `switchyard ctl`: a client of the admin socket, with human output.
 //!
 //! Each subcommand is one HTTP call (two for `switch`, which reads the pool's
-//! versions first); `--json` prints the API's JSON as is for scripts.
+//! versions first); `--json` prints the API's JSON as is for scripts. Answers
+//! are read into the API's typed models ([`crate::model::api`]), the same
+//! types the server serializes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,8 +13,12 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::net::UnixStream;
+
+use crate::model::api::{EventsReply, RolloutStatus, StateView, WeightsReply};
 
 /// Why a ctl call failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +39,15 @@ pub enum CtlError {
     },
     #[error("{0}")]
     Usage(String),
+    /// The answer is not what the API documents (another version of switchyard?).
+    #[error("admin socket {0}: unexpected answer: {1}")]
+    Shape(PathBuf, String),
+}
+
+/// A 2xx answer: the JSON as sent (for `--json`) and read into its model.
+pub struct Answer<T> {
+    pub json: Value,
+    pub typed: T,
 }
 
 /// Where `ctl` finds the socket: `-s`, then `$SWITCHYARD_SOCKET` (clap fills
@@ -53,12 +68,25 @@ pub fn resolve_socket(explicit: Option<PathBuf>) -> PathBuf {
     PathBuf::from("/run/switchyard/admin.sock")
 }
 
-/// One admin call: returns the JSON body of a 2xx answer.
-pub async fn call(
+/// One admin call, its answer read into `T`.
+pub async fn call<T: DeserializeOwned>(
     socket: &Path,
     method: Method,
     path: &str,
-    body: Option<&Value>,
+    body: Option<&(impl Serialize + ?Sized)>,
+) -> Result<Answer<T>, CtlError> {
+    let json = call_json(socket, method, path, body).await?;
+    let typed = serde_json::from_value(json.clone())
+        .map_err(|e| CtlError::Shape(socket.to_owned(), e.to_string()))?;
+    Ok(Answer { json, typed })
+}
+
+/// One admin call: returns the JSON body of a 2xx answer.
+pub async fn call_json(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<&(impl Serialize + ?Sized)>,
 ) -> Result<Value, CtlError> {
     let stream = UnixStream::connect(socket)
         .await
@@ -73,7 +101,9 @@ pub async fn call(
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let bytes = body
+        .map(|b| Bytes::from(serde_json::to_vec(b).unwrap_or_default()))
+        .unwrap_or_default();
     let req = Request::builder()
         .method(method)
         .uri(path)
@@ -128,24 +158,22 @@ pub fn parse_assignments(args: &[String]) -> Result<BTreeMap<String, u32>, CtlEr
 
 /// Weights for `switch POOL V`: V gets 100, every other version 0.
 pub fn switch_weights(
-    state: &Value,
+    state: &StateView,
     pool: &str,
     target: &str,
 ) -> Result<BTreeMap<String, u32>, CtlError> {
-    let versions = state
-        .pointer(&format!("/pools/{pool}/versions"))
-        .and_then(Value::as_object)
-        .ok_or_else(|| CtlError::Api {
-            status: StatusCode::NOT_FOUND,
-            message: format!("unknown pool {pool:?}"),
-            body: Value::Null,
-        })?;
+    let not_found = |message: String| CtlError::Api {
+        status: StatusCode::NOT_FOUND,
+        message,
+        body: Value::Null,
+    };
+    let versions = &state
+        .pools
+        .get(pool)
+        .ok_or_else(|| not_found(format!("unknown pool {pool:?}")))?
+        .versions;
     if !versions.contains_key(target) {
-        return Err(CtlError::Api {
-            status: StatusCode::NOT_FOUND,
-            message: format!("pool {pool} has no version {target:?}"),
-            body: Value::Null,
-        });
+        return Err(not_found(format!("pool {pool} has no version {target:?}")));
     }
     Ok(versions
         .keys()
@@ -153,176 +181,161 @@ pub fn switch_weights(
         .collect())
 }
 
+/// `blue=90 green=10`.
+pub fn weights_line(w: &WeightsReply) -> String {
+    w.weights
+        .iter()
+        .map(|(k, w)| format!("{k}={w}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Human rendering of `GET /v1/state`.
-pub fn render_state(s: &Value) -> String {
+pub fn render_state(s: &StateView) -> String {
     let mut out = String::new();
-    if let Some(l) = s.get("listeners").and_then(Value::as_object) {
-        let parts: Vec<String> = l
-            .iter()
-            .map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("")))
-            .collect();
-        let _ = writeln!(out, "listening: {}", parts.join(", "));
+    let parts: Vec<String> = s
+        .listeners
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let _ = writeln!(out, "listening: {}", parts.join(", "));
+    let _ = writeln!(out, "routes:");
+    for r in &s.routes {
+        let preview = if r.preview { " (preview)" } else { "" };
+        let _ = writeln!(
+            out,
+            "  {:<32} -> {:<12} tls={}{preview}",
+            r.host, r.pool, r.tls
+        );
     }
-    if let Some(routes) = s.get("routes").and_then(Value::as_array) {
-        let _ = writeln!(out, "routes:");
-        for r in routes {
-            let preview = if r["preview"].as_bool().unwrap_or(false) {
-                " (preview)"
-            } else {
-                ""
-            };
+    for (name, p) in &s.pools {
+        let _ = writeln!(out, "pool {name}:");
+        let _ = writeln!(
+            out,
+            "  {:<16} {:>7} {:>9} {:>7} {:>9}  backends",
+            "version", "weight", "effective", "share", "in-flight"
+        );
+        for (v, d) in &p.versions {
+            let backends: Vec<String> = d
+                .backends
+                .iter()
+                .map(|b| {
+                    let st = if b.available {
+                        "up"
+                    } else if b.ejected {
+                        "ejected"
+                    } else {
+                        "down"
+                    };
+                    format!("{} {st}", b.addr)
+                })
+                .collect();
             let _ = writeln!(
                 out,
-                "  {:<32} -> {:<12} tls={}{preview}",
-                r["host"].as_str().unwrap_or(""),
-                r["pool"].as_str().unwrap_or(""),
-                r["tls"].as_str().unwrap_or("")
+                "  {:<16} {:>7} {:>9} {:>6}% {:>9}  {}",
+                v,
+                d.weight,
+                d.effective_weight,
+                d.share_percent,
+                d.in_flight,
+                backends.join(", ")
             );
         }
     }
-    if let Some(pools) = s.get("pools").and_then(Value::as_object) {
-        for (name, p) in pools {
-            let _ = writeln!(out, "pool {name}:");
-            let _ = writeln!(
-                out,
-                "  {:<16} {:>7} {:>9} {:>7} {:>9}  backends",
-                "version", "weight", "effective", "share", "in-flight"
-            );
-            if let Some(vs) = p["versions"].as_object() {
-                for (v, d) in vs {
-                    let backends: Vec<String> = d["backends"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .map(|b| {
-                                    let st = if b["available"].as_bool().unwrap_or(false) {
-                                        "up"
-                                    } else if b["ejected"].as_bool().unwrap_or(false) {
-                                        "ejected"
-                                    } else {
-                                        "down"
-                                    };
-                                    format!("{} {st}", b["addr"].as_str().unwrap_or(""))
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let _ = writeln!(
-                        out,
-                        "  {:<16} {:>7} {:>9} {:>6}% {:>9}  {}",
-                        v,
-                        d["weight"].to_string(),
-                        d["effective_weight"].to_string(),
-                        d["share_percent"].to_string(),
-                        d["in_flight"].to_string(),
-                        backends.join(", ")
-                    );
-                }
-            }
-        }
-    }
-    if let Some(certs) = s.get("certificates").and_then(Value::as_object) {
-        if !certs.is_empty() {
-            let _ = writeln!(out, "certificates:");
-        }
-        for (name, c) in certs {
-            let text = |k: &str| c[k].as_str().unwrap_or("-").to_string();
-            let _ = writeln!(
-                out,
-                "  {name:<32} {:<5} not after {}  serial {}  issuer {}",
-                text("source"),
-                text("not_after"),
-                text("serial"),
-                text("issuer")
-            );
-            if c["source"] == "acme" {
-                let _ = writeln!(
-                    out,
-                    "  {:<32}       renew at {}  next check {}  attempts {}  failures {} ({} in a row)",
-                    "",
-                    text("renew_at"),
-                    text("next_check"),
-                    c["attempts"],
-                    c["failures"],
-                    c["consecutive_failures"]
-                );
-            }
-            if let Some(e) = c["last_error"].as_str() {
-                let _ = writeln!(
-                    out,
-                    "  {:<32}       last error: {e} (at {})",
-                    "",
-                    text("last_error_at")
-                );
-            }
-        }
-    }
+    render_certificates(&mut out, s);
     out
 }
 
+fn render_certificates(out: &mut String, s: &StateView) {
+    if !s.certificates.is_empty() {
+        let _ = writeln!(out, "certificates:");
+    }
+    let text = |x: &Option<String>| x.clone().unwrap_or_else(|| "-".into());
+    for (name, c) in &s.certificates {
+        let _ = writeln!(
+            out,
+            "  {name:<32} {:<5} not after {}  serial {}  issuer {}",
+            c.source,
+            text(&c.not_after),
+            text(&c.serial),
+            text(&c.issuer)
+        );
+        let Some(a) = &c.acme else { continue };
+        let _ = writeln!(
+            out,
+            "  {:<32}       renew at {}  next check {}  attempts {}  failures {} ({} in a row)",
+            "",
+            text(&a.renew_at),
+            text(&a.next_check),
+            a.attempts,
+            a.failures,
+            a.consecutive_failures
+        );
+        if let Some(e) = &a.last_error {
+            let _ = writeln!(
+                out,
+                "  {:<32}       last error: {e} (at {})",
+                "",
+                text(&a.last_error_at)
+            );
+        }
+    }
+}
+
 /// Human rendering of `GET /v1/events`.
-pub fn render_events(v: &Value) -> String {
+pub fn render_events(v: &EventsReply) -> String {
     let mut out = String::new();
-    for e in v["events"].as_array().into_iter().flatten() {
+    for e in &v.events {
         let _ = writeln!(
             out,
             "#{:<5} {} {:<12} {:<16} {}",
-            e["seq"],
-            e["time"].as_str().unwrap_or(""),
-            e["who"].as_str().unwrap_or(""),
-            e["kind"].as_str().unwrap_or(""),
-            e["what"].as_str().unwrap_or("")
+            e.seq, e.time, e.who, e.kind, e.what
         );
     }
     out
 }
 
 /// Human rendering of a rollout status.
-pub fn render_rollout(v: &Value) -> String {
+pub fn render_rollout(v: &RolloutStatus) -> String {
     let mut out = String::new();
-    let state = v["state"].as_str().unwrap_or("");
+    let r = &v.rollout;
     let _ = writeln!(
         out,
-        "rollout of {} in {} (stable {}): {state}, step {}/{} at {}%",
-        v["canary"].as_str().unwrap_or(""),
-        v["pool"].as_str().unwrap_or(""),
-        v["stable"].as_str().unwrap_or(""),
-        v["step_number"],
-        v["steps_total"],
-        v["percent"]
+        "rollout of {} in {} (stable {}): {}, step {}/{} at {}%",
+        r.canary, r.pool, r.stable, v.state, v.step_number, v.steps_total, v.percent
     );
-    if state == "running" {
+    if v.state == "running" {
         let _ = writeln!(
             out,
             "  next judgement in {:.1}s",
-            v["time_left_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
+            v.time_left_ms as f64 / 1000.0
         );
     }
-    if let Some(j) = v.get("last").filter(|j| !j.is_null()) {
+    if let Some(j) = &r.last {
+        let verdict = serde_json::to_value(j.verdict).unwrap_or(Value::Null);
         let _ = writeln!(
             out,
             "  last judgement: {}: {}",
-            j["verdict"].as_str().unwrap_or(""),
-            j["reason"].as_str().unwrap_or("")
+            verdict.as_str().unwrap_or(""),
+            j.reason
         );
-        let f = |x: &Value, scale: f64, unit: &str| {
-            x.as_f64()
-                .map(|x| format!("{:.2}{unit}", x * scale))
+        let f = |x: Option<f64>, scale: f64, unit: &str| {
+            x.map(|x| format!("{:.2}{unit}", x * scale))
                 .unwrap_or_else(|| "n/a".into())
         };
         let _ = writeln!(
             out,
             "    canary {} req, 5xx {}, p99 {} | stable {} req, 5xx {}, p99 {}",
-            j["canary_requests"],
-            f(&j["canary_error_rate"], 100.0, "%"),
-            f(&j["canary_p99"], 1000.0, " ms"),
-            j["stable_requests"],
-            f(&j["stable_error_rate"], 100.0, "%"),
-            f(&j["stable_p99"], 1000.0, " ms")
+            j.canary_requests,
+            f(j.canary_error_rate, 100.0, "%"),
+            f(j.canary_p99, 1000.0, " ms"),
+            j.stable_requests,
+            f(j.stable_error_rate, 100.0, "%"),
+            f(j.stable_p99, 1000.0, " ms")
         );
     }
-    if let Some(r) = v["reason"].as_str() {
-        let _ = writeln!(out, "  {state}: {r}");
+    if let Some(reason) = &r.reason {
+        let _ = writeln!(out, "  {}: {reason}", v.state);
     }
     out
 }
@@ -333,31 +346,38 @@ pub async fn follow_rollout(socket: &Path, pool: &str) -> Result<String, CtlErro
     use std::io::Write as _;
     let path = format!("/v1/pools/{pool}/rollout");
     loop {
-        let v = call(socket, Method::GET, &path, None).await?;
-        let state = v["state"].as_str().unwrap_or("").to_string();
-        let last = v["last"]["verdict"].as_str().unwrap_or("-");
+        let a: Answer<RolloutStatus> = call(socket, Method::GET, &path, None::<&Value>).await?;
+        let v = &a.typed;
+        let last = v
+            .rollout
+            .last
+            .as_ref()
+            .and_then(|j| serde_json::to_value(j.verdict).ok())
+            .and_then(|x| x.as_str().map(str::to_string))
+            .unwrap_or_else(|| "-".into());
         let line = format!(
-            "\r{pool}: {} {state} step {}/{} {}% next judgement {:.0}s last {last}   ",
-            v["canary"].as_str().unwrap_or(""),
-            v["step_number"],
-            v["steps_total"],
-            v["percent"],
-            v["time_left_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
+            "\r{pool}: {} {} step {}/{} {}% next judgement {:.0}s last {last}   ",
+            v.rollout.canary,
+            v.state,
+            v.step_number,
+            v.steps_total,
+            v.percent,
+            v.time_left_ms as f64 / 1000.0
         );
         let mut err = std::io::stderr();
         let _ = err.write_all(line.as_bytes());
         let _ = err.flush();
-        match state.as_str() {
+        match v.state.as_str() {
             "promoted" => {
                 let _ = writeln!(err);
-                return Ok(render_rollout(&v));
+                return Ok(render_rollout(v));
             }
             "rolled_back" => {
                 let _ = writeln!(err);
                 return Err(CtlError::Api {
                     status: StatusCode::CONFLICT,
-                    message: format!("rolled back: {}", v["reason"].as_str().unwrap_or("")),
-                    body: v,
+                    message: format!("rolled back: {}", v.rollout.reason.as_deref().unwrap_or("")),
+                    body: a.json,
                 });
             }
             _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
@@ -380,7 +400,10 @@ mod tests {
 
     #[test]
     fn switch_sets_one_version_to_100() {
-        let s = json!({"pools": {"app": {"versions": {"blue": {}, "green": {}, "grey": {}}}}});
+        let s: StateView = serde_json::from_value(json!({"last_event": 0, "state_store": "memory", "version": "x", "config": null,
+            "pools": {"app": {"versions": {"blue": {"backends": [], "effective_weight": 0, "in_flight": 0, "share_percent": 0.0, "weight": 0},
+            "green": {"backends": [], "effective_weight": 0, "in_flight": 0, "share_percent": 0.0, "weight": 0},
+            "grey": {"backends": [], "effective_weight": 0, "in_flight": 0, "share_percent": 0.0, "weight": 0}}}}})).unwrap();
         let w = switch_weights(&s, "app", "green").unwrap();
         assert_eq!(
             w,
@@ -397,14 +420,16 @@ mod tests {
 
     #[test]
     fn renders_state() {
-        let s = json!({"listeners": {"http": "127.0.0.1:80"}, "routes": [{"host": "a.test", "pool": "app", "tls": "none", "preview": false}],
+        let s: StateView = serde_json::from_value(json!({"listeners": {"http": "127.0.0.1:80"}, "routes": [{"host": "a.test", "pool": "app", "tls": "none", "preview": false}],
+            "last_event": 0, "state_store": "memory", "version": "x", "config": null,
             "pools": {"app": {"versions": {"blue": {"weight": 100, "effective_weight": 100, "share_percent": 100.0, "in_flight": 0,
-            "backends": [{"addr": "127.0.0.1:1", "available": true}]}}}}});
+            "backends": [{"addr": "127.0.0.1:1", "available": true, "ejected": false, "healthy": true, "in_flight": 0}]}}}}})).unwrap();
         let out = render_state(&s);
         assert!(out.contains("a.test"));
-        let s = json!({"certificates": {"a.test": {"source": "acme", "not_after": "2030-01-01T00:00:00Z",
-            "serial": "01:02", "issuer": "CN=ca", "attempts": 3, "failures": 2, "consecutive_failures": 2,
-            "last_error": "connection refused"}}});
+        let s: StateView = serde_json::from_value(json!({"last_event": 0, "state_store": "memory", "version": "x", "config": null,
+            "certificates": {"a.test": {"source": "acme", "not_after": "2030-01-01T00:00:00Z", "not_before": null, "not_after_unix": null,
+            "serial": "01:02", "issuer": "CN=ca", "attempts": 3, "failures": 2, "consecutive_failures": 2, "rate_limited": 0,
+            "last_error": "connection refused", "last_error_at": null, "last_success_at": null, "next_check": null, "renew_at": null}}})).unwrap();
         let certs = render_state(&s);
         assert!(
             certs.contains("certificates:") && certs.contains("01:02"),

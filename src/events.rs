@@ -9,48 +9,17 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+pub use crate::model::event::{Event, EventKind, NewEvent};
 
 /// Events kept in memory.
 pub const RING: usize = 10_000;
 /// Size past which the events file is rotated at start.
 pub const MAX_FILE: u64 = 16 << 20;
-
-/// One audit event.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Event {
-    pub seq: u64,
-    /// RFC 3339, UTC.
-    pub time: String,
-    /// `uid:1000` for an admin-socket peer, or `config`, `health`, `rollout`, `signal`.
-    pub who: String,
-    /// `weights`, `version.add`, `version.remove`, `reload`, `health`, `rollout.*` ...
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pool: Option<String>,
-    /// One line for humans.
-    pub what: String,
-    #[serde(default, skip_serializing_if = "Value::is_null")]
-    pub before: Value,
-    #[serde(default, skip_serializing_if = "Value::is_null")]
-    pub after: Value,
-}
-
-/// What a caller records; the log adds `seq` and `time`.
-#[derive(Debug, Clone, Default)]
-pub struct NewEvent {
-    pub who: String,
-    pub kind: &'static str,
-    pub pool: Option<String>,
-    pub what: String,
-    pub before: Value,
-    pub after: Value,
-}
 
 struct Inner {
     ring: VecDeque<Event>,
@@ -104,8 +73,17 @@ impl EventLog {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let file = match OpenOptions::new().create(true).append(true).open(path) {
-            Ok(f) => Some(f),
+        // Events name users and backends: private like the state file.
+        let file = match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(f) => {
+                let _ = f.set_permissions(std::fs::Permissions::from_mode(0o600));
+                Some(f)
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot open the events file; events stay in memory");
                 None
@@ -130,7 +108,7 @@ impl EventLog {
             seq,
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             who: e.who,
-            kind: e.kind.to_string(),
+            kind: e.kind,
             pool: e.pool,
             what: e.what,
             before: e.before,
@@ -173,13 +151,7 @@ mod tests {
     use super::*;
 
     fn ev(what: &str) -> NewEvent {
-        NewEvent {
-            who: "test".into(),
-            kind: "weights",
-            pool: Some("app".into()),
-            what: what.into(),
-            ..Default::default()
-        }
+        NewEvent::new("test", EventKind::Weights, what).pool("app")
     }
 
     #[test]

@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use http::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use switchyard::app::App;
 use switchyard::config::{Config, ConfigError};
+use switchyard::control::Control;
 use switchyard::ctl::{self, CtlError};
 use switchyard::events::EventLog;
 use switchyard::state::{FileStore, MemoryStore};
@@ -114,7 +114,12 @@ enum CtlCmd {
         cmd: RolloutCmd,
     },
     /// Reload the config file.
-    Reload,
+    Reload {
+        /// Apply a file that routes nothing or drops pools holding runtime
+        /// changes (refused without it).
+        #[arg(long)]
+        force: bool,
+    },
     /// The audit log.
     Events {
         /// Only events after this sequence number.
@@ -301,7 +306,7 @@ fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     rt.block_on(async {
         let events = EventLog::open(&events_path(&config.admin.state));
         let store = Box::new(FileStore::new(&config.admin.state));
-        let app = Arc::new(App::new(Some(path.clone()), config.clone(), store, events));
+        let app = Arc::new(Control::new(Some(path.clone()), config.clone(), store, events));
         let listeners = switchyard::server::bind(&config).await?;
         tracing::info!(config = %path.display(), state = %config.admin.state.display(), "switchyard {} started", env!("CARGO_PKG_VERSION"));
         switchyard::server::run(app, &config, listeners, std::future::pending()).await?;
@@ -335,7 +340,7 @@ fn demo(port: u16) -> anyhow::Result<()> {
         let text = switchyard::demo::demo_config(http, blue, green, &socket);
         let config =
             Config::from_toml_str(&text).map_err(|d| anyhow::anyhow!("demo config: {d:?}"))?;
-        let app = Arc::new(App::new(
+        let app = Arc::new(Control::new(
             None,
             config.clone(),
             Box::<MemoryStore>::default(),
@@ -378,7 +383,7 @@ fn demo_config(path: &Path) -> anyhow::Result<()> {
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         let events = EventLog::open(&events_path(&config.admin.state));
         let store = Box::new(FileStore::new(&config.admin.state));
-        let app = Arc::new(App::new(Some(path), config.clone(), store, events));
+        let app = Arc::new(Control::new(Some(path), config.clone(), store, events));
         let listeners = switchyard::server::bind(&config).await?;
         if let (Some(http), Some(route)) = (config.server.http, config.routes.first()) {
             let exe = std::env::args().next().unwrap_or_else(|| "switchyard".into());
@@ -446,13 +451,18 @@ fn ctl_main(socket: PathBuf, as_json: bool, cmd: CtlCmd) -> ExitCode {
 }
 
 async fn ctl_run(socket: &Path, as_json: bool, cmd: CtlCmd) -> Result<String, CtlError> {
+    use switchyard::model::api::{
+        EventsReply, ReloadReply, RemovedReply, StateView, VersionReply, VersionRequest,
+        WeightsReply,
+    };
     let pretty = |v: &Value| format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default());
     let out = |v: Value, human: String| if as_json { pretty(&v) } else { human };
+    let none = None::<&Value>;
     match cmd {
         CtlCmd::State => {
-            let v = ctl::call(socket, Method::GET, "/v1/state", None).await?;
-            let human = ctl::render_state(&v);
-            Ok(out(v, human))
+            let a: ctl::Answer<StateView> =
+                ctl::call(socket, Method::GET, "/v1/state", none).await?;
+            Ok(out(a.json, ctl::render_state(&a.typed)))
         }
         CtlCmd::Weights {
             pool,
@@ -464,22 +474,23 @@ async fn ctl_run(socket: &Path, as_json: bool, cmd: CtlCmd) -> Result<String, Ct
                 "/v1/pools/{pool}/weights{}",
                 if force { "?force=true" } else { "" }
             );
-            let v = ctl::call(socket, Method::PUT, &path, Some(&json!(w))).await?;
-            let human = format!("{pool}: {}\n", weights_line(&v));
-            Ok(out(v, human))
+            let a: ctl::Answer<WeightsReply> =
+                ctl::call(socket, Method::PUT, &path, Some(&w)).await?;
+            let human = format!("{pool}: {}\n", ctl::weights_line(&a.typed));
+            Ok(out(a.json, human))
         }
         CtlCmd::Switch { pool, version } => {
-            let state = ctl::call(socket, Method::GET, "/v1/state", None).await?;
-            let w = ctl::switch_weights(&state, &pool, &version)?;
-            let v = ctl::call(
-                socket,
-                Method::PUT,
-                &format!("/v1/pools/{pool}/weights"),
-                Some(&json!(w)),
-            )
-            .await?;
-            let human = format!("{pool}: switched to {version} ({})\n", weights_line(&v));
-            Ok(out(v, human))
+            let state: ctl::Answer<StateView> =
+                ctl::call(socket, Method::GET, "/v1/state", none).await?;
+            let w = ctl::switch_weights(&state.typed, &pool, &version)?;
+            let path = format!("/v1/pools/{pool}/weights");
+            let a: ctl::Answer<WeightsReply> =
+                ctl::call(socket, Method::PUT, &path, Some(&w)).await?;
+            let human = format!(
+                "{pool}: switched to {version} ({})\n",
+                ctl::weights_line(&a.typed)
+            );
+            Ok(out(a.json, human))
         }
         CtlCmd::Version {
             cmd:
@@ -490,73 +501,60 @@ async fn ctl_run(socket: &Path, as_json: bool, cmd: CtlCmd) -> Result<String, Ct
                     weight,
                 },
         } => {
-            let mut body = json!({ "backends": backends });
-            if let Some(w) = weight {
-                body["weight"] = json!(w);
-            }
-            let v = ctl::call(
-                socket,
-                Method::PUT,
-                &format!("/v1/pools/{pool}/versions/{version}"),
-                Some(&body),
-            )
-            .await?;
+            let body = VersionRequest { backends, weight };
+            let path = format!("/v1/pools/{pool}/versions/{version}");
+            let a: ctl::Answer<VersionReply> =
+                ctl::call(socket, Method::PUT, &path, Some(&body)).await?;
             let human = format!(
                 "{pool}: version {version} set: weight {}, backends {}\n",
-                v["spec"]["weight"],
-                backends.join(", ")
+                a.typed.spec.weight,
+                a.typed.spec.backends.join(", ")
             );
-            Ok(out(v, human))
+            Ok(out(a.json, human))
         }
         CtlCmd::Version {
             cmd: VersionCmd::Rm { pool, version },
         } => {
-            let v = ctl::call(
-                socket,
-                Method::DELETE,
-                &format!("/v1/pools/{pool}/versions/{version}"),
-                None,
-            )
-            .await?;
-            Ok(out(v, format!("{pool}: version {version} removed\n")))
+            let path = format!("/v1/pools/{pool}/versions/{version}");
+            let a: ctl::Answer<RemovedReply> =
+                ctl::call(socket, Method::DELETE, &path, none).await?;
+            Ok(out(a.json, format!("{pool}: version {version} removed\n")))
         }
         CtlCmd::Rollout { cmd } => rollout_cmd(socket, as_json, cmd).await,
-        CtlCmd::Reload => {
-            let v = ctl::call(socket, Method::POST, "/v1/reload", None).await?;
-            let mut human = format!("reloaded {}\n", v["reloaded"].as_str().unwrap_or(""));
-            for n in v["notes"].as_array().into_iter().flatten() {
-                human.push_str(&format!("note: {}\n", n.as_str().unwrap_or("")));
+        CtlCmd::Reload { force } => {
+            let path = if force {
+                "/v1/reload?force=true"
+            } else {
+                "/v1/reload"
+            };
+            let a: ctl::Answer<ReloadReply> = ctl::call(socket, Method::POST, path, none).await?;
+            let mut human = format!("reloaded {}\n", a.typed.reloaded);
+            for n in &a.typed.notes {
+                human.push_str(&format!("note: {n}\n"));
             }
-            Ok(out(v, human))
+            Ok(out(a.json, human))
         }
         CtlCmd::Events { since } => {
-            let v = ctl::call(
-                socket,
-                Method::GET,
-                &format!("/v1/events?since={since}"),
-                None,
-            )
-            .await?;
-            let human = ctl::render_events(&v);
-            Ok(out(v, human))
+            let path = format!("/v1/events?since={since}");
+            let a: ctl::Answer<EventsReply> = ctl::call(socket, Method::GET, &path, none).await?;
+            Ok(out(a.json, ctl::render_events(&a.typed)))
         }
     }
 }
 
-fn weights_line(v: &Value) -> String {
-    v["weights"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, w)| format!("{k}={w}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
-}
-
 async fn rollout_cmd(socket: &Path, as_json: bool, cmd: RolloutCmd) -> Result<String, CtlError> {
-    let pretty = |v: &Value| format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default());
+    use switchyard::model::api::{RolloutRequest, RolloutStatus};
+    let show = |a: ctl::Answer<RolloutStatus>| {
+        if as_json {
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&a.json).unwrap_or_default()
+            )
+        } else {
+            ctl::render_rollout(&a.typed)
+        }
+    };
+    let none = None::<&Value>;
     let (pool, action) = match cmd {
         RolloutCmd::Start {
             pool,
@@ -568,67 +566,31 @@ async fn rollout_cmd(socket: &Path, as_json: bool, cmd: RolloutCmd) -> Result<St
             force,
             wait,
         } => {
-            let mut body = json!({ "canary": canary });
-            if let Some(s) = steps {
-                body["steps"] = json!(s);
-            }
-            if let Some(d) = step_duration {
-                body["step_duration"] = json!(d);
-            }
-            if let Some(p) = preset {
-                body["preset"] = json!(p);
-            }
-            if let Some(m) = min_requests {
-                body["min_requests"] = json!(m);
-            }
-            if force {
-                body["force"] = json!(true);
-            }
-            let v = ctl::call(
-                socket,
-                Method::POST,
-                &format!("/v1/pools/{pool}/rollout"),
-                Some(&body),
-            )
-            .await?;
+            let body = RolloutRequest {
+                canary: Some(canary),
+                steps: steps.map(|s| s.into_iter().map(i64::from).collect()),
+                step_duration,
+                preset,
+                min_requests,
+                force: force.then_some(true),
+                ..Default::default()
+            };
+            let path = format!("/v1/pools/{pool}/rollout");
+            let a = ctl::call(socket, Method::POST, &path, Some(&body)).await?;
             if !wait {
-                return Ok(if as_json {
-                    pretty(&v)
-                } else {
-                    ctl::render_rollout(&v)
-                });
+                return Ok(show(a));
             }
             return ctl::follow_rollout(socket, &pool).await;
         }
         RolloutCmd::Status { pool } => {
-            let v = ctl::call(
-                socket,
-                Method::GET,
-                &format!("/v1/pools/{pool}/rollout"),
-                None,
-            )
-            .await?;
-            return Ok(if as_json {
-                pretty(&v)
-            } else {
-                ctl::render_rollout(&v)
-            });
+            let path = format!("/v1/pools/{pool}/rollout");
+            return Ok(show(ctl::call(socket, Method::GET, &path, none).await?));
         }
         RolloutCmd::Pause { pool } => (pool, "pause"),
         RolloutCmd::Resume { pool } => (pool, "resume"),
         RolloutCmd::Promote { pool } => (pool, "promote"),
         RolloutCmd::Abort { pool } => (pool, "abort"),
     };
-    let v = ctl::call(
-        socket,
-        Method::POST,
-        &format!("/v1/pools/{pool}/rollout/{action}"),
-        None,
-    )
-    .await?;
-    Ok(if as_json {
-        pretty(&v)
-    } else {
-        ctl::render_rollout(&v)
-    })
+    let path = format!("/v1/pools/{pool}/rollout/{action}");
+    Ok(show(ctl::call(socket, Method::POST, &path, none).await?))
 }

@@ -1,41 +1,57 @@
-//! Listeners, signals and graceful shutdown: the wiring of a running instance.
+//! Listeners, services, signals and graceful shutdown: the wiring of a
+//! running instance.
 //!
 //! ```text
-//! run(app, config)
-//!  ├─ http listener ── accept (max_connections permits) ─> hyper auto (h1 / h2c) ─> proxy::handle
-//!  ├─ https listener ── accept ─> tls::TlsState::accept (SNI cert, ALPN h2 / http/1.1) ─> hyper auto ─> proxy::handle
+//! run(control, config)
+//!  ├─ http listener ── listener::serve (max_connections) ─> hyper auto (h1 / h2c) ─> proxy::handle
+//!  ├─ https listener ── listener::serve ─> tls::TlsState::accept (SNI cert, ALPN) ─> hyper auto ─> proxy::handle
 //!  ├─ acme::spawn: orders and renews certificates for tls = "acme" routes
-//!  ├─ admin socket  ── admin::serve
-//!  ├─ metrics listener ── metrics::serve (GET /metrics)
-//!  ├─ dashboard listener ── dashboard::serve (page + /v1 API behind a token); stats sampler (1 s)
-//!  ├─ health::supervise: one probe task per checked backend; health::rebuilder
-//!  ├─ ejection sweeper (1 s): lifts passive ejections whose time is up (pools without health checks)
-//!  └─ signals: SIGHUP -> reload; SIGTERM/SIGINT -> stop accepting, drain
-//!     in-flight requests for up to shutdown_grace, return
+//!  ├─ admin socket ── admin::socket::serve          ├─ metrics listener ── GET /metrics
+//!  ├─ dashboard listener ── admin::dashboard::serve  ├─ stats sampler (1 s)
+//!  ├─ health: probes, rebuilder, ejection sweeper   └─ rollout runner
+//!  └─ signals: SIGHUP -> reload (in its own task); SIGTERM/SIGINT -> stop accepting,
+//!     drain in-flight requests for up to shutdown_grace, return
 //! ```
+//!
+//! Every task runs on one [`TaskTracker`]: shutdown tells them all through
+//! one watch channel and waits for the tracker, bounded by the grace.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
-use crate::app::App;
+use crate::admin::{dashboard, socket, Api};
 use crate::config::{Config, ServerConfig};
-use crate::events::NewEvent;
-use crate::proxy::{self, Peer};
+use crate::control::Control;
+use crate::listener::{self, Slots};
+use crate::metrics::Metrics;
+use crate::proxy::{self, Peer, Proxy};
+use crate::stats::Stats;
+
+/// How long a metrics scraper may take to send its request head.
+const METRICS_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Scrapes served at once.
+const METRICS_MAX_CONNECTIONS: usize = 16;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
-    Dashboard(#[from] crate::dashboard::DashboardError),
+    Dashboard(#[from] crate::admin::dashboard::DashboardError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -55,13 +71,13 @@ pub struct Listeners {
     pub admin: tokio::net::UnixListener,
     pub admin_path: PathBuf,
     pub metrics: Option<TcpListener>,
-    pub dashboard: Option<crate::dashboard::Dashboard>,
+    pub dashboard: Option<dashboard::Dashboard>,
 }
 
 /// Binds every listener of `config`.
 pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
     // First: a bad dashboard token file stops the start before anything binds.
-    let dashboard = crate::dashboard::bind(&config.admin).await?;
+    let dashboard = dashboard::bind(&config.admin).await?;
     let http = match config.server.http {
         Some(a) => Some(bind_tcp(a).await?),
         None => None,
@@ -70,7 +86,7 @@ pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
         Some(a) => Some(bind_tcp(a).await?),
         None => None,
     };
-    let admin = crate::admin::bind(&config.admin.socket).map_err(|source| ServerError::Bind {
+    let admin = socket::bind(&config.admin.socket).map_err(|source| ServerError::Bind {
         addr: config.admin.socket.display().to_string(),
         source,
     })?;
@@ -106,128 +122,150 @@ async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     })
 }
 
+/// What every task is handed.
+struct Ctx {
+    tracker: TaskTracker,
+    shutdown: watch::Receiver<bool>,
+}
+
 /// Serves until `stop` resolves or SIGTERM/SIGINT arrives; SIGHUP reloads.
 pub async fn run(
-    app: Arc<App>,
+    control: Arc<Control>,
     config: &Config,
     listeners: Listeners,
     stop: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     // Before any listener serves: the first request is logged too.
-    if let Some(al) = &config.access_log {
-        let log = crate::accesslog::AccessLog::start(
-            al.format,
-            al.target.clone(),
-            app.metrics.access_log_dropped.clone(),
-        )
-        .map_err(|source| ServerError::AccessLog {
-            target: format!("{:?}", al.target),
-            source,
-        })?;
-        let _ = app.access_log.set(log);
-    }
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let graceful = Arc::new(GracefulShutdown::new());
-    let builder = Arc::new(http_builder(&config.server));
-    let permits = Arc::new(Semaphore::new(config.server.max_connections));
-    let mut tasks = Vec::new();
+    let access_log = match &config.access_log {
+        Some(al) => Some(
+            crate::accesslog::AccessLog::start(
+                al.format,
+                al.target.clone(),
+                control.metrics.access_log_dropped.clone(),
+            )
+            .map_err(|source| ServerError::AccessLog {
+                target: format!("{:?}", al.target),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let ctx = Ctx {
+        tracker: TaskTracker::new(),
+        shutdown,
+    };
+    let proxy = Arc::new(Proxy::new(control.clone(), access_log));
+    let admin_path = listeners.admin_path.clone();
+    start_listeners(&ctx, &proxy, config, listeners);
+    start_services(&ctx, &control);
 
-    if let Some(l) = listeners.http {
-        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(%addr, "listening for http");
-        app.set_bound("http", addr);
-        tasks.push(tokio::spawn(accept_loop(
-            app.clone(),
-            l,
-            false,
-            builder.clone(),
-            graceful.clone(),
-            permits.clone(),
-            shutdown_rx.clone(),
-        )));
-    }
-    // Before the https listener serves: stored certificates are loaded here.
-    let acme = crate::acme::spawn(app.tls.clone(), config, shutdown_rx.clone());
-    if let Some(l) = listeners.https {
-        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(%addr, "listening for https");
-        app.set_bound("https", addr);
-        tasks.push(tokio::spawn(accept_loop(
-            app.clone(),
-            l,
-            true,
-            builder.clone(),
-            graceful.clone(),
-            permits.clone(),
-            shutdown_rx.clone(),
-        )));
-    }
-    app.set_bound("admin", listeners.admin_path.display().to_string());
-    tracing::info!(socket = %listeners.admin_path.display(), "admin socket ready");
-    let admin_task = tokio::spawn(crate::admin::serve(
-        app.clone(),
-        listeners.admin,
-        shutdown_rx.clone(),
-    ));
-    let metrics_task = listeners.metrics.map(|l| {
-        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(%addr, "serving metrics at /metrics");
-        app.set_bound("metrics", addr);
-        tokio::spawn(crate::metrics::serve(
-            app.metrics.clone(),
-            l,
-            shutdown_rx.clone(),
-        ))
-    });
-    let sweeper = tokio::spawn(sweep_ejections(app.clone(), shutdown_rx.clone()));
-    let dashboard_tasks = crate::dashboard::spawn(&app, listeners.dashboard, shutdown_rx.clone());
-    let health = tokio::spawn(crate::health::supervise(
-        app.clone(),
-        app.table_changed.clone(),
-        shutdown_rx.clone(),
-    ));
-    let rebuilder = tokio::spawn(crate::health::rebuilder(
-        app.clone(),
-        app.rebuild_wanted.clone(),
-        shutdown_rx.clone(),
-    ));
-
-    app.rollout_controller.resume_all(&app);
-
-    wait_for_stop(&app, stop).await;
-    app.rollout_controller.stop_all();
-
+    wait_for_stop(&control, stop).await;
     tracing::info!(grace = ?config.server.shutdown_grace, "shutting down: no new connections, draining in-flight requests");
     let _ = shutdown_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
+    ctx.tracker.close();
+    if tokio::time::timeout(config.server.shutdown_grace, ctx.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace ran out; closing the remaining connections");
     }
-    let _ = admin_task.await;
-    let _ = sweeper.await;
-    for t in dashboard_tasks {
-        let _ = t.await;
-    }
-    if let Some(t) = metrics_task {
-        let _ = t.await;
-    }
-    let _ = health.await;
-    let _ = rebuilder.await;
-    if let Some(t) = acme {
-        let _ = t.await;
-    }
-    let _ = std::fs::remove_file(&listeners.admin_path);
-    if let Ok(g) = Arc::try_unwrap(graceful) {
-        if tokio::time::timeout(config.server.shutdown_grace, g.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("shutdown grace ran out; closing the remaining connections");
-        }
-    }
+    let _ = std::fs::remove_file(&admin_path);
     Ok(())
 }
 
-/// The HTTP server settings shared by every connection.
+/// Every listener, each served through [`listener::serve`].
+fn start_listeners(ctx: &Ctx, proxy: &Arc<Proxy>, config: &Config, l: Listeners) {
+    let control = &proxy.control;
+    // Before the https listener serves: stored certificates are loaded here.
+    if let Some(acme) = crate::acme::spawn(control.tls.clone(), config, ctx.shutdown.clone()) {
+        ctx.tracker.spawn(async move {
+            let _ = acme.await;
+        });
+    }
+    let builder = Arc::new(http_builder(&config.server));
+    let slots = Slots::new(config.server.max_connections);
+    for (listener, https) in [(l.http, false), (l.https, true)] {
+        let Some(listener) = listener else { continue };
+        let name = if https { "https" } else { "http" };
+        let addr = local(&listener);
+        tracing::info!(%addr, "listening for {name}");
+        control.set_bound(name, addr);
+        let (proxy, builder, shutdown) = (proxy.clone(), builder.clone(), ctx.shutdown.clone());
+        ctx.tracker.spawn(listener::serve(
+            name,
+            listener,
+            slots.clone(),
+            ctx.tracker.clone(),
+            ctx.shutdown.clone(),
+            move |stream, addr, permit| {
+                let peer = Peer { addr, https };
+                let conn = proxy_conn(
+                    proxy.clone(),
+                    builder.clone(),
+                    stream,
+                    peer,
+                    shutdown.clone(),
+                );
+                async move {
+                    conn.await;
+                    drop(permit);
+                }
+            },
+        ));
+    }
+    control.set_bound("admin", l.admin_path.display().to_string());
+    tracing::info!(socket = %l.admin_path.display(), "admin socket ready");
+    let api = Api {
+        control: control.clone(),
+        stats: Arc::new(Stats::default()),
+    };
+    let (tracker, shutdown) = (ctx.tracker.clone(), ctx.shutdown.clone());
+    ctx.tracker.spawn(socket::serve(
+        api.clone(),
+        l.admin,
+        tracker.clone(),
+        shutdown.clone(),
+    ));
+    ctx.tracker.spawn(crate::stats::sample_loop(
+        api.stats.clone(),
+        control.clone(),
+        shutdown.clone(),
+    ));
+    if let Some(d) = l.dashboard {
+        let addr = d.local_addr();
+        tracing::info!(%addr, "dashboard at http://{addr}/");
+        control.set_bound("dashboard", addr.to_string());
+        ctx.tracker
+            .spawn(dashboard::serve(api, d, tracker.clone(), shutdown.clone()));
+    }
+    if let Some(m) = l.metrics {
+        let addr = local(&m);
+        tracing::info!(%addr, "serving metrics at /metrics");
+        control.set_bound("metrics", addr);
+        ctx.tracker
+            .spawn(serve_metrics(control.metrics.clone(), m, tracker, shutdown));
+    }
+}
+
+/// The background services.
+fn start_services(ctx: &Ctx, control: &Arc<Control>) {
+    let s = || ctx.shutdown.clone();
+    ctx.tracker
+        .spawn(crate::health::supervise(control.clone(), s()));
+    ctx.tracker
+        .spawn(crate::health::rebuilder(control.clone(), s()));
+    ctx.tracker
+        .spawn(crate::health::sweep_ejections(control.clone(), s()));
+    ctx.tracker
+        .spawn(crate::rollout::run::supervise(control.clone(), s()));
+}
+
+fn local(l: &TcpListener) -> String {
+    l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+}
+
+/// The HTTP server settings shared by every proxy connection.
 fn http_builder(s: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
@@ -245,118 +283,112 @@ fn http_builder(s: &ServerConfig) -> auto::Builder<TokioExecutor> {
     b
 }
 
-async fn accept_loop(
-    app: Arc<App>,
-    listener: TcpListener,
-    https: bool,
+/// One client connection of the proxy: TLS first on https (in the
+/// connection's own task, so a slow client cannot stall the accept loop),
+/// then HTTP/1.1 or HTTP/2, closed gracefully at shutdown.
+async fn proxy_conn(
+    px: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    graceful: Arc<GracefulShutdown>,
-    permits: Arc<Semaphore>,
-    mut shutdown: watch::Receiver<bool>,
+    stream: tokio::net::TcpStream,
+    peer: Peer,
+    shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        // Wait for a connection slot first: past max_connections, new
-        // connections wait in the kernel's backlog instead of being accepted.
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.changed() => return,
-        };
-        let (stream, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let peer = Peer { addr, https };
-        let app = app.clone();
-        if https {
-            // The handshake runs in the connection's own task, so a slow
-            // client cannot stall the accept loop.
-            let builder = builder.clone();
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let tls = app.tls.clone();
-                let accepted = tls.accept(stream, crate::tls::HANDSHAKE_TIMEOUT).await;
-                if let Some((stream, sni)) = accepted {
-                    let svc = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-                        req.extensions_mut().insert(sni.clone());
-                        proxy::handle(app.clone(), peer, req)
-                    });
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, "client connection ended with an error");
-                    }
-                }
-                drop(permit);
-            });
-            continue;
-        }
-        let svc = hyper::service::service_fn(move |req| proxy::handle(app.clone(), peer, req));
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+    if !peer.https {
+        let svc = hyper::service::service_fn(move |req| proxy::handle(px.clone(), peer, req));
+        return serve_auto(&builder, stream, svc, shutdown).await;
+    }
+    let tls = px.control.tls.clone();
+    let Some((stream, sni)) = tls.accept(stream, crate::tls::HANDSHAKE_TIMEOUT).await else {
+        return;
+    };
+    let svc = hyper::service::service_fn(move |mut req: Request<_>| {
+        req.extensions_mut().insert(sni.clone());
+        proxy::handle(px.clone(), peer, req)
+    });
+    serve_auto(&builder, stream, svc, shutdown).await
+}
+
+async fn serve_auto<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    svc: S,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<proxy::ProxyBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    if *shutdown.borrow() {
+        conn.as_mut().graceful_shutdown();
+    }
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
                 tracing::debug!(error = %e, "client connection ended with an error");
             }
-            drop(permit);
-        });
+            return;
+        }
+        _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
+    }
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "client connection ended with an error");
     }
 }
 
-async fn sweep_ejections(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        let now = app.now_ms();
-        // In a pool with active health checks an ejected backend comes back
-        // when its probe passes (health::probe_loop); the clock only frees
-        // backends nothing else would ever check.
-        let checked: std::collections::HashSet<String> = app
-            .effective_config()
-            .pools
-            .into_iter()
-            .filter(|(_, p)| p.health.is_some())
-            .map(|(name, _)| name)
-            .collect();
-        for b in app.registry.all() {
-            if checked.contains(&b.key.pool) {
-                continue;
-            }
-            if b.expire_ejection(now) {
-                let k = &b.key;
-                app.events.record(NewEvent {
-                    who: "proxy".into(),
-                    kind: "backend.restored",
-                    pool: Some(k.pool.clone()),
-                    what: format!(
-                        "{}/{} backend {} back in rotation after its ejection time",
-                        k.pool, k.version, k.addr
-                    ),
-                    ..Default::default()
+/// Serves `GET /metrics` until shutdown.
+async fn serve_metrics(
+    metrics: Arc<Metrics>,
+    l: TcpListener,
+    tracker: TaskTracker,
+    shutdown: watch::Receiver<bool>,
+) {
+    let conn_shutdown = shutdown.clone();
+    let slots = Slots::new(METRICS_MAX_CONNECTIONS);
+    listener::serve(
+        "metrics",
+        l,
+        slots,
+        tracker,
+        shutdown,
+        move |stream, _, permit| {
+            let (m, shutdown) = (metrics.clone(), conn_shutdown.clone());
+            async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let m = m.clone();
+                    async move { Ok::<_, Infallible>(metrics_answer(&m, req.uri().path())) }
                 });
-                app.request_rebuild();
+                listener::http1(stream, svc, METRICS_HEADER_TIMEOUT, shutdown).await;
+                drop(permit);
             }
-        }
-    }
+        },
+    )
+    .await;
 }
 
-/// Returns on SIGTERM, SIGINT or `stop`; reloads on SIGHUP meanwhile.
-async fn wait_for_stop(app: &Arc<App>, stop: impl Future<Output = ()>) {
+fn metrics_answer(m: &Metrics, path: &str) -> Response<Full<Bytes>> {
+    if path != "/metrics" {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"metrics are at /metrics\n")));
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        return r;
+    }
+    let mut r = Response::new(Full::new(Bytes::from(m.encode())));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// Returns on SIGTERM, SIGINT or `stop`; reloads on SIGHUP meanwhile, each
+/// reload in its own task so a slow one never delays a stop.
+async fn wait_for_stop(control: &Arc<Control>, stop: impl Future<Output = ()>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
@@ -377,12 +409,14 @@ async fn wait_for_stop(app: &Arc<App>, stop: impl Future<Output = ()>) {
             _ = int.recv() => return,
             _ = &mut stop => return,
             _ = hup.recv() => {
-                let app = app.clone();
-                match tokio::task::spawn_blocking(move || app.reload("signal:SIGHUP")).await {
-                    Ok(Ok(_)) => tracing::info!("reloaded on SIGHUP"),
-                    Ok(Err(e)) => tracing::error!(error = %e, "reload on SIGHUP refused; the running config is kept"),
-                    Err(e) => tracing::error!(error = %e, "reload task failed"),
-                }
+                let c = control.clone();
+                tokio::spawn(async move {
+                    match tokio::task::spawn_blocking(move || c.reload("signal:SIGHUP", false)).await {
+                        Ok(Ok(_)) => tracing::info!("reloaded on SIGHUP"),
+                        Ok(Err(e)) => tracing::error!(error = %e, "reload on SIGHUP refused; the running config is kept"),
+                        Err(e) => tracing::error!(error = %e, "reload task failed"),
+                    }
+                });
             }
         }
     }

@@ -25,6 +25,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::model::api::{AcmeStatusView, CertificateView};
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{Acceptor, ClientHello, ResolvesServerCert};
@@ -32,7 +33,6 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -561,47 +561,46 @@ impl TlsState {
 
     /// The `certificates` part of `GET /v1/state`: one entry per ACME domain
     /// and per certificate file.
-    pub fn state_json(&self) -> Value {
-        let mut out = serde_json::Map::new();
+    pub fn certificates(&self) -> BTreeMap<String, CertificateView> {
+        let mut out = BTreeMap::new();
         let domains = self.acme_domains.borrow().clone();
         let status = lock(&self.status).clone();
         for d in domains {
             let st = status.get(&d).cloned().unwrap_or_default();
             let info = self.certs.acme_info(&d);
-            out.insert(
-                d.clone(),
-                json!({
-                    "source": "acme",
-                    "issuer": info.as_ref().map(|i| i.issuer.clone()),
-                    "serial": info.as_ref().map(|i| i.serial.clone()),
-                    "not_before": info.as_ref().map(|i| fmt_time(i.not_before)),
-                    "not_after": info.as_ref().map(|i| fmt_time(i.not_after)),
-                    "not_after_unix": info.as_ref().map(|i| i.not_after),
-                    "renew_at": st.renew_at.map(fmt_system_time),
-                    "next_check": st.next_check.map(fmt_system_time),
-                    "last_error": st.last_error,
-                    "last_error_at": st.last_error_at.map(fmt_system_time),
-                    "last_success_at": st.last_success_at.map(fmt_system_time),
-                    "attempts": st.attempts,
-                    "failures": st.failures,
-                    "consecutive_failures": st.consecutive_failures,
-                    "rate_limited": st.rate_limited,
+            let view = CertificateView {
+                source: "acme".into(),
+                issuer: info.as_ref().map(|i| i.issuer.clone()),
+                serial: info.as_ref().map(|i| i.serial.clone()),
+                not_before: info.as_ref().map(|i| fmt_time(i.not_before)),
+                not_after: info.as_ref().map(|i| fmt_time(i.not_after)),
+                not_after_unix: info.as_ref().map(|i| i.not_after),
+                acme: Some(AcmeStatusView {
+                    renew_at: st.renew_at.map(fmt_system_time),
+                    next_check: st.next_check.map(fmt_system_time),
+                    last_error: st.last_error,
+                    last_error_at: st.last_error_at.map(fmt_system_time),
+                    last_success_at: st.last_success_at.map(fmt_system_time),
+                    attempts: st.attempts,
+                    failures: st.failures,
+                    consecutive_failures: st.consecutive_failures,
+                    rate_limited: st.rate_limited,
                 }),
-            );
+            };
+            out.insert(d.clone(), view);
         }
         for (pattern, info) in self.certs.files_info() {
-            out.entry(pattern).or_insert_with(|| {
-                json!({
-                    "source": "files",
-                    "issuer": info.issuer,
-                    "serial": info.serial,
-                    "not_before": fmt_time(info.not_before),
-                    "not_after": fmt_time(info.not_after),
-                    "not_after_unix": info.not_after,
-                })
+            out.entry(pattern).or_insert_with(|| CertificateView {
+                source: "files".into(),
+                issuer: Some(info.issuer),
+                serial: Some(info.serial),
+                not_before: Some(fmt_time(info.not_before)),
+                not_after: Some(fmt_time(info.not_after)),
+                not_after_unix: Some(info.not_after),
+                acme: None,
             });
         }
-        Value::Object(out)
+        out
     }
 
     /// The TLS handshake of one connection, within `timeout`. Returns the

@@ -1,7 +1,7 @@
 //! The request path: route, pick, forward, answer.
 //!
 //! ```text
-//! request ─> table = app.table.load_full()        (one atomic; the whole request uses it)
+//! request ─> table = control.table.load_full()        (one atomic; the whole request uses it)
 //!         ─> host (authority or Host) ─> Route    (404 when none, 400 without Host)
 //!         ─> Pool::pick (pin / preview / sticky / weighted) ─> Version
 //!         ─> Version::pick_backend (round robin over available backends)
@@ -34,9 +34,9 @@ use std::time::{Instant, SystemTime};
 
 use crate::accesslog::{AccessLog, Entry};
 
-use crate::app::App;
 use crate::balance::sticky_bucket;
 use crate::config::{OnAllDown, Sticky, TlsMode};
+use crate::control::Control;
 use crate::h1::{self, ExchangeError, RawBody};
 use crate::routing::{Pick, Pool, Route, RoutingTable, Version};
 use crate::upstream::{Backend, ConnectError, UpBody};
@@ -406,17 +406,47 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_SERVED_BY: HeaderName = HeaderName::from_static("x-served-by");
 const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
 
+/// The proxy service: the control handle and what only the request path
+/// uses.
+pub struct Proxy {
+    pub control: Arc<Control>,
+    /// The access log, when configured.
+    access_log: Option<AccessLog>,
+    /// Seeds sticky keys handed out in cookies.
+    sticky_seed: std::collections::hash_map::RandomState,
+    sticky_counter: std::sync::atomic::AtomicU64,
+}
+
+impl Proxy {
+    pub fn new(control: Arc<Control>, access_log: Option<AccessLog>) -> Proxy {
+        Proxy {
+            control,
+            access_log,
+            sticky_seed: Default::default(),
+            sticky_counter: Default::default(),
+        }
+    }
+
+    /// A fresh random key for a sticky cookie.
+    fn new_sticky_key(&self) -> String {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = self.sticky_seed.build_hasher();
+        h.write_u64(self.sticky_counter.fetch_add(1, Ordering::Relaxed));
+        format!("{:016x}", h.finish())
+    }
+}
+
 /// Serves one request. Never fails: every error becomes a response.
 pub async fn handle(
-    app: Arc<App>,
+    px: Arc<Proxy>,
     peer: Peer,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
-    let table = app.table.load_full();
+    let table = px.control.table.load_full();
     let mut at = Recorded::default();
     // Only with an access log: what the line needs from the request.
-    let request_info = app.access_log.get().map(|log| {
+    let request_info = px.access_log.as_ref().map(|log| {
         (
             log.clone(),
             req.method().clone(),
@@ -425,7 +455,7 @@ pub async fn handle(
             request_host(&req),
         )
     });
-    let mut resp = match serve(&app, &table, peer, req, &mut at).await {
+    let mut resp = match serve(&px, &table, peer, req, &mut at).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, "proxy error");
@@ -495,7 +525,7 @@ struct Recorded<'t> {
 }
 
 async fn serve<'t>(
-    app: &App,
+    px: &Proxy,
     table: &'t RoutingTable,
     peer: Peer,
     mut req: Request<Incoming>,
@@ -513,7 +543,7 @@ async fn serve<'t>(
         }
     } else if let Some(token) = req.uri().path().strip_prefix(ACME_PREFIX) {
         // ACME HTTP-01; an unknown token goes to the backend like any path.
-        if let Some(key_authorization) = app.tls.http01_answer(token) {
+        if let Some(key_authorization) = px.control.tls.http01_answer(token) {
             return Ok(plain(StatusCode::OK, key_authorization));
         }
     }
@@ -535,7 +565,7 @@ async fn serve<'t>(
         Some(Sticky::Cookie(name)) => match cookie(req.headers(), name) {
             Some(v) => Some(sticky_bucket(v.as_bytes())),
             None => {
-                let key = app.new_sticky_key();
+                let key = px.new_sticky_key();
                 let b = sticky_bucket(key.as_bytes());
                 set_cookie =
                     HeaderValue::try_from(format!("{name}={key}; Path=/; HttpOnly; SameSite=Lax"))
@@ -562,7 +592,8 @@ async fn serve<'t>(
     at.version = Some(vidx);
     let chosen = (vidx, version, backend);
     let sent = (req, upgrade, forwarded);
-    let (mut resp, vidx) = forward(app, table, route, chosen, sent, &mut at.version).await?;
+    let (mut resp, vidx) =
+        forward(&px.control, table, route, chosen, sent, &mut at.version).await?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -618,7 +649,7 @@ enum Exchange {
 /// Sends the request, retrying where that is safe. Returns the response
 /// head with a body that streams from the backend.
 async fn forward(
-    app: &App,
+    app: &Control,
     table: &RoutingTable,
     route: &Route,
     (mut vidx, mut version, mut backend): (usize, &Version, Arc<Backend>),
@@ -795,7 +826,7 @@ async fn forward(
 /// A request that ran out of `request_timeout`: counted, and the backend
 /// charged with a passive failure. Never retried (it may still be running).
 fn timed_out(
-    app: &App,
+    app: &Control,
     pool: &Pool,
     version: &Version,
     backend: &Backend,

@@ -1,4 +1,4 @@
-//! Live figures per version for `GET /v1/stats`: requests/s, 5xx rate and
+//! The stats sampler (a service) and the live figures per version for `GET /v1/stats`: requests/s, 5xx rate and
 //! p99 over the last ~10 s.
 //!
 //! ```text
@@ -14,11 +14,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::app::App;
+use crate::control::Control;
 use crate::metrics::{Metrics, Sample, Window};
+use crate::model::api::{Figures, StatsPool, StatsView};
 
 /// How far back the figures look.
 pub const WINDOW: Duration = Duration::from_secs(10);
@@ -62,21 +62,17 @@ impl Stats {
 
     /// The figures of each `(pool, version)` from the oldest sample within
     /// [`WINDOW`] of `now` to a fresh sample taken now.
-    pub fn json(&self, metrics: &Metrics, versions: &[(String, String)], now: Instant) -> Value {
-        let mut pools: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+    pub fn view(
+        &self,
+        metrics: &Metrics,
+        versions: &[(String, String)],
+        now: Instant,
+    ) -> StatsView {
+        let mut pools: BTreeMap<String, StatsPool> = BTreeMap::new();
         let mut widest = Duration::ZERO;
         for (pool, version) in versions {
             let later = metrics.sample(pool, version);
-            let earlier = {
-                let rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
-                rings
-                    .get(&(pool.clone(), version.clone()))
-                    .and_then(|ring| {
-                        ring.iter()
-                            .find(|(t, _)| now.saturating_duration_since(*t) <= WINDOW + TICK / 2)
-                            .cloned()
-                    })
-            };
+            let earlier = self.oldest_within_window(pool, version, now);
             let figures = match earlier {
                 Some((t, earlier)) => {
                     let span = now.saturating_duration_since(t);
@@ -88,32 +84,42 @@ impl Stats {
             pools
                 .entry(pool.clone())
                 .or_default()
+                .versions
                 .insert(version.clone(), figures);
         }
-        let pools: serde_json::Map<String, Value> = pools
-            .into_iter()
-            .map(|(p, versions)| (p, json!({ "versions": versions })))
-            .collect();
-        json!({
-            "window_seconds": round(widest.as_secs_f64(), 3),
-            "pools": pools,
-        })
+        StatsView {
+            pools,
+            window_seconds: round(widest.as_secs_f64(), 3),
+        }
+    }
+
+    fn oldest_within_window(
+        &self,
+        pool: &str,
+        version: &str,
+        now: Instant,
+    ) -> Option<(Instant, Sample)> {
+        let rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+        rings
+            .get(&(pool.to_string(), version.to_string()))?
+            .iter()
+            .find(|(t, _)| now.saturating_duration_since(*t) <= WINDOW + TICK / 2)
+            .cloned()
     }
 }
 
 /// One version's figures over `span`.
-fn figures(w: &Window, span: Duration) -> Value {
+fn figures(w: &Window, span: Duration) -> Figures {
     let secs = span.as_secs_f64();
-    let rps = (secs >= 0.1).then(|| round(w.requests as f64 / secs, 2));
-    json!({
-        "requests": w.requests,
-        "errors": w.errors,
-        "requests_per_second": rps,
-        "error_rate": w.error_rate().map(|r| round(r, 6)),
-        "p50_seconds": w.quantile(0.5).map(|q| round(q, 6)),
-        "p99_seconds": w.quantile(0.99).map(|q| round(q, 6)),
-        "window_seconds": round(secs, 3),
-    })
+    Figures {
+        requests: w.requests,
+        errors: w.errors,
+        requests_per_second: (secs >= 0.1).then(|| round(w.requests as f64 / secs, 2)),
+        error_rate: w.error_rate().map(|r| round(r, 6)),
+        p50_seconds: w.quantile(0.5).map(|q| round(q, 6)),
+        p99_seconds: w.quantile(0.99).map(|q| round(q, 6)),
+        window_seconds: round(secs, 3),
+    }
 }
 
 fn round(x: f64, digits: i32) -> f64 {
@@ -122,8 +128,8 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 /// Every (pool, version) of the current table.
-pub fn versions_of(app: &App) -> Vec<(String, String)> {
-    let table = app.table.load();
+pub fn versions_of(c: &Control) -> Vec<(String, String)> {
+    let table = c.table.load();
     table
         .pools
         .iter()
@@ -136,13 +142,12 @@ pub fn versions_of(app: &App) -> Vec<(String, String)> {
 }
 
 /// `GET /v1/stats`.
-pub fn stats_json(app: &App) -> Value {
-    app.stats
-        .json(&app.metrics, &versions_of(app), Instant::now())
+pub fn view(stats: &Stats, c: &Control) -> StatsView {
+    stats.view(&c.metrics, &versions_of(c), Instant::now())
 }
 
 /// Samples every version once a second until shutdown.
-pub async fn sample_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+pub async fn sample_loop(stats: Arc<Stats>, c: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -150,12 +155,11 @@ pub async fn sample_loop(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let app2 = app.clone();
+        let (stats, c) = (stats.clone(), c.clone());
         // Gathering the families is a little CPU work; keep it off the
         // reactor threads' hot path.
         let _ = tokio::task::spawn_blocking(move || {
-            app2.stats
-                .tick(&app2.metrics, &versions_of(&app2), Instant::now())
+            stats.tick(&c.metrics, &versions_of(&c), Instant::now())
         })
         .await;
     }
@@ -179,7 +183,7 @@ mod tests {
         let t0 = Instant::now();
 
         // Before any sample: counts, no rates.
-        let v = s.json(&m, &versions, t0);
+        let v = serde_json::to_value(s.view(&m, &versions, t0)).unwrap();
         assert_eq!(v["pools"]["app"]["versions"]["green"]["requests"], 0);
         assert!(v["pools"]["app"]["versions"]["green"]["requests_per_second"].is_null());
 
@@ -199,7 +203,7 @@ mod tests {
             green.record(500, Duration::from_millis(300));
         }
         let now = t0 + Duration::from_secs(20);
-        let v = s.json(&m, &versions, now);
+        let v = serde_json::to_value(s.view(&m, &versions, now)).unwrap();
         let g = &v["pools"]["app"]["versions"]["green"];
         assert_eq!(g["requests"], 200, "{v}");
         assert_eq!(g["errors"], 10);

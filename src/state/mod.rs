@@ -13,16 +13,21 @@
 //! file's weights for that pool and reloads, the file is the newer word and
 //! wins; the dropped override is reported as an event.
 //!
-//! The state sits behind [`StateStore`] so a shared store (etcd, for several
-//! instances) can take the JSON file's place.
+//! This module is the pure model (what is persisted and how it applies to
+//! the file's config); [`store`] is where it is kept. The state sits behind
+//! [`store::StateStore`] so a shared store (etcd, for several instances) can
+//! take the JSON file's place.
+
+pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BackendAddr, Config, VersionConfig};
-use crate::fsutil;
+use crate::model::rollout::Rollout;
+
+pub use store::{FileStore, MemoryStore, StateError, StateStore};
 
 /// Everything persisted.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -31,9 +36,37 @@ pub struct PersistedState {
     pub format: u32,
     #[serde(default)]
     pub pools: BTreeMap<String, PoolOverrides>,
-    /// Active or recently finished rollouts, by pool (owned by `rollout`).
-    #[serde(default)]
-    pub rollouts: BTreeMap<String, serde_json::Value>,
+    /// Active or recently finished rollouts, by pool. A record this build
+    /// cannot read is dropped with a warning, never fatal to the whole file.
+    #[serde(default, deserialize_with = "lenient_rollouts")]
+    pub rollouts: BTreeMap<String, Rollout>,
+}
+
+fn lenient_rollouts<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Rollout>, D::Error> {
+    let raw = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .filter_map(|(pool, v)| match serde_json::from_value::<Rollout>(v) {
+            Ok(r) => Some((pool, r)),
+            Err(e) => {
+                tracing::warn!(%pool, error = %e, "stored rollout is unreadable; ignored");
+                None
+            }
+        })
+        .collect())
+}
+
+impl PersistedState {
+    /// Pool -> canary version, from active rollouts.
+    pub fn canaries(&self) -> std::collections::HashMap<String, String> {
+        self.rollouts
+            .iter()
+            .filter(|(_, r)| r.active)
+            .map(|(p, r)| (p.clone(), r.canary.clone()))
+            .collect()
+    }
 }
 
 fn format_version() -> u32 {
@@ -70,99 +103,6 @@ pub struct VersionSpec {
     pub backends: Vec<String>,
     #[serde(default)]
     pub weight: u32,
-}
-
-/// Why the state could not be read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path} is not a valid state file: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-/// Where the state lives.
-pub trait StateStore: Send + Sync {
-    /// The stored state; `Ok(None)` when there is none yet.
-    fn load(&self) -> Result<Option<PersistedState>, StateError>;
-    /// Stores the state durably before returning.
-    fn save(&self, state: &PersistedState) -> Result<(), StateError>;
-    /// A name for logs.
-    fn describe(&self) -> String;
-}
-
-/// The JSON state file.
-pub struct FileStore {
-    path: PathBuf,
-}
-
-impl FileStore {
-    pub fn new(path: &Path) -> FileStore {
-        FileStore {
-            path: path.to_owned(),
-        }
-    }
-}
-
-impl StateStore for FileStore {
-    fn load(&self) -> Result<Option<PersistedState>, StateError> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(StateError::Read {
-                    path: self.path.clone(),
-                    source,
-                })
-            }
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StateError::Corrupt {
-                path: self.path.clone(),
-                reason: e.to_string(),
-            })
-    }
-
-    fn save(&self, state: &PersistedState) -> Result<(), StateError> {
-        let mut data = serde_json::to_vec_pretty(state).unwrap_or_default();
-        data.push(b'\n');
-        fsutil::write_atomic(&self.path, &data, 0o600).map_err(|source| StateError::Write {
-            path: self.path.clone(),
-            source,
-        })
-    }
-
-    fn describe(&self) -> String {
-        self.path.display().to_string()
-    }
-}
-
-/// A store that keeps nothing (for `demo` and tests).
-#[derive(Default)]
-pub struct MemoryStore {
-    state: std::sync::Mutex<Option<PersistedState>>,
-}
-
-impl StateStore for MemoryStore {
-    fn load(&self) -> Result<Option<PersistedState>, StateError> {
-        Ok(self.state.lock().unwrap_or_else(|e| e.into_inner()).clone())
-    }
-    fn save(&self, state: &PersistedState) -> Result<(), StateError> {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.clone());
-        Ok(())
-    }
-    fn describe(&self) -> String {
-        "memory".into()
-    }
 }
 
 /// The file's weights for one pool.
@@ -351,18 +291,5 @@ backends = ["127.0.0.1:2"]
         assert_eq!(c.pools["app"].versions.len(), 2);
         assert!(kept.pools.is_empty());
         assert_eq!(notes.len(), 1);
-    }
-
-    #[test]
-    fn file_store_roundtrip_and_corruption() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("state.json");
-        let store = FileStore::new(&p);
-        assert!(store.load().unwrap().is_none());
-        let s = weights_override(&[("blue", 1)]);
-        store.save(&s).unwrap();
-        assert_eq!(store.load().unwrap().unwrap(), s);
-        std::fs::write(&p, b"{\"pools\": [").unwrap();
-        assert!(matches!(store.load(), Err(StateError::Corrupt { .. })));
     }
 }

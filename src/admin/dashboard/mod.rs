@@ -14,7 +14,6 @@
 //! `GET /v1/stats` (see [`stats`]) and the rollout status once a second.
 
 pub mod auth;
-pub mod stats;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,19 +22,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
-use crate::admin::{self, AdminCommand};
-use crate::app::App;
+use super::dispatch::{dispatch, error_response, json_response, read_command, Api};
 use crate::config::AdminConfig;
+use crate::listener::{self, Slots};
+use crate::model::api::ErrorBody;
 
 pub use auth::Token;
-pub use stats::Stats;
 
 const INDEX_HTML: &str = include_str!("index.html");
 const DASHBOARD_JS: &str = include_str!("dashboard.js");
@@ -44,6 +42,8 @@ const FAVICON_SVG: &str = include_str!("favicon.svg");
 
 /// How long a client may take to send a request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Dashboard connections served at once (more wait in the backlog).
+const MAX_CONNECTIONS: usize = 64;
 
 /// The page may load its own script and style and talk to its own origin;
 /// nothing else, and nobody may frame it.
@@ -129,69 +129,47 @@ pub async fn bind(admin: &AdminConfig) -> Result<Option<Dashboard>, DashboardErr
     }))
 }
 
-/// Starts the live-figures sampler and, when bound, the dashboard; returns
-/// their tasks, which end at shutdown.
-pub fn spawn(
-    app: &Arc<App>,
-    dashboard: Option<Dashboard>,
-    shutdown: watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = vec![tokio::spawn(stats::sample_loop(
-        app.clone(),
-        shutdown.clone(),
-    ))];
-    if let Some(d) = dashboard {
-        let addr = d.local_addr();
-        tracing::info!(%addr, "dashboard at http://{addr}/");
-        app.set_bound("dashboard", addr.to_string());
-        tasks.push(tokio::spawn(serve(app.clone(), d, shutdown)));
-    }
-    tasks
-}
-
 /// Serves the dashboard until `shutdown` changes.
-pub async fn serve(app: Arc<App>, dashboard: Dashboard, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    api: Api,
+    dashboard: Dashboard,
+    tracker: TaskTracker,
+    shutdown: watch::Receiver<bool>,
+) {
     let Dashboard {
         listener, token, ..
     } = dashboard;
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "dashboard accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let token = token.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                handle(app.clone(), token.clone(), peer, req)
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+    let conn_shutdown = shutdown.clone();
+    listener::serve(
+        "dashboard",
+        listener,
+        Slots::new(MAX_CONNECTIONS),
+        tracker,
+        shutdown,
+        move |stream, peer, permit| {
+            let (api, token, shutdown) = (api.clone(), token.clone(), conn_shutdown.clone());
+            async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    handle(api.clone(), token.clone(), peer, req)
+                });
+                listener::http1(stream, svc, HEADER_TIMEOUT, shutdown).await;
+                drop(permit);
+            }
+        },
+    )
+    .await;
 }
 
 /// One dashboard request: an asset, or an API call behind the token.
 pub async fn handle(
-    app: Arc<App>,
+    api: Api,
     token: Arc<Token>,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
     let mut resp = if path == "/v1" || path.starts_with("/v1/") {
-        api(&app, &token, peer, req).await
+        call(&api, &token, peer, req).await
     } else {
         asset(req.method(), path)
     };
@@ -250,18 +228,20 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 }
 
 /// `/v1/...`: token, parse, same-origin check for changes, dispatch.
-async fn api(
-    app: &Arc<App>,
+async fn call(
+    api: &Api,
     token: &Token,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     if !token.authorizes(req.headers()) {
         tracing::warn!(peer = %peer.ip(), method = %req.method(), path = %req.uri().path(), "dashboard API call without the right token refused");
-        let mut r = admin::json_response(
-            StatusCode::UNAUTHORIZED,
-            &json!({ "error": "missing or wrong token: send Authorization: Bearer <the token in admin.token_file>" }),
-        );
+        let body = ErrorBody {
+            error:
+                "missing or wrong token: send Authorization: Bearer <the token in admin.token_file>"
+                    .into(),
+        };
+        let mut r = json_response(StatusCode::UNAUTHORIZED, &body);
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"switchyard\""),
@@ -270,32 +250,22 @@ async fn api(
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let query = req.uri().query().map(str::to_string);
     let origin = auth::check_same_origin(req.headers());
-    let body = match Limited::new(req.into_body(), admin::MAX_BODY)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return admin::json_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &json!({ "error": "body too large or unreadable" }),
-            )
-        }
-    };
-    let cmd = match AdminCommand::parse(method.as_str(), &path, query.as_deref(), &body) {
+    let cmd = match read_command(req).await {
         Ok(cmd) => cmd,
-        Err(e) => return admin::json_response(e.status(), &json!({ "error": e.to_string() })),
+        Err(e) => return error_response(&e),
     };
     if cmd.is_change() {
         if let Err(e) = origin {
             tracing::warn!(peer = %peer.ip(), %method, %path, error = %e, "dashboard change refused by the same-origin check");
-            return admin::json_response(StatusCode::FORBIDDEN, &json!({ "error": e.to_string() }));
+            let body = ErrorBody {
+                error: e.to_string(),
+            };
+            return json_response(StatusCode::FORBIDDEN, &body);
         }
     }
-    match admin::dispatch(app, cmd, format!("dashboard@{}", peer.ip())).await {
-        Ok(v) => admin::json_response(StatusCode::OK, &v),
-        Err(e) => admin::json_response(e.status(), &json!({ "error": e.to_string() })),
+    match dispatch(api, cmd, format!("dashboard@{}", peer.ip())).await {
+        Ok(reply) => json_response(StatusCode::OK, &reply),
+        Err(e) => error_response(&e),
     }
 }

@@ -1,0 +1,130 @@
+//! Reloading the config file.
+
+use std::sync::Arc;
+
+use super::{Control, Snapshot};
+use crate::config::Config;
+use crate::events::{EventKind, NewEvent};
+use crate::model::api::ReloadReply;
+use crate::model::AdminError;
+use crate::state::{apply_overrides, PersistedState};
+
+// === impl Control ===
+
+impl Control {
+    /// Reloads the config file. A bad file changes nothing and every error is
+    /// returned. A file that would route nothing, or that drops pools holding
+    /// runtime changes or an active rollout, is refused unless `force`.
+    /// Listener addresses need a restart (they are not re-bound).
+    ///
+    /// The file is read before the writer lock is taken, with a size and
+    /// type limit, so a slow or hostile path (a FIFO, a device) never holds
+    /// up another change, and reads never wait for it at all.
+    pub fn reload(&self, who: &str, force: bool) -> Result<ReloadReply, AdminError> {
+        let path = self
+            .snapshot()
+            .config_path
+            .clone()
+            .ok_or(AdminError::NoConfigFile)?;
+        let file = Config::load(&path).map_err(|e| self.reload_failed(who, e.to_string()))?;
+        let w = self.lock_writer();
+        let view = self.snapshot();
+        if !force {
+            refuse_losses(&file, &view.state).map_err(|m| self.reload_failed(who, m))?;
+        }
+        let mut notes_out = Vec::new();
+        if listeners_differ(&view.file, &file) {
+            notes_out.push("listener addresses, limits and the admin socket changed in the file: they take effect at the next restart".to_string());
+        }
+        let (effective, kept, notes) = apply_overrides(&file, &view.state);
+        if kept != *view.state {
+            w.store
+                .save(&kept)
+                .map_err(|e| AdminError::Store(e.to_string()))?;
+        }
+        for problem in self.tls.apply_config(&file) {
+            tracing::error!("{problem}");
+            notes_out.push(problem);
+        }
+        self.publish(Snapshot {
+            config_path: Some(path.clone()),
+            file: Arc::new(file),
+            effective: Arc::new(effective),
+            state: Arc::new(kept),
+        });
+        drop(w);
+        for (pool, note) in notes {
+            self.events
+                .record(NewEvent::new(who, EventKind::OverrideDropped, note.clone()).pool(pool));
+            notes_out.push(note);
+        }
+        self.metrics.config_reload(true);
+        let what = format!("reloaded {}", path.display());
+        self.events
+            .record(NewEvent::new(who, EventKind::Reload, what));
+        Ok(ReloadReply {
+            notes: notes_out,
+            reloaded: path.display().to_string(),
+        })
+    }
+
+    /// Counts and records a refused reload; the running config is kept.
+    fn reload_failed(&self, who: &str, msg: String) -> AdminError {
+        self.metrics.config_reload(false);
+        self.events.record(NewEvent::new(
+            who,
+            EventKind::ReloadFailed,
+            format!("reload refused, running config kept:\n{msg}"),
+        ));
+        AdminError::BadConfig(msg)
+    }
+}
+
+/// What a reload must not do without being told to: route nothing, or drop
+/// pools that hold runtime changes or a rollout.
+fn refuse_losses(file: &Config, state: &PersistedState) -> Result<(), String> {
+    if file.routes.is_empty() {
+        return Err(
+            "the new config has no routes: every request would get 404. \
+                    Fix the file, or reload with force (ctl reload --force) to serve nothing"
+                .into(),
+        );
+    }
+    let held: Vec<&str> = state
+        .pools
+        .iter()
+        .filter(|(_, o)| !o.is_empty())
+        .map(|(p, _)| p.as_str())
+        .chain(
+            state
+                .rollouts
+                .iter()
+                .filter(|(_, r)| r.status.is_active())
+                .map(|(p, _)| p.as_str()),
+        )
+        .filter(|p| !file.pools.contains_key(*p))
+        .collect();
+    if held.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the new config drops pool(s) {} that hold runtime changes (weights, versions or a rollout); \
+         they would be lost. Fix the file, or reload with force (ctl reload --force) to drop them",
+        held.join(", ")
+    ))
+}
+
+/// Whether a reload changed something only a restart applies.
+fn listeners_differ(a: &Config, b: &Config) -> bool {
+    let sa = &a.server;
+    let sb = &b.server;
+    sa.http != sb.http
+        || sa.https != sb.https
+        || sa.header_timeout != sb.header_timeout
+        || sa.max_connections != sb.max_connections
+        || sa.max_header_bytes != sb.max_header_bytes
+        || sa.workers != sb.workers
+        || a.admin != b.admin
+        || a.metrics != b.metrics
+        || a.access_log != b.access_log
+}

@@ -1,0 +1,257 @@
+//! The admin API on the wire: every request body and every answer, as the
+//! README documents them. Fields are declared in the order they appear on the
+//! wire (alphabetical, as the API has always answered).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::event::Event;
+use super::rollout::Rollout;
+
+/// `{"error": "..."}`, with 400, 404, 409, 413 or 500.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+// ---------------------------------------------------------------------------
+// GET /v1/state
+
+/// `GET /v1/state`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateView {
+    /// One entry per ACME domain and per certificate file.
+    #[serde(default)]
+    pub certificates: BTreeMap<String, CertificateView>,
+    /// The config file, when there is one.
+    pub config: Option<String>,
+    /// The sequence number of the newest audit event.
+    pub last_event: u64,
+    /// Bound addresses (port 0 resolved): `http`, `https`, `admin`, `metrics`, `dashboard`.
+    #[serde(default)]
+    pub listeners: BTreeMap<String, String>,
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolView>,
+    /// The stored rollout of each pool (any status).
+    #[serde(default)]
+    pub rollouts: BTreeMap<String, Rollout>,
+    #[serde(default)]
+    pub routes: Vec<RouteView>,
+    /// Where runtime changes are kept (the state file's path, or `memory`).
+    pub state_store: String,
+    /// switchyard's own version.
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoolView {
+    pub versions: BTreeMap<String, VersionView>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VersionView {
+    pub backends: Vec<BackendView>,
+    /// The weight the split uses: 0 while no backend is available.
+    pub effective_weight: u32,
+    pub in_flight: usize,
+    /// Share of new requests, in percent with two decimals.
+    pub share_percent: f64,
+    /// The configured weight (after runtime changes).
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendView {
+    pub addr: String,
+    pub available: bool,
+    pub ejected: bool,
+    pub healthy: bool,
+    pub in_flight: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteView {
+    pub host: String,
+    pub pool: String,
+    pub preview: bool,
+    /// `none`, `acme` or `files`.
+    pub tls: String,
+}
+
+/// A certificate switchyard serves.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CertificateView {
+    pub issuer: Option<String>,
+    pub not_after: Option<String>,
+    pub not_after_unix: Option<i64>,
+    pub not_before: Option<String>,
+    pub serial: Option<String>,
+    /// `acme` or `files`.
+    pub source: String,
+    /// The ACME manager's record of the domain (ACME certificates only).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<AcmeStatusView>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AcmeStatusView {
+    pub attempts: u64,
+    pub consecutive_failures: u32,
+    pub failures: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub last_success_at: Option<String>,
+    pub next_check: Option<String>,
+    pub rate_limited: u64,
+    pub renew_at: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Changes
+
+/// `PUT /v1/pools/{pool}/weights`: `{"blue":0,"green":100}`.
+pub type WeightsRequest = BTreeMap<String, u32>;
+
+/// The answer to `PUT /v1/pools/{pool}/weights`: every weight of the pool after the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightsReply {
+    pub pool: String,
+    pub weights: BTreeMap<String, u32>,
+}
+
+/// `PUT /v1/pools/{pool}/versions/{v}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionRequest {
+    pub backends: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+/// A version as it is after a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionSpecView {
+    pub backends: Vec<String>,
+    pub weight: u32,
+}
+
+/// The answer to `PUT /v1/pools/{pool}/versions/{v}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionReply {
+    pub pool: String,
+    pub spec: VersionSpecView,
+    pub version: String,
+}
+
+/// The answer to `DELETE /v1/pools/{pool}/versions/{v}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemovedReply {
+    /// Whether its in-flight requests finished within `shutdown_grace`.
+    pub drained: bool,
+    pub in_flight: usize,
+    pub pool: String,
+    pub removed: String,
+}
+
+/// The answer to `POST /v1/reload`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadReply {
+    /// What the reload could not apply (listeners, dropped overrides, certificates).
+    pub notes: Vec<String>,
+    pub reloaded: String,
+}
+
+/// `GET /v1/events?since=N`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventsReply {
+    pub events: Vec<Event>,
+}
+
+// ---------------------------------------------------------------------------
+// GET /v1/stats
+
+/// `GET /v1/stats`: per version, over the last ~10 s.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsView {
+    pub pools: BTreeMap<String, StatsPool>,
+    /// The widest span the figures cover, in seconds.
+    pub window_seconds: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsPool {
+    pub versions: BTreeMap<String, Figures>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    pub error_rate: Option<f64>,
+    pub errors: u64,
+    pub p50_seconds: Option<f64>,
+    pub p99_seconds: Option<f64>,
+    pub requests: u64,
+    pub requests_per_second: Option<f64>,
+    pub window_seconds: f64,
+}
+
+// ---------------------------------------------------------------------------
+// Rollouts
+
+/// `POST /v1/pools/{pool}/rollout`: the canary and any plan fields that
+/// override the pool's `[rollout]` defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_rate_increase: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_increase: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_tolerance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke: Option<SmokeRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<i64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeRequest {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+}
+
+/// `GET /v1/pools/{pool}/rollout` (and the answer to every rollout call):
+/// the stored rollout plus where it stands now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    #[serde(flatten)]
+    pub rollout: Rollout,
+    /// The canary's share at the current step.
+    pub percent: u32,
+    /// `running`, `paused`, `promoted` or `rolled_back`.
+    pub state: String,
+    /// 1-based.
+    pub step_number: usize,
+    pub steps_total: usize,
+    /// Until the current window is judged (0 unless running).
+    pub time_left_ms: u64,
+}

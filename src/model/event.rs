@@ -1,0 +1,173 @@
+//! Audit events: what happened, who did it, and the kind as a closed set.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Every kind of audit event. On the wire and in the events file each is
+/// the dotted name (`"weights"`, `"rollout.step"`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    #[serde(rename = "weights")]
+    Weights,
+    #[serde(rename = "version.add")]
+    VersionAdd,
+    #[serde(rename = "version.replace")]
+    VersionReplace,
+    #[serde(rename = "version.remove")]
+    VersionRemove,
+    #[serde(rename = "reload")]
+    Reload,
+    #[serde(rename = "reload.failed")]
+    ReloadFailed,
+    #[serde(rename = "override.dropped")]
+    OverrideDropped,
+    #[serde(rename = "state.error")]
+    StateError,
+    #[serde(rename = "backend.ejected")]
+    BackendEjected,
+    #[serde(rename = "backend.restored")]
+    BackendRestored,
+    #[serde(rename = "health.up")]
+    HealthUp,
+    #[serde(rename = "health.down")]
+    HealthDown,
+    #[serde(rename = "rollout.start")]
+    RolloutStart,
+    #[serde(rename = "rollout.smoke")]
+    RolloutSmoke,
+    #[serde(rename = "rollout.step")]
+    RolloutStep,
+    #[serde(rename = "rollout.judgement")]
+    RolloutJudgement,
+    #[serde(rename = "rollout.failure")]
+    RolloutFailure,
+    #[serde(rename = "rollout.pause")]
+    RolloutPause,
+    #[serde(rename = "rollout.resume")]
+    RolloutResume,
+    #[serde(rename = "rollout.promoted")]
+    RolloutPromoted,
+    #[serde(rename = "rollout.rolled_back")]
+    RolloutRolledBack,
+    /// A kind this build does not know (an events file from a newer one).
+    #[serde(other, rename = "unknown")]
+    Unknown,
+}
+
+impl EventKind {
+    /// The dotted name, as in the events file.
+    pub fn as_str(self) -> &'static str {
+        use EventKind::*;
+        match self {
+            Weights => "weights",
+            VersionAdd => "version.add",
+            VersionReplace => "version.replace",
+            VersionRemove => "version.remove",
+            Reload => "reload",
+            ReloadFailed => "reload.failed",
+            OverrideDropped => "override.dropped",
+            StateError => "state.error",
+            BackendEjected => "backend.ejected",
+            BackendRestored => "backend.restored",
+            HealthUp => "health.up",
+            HealthDown => "health.down",
+            RolloutStart => "rollout.start",
+            RolloutSmoke => "rollout.smoke",
+            RolloutStep => "rollout.step",
+            RolloutJudgement => "rollout.judgement",
+            RolloutFailure => "rollout.failure",
+            RolloutPause => "rollout.pause",
+            RolloutResume => "rollout.resume",
+            RolloutPromoted => "rollout.promoted",
+            RolloutRolledBack => "rollout.rolled_back",
+            Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One audit event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub seq: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// `uid:1000` for an admin-socket peer, or `config`, `health`, `rollout`, `signal:SIGHUP`.
+    pub who: String,
+    pub kind: EventKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// One line for humans.
+    pub what: String,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub before: Value,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub after: Value,
+}
+
+/// What a caller records; the log adds `seq` and `time`.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub who: String,
+    pub kind: EventKind,
+    pub pool: Option<String>,
+    pub what: String,
+    pub before: Value,
+    pub after: Value,
+}
+
+impl NewEvent {
+    pub fn new(who: impl Into<String>, kind: EventKind, what: impl Into<String>) -> NewEvent {
+        NewEvent {
+            who: who.into(),
+            kind,
+            pool: None,
+            what: what.into(),
+            before: Value::Null,
+            after: Value::Null,
+        }
+    }
+
+    pub fn pool(mut self, pool: impl Into<String>) -> NewEvent {
+        self.pool = Some(pool.into());
+        self
+    }
+
+    pub fn before(mut self, v: Value) -> NewEvent {
+        self.before = v;
+        self
+    }
+
+    pub fn after(mut self, v: Value) -> NewEvent {
+        self.after = v;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_keep_their_dotted_names_both_ways() {
+        for k in [
+            EventKind::Weights,
+            EventKind::VersionAdd,
+            EventKind::RolloutRolledBack,
+            EventKind::HealthDown,
+        ] {
+            let s = serde_json::to_string(&k).unwrap();
+            assert_eq!(s, format!("\"{}\"", k.as_str()));
+            assert_eq!(serde_json::from_str::<EventKind>(&s).unwrap(), k);
+        }
+        assert_eq!(
+            serde_json::from_str::<EventKind>("\"from.the.future\"").unwrap(),
+            EventKind::Unknown
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! A rollout as it is stored and served: its plan, where it stands, and the
+//! judgements so far. Changed only through `control` (revisioned writes).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::api::RolloutStatus;
+
+/// The format of a stored rollout record; bumped when its meaning changes.
+pub const ROLLOUT_FORMAT: u32 = 1;
+
+/// What a rollout does: steps and gates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Canary percent per step; the last is 100.
+    pub steps: Vec<u32>,
+    #[serde(with = "ms")]
+    pub step_duration: Duration,
+    pub min_requests: u64,
+    pub max_error_rate_increase: f64,
+    pub max_p99_increase: f64,
+    /// A p99 difference smaller than this never fails a judgement: at a few
+    /// milliseconds, ratios are noise.
+    #[serde(with = "ms", default = "default_tolerance")]
+    pub p99_tolerance: Duration,
+    pub failure_limit: u32,
+    #[serde(with = "ms")]
+    pub cooldown: Duration,
+    #[serde(default)]
+    pub smoke_path: Option<String>,
+    #[serde(default = "default_status")]
+    pub smoke_status: (u16, u16),
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// The preset the plan came from, if any.
+    #[serde(default)]
+    pub preset: Option<String>,
+}
+
+pub fn default_tolerance() -> Duration {
+    Duration::from_millis(10)
+}
+
+pub fn default_status() -> (u16, u16) {
+    (200, 299)
+}
+
+mod ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// Where a rollout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    Paused,
+    Promoted,
+    RolledBack,
+}
+
+impl Status {
+    pub fn is_active(self) -> bool {
+        matches!(self, Status::Running | Status::Paused)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Promoted => "promoted",
+            Status::RolledBack => "rolled_back",
+        }
+    }
+}
+
+/// One judgement of a window, with the numbers behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judgement {
+    pub step: usize,
+    pub percent: u32,
+    pub at_ms: u64,
+    pub verdict: Verdict,
+    pub reason: String,
+    pub canary_requests: u64,
+    pub stable_requests: u64,
+    pub canary_error_rate: Option<f64>,
+    pub stable_error_rate: Option<f64>,
+    pub canary_p99: Option<f64>,
+    pub stable_p99: Option<f64>,
+    pub max_error_rate_increase: f64,
+    pub max_p99_increase: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Wait,
+}
+
+/// What an operator asks of a running rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutAction {
+    Pause,
+    Resume,
+    Promote,
+    Abort,
+}
+
+/// A rollout, as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// The record's format ([`ROLLOUT_FORMAT`]); records without one are format 1.
+    #[serde(default = "format_one")]
+    pub format: u32,
+    pub pool: String,
+    pub canary: String,
+    pub stable: String,
+    pub plan: Plan,
+    pub status: Status,
+    /// Read by the routing table: canary first in the sticky layout.
+    pub active: bool,
+    pub step: usize,
+    pub step_started_ms: u64,
+    pub failures: u32,
+    pub waits: u32,
+    pub started_ms: u64,
+    pub started_by: String,
+    #[serde(default)]
+    pub finished_ms: Option<u64>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub cooldown_until_ms: Option<u64>,
+    #[serde(default)]
+    pub last: Option<Judgement>,
+    /// The last judgements, newest last (at most 20).
+    #[serde(default)]
+    pub history: Vec<Judgement>,
+    /// Bumped by every write; a write based on an older revision is refused,
+    /// so the controller and admin calls never overwrite each other.
+    #[serde(default)]
+    pub rev: u64,
+}
+
+fn format_one() -> u32 {
+    1
+}
+
+// === impl Rollout ===
+
+impl Rollout {
+    pub fn percent(&self) -> u32 {
+        self.plan.steps.get(self.step).copied().unwrap_or(100)
+    }
+
+    /// Weights for the current step: canary p, stable 100 - p.
+    pub fn step_weights(&self) -> BTreeMap<String, u32> {
+        let p = self.percent().min(100);
+        [(self.canary.clone(), p), (self.stable.clone(), 100 - p)].into()
+    }
+
+    /// Status for `GET /v1/pools/{pool}/rollout` and `ctl rollout status`, at `now_ms`.
+    pub fn status_at(&self, now_ms: u64) -> RolloutStatus {
+        let time_left_ms = if self.status == Status::Running {
+            (self.step_started_ms + self.plan.step_duration.as_millis() as u64)
+                .saturating_sub(now_ms)
+        } else {
+            0
+        };
+        RolloutStatus {
+            rollout: self.clone(),
+            percent: self.percent(),
+            state: self.status.as_str().to_string(),
+            step_number: self.step + 1,
+            steps_total: self.plan.steps.len(),
+            time_left_ms,
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The rollout runner: one task per active rollout, and the supervisor that
+//! starts them (at start for stored rollouts, and when an operator starts or
+//! steers one).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::judge::judge;
+use super::MAX_WAITS;
+use crate::control::{now_ms, Control};
+use crate::events::{EventKind, NewEvent};
+use crate::metrics::{Sample, Window};
+use crate::model::rollout::{Judgement, Rollout, Status, Verdict};
+use crate::model::AdminError;
+
+/// How often a running rollout checks the canary's health.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_millis(100);
+/// Judgements kept in a rollout's history.
+const HISTORY: usize = 20;
+
+struct Task {
+    wake: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+/// Runs every active rollout until `shutdown`; their state stays in the
+/// store for the next start.
+pub async fn supervise(control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
+    let mut calls = control.rollout_calls();
+    let mut tasks: HashMap<String, Task> = HashMap::new();
+    resume_all(&control, &mut tasks);
+    loop {
+        tokio::select! {
+            call = calls.recv() => match call {
+                Ok(pool) => follow(&control, &mut tasks, &pool),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let pools: Vec<String> = control.snapshot().state.rollouts.keys().cloned().collect();
+                    for pool in pools {
+                        follow(&control, &mut tasks, &pool);
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    for (_, t) in tasks {
+        t.task.abort();
+    }
+}
+
+/// An operator started or steered `pool`'s rollout: wake its task, or start
+/// one.
+fn follow(control: &Arc<Control>, tasks: &mut HashMap<String, Task>, pool: &str) {
+    if let Some(t) = tasks.get(pool).filter(|t| !t.task.is_finished()) {
+        t.wake.notify_one();
+        return;
+    }
+    if control.rollout(pool).is_some_and(|r| r.status.is_active()) {
+        spawn(control, tasks, pool);
+    }
+}
+
+fn spawn(control: &Arc<Control>, tasks: &mut HashMap<String, Task>, pool: &str) {
+    let wake = Arc::new(Notify::new());
+    let task = tokio::spawn(run(control.clone(), pool.to_string(), wake.clone()));
+    if let Some(old) = tasks.insert(pool.to_string(), Task { wake, task }) {
+        old.task.abort();
+    }
+}
+
+/// Resumes every active rollout from the store (at start).
+fn resume_all(control: &Arc<Control>, tasks: &mut HashMap<String, Task>) {
+    let stored = control.snapshot().state.rollouts.clone();
+    for (pool, r) in stored.iter().filter(|(_, r)| r.status.is_active()) {
+        let what = format!(
+            "rollout of {} in {pool} resumed after a restart at step {}/{} ({}%), {}",
+            r.canary,
+            r.step + 1,
+            r.plan.steps.len(),
+            r.percent(),
+            r.status.as_str()
+        );
+        control
+            .events
+            .record(event(EventKind::RolloutResume, pool, what, Value::Null));
+        spawn(control, tasks, pool);
+    }
+}
+
+fn event(kind: EventKind, pool: &str, what: String, after: Value) -> NewEvent {
+    NewEvent::new("rollout", kind, what).pool(pool).after(after)
+}
+
+/// What a turn of the loop decided.
+enum Flow {
+    /// Read the stored record again and go on.
+    Again,
+    /// The rollout ended (or is gone): the task ends.
+    Done,
+}
+
+/// One rollout's task.
+async fn run(c: Arc<Control>, pool: String, wake: Arc<Notify>) {
+    let Some(r) = c.rollout(&pool) else {
+        return;
+    };
+    c.set_rollout_gauges(&r);
+    let fresh = r.step == 0
+        && r.status == Status::Running
+        && r.history.is_empty()
+        && r.failures == 0
+        && r.waits == 0;
+    if fresh && !smoke_gate(&c, r).await {
+        return;
+    }
+    let mut applied_step = None;
+    while let Flow::Again = turn(&c, &pool, &wake, &mut applied_step).await {}
+}
+
+/// A fresh rollout passes the smoke gate before any traffic moves. False
+/// when it failed and the rollout was rolled back.
+async fn smoke_gate(c: &Control, mut r: Rollout) -> bool {
+    if let Err(e) = super::gate::smoke(&r, c).await {
+        let why = format!("smoke gate failed: {e}");
+        if c.finish_rollout(&mut r, Status::RolledBack, why, "rollout")
+            .is_ok()
+        {
+            return false;
+        }
+    }
+    if r.plan.smoke_path.is_some() || r.plan.webhook.is_some() {
+        let what = format!("smoke gate passed for {} in {}", r.canary, r.pool);
+        c.events
+            .record(event(EventKind::RolloutSmoke, &r.pool, what, Value::Null));
+    }
+    true
+}
+
+/// Acts on the stored record once: applies its step, waits out a window,
+/// judges it. Admin calls change the record under us, so every turn starts
+/// from the store.
+async fn turn(c: &Control, pool: &str, wake: &Notify, applied_step: &mut Option<usize>) -> Flow {
+    let Some(mut r) = c.rollout(pool) else {
+        return Flow::Done;
+    };
+    if !r.status.is_active() {
+        c.set_rollout_gauges(&r);
+        return Flow::Done;
+    }
+    if r.status == Status::Paused {
+        c.set_rollout_gauges(&r);
+        wake.notified().await;
+        *applied_step = None;
+        return Flow::Again;
+    }
+    let versions = c.pool_weights(pool).unwrap_or_default();
+    if !versions.contains_key(&r.canary) || !versions.contains_key(&r.stable) {
+        let why = "a version of the rollout left the pool".to_string();
+        return end(c, &mut r, Status::RolledBack, why);
+    }
+    if *applied_step != Some(r.step) {
+        let entered = vec![step_event(&r)];
+        let weights = r.step_weights();
+        match c.save_rollout(&mut r, Some(&weights), entered) {
+            Ok(()) => {}
+            Err(AdminError::Stale) => return Flow::Again,
+            Err(e) => {
+                tracing::error!(%pool, error = %e, "cannot apply the rollout step; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return Flow::Again;
+            }
+        }
+        *applied_step = Some(r.step);
+        c.set_rollout_gauges(&r);
+    }
+    let start = (
+        c.metrics.sample(pool, &r.canary),
+        c.metrics.sample(pool, &r.stable),
+    );
+    if let Some(flow) = wait_window(c, &mut r, wake).await {
+        return flow;
+    }
+    let Some(fresh) = c.rollout(pool) else {
+        return Flow::Done;
+    };
+    if fresh.status != Status::Running || fresh.step != r.step {
+        return Flow::Again;
+    }
+    judge_window(c, fresh, start, applied_step)
+}
+
+/// Waits out the step's window, watching the canary's health and admin
+/// calls. `None` when the window ran its course.
+async fn wait_window(c: &Control, r: &mut Rollout, wake: &Notify) -> Option<Flow> {
+    let end_at = tokio::time::Instant::now() + r.plan.step_duration;
+    loop {
+        if canary_alive(c, r) == Some(false) {
+            let why = format!("every backend of {} is down", r.canary);
+            return Some(end(c, r, Status::RolledBack, why));
+        }
+        let now = tokio::time::Instant::now();
+        if now >= end_at {
+            return None;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep((end_at - now).min(HEALTH_CHECK_EVERY)) => {}
+            _ = wake.notified() => return Some(Flow::Again),
+        }
+    }
+}
+
+/// Ends the rollout; a stale write (an admin call landed) goes round again.
+fn end(c: &Control, r: &mut Rollout, status: Status, why: String) -> Flow {
+    match c.finish_rollout(r, status, why, "rollout") {
+        Ok(()) => Flow::Done,
+        Err(_) => Flow::Again,
+    }
+}
+
+/// Judges the window that just ended and stores the outcome: wait, fail
+/// (maybe roll back), or pass (next step, or promote).
+fn judge_window(
+    c: &Control,
+    mut r: Rollout,
+    start: (Sample, Sample),
+    applied_step: &mut Option<usize>,
+) -> Flow {
+    let pool = r.pool.clone();
+    let at_full = r.percent() >= 100;
+    let canary_w = Window::between(&start.0, &c.metrics.sample(&pool, &r.canary));
+    let stable_w = if at_full {
+        // Everything is on the canary: compare with the stable's record.
+        let record = &start.1;
+        Window::between(&empty_like(record), record)
+    } else {
+        Window::between(&start.1, &c.metrics.sample(&pool, &r.stable))
+    };
+    let (verdict, reason, [ce, se, cp, sp]) = judge(&canary_w, &stable_w, &r.plan);
+    let j = Judgement {
+        step: r.step,
+        percent: r.percent(),
+        at_ms: now_ms(),
+        verdict,
+        reason: reason.clone(),
+        canary_requests: canary_w.requests,
+        stable_requests: stable_w.requests,
+        canary_error_rate: ce,
+        stable_error_rate: se,
+        canary_p99: cp,
+        stable_p99: sp,
+        max_error_rate_increase: r.plan.max_error_rate_increase,
+        max_p99_increase: r.plan.max_p99_increase,
+    };
+    let mut events = vec![judgement_event(&r, &j)];
+    r.last = Some(j.clone());
+    r.history.push(j);
+    if r.history.len() > HISTORY {
+        r.history.remove(0);
+    }
+    let mut next_weights = None;
+    match verdict {
+        Verdict::Wait => {
+            r.waits += 1;
+            if r.waits >= MAX_WAITS {
+                r.waits = 0;
+                r.failures += 1;
+                let what = format!(
+                    "{MAX_WAITS} windows without enough traffic count as a failed judgement"
+                );
+                events.push(event(EventKind::RolloutFailure, &pool, what, Value::Null));
+            }
+        }
+        Verdict::Fail => {
+            r.failures += 1;
+            r.waits = 0;
+        }
+        Verdict::Pass => {
+            r.waits = 0;
+            if at_full || r.step + 1 >= r.plan.steps.len() {
+                if c.save_rollout(&mut r, None, events).is_err() {
+                    return Flow::Again;
+                }
+                return end(c, &mut r, Status::Promoted, "every step passed".into());
+            }
+            // The next step and its weights go in one write, so the stored
+            // step always matches the weights in force.
+            r.step += 1;
+            r.step_started_ms = now_ms();
+            events.push(step_event(&r));
+            next_weights = Some(r.step_weights());
+        }
+    }
+    if r.failures >= r.plan.failure_limit {
+        if c.save_rollout(&mut r, None, events).is_err() {
+            return Flow::Again;
+        }
+        let why = format!("{} failed judgement(s): {reason}", r.failures);
+        return end(c, &mut r, Status::RolledBack, why);
+    }
+    if verdict != Verdict::Pass {
+        r.step_started_ms = now_ms();
+    }
+    match c.save_rollout(&mut r, next_weights.as_ref(), events) {
+        Ok(()) if next_weights.is_some() => {
+            *applied_step = Some(r.step);
+            c.set_rollout_gauges(&r);
+        }
+        Ok(()) => {}
+        // Most likely an admin call (pause, abort) landed meanwhile: the
+        // next turn reads it. The judgement of this window is dropped.
+        Err(e) => tracing::info!(%pool, error = %e, "rollout judgement not stored"),
+    }
+    Flow::Again
+}
+
+/// Whether the canary version still has an available backend.
+fn canary_alive(c: &Control, r: &Rollout) -> Option<bool> {
+    let table = c.table.load();
+    table
+        .pools
+        .get(&r.pool)?
+        .version(&r.canary)
+        .map(|v| v.has_available())
+}
+
+fn judgement_event(r: &Rollout, j: &Judgement) -> NewEvent {
+    let what = format!(
+        "step {}/{} ({}%): {:?}: {} [canary {} req, 5xx {}, p99 {}; stable {} req, 5xx {}, p99 {}; limits +{:.2} pts, +{:.0}% p99]",
+        r.step + 1,
+        r.plan.steps.len(),
+        r.percent(),
+        j.verdict,
+        j.reason,
+        j.canary_requests,
+        pct(j.canary_error_rate),
+        ms_str(j.canary_p99),
+        j.stable_requests,
+        pct(j.stable_error_rate),
+        ms_str(j.stable_p99),
+        r.plan.max_error_rate_increase * 100.0,
+        r.plan.max_p99_increase * 100.0
+    );
+    let after = serde_json::to_value(j).unwrap_or(Value::Null);
+    event(EventKind::RolloutJudgement, &r.pool, what, after)
+}
+
+/// The audit event of entering `r.step`.
+fn step_event(r: &Rollout) -> NewEvent {
+    let what = format!(
+        "step {}/{}: {} at {}%, {} at {}%",
+        r.step + 1,
+        r.plan.steps.len(),
+        r.canary,
+        r.percent(),
+        r.stable,
+        100 - r.percent().min(100)
+    );
+    let after = json!({ "step": r.step + 1, "percent": r.percent() });
+    event(EventKind::RolloutStep, &r.pool, what, after)
+}
+
+fn empty_like(s: &Sample) -> Sample {
+    Sample {
+        requests: 0,
+        errors: 0,
+        buckets: s.buckets.iter().map(|&(le, _)| (le, 0)).collect(),
+        sum: 0.0,
+    }
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map(|v| format!("{:.2}%", v * 100.0))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+fn ms_str(x: Option<f64>) -> String {
+    x.map(|v| format!("{:.1} ms", v * 1000.0))
+        .unwrap_or_else(|| "n/a".into())
+}
