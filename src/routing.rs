@@ -69,6 +69,8 @@ pub struct Pool {
     /// backend counts 0 when the table is built; one that loses its backends
     /// later is skipped at pick time until the rebuild that health asks for).
     schedule: Schedule,
+    /// The effective weights `schedule` was built from.
+    scheduled: Box<[u32]>,
     /// Smooth WRR over configured weights, ignoring health (fail-open).
     configured: Schedule,
     sticky: Option<(Sticky, StickyRanges)>,
@@ -178,6 +180,7 @@ impl RoutingTable {
                 Arc::new(Pool {
                     name: name.as_str().into(),
                     schedule: Schedule::new(&effective),
+                    scheduled: effective.into(),
                     configured: Schedule::new(&weights),
                     versions,
                     sticky,
@@ -355,12 +358,15 @@ impl Pool {
         self.versions.iter().find(|v| &*v.name == name)
     }
 
-    /// Effective weight of each version: its weight when it has an available
-    /// backend, else 0.
+    /// Effective weight of each version, as the split applies it now: the
+    /// weight the schedule was built with while the version has an available
+    /// backend, else 0. A version that comes back counts once the rebuild
+    /// that health asks for has swapped in a table built with it.
     pub fn effective_weights(&self) -> Vec<u32> {
         self.versions
             .iter()
-            .map(|v| if v.has_available() { v.weight } else { 0 })
+            .zip(self.scheduled.iter())
+            .map(|(v, &w)| if v.has_available() { w } else { 0 })
             .collect()
     }
 }

@@ -38,7 +38,7 @@ use crate::balance::sticky_bucket;
 use crate::config::{OnAllDown, Sticky, TlsMode};
 use crate::control::Control;
 use crate::h1::{self, ExchangeError, RawBody};
-use crate::routing::{Pick, Pool, Route, RoutingTable, Version};
+use crate::routing::{Limits, Pick, Pool, Route, RoutingTable, Version};
 use crate::upstream::{Backend, ConnectError, UpBody};
 
 /// Why a request could not be proxied.
@@ -646,6 +646,19 @@ enum Exchange {
     Hyper(Option<Request<UpBody>>),
 }
 
+/// What one attempt on one backend came to.
+enum Attempt {
+    Answered(Response<ProxyBody>),
+    /// A pooled connection turned out closed before anything was sent:
+    /// send again on a fresh one, not counted as a retry (the error is what
+    /// the client gets if that keeps happening).
+    Stale(ProxyError),
+    /// Failed; a retry elsewhere may help.
+    Failed(ProxyError),
+    /// Failed for good (timed out: the request may still be running).
+    Final(ProxyError),
+}
+
 /// Sends the request, retrying where that is safe. Returns the response
 /// head with a body that streams from the backend.
 async fn forward(
@@ -657,7 +670,6 @@ async fn forward(
     at_version: &mut Option<usize>,
 ) -> Result<(Response<ProxyBody>, usize), ProxyError> {
     let pool = &route.pool;
-    let limits = table.limits;
     let (mut parts, body) = req.into_parts();
     let mut exchange = if body.is_end_stream() && is_idempotent(&parts.method) && !upgrade {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -673,119 +685,26 @@ async fn forward(
     let mut stale_retries = 2u32;
     // After a pooled connection turned out closed, the next try connects anew.
     let mut fresh = false;
-
     loop {
-        backend.in_flight.fetch_add(1, Ordering::Relaxed);
-        let mut in_flight = InFlight(Some(backend.clone()));
-        let timeout_err = || ProxyError::Timeout {
-            pool: pool.name.clone(),
-            backend: backend.key.addr.as_str().into(),
-        };
-        let err = match &mut exchange {
-            Exchange::Direct { method, head } => {
-                // Send at the end of this event-loop turn, with the other
-                // requests that arrived in it: a backend on the same CPU
-                // then wakes once per batch instead of preempting the proxy
-                // after every send (about 0.58 -> 0.43 context switches per
-                // request in benches/compare.sh's rig). With nothing else
-                // ready, the turn ends at once.
-                tokio::task::yield_now().await;
-                match backend
-                    .checkout_raw(limits.connect_timeout, limits.idle_timeout, fresh)
-                    .await
-                {
-                    Err(source) => ProxyError::Connect {
-                        pool: pool.name.clone(),
-                        backend: backend.key.addr.as_str().into(),
-                        source,
-                    },
-                    Ok((conn, reused)) => {
-                        let sent = conn.exchange(head, method);
-                        match tokio::time::timeout(limits.request_timeout, sent).await {
-                            Err(_) => {
-                                return Err(timed_out(app, pool, version, &backend, timeout_err()))
-                            }
-                            Ok(Ok(resp)) => {
-                                app.passive_outcome(
-                                    &backend,
-                                    &pool.passive,
-                                    !resp.status().is_server_error(),
-                                );
-                                let (parts, body) = resp.into_parts();
-                                let finish = Some(Finish::new(in_flight.take(), None));
-                                let body = ProxyBody::Direct { body, finish };
-                                return Ok((Response::from_parts(parts, body), vidx));
-                            }
-                            Ok(Err(e)) if reused && e.nothing_received() => {
-                                // A pooled connection the backend had closed:
-                                // send again on a new one, not counted as a retry.
-                                fresh = true;
-                                continue;
-                            }
-                            Ok(Err(source)) => ProxyError::Exchange {
-                                pool: pool.name.clone(),
-                                backend: backend.key.addr.as_str().into(),
-                                source,
-                            },
-                        }
-                    }
-                }
+        let tried = attempt(
+            app,
+            pool,
+            table.limits,
+            version,
+            &backend,
+            &mut exchange,
+            fresh,
+        );
+        let err = match tried.await {
+            Attempt::Answered(resp) => return Ok((resp, vidx)),
+            Attempt::Final(e) => return Err(e),
+            Attempt::Stale(_) if stale_retries > 0 => {
+                stale_retries -= 1;
+                fresh = true;
+                continue;
             }
-            Exchange::Hyper(req) => {
-                let Some(r) = req.take() else {
-                    // Unreachable by construction: a consumed request is
-                    // never retried (see the retry check below).
-                    return Err(ProxyError::NoHealthyVersion(pool.name.clone()));
-                };
-                match Box::pin(backend.checkout(limits.connect_timeout, limits.idle_timeout)).await
-                {
-                    Err(source) => {
-                        *req = Some(r);
-                        ProxyError::Connect {
-                            pool: pool.name.clone(),
-                            backend: backend.key.addr.as_str().into(),
-                            source,
-                        }
-                    }
-                    Ok(mut conn) => {
-                        let sent = Box::pin(conn.sender.try_send_request(r));
-                        match tokio::time::timeout(limits.request_timeout, sent).await {
-                            Err(_) => {
-                                return Err(timed_out(app, pool, version, &backend, timeout_err()))
-                            }
-                            Ok(Ok(resp)) => {
-                                app.passive_outcome(
-                                    &backend,
-                                    &pool.passive,
-                                    !resp.status().is_server_error(),
-                                );
-                                let (parts, body) = resp.into_parts();
-                                let finish = Some(Finish::new(in_flight.take(), Some(conn.sender)));
-                                let body = ProxyBody::Upstream { body, finish };
-                                return Ok((Response::from_parts(parts, body), vidx));
-                            }
-                            Ok(Err(mut e)) => {
-                                if let Some(back) = e.take_message() {
-                                    *req = Some(back);
-                                    if conn.reused && stale_retries > 0 {
-                                        // A pooled connection closed under us before a
-                                        // byte was written: not counted as a retry.
-                                        stale_retries -= 1;
-                                        continue;
-                                    }
-                                }
-                                ProxyError::Upstream {
-                                    pool: pool.name.clone(),
-                                    backend: backend.key.addr.as_str().into(),
-                                    source: e.into_error(),
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            Attempt::Stale(e) | Attempt::Failed(e) => e,
         };
-        drop(in_flight);
         app.passive_failure(&backend, &pool.passive);
         app.metrics.upstream_error(
             &pool.name,
@@ -802,24 +721,145 @@ async fn forward(
         }
         retries_left -= 1;
         tracing::debug!(error = %err, "retrying on another backend");
-        // Same version first, then the weighted choice (never weight 0).
-        let next = match version.pick_backend_except(&backend) {
-            Some(b) => Some((vidx, version, b.clone())),
-            None => match pool.pick(None, false, None) {
-                Pick::Version(i, v) => v.pick_backend_except(&backend).map(|b| (i, v, b.clone())),
-                Pick::AllDown => None,
-            },
+        let Some((i, v, b)) = next_backend(pool, vidx, version, &backend) else {
+            return Err(err);
         };
-        match next {
-            Some((i, v, b)) => {
-                vidx = i;
-                *at_version = Some(i);
-                version = v;
-                backend = b;
-                fresh = false;
+        (vidx, version, backend, fresh) = (i, v, b, false);
+        *at_version = Some(i);
+    }
+}
+
+/// Where a retry goes: the same version first, then the weighted choice
+/// (never weight 0).
+fn next_backend<'p>(
+    pool: &'p Pool,
+    vidx: usize,
+    version: &'p Version,
+    failed: &Backend,
+) -> Option<(usize, &'p Version, Arc<Backend>)> {
+    match version.pick_backend_except(failed) {
+        Some(b) => Some((vidx, version, b.clone())),
+        None => match pool.pick(None, false, None) {
+            Pick::Version(i, v) => v.pick_backend_except(failed).map(|b| (i, v, b.clone())),
+            Pick::AllDown => None,
+        },
+    }
+}
+
+/// One try on one backend.
+async fn attempt(
+    app: &Control,
+    pool: &Pool,
+    limits: Limits,
+    version: &Version,
+    backend: &Arc<Backend>,
+    exchange: &mut Exchange,
+    fresh: bool,
+) -> Attempt {
+    backend.in_flight.fetch_add(1, Ordering::Relaxed);
+    let mut in_flight = InFlight(Some(backend.clone()));
+    let timed = |app: &Control| {
+        let e = ProxyError::Timeout {
+            pool: pool.name.clone(),
+            backend: backend.key.addr.as_str().into(),
+        };
+        Attempt::Final(timed_out(app, pool, version, backend, e))
+    };
+    match exchange {
+        Exchange::Direct { method, head } => {
+            // Send at the end of this event-loop turn, with the other
+            // requests that arrived in it: a backend on the same CPU then
+            // wakes once per batch instead of preempting the proxy after
+            // every send (about 0.58 -> 0.43 context switches per request in
+            // benches/compare.sh's rig). With nothing else ready, the turn
+            // ends at once.
+            tokio::task::yield_now().await;
+            let checkout = backend.checkout_raw(limits.connect_timeout, limits.idle_timeout, fresh);
+            let (conn, reused) = match checkout.await {
+                Ok(x) => x,
+                Err(source) => return Attempt::Failed(connect_error(pool, backend, source)),
+            };
+            let sent = conn.exchange(head, method);
+            match tokio::time::timeout(limits.request_timeout, sent).await {
+                Err(_) => timed(app),
+                Ok(Ok(resp)) => {
+                    app.passive_outcome(backend, &pool.passive, !resp.status().is_server_error());
+                    let (parts, body) = resp.into_parts();
+                    let finish = Some(Finish::new(in_flight.take(), None));
+                    Attempt::Answered(Response::from_parts(
+                        parts,
+                        ProxyBody::Direct { body, finish },
+                    ))
+                }
+                Ok(Err(source)) => {
+                    let stale = reused && source.nothing_received();
+                    let e = ProxyError::Exchange {
+                        pool: pool.name.clone(),
+                        backend: backend.key.addr.as_str().into(),
+                        source,
+                    };
+                    if stale {
+                        Attempt::Stale(e)
+                    } else {
+                        Attempt::Failed(e)
+                    }
+                }
             }
-            None => return Err(err),
         }
+        Exchange::Hyper(req) => {
+            let Some(r) = req.take() else {
+                // Unreachable by construction: a consumed request is never
+                // retried (see `can_resend` in `forward`).
+                return Attempt::Final(ProxyError::NoHealthyVersion(pool.name.clone()));
+            };
+            let mut conn =
+                match Box::pin(backend.checkout(limits.connect_timeout, limits.idle_timeout)).await
+                {
+                    Ok(c) => c,
+                    Err(source) => {
+                        *req = Some(r);
+                        return Attempt::Failed(connect_error(pool, backend, source));
+                    }
+                };
+            let sent = Box::pin(conn.sender.try_send_request(r));
+            match tokio::time::timeout(limits.request_timeout, sent).await {
+                Err(_) => timed(app),
+                Ok(Ok(resp)) => {
+                    app.passive_outcome(backend, &pool.passive, !resp.status().is_server_error());
+                    let (parts, body) = resp.into_parts();
+                    let finish = Some(Finish::new(in_flight.take(), Some(conn.sender)));
+                    Attempt::Answered(Response::from_parts(
+                        parts,
+                        ProxyBody::Upstream { body, finish },
+                    ))
+                }
+                Ok(Err(mut e)) => {
+                    let back = e.take_message();
+                    // A pooled connection closed under us before a byte was
+                    // written: the request came back and may go again.
+                    let stale = back.is_some() && conn.reused;
+                    *req = back;
+                    let e = ProxyError::Upstream {
+                        pool: pool.name.clone(),
+                        backend: backend.key.addr.as_str().into(),
+                        source: e.into_error(),
+                    };
+                    if stale {
+                        Attempt::Stale(e)
+                    } else {
+                        Attempt::Failed(e)
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn connect_error(pool: &Pool, backend: &Backend, source: ConnectError) -> ProxyError {
+    ProxyError::Connect {
+        pool: pool.name.clone(),
+        backend: backend.key.addr.as_str().into(),
+        source,
     }
 }
 
