@@ -12,7 +12,6 @@
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::sync::mpsc::{self, SyncSender, TryRecvError};
@@ -24,19 +23,9 @@ use serde::Serialize;
 /// requests/s, a few MiB at most.
 pub const CAPACITY: usize = 16_384;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Common,
-    Json,
-}
-
-/// Where lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Stdout,
-    Stderr,
-    File(PathBuf),
-}
+/// The format and target are part of the config model; these are their
+/// names here.
+pub use crate::config::{AccessLogFormat as Format, AccessLogTarget as Target};
 
 /// The sending half, held by the app (cloned into responses still streaming).
 #[derive(Clone)]
