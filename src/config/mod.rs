@@ -26,10 +26,12 @@ use std::time::Duration;
 use crate::host::{HostName, HostPattern};
 
 mod file;
+mod read;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use read::{read_config_file, MAX_CONFIG_BYTES};
 pub use validate::{check_steps, line_col};
 
 /// Most versions a pool may have.
@@ -59,6 +61,11 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A directory, FIFO, device or socket: never opened for reading.
+    #[error("cannot read {path}: it is {kind}, not a regular file")]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error("cannot read {path}: it is larger than {} MiB", .limit >> 20)]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error("{}", render(.path, .diagnostics))]
     Invalid {
         path: PathBuf,
@@ -339,12 +346,11 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
 
 impl Config {
     /// Reads and validates a file. Relative paths inside resolve against the
-    /// file's directory.
+    /// file's directory. Only a regular file of at most
+    /// [`MAX_CONFIG_BYTES`] is read, and reading never blocks (see
+    /// [`read_config_file`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = read_config_file(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::from_toml_str_in(&text, base).map_err(|diagnostics| ConfigError::Invalid {
             path: path.to_owned(),
@@ -360,6 +366,19 @@ impl Config {
     /// Validates TOML text, resolving relative paths against `base`.
     pub fn from_toml_str_in(text: &str, base: &Path) -> Result<Config, Vec<Diagnostic>> {
         validate::parse(text, base)
+    }
+
+    /// What is valid but probably not meant: `switchyard check` prints these
+    /// on stderr and still succeeds.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.routes.is_empty() {
+            out.push(
+                "no [[routes]]: nothing would be routed (every request would be answered 404)"
+                    .to_string(),
+            );
+        }
+        out
     }
 
     /// Checks a pool after runtime changes (added versions, new weights): the
