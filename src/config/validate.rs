@@ -1,7 +1,7 @@
 //! The file model to a [`Config`]: defaults filled, every problem collected
 //! as a [`Diagnostic`] at the line and column of the value it is about.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -142,38 +142,75 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
+/// The whole file, section by section. Diagnostics are sorted by position
+/// afterwards; the order of the calls here decides the order of two at the
+/// same position.
 fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
-    let sf = file.server.unwrap_or_default();
+    let server = validate_server(c, file.server.unwrap_or_default());
+    let admin = validate_admin(c, file.admin.unwrap_or_default(), base);
+    let metrics = file.metrics.and_then(|m| {
+        c.addr(&m.listen, "metrics.listen")
+            .map(|listen| MetricsConfig { listen })
+    });
+    let acme = file
+        .acme
+        .as_ref()
+        .map(|a| validate_acme(c, a.get_ref(), base));
+    let mut pools = BTreeMap::new();
+    for (name, pool) in &file.pools {
+        if !valid_name(name.get_ref()) {
+            c.err(
+                name.span(),
+                format!(
+                    "bad pool name {:?}: use letters, digits, '.', '_', '-'",
+                    name.get_ref()
+                ),
+            );
+        }
+        pools.insert(name.get_ref().clone(), validate_pool(c, pool));
+    }
+    let routes = validate_routes(
+        c,
+        &file.routes,
+        &RouteContext {
+            pools: &pools,
+            acme: acme.is_some(),
+            https: server.https.is_some(),
+            base,
+        },
+    );
+    let access_log = file
+        .access_log
+        .as_ref()
+        .and_then(|a| validate_access_log(c, a, base));
+    Config {
+        server,
+        admin,
+        metrics,
+        access_log,
+        acme,
+        routes,
+        pools,
+    }
+}
+
+/// `[server]`: listeners, timeouts, limits.
+fn validate_server(c: &mut Checker<'_>, sf: ServerFile) -> ServerConfig {
     let http = match &sf.http {
         Some(s) => c.addr(s, "server.http"),
         None if sf.https.is_none() => Some(SocketAddr::from(([0, 0, 0, 0], 80))),
         None => None,
     };
     let https = sf.https.as_ref().and_then(|s| c.addr(s, "server.https"));
-    let server = ServerConfig {
+    let secs = Duration::from_secs;
+    ServerConfig {
         http,
         https,
-        header_timeout: c.duration(
-            &sf.header_timeout,
-            "header_timeout",
-            Duration::from_secs(10),
-        ),
-        idle_timeout: c.duration(&sf.idle_timeout, "idle_timeout", Duration::from_secs(60)),
-        connect_timeout: c.duration(
-            &sf.connect_timeout,
-            "connect_timeout",
-            Duration::from_secs(3),
-        ),
-        request_timeout: c.duration(
-            &sf.request_timeout,
-            "request_timeout",
-            Duration::from_secs(60),
-        ),
-        shutdown_grace: c.duration(
-            &sf.shutdown_grace,
-            "shutdown_grace",
-            Duration::from_secs(30),
-        ),
+        header_timeout: c.duration(&sf.header_timeout, "header_timeout", secs(10)),
+        idle_timeout: c.duration(&sf.idle_timeout, "idle_timeout", secs(60)),
+        connect_timeout: c.duration(&sf.connect_timeout, "connect_timeout", secs(3)),
+        request_timeout: c.duration(&sf.request_timeout, "request_timeout", secs(60)),
+        shutdown_grace: c.duration(&sf.shutdown_grace, "shutdown_grace", secs(30)),
         max_connections: c.int(
             &sf.max_connections,
             "max_connections",
@@ -187,9 +224,11 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
             65_536,
         ) as usize,
         workers: c.int(&sf.workers, "workers", 0..1025, 0) as usize,
-    };
+    }
+}
 
-    let af = file.admin.unwrap_or_default();
+/// `[admin]`: socket, state file, dashboard and who may reach it.
+fn validate_admin(c: &mut Checker<'_>, af: AdminFile, base: &Path) -> AdminConfig {
     let dashboard = af
         .dashboard
         .as_ref()
@@ -206,106 +245,93 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
             );
         }
     }
-    let admin = AdminConfig {
-        socket: resolve(
-            base,
-            af.socket
-                .as_ref()
-                .map(|s| s.get_ref().as_str())
-                .unwrap_or("/run/switchyard/admin.sock"),
-        ),
-        state: resolve(
-            base,
-            af.state
-                .as_ref()
-                .map(|s| s.get_ref().as_str())
-                .unwrap_or("/var/lib/switchyard/state.json"),
-        ),
+    AdminConfig {
+        socket: resolve_or(base, &af.socket, "/run/switchyard/admin.sock"),
+        state: resolve_or(base, &af.state, "/var/lib/switchyard/state.json"),
         dashboard,
         token_file: af.token_file.as_ref().map(|s| resolve(base, s.get_ref())),
         allow_remote,
-    };
-
-    let metrics = file.metrics.and_then(|m| {
-        c.addr(&m.listen, "metrics.listen")
-            .map(|listen| MetricsConfig { listen })
-    });
-
-    let acme = file.acme.as_ref().map(|a| {
-        let a = a.get_ref();
-        let email = a.email.get_ref().clone();
-        if !email.contains('@') {
-            c.err(a.email.span(), "acme.email must be an e-mail address");
-        }
-        let directory = match a.directory.as_ref().map(|d| d.get_ref().as_str()) {
-            None | Some("letsencrypt") => {
-                "https://acme-v02.api.letsencrypt.org/directory".to_string()
-            }
-            Some("letsencrypt-staging") => {
-                "https://acme-staging-v02.api.letsencrypt.org/directory".to_string()
-            }
-            Some(url) if url.starts_with("https://") => url.to_string(),
-            Some(_) => {
-                let d = a.directory.as_ref().map(|d| d.span()).unwrap_or(0..0);
-                c.err(
-                    d,
-                    "acme.directory must be letsencrypt, letsencrypt-staging or an https:// URL",
-                );
-                String::new()
-            }
-        };
-        let challenge = match a.challenge.as_ref().map(|d| d.get_ref().as_str()) {
-            None | Some("http-01") => Challenge::Http01,
-            Some("tls-alpn-01") => Challenge::TlsAlpn01,
-            Some(_) => {
-                let d = a.challenge.as_ref().map(|d| d.span()).unwrap_or(0..0);
-                c.err(d, "acme.challenge must be \"http-01\" or \"tls-alpn-01\"");
-                Challenge::Http01
-            }
-        };
-        let renew_before = a.renew_before.as_ref().map(|_| {
-            c.duration(
-                &a.renew_before,
-                "renew_before",
-                Duration::from_secs(30 * 86400),
-            )
-        });
-        AcmeConfig {
-            email,
-            directory,
-            storage: resolve(
-                base,
-                a.storage
-                    .as_ref()
-                    .map(|s| s.get_ref().as_str())
-                    .unwrap_or("/var/lib/switchyard/acme"),
-            ),
-            challenge,
-            ca_file: a.ca_file.as_ref().map(|s| resolve(base, s.get_ref())),
-            renew_before,
-        }
-    });
-
-    let mut pools = BTreeMap::new();
-    for (name, pool) in &file.pools {
-        if !valid_name(name.get_ref()) {
-            c.err(
-                name.span(),
-                format!(
-                    "bad pool name {:?}: use letters, digits, '.', '_', '-'",
-                    name.get_ref()
-                ),
-            );
-        }
-        pools.insert(name.get_ref().clone(), validate_pool(c, pool));
     }
+}
 
-    let mut routes = Vec::new();
-    let mut seen = BTreeMap::new();
-    for r in &file.routes {
+/// A path key resolved against `base`, or `default` when absent.
+fn resolve_or(base: &Path, v: &S<String>, default: &str) -> PathBuf {
+    resolve(
+        base,
+        v.as_ref().map(|s| s.get_ref().as_str()).unwrap_or(default),
+    )
+}
+
+/// `[acme]`: the account, the directory and the challenge.
+fn validate_acme(c: &mut Checker<'_>, a: &AcmeFile, base: &Path) -> AcmeConfig {
+    let email = a.email.get_ref().clone();
+    if !email.contains('@') {
+        c.err(a.email.span(), "acme.email must be an e-mail address");
+    }
+    let directory = match a.directory.as_ref().map(|d| d.get_ref().as_str()) {
+        None | Some("letsencrypt") => "https://acme-v02.api.letsencrypt.org/directory".to_string(),
+        Some("letsencrypt-staging") => {
+            "https://acme-staging-v02.api.letsencrypt.org/directory".to_string()
+        }
+        Some(url) if url.starts_with("https://") => url.to_string(),
+        Some(_) => {
+            let d = a.directory.as_ref().map(|d| d.span()).unwrap_or(0..0);
+            c.err(
+                d,
+                "acme.directory must be letsencrypt, letsencrypt-staging or an https:// URL",
+            );
+            String::new()
+        }
+    };
+    let challenge = match a.challenge.as_ref().map(|d| d.get_ref().as_str()) {
+        None | Some("http-01") => Challenge::Http01,
+        Some("tls-alpn-01") => Challenge::TlsAlpn01,
+        Some(_) => {
+            let d = a.challenge.as_ref().map(|d| d.span()).unwrap_or(0..0);
+            c.err(d, "acme.challenge must be \"http-01\" or \"tls-alpn-01\"");
+            Challenge::Http01
+        }
+    };
+    let renew_before = a.renew_before.as_ref().map(|_| {
+        c.duration(
+            &a.renew_before,
+            "renew_before",
+            Duration::from_secs(30 * 86400),
+        )
+    });
+    AcmeConfig {
+        email,
+        directory,
+        storage: resolve_or(base, &a.storage, "/var/lib/switchyard/acme"),
+        challenge,
+        ca_file: a.ca_file.as_ref().map(|s| resolve(base, s.get_ref())),
+        renew_before,
+    }
+}
+
+/// What a route is checked against.
+struct RouteContext<'a> {
+    pools: &'a BTreeMap<String, PoolConfig>,
+    /// An `[acme]` section exists.
+    acme: bool,
+    /// `server.https` is set.
+    https: bool,
+    base: &'a Path,
+}
+
+/// `[[routes]]`: every host (and preview host) routed once, to a pool that
+/// exists, with TLS that can be served.
+fn validate_routes(
+    c: &mut Checker<'_>,
+    routes: &[Spanned<RouteFile>],
+    cx: &RouteContext<'_>,
+) -> Vec<RouteConfig> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for r in routes {
         let span = r.span();
         let r = r.get_ref();
-        if !pools.contains_key(r.pool.get_ref()) {
+        if !cx.pools.contains_key(r.pool.get_ref()) {
             c.err(
                 r.pool.span(),
                 format!(
@@ -324,54 +350,18 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
                 continue;
             }
         };
-        if seen.insert(host.to_string(), ()).is_some() {
+        if !seen.insert(host.to_string()) {
             c.err(r.host.span(), format!("host {host} is routed twice"));
         }
-        let tls = match r.tls.as_ref().map(|t| (t.span(), t.get_ref())) {
-            None => TlsMode::None,
-            Some((_, TlsFile::Word(w))) if w == "none" => TlsMode::None,
-            Some((span, TlsFile::Word(w))) if w == "acme" => {
-                if acme.is_none() {
-                    c.err(span.clone(), "tls = \"acme\" needs an [acme] section");
-                }
-                if host.is_wildcard() {
-                    c.err(span, "a wildcard host needs a DNS-01 challenge, which switchyard does not do: use tls = { cert, key }");
-                }
-                TlsMode::Acme
-            }
-            Some((span, TlsFile::Word(w))) => {
-                c.err(
-                    span,
-                    format!(
-                        "tls must be \"acme\", \"none\" or {{ cert = ..., key = ... }}, not {w:?}"
-                    ),
-                );
-                TlsMode::None
-            }
-            Some((_, TlsFile::Files(f))) => TlsMode::Files {
-                cert: resolve(base, &f.cert),
-                key: resolve(base, &f.key),
-            },
-        };
-        if tls != TlsMode::None && server.https.is_none() {
-            c.err(span.clone(), "a route with tls needs server.https");
+        let tls = route_tls(c, r.tls.as_ref(), &host, cx);
+        if tls != TlsMode::None && !cx.https {
+            c.err(span, "a route with tls needs server.https");
         }
-        let preview = match &r.preview {
-            None => None,
-            Some(p) => match HostName::parse(p.get_ref()) {
-                Ok(h) => {
-                    if seen.insert(h.to_string(), ()).is_some() {
-                        c.err(p.span(), format!("host {h} is routed twice"));
-                    }
-                    Some(h)
-                }
-                Err(e) => {
-                    c.err(p.span(), format!("preview host: {e}"));
-                    None
-                }
-            },
-        };
-        routes.push(RouteConfig {
+        let preview = r
+            .preview
+            .as_ref()
+            .and_then(|p| preview_host(c, p, &mut seen));
+        out.push(RouteConfig {
             host,
             pool: r.pool.get_ref().clone(),
             redirect_https: r.redirect_https.unwrap_or(tls != TlsMode::None),
@@ -379,55 +369,162 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
             preview,
         });
     }
+    out
+}
 
-    let access_log = file.access_log.as_ref().and_then(|a| {
-        use AccessLogFormat as Format;
-        use AccessLogTarget as Target;
-        let format = match a.format.as_ref().map(|f| (f.span(), f.get_ref().as_str())) {
-            None | Some((_, "common")) => Some(Format::Common),
-            Some((_, "json")) => Some(Format::Json),
-            Some((_, "off")) => None,
-            Some((span, _)) => {
-                c.err(
-                    span,
-                    "access_log.format must be \"common\", \"json\" or \"off\"",
-                );
-                None
+/// A route's `tls`: `"none"`, `"acme"` (needs `[acme]`, not for wildcards) or
+/// `{ cert, key }`.
+fn route_tls(
+    c: &mut Checker<'_>,
+    tls: Option<&Spanned<TlsFile>>,
+    host: &HostPattern,
+    cx: &RouteContext<'_>,
+) -> TlsMode {
+    match tls.map(|t| (t.span(), t.get_ref())) {
+        None => TlsMode::None,
+        Some((_, TlsFile::Word(w))) if w == "none" => TlsMode::None,
+        Some((span, TlsFile::Word(w))) if w == "acme" => {
+            if !cx.acme {
+                c.err(span.clone(), "tls = \"acme\" needs an [acme] section");
             }
-        }?;
-        let target = match a.path.as_ref().map(|p| p.get_ref().as_str()) {
-            None | Some("-") | Some("stdout") => Target::Stdout,
-            Some("stderr") => Target::Stderr,
-            Some(p) => Target::File(resolve(base, p)),
-        };
-        Some(AccessLogConfig { format, target })
-    });
-
-    Config {
-        server,
-        admin,
-        metrics,
-        access_log,
-        acme,
-        routes,
-        pools,
+            if host.is_wildcard() {
+                c.err(span, "a wildcard host needs a DNS-01 challenge, which switchyard does not do: use tls = { cert, key }");
+            }
+            TlsMode::Acme
+        }
+        Some((span, TlsFile::Word(w))) => {
+            c.err(
+                span,
+                format!("tls must be \"acme\", \"none\" or {{ cert = ..., key = ... }}, not {w:?}"),
+            );
+            TlsMode::None
+        }
+        Some((_, TlsFile::Files(f))) => TlsMode::Files {
+            cert: resolve(cx.base, &f.cert),
+            key: resolve(cx.base, &f.key),
+        },
     }
 }
 
+/// A route's `preview` host: a plain name, routed nowhere else.
+fn preview_host(
+    c: &mut Checker<'_>,
+    p: &Spanned<String>,
+    seen: &mut BTreeSet<String>,
+) -> Option<HostName> {
+    match HostName::parse(p.get_ref()) {
+        Ok(h) => {
+            if !seen.insert(h.to_string()) {
+                c.err(p.span(), format!("host {h} is routed twice"));
+            }
+            Some(h)
+        }
+        Err(e) => {
+            c.err(p.span(), format!("preview host: {e}"));
+            None
+        }
+    }
+}
+
+/// `[access_log]`: `None` when `format = "off"` (or the format is wrong).
+fn validate_access_log(
+    c: &mut Checker<'_>,
+    a: &AccessLogFile,
+    base: &Path,
+) -> Option<AccessLogConfig> {
+    let format = match a.format.as_ref().map(|f| (f.span(), f.get_ref().as_str())) {
+        None | Some((_, "common")) => AccessLogFormat::Common,
+        Some((_, "json")) => AccessLogFormat::Json,
+        Some((_, "off")) => return None,
+        Some((span, _)) => {
+            c.err(
+                span,
+                "access_log.format must be \"common\", \"json\" or \"off\"",
+            );
+            return None;
+        }
+    };
+    let target = match a.path.as_ref().map(|p| p.get_ref().as_str()) {
+        None | Some("-") | Some("stdout") => AccessLogTarget::Stdout,
+        Some("stderr") => AccessLogTarget::Stderr,
+        Some(p) => AccessLogTarget::File(resolve(base, p)),
+    };
+    Some(AccessLogConfig { format, target })
+}
+
+/// One `[pools.NAME]`.
 fn validate_pool(c: &mut Checker<'_>, pool: &Spanned<PoolFile>) -> PoolConfig {
-    let span = pool.span();
     let p = pool.get_ref();
-    let mut versions = BTreeMap::new();
-    if p.versions.is_empty() {
+    let versions = validate_versions(c, pool.span(), &p.versions);
+    let health = p.health.as_ref().map(|h| validate_health(c, h));
+    let passive = match &p.passive {
+        None => PassiveConfig::default(),
+        Some(ps) => {
+            let ps = ps.get_ref();
+            PassiveConfig {
+                failures: c.int(&ps.failures, "passive.failures", 0..1001, 5) as u32,
+                ejection: c.duration(&ps.ejection, "passive.ejection", Duration::from_secs(30)),
+            }
+        }
+    };
+    let sticky = p.sticky.as_ref().and_then(|s| validate_sticky(c, s));
+    let pin_header = p.pin_header.as_ref().and_then(|h| {
+        match http::HeaderName::try_from(h.get_ref().as_str()) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                c.err(h.span(), "pin_header is not a valid header name");
+                None
+            }
+        }
+    });
+    let on_all_down = match p
+        .on_all_down
+        .as_ref()
+        .map(|s| (s.span(), s.get_ref().as_str()))
+    {
+        None | Some((_, "503")) => OnAllDown::Unavailable,
+        Some((_, "fail_open")) => OnAllDown::FailOpen,
+        Some((span, _)) => {
+            c.err(span, "on_all_down must be \"503\" or \"fail_open\"");
+            OnAllDown::Unavailable
+        }
+    };
+    let rollout = p
+        .rollout
+        .as_ref()
+        .map(|r| validate_rollout(c, r))
+        .unwrap_or_default();
+    PoolConfig {
+        health,
+        passive,
+        sticky,
+        pin_header,
+        version_header: p.version_header.unwrap_or(false),
+        retry: c.int(&p.retry, "retry", 0..11, 1) as u32,
+        on_all_down,
+        versions,
+        rollout,
+    }
+}
+
+/// A pool's versions: one to [`MAX_VERSIONS`], each with a good name, a
+/// weight and at least one backend address.
+fn validate_versions(
+    c: &mut Checker<'_>,
+    span: Range<usize>,
+    versions: &BTreeMap<Spanned<String>, Spanned<VersionFile>>,
+) -> BTreeMap<String, VersionConfig> {
+    if versions.is_empty() {
         c.err(
             span.clone(),
             "a pool needs at least one version ([pools.NAME.versions.V])",
         );
     }
-    if p.versions.len() > MAX_VERSIONS {
+    if versions.len() > MAX_VERSIONS {
         c.err(span, format!("a pool has at most {MAX_VERSIONS} versions"));
     }
-    for (vname, v) in &p.versions {
+    let mut out = BTreeMap::new();
+    for (vname, v) in versions {
         if !valid_name(vname.get_ref()) {
             c.err(
                 vname.span(),
@@ -453,117 +550,68 @@ fn validate_pool(c: &mut Checker<'_>, pool: &Spanned<PoolFile>) -> PoolConfig {
                 Err(e) => c.err(b.span(), e),
             }
         }
-        versions.insert(vname.get_ref().clone(), VersionConfig { weight, backends });
+        out.insert(vname.get_ref().clone(), VersionConfig { weight, backends });
     }
+    out
+}
 
-    let health = p.health.as_ref().map(|h| {
-        let hspan = h.span();
-        let h = h.get_ref();
-        let interval = c.duration(&h.interval, "health.interval", Duration::from_secs(2));
-        let timeout = c.duration(&h.timeout, "health.timeout", Duration::from_secs(1));
-        if timeout > interval {
-            c.err(hspan, "health.timeout must not exceed health.interval");
-        }
-        let path = h
-            .path
-            .as_ref()
-            .map(|p| p.get_ref().clone())
-            .unwrap_or_else(|| "/".into());
-        if !path.starts_with('/') {
-            let s = h.path.as_ref().map(|p| p.span()).unwrap_or(0..0);
-            c.err(s, "health.path must start with '/'");
-        }
-        HealthConfig {
-            path,
-            interval,
-            timeout,
-            rise: c.int(&h.rise, "health.rise", 1..101, 2) as u32,
-            fall: c.int(&h.fall, "health.fall", 1..101, 3) as u32,
-            status: c.status(&h.status, "health.status"),
-            host: h.host.as_ref().map(|s| s.get_ref().clone()),
-        }
-    });
+/// A pool's active `health` check.
+fn validate_health(c: &mut Checker<'_>, h: &Spanned<HealthFile>) -> HealthConfig {
+    let hspan = h.span();
+    let h = h.get_ref();
+    let interval = c.duration(&h.interval, "health.interval", Duration::from_secs(2));
+    let timeout = c.duration(&h.timeout, "health.timeout", Duration::from_secs(1));
+    if timeout > interval {
+        c.err(hspan, "health.timeout must not exceed health.interval");
+    }
+    let path = h
+        .path
+        .as_ref()
+        .map(|p| p.get_ref().clone())
+        .unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') {
+        let s = h.path.as_ref().map(|p| p.span()).unwrap_or(0..0);
+        c.err(s, "health.path must start with '/'");
+    }
+    HealthConfig {
+        path,
+        interval,
+        timeout,
+        rise: c.int(&h.rise, "health.rise", 1..101, 2) as u32,
+        fall: c.int(&h.fall, "health.fall", 1..101, 3) as u32,
+        status: c.status(&h.status, "health.status"),
+        host: h.host.as_ref().map(|s| s.get_ref().clone()),
+    }
+}
 
-    let passive = match &p.passive {
-        None => PassiveConfig::default(),
-        Some(ps) => {
-            let ps = ps.get_ref();
-            PassiveConfig {
-                failures: c.int(&ps.failures, "passive.failures", 0..1001, 5) as u32,
-                ejection: c.duration(&ps.ejection, "passive.ejection", Duration::from_secs(30)),
-            }
-        }
-    };
-
-    let sticky = p.sticky.as_ref().and_then(|s| {
-        let span = s.span();
-        match (&s.get_ref().header, &s.get_ref().cookie) {
-            (Some(h), None) => match http::HeaderName::try_from(h.as_str()) {
-                Ok(h) => Some(Sticky::Header(h)),
-                Err(_) => {
-                    c.err(
-                        span,
-                        format!("sticky header {h:?} is not a valid header name"),
-                    );
-                    None
-                }
-            },
-            (None, Some(k))
-                if !k.is_empty()
-                    && k.bytes()
-                        .all(|b| b.is_ascii_graphic() && b != b'=' && b != b';') =>
-            {
-                Some(Sticky::Cookie(k.clone()))
-            }
-            _ => {
+/// A pool's `sticky`: a header or a cookie name, not both.
+fn validate_sticky(c: &mut Checker<'_>, s: &Spanned<StickyFile>) -> Option<Sticky> {
+    let span = s.span();
+    match (&s.get_ref().header, &s.get_ref().cookie) {
+        (Some(h), None) => match http::HeaderName::try_from(h.as_str()) {
+            Ok(h) => Some(Sticky::Header(h)),
+            Err(_) => {
                 c.err(
                     span,
-                    "sticky takes one of { header = \"X-User-ID\" } or { cookie = \"name\" }",
+                    format!("sticky header {h:?} is not a valid header name"),
                 );
                 None
             }
+        },
+        (None, Some(k))
+            if !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'=' && b != b';') =>
+        {
+            Some(Sticky::Cookie(k.clone()))
         }
-    });
-
-    let pin_header = p.pin_header.as_ref().and_then(|h| {
-        match http::HeaderName::try_from(h.get_ref().as_str()) {
-            Ok(n) => Some(n),
-            Err(_) => {
-                c.err(h.span(), "pin_header is not a valid header name");
-                None
-            }
+        _ => {
+            c.err(
+                span,
+                "sticky takes one of { header = \"X-User-ID\" } or { cookie = \"name\" }",
+            );
+            None
         }
-    });
-
-    let on_all_down = match p
-        .on_all_down
-        .as_ref()
-        .map(|s| (s.span(), s.get_ref().as_str()))
-    {
-        None | Some((_, "503")) => OnAllDown::Unavailable,
-        Some((_, "fail_open")) => OnAllDown::FailOpen,
-        Some((span, _)) => {
-            c.err(span, "on_all_down must be \"503\" or \"fail_open\"");
-            OnAllDown::Unavailable
-        }
-    };
-
-    let rollout = p
-        .rollout
-        .as_ref()
-        .map(|r| validate_rollout(c, r))
-        .unwrap_or_default();
-
-    PoolConfig {
-        health,
-        passive,
-        sticky,
-        pin_header,
-        version_header: p.version_header.unwrap_or(false),
-        retry: c.int(&p.retry, "retry", 0..11, 1) as u32,
-        on_all_down,
-        versions,
-        rollout,
     }
 }
 
