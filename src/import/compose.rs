@@ -34,6 +34,9 @@ pub(super) fn read_compose(
     Ok(())
 }
 
+/// A label: (key, value, where it was).
+type Label = (String, String, String);
+
 /// Whether an image is Traefik's (`traefik:v3.1`, `docker.io/library/traefik`).
 fn is_traefik_image(image: &str) -> bool {
     let last = image.rsplit('/').next().unwrap_or(image);
@@ -81,8 +84,8 @@ fn http_labels(
     svc: &Node<'_>,
     env: &dyn Fn(&str) -> Option<String>,
     t: &mut Traefik,
-) -> Result<Option<Vec<(String, String, String)>>, ImportError> {
-    let mut labels: Vec<(String, String, String)> = Vec::new(); // (key, value, where)
+) -> Result<Option<Vec<Label>>, ImportError> {
+    let mut labels: Vec<Label> = Vec::new();
     for source in [
         svc.child("labels"),
         svc.child("deploy").and_then(|d| d.child("labels")),
@@ -231,7 +234,7 @@ fn default_services(
 }
 
 /// `labels:` as a list of `k=v` strings or as a map; each with where it was.
-fn label_pairs(n: &Node<'_>) -> Result<Vec<(String, String, String)>, ImportError> {
+fn label_pairs(n: &Node<'_>) -> Result<Vec<Label>, ImportError> {
     let mut out = Vec::new();
     match n.v {
         Value::Array(_) => {
