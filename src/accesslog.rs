@@ -9,34 +9,27 @@
 //! Formats: `common` is the Common Log Format followed by the host, route,
 //! pool/version, backend and duration; `json` is one JSON object per line.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::sync::mpsc::{self, SyncSender, TryRecvError};
 
 use prometheus::IntCounter;
 use serde::Serialize;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::OffsetDateTime;
 
 /// Lines buffered between requests and the writer: 50 ms of up to ~320 000
 /// requests/s, a few MiB at most.
 pub const CAPACITY: usize = 16_384;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Common,
-    Json,
-}
-
-/// Where lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Stdout,
-    Stderr,
-    File(PathBuf),
-}
+/// The format and target are part of the config model; these are their
+/// names here.
+pub use crate::config::{AccessLogFormat as Format, AccessLogTarget as Target};
 
 /// The sending half, held by the app (cloned into responses still streaming).
 #[derive(Clone)]
@@ -268,40 +261,40 @@ fn escape(s: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
-/// `10/Oct/2000:13:55:36 +0000` (UTC).
+/// The Common Log Format's time, `10/Oct/2000:13:55:36 +0000` (UTC).
+const CLF_TIME: &[BorrowedFormatItem<'static>] =
+    format_description!("[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000");
+
+thread_local! {
+    /// The last second formatted on this thread and its text: a busy proxy
+    /// formats the time once per second per worker, not once per request.
+    static CLF_CACHE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Appends `t` as a Common Log Format time (before 1970 counts as 1970).
 fn clf_time(out: &mut String, t: SystemTime) {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    let _ = write!(
-        out,
-        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(m - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
+    CLF_CACHE.with_borrow_mut(|(cached, text)| {
+        if *cached != secs {
+            text.clear();
+            text.push_str(&format_clf_time(secs));
+            *cached = secs;
+        }
+        out.push_str(text);
+    });
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// Unix seconds as a Common Log Format time; past year 9999 (which `time`
+/// does not format) it is the epoch's.
+fn format_clf_time(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|d| d.format(CLF_TIME).ok())
+        .unwrap_or_else(|| "01/Jan/1970:00:00:00 +0000".to_string())
 }
 
 #[cfg(test)]
@@ -353,11 +346,27 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_780), (2026, 11, 23));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    fn clf_times() {
+        let at = |secs: u64| {
+            let mut s = String::new();
+            clf_time(&mut s, UNIX_EPOCH + Duration::from_secs(secs));
+            s
+        };
+        assert_eq!(at(0), "01/Jan/1970:00:00:00 +0000");
+        assert_eq!(at(951_782_400), "29/Feb/2000:00:00:00 +0000");
+        assert_eq!(at(971_186_136), "10/Oct/2000:13:55:36 +0000");
+        // Twice the same second (from the cache), then the next one.
+        assert_eq!(at(1_795_392_000), "23/Nov/2026:00:00:00 +0000");
+        assert_eq!(at(1_795_392_000), "23/Nov/2026:00:00:00 +0000");
+        assert_eq!(at(1_795_392_001), "23/Nov/2026:00:00:01 +0000");
+        let mut s = String::new();
+        clf_time(&mut s, UNIX_EPOCH - Duration::from_secs(1));
+        assert_eq!(s, "01/Jan/1970:00:00:00 +0000");
+        assert_eq!(format_clf_time(u64::MAX), "01/Jan/1970:00:00:00 +0000");
+        assert_eq!(
+            format_clf_time(253_402_300_799),
+            "31/Dec/9999:23:59:59 +0000"
+        );
     }
 
     #[test]

@@ -409,32 +409,14 @@ impl HttpClient for CaClient {
     }
 }
 
-/// `Retry-After: <seconds>` or an HTTP date.
+/// `Retry-After: <seconds>` or an HTTP date (IMF-fixdate, the form ACME
+/// servers send, or one of the two obsolete forms).
 fn parse_retry_after(v: &str) -> Option<SystemTime> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(SystemTime::now() + Duration::from_secs(secs));
     }
-    httpdate_parse(v)
-}
-
-fn httpdate_parse(v: &str) -> Option<SystemTime> {
-    // "Fri, 31 Dec 1999 23:59:59 GMT" (IMF-fixdate, the form ACME servers send).
-    humantime::parse_rfc3339(&imf_to_rfc3339(v)?).ok()
-}
-
-fn imf_to_rfc3339(v: &str) -> Option<String> {
-    let parts: Vec<&str> = v.split_whitespace().collect();
-    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    let months = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let m = months.iter().position(|x| x == month)? + 1;
-    let day: u32 = day.parse().ok()?;
-    let year: u32 = year.parse().ok()?;
-    Some(format!("{year:04}-{m:02}-{day:02}T{time}Z"))
+    httpdate::parse_http_date(v).ok()
 }
 
 // ---------------------------------------------------------------------------
@@ -992,8 +974,15 @@ mod tests {
             t.duration_since(UNIX_EPOCH).unwrap().as_secs(),
             1_445_412_480
         );
+        // The two obsolete forms HTTP recipients must accept.
+        assert_eq!(
+            parse_retry_after("Wednesday, 21-Oct-15 07:28:00 GMT"),
+            Some(t)
+        );
+        assert_eq!(parse_retry_after("Wed Oct 21 07:28:00 2015"), Some(t));
         assert!(parse_retry_after("soon").is_none());
         assert!(parse_retry_after("Wed, 99 Foo 2015 07:28:00 GMT").is_none());
+        assert!(parse_retry_after("Wed, 21 Oct 2015 25:28:00 GMT").is_none());
     }
 
     #[test]

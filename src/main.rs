@@ -260,6 +260,9 @@ fn check(config: Option<PathBuf>) -> ExitCode {
     let path = config_path(config);
     match Config::load(&path) {
         Ok(c) => {
+            c.warnings()
+                .iter()
+                .for_each(|w| eprintln!("{}: warning: {w}", path.display()));
             println!(
                 "{}: ok ({} routes, {} pools)",
                 path.display(),

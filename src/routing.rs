@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! effective Config (file + runtime overrides) + BackendRegistry
-//!     --RoutingTable::build--> RoutingTable --ArcSwap::store--> next request
+//!     --RoutingTable::build_and_sync--> RoutingTable --ArcSwap::store--> next request
 //! ```
 //!
 //! A request calls `table.load()` once and uses that snapshot to the end, so it
-//! never sees half a change. Building is infallible: every check happened when
-//! the config (or the admin change) was validated. Live state (health,
+//! never sees half a change. Building cannot fail (every check happened when
+//! the config, or the admin change, was validated) but it is not pure:
+//! [`RoutingTable::build_and_sync`] also drops unused backends from the
+//! registry and sets the weight and backend-up gauges. Live state (health,
 //! pooled connections, counters) is not in the table but behind `Arc`s that
 //! successive tables share.
 
@@ -16,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::balance::{RoundRobin, Schedule, StickyRanges};
-use crate::config::{Config, OnAllDown, PassiveConfig, Sticky, TlsMode};
+use crate::config::{
+    Config, OnAllDown, PassiveConfig, PoolConfig, RouteConfig, Sticky, TlsMode, VersionConfig,
+};
 use crate::host::{self, HostPattern, MAX_HOST_LEN};
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::upstream::{Backend, BackendKey, BackendRegistry};
@@ -105,164 +109,57 @@ pub enum Pick<'a> {
 // === impl RoutingTable ===
 
 impl RoutingTable {
-    /// Builds a table with its own metrics registry (tests, benches, fuzzing).
+    /// Builds a table with its own metrics registry (tests, benches,
+    /// fuzzing). Like [`RoutingTable::build_and_sync`], it drops from
+    /// `registry` the backends the table does not use.
     pub fn build(
         config: &Config,
         registry: &BackendRegistry,
         canaries: &HashMap<String, String>,
     ) -> RoutingTable {
-        Self::build_with_metrics(config, registry, canaries, &Metrics::new())
+        Self::build_and_sync(config, registry, canaries, &Metrics::new())
     }
 
-    /// Builds a table. `canaries` maps a pool to its rollout canary, which
-    /// goes first in the sticky layout and is what preview hosts reach. Metric
-    /// handles are resolved here, once, and the weight and backend gauges set.
+    /// The old name of [`RoutingTable::build_and_sync`], kept so callers
+    /// compile; use that.
     pub fn build_with_metrics(
         config: &Config,
         registry: &BackendRegistry,
         canaries: &HashMap<String, String>,
         metrics: &Metrics,
     ) -> RoutingTable {
+        Self::build_and_sync(config, registry, canaries, metrics)
+    }
+
+    /// Builds a table and brings the shared state in line with it: backends
+    /// the table no longer uses are dropped from `registry` (the ones it uses
+    /// are taken from there, or added), and the weight and backend-up gauges
+    /// of `metrics` are set. `canaries` maps a pool to its rollout canary,
+    /// which goes first in the sticky layout and is what preview hosts reach.
+    /// Metric handles are resolved here, once.
+    pub fn build_and_sync(
+        config: &Config,
+        registry: &BackendRegistry,
+        canaries: &HashMap<String, String>,
+        metrics: &Metrics,
+    ) -> RoutingTable {
         let mut used = HashSet::new();
-        let mut pools = BTreeMap::new();
-        for (name, pc) in &config.pools {
-            let mut versions = Vec::with_capacity(pc.versions.len());
-            for (vname, vc) in &pc.versions {
-                let backends = vc
-                    .backends
-                    .iter()
-                    .map(|addr| {
-                        let key = BackendKey {
-                            pool: name.clone(),
-                            version: vname.clone(),
-                            addr: addr.clone(),
-                        };
-                        used.insert(key.clone());
-                        registry.get_or_create(key)
-                    })
-                    .collect();
-                versions.push(Version {
-                    name: vname.as_str().into(),
-                    // Names are validated ASCII; an empty value cannot happen.
-                    header: http::HeaderValue::from_str(vname)
-                        .unwrap_or(http::HeaderValue::from_static("")),
-                    weight: vc.weight,
-                    backends,
-                    rr: RoundRobin::default(),
-                });
-            }
-            let weights: Vec<u32> = versions.iter().map(|v| v.weight).collect();
-            let effective: Vec<u32> = versions
-                .iter()
-                .map(|v| if v.has_available() { v.weight } else { 0 })
-                .collect();
-            let canary = canaries
-                .get(name)
-                .and_then(|c| versions.iter().position(|v| &*v.name == c));
-            let sticky = pc.sticky.clone().map(|s| {
-                // Canary first, then the others in name order.
-                let mut order: Vec<(usize, u32)> = Vec::new();
-                if let Some(c) = canary {
-                    order.push((c, weights[c]));
-                }
-                order.extend(
-                    weights
-                        .iter()
-                        .enumerate()
-                        .filter(|&(i, _)| Some(i) != canary)
-                        .map(|(i, &w)| (i, w)),
-                );
-                (s, StickyRanges::new(&order))
-            });
-            let preview = canary.or_else(|| versions.iter().position(|v| v.weight == 0));
-            pools.insert(
-                name.clone(),
-                Arc::new(Pool {
-                    name: name.as_str().into(),
-                    schedule: Schedule::new(&effective),
-                    scheduled: effective.into(),
-                    configured: Schedule::new(&weights),
-                    versions,
-                    sticky,
-                    pin_header: pc.pin_header.clone(),
-                    version_header: pc.version_header,
-                    retry: pc.retry,
-                    on_all_down: pc.on_all_down,
-                    passive: pc.passive.clone(),
-                    preview,
-                }),
-            );
-        }
+        let pools: BTreeMap<String, Arc<Pool>> = config
+            .pools
+            .iter()
+            .map(|(name, pc)| {
+                let canary = canaries.get(name).map(String::as_str);
+                let pool = Pool::build(name, pc, canary, registry, &mut used);
+                (name.clone(), Arc::new(pool))
+            })
+            .collect();
         registry.retain(&used);
-        let mut weights = Vec::new();
-        let mut ups = Vec::new();
-        for (name, pool) in &pools {
-            for (v, w) in pool.versions.iter().zip(pool.effective_weights()) {
-                weights.push((name.as_str(), &*v.name, i64::from(w)));
-                for b in &v.backends {
-                    ups.push((
-                        name.as_str(),
-                        &*v.name,
-                        b.key.addr.as_str(),
-                        b.is_available(),
-                    ));
-                }
-            }
-        }
-        metrics.set_gauges(&weights, &ups);
-        let handles = |host: &str, pool: &Pool| -> (Vec<RequestMetrics>, RequestMetrics) {
-            let per = pool
-                .versions
-                .iter()
-                .map(|v| metrics.request_handles(host, &pool.name, &v.name))
-                .collect();
-            (per, metrics.request_handles(host, &pool.name, ""))
-        };
-
-        let mut exact = HashMap::new();
-        let mut wildcards = Vec::new();
-        let mut routes = Vec::new();
-        for rc in &config.routes {
-            let Some(pool) = pools.get(&rc.pool) else {
-                continue;
-            };
-            let idx = routes.len();
-            let host = rc.host.to_string();
-            let (per, unpicked) = handles(&host, pool);
-            routes.push(Route {
-                index: idx,
-                host: host.into(),
-                pool: pool.clone(),
-                tls: rc.tls.clone(),
-                redirect_https: rc.redirect_https,
-                preview: false,
-                metrics: per,
-                unpicked,
-            });
-            match &rc.host {
-                HostPattern::Exact(h) => {
-                    exact.insert(h.as_str().into(), idx);
-                }
-                HostPattern::Wildcard(suffix) => wildcards.push((suffix.clone(), idx)),
-            }
-            if let Some(p) = &rc.preview {
-                let pidx = routes.len();
-                let (per, unpicked) = handles(p.as_str(), pool);
-                routes.push(Route {
-                    index: pidx,
-                    host: p.as_str().into(),
-                    pool: pool.clone(),
-                    tls: rc.tls.clone(),
-                    redirect_https: rc.redirect_https,
-                    preview: true,
-                    metrics: per,
-                    unpicked,
-                });
-                exact.insert(p.as_str().into(), pidx);
-            }
-        }
-        wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
-
+        set_gauges(metrics, &pools);
+        let RouteIndex {
+            exact,
+            wildcards,
+            routes,
+        } = RouteIndex::build(config, &pools, metrics);
         RoutingTable {
             exact,
             wildcards,
@@ -298,9 +195,146 @@ impl RoutingTable {
     }
 }
 
+/// The weight and backend-up gauges for every version and backend.
+fn set_gauges(metrics: &Metrics, pools: &BTreeMap<String, Arc<Pool>>) {
+    let mut weights = Vec::new();
+    let mut ups = Vec::new();
+    for (name, pool) in pools {
+        for (v, w) in pool.versions.iter().zip(pool.effective_weights()) {
+            weights.push((name.as_str(), &*v.name, i64::from(w)));
+            for b in &v.backends {
+                ups.push((
+                    name.as_str(),
+                    &*v.name,
+                    b.key.addr.as_str(),
+                    b.is_available(),
+                ));
+            }
+        }
+    }
+    metrics.set_gauges(&weights, &ups);
+}
+
+/// The host lookup part of a table.
+struct RouteIndex {
+    exact: HashMap<Box<str>, usize>,
+    wildcards: Vec<(Box<str>, usize)>,
+    routes: Vec<Route>,
+}
+
+impl RouteIndex {
+    /// One route per configured host, one more per preview host; routes whose
+    /// pool is missing are skipped (validation refuses them).
+    fn build(config: &Config, pools: &BTreeMap<String, Arc<Pool>>, metrics: &Metrics) -> Self {
+        let mut ix = RouteIndex {
+            exact: HashMap::new(),
+            wildcards: Vec::new(),
+            routes: Vec::new(),
+        };
+        for rc in &config.routes {
+            let Some(pool) = pools.get(&rc.pool) else {
+                continue;
+            };
+            let idx = ix.push(metrics, rc.host.to_string(), pool, rc, false);
+            match &rc.host {
+                HostPattern::Exact(h) => {
+                    ix.exact.insert(h.as_str().into(), idx);
+                }
+                HostPattern::Wildcard(suffix) => ix.wildcards.push((suffix.clone(), idx)),
+            }
+            if let Some(p) = &rc.preview {
+                let pidx = ix.push(metrics, p.as_str().to_string(), pool, rc, true);
+                ix.exact.insert(p.as_str().into(), pidx);
+            }
+        }
+        ix.wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+        ix
+    }
+
+    /// Adds a route for `host` with its metric handles; returns its index.
+    fn push(
+        &mut self,
+        metrics: &Metrics,
+        host: String,
+        pool: &Arc<Pool>,
+        rc: &RouteConfig,
+        preview: bool,
+    ) -> usize {
+        let index = self.routes.len();
+        let per = pool
+            .versions
+            .iter()
+            .map(|v| metrics.request_handles(&host, &pool.name, &v.name))
+            .collect();
+        let unpicked = metrics.request_handles(&host, &pool.name, "");
+        self.routes.push(Route {
+            index,
+            host: host.into(),
+            pool: pool.clone(),
+            tls: rc.tls.clone(),
+            redirect_https: rc.redirect_https,
+            preview,
+            metrics: per,
+            unpicked,
+        });
+        index
+    }
+}
+
 // === impl Pool ===
 
 impl Pool {
+    /// A pool's versions with their backends (taken from `registry`, their
+    /// keys noted in `used`), schedules and sticky layout.
+    fn build(
+        name: &str,
+        pc: &PoolConfig,
+        canary: Option<&str>,
+        registry: &BackendRegistry,
+        used: &mut HashSet<BackendKey>,
+    ) -> Pool {
+        let versions: Vec<Version> = pc
+            .versions
+            .iter()
+            .map(|(vname, vc)| Version::build(name, vname, vc, registry, used))
+            .collect();
+        let weights: Vec<u32> = versions.iter().map(|v| v.weight).collect();
+        let effective: Vec<u32> = versions
+            .iter()
+            .map(|v| if v.has_available() { v.weight } else { 0 })
+            .collect();
+        let canary = canary.and_then(|c| versions.iter().position(|v| &*v.name == c));
+        let sticky = pc.sticky.clone().map(|s| {
+            // Canary first, then the others in name order.
+            let mut order: Vec<(usize, u32)> = Vec::new();
+            if let Some(c) = canary {
+                order.push((c, weights[c]));
+            }
+            order.extend(
+                weights
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| Some(i) != canary)
+                    .map(|(i, &w)| (i, w)),
+            );
+            (s, StickyRanges::new(&order))
+        });
+        let preview = canary.or_else(|| versions.iter().position(|v| v.weight == 0));
+        Pool {
+            name: name.into(),
+            schedule: Schedule::new(&effective),
+            scheduled: effective.clone().into(),
+            configured: Schedule::new(&weights),
+            versions,
+            sticky,
+            pin_header: pc.pin_header.clone(),
+            version_header: pc.version_header,
+            retry: pc.retry,
+            on_all_down: pc.on_all_down,
+            passive: pc.passive.clone(),
+            preview,
+        }
+    }
     /// Chooses a version for a request: a pinned version, the preview version,
     /// the sticky user's version, or the weighted schedule over versions that
     /// have an available backend.
@@ -374,6 +408,36 @@ impl Pool {
 // === impl Version ===
 
 impl Version {
+    fn build(
+        pool: &str,
+        name: &str,
+        vc: &VersionConfig,
+        registry: &BackendRegistry,
+        used: &mut HashSet<BackendKey>,
+    ) -> Version {
+        let backends = vc
+            .backends
+            .iter()
+            .map(|addr| {
+                let key = BackendKey {
+                    pool: pool.to_string(),
+                    version: name.to_string(),
+                    addr: addr.clone(),
+                };
+                used.insert(key.clone());
+                registry.get_or_create(key)
+            })
+            .collect();
+        Version {
+            name: name.into(),
+            // Names are validated ASCII; an empty value cannot happen.
+            header: http::HeaderValue::from_str(name).unwrap_or(http::HeaderValue::from_static("")),
+            weight: vc.weight,
+            backends,
+            rr: RoundRobin::default(),
+        }
+    }
+
     #[inline]
     pub fn has_available(&self) -> bool {
         self.backends.iter().any(|b| b.is_available())

@@ -302,15 +302,6 @@ impl Backend {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
     }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
-            + self
-                .raw_idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .len()
-    }
 }
 
 fn push_idle<C>(pool: &Mutex<Vec<Idle<C>>>, conn: C) {

@@ -113,8 +113,7 @@ impl Control {
         }
         let registry = BackendRegistry::default();
         let metrics = Arc::new(Metrics::new());
-        let table =
-            RoutingTable::build_with_metrics(&effective, &registry, &kept.canaries(), &metrics);
+        let table = RoutingTable::build_and_sync(&effective, &registry, &kept.canaries(), &metrics);
         let tls = Arc::new(TlsState::new(&file));
         tls.certs.export_expiry(metrics.certificate_expiry.clone());
         let (rollout_calls, _) = broadcast::channel(64);
@@ -171,7 +170,7 @@ impl Control {
     fn install_current(&self) {
         let _installing = self.installing.lock().unwrap_or_else(|e| e.into_inner());
         let view = self.view.load_full();
-        let table = RoutingTable::build_with_metrics(
+        let table = RoutingTable::build_and_sync(
             &view.effective,
             &self.registry,
             &view.state.canaries(),

@@ -34,6 +34,9 @@ pub(super) fn read_compose(
     Ok(())
 }
 
+/// A label: (key, value, where it was).
+type Label = (String, String, String);
+
 /// Whether an image is Traefik's (`traefik:v3.1`, `docker.io/library/traefik`).
 fn is_traefik_image(image: &str) -> bool {
     let last = image.rsplit('/').next().unwrap_or(image);
@@ -51,8 +54,38 @@ fn read_container(
     if is_traefik_image(&image) {
         read_traefik_command(svc, env, t)?;
     }
+    let Some(pairs) = http_labels(svc, env, t)? else {
+        return Ok(());
+    };
+    let tree =
+        from_dotted(pairs.iter().map(|(k, v, _)| (k.as_str(), v.as_str()))).map_err(|e| {
+            ImportError::Invalid {
+                path: svc.file.to_owned(),
+                key: format!("{}.labels", svc.path),
+                message: e,
+            }
+        })?;
+    let root = Node::root(svc.file, &format!("{}.labels: traefik", svc.path), &tree);
+    let port = exposed_port(svc)?;
+    let docker = Docker {
+        container: name,
+        port,
+    };
+    let mut frag = Traefik::default();
+    read_dynamic(&root, &mut frag, Some(&docker))?;
+    default_services(name, svc, port, &mut frag)?;
+    t.merge(frag)
+}
 
-    let mut labels: Vec<(String, String, String)> = Vec::new(); // (key, value, where)
+/// The container's `traefik.http.*` labels (`traefik.` cut off, values
+/// interpolated), each with where it was; the other `traefik.*` labels become
+/// notes. `None` when there are none, or `traefik.enable=false`.
+fn http_labels(
+    svc: &Node<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+    t: &mut Traefik,
+) -> Result<Option<Vec<Label>>, ImportError> {
+    let mut labels: Vec<Label> = Vec::new();
     for source in [
         svc.child("labels"),
         svc.child("deploy").and_then(|d| d.child("labels")),
@@ -88,34 +121,20 @@ fn read_container(
             "enable" => {
                 enabled = value.trim().eq_ignore_ascii_case("true");
             }
-            "docker" | "swarm" => t.note(format!(
-                "{}: {at}: {key}={value}: not needed: switchyard must share a network with the container and reaches it by its service name",
-                svc.file.display()
-            )),
+            "tcp" | "udp" if tcp_noted => {}
             "tcp" | "udp" => {
-                if !tcp_noted {
-                    t.note(format!(
-                        "{}: {at}: {}: TCP/UDP routers are not carried over: switchyard proxies HTTP",
-                        svc.file.display(),
-                        key
-                    ));
-                    tcp_noted = true;
-                }
+                t.note(format!(
+                    "{}: {at}: {}: TCP/UDP routers are not carried over: switchyard proxies HTTP",
+                    svc.file.display(),
+                    key
+                ));
+                tcp_noted = true;
             }
-            "tls" => t.note(format!(
-                "{}: {at}: {key}: TLS options are not carried over",
-                svc.file.display()
-            )),
-            "frontend" | "backend" | "port" | "protocol" | "weight" => t.unknown(
-                svc.file,
-                &format!("{at}: {key}"),
-                "a Traefik v1 label (Traefik v2 and later ignore it too)",
-            ),
-            _ => t.unknown(svc.file, &format!("{at}: {key}"), ""),
+            other => other_label(svc, other, at, key, &value, t),
         }
     }
     if pairs.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     if !enabled {
         t.note(format!(
@@ -123,28 +142,41 @@ fn read_container(
             svc.file.display(),
             svc.path
         ));
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(pairs))
+}
 
-    let tree =
-        from_dotted(pairs.iter().map(|(k, v, _)| (k.as_str(), v.as_str()))).map_err(|e| {
-            ImportError::Invalid {
-                path: svc.file.to_owned(),
-                key: format!("{}.labels", svc.path),
-                message: e,
-            }
-        })?;
-    let root = Node::root(svc.file, &format!("{}.labels: traefik", svc.path), &tree);
-    let port = exposed_port(svc)?;
-    let docker = Docker {
-        container: name,
-        port,
-    };
-    let mut frag = Traefik::default();
-    read_dynamic(&root, &mut frag, Some(&docker))?;
+/// A `traefik.<first>.*` label that is not HTTP routing: a note or an
+/// unknown key.
+fn other_label(svc: &Node<'_>, first: &str, at: &str, key: &str, value: &str, t: &mut Traefik) {
+    match first {
+        "docker" | "swarm" => t.note(format!(
+            "{}: {at}: {key}={value}: not needed: switchyard must share a network with the container and reaches it by its service name",
+            svc.file.display()
+        )),
+        "tls" => t.note(format!(
+            "{}: {at}: {key}: TLS options are not carried over",
+            svc.file.display()
+        )),
+        "frontend" | "backend" | "port" | "protocol" | "weight" => t.unknown(
+            svc.file,
+            &format!("{at}: {key}"),
+            "a Traefik v1 label (Traefik v2 and later ignore it too)",
+        ),
+        _ => t.unknown(svc.file, &format!("{at}: {key}"), ""),
+    }
+}
 
-    // A router without a service uses the container's only service, or a
-    // service named after the container (Traefik's default).
+/// Traefik's defaults for a container: a router without a service uses the
+/// container's only service, or a service named after the container, which
+/// is made from the exposed port when the labels do not define it.
+fn default_services(
+    name: &str,
+    svc: &Node<'_>,
+    port: Option<u16>,
+    frag: &mut Traefik,
+) -> Result<(), ImportError> {
     let own: Vec<String> = frag.services.keys().cloned().collect();
     for (rname, r) in frag.routers.iter_mut() {
         if r.service.is_some() {
@@ -169,39 +201,40 @@ fn read_container(
         .values()
         .any(|r| r.service.as_deref() == Some(name))
         && !frag.services.contains_key(name);
-    if needs_default {
-        let port = port.ok_or_else(|| ImportError::Invalid {
-            path: svc.file.to_owned(),
-            key: svc.path.clone(),
-            message: format!(
-                "the container does not expose exactly one port and has no traefik.http.services.{name}.loadbalancer.server.port label"
-            ),
-        })?;
-        frag.services.insert(
-            name.to_string(),
-            Service {
-                origin: super::model::Origin {
-                    file: svc.file.to_owned(),
-                    key: svc.path.clone(),
-                },
-                kind: ServiceKind::LoadBalancer(LoadBalancer {
-                    servers: vec![Server {
-                        host: name.to_string(),
-                        port,
-                        weight: 1,
-                        group: Some(name.to_string()),
-                    }],
-                    health: None,
-                    sticky: None,
-                }),
-            },
-        );
+    if !needs_default {
+        return Ok(());
     }
-    t.merge(frag)
+    let port = port.ok_or_else(|| ImportError::Invalid {
+        path: svc.file.to_owned(),
+        key: svc.path.clone(),
+        message: format!(
+            "the container does not expose exactly one port and has no traefik.http.services.{name}.loadbalancer.server.port label"
+        ),
+    })?;
+    frag.services.insert(
+        name.to_string(),
+        Service {
+            origin: super::model::Origin {
+                file: svc.file.to_owned(),
+                key: svc.path.clone(),
+            },
+            kind: ServiceKind::LoadBalancer(LoadBalancer {
+                servers: vec![Server {
+                    host: name.to_string(),
+                    port,
+                    weight: 1,
+                    group: Some(name.to_string()),
+                }],
+                health: None,
+                sticky: None,
+            }),
+        },
+    );
+    Ok(())
 }
 
 /// `labels:` as a list of `k=v` strings or as a map; each with where it was.
-fn label_pairs(n: &Node<'_>) -> Result<Vec<(String, String, String)>, ImportError> {
+fn label_pairs(n: &Node<'_>) -> Result<Vec<Label>, ImportError> {
     let mut out = Vec::new();
     match n.v {
         Value::Array(_) => {

@@ -246,74 +246,102 @@ fn read_load_balancer(
     ];
     if let Some(servers) = n.child("servers") {
         for s in servers.items()? {
-            let url = s
-                .child("url")
-                .ok_or_else(|| s.err("a server needs a url"))?;
-            let weight = s.uint_at("weight")?.unwrap_or(1);
-            let server = server_from_url(&url, weight, t)?;
-            if let Some(p) = s.child("preservePath") {
-                if p.boolean()? {
-                    t.note(format!(
-                        "{}: {}: not carried over",
-                        p.file.display(),
-                        p.path
-                    ));
-                }
-            }
-            note_keys(t, &s, &["url", "weight", "preservePath"]);
-            lb.servers.push(server);
+            lb.servers.push(read_server(&s, t)?);
         }
     }
     if let Some(d) = docker {
-        // Labels describe one server: this container, on the port the labels
-        // give (or its only exposed port), unless `servers[N].url` is used.
         known.extend(["server", "weight"]);
-        let server = n.child("server");
-        let scheme = server
-            .as_ref()
-            .map(|s| s.text_at("scheme"))
-            .transpose()?
-            .flatten();
-        let weight_node = server
-            .as_ref()
-            .and_then(|s| s.child("weight"))
-            .or_else(|| n.child("weight"));
-        let weight = weight_node.map(|w| w.uint()).transpose()?.unwrap_or(1);
-        if let Some(url) = server.as_ref().and_then(|s| s.child("url")) {
-            lb.servers.push(server_from_url(&url, weight, t)?);
-        } else if lb.servers.is_empty() {
-            let port = match server.as_ref().and_then(|s| s.child("port")) {
-                Some(p) => port_of(&p)?,
-                None => d.port.ok_or_else(|| {
-                    n.err(format!(
-                        "no server.port label, and the container {:?} does not expose exactly one port: add traefik.http.services.{name}.loadbalancer.server.port",
-                        d.container
-                    ))
-                })?,
-            };
-            lb.servers.push(Server {
-                host: d.container.to_string(),
-                port,
-                weight,
-                group: Some(d.container.to_string()),
-            });
-        }
-        if let (Some(s), Some(scheme)) = (&server, scheme) {
-            if !scheme.eq_ignore_ascii_case("http") {
-                t.note(format!(
-                    "{}: {}.scheme={scheme}: switchyard speaks plain HTTP to backends",
-                    s.file.display(),
-                    s.path
-                ));
-            }
-        }
-        if let Some(s) = &server {
-            note_keys(t, s, &["port", "scheme", "url", "weight"]);
-        }
+        read_docker_server(name, n, d, t, &mut lb)?;
     }
     if lb.servers.is_empty() {
         return Err(n.err("a load balancer needs at least one server"));
     }
+    read_lb_options(n, t, &mut lb)?;
+    note_keys(t, n, &known);
+    Ok(lb)
+}
+
+/// One of `servers`: `{ url, weight }`.
+fn read_server(s: &Node<'_>, t: &mut Traefik) -> Result<Server, ImportError> {
+    let url = s
+        .child("url")
+        .ok_or_else(|| s.err("a server needs a url"))?;
+    let weight = s.uint_at("weight")?.unwrap_or(1);
+    let server = server_from_url(&url, weight, t)?;
+    if let Some(p) = s.child("preservePath") {
+        if p.boolean()? {
+            t.note(format!(
+                "{}: {}: not carried over",
+                p.file.display(),
+                p.path
+            ));
+        }
+    }
+    note_keys(t, s, &["url", "weight", "preservePath"]);
+    Ok(server)
+}
+
+/// Labels describe one server: this container, on the port the labels give
+/// (or its only exposed port), unless `server.url` or `servers[N].url` is used.
+fn read_docker_server(
+    name: &str,
+    n: &Node<'_>,
+    d: &Docker<'_>,
+    t: &mut Traefik,
+    lb: &mut LoadBalancer,
+) -> Result<(), ImportError> {
+    let server = n.child("server");
+    let scheme = server
+        .as_ref()
+        .map(|s| s.text_at("scheme"))
+        .transpose()?
+        .flatten();
+    let weight_node = server
+        .as_ref()
+        .and_then(|s| s.child("weight"))
+        .or_else(|| n.child("weight"));
+    let weight = weight_node.map(|w| w.uint()).transpose()?.unwrap_or(1);
+    if let Some(url) = server.as_ref().and_then(|s| s.child("url")) {
+        lb.servers.push(server_from_url(&url, weight, t)?);
+    } else if lb.servers.is_empty() {
+        let port = match server.as_ref().and_then(|s| s.child("port")) {
+            Some(p) => port_of(&p)?,
+            None => d.port.ok_or_else(|| {
+                n.err(format!(
+                    "no server.port label, and the container {:?} does not expose exactly one port: add traefik.http.services.{name}.loadbalancer.server.port",
+                    d.container
+                ))
+            })?,
+        };
+        lb.servers.push(Server {
+            host: d.container.to_string(),
+            port,
+            weight,
+            group: Some(d.container.to_string()),
+        });
+    }
+    if let (Some(s), Some(scheme)) = (&server, scheme) {
+        if !scheme.eq_ignore_ascii_case("http") {
+            t.note(format!(
+                "{}: {}.scheme={scheme}: switchyard speaks plain HTTP to backends",
+                s.file.display(),
+                s.path
+            ));
+        }
+    }
+    if let Some(s) = &server {
+        note_keys(t, s, &["port", "scheme", "url", "weight"]);
+    }
+    Ok(())
+}
+
+/// A load balancer's health check and sticky cookie, and notes for the
+/// options switchyard has no counterpart for.
+fn read_lb_options(
+    n: &Node<'_>,
+    t: &mut Traefik,
+    lb: &mut LoadBalancer,
+) -> Result<(), ImportError> {
     if let Some(h) = n.child("healthCheck") {
         lb.health = read_health(&h, t)?;
     }
@@ -348,8 +376,7 @@ fn read_load_balancer(
     );
     // responseForwarding.flushInterval needs no counterpart: switchyard
     // streams response bodies as they arrive.
-    note_keys(t, n, &known);
-    Ok(lb)
+    Ok(())
 }
 
 fn port_of(p: &Node<'_>) -> Result<u16, ImportError> {
@@ -833,115 +860,15 @@ pub(super) fn read_k8s(
     let spec = doc
         .child("spec")
         .ok_or_else(|| doc.err(format!("a {kind} needs a spec")))?;
+    let k8s = K8s {
+        name: &name,
+        ns: &ns,
+        spec: &spec,
+        ports,
+    };
     match kind {
-        "TraefikService" => {
-            let kind = if let Some(w) = spec.child("weighted") {
-                let children = k8s_refs(&w, &ns, t, ports)?;
-                let sticky = match w.child("sticky") {
-                    Some(s) => read_sticky(&s, t)?,
-                    None => None,
-                };
-                note_keys(t, &w, &["services", "sticky"]);
-                ServiceKind::Weighted(Weighted { children, sticky })
-            } else if spec.has("mirroring") {
-                ServiceKind::Other("mirroring".into())
-            } else if spec.has("failover") {
-                ServiceKind::Other("failover".into())
-            } else {
-                return Err(spec.err("a TraefikService needs weighted (or mirroring)"));
-            };
-            t.services.insert(
-                name,
-                Service {
-                    origin: origin(&spec),
-                    kind,
-                },
-            );
-        }
-        "IngressRoute" => {
-            let entrypoints = spec
-                .child("entryPoints")
-                .map(|e| e.words())
-                .transpose()?
-                .unwrap_or_default();
-            let tls = spec.child("tls");
-            let certresolver = tls
-                .as_ref()
-                .map(|t| t.text_at("certResolver"))
-                .transpose()?
-                .flatten();
-            if let Some(secret) = tls.as_ref().and_then(|t| t.child("secretName")) {
-                if certresolver.is_none() {
-                    t.note(format!(
-                        "{}: {}: certificates from a Kubernetes secret are not carried over: give the route tls = {{ cert, key }}",
-                        secret.file.display(),
-                        secret.path
-                    ));
-                }
-            }
-            let routes = spec
-                .child("routes")
-                .ok_or_else(|| spec.err("an IngressRoute needs routes"))?
-                .items()?;
-            let many = routes.len() > 1;
-            for (i, route) in routes.iter().enumerate() {
-                let rname = if many {
-                    format!("{name}-{i}")
-                } else {
-                    name.clone()
-                };
-                let refs = k8s_refs(route, &ns, t, ports)?;
-                let service = match refs.as_slice() {
-                    [one] => one.name.clone(),
-                    _ => {
-                        t.services.insert(
-                            rname.clone(),
-                            Service {
-                                origin: origin(route),
-                                kind: ServiceKind::Weighted(Weighted {
-                                    children: refs,
-                                    sticky: None,
-                                }),
-                            },
-                        );
-                        rname.clone()
-                    }
-                };
-                let middlewares = match route.child("middlewares") {
-                    None => Vec::new(),
-                    Some(m) => m
-                        .items()?
-                        .iter()
-                        .map(|i| i.text_at("name").map(|n| n.unwrap_or_default()))
-                        .collect::<Result<_, _>>()?,
-                };
-                t.routers.insert(
-                    rname,
-                    Router {
-                        origin: origin(route),
-                        rule: route.text_at("match")?,
-                        service: Some(service),
-                        entrypoints: entrypoints.clone(),
-                        tls: tls.is_some(),
-                        certresolver: certresolver.clone(),
-                        middlewares,
-                    },
-                );
-                note_keys(
-                    t,
-                    route,
-                    &[
-                        "match",
-                        "kind",
-                        "services",
-                        "middlewares",
-                        "priority",
-                        "syntax",
-                        "observability",
-                    ],
-                );
-            }
-        }
+        "TraefikService" => k8s.read_traefik_service(t)?,
+        "IngressRoute" => k8s.read_ingress_route(t)?,
         "Middleware" => {
             let m = read_middleware(&spec)?;
             t.middlewares.insert(name, m);
@@ -953,6 +880,148 @@ pub(super) fn read_k8s(
         )),
     }
     Ok(())
+}
+
+/// One Kubernetes document being read.
+struct K8s<'a> {
+    /// `metadata.name`.
+    name: &'a str,
+    /// `metadata.namespace`, `default` when absent.
+    ns: &'a str,
+    spec: &'a Node<'a>,
+    ports: &'a NamedPorts,
+}
+
+impl K8s<'_> {
+    /// A TraefikService: weighted (carried over) or mirroring/failover (not).
+    fn read_traefik_service(&self, t: &mut Traefik) -> Result<(), ImportError> {
+        let spec = self.spec;
+        let kind = if let Some(w) = spec.child("weighted") {
+            let children = k8s_refs(&w, self.ns, t, self.ports)?;
+            let sticky = match w.child("sticky") {
+                Some(s) => read_sticky(&s, t)?,
+                None => None,
+            };
+            note_keys(t, &w, &["services", "sticky"]);
+            ServiceKind::Weighted(Weighted { children, sticky })
+        } else if spec.has("mirroring") {
+            ServiceKind::Other("mirroring".into())
+        } else if spec.has("failover") {
+            ServiceKind::Other("failover".into())
+        } else {
+            return Err(spec.err("a TraefikService needs weighted (or mirroring)"));
+        };
+        t.services.insert(
+            self.name.to_string(),
+            Service {
+                origin: origin(spec),
+                kind,
+            },
+        );
+        Ok(())
+    }
+
+    /// An IngressRoute: one router per route (`NAME-i` when there are several).
+    fn read_ingress_route(&self, t: &mut Traefik) -> Result<(), ImportError> {
+        let spec = self.spec;
+        let entrypoints = spec
+            .child("entryPoints")
+            .map(|e| e.words())
+            .transpose()?
+            .unwrap_or_default();
+        let tls = spec.child("tls");
+        let certresolver = tls
+            .as_ref()
+            .map(|t| t.text_at("certResolver"))
+            .transpose()?
+            .flatten();
+        if let Some(secret) = tls.as_ref().and_then(|t| t.child("secretName")) {
+            if certresolver.is_none() {
+                t.note(format!(
+                    "{}: {}: certificates from a Kubernetes secret are not carried over: give the route tls = {{ cert, key }}",
+                    secret.file.display(),
+                    secret.path
+                ));
+            }
+        }
+        let routes = spec
+            .child("routes")
+            .ok_or_else(|| spec.err("an IngressRoute needs routes"))?
+            .items()?;
+        let many = routes.len() > 1;
+        for (i, route) in routes.iter().enumerate() {
+            let rname = if many {
+                format!("{}-{i}", self.name)
+            } else {
+                self.name.to_string()
+            };
+            let router = Router {
+                origin: origin(route),
+                rule: None,
+                service: None,
+                entrypoints: entrypoints.clone(),
+                tls: tls.is_some(),
+                certresolver: certresolver.clone(),
+                middlewares: Vec::new(),
+            };
+            self.read_route(route, rname, router, t)?;
+        }
+        Ok(())
+    }
+
+    /// One of an IngressRoute's routes, into `router` (which has the
+    /// IngressRoute's entrypoints and TLS): its services (a weighted service
+    /// named after the router when there are several), middlewares and match.
+    fn read_route(
+        &self,
+        route: &Node<'_>,
+        rname: String,
+        mut router: Router,
+        t: &mut Traefik,
+    ) -> Result<(), ImportError> {
+        let refs = k8s_refs(route, self.ns, t, self.ports)?;
+        let service = match refs.as_slice() {
+            [one] => one.name.clone(),
+            _ => {
+                t.services.insert(
+                    rname.clone(),
+                    Service {
+                        origin: origin(route),
+                        kind: ServiceKind::Weighted(Weighted {
+                            children: refs,
+                            sticky: None,
+                        }),
+                    },
+                );
+                rname.clone()
+            }
+        };
+        router.middlewares = match route.child("middlewares") {
+            None => Vec::new(),
+            Some(m) => m
+                .items()?
+                .iter()
+                .map(|i| i.text_at("name").map(|n| n.unwrap_or_default()))
+                .collect::<Result<_, _>>()?,
+        };
+        router.rule = route.text_at("match")?;
+        router.service = Some(service);
+        t.routers.insert(rname, router);
+        note_keys(
+            t,
+            route,
+            &[
+                "match",
+                "kind",
+                "services",
+                "middlewares",
+                "priority",
+                "syntax",
+                "observability",
+            ],
+        );
+        Ok(())
+    }
 }
 
 /// The `services` list of a TraefikService's `weighted` or an IngressRoute
@@ -969,117 +1038,150 @@ fn k8s_refs(
         .ok_or_else(|| n.err("needs a services list"))?;
     let mut out = Vec::new();
     for s in list.items()? {
-        let name = s
-            .text_at("name")?
-            .ok_or_else(|| s.err("a service reference needs a name"))?;
-        let weight = s.uint_at("weight")?.unwrap_or(1);
-        let kind = s.text_at("kind")?.unwrap_or_else(|| "Service".into());
-        let key = format!("{}.name", s.path);
-        if kind == "TraefikService" {
-            out.push(WeightedChild {
-                name: base_name(&name).to_string(),
-                weight,
-                key,
-            });
-            continue;
-        }
-        if kind != "Service" {
-            return Err(s.err(format!("kind {kind:?}: expected Service or TraefikService")));
-        }
-        let svc_ns = s.text_at("namespace")?.unwrap_or_else(|| ns.to_string());
-        let port_node = s
-            .child("port")
-            .ok_or_else(|| s.err("a Kubernetes Service reference needs a port"))?;
-        let raw = port_node.text()?;
-        let port = match raw.parse::<u16>() {
-            Ok(p) if p > 0 => p,
-            _ => *ports
-                .get(&(svc_ns.clone(), name.clone(), raw.clone()))
-                .ok_or_else(|| {
-                    port_node.err(format!(
-                        "named port {raw:?} of Service {name:?}: no Service manifest among the inputs defines it; give the port number"
-                    ))
-                })?,
-        };
-        let host = if svc_ns == ns {
-            name.clone()
-        } else {
-            format!("{name}.{svc_ns}")
-        };
-        let scheme = s.text_at("scheme")?;
-        if scheme
-            .as_deref()
-            .is_some_and(|x| !x.eq_ignore_ascii_case("http"))
-        {
-            t.note(format!(
-                "{}: {}.scheme: switchyard speaks plain HTTP to backends",
-                s.file.display(),
-                s.path
-            ));
-        }
-        let health = match s.child("healthCheck") {
-            Some(h) => read_health(&h, t)?,
-            None => None,
-        };
-        let sticky = match s.child("sticky") {
-            Some(x) => read_sticky(&x, t)?,
-            None => None,
-        };
-        note_keys(
-            t,
-            &s,
-            &[
-                "name",
-                "kind",
-                "namespace",
-                "port",
-                "weight",
-                "scheme",
-                "healthCheck",
-                "sticky",
-                "passHostHeader",
-                "serversTransport",
-                "responseForwarding",
-                "strategy",
-                "nativeLB",
-                "nodePortLB",
-            ],
-        );
-        // The load balancer is keyed by the Service name; the same name on
-        // another port gets its own key.
-        let mut key_name = name.clone();
-        let lb = LoadBalancer {
-            servers: vec![Server {
-                host: host.clone(),
-                port,
-                weight: 1,
-                group: None,
-            }],
-            health,
-            sticky,
-        };
-        if let Some(existing) = t.services.get(&key_name) {
-            let same =
-                matches!(&existing.kind, ServiceKind::LoadBalancer(l) if l.servers == lb.servers);
-            if !same {
-                key_name = format!("{name}-{port}");
-            }
-        }
-        t.services.insert(
-            key_name.clone(),
-            Service {
-                origin: origin(&s),
-                kind: ServiceKind::LoadBalancer(lb),
-            },
-        );
-        out.push(WeightedChild {
-            name: key_name,
-            weight,
-            key,
-        });
+        out.push(k8s_ref(&s, ns, t, ports)?);
     }
     if out.is_empty() {
         return Err(list.err("needs at least one service"));
     }
     Ok(out)
+}
+
+/// One service reference: a TraefikService by name, or a Kubernetes Service
+/// as a load balancer of one server.
+fn k8s_ref(
+    s: &Node<'_>,
+    ns: &str,
+    t: &mut Traefik,
+    ports: &NamedPorts,
+) -> Result<WeightedChild, ImportError> {
+    let name = s
+        .text_at("name")?
+        .ok_or_else(|| s.err("a service reference needs a name"))?;
+    let weight = s.uint_at("weight")?.unwrap_or(1);
+    let kind = s.text_at("kind")?.unwrap_or_else(|| "Service".into());
+    let key = format!("{}.name", s.path);
+    if kind == "TraefikService" {
+        return Ok(WeightedChild {
+            name: base_name(&name).to_string(),
+            weight,
+            key,
+        });
+    }
+    if kind != "Service" {
+        return Err(s.err(format!("kind {kind:?}: expected Service or TraefikService")));
+    }
+    let svc_ns = s.text_at("namespace")?.unwrap_or_else(|| ns.to_string());
+    let port = k8s_service_port(s, &svc_ns, &name, ports)?;
+    let host = if svc_ns == ns {
+        name.clone()
+    } else {
+        format!("{name}.{svc_ns}")
+    };
+    let lb = k8s_load_balancer(s, host, port, t)?;
+    // The load balancer is keyed by the Service name; the same name on
+    // another port gets its own key.
+    let mut key_name = name.clone();
+    if let Some(existing) = t.services.get(&key_name) {
+        let same =
+            matches!(&existing.kind, ServiceKind::LoadBalancer(l) if l.servers == lb.servers);
+        if !same {
+            key_name = format!("{name}-{port}");
+        }
+    }
+    t.services.insert(
+        key_name.clone(),
+        Service {
+            origin: origin(s),
+            kind: ServiceKind::LoadBalancer(lb),
+        },
+    );
+    Ok(WeightedChild {
+        name: key_name,
+        weight,
+        key,
+    })
+}
+
+/// A Service reference's `port`: a number, or a name that a Service manifest
+/// among the inputs defines.
+fn k8s_service_port(
+    s: &Node<'_>,
+    svc_ns: &str,
+    name: &str,
+    ports: &NamedPorts,
+) -> Result<u16, ImportError> {
+    let port_node = s
+        .child("port")
+        .ok_or_else(|| s.err("a Kubernetes Service reference needs a port"))?;
+    let raw = port_node.text()?;
+    match raw.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => ports
+            .get(&(svc_ns.to_string(), name.to_string(), raw.clone()))
+            .copied()
+            .ok_or_else(|| {
+                port_node.err(format!(
+                    "named port {raw:?} of Service {name:?}: no Service manifest among the inputs defines it; give the port number"
+                ))
+            }),
+    }
+}
+
+/// The load balancer a Service reference becomes, with its health check and
+/// sticky cookie; notes for what is not carried over.
+fn k8s_load_balancer(
+    s: &Node<'_>,
+    host: String,
+    port: u16,
+    t: &mut Traefik,
+) -> Result<LoadBalancer, ImportError> {
+    let scheme = s.text_at("scheme")?;
+    if scheme
+        .as_deref()
+        .is_some_and(|x| !x.eq_ignore_ascii_case("http"))
+    {
+        t.note(format!(
+            "{}: {}.scheme: switchyard speaks plain HTTP to backends",
+            s.file.display(),
+            s.path
+        ));
+    }
+    let health = match s.child("healthCheck") {
+        Some(h) => read_health(&h, t)?,
+        None => None,
+    };
+    let sticky = match s.child("sticky") {
+        Some(x) => read_sticky(&x, t)?,
+        None => None,
+    };
+    note_keys(
+        t,
+        s,
+        &[
+            "name",
+            "kind",
+            "namespace",
+            "port",
+            "weight",
+            "scheme",
+            "healthCheck",
+            "sticky",
+            "passHostHeader",
+            "serversTransport",
+            "responseForwarding",
+            "strategy",
+            "nativeLB",
+            "nodePortLB",
+        ],
+    );
+    Ok(LoadBalancer {
+        servers: vec![Server {
+            host,
+            port,
+            weight: 1,
+            group: None,
+        }],
+        health,
+        sticky,
+    })
 }

@@ -17,7 +17,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::model::{base_name, provider, AcmeChallenge, Health, Origin, ServiceKind, Traefik};
+use super::model::{
+    base_name, provider, AcmeChallenge, Health, Origin, Router, ServiceKind, Traefik,
+};
 use super::rule;
 use super::ImportError;
 use crate::config::{parse_duration, valid_name, MAX_WEIGHT};
@@ -57,6 +59,20 @@ struct Pool {
     versions: Vec<(String, u64, Vec<String>, String)>,
     health: Option<Health>,
     sticky: Option<String>,
+}
+
+impl Pool {
+    /// A pool for `members` serving `hosts`, named and filled by [`build_pool`].
+    fn unnamed(hosts: Vec<usize>, members: Vec<String>) -> Pool {
+        Pool {
+            name: String::new(),
+            hosts,
+            members,
+            versions: Vec::new(),
+            health: None,
+            sticky: None,
+        }
+    }
 }
 
 /// An exact non-negative fraction.
@@ -322,114 +338,136 @@ impl Builder<'_> {
     }
 }
 
+/// What one router does, from its own settings and its entrypoints'.
+struct RouterView {
+    serves_tls: bool,
+    serves_plain: bool,
+    /// The certificate resolver its TLS uses (its own, else an entrypoint's).
+    resolver: Option<String>,
+    /// Its plain-HTTP side redirects to HTTPS (a middleware or the entrypoint).
+    plain_redirected: bool,
+    /// A plain router that only redirects: it sends no traffic to its service.
+    only_redirects: bool,
+}
+
 /// Builds the TOML text; `inputs` are named in its header.
 pub(super) fn build(t: &mut Traefik, inputs: &[PathBuf]) -> Result<String, ImportError> {
     let mut b = Builder { t };
-    let mut hosts: Vec<HostEntry> = Vec::new();
-    let mut routed: BTreeSet<String> = BTreeSet::new();
     let all_eps: Vec<String> = b.t.entrypoints.keys().cloned().collect();
-
-    let routers: Vec<(String, super::model::Router)> =
+    let routers: Vec<(String, Router)> =
         b.t.routers
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+    let mut hosts: Vec<HostEntry> = Vec::new();
+    let mut routed: BTreeSet<String> = BTreeSet::new();
     for (rname, r) in &routers {
-        let eps = if r.entrypoints.is_empty() {
-            all_eps.clone()
-        } else {
-            r.entrypoints.clone()
-        };
-        let serves_tls = r.tls || eps.iter().any(|e| b.entry_tls(e));
-        let serves_plain = !r.tls && (eps.is_empty() || eps.iter().any(|e| !b.entry_tls(e)));
-        let resolver = r.certresolver.clone().or_else(|| {
-            eps.iter()
-                .filter_map(|e| b.t.entrypoints.get(e))
-                .find_map(|e| e.tls_resolver.clone())
-        });
-        let mut redirect = false;
-        for m in &r.middlewares {
-            match b.t.middlewares.get(m).cloned() {
-                Some(mw) if mw.redirects_to_https => redirect = true,
-                Some(mw) => b.t.note(format!(
-                    "{}: router {rname:?}: middleware {m:?} ({}) is not carried over",
-                    r.origin.file.display(),
-                    mw.kind
-                )),
-                None => b.t.note(format!(
-                    "{}: router {rname:?}: middleware {m:?} is not defined in the files given; not carried over",
-                    r.origin.file.display()
-                )),
-            }
-        }
-        let plain_eps: Vec<&String> = eps.iter().filter(|e| !b.entry_tls(e)).collect();
-        let plain_redirected = redirect
-            || (!plain_eps.is_empty()
-                && plain_eps.iter().all(|e| {
-                    b.t.entrypoints
-                        .get(e.as_str())
-                        .is_some_and(|x| x.redirect_to.is_some())
-                }));
-        // A plain router that only redirects sends no traffic to its service.
-        let only_redirects = serves_plain && plain_redirected && !serves_tls;
+        b.add_router(rname, r, &all_eps, &mut hosts, &mut routed)?;
+    }
 
-        let raw_service = r.service.clone();
-        let internal = raw_service.as_deref().and_then(provider) == Some("internal");
-        if internal && !only_redirects {
-            b.t.note(format!(
+    let mut pools = b.group_pools(&hosts, &routed)?;
+    let mut used_pool_names = BTreeSet::new();
+    for p in &mut pools {
+        build_pool(&mut b, p, &hosts)?;
+        let mut name = p.name.clone();
+        let mut n = 2;
+        while !used_pool_names.insert(name.clone()) {
+            name = format!("{}-{n}", p.name);
+            n += 1;
+        }
+        p.name = name;
+    }
+
+    let chosen = b.choose_resolver(&hosts);
+    let acme = match &chosen {
+        Some(name) => acme_section(&mut b, name)?,
+        None => None,
+    };
+    let (tls_eps, plain_eps) = b.entrypoints_by_role(&routers, &all_eps);
+    let mut routes_text = String::new();
+    let mut any_tls = false;
+    for p in &pools {
+        for &i in &p.hosts {
+            let acme_tls = b.host_uses_acme(&hosts[i], acme.is_some(), chosen.as_deref());
+            any_tls |= acme_tls.is_some();
+            write_route(&mut routes_text, &hosts[i], &p.name, acme_tls);
+        }
+    }
+
+    let mut out = String::new();
+    let http_ep = pick_entrypoint(&b, &plain_eps, &["web", "http"], 80);
+    let https_ep = pick_entrypoint(&b, &tls_eps, &["websecure", "https"], 443);
+    b.write_head(&mut out, inputs, &http_ep, any_tls.then_some(&https_ep));
+    if let Some(a) = &acme {
+        out.push_str(a);
+    }
+    out.push_str(&routes_text);
+    for p in &pools {
+        write_pool(&mut out, p);
+    }
+    Ok(out)
+}
+
+/// One `[[routes]]` entry. `acme_tls` is `None` for a route without TLS,
+/// else whether its host is also served over plain HTTP (no redirect).
+fn write_route(out: &mut String, h: &HostEntry, pool: &str, acme_tls: Option<bool>) {
+    let _ = writeln!(
+        out,
+        "\n[[routes]]  # router{} {} ({})",
+        if h.routers.len() > 1 { "s" } else { "" },
+        h.routers.join(", "),
+        h.origin.file.display()
+    );
+    let _ = writeln!(out, "host = {}", q(&h.host));
+    let _ = writeln!(out, "pool = {}", q(pool));
+    if let Some(redirect_off) = acme_tls {
+        let _ = writeln!(out, "tls = \"acme\"");
+        if redirect_off {
+            let _ = writeln!(
+                out,
+                "redirect_https = false  # a Traefik router also served it over plain HTTP"
+            );
+        }
+    }
+}
+
+impl Builder<'_> {
+    /// Reads one router: the hosts its rule matches get its service, TLS and
+    /// redirect; what cannot be carried over becomes a note.
+    fn add_router(
+        &mut self,
+        rname: &str,
+        r: &Router,
+        all_eps: &[String],
+        hosts: &mut Vec<HostEntry>,
+        routed: &mut BTreeSet<String>,
+    ) -> Result<(), ImportError> {
+        let view = self.router_view(rname, r, all_eps);
+        let raw_service = r.service.as_deref();
+        let internal = raw_service.and_then(provider) == Some("internal");
+        if internal && !view.only_redirects {
+            self.t.note(format!(
                 "{}: router {rname:?} serves Traefik's own {}; not carried over",
                 r.origin.file.display(),
-                raw_service.as_deref().unwrap_or("")
+                raw_service.unwrap_or("")
             ));
-            continue;
+            return Ok(());
         }
-        let Some(rule_text) = r.rule.clone() else {
-            b.t.note(format!(
-                "{}: router {rname:?} has no rule (Traefik's defaultRule would apply); not carried over",
-                r.origin
-            ));
-            continue;
+        let Some(rule_hosts) = self.rule_hosts(rname, r)? else {
+            return Ok(());
         };
-        let parsed = rule::parse(&rule_text).map_err(|e| {
-            r.origin
-                .err("rule", format!("cannot parse {rule_text:?}: {e}"))
-        })?;
-        let rule_hosts = match rule::hosts(&parsed) {
-            Ok(h) => h,
-            Err(why) => {
-                b.t.note(format!(
-                    "{}: router {rname:?}: {why}; not carried over",
-                    r.origin.file.display()
-                ));
-                continue;
-            }
-        };
-        for h in &rule_hosts {
-            HostPattern::parse(&h.host).map_err(|e| {
-                r.origin
-                    .err("rule", format!("host {:?} in {rule_text:?}: {e}", h.host))
-            })?;
-            if let Some(re) = &h.approximated_from {
-                b.t.note(format!(
-                    "{}: router {rname:?}: HostRegexp(`{re}`) is carried over as {}",
-                    r.origin.file.display(),
-                    h.host
-                ));
-            }
-        }
-        let service = if only_redirects {
+        let service = if view.only_redirects {
             None
         } else {
-            let raw = raw_service
-                .clone()
-                .ok_or_else(|| r.origin.err("service", "a router needs a service"))?;
-            let s = base_name(&raw).to_string();
-            if let Some(why) = b.check_service(&s, &r.origin, "service", 0)? {
-                b.t.note(format!(
+            let raw =
+                raw_service.ok_or_else(|| r.origin.err("service", "a router needs a service"))?;
+            let s = base_name(raw).to_string();
+            if let Some(why) = self.check_service(&s, &r.origin, "service", 0)? {
+                self.t.note(format!(
                     "{}: router {rname:?}: {why}; not carried over",
                     r.origin.file.display()
                 ));
-                continue;
+                return Ok(());
             }
             routed.insert(s.clone());
             Some(s)
@@ -451,49 +489,146 @@ pub(super) fn build(t: &mut Traefik, inputs: &[PathBuf]) -> Result<String, Impor
                 }
             };
             let e = &mut hosts[i];
-            e.routers.push(rname.clone());
+            e.routers.push(rname.to_string());
             if let Some(s) = &service {
                 e.members.insert(s.clone());
             }
-            if serves_tls && !only_redirects {
-                match &resolver {
-                    Some(res) => e.resolvers.push((res.clone(), rname.clone())),
-                    None => e.tls_without_resolver.push(rname.clone()),
+            if view.serves_tls && !view.only_redirects {
+                match &view.resolver {
+                    Some(res) => e.resolvers.push((res.clone(), rname.to_string())),
+                    None => e.tls_without_resolver.push(rname.to_string()),
                 }
             }
-            if serves_plain && !plain_redirected {
+            if view.serves_plain && !view.plain_redirected {
                 e.plain_unredirected = true;
             }
         }
+        Ok(())
     }
 
-    // Hosts served by the same services share a pool.
-    let mut pools: Vec<Pool> = Vec::new();
-    for (i, h) in hosts.iter().enumerate() {
-        if h.members.is_empty() {
-            b.t.note(format!(
-                "host {}: only redirect routers name it; not carried over",
-                h.host
-            ));
-            continue;
-        }
-        let members: Vec<String> = h.members.iter().cloned().collect();
-        match pools.iter_mut().find(|p| p.members == members) {
-            Some(p) => p.hosts.push(i),
-            None => pools.push(Pool {
-                name: String::new(),
-                hosts: vec![i],
-                members,
-                versions: Vec::new(),
-                health: None,
-                sticky: None,
-            }),
+    /// The router's entrypoints: all of them when it names none.
+    fn router_eps(r: &Router, all_eps: &[String]) -> Vec<String> {
+        if r.entrypoints.is_empty() {
+            all_eps.to_vec()
+        } else {
+            r.entrypoints.clone()
         }
     }
-    // Services no router reaches (and no weighted service includes) still
-    // become pools, without a route.
-    let children: BTreeSet<String> =
-        b.t.services
+
+    /// What a router serves and whether it redirects; notes the middlewares
+    /// that are not carried over.
+    fn router_view(&mut self, rname: &str, r: &Router, all_eps: &[String]) -> RouterView {
+        let eps = Self::router_eps(r, all_eps);
+        let serves_tls = r.tls || eps.iter().any(|e| self.entry_tls(e));
+        let serves_plain = !r.tls && (eps.is_empty() || eps.iter().any(|e| !self.entry_tls(e)));
+        let resolver = r.certresolver.clone().or_else(|| {
+            eps.iter()
+                .filter_map(|e| self.t.entrypoints.get(e))
+                .find_map(|e| e.tls_resolver.clone())
+        });
+        let mut redirect = false;
+        for m in &r.middlewares {
+            match self.t.middlewares.get(m).cloned() {
+                Some(mw) if mw.redirects_to_https => redirect = true,
+                Some(mw) => self.t.note(format!(
+                    "{}: router {rname:?}: middleware {m:?} ({}) is not carried over",
+                    r.origin.file.display(),
+                    mw.kind
+                )),
+                None => self.t.note(format!(
+                    "{}: router {rname:?}: middleware {m:?} is not defined in the files given; not carried over",
+                    r.origin.file.display()
+                )),
+            }
+        }
+        let plain_eps: Vec<&String> = eps.iter().filter(|e| !self.entry_tls(e)).collect();
+        let plain_redirected = redirect
+            || (!plain_eps.is_empty()
+                && plain_eps.iter().all(|e| {
+                    self.t
+                        .entrypoints
+                        .get(e.as_str())
+                        .is_some_and(|x| x.redirect_to.is_some())
+                }));
+        RouterView {
+            serves_tls,
+            serves_plain,
+            resolver,
+            plain_redirected,
+            only_redirects: serves_plain && plain_redirected && !serves_tls,
+        }
+    }
+
+    /// The hosts a router's rule matches; `None` (with a note) when the rule
+    /// is missing or matches something other than hosts.
+    fn rule_hosts(
+        &mut self,
+        rname: &str,
+        r: &Router,
+    ) -> Result<Option<Vec<rule::RuleHost>>, ImportError> {
+        let Some(rule_text) = r.rule.clone() else {
+            self.t.note(format!(
+                "{}: router {rname:?} has no rule (Traefik's defaultRule would apply); not carried over",
+                r.origin
+            ));
+            return Ok(None);
+        };
+        let parsed = rule::parse(&rule_text).map_err(|e| {
+            r.origin
+                .err("rule", format!("cannot parse {rule_text:?}: {e}"))
+        })?;
+        let rule_hosts = match rule::hosts(&parsed) {
+            Ok(h) => h,
+            Err(why) => {
+                self.t.note(format!(
+                    "{}: router {rname:?}: {why}; not carried over",
+                    r.origin.file.display()
+                ));
+                return Ok(None);
+            }
+        };
+        for h in &rule_hosts {
+            HostPattern::parse(&h.host).map_err(|e| {
+                r.origin
+                    .err("rule", format!("host {:?} in {rule_text:?}: {e}", h.host))
+            })?;
+            if let Some(re) = &h.approximated_from {
+                self.t.note(format!(
+                    "{}: router {rname:?}: HostRegexp(`{re}`) is carried over as {}",
+                    r.origin.file.display(),
+                    h.host
+                ));
+            }
+        }
+        Ok(Some(rule_hosts))
+    }
+
+    /// Pools before naming: hosts served by the same services share one, and
+    /// services no router reaches (and no weighted service includes) get one
+    /// without a route.
+    fn group_pools(
+        &mut self,
+        hosts: &[HostEntry],
+        routed: &BTreeSet<String>,
+    ) -> Result<Vec<Pool>, ImportError> {
+        let mut pools: Vec<Pool> = Vec::new();
+        for (i, h) in hosts.iter().enumerate() {
+            if h.members.is_empty() {
+                self.t.note(format!(
+                    "host {}: only redirect routers name it; not carried over",
+                    h.host
+                ));
+                continue;
+            }
+            let members: Vec<String> = h.members.iter().cloned().collect();
+            match pools.iter_mut().find(|p| p.members == members) {
+                Some(p) => p.hosts.push(i),
+                None => pools.push(Pool::unnamed(vec![i], members)),
+            }
+        }
+        let children: BTreeSet<String> = self
+            .t
+            .services
             .values()
             .filter_map(|s| match &s.kind {
                 ServiceKind::Weighted(w) => Some(w.children.iter().map(|c| c.name.clone())),
@@ -501,192 +636,156 @@ pub(super) fn build(t: &mut Traefik, inputs: &[PathBuf]) -> Result<String, Impor
             })
             .flatten()
             .collect();
-    let roots: Vec<(String, Origin)> =
-        b.t.services
+        let roots: Vec<(String, Origin)> = self
+            .t
+            .services
             .iter()
             .filter(|(n, _)| !routed.contains(*n) && !children.contains(*n))
             .map(|(n, s)| (n.clone(), s.origin.clone()))
             .collect();
-    for (name, origin) in roots {
-        if let Some(why) = b.check_service(&name, &origin, "", 0)? {
-            b.t.note(format!("{origin}: {why}; not carried over"));
-            continue;
+        for (name, origin) in roots {
+            if let Some(why) = self.check_service(&name, &origin, "", 0)? {
+                self.t.note(format!("{origin}: {why}; not carried over"));
+                continue;
+            }
+            self.t.note(format!(
+                "{origin}: no router routes to service {name:?}: its pool has no [[routes]] entry; add one with its host"
+            ));
+            pools.push(Pool::unnamed(Vec::new(), vec![name]));
         }
-        b.t.note(format!(
-            "{origin}: no router routes to service {name:?}: its pool has no [[routes]] entry; add one with its host"
-        ));
-        pools.push(Pool {
-            name: String::new(),
-            hosts: Vec::new(),
-            members: vec![name],
-            versions: Vec::new(),
-            health: None,
-            sticky: None,
-        });
+        Ok(pools)
     }
 
-    let mut used_pool_names = BTreeSet::new();
-    for p in &mut pools {
-        build_pool(&mut b, p, &hosts)?;
-        let mut name = p.name.clone();
-        let mut n = 2;
-        while !used_pool_names.insert(name.clone()) {
-            name = format!("{}-{n}", p.name);
-            n += 1;
-        }
-        p.name = name;
-    }
-
-    // The ACME account: the resolver most routes use, else the first defined.
-    let mut uses: BTreeMap<String, usize> = BTreeMap::new();
-    for h in &hosts {
-        for (r, _) in &h.resolvers {
-            *uses.entry(r.clone()).or_default() += 1;
-        }
-    }
-    let defined_uses: Vec<(&String, &usize)> = uses
-        .iter()
-        .filter(|(r, _)| b.t.resolvers.contains_key(*r))
-        .collect();
-    let chosen = defined_uses
-        .iter()
-        .max_by_key(|(r, n)| (**n, std::cmp::Reverse((*r).clone())))
-        .map(|(r, _)| (*r).clone())
-        .or_else(|| b.t.resolvers.keys().next().cloned());
-    let acme = match &chosen {
-        Some(name) => acme_section(&mut b, name)?,
-        None => None,
-    };
-
-    let mut out = String::new();
-    let mut routes_text = String::new();
-    let mut any_tls = false;
-    let mut tls_eps: Vec<String> = Vec::new();
-    let mut plain_eps: Vec<String> = Vec::new();
-    for (_, r) in &routers {
-        let eps = if r.entrypoints.is_empty() {
-            all_eps.clone()
-        } else {
-            r.entrypoints.clone()
-        };
-        for e in eps {
-            let list = if r.tls || b.entry_tls(&e) {
-                &mut tls_eps
-            } else {
-                &mut plain_eps
-            };
-            if !list.contains(&e) {
-                list.push(e);
+    /// The ACME account: the resolver most routes use, else the first defined.
+    fn choose_resolver(&self, hosts: &[HostEntry]) -> Option<String> {
+        let mut uses: BTreeMap<String, usize> = BTreeMap::new();
+        for h in hosts {
+            for (r, _) in &h.resolvers {
+                *uses.entry(r.clone()).or_default() += 1;
             }
         }
+        let defined_uses: Vec<(&String, &usize)> = uses
+            .iter()
+            .filter(|(r, _)| self.t.resolvers.contains_key(*r))
+            .collect();
+        defined_uses
+            .iter()
+            .max_by_key(|(r, n)| (**n, std::cmp::Reverse((*r).clone())))
+            .map(|(r, _)| (*r).clone())
+            .or_else(|| self.t.resolvers.keys().next().cloned())
     }
-    for p in &pools {
-        for &i in &p.hosts {
-            let h = &hosts[i];
-            let mut tls = "none";
-            let mut redirect_off = false;
-            if let Some((res, router)) = h.resolvers.first() {
-                let wildcard = h.host.starts_with("*.");
-                if wildcard {
-                    b.t.note(format!(
-                        "host {}: a wildcard certificate needs DNS-01, which switchyard does not do; served without TLS: give the route tls = {{ cert, key }}",
-                        h.host
-                    ));
-                } else if !b.t.resolvers.contains_key(res) {
-                    b.t.note(format!(
-                        "host {}: router {router:?} uses certificate resolver {res:?}, which is not in the files given (add Traefik's static configuration to the command); served without TLS",
-                        h.host
-                    ));
-                } else if acme.is_none() {
-                    b.t.note(format!(
-                        "host {}: its certificate resolver could not be carried over (see above); served without TLS",
-                        h.host
-                    ));
+
+    /// The entrypoints routers use, (TLS ones, plain ones), in first-use order.
+    fn entrypoints_by_role(
+        &self,
+        routers: &[(String, Router)],
+        all_eps: &[String],
+    ) -> (Vec<String>, Vec<String>) {
+        let mut tls_eps: Vec<String> = Vec::new();
+        let mut plain_eps: Vec<String> = Vec::new();
+        for (_, r) in routers {
+            for e in Self::router_eps(r, all_eps) {
+                let list = if r.tls || self.entry_tls(&e) {
+                    &mut tls_eps
                 } else {
-                    if chosen.as_deref() != Some(res.as_str()) {
-                        b.t.note(format!(
-                            "host {}: resolver {res:?} is served by the one ACME account switchyard has ({:?})",
-                            h.host,
-                            chosen.as_deref().unwrap_or("")
-                        ));
-                    }
-                    tls = "acme";
-                    redirect_off = h.plain_unredirected;
+                    &mut plain_eps
+                };
+                if !list.contains(&e) {
+                    list.push(e);
                 }
-            } else if let Some(router) = h.tls_without_resolver.first() {
-                b.t.note(format!(
+            }
+        }
+        (tls_eps, plain_eps)
+    }
+
+    /// Whether a host's route gets `tls = "acme"`: `Some(redirect_off)` when
+    /// it does, `None` (with a note saying why, when it had TLS) when not.
+    fn host_uses_acme(&mut self, h: &HostEntry, acme: bool, chosen: Option<&str>) -> Option<bool> {
+        let Some((res, router)) = h.resolvers.first() else {
+            if let Some(router) = h.tls_without_resolver.first() {
+                self.t.note(format!(
                     "host {}: router {router:?} uses TLS with a certificate from Traefik's store; served without TLS: give the route tls = {{ cert = \"...\", key = \"...\" }}",
                     h.host
                 ));
             }
-            any_tls |= tls == "acme";
-            let _ = writeln!(
-                routes_text,
-                "\n[[routes]]  # router{} {} ({})",
-                if h.routers.len() > 1 { "s" } else { "" },
-                h.routers.join(", "),
-                h.origin.file.display()
-            );
-            let _ = writeln!(routes_text, "host = {}", q(&h.host));
-            let _ = writeln!(routes_text, "pool = {}", q(&p.name));
-            if tls == "acme" {
-                let _ = writeln!(routes_text, "tls = \"acme\"");
-                if redirect_off {
-                    let _ = writeln!(
-                        routes_text,
-                        "redirect_https = false  # a Traefik router also served it over plain HTTP"
-                    );
-                }
-            }
+            return None;
+        };
+        if h.host.starts_with("*.") {
+            self.t.note(format!(
+                "host {}: a wildcard certificate needs DNS-01, which switchyard does not do; served without TLS: give the route tls = {{ cert, key }}",
+                h.host
+            ));
+            return None;
         }
+        if !self.t.resolvers.contains_key(res) {
+            self.t.note(format!(
+                "host {}: router {router:?} uses certificate resolver {res:?}, which is not in the files given (add Traefik's static configuration to the command); served without TLS",
+                h.host
+            ));
+            return None;
+        }
+        if !acme {
+            self.t.note(format!(
+                "host {}: its certificate resolver could not be carried over (see above); served without TLS",
+                h.host
+            ));
+            return None;
+        }
+        if chosen != Some(res.as_str()) {
+            self.t.note(format!(
+                "host {}: resolver {res:?} is served by the one ACME account switchyard has ({:?})",
+                h.host,
+                chosen.unwrap_or("")
+            ));
+        }
+        Some(h.plain_unredirected)
     }
 
-    let http_ep = pick_entrypoint(&b, &plain_eps, &["web", "http"], 80);
-    let https_ep = pick_entrypoint(&b, &tls_eps, &["websecure", "https"], 443);
-    let _ = writeln!(
-        out,
-        "# switchyard configuration imported from Traefik by `switchyard import traefik`"
-    );
-    let _ = writeln!(
-        out,
-        "# from: {}",
-        inputs
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let _ = writeln!(out, "# Check it with `switchyard check -c FILE`.");
-    if !b.t.notes.is_empty() {
-        let _ = writeln!(out, "#\n# Not carried over, or changed on the way:");
-        for n in &b.t.notes {
-            let _ = writeln!(out, "#   - {n}");
-        }
-    }
-    let _ = writeln!(out, "\n[server]");
-    let _ = writeln!(out, "http = {}  # {}", q(&http_ep.0), http_ep.1);
-    if any_tls {
-        let _ = writeln!(out, "https = {}  # {}", q(&https_ep.0), https_ep.1);
-    }
-    let _ = writeln!(
-        out,
-        "# The admin socket and state file keep their defaults: /run/switchyard/admin.sock, /var/lib/switchyard/state.json"
-    );
-    if let Some(m) = &b.t.metrics {
+    /// The comment header (inputs, notes), `[server]` and `[metrics]`.
+    fn write_head(
+        &self,
+        out: &mut String,
+        inputs: &[PathBuf],
+        http_ep: &(String, String),
+        https_ep: Option<&(String, String)>,
+    ) {
         let _ = writeln!(
             out,
-            "\n[metrics]  # Traefik had Prometheus metrics ({m}); switchyard's series are switchyard_*"
+            "# switchyard configuration imported from Traefik by `switchyard import traefik`"
         );
-        let _ = writeln!(out, "listen = \"127.0.0.1:9100\"");
+        let _ = writeln!(
+            out,
+            "# from: {}",
+            inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let _ = writeln!(out, "# Check it with `switchyard check -c FILE`.");
+        if !self.t.notes.is_empty() {
+            let _ = writeln!(out, "#\n# Not carried over, or changed on the way:");
+            for n in &self.t.notes {
+                let _ = writeln!(out, "#   - {n}");
+            }
+        }
+        let _ = writeln!(out, "\n[server]");
+        let _ = writeln!(out, "http = {}  # {}", q(&http_ep.0), http_ep.1);
+        if let Some(https_ep) = https_ep {
+            let _ = writeln!(out, "https = {}  # {}", q(&https_ep.0), https_ep.1);
+        }
+        let _ = writeln!(
+            out,
+            "# The admin socket and state file keep their defaults: /run/switchyard/admin.sock, /var/lib/switchyard/state.json"
+        );
+        if let Some(m) = &self.t.metrics {
+            let _ = writeln!(
+                out,
+                "\n[metrics]  # Traefik had Prometheus metrics ({m}); switchyard's series are switchyard_*"
+            );
+            let _ = writeln!(out, "listen = \"127.0.0.1:9100\"");
+        }
     }
-    if let Some(a) = &acme {
-        out.push_str(a);
-    }
-    out.push_str(&routes_text);
-    for p in &pools {
-        write_pool(&mut out, p);
-    }
-    Ok(out)
 }
 
 /// The listen address for a role: a used entrypoint with that role, else one
@@ -720,10 +819,17 @@ fn pick_entrypoint(
     )
 }
 
+/// What flattening a pool's services gives: its versions before naming, and
+/// the health checks and sticky settings met on the way, by service.
+#[derive(Default)]
+struct Flat {
+    leaves: Vec<Leaf>,
+    health: Vec<(String, Health)>,
+    /// (service, cookie name, from a weighted service).
+    sticky: Vec<(String, Option<String>, bool)>,
+}
+
 fn build_pool(b: &mut Builder<'_>, p: &mut Pool, hosts: &[HostEntry]) -> Result<(), ImportError> {
-    let mut leaves = Vec::new();
-    let mut health = Vec::new();
-    let mut sticky = Vec::new();
     let origin = p
         .hosts
         .first()
@@ -734,14 +840,15 @@ fn build_pool(b: &mut Builder<'_>, p: &mut Pool, hosts: &[HostEntry]) -> Result<
             key: String::new(),
         });
     let overflow = || origin.err("", "the weights are too large to carry over exactly");
+    let mut flat = Flat::default();
     for m in &p.members {
         let natural = b.natural(m);
         b.flatten(
             m,
             Ratio::int(natural),
-            &mut leaves,
-            &mut health,
-            &mut sticky,
+            &mut flat.leaves,
+            &mut flat.health,
+            &mut flat.sticky,
         )
         .ok_or_else(overflow)?;
     }
@@ -759,43 +866,8 @@ fn build_pool(b: &mut Builder<'_>, p: &mut Pool, hosts: &[HostEntry]) -> Result<
             p.members.join(", ")
         ));
     }
-
-    // The same name twice: merge when it is the same backends, else rename.
-    let mut merged: Vec<Leaf> = Vec::new();
-    for l in leaves {
-        if let Some(m) = merged
-            .iter_mut()
-            .find(|m| m.name == l.name && m.backends == l.backends)
-        {
-            m.weight = m.weight.add(l.weight).ok_or_else(overflow)?;
-            continue;
-        }
-        let mut l = l;
-        let base = l.name.clone();
-        let mut n = 2;
-        while merged.iter().any(|m| m.name == l.name) {
-            l.name = format!("{base}-{n}");
-            n += 1;
-        }
-        merged.push(l);
-    }
-
-    // Whole numbers: Traefik's own when they are whole, else the smallest
-    // exact ones.
-    let lcm = merged.iter().try_fold(1u128, |acc, l| {
-        let g = gcd(acc, l.weight.den).max(1);
-        (acc / g).checked_mul(l.weight.den)
-    });
-    let lcm = lcm.ok_or_else(overflow)?;
-    let mut weights: Vec<u128> = merged
-        .iter()
-        .map(|l| l.weight.num.checked_mul(lcm / l.weight.den))
-        .collect::<Option<_>>()
-        .ok_or_else(overflow)?;
-    if lcm > 1 {
-        let g = weights.iter().fold(0, |a, &w| gcd(a, w)).max(1);
-        weights.iter_mut().for_each(|w| *w /= g);
-    }
+    let merged = merge_leaves(std::mem::take(&mut flat.leaves)).ok_or_else(overflow)?;
+    let weights = whole_weights(&merged).ok_or_else(overflow)?;
     if let Some(max) = weights.iter().max() {
         if *max > u128::from(MAX_WEIGHT) {
             return Err(origin.err(
@@ -807,9 +879,58 @@ fn build_pool(b: &mut Builder<'_>, p: &mut Pool, hosts: &[HostEntry]) -> Result<
             ));
         }
     }
+    name_pool_and_versions(p, &merged, weights, hosts);
+    pool_health(b, p, &flat.health);
+    pool_sticky(b, p, &flat.sticky);
+    Ok(())
+}
 
-    // Names: versions after their services without the common prefix, the
-    // pool after that prefix (app-blue, app-green -> app: blue, green).
+/// The same name twice: merged when it is the same backends, else renamed.
+/// `None` when the weights overflow.
+fn merge_leaves(leaves: Vec<Leaf>) -> Option<Vec<Leaf>> {
+    let mut merged: Vec<Leaf> = Vec::new();
+    for l in leaves {
+        if let Some(m) = merged
+            .iter_mut()
+            .find(|m| m.name == l.name && m.backends == l.backends)
+        {
+            m.weight = m.weight.add(l.weight)?;
+            continue;
+        }
+        let mut l = l;
+        let base = l.name.clone();
+        let mut n = 2;
+        while merged.iter().any(|m| m.name == l.name) {
+            l.name = format!("{base}-{n}");
+            n += 1;
+        }
+        merged.push(l);
+    }
+    Some(merged)
+}
+
+/// Whole-number weights: Traefik's own when they are whole, else the
+/// smallest exact ones. `None` when they overflow.
+fn whole_weights(leaves: &[Leaf]) -> Option<Vec<u128>> {
+    let lcm = leaves.iter().try_fold(1u128, |acc, l| {
+        let g = gcd(acc, l.weight.den).max(1);
+        (acc / g).checked_mul(l.weight.den)
+    })?;
+    let mut weights: Vec<u128> = leaves
+        .iter()
+        .map(|l| l.weight.num.checked_mul(lcm / l.weight.den))
+        .collect::<Option<_>>()?;
+    if lcm > 1 {
+        let g = weights.iter().fold(0, |a, &w| gcd(a, w)).max(1);
+        weights.iter_mut().for_each(|w| *w /= g);
+    }
+    Some(weights)
+}
+
+/// Versions named after their services without the common prefix, the pool
+/// after that prefix (app-blue, app-green -> app: blue, green); else the
+/// pool after its one service, else after its first host's first label.
+fn name_pool_and_versions(p: &mut Pool, merged: &[Leaf], weights: Vec<u128>, hosts: &[HostEntry]) {
     let raw: Vec<String> = merged.iter().map(|l| sanitize(&l.name, "v")).collect();
     let (prefix, names) = match strip_common_prefix(&raw) {
         Some((prefix, names)) => (Some(prefix), names),
@@ -844,46 +965,55 @@ fn build_pool(b: &mut Builder<'_>, p: &mut Pool, hosts: &[HostEntry]) -> Result<
         .zip(weights)
         .map(|((l, name), w)| (name, w as u64, l.backends.clone(), l.name.clone()))
         .collect();
+}
 
-    if let Some((svc, h)) = health.first() {
-        for (other, oh) in &health[1..] {
-            if oh != h {
-                b.t.note(format!(
-                    "pool {}: service {other:?} has another health check; switchyard has one per pool and uses {svc:?}'s",
-                    p.name
-                ));
-            }
-        }
-        p.health = Some(h.clone());
-    }
-    if let Some((svc, cookie, from_weighted)) = sticky.first() {
-        let name = cookie.clone().filter(|c| {
-            !c.is_empty()
-                && c.bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b'=' && b != b';')
-        });
-        if !from_weighted && p.versions.len() < 2 {
+/// The pool's health check: the first service's (a note when others differ).
+fn pool_health(b: &mut Builder<'_>, p: &mut Pool, health: &[(String, Health)]) {
+    let Some((svc, h)) = health.first() else {
+        return;
+    };
+    for (other, oh) in &health[1..] {
+        if oh != h {
             b.t.note(format!(
-                "pool {}: service {svc:?} keeps a user on one server (sticky); switchyard keeps a user on one version, and this pool has one",
+                "pool {}: service {other:?} has another health check; switchyard has one per pool and uses {svc:?}'s",
                 p.name
             ));
-        } else {
-            if !from_weighted {
-                b.t.note(format!(
-                    "pool {}: service {svc:?} keeps a user on one server; switchyard keeps a user on one version",
-                    p.name
-                ));
-            }
-            if name.is_none() {
-                b.t.note(format!(
-                    "pool {}: Traefik generated the sticky cookie's name; switchyard's is sy_ver",
-                    p.name
-                ));
-            }
-            p.sticky = Some(name.unwrap_or_else(|| "sy_ver".into()));
         }
     }
-    Ok(())
+    p.health = Some(h.clone());
+}
+
+/// The pool's sticky cookie, from the first service that has one: Traefik
+/// keeps a user on a server, switchyard on a version.
+fn pool_sticky(b: &mut Builder<'_>, p: &mut Pool, sticky: &[(String, Option<String>, bool)]) {
+    let Some((svc, cookie, from_weighted)) = sticky.first() else {
+        return;
+    };
+    let name = cookie.clone().filter(|c| {
+        !c.is_empty()
+            && c.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'=' && b != b';')
+    });
+    if !from_weighted && p.versions.len() < 2 {
+        b.t.note(format!(
+            "pool {}: service {svc:?} keeps a user on one server (sticky); switchyard keeps a user on one version, and this pool has one",
+            p.name
+        ));
+        return;
+    }
+    if !from_weighted {
+        b.t.note(format!(
+            "pool {}: service {svc:?} keeps a user on one server; switchyard keeps a user on one version",
+            p.name
+        ));
+    }
+    if name.is_none() {
+        b.t.note(format!(
+            "pool {}: Traefik generated the sticky cookie's name; switchyard's is sy_ver",
+            p.name
+        ));
+    }
+    p.sticky = Some(name.unwrap_or_else(|| "sy_ver".into()));
 }
 
 fn write_pool(out: &mut String, p: &Pool) {

@@ -1,0 +1,178 @@
+//! The file model: what serde reads, spans kept for diagnostics.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    #[serde(default)]
+    pub(super) server: Option<ServerFile>,
+    #[serde(default)]
+    pub(super) admin: Option<AdminFile>,
+    #[serde(default)]
+    pub(super) metrics: Option<MetricsFile>,
+    #[serde(default)]
+    pub(super) access_log: Option<AccessLogFile>,
+    #[serde(default)]
+    pub(super) acme: Option<Spanned<AcmeFile>>,
+    #[serde(default)]
+    pub(super) routes: Vec<Spanned<RouteFile>>,
+    #[serde(default)]
+    pub(super) pools: BTreeMap<Spanned<String>, Spanned<PoolFile>>,
+}
+
+pub(super) type S<T> = Option<Spanned<T>>;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ServerFile {
+    pub(super) http: S<String>,
+    pub(super) https: S<String>,
+    pub(super) header_timeout: S<String>,
+    pub(super) idle_timeout: S<String>,
+    pub(super) connect_timeout: S<String>,
+    pub(super) request_timeout: S<String>,
+    pub(super) shutdown_grace: S<String>,
+    pub(super) max_connections: S<i64>,
+    pub(super) max_header_bytes: S<i64>,
+    pub(super) workers: S<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AdminFile {
+    pub(super) socket: S<String>,
+    pub(super) state: S<String>,
+    pub(super) dashboard: S<String>,
+    pub(super) token_file: S<String>,
+    pub(super) allow_remote: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MetricsFile {
+    pub(super) listen: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AccessLogFile {
+    pub(super) format: S<String>,
+    pub(super) path: S<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AcmeFile {
+    pub(super) email: Spanned<String>,
+    pub(super) directory: S<String>,
+    pub(super) storage: S<String>,
+    pub(super) challenge: S<String>,
+    pub(super) ca_file: S<String>,
+    pub(super) renew_before: S<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RouteFile {
+    pub(super) host: Spanned<String>,
+    pub(super) pool: Spanned<String>,
+    pub(super) tls: Option<Spanned<TlsFile>>,
+    pub(super) redirect_https: Option<bool>,
+    pub(super) preview: S<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum TlsFile {
+    Word(String),
+    Files(TlsFiles),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TlsFiles {
+    pub(super) cert: String,
+    pub(super) key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PoolFile {
+    pub(super) health: Option<Spanned<HealthFile>>,
+    pub(super) passive: Option<Spanned<PassiveFile>>,
+    pub(super) sticky: Option<Spanned<StickyFile>>,
+    pub(super) pin_header: S<String>,
+    pub(super) version_header: Option<bool>,
+    pub(super) retry: S<i64>,
+    pub(super) on_all_down: S<String>,
+    #[serde(default)]
+    pub(super) versions: BTreeMap<Spanned<String>, Spanned<VersionFile>>,
+    pub(super) rollout: Option<RolloutFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct VersionFile {
+    pub(super) weight: S<i64>,
+    #[serde(default)]
+    pub(super) backends: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HealthFile {
+    pub(super) path: S<String>,
+    pub(super) interval: S<String>,
+    pub(super) timeout: S<String>,
+    pub(super) rise: S<i64>,
+    pub(super) fall: S<i64>,
+    pub(super) status: S<StatusFile>,
+    pub(super) host: S<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum StatusFile {
+    One(i64),
+    Range(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PassiveFile {
+    pub(super) failures: S<i64>,
+    pub(super) ejection: S<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StickyFile {
+    pub(super) header: Option<String>,
+    pub(super) cookie: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RolloutFile {
+    pub(super) steps: S<Vec<i64>>,
+    pub(super) step_duration: S<String>,
+    pub(super) min_requests: S<i64>,
+    pub(super) max_error_rate_increase: S<f64>,
+    pub(super) max_p99_increase: S<f64>,
+    pub(super) p99_tolerance: S<String>,
+    pub(super) failure_limit: S<i64>,
+    pub(super) cooldown: S<String>,
+    pub(super) smoke: Option<Spanned<SmokeFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SmokeFile {
+    pub(super) path: S<String>,
+    pub(super) status: S<StatusFile>,
+    pub(super) webhook: S<String>,
+}

@@ -1,0 +1,406 @@
+//! The configuration file: TOML text in, a validated [`Config`] out.
+//!
+//! ```text
+//! &str --toml--> file::FileConfig (serde, deny_unknown_fields, spans kept)
+//!      --validate--> Config (typed, defaults filled, every error collected)
+//! ```
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `mod.rs` | the validated model, its defaults, [`Config::load`] |
+//! | `file.rs` | the file model serde reads |
+//! | `validate.rs` | file model to [`Config`], with line:col diagnostics |
+//!
+//! Pure: the only I/O is [`Config::load`] reading the file. Every error carries
+//! the line and column of the offending value so `switchyard check` can print
+//! `FILE:LINE:COL: message` for each of them. Relative paths in the file are
+//! resolved against the file's own directory. The bottom layer: nothing here
+//! uses another module of the crate but [`crate::host`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::host::{HostName, HostPattern};
+
+mod file;
+mod read;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use read::{read_config_file, MAX_CONFIG_BYTES};
+pub use validate::{check_steps, line_col};
+
+/// Most versions a pool may have.
+pub const MAX_VERSIONS: usize = 64;
+/// Largest weight accepted for one version.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+/// One problem in a config file, located by line and column (both 1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.line, self.col, self.message)
+    }
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A directory, FIFO, device or socket: never opened for reading.
+    #[error("cannot read {path}: it is {kind}, not a regular file")]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error("cannot read {path}: it is larger than {} MiB", .limit >> 20)]
+    TooLarge { path: PathBuf, limit: u64 },
+    #[error("{}", render(.path, .diagnostics))]
+    Invalid {
+        path: PathBuf,
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+fn render(path: &Path, diags: &[Diagnostic]) -> String {
+    diags
+        .iter()
+        .map(|d| format!("{}:{d}", path.display()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ---------------------------------------------------------------------------
+// The validated model.
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub metrics: Option<MetricsConfig>,
+    /// `[access_log]`; `None` when off.
+    pub access_log: Option<AccessLogConfig>,
+    pub acme: Option<AcmeConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub pools: BTreeMap<String, PoolConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    pub dashboard: Option<SocketAddr>,
+    pub token_file: Option<PathBuf>,
+    pub allow_remote: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogConfig {
+    pub format: AccessLogFormat,
+    pub target: AccessLogTarget,
+}
+
+/// `access_log.format`: `common` (Common Log Format plus route fields) or
+/// `json` (one object per line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Common,
+    Json,
+}
+
+/// `access_log.path`: where lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmeConfig {
+    pub email: String,
+    pub directory: String,
+    pub storage: PathBuf,
+    pub challenge: Challenge,
+    pub ca_file: Option<PathBuf>,
+    pub renew_before: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    Http01,
+    TlsAlpn01,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub host: HostPattern,
+    pub pool: String,
+    pub tls: TlsMode,
+    pub redirect_https: bool,
+    pub preview: Option<HostName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    None,
+    Acme,
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    pub health: Option<HealthConfig>,
+    pub passive: PassiveConfig,
+    pub sticky: Option<Sticky>,
+    pub pin_header: Option<http::HeaderName>,
+    pub version_header: bool,
+    pub retry: u32,
+    pub on_all_down: OnAllDown,
+    pub versions: BTreeMap<String, VersionConfig>,
+    pub rollout: RolloutConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionConfig {
+    pub weight: u32,
+    pub backends: Vec<BackendAddr>,
+}
+
+/// A backend address as written: `host:port`, where host is an IP literal or
+/// a DNS name (a Compose service, say) resolved when connecting.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendAddr {
+    text: Box<str>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Inclusive range of statuses that count as healthy.
+    pub status: (u16, u16),
+    pub host: Option<String>,
+}
+
+/// Passive ejection from live traffic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassiveConfig {
+    /// Consecutive connect failures or 5xx answers before ejection (0 = off).
+    pub failures: u32,
+    /// How long an ejected backend stays out when no active probe brings it back.
+    pub ejection: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    Header(http::HeaderName),
+    Cookie(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnAllDown {
+    Unavailable,
+    FailOpen,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutConfig {
+    pub steps: Vec<u32>,
+    pub step_duration: Duration,
+    pub min_requests: u64,
+    pub max_error_rate_increase: f64,
+    pub max_p99_increase: f64,
+    /// A p99 difference smaller than this never fails a judgement.
+    pub p99_tolerance: Duration,
+    pub failure_limit: u32,
+    pub cooldown: Duration,
+    pub smoke: Option<SmokeConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmokeConfig {
+    pub path: String,
+    pub status: (u16, u16),
+    pub webhook: Option<String>,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        RolloutConfig {
+            steps: vec![1, 5, 25, 100],
+            step_duration: Duration::from_secs(300),
+            min_requests: 50,
+            max_error_rate_increase: 0.01,
+            max_p99_increase: 0.5,
+            p99_tolerance: Duration::from_millis(10),
+            failure_limit: 1,
+            cooldown: Duration::from_secs(600),
+            smoke: None,
+        }
+    }
+}
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        PassiveConfig {
+            failures: 5,
+            ejection: Duration::from_secs(30),
+        }
+    }
+}
+
+// === impl BackendAddr ===
+
+impl BackendAddr {
+    /// Parses `host:port` (`[v6]:port` for IPv6 literals).
+    pub fn parse(raw: &str) -> Result<BackendAddr, String> {
+        let (host, port) = match raw.rfind(':') {
+            Some(i) => (&raw[..i], &raw[i + 1..]),
+            None => return Err(format!("backend {raw:?} must be host:port")),
+        };
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("backend {raw:?} has a bad port"))?;
+        if port == 0 {
+            return Err(format!("backend {raw:?} has port 0"));
+        }
+        if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            v6.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("backend {raw:?} has a bad IPv6 address"))?;
+        } else if host.contains(':') {
+            return Err(format!(
+                "backend {raw:?}: write IPv6 addresses as [addr]:port"
+            ));
+        } else {
+            HostName::parse(host).map_err(|e| format!("backend {raw:?}: {e}"))?;
+            if host.is_empty() {
+                return Err(format!("backend {raw:?} has no host"));
+            }
+        }
+        Ok(BackendAddr { text: raw.into() })
+    }
+
+    /// The `host:port` text, also the HTTP authority used when connecting.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Checks a pool or version name: letters, digits, `.`, `_`, `-`, at most 64.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// Parses a duration such as `500ms`, `10s`, `2m`, `1h30m` or `30d`.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw).map_err(|e| format!("bad duration {raw:?}: {e}"))
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads and validates a file. Relative paths inside resolve against the
+    /// file's directory. Only a regular file of at most
+    /// [`MAX_CONFIG_BYTES`] is read, and reading never blocks (see
+    /// [`read_config_file`]).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = read_config_file(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml_str_in(&text, base).map_err(|diagnostics| ConfigError::Invalid {
+            path: path.to_owned(),
+            diagnostics,
+        })
+    }
+
+    /// Validates TOML text; relative paths stay relative.
+    pub fn from_toml_str(text: &str) -> Result<Config, Vec<Diagnostic>> {
+        Config::from_toml_str_in(text, Path::new(""))
+    }
+
+    /// Validates TOML text, resolving relative paths against `base`.
+    pub fn from_toml_str_in(text: &str, base: &Path) -> Result<Config, Vec<Diagnostic>> {
+        validate::parse(text, base)
+    }
+
+    /// What is valid but probably not meant: `switchyard check` prints these
+    /// on stderr and still succeeds.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.routes.is_empty() {
+            out.push(
+                "no [[routes]]: nothing would be routed (every request would be answered 404)"
+                    .to_string(),
+            );
+        }
+        out
+    }
+
+    /// Checks a pool after runtime changes (added versions, new weights): the
+    /// same rules as the file, without spans.
+    pub fn check_pool(pool: &PoolConfig) -> Result<(), String> {
+        if pool.versions.is_empty() {
+            return Err("a pool needs at least one version".into());
+        }
+        if pool.versions.len() > MAX_VERSIONS {
+            return Err(format!("a pool has at most {MAX_VERSIONS} versions"));
+        }
+        for (name, v) in &pool.versions {
+            if !valid_name(name) {
+                return Err(format!("bad version name {name:?}"));
+            }
+            if v.weight > MAX_WEIGHT {
+                return Err(format!("weight of {name} is above {MAX_WEIGHT}"));
+            }
+            if v.backends.is_empty() {
+                return Err(format!("version {name} has no backends"));
+            }
+        }
+        Ok(())
+    }
+}

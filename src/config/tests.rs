@@ -1,0 +1,186 @@
+//! Parsing and validation on inline configs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[server]
+http = "127.0.0.1:8080"
+
+[[routes]]
+host = "App.Example.com"
+pool = "app"
+
+[pools.app.versions.blue]
+weight = 100
+backends = ["127.0.0.1:8081"]
+
+[pools.app.versions.green]
+weight = 0
+backends = ["green:8080", "[::1]:8083"]
+"#;
+
+#[test]
+fn minimal_config_parses_with_defaults() {
+    let c = Config::from_toml_str(MINIMAL).unwrap();
+    assert_eq!(c.server.http, Some("127.0.0.1:8080".parse().unwrap()));
+    assert_eq!(c.server.header_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.max_header_bytes, 65_536);
+    assert_eq!(c.routes[0].host.to_string(), "app.example.com");
+    assert!(!c.routes[0].redirect_https);
+    let app = &c.pools["app"];
+    assert_eq!(app.versions["blue"].weight, 100);
+    assert_eq!(app.versions["green"].backends[0].as_str(), "green:8080");
+    assert_eq!(app.retry, 1);
+    assert_eq!(app.on_all_down, OnAllDown::Unavailable);
+}
+
+#[test]
+fn every_error_is_reported_with_position() {
+    let text = r#"
+[server]
+http = "nope"
+connect_timeout = "3 parsecs"
+
+[[routes]]
+host = "a b"
+pool = "app"
+
+[[routes]]
+host = "b.test"
+pool = "missing"
+
+[pools.app.versions.blue]
+weight = -1
+backends = ["127.0.0.1", "x:99999"]
+
+[pools.empty]
+"#;
+    let diags = Config::from_toml_str(text).unwrap_err();
+    let lines: Vec<usize> = diags.iter().map(|d| d.line).collect();
+    assert!(lines.contains(&3), "{diags:?}");
+    assert!(lines.contains(&4));
+    assert!(lines.contains(&7));
+    assert!(lines.contains(&12));
+    assert!(lines.contains(&15));
+    assert_eq!(diags.iter().filter(|d| d.line == 16).count(), 2);
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.message.contains("at least one version")),
+        "{diags:?}"
+    );
+    let d = diags.iter().find(|d| d.line == 3).unwrap();
+    assert_eq!(d.col, 8);
+}
+
+#[test]
+fn unknown_keys_are_errors_with_position() {
+    let text = "[server]\nhttp = \"127.0.0.1:1\"\nbogus = 1\n";
+    let diags = Config::from_toml_str(text).unwrap_err();
+    assert_eq!(diags.len(), 1);
+    assert_eq!(diags[0].line, 3);
+    assert!(diags[0].message.contains("bogus"), "{diags:?}");
+}
+
+#[test]
+fn syntax_errors_have_positions() {
+    let diags = Config::from_toml_str("[server\nhttp=1").unwrap_err();
+    assert_eq!(diags[0].line, 1);
+}
+
+#[test]
+fn tls_and_acme_rules() {
+    let text = r#"
+[server]
+https = "127.0.0.1:8443"
+[[routes]]
+host = "*.example.com"
+pool = "app"
+tls = "acme"
+[[routes]]
+host = "b.example.com"
+pool = "app"
+tls = { cert = "a.pem", key = "a.key" }
+[pools.app.versions.blue]
+weight = 1
+backends = ["127.0.0.1:1"]
+"#;
+    let diags = Config::from_toml_str(text).unwrap_err();
+    assert!(diags
+        .iter()
+        .any(|d| d.message.contains("needs an [acme] section")));
+    assert!(diags.iter().any(|d| d.message.contains("DNS-01")));
+    assert_eq!(diags.len(), 2, "{diags:?}");
+}
+
+#[test]
+fn health_rollout_and_sticky_validate() {
+    let text = r#"
+[pools.app]
+health = { path = "/health", interval = "2s", timeout = "1s", rise = 2, fall = 3, status = "200-299" }
+sticky = { cookie = "sy_ver" }
+on_all_down = "fail_open"
+[pools.app.versions.blue]
+weight = 1
+backends = ["127.0.0.1:1"]
+[pools.app.rollout]
+steps = [1, 5, 25, 100]
+step_duration = "2s"
+min_requests = 10
+"#;
+    let c = Config::from_toml_str(text).unwrap();
+    let p = &c.pools["app"];
+    assert_eq!(p.health.as_ref().unwrap().status, (200, 299));
+    assert_eq!(p.sticky, Some(Sticky::Cookie("sy_ver".into())));
+    assert_eq!(p.on_all_down, OnAllDown::FailOpen);
+    assert_eq!(p.rollout.step_duration, Duration::from_secs(2));
+    assert_eq!(p.rollout.min_requests, 10);
+
+    let bad = text
+        .replace("[1, 5, 25, 100]", "[5, 1]")
+        .replace("\"1s\"", "\"9s\"");
+    let diags = Config::from_toml_str(&bad).unwrap_err();
+    assert!(diags.iter().any(|d| d.message.contains("increasing")));
+    assert!(diags.iter().any(|d| d.message.contains("must not exceed")));
+}
+
+#[test]
+fn relative_paths_resolve_against_the_file() {
+    let c = Config::from_toml_str_in(
+        "[admin]\nsocket = \"run/a.sock\"\nstate = \"/abs/s.json\"\n",
+        Path::new("/etc/sy"),
+    )
+    .unwrap();
+    assert_eq!(c.admin.socket, PathBuf::from("/etc/sy/run/a.sock"));
+    assert_eq!(c.admin.state, PathBuf::from("/abs/s.json"));
+}
+
+#[test]
+fn backend_addresses() {
+    assert!(BackendAddr::parse("app:80").is_ok());
+    assert!(BackendAddr::parse("[::1]:80").is_ok());
+    assert!(BackendAddr::parse("::1:80").is_err());
+    assert!(BackendAddr::parse("app").is_err());
+    assert!(BackendAddr::parse(":80").is_err());
+    assert!(BackendAddr::parse("a:0").is_err());
+    assert!(BackendAddr::parse("a b:1").is_err());
+}
+
+#[test]
+fn line_col_counts_characters() {
+    assert_eq!(line_col("ab\ncé d", 7), (2, 4));
+    assert_eq!(line_col("", 5), (1, 1));
+}
+
+#[test]
+fn shipped_examples_parse() {
+    for f in ["config/switchyard.toml", "config/full.toml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+        if let Err(e) = Config::load(&path) {
+            panic!("{f}: {e}");
+        }
+    }
+}

@@ -1,0 +1,704 @@
+//! The file model to a [`Config`]: defaults filled, every problem collected
+//! as a [`Diagnostic`] at the line and column of the value it is about.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::file::*;
+use super::*;
+use crate::host::{HostName, HostPattern};
+
+/// Parses and validates TOML text, resolving relative paths against `base`.
+pub(super) fn parse(text: &str, base: &Path) -> Result<Config, Vec<Diagnostic>> {
+    let file: FileConfig = match toml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            let (line, col) = line_col(text, e.span().map(|s| s.start).unwrap_or(0));
+            let message = e.message().trim().replace('\n', " ");
+            return Err(vec![Diagnostic { line, col, message }]);
+        }
+    };
+    let mut c = Checker {
+        text,
+        diags: Vec::new(),
+    };
+    let config = validate(&mut c, file, base);
+    if c.diags.is_empty() {
+        Ok(config)
+    } else {
+        c.diags.sort_by_key(|d| (d.line, d.col));
+        Err(c.diags)
+    }
+}
+
+/// Collects diagnostics while validating; turns byte spans into line:col.
+struct Checker<'a> {
+    text: &'a str,
+    diags: Vec<Diagnostic>,
+}
+
+impl<'a> Checker<'a> {
+    fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, col) = line_col(self.text, span.start);
+        self.diags.push(Diagnostic {
+            line,
+            col,
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, v: &S<String>, key: &str, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => match parse_duration(s.get_ref()) {
+                Ok(d) if d.is_zero() => {
+                    self.err(s.span(), format!("{key} must be above zero"));
+                    default
+                }
+                Ok(d) => d,
+                Err(e) => {
+                    self.err(s.span(), format!("{key}: {e}"));
+                    default
+                }
+            },
+        }
+    }
+
+    fn int(&mut self, v: &S<i64>, key: &str, range: Range<i64>, default: i64) -> i64 {
+        match v {
+            None => default,
+            Some(s) if range.contains(s.get_ref()) => *s.get_ref(),
+            Some(s) => {
+                self.err(
+                    s.span(),
+                    format!(
+                        "{key} must be between {} and {}",
+                        range.start,
+                        range.end - 1
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn addr(&mut self, v: &Spanned<String>, key: &str) -> Option<SocketAddr> {
+        match v.get_ref().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    v.span(),
+                    format!("{key}: {:?} is not an IP:port address", v.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    fn status(&mut self, v: &S<StatusFile>, key: &str) -> (u16, u16) {
+        let Some(s) = v else { return (200, 399) };
+        let parsed = match s.get_ref() {
+            StatusFile::One(n) => u16::try_from(*n).ok().map(|n| (n, n)),
+            StatusFile::Range(r) => r
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?))),
+        };
+        match parsed {
+            Some((a, b)) if (100..=599).contains(&a) && (100..=599).contains(&b) && a <= b => {
+                (a, b)
+            }
+            _ => {
+                self.err(
+                    s.span(),
+                    format!("{key} must be a status (200) or a range (\"200-399\")"),
+                );
+                (200, 399)
+            }
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset (columns count characters).
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let col = before[line_start..].chars().count() + 1;
+    (line, col)
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() || base.as_os_str().is_empty() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+/// The whole file, section by section. Diagnostics are sorted by position
+/// afterwards; the order of the calls here decides the order of two at the
+/// same position.
+fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
+    let server = validate_server(c, file.server.unwrap_or_default());
+    let admin = validate_admin(c, file.admin.unwrap_or_default(), base);
+    let metrics = file.metrics.and_then(|m| {
+        c.addr(&m.listen, "metrics.listen")
+            .map(|listen| MetricsConfig { listen })
+    });
+    let acme = file
+        .acme
+        .as_ref()
+        .map(|a| validate_acme(c, a.get_ref(), base));
+    let mut pools = BTreeMap::new();
+    for (name, pool) in &file.pools {
+        if !valid_name(name.get_ref()) {
+            c.err(
+                name.span(),
+                format!(
+                    "bad pool name {:?}: use letters, digits, '.', '_', '-'",
+                    name.get_ref()
+                ),
+            );
+        }
+        pools.insert(name.get_ref().clone(), validate_pool(c, pool));
+    }
+    let routes = validate_routes(
+        c,
+        &file.routes,
+        &RouteContext {
+            pools: &pools,
+            acme: acme.is_some(),
+            https: server.https.is_some(),
+            base,
+        },
+    );
+    let access_log = file
+        .access_log
+        .as_ref()
+        .and_then(|a| validate_access_log(c, a, base));
+    Config {
+        server,
+        admin,
+        metrics,
+        access_log,
+        acme,
+        routes,
+        pools,
+    }
+}
+
+/// `[server]`: listeners, timeouts, limits.
+fn validate_server(c: &mut Checker<'_>, sf: ServerFile) -> ServerConfig {
+    let http = match &sf.http {
+        Some(s) => c.addr(s, "server.http"),
+        None if sf.https.is_none() => Some(SocketAddr::from(([0, 0, 0, 0], 80))),
+        None => None,
+    };
+    let https = sf.https.as_ref().and_then(|s| c.addr(s, "server.https"));
+    let secs = Duration::from_secs;
+    ServerConfig {
+        http,
+        https,
+        header_timeout: c.duration(&sf.header_timeout, "header_timeout", secs(10)),
+        idle_timeout: c.duration(&sf.idle_timeout, "idle_timeout", secs(60)),
+        connect_timeout: c.duration(&sf.connect_timeout, "connect_timeout", secs(3)),
+        request_timeout: c.duration(&sf.request_timeout, "request_timeout", secs(60)),
+        shutdown_grace: c.duration(&sf.shutdown_grace, "shutdown_grace", secs(30)),
+        max_connections: c.int(
+            &sf.max_connections,
+            "max_connections",
+            1..10_000_001,
+            10_000,
+        ) as usize,
+        max_header_bytes: c.int(
+            &sf.max_header_bytes,
+            "max_header_bytes",
+            1024..16_777_217,
+            65_536,
+        ) as usize,
+        workers: c.int(&sf.workers, "workers", 0..1025, 0) as usize,
+    }
+}
+
+/// `[admin]`: socket, state file, dashboard and who may reach it.
+fn validate_admin(c: &mut Checker<'_>, af: AdminFile, base: &Path) -> AdminConfig {
+    let dashboard = af
+        .dashboard
+        .as_ref()
+        .and_then(|s| c.addr(s, "admin.dashboard"));
+    let allow_remote = af.allow_remote.unwrap_or(false);
+    if let (Some(d), Some(s)) = (dashboard, &af.dashboard) {
+        if af.token_file.is_none() {
+            c.err(s.span(), "admin.dashboard needs admin.token_file");
+        }
+        if !d.ip().is_loopback() && !allow_remote {
+            c.err(
+                s.span(),
+                "admin.dashboard on a non-loopback address needs allow_remote = true",
+            );
+        }
+    }
+    AdminConfig {
+        socket: resolve_or(base, &af.socket, "/run/switchyard/admin.sock"),
+        state: resolve_or(base, &af.state, "/var/lib/switchyard/state.json"),
+        dashboard,
+        token_file: af.token_file.as_ref().map(|s| resolve(base, s.get_ref())),
+        allow_remote,
+    }
+}
+
+/// A path key resolved against `base`, or `default` when absent.
+fn resolve_or(base: &Path, v: &S<String>, default: &str) -> PathBuf {
+    resolve(
+        base,
+        v.as_ref().map(|s| s.get_ref().as_str()).unwrap_or(default),
+    )
+}
+
+/// `[acme]`: the account, the directory and the challenge.
+fn validate_acme(c: &mut Checker<'_>, a: &AcmeFile, base: &Path) -> AcmeConfig {
+    let email = a.email.get_ref().clone();
+    if !email.contains('@') {
+        c.err(a.email.span(), "acme.email must be an e-mail address");
+    }
+    let directory = match a.directory.as_ref().map(|d| d.get_ref().as_str()) {
+        None | Some("letsencrypt") => "https://acme-v02.api.letsencrypt.org/directory".to_string(),
+        Some("letsencrypt-staging") => {
+            "https://acme-staging-v02.api.letsencrypt.org/directory".to_string()
+        }
+        Some(url) if url.starts_with("https://") => url.to_string(),
+        Some(_) => {
+            let d = a.directory.as_ref().map(|d| d.span()).unwrap_or(0..0);
+            c.err(
+                d,
+                "acme.directory must be letsencrypt, letsencrypt-staging or an https:// URL",
+            );
+            String::new()
+        }
+    };
+    let challenge = match a.challenge.as_ref().map(|d| d.get_ref().as_str()) {
+        None | Some("http-01") => Challenge::Http01,
+        Some("tls-alpn-01") => Challenge::TlsAlpn01,
+        Some(_) => {
+            let d = a.challenge.as_ref().map(|d| d.span()).unwrap_or(0..0);
+            c.err(d, "acme.challenge must be \"http-01\" or \"tls-alpn-01\"");
+            Challenge::Http01
+        }
+    };
+    let renew_before = a.renew_before.as_ref().map(|_| {
+        c.duration(
+            &a.renew_before,
+            "renew_before",
+            Duration::from_secs(30 * 86400),
+        )
+    });
+    AcmeConfig {
+        email,
+        directory,
+        storage: resolve_or(base, &a.storage, "/var/lib/switchyard/acme"),
+        challenge,
+        ca_file: a.ca_file.as_ref().map(|s| resolve(base, s.get_ref())),
+        renew_before,
+    }
+}
+
+/// What a route is checked against.
+struct RouteContext<'a> {
+    pools: &'a BTreeMap<String, PoolConfig>,
+    /// An `[acme]` section exists.
+    acme: bool,
+    /// `server.https` is set.
+    https: bool,
+    base: &'a Path,
+}
+
+/// `[[routes]]`: every host (and preview host) routed once, to a pool that
+/// exists, with TLS that can be served.
+fn validate_routes(
+    c: &mut Checker<'_>,
+    routes: &[Spanned<RouteFile>],
+    cx: &RouteContext<'_>,
+) -> Vec<RouteConfig> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for r in routes {
+        let span = r.span();
+        let r = r.get_ref();
+        if !cx.pools.contains_key(r.pool.get_ref()) {
+            c.err(
+                r.pool.span(),
+                format!(
+                    "route names pool {:?}, which is not defined",
+                    r.pool.get_ref()
+                ),
+            );
+        }
+        let host = match HostPattern::parse(r.host.get_ref()) {
+            Ok(h) => h,
+            Err(e) => {
+                c.err(
+                    r.host.span(),
+                    format!("route host {:?}: {e}", r.host.get_ref()),
+                );
+                continue;
+            }
+        };
+        if !seen.insert(host.to_string()) {
+            c.err(r.host.span(), format!("host {host} is routed twice"));
+        }
+        let tls = route_tls(c, r.tls.as_ref(), &host, cx);
+        if tls != TlsMode::None && !cx.https {
+            c.err(span, "a route with tls needs server.https");
+        }
+        let preview = r
+            .preview
+            .as_ref()
+            .and_then(|p| preview_host(c, p, &mut seen));
+        out.push(RouteConfig {
+            host,
+            pool: r.pool.get_ref().clone(),
+            redirect_https: r.redirect_https.unwrap_or(tls != TlsMode::None),
+            tls,
+            preview,
+        });
+    }
+    out
+}
+
+/// A route's `tls`: `"none"`, `"acme"` (needs `[acme]`, not for wildcards) or
+/// `{ cert, key }`.
+fn route_tls(
+    c: &mut Checker<'_>,
+    tls: Option<&Spanned<TlsFile>>,
+    host: &HostPattern,
+    cx: &RouteContext<'_>,
+) -> TlsMode {
+    match tls.map(|t| (t.span(), t.get_ref())) {
+        None => TlsMode::None,
+        Some((_, TlsFile::Word(w))) if w == "none" => TlsMode::None,
+        Some((span, TlsFile::Word(w))) if w == "acme" => {
+            if !cx.acme {
+                c.err(span.clone(), "tls = \"acme\" needs an [acme] section");
+            }
+            if host.is_wildcard() {
+                c.err(span, "a wildcard host needs a DNS-01 challenge, which switchyard does not do: use tls = { cert, key }");
+            }
+            TlsMode::Acme
+        }
+        Some((span, TlsFile::Word(w))) => {
+            c.err(
+                span,
+                format!("tls must be \"acme\", \"none\" or {{ cert = ..., key = ... }}, not {w:?}"),
+            );
+            TlsMode::None
+        }
+        Some((_, TlsFile::Files(f))) => TlsMode::Files {
+            cert: resolve(cx.base, &f.cert),
+            key: resolve(cx.base, &f.key),
+        },
+    }
+}
+
+/// A route's `preview` host: a plain name, routed nowhere else.
+fn preview_host(
+    c: &mut Checker<'_>,
+    p: &Spanned<String>,
+    seen: &mut BTreeSet<String>,
+) -> Option<HostName> {
+    match HostName::parse(p.get_ref()) {
+        Ok(h) => {
+            if !seen.insert(h.to_string()) {
+                c.err(p.span(), format!("host {h} is routed twice"));
+            }
+            Some(h)
+        }
+        Err(e) => {
+            c.err(p.span(), format!("preview host: {e}"));
+            None
+        }
+    }
+}
+
+/// `[access_log]`: `None` when `format = "off"` (or the format is wrong).
+fn validate_access_log(
+    c: &mut Checker<'_>,
+    a: &AccessLogFile,
+    base: &Path,
+) -> Option<AccessLogConfig> {
+    let format = match a.format.as_ref().map(|f| (f.span(), f.get_ref().as_str())) {
+        None | Some((_, "common")) => AccessLogFormat::Common,
+        Some((_, "json")) => AccessLogFormat::Json,
+        Some((_, "off")) => return None,
+        Some((span, _)) => {
+            c.err(
+                span,
+                "access_log.format must be \"common\", \"json\" or \"off\"",
+            );
+            return None;
+        }
+    };
+    let target = match a.path.as_ref().map(|p| p.get_ref().as_str()) {
+        None | Some("-") | Some("stdout") => AccessLogTarget::Stdout,
+        Some("stderr") => AccessLogTarget::Stderr,
+        Some(p) => AccessLogTarget::File(resolve(base, p)),
+    };
+    Some(AccessLogConfig { format, target })
+}
+
+/// One `[pools.NAME]`.
+fn validate_pool(c: &mut Checker<'_>, pool: &Spanned<PoolFile>) -> PoolConfig {
+    let p = pool.get_ref();
+    let versions = validate_versions(c, pool.span(), &p.versions);
+    let health = p.health.as_ref().map(|h| validate_health(c, h));
+    let passive = match &p.passive {
+        None => PassiveConfig::default(),
+        Some(ps) => {
+            let ps = ps.get_ref();
+            PassiveConfig {
+                failures: c.int(&ps.failures, "passive.failures", 0..1001, 5) as u32,
+                ejection: c.duration(&ps.ejection, "passive.ejection", Duration::from_secs(30)),
+            }
+        }
+    };
+    let sticky = p.sticky.as_ref().and_then(|s| validate_sticky(c, s));
+    let pin_header = p.pin_header.as_ref().and_then(|h| {
+        match http::HeaderName::try_from(h.get_ref().as_str()) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                c.err(h.span(), "pin_header is not a valid header name");
+                None
+            }
+        }
+    });
+    let on_all_down = match p
+        .on_all_down
+        .as_ref()
+        .map(|s| (s.span(), s.get_ref().as_str()))
+    {
+        None | Some((_, "503")) => OnAllDown::Unavailable,
+        Some((_, "fail_open")) => OnAllDown::FailOpen,
+        Some((span, _)) => {
+            c.err(span, "on_all_down must be \"503\" or \"fail_open\"");
+            OnAllDown::Unavailable
+        }
+    };
+    let rollout = p
+        .rollout
+        .as_ref()
+        .map(|r| validate_rollout(c, r))
+        .unwrap_or_default();
+    PoolConfig {
+        health,
+        passive,
+        sticky,
+        pin_header,
+        version_header: p.version_header.unwrap_or(false),
+        retry: c.int(&p.retry, "retry", 0..11, 1) as u32,
+        on_all_down,
+        versions,
+        rollout,
+    }
+}
+
+/// A pool's versions: one to [`MAX_VERSIONS`], each with a good name, a
+/// weight and at least one backend address.
+fn validate_versions(
+    c: &mut Checker<'_>,
+    span: Range<usize>,
+    versions: &BTreeMap<Spanned<String>, Spanned<VersionFile>>,
+) -> BTreeMap<String, VersionConfig> {
+    if versions.is_empty() {
+        c.err(
+            span.clone(),
+            "a pool needs at least one version ([pools.NAME.versions.V])",
+        );
+    }
+    if versions.len() > MAX_VERSIONS {
+        c.err(span, format!("a pool has at most {MAX_VERSIONS} versions"));
+    }
+    let mut out = BTreeMap::new();
+    for (vname, v) in versions {
+        if !valid_name(vname.get_ref()) {
+            c.err(
+                vname.span(),
+                format!(
+                    "bad version name {:?}: use letters, digits, '.', '_', '-'",
+                    vname.get_ref()
+                ),
+            );
+        }
+        let vspan = v.span();
+        let v = v.get_ref();
+        let weight = c.int(&v.weight, "weight", 0..i64::from(MAX_WEIGHT) + 1, 0) as u32;
+        if v.backends.is_empty() {
+            c.err(
+                vspan,
+                format!("version {} needs at least one backend", vname.get_ref()),
+            );
+        }
+        let mut backends = Vec::new();
+        for b in &v.backends {
+            match BackendAddr::parse(b.get_ref()) {
+                Ok(a) => backends.push(a),
+                Err(e) => c.err(b.span(), e),
+            }
+        }
+        out.insert(vname.get_ref().clone(), VersionConfig { weight, backends });
+    }
+    out
+}
+
+/// A pool's active `health` check.
+fn validate_health(c: &mut Checker<'_>, h: &Spanned<HealthFile>) -> HealthConfig {
+    let hspan = h.span();
+    let h = h.get_ref();
+    let interval = c.duration(&h.interval, "health.interval", Duration::from_secs(2));
+    let timeout = c.duration(&h.timeout, "health.timeout", Duration::from_secs(1));
+    if timeout > interval {
+        c.err(hspan, "health.timeout must not exceed health.interval");
+    }
+    let path = h
+        .path
+        .as_ref()
+        .map(|p| p.get_ref().clone())
+        .unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') {
+        let s = h.path.as_ref().map(|p| p.span()).unwrap_or(0..0);
+        c.err(s, "health.path must start with '/'");
+    }
+    HealthConfig {
+        path,
+        interval,
+        timeout,
+        rise: c.int(&h.rise, "health.rise", 1..101, 2) as u32,
+        fall: c.int(&h.fall, "health.fall", 1..101, 3) as u32,
+        status: c.status(&h.status, "health.status"),
+        host: h.host.as_ref().map(|s| s.get_ref().clone()),
+    }
+}
+
+/// A pool's `sticky`: a header or a cookie name, not both.
+fn validate_sticky(c: &mut Checker<'_>, s: &Spanned<StickyFile>) -> Option<Sticky> {
+    let span = s.span();
+    match (&s.get_ref().header, &s.get_ref().cookie) {
+        (Some(h), None) => match http::HeaderName::try_from(h.as_str()) {
+            Ok(h) => Some(Sticky::Header(h)),
+            Err(_) => {
+                c.err(
+                    span,
+                    format!("sticky header {h:?} is not a valid header name"),
+                );
+                None
+            }
+        },
+        (None, Some(k))
+            if !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'=' && b != b';') =>
+        {
+            Some(Sticky::Cookie(k.clone()))
+        }
+        _ => {
+            c.err(
+                span,
+                "sticky takes one of { header = \"X-User-ID\" } or { cookie = \"name\" }",
+            );
+            None
+        }
+    }
+}
+
+fn validate_rollout(c: &mut Checker<'_>, r: &RolloutFile) -> RolloutConfig {
+    let d = RolloutConfig::default();
+    let steps = match &r.steps {
+        None => d.steps.clone(),
+        Some(s) => match check_steps(s.get_ref()) {
+            Ok(v) => v,
+            Err(e) => {
+                c.err(s.span(), e);
+                d.steps.clone()
+            }
+        },
+    };
+    let fraction = |c: &mut Checker<'_>, v: &S<f64>, key: &str, default: f64, max: f64| match v {
+        None => default,
+        Some(x) if x.get_ref().is_finite() && *x.get_ref() >= 0.0 && *x.get_ref() <= max => {
+            *x.get_ref()
+        }
+        Some(x) => {
+            c.err(x.span(), format!("{key} must be between 0 and {max}"));
+            default
+        }
+    };
+    RolloutConfig {
+        steps,
+        step_duration: c.duration(&r.step_duration, "rollout.step_duration", d.step_duration),
+        min_requests: c.int(
+            &r.min_requests,
+            "rollout.min_requests",
+            0..1_000_000_001,
+            50,
+        ) as u64,
+        max_error_rate_increase: fraction(
+            c,
+            &r.max_error_rate_increase,
+            "rollout.max_error_rate_increase",
+            d.max_error_rate_increase,
+            1.0,
+        ),
+        max_p99_increase: fraction(
+            c,
+            &r.max_p99_increase,
+            "rollout.max_p99_increase",
+            d.max_p99_increase,
+            1000.0,
+        ),
+        p99_tolerance: match &r.p99_tolerance {
+            Some(s) if s.get_ref().trim() == "0s" || s.get_ref().trim() == "0" => Duration::ZERO,
+            other => c.duration(other, "rollout.p99_tolerance", d.p99_tolerance),
+        },
+        failure_limit: c.int(&r.failure_limit, "rollout.failure_limit", 1..1001, 1) as u32,
+        cooldown: match &r.cooldown {
+            // A zero cooldown is allowed: "no cooldown".
+            Some(s) if s.get_ref().trim() == "0s" || s.get_ref().trim() == "0" => Duration::ZERO,
+            other => c.duration(other, "rollout.cooldown", d.cooldown),
+        },
+        smoke: r.smoke.as_ref().map(|s| {
+            let s = s.get_ref();
+            SmokeConfig {
+                path: s
+                    .path
+                    .as_ref()
+                    .map(|p| p.get_ref().clone())
+                    .unwrap_or_else(|| "/".into()),
+                status: c.status(&s.status, "rollout.smoke.status"),
+                webhook: s.webhook.as_ref().map(|w| w.get_ref().clone()),
+            }
+        }),
+    }
+}
+
+/// Rollout steps: strictly increasing percentages in 1..=100.
+pub fn check_steps(steps: &[i64]) -> Result<Vec<u32>, String> {
+    if steps.is_empty() {
+        return Err("rollout steps must not be empty".into());
+    }
+    let mut prev = 0;
+    for &s in steps {
+        if !(1..=100).contains(&s) {
+            return Err(format!("rollout step {s} is not a percentage in 1..=100"));
+        }
+        if s <= prev {
+            return Err("rollout steps must be strictly increasing".into());
+        }
+        prev = s;
+    }
+    Ok(steps.iter().map(|&s| s as u32).collect())
+}
