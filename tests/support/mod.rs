@@ -683,3 +683,79 @@ where
 
 /// A shared log of (start instant, version) per request, for switch tests.
 pub type Timeline = Arc<Mutex<Vec<(Instant, Result<String, String>)>>>;
+
+// --- bounded processes (tests/control.rs) -----------------------------------
+
+/// `bin()` with `args`, run by `sh` under `ulimit -d KIB` and then `exec`-ed
+/// (the same pid, the same signals): a process that reads without bound (a
+/// config path pointing at /dev/zero) fails an allocation instead of taking
+/// the machine's memory.
+pub fn bin_with_data_limit(kib: u64, args: &[&str]) -> Command {
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg("ulimit -d \"$1\" || exit 97; shift; exec \"$@\"")
+        .arg("sh")
+        .arg(kib.to_string())
+        .arg(bin())
+        .args(args);
+    c
+}
+
+/// Runs `cmd` with stdout and stderr captured (small outputs: they are read
+/// after the exit); kills it and says so if it is still running after `within`.
+pub fn output_within(cmd: &mut Command, within: Duration) -> Result<Output, String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    let deadline = Instant::now() + within;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return child.wait_with_output().map_err(|e| e.to_string()),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().map_err(|e| e.to_string())?;
+                return Err(format!(
+                    "still running after {within:?} (killed); stdout: {:?}; stderr: {:?}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+impl Proxy {
+    /// `Proxy::start` with the process under `ulimit -d KIB` (see
+    /// `bin_with_data_limit`).
+    pub async fn start_with_data_limit(config: &str, kib: u64) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("switchyard.toml");
+        std::fs::write(&config_path, with_admin(config, dir.path())).unwrap();
+        let socket = dir.path().join("admin.sock");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("stderr.log"))
+            .unwrap();
+        let child = bin_with_data_limit(kib, &["run", "-c", config_path.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut p = Proxy {
+            dir,
+            config_path,
+            socket,
+            http: "127.0.0.1:1".parse().unwrap(),
+            child,
+        };
+        p.wait_ready().await;
+        p
+    }
+}
