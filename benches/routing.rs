@@ -19,7 +19,7 @@
 //!   two backends per version, as the request path does; plus `Pool::pick` alone.
 //! - `build/*`: `RoutingTable::build` for 20 routes over 20 pools, with a fresh
 //!   `BackendRegistry` (first load) and with a registry reused across builds.
-//!   `build` makes its own metrics registry each time; `build_with_metrics`
+//!   `build` makes its own metrics registry each time; `build_and_sync`
 //!   over one shared `Metrics` is what a reload or a weight change really does,
 //!   so the difference between the two is the cost of a new metrics registry.
 
@@ -176,9 +176,7 @@ fn bench_build(c: &mut Criterion) {
     });
     let metrics = Metrics::new();
     g.bench_function("20_routes_reload_shared_metrics", |b| {
-        b.iter(|| {
-            RoutingTable::build_with_metrics(black_box(&config), &registry, &canaries, &metrics)
-        })
+        b.iter(|| RoutingTable::build_and_sync(black_box(&config), &registry, &canaries, &metrics))
     });
     g.finish();
 }

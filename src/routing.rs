@@ -120,17 +120,6 @@ impl RoutingTable {
         Self::build_and_sync(config, registry, canaries, &Metrics::new())
     }
 
-    /// The old name of [`RoutingTable::build_and_sync`], kept so callers
-    /// compile; use that.
-    pub fn build_with_metrics(
-        config: &Config,
-        registry: &BackendRegistry,
-        canaries: &HashMap<String, String>,
-        metrics: &Metrics,
-    ) -> RoutingTable {
-        Self::build_and_sync(config, registry, canaries, metrics)
-    }
-
     /// Builds a table and brings the shared state in line with it: backends
     /// the table no longer uses are dropped from `registry` (the ones it uses
     /// are taken from there, or added), and the weight and backend-up gauges
