@@ -21,6 +21,8 @@
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms, unused_must_use)]
+// Functions short enough to read (clippy.toml: too-many-lines-threshold).
+#![warn(clippy::too_many_lines)]
 
 pub mod accesslog;
 pub mod acme;

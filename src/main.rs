@@ -1,5 +1,7 @@
 //! The `switchyard` binary: CLI, logging, runtime; everything else is the library.
 
+#![warn(clippy::too_many_lines)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;

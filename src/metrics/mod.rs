@@ -72,6 +72,25 @@ pub struct RequestMetrics {
     pub response: Histogram,
 }
 
+// The definitions are constant: `expect` can only fire on a typo in a name
+// here, which every test run would show at once.
+
+fn counters(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition")
+}
+
+fn gauges(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition")
+}
+
+fn histograms(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+        labels,
+    )
+    .expect("valid metric definition")
+}
+
 // === impl Metrics ===
 
 impl Metrics {
@@ -79,72 +98,46 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let route_labels = &["route", "pool", "version"];
-        let requests = IntCounterVec::new(
-            Opts::new(
-                names::REQUESTS_TOTAL,
-                "Requests answered, by route, pool, version and status code",
-            ),
+        let requests = counters(
+            names::REQUESTS_TOTAL,
+            "Requests answered, by route, pool, version and status code",
             &["route", "pool", "version", "code"],
-        )
-        .expect("valid metric definition");
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                names::REQUEST_DURATION,
-                "From the request's arrival to the end of the response head",
-            )
-            .buckets(BUCKETS.to_vec()),
+        );
+        let duration = histograms(
+            names::REQUEST_DURATION,
+            "From the request's arrival to the end of the response head",
             route_labels,
-        )
-        .expect("valid metric definition");
-        let response = HistogramVec::new(
-            HistogramOpts::new(
-                names::RESPONSE_DURATION,
-                "From the request's arrival to the end of the response body",
-            )
-            .buckets(BUCKETS.to_vec()),
+        );
+        let response = histograms(
+            names::RESPONSE_DURATION,
+            "From the request's arrival to the end of the response body",
             route_labels,
-        )
-        .expect("valid metric definition");
-        let upstream_errors = IntCounterVec::new(
-            Opts::new(
-                names::UPSTREAM_ERRORS_TOTAL,
-                "Failed attempts to get an answer from a backend, by kind",
-            ),
+        );
+        let upstream_errors = counters(
+            names::UPSTREAM_ERRORS_TOTAL,
+            "Failed attempts to get an answer from a backend, by kind",
             &["pool", "version", "backend", "kind"],
-        )
-        .expect("valid metric definition");
-        let backend_up = IntGaugeVec::new(
-            Opts::new(
-                names::BACKEND_UP,
-                "1 when the backend is in rotation (healthy, not ejected)",
-            ),
+        );
+        let backend_up = gauges(
+            names::BACKEND_UP,
+            "1 when the backend is in rotation (healthy, not ejected)",
             &["pool", "version", "backend"],
-        )
-        .expect("valid metric definition");
-        let version_weight = IntGaugeVec::new(
-            Opts::new(
-                names::VERSION_WEIGHT,
-                "Effective weight of a version (0 without an available backend)",
-            ),
+        );
+        let version_weight = gauges(
+            names::VERSION_WEIGHT,
+            "Effective weight of a version (0 without an available backend)",
             &["pool", "version"],
-        )
-        .expect("valid metric definition");
-        let rollout_canary_percent = IntGaugeVec::new(
-            Opts::new(
-                names::ROLLOUT_CANARY_PERCENT,
-                "Canary traffic percent of an active rollout",
-            ),
+        );
+        let rollout_canary_percent = gauges(
+            names::ROLLOUT_CANARY_PERCENT,
+            "Canary traffic percent of an active rollout",
             &["pool", "canary"],
-        )
-        .expect("valid metric definition");
-        let rollout_state = IntGaugeVec::new(
-            Opts::new(
-                names::ROLLOUT_STATE,
-                "1 for the rollout's current state (running, paused, promoted, rolled_back)",
-            ),
+        );
+        let rollout_state = gauges(
+            names::ROLLOUT_STATE,
+            "1 for the rollout's current state (running, paused, promoted, rolled_back)",
             &["pool", "canary", "state"],
-        )
-        .expect("valid metric definition");
+        );
         let certificate_expiry = GaugeVec::new(
             Opts::new(
                 names::CERTIFICATE_EXPIRY,
@@ -153,14 +146,11 @@ impl Metrics {
             &["domain"],
         )
         .expect("valid metric definition");
-        let config_reloads = IntCounterVec::new(
-            Opts::new(
-                names::CONFIG_RELOADS_TOTAL,
-                "Config reloads by result (success, failure)",
-            ),
+        let config_reloads = counters(
+            names::CONFIG_RELOADS_TOTAL,
+            "Config reloads by result (success, failure)",
             &["result"],
-        )
-        .expect("valid metric definition");
+        );
         let access_log_dropped = IntCounter::new(
             names::ACCESS_LOG_DROPPED_TOTAL,
             "Access log lines dropped because the writer was behind",

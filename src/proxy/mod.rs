@@ -646,7 +646,9 @@ enum Exchange {
     Hyper(Option<Request<UpBody>>),
 }
 
-/// What one attempt on one backend came to.
+/// What one attempt on one backend came to. Not boxed: it lives for one
+/// return, and a box would cost an allocation on every proxied request.
+#[allow(clippy::large_enum_variant)]
 enum Attempt {
     Answered(Response<ProxyBody>),
     /// A pooled connection turned out closed before anything was sent:
@@ -757,98 +759,143 @@ async fn attempt(
     fresh: bool,
 ) -> Attempt {
     backend.in_flight.fetch_add(1, Ordering::Relaxed);
-    let mut in_flight = InFlight(Some(backend.clone()));
-    let timed = |app: &Control| {
-        let e = ProxyError::Timeout {
-            pool: pool.name.clone(),
-            backend: backend.key.addr.as_str().into(),
-        };
-        Attempt::Final(timed_out(app, pool, version, backend, e))
+    let in_flight = InFlight(Some(backend.clone()));
+    let to = Target {
+        app,
+        pool,
+        limits,
+        version,
+        backend,
     };
     match exchange {
-        Exchange::Direct { method, head } => {
-            // Send at the end of this event-loop turn, with the other
-            // requests that arrived in it: a backend on the same CPU then
-            // wakes once per batch instead of preempting the proxy after
-            // every send (about 0.58 -> 0.43 context switches per request in
-            // benches/compare.sh's rig). With nothing else ready, the turn
-            // ends at once.
-            tokio::task::yield_now().await;
-            let checkout = backend.checkout_raw(limits.connect_timeout, limits.idle_timeout, fresh);
-            let (conn, reused) = match checkout.await {
-                Ok(x) => x,
-                Err(source) => return Attempt::Failed(connect_error(pool, backend, source)),
-            };
-            let sent = conn.exchange(head, method);
-            match tokio::time::timeout(limits.request_timeout, sent).await {
-                Err(_) => timed(app),
-                Ok(Ok(resp)) => {
-                    app.passive_outcome(backend, &pool.passive, !resp.status().is_server_error());
-                    let (parts, body) = resp.into_parts();
-                    let finish = Some(Finish::new(in_flight.take(), None));
-                    Attempt::Answered(Response::from_parts(
-                        parts,
-                        ProxyBody::Direct { body, finish },
-                    ))
-                }
-                Ok(Err(source)) => {
-                    let stale = reused && source.nothing_received();
-                    let e = ProxyError::Exchange {
-                        pool: pool.name.clone(),
-                        backend: backend.key.addr.as_str().into(),
-                        source,
-                    };
-                    if stale {
-                        Attempt::Stale(e)
-                    } else {
-                        Attempt::Failed(e)
-                    }
+        Exchange::Direct { method, head } => to.direct(method, head, fresh, in_flight).await,
+        Exchange::Hyper(req) => to.hyper(req, in_flight).await,
+    }
+}
+
+/// Where one attempt goes.
+struct Target<'a> {
+    app: &'a Control,
+    pool: &'a Pool,
+    limits: Limits,
+    version: &'a Version,
+    backend: &'a Arc<Backend>,
+}
+
+impl Target<'_> {
+    /// Out of `request_timeout`: final, and charged to the backend.
+    fn timed_out(&self) -> Attempt {
+        let e = ProxyError::Timeout {
+            pool: self.pool.name.clone(),
+            backend: self.backend.key.addr.as_str().into(),
+        };
+        Attempt::Final(timed_out(
+            self.app,
+            self.pool,
+            self.version,
+            self.backend,
+            e,
+        ))
+    }
+
+    /// An answer's status counts for passive ejection (5xx is a failure).
+    fn answered(&self, status: StatusCode) {
+        let (pool, backend) = (self.pool, self.backend);
+        self.app
+            .passive_outcome(backend, &pool.passive, !status.is_server_error());
+    }
+
+    /// The direct HTTP/1.1 exchange ([`crate::h1`]).
+    async fn direct(
+        &self,
+        method: &Method,
+        head: &[u8],
+        fresh: bool,
+        mut in_flight: InFlight,
+    ) -> Attempt {
+        let (pool, backend, limits) = (self.pool, self.backend, self.limits);
+        // Send at the end of this event-loop turn, with the other requests
+        // that arrived in it: a backend on the same CPU then wakes once per
+        // batch instead of preempting the proxy after every send (about 0.58
+        // -> 0.43 context switches per request in benches/compare.sh's rig).
+        // With nothing else ready, the turn ends at once.
+        tokio::task::yield_now().await;
+        let checkout = backend.checkout_raw(limits.connect_timeout, limits.idle_timeout, fresh);
+        let (conn, reused) = match checkout.await {
+            Ok(x) => x,
+            Err(source) => return Attempt::Failed(connect_error(pool, backend, source)),
+        };
+        let sent = conn.exchange(head, method);
+        match tokio::time::timeout(limits.request_timeout, sent).await {
+            Err(_) => self.timed_out(),
+            Ok(Ok(resp)) => {
+                self.answered(resp.status());
+                let (parts, body) = resp.into_parts();
+                let finish = Some(Finish::new(in_flight.take(), None));
+                Attempt::Answered(Response::from_parts(
+                    parts,
+                    ProxyBody::Direct { body, finish },
+                ))
+            }
+            Ok(Err(source)) => {
+                let stale = reused && source.nothing_received();
+                let e = ProxyError::Exchange {
+                    pool: pool.name.clone(),
+                    backend: backend.key.addr.as_str().into(),
+                    source,
+                };
+                if stale {
+                    Attempt::Stale(e)
+                } else {
+                    Attempt::Failed(e)
                 }
             }
         }
-        Exchange::Hyper(req) => {
-            let Some(r) = req.take() else {
-                // Unreachable by construction: a consumed request is never
-                // retried (see `can_resend` in `forward`).
-                return Attempt::Final(ProxyError::NoHealthyVersion(pool.name.clone()));
-            };
-            let mut conn =
-                match Box::pin(backend.checkout(limits.connect_timeout, limits.idle_timeout)).await
-                {
-                    Ok(c) => c,
-                    Err(source) => {
-                        *req = Some(r);
-                        return Attempt::Failed(connect_error(pool, backend, source));
-                    }
+    }
+
+    /// Through hyper's client (a body to stream, or an upgrade).
+    async fn hyper(&self, req: &mut Option<Request<UpBody>>, mut in_flight: InFlight) -> Attempt {
+        let (pool, backend, limits) = (self.pool, self.backend, self.limits);
+        let Some(r) = req.take() else {
+            // Unreachable by construction: a consumed request is never
+            // retried (see `can_resend` in `forward`).
+            return Attempt::Final(ProxyError::NoHealthyVersion(pool.name.clone()));
+        };
+        let checkout = Box::pin(backend.checkout(limits.connect_timeout, limits.idle_timeout));
+        let mut conn = match checkout.await {
+            Ok(c) => c,
+            Err(source) => {
+                *req = Some(r);
+                return Attempt::Failed(connect_error(pool, backend, source));
+            }
+        };
+        let sent = Box::pin(conn.sender.try_send_request(r));
+        match tokio::time::timeout(limits.request_timeout, sent).await {
+            Err(_) => self.timed_out(),
+            Ok(Ok(resp)) => {
+                self.answered(resp.status());
+                let (parts, body) = resp.into_parts();
+                let finish = Some(Finish::new(in_flight.take(), Some(conn.sender)));
+                Attempt::Answered(Response::from_parts(
+                    parts,
+                    ProxyBody::Upstream { body, finish },
+                ))
+            }
+            Ok(Err(mut e)) => {
+                let back = e.take_message();
+                // A pooled connection closed under us before a byte was
+                // written: the request came back and may go again.
+                let stale = back.is_some() && conn.reused;
+                *req = back;
+                let e = ProxyError::Upstream {
+                    pool: pool.name.clone(),
+                    backend: backend.key.addr.as_str().into(),
+                    source: e.into_error(),
                 };
-            let sent = Box::pin(conn.sender.try_send_request(r));
-            match tokio::time::timeout(limits.request_timeout, sent).await {
-                Err(_) => timed(app),
-                Ok(Ok(resp)) => {
-                    app.passive_outcome(backend, &pool.passive, !resp.status().is_server_error());
-                    let (parts, body) = resp.into_parts();
-                    let finish = Some(Finish::new(in_flight.take(), Some(conn.sender)));
-                    Attempt::Answered(Response::from_parts(
-                        parts,
-                        ProxyBody::Upstream { body, finish },
-                    ))
-                }
-                Ok(Err(mut e)) => {
-                    let back = e.take_message();
-                    // A pooled connection closed under us before a byte was
-                    // written: the request came back and may go again.
-                    let stale = back.is_some() && conn.reused;
-                    *req = back;
-                    let e = ProxyError::Upstream {
-                        pool: pool.name.clone(),
-                        backend: backend.key.addr.as_str().into(),
-                        source: e.into_error(),
-                    };
-                    if stale {
-                        Attempt::Stale(e)
-                    } else {
-                        Attempt::Failed(e)
-                    }
+                if stale {
+                    Attempt::Stale(e)
+                } else {
+                    Attempt::Failed(e)
                 }
             }
         }
