@@ -125,12 +125,10 @@ async fn run(c: Arc<Control>, pool: String, wake: Arc<Notify>) {
 
 /// A fresh rollout passes the smoke gate before any traffic moves. False
 /// when it failed and the rollout was rolled back.
-async fn smoke_gate(c: &Control, mut r: Rollout) -> bool {
+async fn smoke_gate(c: &Arc<Control>, r: Rollout) -> bool {
     if let Err(e) = super::gate::smoke(&r, c).await {
         let why = format!("smoke gate failed: {e}");
-        if c.finish_rollout(&mut r, Status::RolledBack, why, "rollout")
-            .is_ok()
-        {
+        if let Flow::Done = end(c, r.clone(), Status::RolledBack, why).await {
             return false;
         }
     }
@@ -145,7 +143,12 @@ async fn smoke_gate(c: &Control, mut r: Rollout) -> bool {
 /// Acts on the stored record once: applies its step, waits out a window,
 /// judges it. Admin calls change the record under us, so every turn starts
 /// from the store.
-async fn turn(c: &Control, pool: &str, wake: &Notify, applied_step: &mut Option<usize>) -> Flow {
+async fn turn(
+    c: &Arc<Control>,
+    pool: &str,
+    wake: &Notify,
+    applied_step: &mut Option<usize>,
+) -> Flow {
     let Some(mut r) = c.rollout(pool) else {
         return Flow::Done;
     };
@@ -162,12 +165,20 @@ async fn turn(c: &Control, pool: &str, wake: &Notify, applied_step: &mut Option<
     let versions = c.pool_weights(pool).unwrap_or_default();
     if !versions.contains_key(&r.canary) || !versions.contains_key(&r.stable) {
         let why = "a version of the rollout left the pool".to_string();
-        return end(c, &mut r, Status::RolledBack, why);
+        return end(c, r, Status::RolledBack, why).await;
     }
     if *applied_step != Some(r.step) {
         let entered = vec![step_event(&r)];
         let weights = r.step_weights();
-        match c.save_rollout(&mut r, Some(&weights), entered) {
+        let saved = off(c, move |c| {
+            let result = c.save_rollout(&mut r, Some(&weights), entered);
+            (result, r)
+        });
+        let Some((result, saved)) = saved.await else {
+            return Flow::Done;
+        };
+        r = saved;
+        match result {
             Ok(()) => {}
             Err(AdminError::Stale) => return Flow::Again,
             Err(e) => {
@@ -192,17 +203,39 @@ async fn turn(c: &Control, pool: &str, wake: &Notify, applied_step: &mut Option<
     if fresh.status != Status::Running || fresh.step != r.step {
         return Flow::Again;
     }
-    judge_window(c, fresh, start, applied_step)
+    let applied = *applied_step;
+    let judged = off(c, move |c| {
+        let mut applied = applied;
+        let flow = judge_window(c, fresh, start, &mut applied);
+        (flow, applied)
+    });
+    match judged.await {
+        Some((flow, applied)) => {
+            *applied_step = applied;
+            flow
+        }
+        None => Flow::Done,
+    }
+}
+
+/// Runs `f` (which writes the store, and so fsyncs) on the blocking pool,
+/// never on a runtime worker. `None` when the runtime is shutting down.
+async fn off<T: Send + 'static>(
+    c: &Arc<Control>,
+    f: impl FnOnce(&Control) -> T + Send + 'static,
+) -> Option<T> {
+    let c = c.clone();
+    tokio::task::spawn_blocking(move || f(&c)).await.ok()
 }
 
 /// Waits out the step's window, watching the canary's health and admin
 /// calls. `None` when the window ran its course.
-async fn wait_window(c: &Control, r: &mut Rollout, wake: &Notify) -> Option<Flow> {
+async fn wait_window(c: &Arc<Control>, r: &mut Rollout, wake: &Notify) -> Option<Flow> {
     let end_at = tokio::time::Instant::now() + r.plan.step_duration;
     loop {
         if canary_alive(c, r) == Some(false) {
             let why = format!("every backend of {} is down", r.canary);
-            return Some(end(c, r, Status::RolledBack, why));
+            return Some(end(c, r.clone(), Status::RolledBack, why).await);
         }
         let now = tokio::time::Instant::now();
         if now >= end_at {
@@ -216,7 +249,16 @@ async fn wait_window(c: &Control, r: &mut Rollout, wake: &Notify) -> Option<Flow
 }
 
 /// Ends the rollout; a stale write (an admin call landed) goes round again.
-fn end(c: &Control, r: &mut Rollout, status: Status, why: String) -> Flow {
+async fn end(c: &Arc<Control>, mut r: Rollout, status: Status, why: String) -> Flow {
+    let ended = off(c, move |c| c.finish_rollout(&mut r, status, why, "rollout"));
+    match ended.await {
+        Some(Ok(())) | None => Flow::Done,
+        Some(Err(_)) => Flow::Again,
+    }
+}
+
+/// [`end`] from a blocking context (a judgement already off the workers).
+fn end_now(c: &Control, r: &mut Rollout, status: Status, why: String) -> Flow {
     match c.finish_rollout(r, status, why, "rollout") {
         Ok(()) => Flow::Done,
         Err(_) => Flow::Again,
@@ -224,7 +266,8 @@ fn end(c: &Control, r: &mut Rollout, status: Status, why: String) -> Flow {
 }
 
 /// Judges the window that just ended and stores the outcome: wait, fail
-/// (maybe roll back), or pass (next step, or promote).
+/// (maybe roll back), or pass (next step, or promote). Blocking (it writes
+/// the store): runs on the blocking pool.
 fn judge_window(
     c: &Control,
     mut r: Rollout,
@@ -286,7 +329,7 @@ fn judge_window(
                 if c.save_rollout(&mut r, None, events).is_err() {
                     return Flow::Again;
                 }
-                return end(c, &mut r, Status::Promoted, "every step passed".into());
+                return end_now(c, &mut r, Status::Promoted, "every step passed".into());
             }
             // The next step and its weights go in one write, so the stored
             // step always matches the weights in force.
@@ -301,7 +344,7 @@ fn judge_window(
             return Flow::Again;
         }
         let why = format!("{} failed judgement(s): {reason}", r.failures);
-        return end(c, &mut r, Status::RolledBack, why);
+        return end_now(c, &mut r, Status::RolledBack, why);
     }
     if verdict != Verdict::Pass {
         r.step_started_ms = now_ms();
