@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::control::Control;
-use crate::metrics::{Metrics, Sample, Window};
+use crate::metrics::{empty_sample, Metrics, Sample, Window};
 use crate::model::api::{Figures, StatsPool, StatsView};
 
 /// How far back the figures look.
@@ -42,9 +42,13 @@ impl Stats {
     /// Takes one sample of each `(pool, version)` at `now`, and forgets
     /// versions that are gone and samples older than the ring keeps.
     pub fn tick(&self, metrics: &Metrics, versions: &[(String, String)], now: Instant) {
+        let mut all = metrics.sample_all();
         let fresh: Vec<((String, String), Sample)> = versions
             .iter()
-            .map(|(p, v)| ((p.clone(), v.clone()), metrics.sample(p, v)))
+            .map(|k| {
+                let s = all.remove(k).unwrap_or_else(empty_sample);
+                (k.clone(), s)
+            })
             .collect();
         let mut rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
         rings.retain(|k, _| versions.contains(k));
@@ -70,8 +74,11 @@ impl Stats {
     ) -> StatsView {
         let mut pools: BTreeMap<String, StatsPool> = BTreeMap::new();
         let mut widest = Duration::ZERO;
+        let mut all = metrics.sample_all();
         for (pool, version) in versions {
-            let later = metrics.sample(pool, version);
+            let later = all
+                .remove(&(pool.clone(), version.clone()))
+                .unwrap_or_else(empty_sample);
             let earlier = self.oldest_within_window(pool, version, now);
             let figures = match earlier {
                 Some((t, earlier)) => {

@@ -10,8 +10,8 @@
 //!
 //! Metric names are the constants in [`names`]; nothing else spells them.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus::core::Collector;
@@ -63,13 +63,18 @@ pub struct Metrics {
     gauges: Mutex<HashSet<Vec<String>>>,
 }
 
-/// Handles for one (route, pool, version), resolved when a table is built.
+/// Handles for one (route, pool, version). Each series is resolved on its
+/// first use and kept for the table's life, so a table build costs no label
+/// lookups and a route that is never requested exports nothing: memory and
+/// `/metrics` grow with what is used, not with the config.
 pub struct RequestMetrics {
     labels: [Box<str>; 3],
     requests: IntCounterVec,
-    codes: [IntCounter; COMMON_CODES.len()],
-    pub duration: Histogram,
-    pub response: Histogram,
+    codes: [OnceLock<IntCounter>; COMMON_CODES.len()],
+    duration_vec: HistogramVec,
+    response_vec: HistogramVec,
+    duration: OnceLock<Histogram>,
+    response: OnceLock<Histogram>,
 }
 
 // The definitions are constant: `expect` can only fire on a typo in a name
@@ -193,18 +198,17 @@ impl Metrics {
         }
     }
 
-    /// Handles for one series set; called at table build, never per request.
+    /// Handles for one series set; called at table build, never per
+    /// request. Nothing is resolved yet (see [`RequestMetrics`]).
     pub fn request_handles(&self, route: &str, pool: &str, version: &str) -> RequestMetrics {
-        let l = [route, pool, version];
         RequestMetrics {
             labels: [route.into(), pool.into(), version.into()],
             requests: self.requests.clone(),
-            codes: COMMON_CODES.map(|c| {
-                self.requests
-                    .with_label_values(&[route, pool, version, &c.to_string()])
-            }),
-            duration: self.duration.with_label_values(&l),
-            response: self.response.with_label_values(&l),
+            codes: Default::default(),
+            duration_vec: self.duration.clone(),
+            response_vec: self.response.clone(),
+            duration: OnceLock::new(),
+            response: OnceLock::new(),
         }
     }
 
@@ -266,45 +270,56 @@ impl Metrics {
     /// Cumulative counts for one version of a pool, summed over routes: the
     /// input of [`Window::between`].
     pub fn sample(&self, pool: &str, version: &str) -> Sample {
-        let matches = |m: &prometheus::proto::Metric| {
-            let mut p = false;
-            let mut v = false;
+        self.sample_where(|p, v| p == pool && v == version)
+            .remove(&(pool.to_string(), version.to_string()))
+            .unwrap_or_else(empty_sample)
+    }
+
+    /// [`Metrics::sample`] of every version in one pass over the series (the
+    /// stats sampler's tick: one gather, not one per version).
+    pub fn sample_all(&self) -> HashMap<(String, String), Sample> {
+        self.sample_where(|_, _| true)
+    }
+
+    fn sample_where(&self, want: impl Fn(&str, &str) -> bool) -> HashMap<(String, String), Sample> {
+        fn key(m: &prometheus::proto::Metric) -> (&str, &str, &str) {
+            let (mut p, mut v, mut code) = ("", "", "");
             for l in m.get_label() {
                 match l.name() {
-                    "pool" => p = l.value() == pool,
-                    "version" => v = l.value() == version,
+                    "pool" => p = l.value(),
+                    "version" => v = l.value(),
+                    "code" => code = l.value(),
                     _ => {}
                 }
             }
-            p && v
-        };
-        let mut s = Sample {
-            requests: 0,
-            errors: 0,
-            buckets: BUCKETS
-                .iter()
-                .map(|&b| (b, 0))
-                .chain([(f64::INFINITY, 0)])
-                .collect(),
-            sum: 0.0,
-        };
+            (p, v, code)
+        }
+        let mut out: HashMap<(String, String), Sample> = HashMap::new();
         for mf in self.requests.collect() {
-            for m in mf.get_metric().iter().filter(|m| matches(m)) {
+            for m in mf.get_metric() {
+                let (p, v, code) = key(m);
+                if !want(p, v) {
+                    continue;
+                }
+                let s = out
+                    .entry((p.to_string(), v.to_string()))
+                    .or_insert_with(empty_sample);
                 let n = m.get_counter().get_value() as u64;
                 s.requests += n;
-                let code = m
-                    .get_label()
-                    .iter()
-                    .find(|l| l.name() == "code")
-                    .map(|l| l.value().to_string())
-                    .unwrap_or_default();
                 if code.starts_with('5') {
                     s.errors += n;
                 }
             }
         }
         for mf in self.duration.collect() {
-            for m in mf.get_metric().iter().filter(|m| matches(m)) {
+            for m in mf.get_metric() {
+                let (p, v, _) = key(m);
+                if !want(p, v) {
+                    continue;
+                }
+                let s = out
+                    .entry((p.to_string(), v.to_string()))
+                    .or_insert_with(empty_sample);
                 let h = m.get_histogram();
                 for (i, b) in h.get_bucket().iter().enumerate() {
                     if let Some(slot) = s.buckets.get_mut(i) {
@@ -317,7 +332,21 @@ impl Metrics {
                 s.sum += h.get_sample_sum();
             }
         }
-        s
+        out
+    }
+}
+
+/// A sample of a version that has served nothing.
+pub fn empty_sample() -> Sample {
+    Sample {
+        requests: 0,
+        errors: 0,
+        buckets: BUCKETS
+            .iter()
+            .map(|&b| (b, 0))
+            .chain([(f64::INFINITY, 0)])
+            .collect(),
+        sum: 0.0,
     }
 }
 
@@ -334,16 +363,39 @@ impl RequestMetrics {
     /// common codes; a rare code resolves its series once.
     #[inline]
     pub fn record(&self, status: u16, head: Duration) {
+        let [r, p, v] = &self.labels;
         match COMMON_CODES.iter().position(|&c| c == status) {
-            Some(i) => self.codes[i].inc(),
+            Some(i) => self.codes[i]
+                .get_or_init(|| {
+                    self.requests
+                        .with_label_values(&[&**r, &**p, &**v, &status.to_string()])
+                })
+                .inc(),
             None => {
-                let [r, p, v] = &self.labels;
                 self.requests
                     .with_label_values(&[&**r, &**p, &**v, &status.to_string()])
                     .inc();
             }
         }
-        self.duration.observe(head.as_secs_f64());
+        self.duration().observe(head.as_secs_f64());
+    }
+
+    /// Time to the response head.
+    #[inline]
+    pub fn duration(&self) -> &Histogram {
+        self.duration.get_or_init(|| {
+            let [r, p, v] = &self.labels;
+            self.duration_vec.with_label_values(&[&**r, &**p, &**v])
+        })
+    }
+
+    /// Time to the end of the response body.
+    #[inline]
+    pub fn response(&self) -> &Histogram {
+        self.response.get_or_init(|| {
+            let [r, p, v] = &self.labels;
+            self.response_vec.with_label_values(&[&**r, &**p, &**v])
+        })
     }
 }
 

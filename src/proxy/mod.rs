@@ -490,14 +490,14 @@ pub async fn handle(
     let body = resp.body_mut();
     match body.finish_mut() {
         Some(f) => {
-            f.observe = Some((m.response.clone(), start));
+            f.observe = Some((m.response().clone(), start));
             f.log = pending.map(|mut p| {
                 p.backend = Some(f.backend.clone());
                 p
             });
         }
         None => {
-            m.response.observe(head.as_secs_f64());
+            m.response().observe(head.as_secs_f64());
             if let Some(p) = pending {
                 p.write(body.size_hint().exact().unwrap_or(0));
             }
