@@ -890,6 +890,3 @@ pub fn bound_addrs(pid: u32, proto: &str) -> Vec<SocketAddr> {
     }
     out
 }
-
-/// A shared log of (start instant, version) per request, for switch tests.
-pub type Timeline = Arc<Mutex<Vec<(Instant, Result<String, String>)>>>;
