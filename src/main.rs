@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use http::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use switchyard::config::{Config, ConfigError};
 use switchyard::control::Control;
@@ -44,6 +44,10 @@ enum Cmd {
     Run {
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// Once every listener is bound, write their addresses (ports picked
+        /// for `:0` included) and the pid to this file as JSON, atomically.
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<PathBuf>,
     },
     /// Validate a config: exit 0, or 1 with every error as FILE:LINE:COL: message.
     Check {
@@ -70,6 +74,9 @@ enum Cmd {
         port: u16,
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// As for `run`: the bound addresses and the pid as JSON in this file.
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<PathBuf>,
     },
     /// Print a switchyard config equivalent to another proxy's configuration.
     Import {
@@ -188,12 +195,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.cmd {
-        Cmd::Run { config } => report(run(config)),
+        Cmd::Run { config, ready_file } => report(run(config, ready_file.as_deref())),
         Cmd::Check { config } => check(config),
         Cmd::Ctl { socket, json, cmd } => ctl_main(ctl::resolve_socket(socket), json, cmd),
-        Cmd::Demo { port, config } => report(match config {
-            None => demo(port),
-            Some(c) => demo_config(&c),
+        Cmd::Demo {
+            port,
+            config,
+            ready_file,
+        } => report(match config {
+            None => demo(port, ready_file.as_deref()),
+            Some(c) => demo_config(&c, ready_file.as_deref()),
         }),
         Cmd::Import {
             from: ImportFrom::Traefik { files },
@@ -303,7 +314,7 @@ fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
-fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
+fn run(config: Option<PathBuf>, ready_file: Option<&Path>) -> anyhow::Result<()> {
     let path = config_path(config);
     let config = Config::load(&path)?;
     let path = std::fs::canonicalize(&path).unwrap_or(path);
@@ -313,11 +324,47 @@ fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
         let store = Box::new(FileStore::new(&config.admin.state));
         let app = Arc::new(Control::new(Some(path.clone()), config.clone(), store, events));
         let listeners = switchyard::server::bind(&config).await?;
+        write_ready_file(ready_file, &listeners)?;
         tracing::info!(config = %path.display(), state = %config.admin.state.display(), "switchyard {} started", env!("CARGO_PKG_VERSION"));
         switchyard::server::run(app, &config, listeners, std::future::pending()).await?;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// `--ready-file`: once every listener is bound (connections queue from
+/// then on), `{"http": "127.0.0.1:PORT", "https": ..., "metrics": ...,
+/// "dashboard": ..., "admin": "/path/admin.sock", "pid": N}` (absent
+/// listeners left out), written atomically, so whoever started the process
+/// learns the ports picked for `:0` without probing.
+fn write_ready_file(
+    path: Option<&Path>,
+    listeners: &switchyard::server::Listeners,
+) -> anyhow::Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let mut ready = serde_json::Map::new();
+    for (name, listener) in [
+        ("http", &listeners.http),
+        ("https", &listeners.https),
+        ("metrics", &listeners.metrics),
+    ] {
+        if let Some(l) = listener {
+            ready.insert(name.into(), json!(l.local_addr()?.to_string()));
+        }
+    }
+    if let Some(d) = &listeners.dashboard {
+        ready.insert("dashboard".into(), json!(d.local_addr().to_string()));
+    }
+    ready.insert(
+        "admin".into(),
+        json!(listeners.admin_path.display().to_string()),
+    );
+    ready.insert("pid".into(), json!(std::process::id()));
+    let text = format!("{}\n", Value::Object(ready));
+    switchyard::fsutil::write_atomic(path, text.as_bytes(), 0o644)
+        .with_context(|| format!("cannot write the ready file {}", path.display()))
 }
 
 /// The audit log lives next to the state file: `state.json` -> `state.events.jsonl`.
@@ -329,7 +376,7 @@ fn events_path(state: &Path) -> PathBuf {
     state.with_file_name(format!("{stem}.events.jsonl"))
 }
 
-fn demo(port: u16) -> anyhow::Result<()> {
+fn demo(port: u16, ready_file: Option<&Path>) -> anyhow::Result<()> {
     let rt = runtime(0)?;
     rt.block_on(async {
         let (blue, green) = switchyard::demo::start_origins().await?;
@@ -352,6 +399,7 @@ fn demo(port: u16) -> anyhow::Result<()> {
             EventLog::in_memory(),
         ));
         let listeners = switchyard::server::bind(&config).await?;
+        write_ready_file(ready_file, &listeners)?;
         let exe = std::env::args()
             .next()
             .unwrap_or_else(|| "switchyard".into());
@@ -363,7 +411,7 @@ fn demo(port: u16) -> anyhow::Result<()> {
 }
 
 /// `demo -c FILE`: origins on the file's loopback backends, then `run`.
-fn demo_config(path: &Path) -> anyhow::Result<()> {
+fn demo_config(path: &Path, ready_file: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let rt = runtime(config.server.workers)?;
     rt.block_on(async {
@@ -390,6 +438,7 @@ fn demo_config(path: &Path) -> anyhow::Result<()> {
         let store = Box::new(FileStore::new(&config.admin.state));
         let app = Arc::new(Control::new(Some(path), config.clone(), store, events));
         let listeners = switchyard::server::bind(&config).await?;
+        write_ready_file(ready_file, &listeners)?;
         if let (Some(http), Some(route)) = (config.server.http, config.routes.first()) {
             let exe = std::env::args().next().unwrap_or_else(|| "switchyard".into());
             println!("try:  curl -s -H 'Host: {}' http://{http}/", route.host);

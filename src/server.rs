@@ -191,6 +191,11 @@ fn start_listeners(ctx: &Ctx, proxy: &Arc<Proxy>, config: &Config, l: Listeners)
         let addr = local(&listener);
         tracing::info!(%addr, "listening for {name}");
         control.set_bound(name, addr);
+        if https {
+            if let Ok(a) = listener.local_addr() {
+                control.set_https_port(a.port());
+            }
+        }
         let (proxy, builder, shutdown) = (proxy.clone(), builder.clone(), ctx.shutdown.clone());
         ctx.tracker.spawn(listener::serve(
             name,

@@ -4,7 +4,7 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use support::*;
 
@@ -65,7 +65,7 @@ async fn reload_applies_a_good_file_and_keeps_the_table_on_a_bad_one() {
     std::fs::write(&p.config_path, &text).unwrap();
     p.signal("HUP");
     assert!(
-        eventually(Duration::from_secs(5), || async {
+        eventually(DEADLINE, || async {
             p.weights("app").await["green"] == 100
         })
         .await,
@@ -86,8 +86,16 @@ async fn reload_applies_a_good_file_and_keeps_the_table_on_a_bad_one() {
         err.contains("at least one version") && err.contains("x y") && err.contains("nope"),
         "{err}"
     );
+    assert_eq!(p.events_of("reload.failed").await.len(), 1);
     p.signal("HUP");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The SIGHUP reload has been refused once it is in the audit log.
+    assert!(
+        eventually(DEADLINE, || async {
+            p.events_of("reload.failed").await.len() == 2
+        })
+        .await,
+        "SIGHUP with a broken file was not refused"
+    );
     assert_eq!(c.get("app.test", "/").await.unwrap().body, "green\n");
     assert_eq!(p.weights("app").await["green"], 100);
     let events = String::from_utf8_lossy(&p.ctl(&["events"]).stdout).to_string();
@@ -149,29 +157,44 @@ async fn runtime_weights_survive_reload_until_the_file_changes_them() {
 async fn sigterm_finishes_in_flight_requests_then_exits_0() {
     let blue = Upstream::start("blue").await;
     let green = Upstream::start("green").await;
-    let mut p = Proxy::start(&pool_config(&blue, 100, &green, 0, "")).await;
+    // A grace far longer than the test takes: the request is in flight
+    // for as long as the test holds it.
+    let config = pool_config(&blue, 100, &green, 0, "")
+        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"10m\"");
+    let mut p = Proxy::start(&config).await;
     let addr = p.http;
-    let slow =
-        tokio::spawn(async move { Client::new(addr).get("app.test", "/slow?ms=1500").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    p.signal("TERM");
-    let t = Instant::now();
-    // New connections are refused once it stops accepting.
+    let slow = tokio::spawn(async move { Client::new(addr).get("app.test", "/held").await });
     assert!(
-        eventually(Duration::from_secs(2), || async move {
+        eventually(DEADLINE, || async {
+            p.state().await["pools"]["app"]["versions"]["blue"]["in_flight"] == 1
+        })
+        .await
+    );
+    p.signal("TERM");
+    // New connections are refused once it stops accepting...
+    assert!(
+        eventually(DEADLINE, || async move {
             tokio::net::TcpStream::connect(addr).await.is_err()
         })
         .await
     );
+    // ...while the request in flight goes on: it ends when its origin does.
+    assert!(!slow.is_finished());
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "exited with a request in flight"
+    );
+    blue.release(1);
     let a = slow.await.unwrap().unwrap();
     assert_eq!(a.status, 200, "in-flight request finished");
-    assert_eq!(a.body, "blue\n");
+    assert_eq!(a.body, "blue held\nblue released\n");
+    let t = Instant::now();
     let status = loop {
         if let Some(s) = p.child.try_wait().unwrap() {
             break s;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(t.elapsed() < DEADLINE, "did not exit");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     assert_eq!(status.code(), Some(0));
     assert!(!p.socket.exists(), "admin socket removed at exit");
@@ -179,8 +202,11 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_blue_and_switches_to_green() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready_file = dir.path().join("ready.json");
     let mut child = Command::new(bin())
-        .args(["demo", "--port", "0"])
+        .args(["demo", "--port", "0", "--ready-file"])
+        .arg(&ready_file)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -203,13 +229,14 @@ async fn demo_serves_blue_and_switches_to_green() {
     }
     let socket = socket.expect("demo prints ctl lines");
     let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    // What it prints is what it bound, as its ready file says.
+    assert!(eventually(DEADLINE, || async { ready_file.exists() }).await);
+    let ready: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&ready_file).unwrap()).unwrap();
+    assert_eq!(ready["http"], addr.to_string(), "{ready}");
+    assert_eq!(ready["admin"], socket, "{ready}");
+    assert_eq!(ready["pid"], child.id(), "{ready}");
     let mut c = Client::new(addr);
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            std::path::Path::new(&socket).exists()
-        })
-        .await
-    );
     assert_eq!(c.get("demo.local", "/").await.unwrap().body, "blue\n");
     let out = Command::new(bin())
         .args(["ctl", "-s", &socket, "switch", "app", "green"])

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use support::{Client, Proxy, Upstream};
-use tls_support::{curl_https, free_port, start_switchyard, tls_connect, tls_get, TestCa};
+use support::{Client, Proxy, Upstream, DEADLINE};
+use tls_support::{curl_https, start_switchyard, tls_connect, tls_get, TestCa};
 
 struct Site {
     _upstream: Upstream,
@@ -25,7 +25,7 @@ struct Site {
 
 impl Site {
     fn addr(&self) -> SocketAddr {
-        format!("127.0.0.1:{}", self.https).parse().unwrap()
+        self.proxy.https.expect("an https listener")
     }
     fn dir(&self) -> &Path {
         self.proxy.dir.path()
@@ -46,11 +46,10 @@ async fn site() -> Site {
     write_leaf(&ca, dir.path(), "app", &["app.test", "open.test"]);
     write_leaf(&ca, dir.path(), "wild", &["*.wild.test"]);
     std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
-    let (http, https) = (free_port(), free_port());
     let cfg = format!(
         r#"[server]
-http = "127.0.0.1:{http}"
-https = "127.0.0.1:{https}"
+http = "127.0.0.1:0"
+https = "127.0.0.1:0"
 shutdown_grace = "1s"
 
 [admin]
@@ -92,8 +91,8 @@ backends = ["{}"]
     Site {
         _upstream: upstream,
         ca,
+        https: proxy.https.expect("an https listener").port(),
         proxy,
-        https,
     }
 }
 
@@ -212,6 +211,7 @@ async fn a_host_other_than_the_sni_gets_421() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_redirects_with_308_except_the_acme_challenge_path() {
     let s = site().await;
+    // The https listener is on :0: redirects name the port it was bound on.
     let mut c = Client::new(s.proxy.http);
     let r = c.get("app.test", "/a/b?x=1").await.unwrap();
     assert_eq!(r.status, 308);
@@ -245,7 +245,7 @@ async fn websocket_upgrade_passes_over_tls() {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut b))
+        let n = tokio::time::timeout(DEADLINE, tls.read(&mut b))
             .await
             .unwrap()
             .unwrap();
@@ -257,7 +257,7 @@ async fn websocket_upgrade_passes_over_tls() {
     for msg in [&b"ping"[..], b"second frame"] {
         tls.write_all(msg).await.unwrap();
         let mut got = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut got))
+        tokio::time::timeout(DEADLINE, tls.read_exact(&mut got))
             .await
             .unwrap()
             .unwrap();

@@ -30,6 +30,7 @@ mod view;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -80,6 +81,9 @@ pub struct Control {
     epoch: Instant,
     /// Addresses actually bound (port 0 resolved), for `GET /v1/state`.
     bound: Mutex<BTreeMap<String, String>>,
+    /// The https listener's bound port (0 until bound): redirects name it,
+    /// not the configured one (which may be 0).
+    https_port: AtomicU16,
     /// Notified after every table swap (health probes follow the table).
     pub table_changed: Arc<Notify>,
     /// Notified when health or ejection changed what is available; the
@@ -134,6 +138,7 @@ impl Control {
             installing: Mutex::new(()),
             epoch: Instant::now(),
             bound: Mutex::new(BTreeMap::new()),
+            https_port: AtomicU16::new(0),
             table_changed: Arc::new(Notify::new()),
             rebuild_wanted: Arc::new(Notify::new()),
             rollout_calls,
@@ -170,12 +175,16 @@ impl Control {
     fn install_current(&self) {
         let _installing = self.installing.lock().unwrap_or_else(|e| e.into_inner());
         let view = self.view.load_full();
-        let table = RoutingTable::build_and_sync(
+        let mut table = RoutingTable::build_and_sync(
             &view.effective,
             &self.registry,
             &view.state.canaries(),
             &self.metrics,
         );
+        match self.https_port.load(Ordering::Relaxed) {
+            0 => {}
+            bound => table.https_port = Some(bound),
+        }
         self.table.store(Arc::new(table));
         self.table_changed.notify_one();
     }
@@ -197,6 +206,13 @@ impl Control {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_string(), addr);
+    }
+
+    /// The https listener is bound on `port`: redirects to https name it
+    /// from the next table on (the first is installed at once).
+    pub fn set_https_port(&self, port: u16) {
+        self.https_port.store(port, Ordering::Relaxed);
+        self.install_current();
     }
 
     pub fn bound(&self) -> BTreeMap<String, String> {

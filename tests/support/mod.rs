@@ -1,7 +1,13 @@
 //! Test support: real upstreams on 127.0.0.1:0 and the real `switchyard`
 //! binary started on a config written to a temp dir.
 //!
-//! Nothing binds a fixed port; every process is stopped when its handle drops.
+//! Nothing binds a fixed port, and no port is picked, let go and bound again
+//! later: every listener is bound on `:0` by the process that uses it and its
+//! address is read back from that process (the proxy writes them to its
+//! `--ready-file`). Every process is stopped when its handle drops.
+//!
+//! No wall-clock bound is asserted here: waits poll for a condition with a
+//! generous deadline ([`DEADLINE`]) that only turns a hang into a failure.
 
 #![allow(dead_code)]
 
@@ -42,6 +48,8 @@ pub struct Upstream {
     pub delay_ms: Arc<AtomicU64>,
     /// When N > 0, every Nth request answers 500.
     pub fail_every: Arc<AtomicU64>,
+    /// Permits for `/held` answers to finish (see [`Upstream::release`]).
+    held: Arc<tokio::sync::Semaphore>,
     /// Every connection's task, to close them all at once (a process kill).
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     task: tokio::task::JoinHandle<()>,
@@ -51,7 +59,9 @@ impl Upstream {
     /// Starts an origin on 127.0.0.1:0. Paths:
     /// `/health`; `/slow?ms=N`; `/stream?chunks=N&ms=M`; `/echo` (echoes the
     /// request body, streaming); `/headers` (request headers as JSON);
-    /// `/status/N`; an Upgrade request echoes raw bytes after 101.
+    /// `/status/N`; `/held` (sends `NAME held` at once, then `NAME released`
+    /// and the end of the body only when the test calls [`Upstream::release`]);
+    /// an Upgrade request echoes raw bytes after 101.
     pub async fn start(name: &'static str) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         Self::serve_on(name, listener)
@@ -65,6 +75,7 @@ impl Upstream {
         let failing = Arc::new(AtomicBool::new(false));
         let delay_ms = Arc::new(AtomicU64::new(0));
         let fail_every = Arc::new(AtomicU64::new(0));
+        let held = Arc::new(tokio::sync::Semaphore::new(0));
         let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::new(Mutex::new(Vec::new()));
         let knobs = Knobs {
             hits: hits.clone(),
@@ -72,6 +83,7 @@ impl Upstream {
             failing: failing.clone(),
             delay_ms: delay_ms.clone(),
             fail_every: fail_every.clone(),
+            held: held.clone(),
         };
         let c = conns.clone();
         let task = tokio::spawn(async move {
@@ -100,9 +112,15 @@ impl Upstream {
             failing,
             delay_ms,
             fail_every,
+            held,
             conns,
             task,
         }
+    }
+
+    /// Lets `n` answers to `/held` finish (now or when they get there).
+    pub fn release(&self, n: usize) {
+        self.held.add_permits(n);
     }
 
     /// Connections accepted so far.
@@ -137,6 +155,7 @@ struct Knobs {
     failing: Arc<AtomicBool>,
     delay_ms: Arc<AtomicU64>,
     fail_every: Arc<AtomicU64>,
+    held: Arc<tokio::sync::Semaphore>,
 }
 
 fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
@@ -161,6 +180,7 @@ async fn origin(
         failing,
         delay_ms,
         fail_every,
+        held,
     } = knobs;
     let path = req.uri().path().to_string();
     if path == "/health" {
@@ -222,6 +242,22 @@ async fn origin(
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        });
+        let stream = tokio_stream_from(rx);
+        return Ok(Response::new(BodyExt::boxed(StreamBody::new(stream))));
+    }
+    if path == "/held" {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(2);
+        tokio::spawn(async move {
+            let first = Frame::data(Bytes::from(format!("{name} held\n")));
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            if let Ok(p) = held.acquire().await {
+                p.forget();
+                let last = Frame::data(Bytes::from(format!("{name} released\n")));
+                let _ = tx.send(Ok(last)).await;
             }
         });
         let stream = tokio_stream_from(rx);
@@ -311,18 +347,28 @@ fn runner_wrapper(runner: &str, exe: &str) -> String {
     path.display().to_string()
 }
 
+/// The generous deadline of every wait for a condition: long enough that
+/// only a hang reaches it, even under qemu on a loaded machine.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
 /// A running `switchyard run`.
 pub struct Proxy {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// The admin socket, as the process reported it.
     pub socket: PathBuf,
     pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+    pub dashboard: Option<SocketAddr>,
     pub child: Child,
+    /// Extra environment of every start (restarts included).
+    env: Vec<(String, String)>,
 }
 
 impl Proxy {
     /// Writes `config` (with `{dir}` replaced by the temp dir) and starts the
-    /// binary; returns when the admin socket answers.
+    /// binary; returns once its ready file names every bound address.
     pub async fn start(config: &str) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         Self::start_in(dir, config).await
@@ -330,48 +376,74 @@ impl Proxy {
 
     /// Starts in a given dir (to restart on the same state).
     pub async fn start_in(dir: tempfile::TempDir, config: &str) -> Proxy {
+        Self::start_env(dir, config, &[]).await
+    }
+
+    /// Starts in a given dir with extra environment variables (`RUST_LOG`
+    /// among them overrides the default `info`).
+    pub async fn start_env(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Proxy {
         let config_path = dir.path().join("switchyard.toml");
         let text = with_admin(config, dir.path());
         std::fs::write(&config_path, text).unwrap();
-        let socket = dir.path().join("admin.sock");
-        let child = spawn(&config_path, dir.path());
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn(&config_path, dir.path(), &env);
         let mut p = Proxy {
+            socket: dir.path().join("admin.sock"),
             dir,
             config_path,
-            socket,
             http: "127.0.0.1:1".parse().unwrap(),
+            https: None,
+            metrics: None,
+            dashboard: None,
             child,
+            env,
         };
         p.wait_ready().await;
         p
     }
 
+    fn ready_path(&self) -> PathBuf {
+        self.dir.path().join("ready.json")
+    }
+
+    /// Waits for the ready file of the current process (a restart removes
+    /// the previous one before it spawns) and takes every address from it.
     async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + DEADLINE;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                let log =
-                    std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
-                panic!("switchyard exited early with {status}:\n{log}");
+                panic!("switchyard exited early with {status}:\n{}", self.log());
             }
-            if self.socket.exists() {
-                if let Ok((StatusCode::OK, v)) = admin(&self.socket, "GET", "/v1/state", None).await
-                {
-                    if let Some(h) = v["listeners"]["http"].as_str() {
-                        self.http = h.parse().unwrap();
-                        return;
-                    }
-                }
+            // Written atomically: a file that is there is complete.
+            if let Ok(text) = std::fs::read_to_string(self.ready_path()) {
+                let v: Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("ready file {text:?}: {e}"));
+                let addr = |k: &str| v[k].as_str().map(|a| a.parse::<SocketAddr>().unwrap());
+                assert_eq!(v["pid"], self.child.id(), "a stale ready file: {v}");
+                self.http = addr("http").expect("an http listener");
+                self.https = addr("https");
+                self.metrics = addr("metrics");
+                self.dashboard = addr("dashboard");
+                self.socket = PathBuf::from(v["admin"].as_str().expect("the admin socket"));
+                return;
             }
-            assert!(Instant::now() < deadline, "switchyard did not become ready");
+            assert!(
+                Instant::now() < deadline,
+                "switchyard wrote no ready file within {DEADLINE:?}:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    /// Restarts the process on the same dir (config and state kept).
+    /// Restarts the process on the same dir (config and state kept). Its
+    /// listeners on `:0` get new ports, read from the new ready file.
     pub async fn restart(&mut self) {
         self.kill9();
-        self.child = spawn(&self.config_path, self.dir.path());
+        self.child = spawn(&self.config_path, self.dir.path(), &self.env);
         self.wait_ready().await;
     }
 
@@ -427,6 +499,19 @@ impl Proxy {
             .collect()
     }
 
+    /// Audit events of `kind` so far.
+    pub async fn events_of(&self, kind: &str) -> Vec<Value> {
+        let (status, v) = self.admin("GET", "/v1/events", None).await;
+        assert_eq!(status, 200, "{v}");
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == kind)
+            .cloned()
+            .collect()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
@@ -438,21 +523,34 @@ impl Drop for Proxy {
     }
 }
 
-fn spawn(config: &Path, dir: &Path) -> Child {
+/// Starts `switchyard run -c CONFIG --ready-file DIR/ready.json` (any ready
+/// file of an earlier process removed first), stderr appended to
+/// `DIR/stderr.log`.
+fn spawn(config: &Path, dir: &Path, env: &[(String, String)]) -> Child {
+    let ready = dir.join("ready.json");
+    match std::fs::remove_file(&ready) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("cannot remove {}: {e}", ready.display()),
+    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("stderr.log"))
         .unwrap();
-    Command::new(bin())
-        .arg("run")
+    let mut c = Command::new(bin());
+    c.arg("run")
         .arg("-c")
         .arg(config)
+        .arg("--ready-file")
+        .arg(&ready)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+        .stderr(log);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().unwrap()
 }
 
 /// Adds an `[admin]` section pointing into `dir` unless the config has one.
@@ -663,7 +761,8 @@ pub async fn raw(addr: SocketAddr, request: &[u8], timeout: Duration) -> Vec<u8>
     out
 }
 
-/// Polls `f` until it is true or `within` passes.
+/// Polls `f` until it is true or `within` passes (a deadline against hangs,
+/// never a claim about speed: pass [`DEADLINE`] unless there is a reason).
 pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
 where
     F: FnMut() -> Fut,
@@ -679,6 +778,117 @@ where
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// An address where nothing listens and nothing can start listening while
+/// the guard lives: a socket bound (without `SO_REUSEADDR`) but never put in
+/// listen state, so connecting is refused, and no other socket can take the
+/// port (unlike a port picked on `:0` and let go).
+pub struct DeadAddr {
+    pub addr: SocketAddr,
+    _socket: tokio::net::TcpSocket,
+}
+
+pub fn dead_addr() -> DeadAddr {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    DeadAddr {
+        addr: socket.local_addr().unwrap(),
+        _socket: socket,
+    }
+}
+
+/// Where a [`Relay`] sends what it accepts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Target {
+    /// Not known yet: accepted connections wait for it.
+    Pending,
+    /// Nothing there: accepted connections are closed at once.
+    Down,
+    Up(SocketAddr),
+}
+
+/// A TCP relay the test binds on `127.0.0.1:0` and keeps for the whole test,
+/// for a process that must be told a port before its peer exists (pebble's
+/// validator dials the proxy, the proxy dials pebble) or across a restart
+/// of the peer on new `:0` ports.
+pub struct Relay {
+    pub addr: SocketAddr,
+    target: tokio::sync::watch::Sender<Target>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn start() -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (target, rx) = tokio::sync::watch::channel(Target::Pending);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let t = match rx.wait_for(|t| *t != Target::Pending).await {
+                        Ok(t) => *t,
+                        Err(_) => return,
+                    };
+                    let Target::Up(to) = t else { return };
+                    if let Ok(mut server) = TcpStream::connect(to).await {
+                        let _ = server.set_nodelay(true);
+                        let _ = client.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Relay { addr, target, task }
+    }
+
+    pub fn set(&self, t: Target) {
+        self.target.send_replace(t);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Addresses of the sockets owned by `pid` (read from /proc): TCP ones in
+/// LISTEN state for `"tcp"`, bound UDP ones for `"udp"`. How a test reads
+/// back the ports a program it started picked on `:0`.
+pub fn bound_addrs(pid: u32, proto: &str) -> Vec<SocketAddr> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    l.to_string_lossy()
+                        .strip_prefix("socket:[")
+                        .map(|s| s.trim_end_matches(']').to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let state = if proto == "tcp" { "0A" } else { "07" };
+    let mut out = Vec::new();
+    for line in std::fs::read_to_string(format!("/proc/{pid}/net/{proto}"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+    {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() > 9 && cols[3] == state && inodes.contains(cols[9]) {
+            let (ip, port) = cols[1].split_once(':').unwrap();
+            let ip = u32::from_str_radix(ip, 16).unwrap();
+            let ip = std::net::Ipv4Addr::from(u32::from_be(ip));
+            let port = u16::from_str_radix(port, 16).unwrap();
+            out.push(SocketAddr::from((ip, port)));
+        }
+    }
+    out
 }
 
 /// A shared log of (start instant, version) per request, for switch tests.
@@ -737,12 +947,20 @@ impl Proxy {
         let config_path = dir.path().join("switchyard.toml");
         std::fs::write(&config_path, with_admin(config, dir.path())).unwrap();
         let socket = dir.path().join("admin.sock");
+        let ready = dir.path().join("ready.json");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.path().join("stderr.log"))
             .unwrap();
-        let child = bin_with_data_limit(kib, &["run", "-c", config_path.to_str().unwrap()])
+        let args = [
+            "run",
+            "-c",
+            config_path.to_str().unwrap(),
+            "--ready-file",
+            ready.to_str().unwrap(),
+        ];
+        let child = bin_with_data_limit(kib, &args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -753,7 +971,11 @@ impl Proxy {
             config_path,
             socket,
             http: "127.0.0.1:1".parse().unwrap(),
+            https: None,
+            metrics: None,
+            dashboard: None,
             child,
+            env: Vec::new(),
         };
         p.wait_ready().await;
         p

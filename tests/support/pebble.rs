@@ -5,6 +5,15 @@
 //! validator dials the proxy's own listener ports, and validation does not
 //! sleep.
 //!
+//! Every listener is bound on `:0` by the program that uses it and read back
+//! from /proc. Two facts need relays that the test binds and keeps: pebble
+//! must be told the ports its validator dials before the proxy exists, and
+//! the proxy must be told pebble's directory before pebble exists (and keep
+//! it across a pebble restart, which picks new ports). So the proxy talks to
+//! pebble through [`Pebble::directory`] (a relay), and the validator dials
+//! [`Pebble::http01`] and [`Pebble::tlsalpn01`], relays the test points at
+//! the proxy's listeners once it has read them ([`Pebble::validate_on`]).
+//!
 //! A machine without pebble fails these tests (scripts/setup.sh installs it).
 //!
 //! Include with `#[path = "support/pebble.rs"] mod pebble;` (it uses
@@ -12,46 +21,40 @@
 
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::tls_support::{free_port, TestCa};
+use crate::support::{bound_addrs, Proxy, Relay, Target, DEADLINE};
+use crate::tls_support::TestCa;
 
 /// How a pebble is started.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct PebbleOpts {
-    /// Port the validator dials for HTTP-01 (the proxy's http port).
-    pub http_port: u16,
-    /// Port the validator dials for TLS-ALPN-01 (the proxy's https port).
-    pub tls_port: u16,
     /// Lifetime of issued certificates; pebble's default is 5 years.
     pub validity_secs: Option<u64>,
     /// Keep pebble's default 5 % nonce rejection (else 0 %).
     pub reject_nonces: bool,
 }
 
-impl PebbleOpts {
-    pub fn new(http_port: u16, tls_port: u16) -> PebbleOpts {
-        PebbleOpts {
-            http_port,
-            tls_port,
-            validity_secs: None,
-            reject_nonces: false,
-        }
-    }
-}
-
 pub struct Pebble {
     pub dir: tempfile::TempDir,
-    /// The ACME directory URL.
+    /// The ACME directory URL (through [`Pebble::api`], the same across
+    /// pebble restarts).
     pub directory: String,
     /// CA of pebble's own HTTPS listener: the proxy's `acme.ca_file`.
     pub ca_file: PathBuf,
-    pub mgmt_port: u16,
+    /// The management listener of the current run.
+    pub mgmt: SocketAddr,
     pub opts: PebbleOpts,
-    listen_port: u16,
-    dns_port: u16,
+    /// In front of pebble's ACME listener.
+    api: Relay,
+    /// Where the validator dials for HTTP-01 and TLS-ALPN-01.
+    pub http01: Relay,
+    pub tlsalpn01: Relay,
+    /// The mock DNS server (UDP).
+    dns_addr: SocketAddr,
     pebble: Option<Child>,
     dns: Option<Child>,
     /// Log files of successive pebble runs (a restart starts a new one).
@@ -68,8 +71,15 @@ fn which(tool: &str) -> PathBuf {
     panic!("{tool} is not installed: run scripts/setup.sh (apt-get install pebble)");
 }
 
+/// Panics with `log` when `child` has exited.
+fn alive(child: &mut Child, what: &str, log: impl FnOnce() -> String) {
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!("{what} exited with {status}:\n{}", log());
+    }
+}
+
 impl Pebble {
-    pub fn start(opts: PebbleOpts) -> Pebble {
+    pub async fn start(opts: PebbleOpts) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::new("pebble test listener CA");
         let (cert, key) = ca.leaf(&["localhost", "127.0.0.1", "::1"]);
@@ -77,17 +87,18 @@ impl Pebble {
         std::fs::write(&ca_file, &ca.cert_pem).unwrap();
         std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
         std::fs::write(dir.path().join("key.pem"), key).unwrap();
-        let listen_port = free_port();
-        let mgmt_port = free_port();
-        let dns_port = free_port();
-        let dns_mgmt_port = free_port();
+        let (api, http01, tlsalpn01) = (
+            Relay::start().await,
+            Relay::start().await,
+            Relay::start().await,
+        );
         let mut config = serde_json::json!({ "pebble": {
-            "listenAddress": format!("127.0.0.1:{listen_port}"),
-            "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
+            "listenAddress": "127.0.0.1:0",
+            "managementListenAddress": "127.0.0.1:0",
             "certificate": dir.path().join("cert.pem"),
             "privateKey": dir.path().join("key.pem"),
-            "httpPort": opts.http_port,
-            "tlsPort": opts.tls_port,
+            "httpPort": http01.addr.port(),
+            "tlsPort": tlsalpn01.addr.port(),
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
         }});
@@ -99,94 +110,135 @@ impl Pebble {
             serde_json::to_vec_pretty(&config).unwrap(),
         )
         .unwrap();
-        let dns_log = std::fs::File::create(dir.path().join("challtestsrv.log")).unwrap();
-        let dns = Command::new(which("pebble-challtestsrv"))
-            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+        let dns_log_path = dir.path().join("challtestsrv.log");
+        let dns_log = std::fs::File::create(&dns_log_path).unwrap();
+        let mut dns = Command::new(which("pebble-challtestsrv"))
+            .args(["-dns01", "127.0.0.1:0"])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-management", &format!("127.0.0.1:{dns_mgmt_port}")])
+            .args(["-management", "127.0.0.1:0"])
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
             .stdout(dns_log.try_clone().unwrap())
             .stderr(dns_log)
             .spawn()
             .expect("start pebble-challtestsrv");
+        // Its DNS server's UDP socket (pebble's resolver asks over UDP).
+        let deadline = Instant::now() + DEADLINE;
+        let dns_addr = loop {
+            alive(&mut dns, "pebble-challtestsrv", || {
+                std::fs::read_to_string(&dns_log_path).unwrap_or_default()
+            });
+            if let Some(a) = bound_addrs(dns.id(), "udp").first() {
+                break *a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pebble-challtestsrv bound no UDP socket"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         let mut p = Pebble {
-            directory: format!("https://localhost:{listen_port}/dir"),
+            directory: format!("https://localhost:{}/dir", api.addr.port()),
             ca_file,
-            mgmt_port,
+            mgmt: "127.0.0.1:1".parse().unwrap(),
             opts,
-            listen_port,
-            dns_port,
+            api,
+            http01,
+            tlsalpn01,
+            dns_addr,
             pebble: None,
             dns: Some(dns),
             runs: 0,
             dir,
         };
-        p.start_pebble();
+        p.start_pebble().await;
         p
+    }
+
+    /// Points the validator's relays at `proxy`'s http and https listeners
+    /// (again after every proxy restart: it gets new ports).
+    pub fn validate_on(&self, proxy: &Proxy) {
+        self.http01.set(Target::Up(proxy.http));
+        self.tlsalpn01
+            .set(Target::Up(proxy.https.expect("an https listener")));
     }
 
     fn log_path(&self, run: u32) -> PathBuf {
         self.dir.path().join(format!("pebble.{run}.log"))
     }
 
-    fn start_pebble(&mut self) {
+    /// `GET https://localhost:PORT/dir` answers (pebble's ACME listener;
+    /// its management listener answers 404).
+    fn serves_directory(&self, addr: SocketAddr) -> bool {
+        Command::new("curl")
+            .args(["-sf", "--max-time", "10", "--cacert"])
+            .arg(&self.ca_file)
+            .arg(format!("https://localhost:{}/dir", addr.port()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    async fn start_pebble(&mut self) {
         self.runs += 1;
         let log = std::fs::File::create(self.log_path(self.runs)).unwrap();
         let mut c = Command::new(which("pebble"));
         c.arg("-config")
             .arg(self.dir.path().join("pebble.json"))
-            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_port)])
+            .args(["-dnsserver", &self.dns_addr.to_string()])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         if !self.opts.reject_nonces {
             c.env("PEBBLE_WFE_NONCEREJECT", "0");
         }
-        self.pebble = Some(c.spawn().expect("start pebble"));
-        // Ready when the directory answers over TLS.
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut child = c.spawn().expect("start pebble");
+        // Ready when both its listeners are bound and one serves the
+        // directory: that one is the ACME API, the other the management API.
+        let deadline = Instant::now() + DEADLINE;
         loop {
-            let ok = Command::new("curl")
-                .args(["-sf", "--max-time", "2", "--cacert"])
-                .arg(&self.ca_file)
-                .arg(&self.directory)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if ok {
-                return;
+            alive(&mut child, "pebble", || self.log());
+            let bound = bound_addrs(child.id(), "tcp");
+            if bound.len() == 2 {
+                if let Some(i) = (0..2).find(|&i| self.serves_directory(bound[i])) {
+                    self.api.set(Target::Up(bound[i]));
+                    self.mgmt = bound[1 - i];
+                    self.pebble = Some(child);
+                    return;
+                }
             }
             assert!(
                 Instant::now() < deadline,
-                "pebble did not start:\n{}",
+                "pebble did not start (listening on {bound:?}):\n{}",
                 self.log()
             );
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// Stops pebble (the mock DNS keeps running).
+    /// Stops pebble (the mock DNS keeps running): the directory refuses.
     pub fn stop(&mut self) {
+        self.api.set(Target::Down);
         if let Some(mut c) = self.pebble.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    /// A fresh pebble on the same ports: new roots, no accounts, no orders.
-    pub fn restart(&mut self) {
+    /// A fresh pebble behind the same directory URL: new roots, no
+    /// accounts, no orders.
+    pub async fn restart(&mut self) {
         self.stop();
-        self.start_pebble();
+        self.start_pebble().await;
     }
 
     /// The root that signs issued certificates (new at every pebble start).
     pub fn root_pem(&self) -> String {
         let out = Command::new("curl")
-            .args(["-sf", "--max-time", "5", "--cacert"])
+            .args(["-sf", "--max-time", "30", "--cacert"])
             .arg(&self.ca_file)
-            .arg(format!("https://127.0.0.1:{}/roots/0", self.mgmt_port))
+            .arg(format!("https://127.0.0.1:{}/roots/0", self.mgmt.port()))
             .output()
             .expect("curl");
         assert!(out.status.success(), "cannot fetch pebble's root");

@@ -1,16 +1,15 @@
 //! Test support for TLS: certificates made with rcgen, a small TLS client
 //! that reports the serial it was served, curl over HTTPS, and a switchyard
-//! started with extra environment variables on fixed (pre-picked) ports.
+//! started with extra environment variables.
 //!
 //! Include with `#[path = "support/tls.rs"] mod tls_support;` next to `mod support;`.
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -20,17 +19,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 
-use crate::support::{admin, bin, Proxy};
-
-/// A port that was free a moment ago (for configs that must name ports
-/// before the process that binds them starts, such as pebble's validator).
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{Proxy, DEADLINE};
 
 /// A test CA and what it signs.
 pub struct TestCa {
@@ -106,7 +95,7 @@ pub async fn tls_connect(
     let connector = tokio_rustls::TlsConnector::from(client_config(root_pem, alpn));
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
-    tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+    tokio::time::timeout(DEADLINE, connector.connect(name, tcp))
         .await
         .map_err(|_| "handshake timed out".to_string())?
         .map_err(|e| e.to_string())
@@ -140,7 +129,7 @@ pub async fn tls_get(
         .header("host", host)
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(5), tx.send_request(req))
+    let resp = tokio::time::timeout(DEADLINE, tx.send_request(req))
         .await
         .map_err(|_| "request timed out".to_string())?
         .map_err(|e| e.to_string())?;
@@ -169,7 +158,7 @@ pub fn curl_https(
     http2: bool,
 ) -> Result<(String, String), String> {
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--cacert"])
+        .args(["-sS", "--max-time", "60", "--cacert"])
         .arg(root)
         .arg("--resolve")
         .arg(format!("{name}:{port}:127.0.0.1"))
@@ -186,70 +175,11 @@ pub fn curl_https(
     Ok((version.to_string(), body.to_string()))
 }
 
-/// Starts `switchyard run` on `config` (written to `dir/switchyard.toml`,
-/// which must name `dir/admin.sock` as its socket) with extra environment
-/// variables; returns when the admin API answers.
+/// Starts `switchyard run` on `config` (written to `dir/switchyard.toml`;
+/// listeners on `127.0.0.1:0`, read back from its ready file) with extra
+/// environment variables and switchyard's debug logs.
 pub async fn start_switchyard(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Proxy {
-    let config_path = dir.path().join("switchyard.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let socket = dir.path().join("admin.sock");
-    let child = spawn_env(&config_path, dir.path(), env);
-    let mut p = Proxy {
-        dir,
-        config_path,
-        socket,
-        http: "127.0.0.1:1".parse().unwrap(),
-        child,
-    };
-    wait_ready(&mut p).await;
-    p
-}
-
-/// Kills the process and starts it again on the same dir and config.
-pub async fn restart_switchyard(p: &mut Proxy, env: &[(&str, &str)]) {
-    p.kill9();
-    p.child = spawn_env(&p.config_path, p.dir.path(), env);
-    wait_ready(p).await;
-}
-
-fn spawn_env(config: &Path, dir: &Path, env: &[(&str, &str)]) -> std::process::Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("stderr.log"))
-        .unwrap();
-    let mut c = Command::new(bin());
-    c.arg("run")
-        .arg("-c")
-        .arg(config)
-        .env("RUST_LOG", "info,switchyard=debug")
-        .stdout(Stdio::null())
-        .stderr(log);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.spawn().unwrap()
-}
-
-async fn wait_ready(p: &mut Proxy) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = p.child.try_wait() {
-            panic!("switchyard exited early with {status}:\n{}", p.log());
-        }
-        if p.socket.exists() {
-            if let Ok((StatusCode::OK, v)) = admin(&p.socket, "GET", "/v1/state", None).await {
-                if let Some(h) = v["listeners"]["http"].as_str() {
-                    p.http = h.parse().unwrap();
-                    return;
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "switchyard did not become ready:\n{}",
-            p.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut env = env.to_vec();
+    env.push(("RUST_LOG", "info,switchyard=debug"));
+    Proxy::start_env(dir, config, &env).await
 }
