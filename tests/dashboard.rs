@@ -301,9 +301,12 @@ async fn stats_report_live_rates_per_version() {
         };
         n("green") + n("blue")
     };
+    // ...and the window reaches back more than a second (the rate below is
+    // requests over that window).
     assert!(
         eventually(DEADLINE, || async {
-            total(&d.proxy.admin("GET", "/v1/stats", None).await.1) >= 400
+            let v = d.proxy.admin("GET", "/v1/stats", None).await.1;
+            total(&v) >= 400 && v["window_seconds"].as_f64().is_some_and(|w| w > 1.0)
         })
         .await
     );

@@ -26,7 +26,9 @@ impl Control {
             .config_path
             .clone()
             .ok_or(AdminError::NoConfigFile)?;
+        let started = std::time::Instant::now();
         let file = Config::load(&path).map_err(|e| self.reload_failed(who, e.to_string()))?;
+        let read = started.elapsed();
         let w = self.lock_writer();
         let view = self.snapshot();
         if !force {
@@ -37,6 +39,7 @@ impl Control {
             notes_out.push("listener addresses, limits and the admin socket changed in the file: they take effect at the next restart".to_string());
         }
         let (effective, kept, notes) = apply_overrides(&file, &view.state);
+        let applied = started.elapsed();
         if kept != *view.state {
             w.store
                 .save(&kept)
@@ -53,6 +56,12 @@ impl Control {
             state: Arc::new(kept),
         });
         drop(w);
+        tracing::info!(
+            read_ms = read.as_millis() as u64,
+            overrides_ms = (applied - read).as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "config reloaded"
+        );
         for (pool, note) in notes {
             self.events
                 .record(NewEvent::new(who, EventKind::OverrideDropped, note.clone()).pool(pool));
