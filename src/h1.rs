@@ -156,7 +156,7 @@ impl RawConn {
         loop {
             if !self.buf.is_empty() {
                 received = true;
-                if let Some(h) = self.parse_head(method)? {
+                if let Some(h) = parse_head(&mut self.buf, method)? {
                     let mut resp = Response::new(RawBody {
                         conn: Some(self),
                         framing: h.framing,
@@ -179,101 +179,106 @@ impl RawConn {
             }
         }
     }
+}
 
-    /// Parses a complete head at the start of the buffer: `None` until one is
-    /// there. Interim (1xx) responses are skipped.
-    fn parse_head(&mut self, method: &Method) -> Result<Option<Head>, ExchangeError> {
-        loop {
-            let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut []);
-            let parse = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-                &mut parsed,
-                &self.buf,
-                &mut slots,
-            );
-            let len = match parse {
-                Ok(httparse::Status::Complete(n)) => n,
-                Ok(httparse::Status::Partial) => return Ok(None),
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Err(ExchangeError::Invalid("too many header fields"))
-                }
-                Err(_) => return Err(ExchangeError::Invalid("malformed response head")),
-            };
-            let code = parsed.code.unwrap_or(0);
-            let status = StatusCode::from_u16(code)
-                .map_err(|_| ExchangeError::Invalid("invalid status code"))?;
-            if status.is_informational() {
-                if status == StatusCode::SWITCHING_PROTOCOLS {
-                    return Err(ExchangeError::Invalid("101 to a request without upgrade"));
-                }
-                self.buf.advance(len);
-                continue;
+/// Parses a complete head at the start of the buffer, taking it (and any
+/// interim 1xx responses before it) out: `None` until one is there.
+/// Public for the fuzz targets only (`fuzz/checks.rs`).
+#[doc(hidden)]
+pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ExchangeError> {
+    loop {
+        let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let parse = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            buf,
+            &mut slots,
+        );
+        let len = match parse {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(ExchangeError::Invalid("too many header fields"))
             }
-            let http11 = parsed.version == Some(1);
-            let raw = &*parsed.headers;
-            // The hop-by-hop fields describe this connection: read what they
-            // say, then leave them (and the fields Connection names) out.
-            let hop = Hop::read(raw);
-            let mut keep_alive = http11 && !hop.close;
-            let framing = if *method == Method::HEAD
-                || status == StatusCode::NO_CONTENT
-                || status == StatusCode::NOT_MODIFIED
-            {
-                Framing::Length(0)
-            } else if let Some(chunked) = hop.chunked {
-                if chunked {
-                    Framing::Chunked(Chunk::Size)
-                } else {
-                    keep_alive = false;
-                    Framing::Eof
-                }
-            } else if let Some(cl) = content_length(raw)? {
-                Framing::Length(cl)
+            Err(_) => return Err(ExchangeError::Invalid("malformed response head")),
+        };
+        let code = parsed.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code)
+            .map_err(|_| ExchangeError::Invalid("invalid status code"))?;
+        if status.is_informational() {
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(ExchangeError::Invalid("101 to a request without upgrade"));
+            }
+            buf.advance(len);
+            continue;
+        }
+        let http11 = parsed.version == Some(1);
+        let raw = &*parsed.headers;
+        // The hop-by-hop fields describe this connection: read what they
+        // say, then leave them (and the fields Connection names) out.
+        let hop = Hop::read(raw);
+        let mut keep_alive = http11 && !hop.close;
+        let framing = if *method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            Framing::Length(0)
+        } else if let Some(chunked) = hop.chunked {
+            if chunked {
+                Framing::Chunked(Chunk::Size)
             } else {
                 keep_alive = false;
                 Framing::Eof
-            };
-            // Where each kept field sits in the head, so that the values can
-            // share the head's bytes once it is split off the buffer (no copy).
-            let base = self.buf.as_ptr() as usize;
-            let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-            let mut count = 0;
-            for h in raw.iter().filter(|h| !hop.drops(h.name)) {
-                // Offsets within the buffer (at most MAX_HEAD plus one read) fit u32.
-                fields[count] = (
-                    (h.name.as_ptr() as usize - base) as u32,
-                    h.name.len() as u32,
-                    (h.value.as_ptr() as usize - base) as u32,
-                    h.value.len() as u32,
-                );
-                count += 1;
             }
-            let bytes = self.buf.split_to(len).freeze();
-            let mut headers = HeaderMap::with_capacity(count);
-            for &(n, nl, v, vl) in &fields[..count] {
-                let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
-                let name = HeaderName::from_bytes(&bytes[n..n + nl])
-                    .map_err(|_| ExchangeError::Invalid("invalid header name"))?;
-                let value = HeaderValue::from_maybe_shared(bytes.slice(v..v + vl))
-                    .map_err(|_| ExchangeError::Invalid("invalid header value"))?;
-                headers.append(name, value);
-            }
-            return Ok(Some(Head {
-                status,
-                headers,
-                framing,
-                keep_alive,
-            }));
+        } else if let Some(cl) = content_length(raw)? {
+            Framing::Length(cl)
+        } else {
+            keep_alive = false;
+            Framing::Eof
+        };
+        // Where each kept field sits in the head, so that the values can
+        // share the head's bytes once it is split off the buffer (no copy).
+        let base = buf.as_ptr() as usize;
+        let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        let mut count = 0;
+        for h in raw.iter().filter(|h| !hop.drops(h.name)) {
+            // Offsets within the buffer (at most MAX_HEAD plus one read) fit u32.
+            fields[count] = (
+                (h.name.as_ptr() as usize - base) as u32,
+                h.name.len() as u32,
+                (h.value.as_ptr() as usize - base) as u32,
+                h.value.len() as u32,
+            );
+            count += 1;
         }
+        let bytes = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        for &(n, nl, v, vl) in &fields[..count] {
+            let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
+            let name = HeaderName::from_bytes(&bytes[n..n + nl])
+                .map_err(|_| ExchangeError::Invalid("invalid header name"))?;
+            let value = HeaderValue::from_maybe_shared(bytes.slice(v..v + vl))
+                .map_err(|_| ExchangeError::Invalid("invalid header value"))?;
+            headers.append(name, value);
+        }
+        return Ok(Some(Head {
+            status,
+            headers,
+            framing,
+            keep_alive,
+        }));
     }
 }
 
-/// A parsed final response head.
-struct Head {
-    status: StatusCode,
-    headers: HeaderMap,
-    framing: Framing,
-    keep_alive: bool,
+/// A parsed final response head (public for the fuzz targets).
+#[doc(hidden)]
+pub struct Head {
+    pub status: StatusCode,
+    /// Without the hop-by-hop fields and those Connection names.
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// Whether the connection can carry another request after the body.
+    pub keep_alive: bool,
 }
 
 fn is_closed(e: &io::Error) -> bool {
@@ -415,8 +420,9 @@ fn content_length(raw: &[httparse::Header<'_>]) -> Result<Option<u64>, ExchangeE
     Ok(found)
 }
 
-/// How the response body is delimited.
-enum Framing {
+/// How the response body is delimited (public for the fuzz targets).
+#[doc(hidden)]
+pub enum Framing {
     /// This many bytes left.
     Length(u64),
     Chunked(Chunk),
@@ -425,7 +431,8 @@ enum Framing {
     Done,
 }
 
-enum Chunk {
+#[doc(hidden)]
+pub enum Chunk {
     /// Expecting a chunk-size line.
     Size,
     /// Inside a chunk, this many bytes left.
@@ -434,6 +441,102 @@ enum Chunk {
     DataEnd,
     /// After the last chunk: trailer lines until a blank one; bytes seen.
     Trailers(usize),
+}
+
+/// What [`Framing::decode`] found in the buffer.
+#[doc(hidden)]
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Body bytes (never empty).
+    Data(Bytes),
+    /// The body is complete; what follows in the buffer is not part of it.
+    End,
+    /// Nothing more can be decoded until more bytes arrive.
+    More,
+}
+
+impl Framing {
+    /// Decodes the next body bytes from the front of `buf`, taking out what
+    /// it consumed (chunk-size lines, CRLFs, trailers). Reads no socket: at
+    /// `More` the caller reads, or at the end of the stream calls
+    /// [`Framing::at_eof`]. Public for the fuzz targets.
+    #[doc(hidden)]
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ExchangeError> {
+        loop {
+            match self {
+                Framing::Done | Framing::Length(0) => {
+                    *self = Framing::Done;
+                    return Ok(Decoded::End);
+                }
+                Framing::Chunked(Chunk::Data(0)) => {
+                    *self = Framing::Chunked(Chunk::DataEnd);
+                }
+                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::More);
+                    }
+                    let n = (*left).min(buf.len() as u64) as usize;
+                    *left -= n as u64;
+                    return Ok(Decoded::Data(buf.split_to(n).freeze()));
+                }
+                Framing::Eof => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::More);
+                    }
+                    return Ok(Decoded::Data(buf.split().freeze()));
+                }
+                Framing::Chunked(Chunk::DataEnd) => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::More);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(ExchangeError::Invalid("missing CRLF after chunk"));
+                    }
+                    buf.advance(2);
+                    *self = Framing::Chunked(Chunk::Size);
+                }
+                Framing::Chunked(Chunk::Size) => {
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Decoded::More);
+                    };
+                    let size = chunk_size(&line)?;
+                    *self = Framing::Chunked(if size == 0 {
+                        Chunk::Trailers(0)
+                    } else {
+                        Chunk::Data(size)
+                    });
+                }
+                Framing::Chunked(Chunk::Trailers(seen)) => {
+                    let seen = *seen;
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Decoded::More);
+                    };
+                    if line.is_empty() {
+                        *self = Framing::Done;
+                        return Ok(Decoded::End);
+                    }
+                    let seen = seen + line.len() + 2;
+                    if seen > MAX_TRAILERS {
+                        return Err(ExchangeError::Invalid("trailers too large"));
+                    }
+                    *self = Framing::Chunked(Chunk::Trailers(seen));
+                }
+            }
+        }
+    }
+
+    /// The stream ended after [`Decoded::More`]: a clean end for a body
+    /// delimited by the close, else a truncated body.
+    #[doc(hidden)]
+    pub fn at_eof(&mut self) -> Result<(), ExchangeError> {
+        match self {
+            Framing::Eof | Framing::Done => {
+                *self = Framing::Done;
+                Ok(())
+            }
+            _ => Err(truncated()),
+        }
+    }
 }
 
 /// A response body read straight from the backend connection.
@@ -473,79 +576,14 @@ impl RawBody {
             return Poll::Ready(None);
         };
         loop {
-            match &mut self.framing {
-                Framing::Done | Framing::Length(0) => {
-                    self.framing = Framing::Done;
-                    return Poll::Ready(None);
-                }
-                Framing::Length(left) => {
-                    if conn.buf.is_empty() && std::task::ready!(fill(conn, cx))? == Fill::Eof {
-                        return Poll::Ready(Some(Err(truncated())));
-                    }
-                    let n = (*left).min(conn.buf.len() as u64) as usize;
-                    *left -= n as u64;
-                    return Poll::Ready(Some(Ok(conn.buf.split_to(n).freeze())));
-                }
-                Framing::Eof => {
-                    if conn.buf.is_empty() && std::task::ready!(fill(conn, cx))? == Fill::Eof {
-                        self.framing = Framing::Done;
+            match self.framing.decode(&mut conn.buf)? {
+                Decoded::Data(data) => return Poll::Ready(Some(Ok(data))),
+                Decoded::End => return Poll::Ready(None),
+                Decoded::More => {
+                    if std::task::ready!(fill(conn, cx))? == Fill::Eof {
+                        self.framing.at_eof()?;
                         return Poll::Ready(None);
                     }
-                    return Poll::Ready(Some(Ok(conn.buf.split().freeze())));
-                }
-                Framing::Chunked(Chunk::Data(0)) => {
-                    self.framing = Framing::Chunked(Chunk::DataEnd);
-                }
-                Framing::Chunked(Chunk::Data(left)) => {
-                    if conn.buf.is_empty() && std::task::ready!(fill(conn, cx))? == Fill::Eof {
-                        return Poll::Ready(Some(Err(truncated())));
-                    }
-                    let n = (*left).min(conn.buf.len() as u64) as usize;
-                    *left -= n as u64;
-                    return Poll::Ready(Some(Ok(conn.buf.split_to(n).freeze())));
-                }
-                Framing::Chunked(Chunk::DataEnd) => {
-                    if conn.buf.len() < 2 {
-                        if std::task::ready!(fill(conn, cx))? == Fill::Eof {
-                            return Poll::Ready(Some(Err(truncated())));
-                        }
-                        continue;
-                    }
-                    if &conn.buf[..2] != b"\r\n" {
-                        return Poll::Ready(Some(Err(ExchangeError::Invalid(
-                            "missing CRLF after chunk",
-                        ))));
-                    }
-                    conn.buf.advance(2);
-                    self.framing = Framing::Chunked(Chunk::Size);
-                }
-                Framing::Chunked(Chunk::Size) => {
-                    let Some(line) = take_line(conn, cx)? else {
-                        return Poll::Pending;
-                    };
-                    let size = chunk_size(&line)?;
-                    self.framing = Framing::Chunked(if size == 0 {
-                        Chunk::Trailers(0)
-                    } else {
-                        Chunk::Data(size)
-                    });
-                }
-                Framing::Chunked(Chunk::Trailers(seen)) => {
-                    let seen = *seen;
-                    let Some(line) = take_line(conn, cx)? else {
-                        return Poll::Pending;
-                    };
-                    if line.is_empty() {
-                        self.framing = Framing::Done;
-                        return Poll::Ready(None);
-                    }
-                    let seen = seen + line.len() + 2;
-                    if seen > MAX_TRAILERS {
-                        return Poll::Ready(Some(Err(ExchangeError::Invalid(
-                            "trailers too large",
-                        ))));
-                    }
-                    self.framing = Framing::Chunked(Chunk::Trailers(seen));
                 }
             }
         }
@@ -575,26 +613,19 @@ fn truncated() -> ExchangeError {
     ))
 }
 
-/// One CRLF-terminated line from the buffer (without its CRLF), reading
-/// more as needed. `Ok(None)` means pending.
-fn take_line(conn: &mut RawConn, cx: &mut Context<'_>) -> Result<Option<Bytes>, ExchangeError> {
-    loop {
-        if let Some(i) = conn.buf.iter().position(|&b| b == b'\n') {
-            if i == 0 || conn.buf[i - 1] != b'\r' {
+/// One CRLF-terminated line from the front of the buffer (without its
+/// CRLF): `None` until the whole line is there.
+fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, ExchangeError> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(i) => {
+            if i == 0 || buf[i - 1] != b'\r' {
                 return Err(ExchangeError::Invalid("line not ended by CRLF"));
             }
-            let line = conn.buf.split_to(i + 1).freeze();
-            return Ok(Some(line.slice(..i - 1)));
+            let line = buf.split_to(i + 1).freeze();
+            Ok(Some(line.slice(..i - 1)))
         }
-        if conn.buf.len() > MAX_LINE {
-            return Err(ExchangeError::Invalid("chunk line too long"));
-        }
-        match fill(conn, cx) {
-            Poll::Pending => return Ok(None),
-            Poll::Ready(Ok(Fill::Data)) => {}
-            Poll::Ready(Ok(Fill::Eof)) => return Err(truncated()),
-            Poll::Ready(Err(e)) => return Err(e),
-        }
+        None if buf.len() > MAX_LINE => Err(ExchangeError::Invalid("chunk line too long")),
+        None => Ok(None),
     }
 }
 
