@@ -166,9 +166,6 @@ impl RawConn {
                     *resp.headers_mut() = h.headers;
                     return Ok(resp);
                 }
-                if self.buf.len() > MAX_HEAD {
-                    return Err(ExchangeError::Invalid("response head too large"));
-                }
             }
             match std::future::poll_fn(|cx| poll_fill(&mut self.io, &mut self.buf, cx)).await {
                 Ok(0) if !received => return Err(ExchangeError::Closed),
@@ -182,7 +179,8 @@ impl RawConn {
 }
 
 /// Parses a complete head at the start of the buffer, taking it (and any
-/// interim 1xx responses before it) out: `None` until one is there.
+/// interim 1xx responses before it) out: `None` until one is there. A head
+/// longer than `MAX_HEAD` is refused however it arrives (one read or many).
 /// Public for the fuzz targets only (`fuzz/checks.rs`).
 #[doc(hidden)]
 pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ExchangeError> {
@@ -195,7 +193,13 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, E
             &mut slots,
         );
         let len = match parse {
+            Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+                return Err(ExchangeError::Invalid("response head too large"))
+            }
             Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err(ExchangeError::Invalid("response head too large"))
+            }
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
                 return Err(ExchangeError::Invalid("too many header fields"))
@@ -614,9 +618,10 @@ fn truncated() -> ExchangeError {
 }
 
 /// One CRLF-terminated line from the front of the buffer (without its
-/// CRLF): `None` until the whole line is there.
+/// CRLF): `None` until the whole line is there. A line longer than
+/// `MAX_LINE` is refused whether it arrived in one read or in many.
 fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, ExchangeError> {
-    match buf.iter().position(|&b| b == b'\n') {
+    match buf.iter().take(MAX_LINE + 1).position(|&b| b == b'\n') {
         Some(i) => {
             if i == 0 || buf[i - 1] != b'\r' {
                 return Err(ExchangeError::Invalid("line not ended by CRLF"));
@@ -942,5 +947,59 @@ Content-Length: 0\r\n\r\n",
         assert!(chunk_size(b"").is_err());
         assert!(chunk_size(b"-1").is_err());
         assert!(chunk_size(b"1234567890abcdef0").is_err());
+    }
+
+    /// Decodes `input` in one piece with `framing`: the body, or the error.
+    fn decode_all(mut framing: Framing, input: &[u8]) -> Result<(Vec<u8>, usize), ExchangeError> {
+        let mut buf = BytesMut::from(input);
+        let mut body = Vec::new();
+        loop {
+            match framing.decode(&mut buf)? {
+                Decoded::Data(d) => body.extend_from_slice(&d),
+                Decoded::End => return Ok((body, buf.len())),
+                Decoded::More => {
+                    framing.at_eof()?;
+                    return Ok((body, 0));
+                }
+            }
+        }
+    }
+
+    fn head_of(input: &[u8], method: &Method) -> Result<Option<Head>, ExchangeError> {
+        parse_head(&mut BytesMut::from(input), method)
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_refused_in_one_piece_too() {
+        let mut big = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        big.resize(MAX_HEAD + 100, b'a');
+        assert!(matches!(
+            head_of(&big, &Method::GET),
+            Err(ExchangeError::Invalid("response head too large"))
+        ));
+        big.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+        assert!(matches!(
+            head_of(&big, &Method::GET),
+            Err(ExchangeError::Invalid("response head too large"))
+        ));
+    }
+
+    #[test]
+    fn a_chunk_line_over_the_limit_is_refused_in_one_read_too() {
+        let chunked = || Framing::Chunked(Chunk::Size);
+        // Found by fuzz/ h1_chunked: a longer line passed when it came in
+        // one read, and was refused when it came in several.
+        let mut long = b"1;".to_vec();
+        long.resize(MAX_LINE + 10, b'x');
+        long.extend_from_slice(b"\r\na\r\n0\r\n\r\n");
+        assert!(matches!(
+            decode_all(chunked(), &long),
+            Err(ExchangeError::Invalid(_))
+        ));
+        // The longest line accepted: its LF at index MAX_LINE.
+        let mut longest = b"1;".to_vec();
+        longest.resize(MAX_LINE - 1, b'x');
+        longest.extend_from_slice(b"\r\na\r\n0\r\n\r\n");
+        assert_eq!(decode_all(chunked(), &longest).unwrap(), (b"a".to_vec(), 0));
     }
 }
