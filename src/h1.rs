@@ -519,6 +519,9 @@ impl Framing {
                         *self = Framing::Done;
                         return Ok(Decoded::End);
                     }
+                    if !is_field_line(&line) {
+                        return Err(ExchangeError::Invalid("invalid trailer field"));
+                    }
                     let seen = seen + line.len() + 2;
                     if seen > MAX_TRAILERS {
                         return Err(ExchangeError::Invalid("trailers too large"));
@@ -634,22 +637,43 @@ fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, ExchangeError> {
     }
 }
 
-/// The size of a chunk-size line (`1a`, `1a;ext=v`).
-fn chunk_size(line: &[u8]) -> Result<u64, ExchangeError> {
-    let end = line
+/// A control character other than HTAB (never in a field value or a chunk
+/// extension; CR and LF only end lines).
+fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// A `field-name ":" field-value` line (RFC 9110 section 5): a token, a
+/// colon, then no control characters (so no obs-fold, no bare CR).
+fn is_field_line(line: &[u8]) -> bool {
+    let name = line
         .iter()
-        .position(|&b| b == b';' || b == b' ' || b == b'\t')
-        .unwrap_or(line.len());
-    let hex = &line[..end];
-    if hex.is_empty() || hex.len() > 15 {
+        .take_while(|&&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        .count();
+    name > 0 && line.get(name) == Some(&b':') && !line[name + 1..].iter().any(|&b| is_ctl(b))
+}
+
+/// The size of a chunk-size line (`1a`, `1a;ext=v`, `1a ; ext`): hex
+/// digits, optional blanks, then nothing or a `;` and extensions, which
+/// are not interpreted but may hold no control characters.
+fn chunk_size(line: &[u8]) -> Result<u64, ExchangeError> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 15 {
         return Err(ExchangeError::Invalid("invalid chunk size"));
     }
+    let rest = &line[digits..];
+    let blanks = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let ext = &rest[blanks..];
+    if !(ext.is_empty() || ext[0] == b';') || ext.iter().any(|&b| is_ctl(b)) {
+        return Err(ExchangeError::Invalid("invalid chunk extension"));
+    }
     let mut n = 0u64;
-    for &b in hex {
-        let d = (b as char)
-            .to_digit(16)
-            .ok_or(ExchangeError::Invalid("invalid chunk size"))?;
-        n = n * 16 + u64::from(d);
+    for &b in &line[..digits] {
+        // At most 15 hex digits: no overflow.
+        n = n * 16 + u64::from((b as char).to_digit(16).unwrap_or(0));
     }
     Ok(n)
 }
@@ -944,9 +968,18 @@ Content-Length: 0\r\n\r\n",
     fn chunk_sizes() {
         assert_eq!(chunk_size(b"0").unwrap(), 0);
         assert_eq!(chunk_size(b"1A;name=v").unwrap(), 26);
+        assert_eq!(chunk_size(b"1a \t; a=\"q s\";b").unwrap(), 26);
+        assert_eq!(chunk_size(b"5 ").unwrap(), 5);
         assert!(chunk_size(b"").is_err());
         assert!(chunk_size(b"-1").is_err());
+        assert!(chunk_size(b"0x5").is_err());
         assert!(chunk_size(b"1234567890abcdef0").is_err());
+        // Only blanks, then a `;`, may follow the digits.
+        assert!(chunk_size(b"5 x").is_err());
+        assert!(chunk_size(b"5x").is_err());
+        // A bare CR (or any control but HTAB) in an extension.
+        assert!(chunk_size(b"5;a\rb").is_err());
+        assert!(chunk_size(b"5;a\0").is_err());
     }
 
     /// Decodes `input` in one piece with `framing`: the body, or the error.
@@ -1001,5 +1034,30 @@ Content-Length: 0\r\n\r\n",
         longest.resize(MAX_LINE - 1, b'x');
         longest.extend_from_slice(b"\r\na\r\n0\r\n\r\n");
         assert_eq!(decode_all(chunked(), &longest).unwrap(), (b"a".to_vec(), 0));
+    }
+
+    #[test]
+    fn chunked_lines_and_trailers_are_checked() {
+        let chunked = || Framing::Chunked(Chunk::Size);
+        let (body, rest) = decode_all(chunked(), b"3;x\r\nabc\r\n0\r\nX-T: 1\r\n\r\nnext").unwrap();
+        assert_eq!((&body[..], rest), (&b"abc"[..], 4));
+        for bad in [
+            &b"0\r\nno colon\r\n\r\n"[..],
+            b"0\r\nX-T: 1\r\n folded\r\n\r\n",
+            b"0\r\n: empty name\r\n\r\n",
+            b"0\r\nX-T: a\rb\r\n\r\n",
+            b"3\nabc\r\n0\r\n\r\n",
+        ] {
+            assert!(
+                matches!(decode_all(chunked(), bad), Err(ExchangeError::Invalid(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Truncated is an i/o error, not a framing one.
+        assert!(matches!(
+            decode_all(chunked(), b"3\r\nab"),
+            Err(ExchangeError::Io(_))
+        ));
     }
 }
