@@ -221,13 +221,23 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, E
         // The hop-by-hop fields describe this connection: read what they
         // say, then leave them (and the fields Connection names) out.
         let hop = Hop::read(raw);
-        let mut keep_alive = http11 && !hop.close;
+        // With both Transfer-Encoding and Content-Length, Transfer-Encoding
+        // frames the body and Content-Length is left out; the message may be
+        // an attempt at response splitting, so the connection is not reused
+        // (RFC 9112 section 6.3, item 3).
+        let mut keep_alive = http11 && !hop.close && !(hop.chunked.is_some() && hop.length);
         let framing = if *method == Method::HEAD
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
         {
             Framing::Length(0)
         } else if let Some(chunked) = hop.chunked {
+            // HTTP/1.0 has no transfer codings: faulty framing (section 6.1).
+            if !http11 {
+                return Err(ExchangeError::Invalid(
+                    "transfer-encoding in an HTTP/1.0 response",
+                ));
+            }
             if chunked {
                 Framing::Chunked(Chunk::Size)
             } else {
@@ -347,6 +357,8 @@ struct Hop<'h> {
     close: bool,
     /// With Transfer-Encoding: whether its last coding is chunked.
     chunked: Option<bool>,
+    /// Whether there is a Content-Length field.
+    length: bool,
     /// Other fields Connection names.
     named: [&'h [u8]; MAX_NAMED],
     count: usize,
@@ -358,6 +370,7 @@ impl<'h> Hop<'h> {
         let mut hop = Hop {
             close: false,
             chunked: None,
+            length: false,
             named: [&[]; MAX_NAMED],
             count: 0,
             overflow: false,
@@ -381,6 +394,8 @@ impl<'h> Hop<'h> {
                 // The last coding of the last field decides.
                 let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
                 hop.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                hop.length = true;
             }
         }
         hop
@@ -392,6 +407,7 @@ impl<'h> Hop<'h> {
             return false;
         }
         is_hop_by_hop(name)
+            || (self.chunked.is_some() && name.eq_ignore_ascii_case("content-length"))
             || self.named[..self.count]
                 .iter()
                 .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
@@ -408,7 +424,9 @@ fn content_length(raw: &[httparse::Header<'_>]) -> Result<Option<u64>, ExchangeE
         let s = std::str::from_utf8(h.value)
             .map_err(|_| ExchangeError::Invalid("invalid content-length"))?;
         for part in s.split(',') {
-            let part = part.trim();
+            // OWS only: `str::trim` would also take Unicode spaces (a
+            // no-break space after the digits) for padding.
+            let part = part.trim_matches([' ', '\t']);
             if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(ExchangeError::Invalid("invalid content-length"));
             }
@@ -935,6 +953,7 @@ Content-Length: 0\r\n\r\n",
         for reply in [
             &b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\u{a0}\r\n\r\nx".as_bytes(),
             b"HTTP/1.1 101 Switching\r\n\r\n",
             b"garbage\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
@@ -1059,5 +1078,25 @@ Content-Length: 0\r\n\r\n",
             decode_all(chunked(), b"3\r\nab"),
             Err(ExchangeError::Io(_))
         ));
+    }
+
+    #[test]
+    fn transfer_encoding_beats_content_length_and_ends_reuse() {
+        let h = head_of(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\nX: 1\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(matches!(h.framing, Framing::Chunked(Chunk::Size)));
+        assert!(!h.keep_alive);
+        assert!(!h.headers.contains_key(header::CONTENT_LENGTH));
+        assert!(h.headers.contains_key("x"));
+        // HTTP/1.0 knows no transfer codings.
+        assert!(head_of(
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &Method::GET
+        )
+        .is_err());
     }
 }
