@@ -994,11 +994,21 @@ fn prepare_upstream(
     (upgrade, forwarded)
 }
 
-/// Removes hop-by-hop headers, including those named by Connection.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// Removes hop-by-hop headers, including those named by Connection, and
+/// a Content-Length beside a Transfer-Encoding: the body was framed by the
+/// latter, so the length claimed is not the body's (RFC 9112 section 6.3:
+/// an intermediary removes it before forwarding; hyper's server would
+/// otherwise frame the client's response by it). Public for
+/// tests/h1_differential.rs, which compares the direct and the hyper
+/// backend paths after this same pass.
+#[doc(hidden)]
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none: one pass over the names, no hashing.
     if !headers.keys().any(|k| h1::is_hop_by_hop(k.as_str())) {
         return;
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
     }
     // Fields the Connection header names go too. A cheap clone of the
     // value (shared bytes), and removal by name without building one.
@@ -1130,9 +1140,18 @@ mod tests {
             HeaderValue::from_static("chunked"),
         );
         h.insert("x-kept", HeaderValue::from_static("1"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("100"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+
+        // Without Transfer-Encoding, Content-Length is the body's.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-kept"));
+        assert!(h.contains_key(header::CONTENT_LENGTH));
     }
 
     #[test]
