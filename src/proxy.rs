@@ -19,7 +19,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -615,6 +615,15 @@ enum Exchange {
     Hyper(Option<Request<UpBody>>),
 }
 
+/// Whether bodiless idempotent requests take the direct exchange of
+/// [`crate::h1`] (the default). A benchmark and diagnostic switch, not a
+/// setting: `SWITCHYARD_DIRECT_H1=0` in the environment, read once (at the
+/// first request), sends every request through hyper's client instead, so
+/// that the direct path's worth can be measured (benches/compare.sh's
+/// `switchyard-hyper` target) or a suspected h1 bug ruled out.
+static DIRECT_H1: LazyLock<bool> =
+    LazyLock::new(|| std::env::var_os("SWITCHYARD_DIRECT_H1").is_none_or(|v| v != "0"));
+
 /// Sends the request, retrying where that is safe. Returns the response
 /// head with a body that streams from the backend.
 async fn forward(
@@ -628,7 +637,8 @@ async fn forward(
     let pool = &route.pool;
     let limits = table.limits;
     let (mut parts, body) = req.into_parts();
-    let mut exchange = if body.is_end_stream() && is_idempotent(&parts.method) && !upgrade {
+    let direct = *DIRECT_H1 && body.is_end_stream() && is_idempotent(&parts.method) && !upgrade;
+    let mut exchange = if direct {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         Exchange::Direct {
             head: forwarded.encode_head(&parts.method, path, &parts.headers),
