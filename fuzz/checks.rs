@@ -454,10 +454,7 @@ fn reference_head(stream: &[u8], method: &Method) -> HeadOutcome {
         let http11 = r.version == Some(1);
         let fields = &*r.headers;
         let named_is = |h: &httparse::Header<'_>, n: &str| h.name.eq_ignore_ascii_case(n);
-        let te = fields
-            .iter()
-            .filter(|h| named_is(h, "transfer-encoding"))
-            .last();
+        let te = fields.iter().rfind(|h| named_is(h, "transfer-encoding"));
         let has_length = fields.iter().any(|h| named_is(h, "content-length"));
         let mut close = false;
         let mut named: Vec<&[u8]> = Vec::new();
