@@ -16,7 +16,10 @@
 #
 # Targets: direct (wrk to the blue origin: the rig's ceiling), switchyard,
 # nginx, haproxy. Optional: haproxy-bare (HAProxy without the X-Forwarded-*
-# rules) and the switchyard-health/-metrics/-accesslog variants.
+# rules), the switchyard-health/-metrics/-accesslog variants, and
+# switchyard-hyper (the same config with SWITCHYARD_DIRECT_H1=0: every request
+# through hyper's client, not src/h1.rs's direct exchange; what that path is
+# worth).
 #
 # Each round starts fresh origins and every target, fresh (so "idle RSS" is
 # really idle and the peak is the round's); 100 requests through each proxy
@@ -31,6 +34,7 @@
 # Usage: benches/compare.sh                    (ROUNDS=3 DURATION=10 SLICE=1)
 #        ROUNDS=1 DURATION=5 benches/compare.sh
 #        TARGETS="direct switchyard nginx haproxy haproxy-bare" benches/compare.sh
+#        TARGETS="switchyard switchyard-hyper haproxy" benches/compare.sh
 #        SWITCHYARD_BIN=/path/to/switchyard benches/compare.sh   (another build)
 # Output: a table of medians on stdout and in bench-results/compare-<date>.txt.
 #
@@ -279,7 +283,7 @@ free_port NGINX_PORT
 free_port HAPROXY_PORT
 # Every target runs at once in a round (see "measuring"): one port each.
 declare -A PORT_OF=()
-for t in switchyard switchyard-health switchyard-metrics switchyard-accesslog haproxy-bare; do
+for t in switchyard switchyard-health switchyard-metrics switchyard-accesslog switchyard-hyper haproxy-bare; do
     free_port new_port
     PORT_OF[$t]=$new_port
 done
@@ -334,14 +338,15 @@ EOF
 }
 
 # switchyard_conf [VARIANT]: the plain config, or with health checks, the
-# metrics listener or the access log switched on (for the overhead figures).
+# metrics listener or the access log switched on (for the overhead figures);
+# hyper is the plain config (the variant is in the environment, see start_target).
 switchyard_conf() {
     local variant=${1:-} dir=$WORK/switchyard${1:+-$1}
     mkdir -p "$dir"
     {
         switchyard_base "$dir" "${PORT_OF[switchyard${variant:+-$variant}]}"
         case $variant in
-        "") ;;
+        "" | hyper) ;;
         health)
             printf '\n[pools.app]\nhealth = { path = "/", interval = "1s", timeout = "500ms", rise = 2, fall = 3 }\n'
             ;;
@@ -462,7 +467,7 @@ EOF
 
 origin_conf blue "$BLUE_PORT"
 origin_conf green "$GREEN_PORT"
-for variant in "" health metrics accesslog; do
+for variant in "" health metrics accesslog hyper; do
     switchyard_conf "$variant"
     conf=$WORK/switchyard${variant:+-$variant}/switchyard.toml
     "$SWITCHYARD" check -c "$conf" >/dev/null || die "switchyard config rejected: $("$SWITCHYARD" check -c "$conf")"
@@ -488,8 +493,10 @@ start_target() {
         TARGET_PORT=$BLUE_PORT
         ;;
     switchyard | switchyard-*)
-        local dir=$WORK/$1
-        start "$1" "$dir/log" "$SWITCHYARD" run -c "$dir/switchyard.toml"
+        local dir=$WORK/$1 env=()
+        # The direct HTTP/1.1 path off: a benchmark switch (src/proxy.rs DIRECT_H1).
+        [[ $1 == switchyard-hyper ]] && env=(env SWITCHYARD_DIRECT_H1=0)
+        start "$1" "$dir/log" "${env[@]}" "$SWITCHYARD" run -c "$dir/switchyard.toml"
         TARGET_PID=$STARTED
         TARGET_PORT=${PORT_OF[$1]}
         wait_ready "$TARGET_PID" "$TARGET_PORT" "$dir/log"

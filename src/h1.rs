@@ -156,7 +156,7 @@ impl RawConn {
         loop {
             if !self.buf.is_empty() {
                 received = true;
-                if let Some(h) = self.parse_head(method)? {
+                if let Some(h) = parse_head(&mut self.buf, method)? {
                     let mut resp = Response::new(RawBody {
                         conn: Some(self),
                         framing: h.framing,
@@ -165,9 +165,6 @@ impl RawConn {
                     *resp.status_mut() = h.status;
                     *resp.headers_mut() = h.headers;
                     return Ok(resp);
-                }
-                if self.buf.len() > MAX_HEAD {
-                    return Err(ExchangeError::Invalid("response head too large"));
                 }
             }
             match std::future::poll_fn(|cx| poll_fill(&mut self.io, &mut self.buf, cx)).await {
@@ -179,101 +176,123 @@ impl RawConn {
             }
         }
     }
+}
 
-    /// Parses a complete head at the start of the buffer: `None` until one is
-    /// there. Interim (1xx) responses are skipped.
-    fn parse_head(&mut self, method: &Method) -> Result<Option<Head>, ExchangeError> {
-        loop {
-            let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut []);
-            let parse = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-                &mut parsed,
-                &self.buf,
-                &mut slots,
-            );
-            let len = match parse {
-                Ok(httparse::Status::Complete(n)) => n,
-                Ok(httparse::Status::Partial) => return Ok(None),
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Err(ExchangeError::Invalid("too many header fields"))
-                }
-                Err(_) => return Err(ExchangeError::Invalid("malformed response head")),
-            };
-            let code = parsed.code.unwrap_or(0);
-            let status = StatusCode::from_u16(code)
-                .map_err(|_| ExchangeError::Invalid("invalid status code"))?;
-            if status.is_informational() {
-                if status == StatusCode::SWITCHING_PROTOCOLS {
-                    return Err(ExchangeError::Invalid("101 to a request without upgrade"));
-                }
-                self.buf.advance(len);
-                continue;
+/// Parses a complete head at the start of the buffer, taking it (and any
+/// interim 1xx responses before it) out: `None` until one is there. A head
+/// longer than `MAX_HEAD` is refused however it arrives (one read or many).
+/// Public for the fuzz targets only (`fuzz/checks.rs`).
+#[doc(hidden)]
+pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ExchangeError> {
+    loop {
+        let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let parse = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            buf,
+            &mut slots,
+        );
+        let len = match parse {
+            Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
+                return Err(ExchangeError::Invalid("response head too large"))
             }
-            let http11 = parsed.version == Some(1);
-            let raw = &*parsed.headers;
-            // The hop-by-hop fields describe this connection: read what they
-            // say, then leave them (and the fields Connection names) out.
-            let hop = Hop::read(raw);
-            let mut keep_alive = http11 && !hop.close;
-            let framing = if *method == Method::HEAD
-                || status == StatusCode::NO_CONTENT
-                || status == StatusCode::NOT_MODIFIED
-            {
-                Framing::Length(0)
-            } else if let Some(chunked) = hop.chunked {
-                if chunked {
-                    Framing::Chunked(Chunk::Size)
-                } else {
-                    keep_alive = false;
-                    Framing::Eof
-                }
-            } else if let Some(cl) = content_length(raw)? {
-                Framing::Length(cl)
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err(ExchangeError::Invalid("response head too large"))
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(ExchangeError::Invalid("too many header fields"))
+            }
+            Err(_) => return Err(ExchangeError::Invalid("malformed response head")),
+        };
+        let code = parsed.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code)
+            .map_err(|_| ExchangeError::Invalid("invalid status code"))?;
+        if status.is_informational() {
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(ExchangeError::Invalid("101 to a request without upgrade"));
+            }
+            buf.advance(len);
+            continue;
+        }
+        let http11 = parsed.version == Some(1);
+        let raw = &*parsed.headers;
+        // The hop-by-hop fields describe this connection: read what they
+        // say, then leave them (and the fields Connection names) out.
+        let hop = Hop::read(raw);
+        // With both Transfer-Encoding and Content-Length, Transfer-Encoding
+        // frames the body and Content-Length is left out; the message may be
+        // an attempt at response splitting, so the connection is not reused
+        // (RFC 9112 section 6.3, item 3).
+        let mut keep_alive = http11 && !hop.close && !(hop.chunked.is_some() && hop.length);
+        let framing = if *method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            Framing::Length(0)
+        } else if let Some(chunked) = hop.chunked {
+            // HTTP/1.0 has no transfer codings: faulty framing (section 6.1).
+            if !http11 {
+                return Err(ExchangeError::Invalid(
+                    "transfer-encoding in an HTTP/1.0 response",
+                ));
+            }
+            if chunked {
+                Framing::Chunked(Chunk::Size)
             } else {
                 keep_alive = false;
                 Framing::Eof
-            };
-            // Where each kept field sits in the head, so that the values can
-            // share the head's bytes once it is split off the buffer (no copy).
-            let base = self.buf.as_ptr() as usize;
-            let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-            let mut count = 0;
-            for h in raw.iter().filter(|h| !hop.drops(h.name)) {
-                // Offsets within the buffer (at most MAX_HEAD plus one read) fit u32.
-                fields[count] = (
-                    (h.name.as_ptr() as usize - base) as u32,
-                    h.name.len() as u32,
-                    (h.value.as_ptr() as usize - base) as u32,
-                    h.value.len() as u32,
-                );
-                count += 1;
             }
-            let bytes = self.buf.split_to(len).freeze();
-            let mut headers = HeaderMap::with_capacity(count);
-            for &(n, nl, v, vl) in &fields[..count] {
-                let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
-                let name = HeaderName::from_bytes(&bytes[n..n + nl])
-                    .map_err(|_| ExchangeError::Invalid("invalid header name"))?;
-                let value = HeaderValue::from_maybe_shared(bytes.slice(v..v + vl))
-                    .map_err(|_| ExchangeError::Invalid("invalid header value"))?;
-                headers.append(name, value);
-            }
-            return Ok(Some(Head {
-                status,
-                headers,
-                framing,
-                keep_alive,
-            }));
+        } else if let Some(cl) = content_length(raw)? {
+            Framing::Length(cl)
+        } else {
+            keep_alive = false;
+            Framing::Eof
+        };
+        // Where each kept field sits in the head, so that the values can
+        // share the head's bytes once it is split off the buffer (no copy).
+        let base = buf.as_ptr() as usize;
+        let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        let mut count = 0;
+        for h in raw.iter().filter(|h| !hop.drops(h.name)) {
+            // Offsets within the buffer (at most MAX_HEAD plus one read) fit u32.
+            fields[count] = (
+                (h.name.as_ptr() as usize - base) as u32,
+                h.name.len() as u32,
+                (h.value.as_ptr() as usize - base) as u32,
+                h.value.len() as u32,
+            );
+            count += 1;
         }
+        let bytes = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        for &(n, nl, v, vl) in &fields[..count] {
+            let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
+            let name = HeaderName::from_bytes(&bytes[n..n + nl])
+                .map_err(|_| ExchangeError::Invalid("invalid header name"))?;
+            let value = HeaderValue::from_maybe_shared(bytes.slice(v..v + vl))
+                .map_err(|_| ExchangeError::Invalid("invalid header value"))?;
+            headers.append(name, value);
+        }
+        return Ok(Some(Head {
+            status,
+            headers,
+            framing,
+            keep_alive,
+        }));
     }
 }
 
-/// A parsed final response head.
-struct Head {
-    status: StatusCode,
-    headers: HeaderMap,
-    framing: Framing,
-    keep_alive: bool,
+/// A parsed final response head (public for the fuzz targets).
+#[doc(hidden)]
+pub struct Head {
+    pub status: StatusCode,
+    /// Without the hop-by-hop fields and those Connection names.
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// Whether the connection can carry another request after the body.
+    pub keep_alive: bool,
 }
 
 fn is_closed(e: &io::Error) -> bool {
@@ -338,6 +357,8 @@ struct Hop<'h> {
     close: bool,
     /// With Transfer-Encoding: whether its last coding is chunked.
     chunked: Option<bool>,
+    /// Whether there is a Content-Length field.
+    length: bool,
     /// Other fields Connection names.
     named: [&'h [u8]; MAX_NAMED],
     count: usize,
@@ -349,6 +370,7 @@ impl<'h> Hop<'h> {
         let mut hop = Hop {
             close: false,
             chunked: None,
+            length: false,
             named: [&[]; MAX_NAMED],
             count: 0,
             overflow: false,
@@ -372,6 +394,8 @@ impl<'h> Hop<'h> {
                 // The last coding of the last field decides.
                 let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
                 hop.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                hop.length = true;
             }
         }
         hop
@@ -383,6 +407,7 @@ impl<'h> Hop<'h> {
             return false;
         }
         is_hop_by_hop(name)
+            || (self.chunked.is_some() && name.eq_ignore_ascii_case("content-length"))
             || self.named[..self.count]
                 .iter()
                 .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
@@ -399,7 +424,9 @@ fn content_length(raw: &[httparse::Header<'_>]) -> Result<Option<u64>, ExchangeE
         let s = std::str::from_utf8(h.value)
             .map_err(|_| ExchangeError::Invalid("invalid content-length"))?;
         for part in s.split(',') {
-            let part = part.trim();
+            // OWS only: `str::trim` would also take Unicode spaces (a
+            // no-break space after the digits) for padding.
+            let part = part.trim_matches([' ', '\t']);
             if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(ExchangeError::Invalid("invalid content-length"));
             }
@@ -415,8 +442,9 @@ fn content_length(raw: &[httparse::Header<'_>]) -> Result<Option<u64>, ExchangeE
     Ok(found)
 }
 
-/// How the response body is delimited.
-enum Framing {
+/// How the response body is delimited (public for the fuzz targets).
+#[doc(hidden)]
+pub enum Framing {
     /// This many bytes left.
     Length(u64),
     Chunked(Chunk),
@@ -425,7 +453,8 @@ enum Framing {
     Done,
 }
 
-enum Chunk {
+#[doc(hidden)]
+pub enum Chunk {
     /// Expecting a chunk-size line.
     Size,
     /// Inside a chunk, this many bytes left.
@@ -434,6 +463,105 @@ enum Chunk {
     DataEnd,
     /// After the last chunk: trailer lines until a blank one; bytes seen.
     Trailers(usize),
+}
+
+/// What [`Framing::decode`] found in the buffer.
+#[doc(hidden)]
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Body bytes (never empty).
+    Data(Bytes),
+    /// The body is complete; what follows in the buffer is not part of it.
+    End,
+    /// Nothing more can be decoded until more bytes arrive.
+    More,
+}
+
+impl Framing {
+    /// Decodes the next body bytes from the front of `buf`, taking out what
+    /// it consumed (chunk-size lines, CRLFs, trailers). Reads no socket: at
+    /// `More` the caller reads, or at the end of the stream calls
+    /// [`Framing::at_eof`]. Public for the fuzz targets.
+    #[doc(hidden)]
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ExchangeError> {
+        loop {
+            match self {
+                Framing::Done | Framing::Length(0) => {
+                    *self = Framing::Done;
+                    return Ok(Decoded::End);
+                }
+                Framing::Chunked(Chunk::Data(0)) => {
+                    *self = Framing::Chunked(Chunk::DataEnd);
+                }
+                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::More);
+                    }
+                    let n = (*left).min(buf.len() as u64) as usize;
+                    *left -= n as u64;
+                    return Ok(Decoded::Data(buf.split_to(n).freeze()));
+                }
+                Framing::Eof => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::More);
+                    }
+                    return Ok(Decoded::Data(buf.split().freeze()));
+                }
+                Framing::Chunked(Chunk::DataEnd) => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::More);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(ExchangeError::Invalid("missing CRLF after chunk"));
+                    }
+                    buf.advance(2);
+                    *self = Framing::Chunked(Chunk::Size);
+                }
+                Framing::Chunked(Chunk::Size) => {
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Decoded::More);
+                    };
+                    let size = chunk_size(&line)?;
+                    *self = Framing::Chunked(if size == 0 {
+                        Chunk::Trailers(0)
+                    } else {
+                        Chunk::Data(size)
+                    });
+                }
+                Framing::Chunked(Chunk::Trailers(seen)) => {
+                    let seen = *seen;
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Decoded::More);
+                    };
+                    if line.is_empty() {
+                        *self = Framing::Done;
+                        return Ok(Decoded::End);
+                    }
+                    if !is_field_line(&line) {
+                        return Err(ExchangeError::Invalid("invalid trailer field"));
+                    }
+                    let seen = seen + line.len() + 2;
+                    if seen > MAX_TRAILERS {
+                        return Err(ExchangeError::Invalid("trailers too large"));
+                    }
+                    *self = Framing::Chunked(Chunk::Trailers(seen));
+                }
+            }
+        }
+    }
+
+    /// The stream ended after [`Decoded::More`]: a clean end for a body
+    /// delimited by the close, else a truncated body.
+    #[doc(hidden)]
+    pub fn at_eof(&mut self) -> Result<(), ExchangeError> {
+        match self {
+            Framing::Eof | Framing::Done => {
+                *self = Framing::Done;
+                Ok(())
+            }
+            _ => Err(truncated()),
+        }
+    }
 }
 
 /// A response body read straight from the backend connection.
@@ -473,79 +601,14 @@ impl RawBody {
             return Poll::Ready(None);
         };
         loop {
-            match &mut self.framing {
-                Framing::Done | Framing::Length(0) => {
-                    self.framing = Framing::Done;
-                    return Poll::Ready(None);
-                }
-                Framing::Length(left) => {
-                    if conn.buf.is_empty() && std::task::ready!(fill(conn, cx))? == Fill::Eof {
-                        return Poll::Ready(Some(Err(truncated())));
-                    }
-                    let n = (*left).min(conn.buf.len() as u64) as usize;
-                    *left -= n as u64;
-                    return Poll::Ready(Some(Ok(conn.buf.split_to(n).freeze())));
-                }
-                Framing::Eof => {
-                    if conn.buf.is_empty() && std::task::ready!(fill(conn, cx))? == Fill::Eof {
-                        self.framing = Framing::Done;
+            match self.framing.decode(&mut conn.buf)? {
+                Decoded::Data(data) => return Poll::Ready(Some(Ok(data))),
+                Decoded::End => return Poll::Ready(None),
+                Decoded::More => {
+                    if std::task::ready!(fill(conn, cx))? == Fill::Eof {
+                        self.framing.at_eof()?;
                         return Poll::Ready(None);
                     }
-                    return Poll::Ready(Some(Ok(conn.buf.split().freeze())));
-                }
-                Framing::Chunked(Chunk::Data(0)) => {
-                    self.framing = Framing::Chunked(Chunk::DataEnd);
-                }
-                Framing::Chunked(Chunk::Data(left)) => {
-                    if conn.buf.is_empty() && std::task::ready!(fill(conn, cx))? == Fill::Eof {
-                        return Poll::Ready(Some(Err(truncated())));
-                    }
-                    let n = (*left).min(conn.buf.len() as u64) as usize;
-                    *left -= n as u64;
-                    return Poll::Ready(Some(Ok(conn.buf.split_to(n).freeze())));
-                }
-                Framing::Chunked(Chunk::DataEnd) => {
-                    if conn.buf.len() < 2 {
-                        if std::task::ready!(fill(conn, cx))? == Fill::Eof {
-                            return Poll::Ready(Some(Err(truncated())));
-                        }
-                        continue;
-                    }
-                    if &conn.buf[..2] != b"\r\n" {
-                        return Poll::Ready(Some(Err(ExchangeError::Invalid(
-                            "missing CRLF after chunk",
-                        ))));
-                    }
-                    conn.buf.advance(2);
-                    self.framing = Framing::Chunked(Chunk::Size);
-                }
-                Framing::Chunked(Chunk::Size) => {
-                    let Some(line) = take_line(conn, cx)? else {
-                        return Poll::Pending;
-                    };
-                    let size = chunk_size(&line)?;
-                    self.framing = Framing::Chunked(if size == 0 {
-                        Chunk::Trailers(0)
-                    } else {
-                        Chunk::Data(size)
-                    });
-                }
-                Framing::Chunked(Chunk::Trailers(seen)) => {
-                    let seen = *seen;
-                    let Some(line) = take_line(conn, cx)? else {
-                        return Poll::Pending;
-                    };
-                    if line.is_empty() {
-                        self.framing = Framing::Done;
-                        return Poll::Ready(None);
-                    }
-                    let seen = seen + line.len() + 2;
-                    if seen > MAX_TRAILERS {
-                        return Poll::Ready(Some(Err(ExchangeError::Invalid(
-                            "trailers too large",
-                        ))));
-                    }
-                    self.framing = Framing::Chunked(Chunk::Trailers(seen));
                 }
             }
         }
@@ -575,45 +638,60 @@ fn truncated() -> ExchangeError {
     ))
 }
 
-/// One CRLF-terminated line from the buffer (without its CRLF), reading
-/// more as needed. `Ok(None)` means pending.
-fn take_line(conn: &mut RawConn, cx: &mut Context<'_>) -> Result<Option<Bytes>, ExchangeError> {
-    loop {
-        if let Some(i) = conn.buf.iter().position(|&b| b == b'\n') {
-            if i == 0 || conn.buf[i - 1] != b'\r' {
+/// One CRLF-terminated line from the front of the buffer (without its
+/// CRLF): `None` until the whole line is there. A line longer than
+/// `MAX_LINE` is refused whether it arrived in one read or in many.
+fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, ExchangeError> {
+    match buf.iter().take(MAX_LINE + 1).position(|&b| b == b'\n') {
+        Some(i) => {
+            if i == 0 || buf[i - 1] != b'\r' {
                 return Err(ExchangeError::Invalid("line not ended by CRLF"));
             }
-            let line = conn.buf.split_to(i + 1).freeze();
-            return Ok(Some(line.slice(..i - 1)));
+            let line = buf.split_to(i + 1).freeze();
+            Ok(Some(line.slice(..i - 1)))
         }
-        if conn.buf.len() > MAX_LINE {
-            return Err(ExchangeError::Invalid("chunk line too long"));
-        }
-        match fill(conn, cx) {
-            Poll::Pending => return Ok(None),
-            Poll::Ready(Ok(Fill::Data)) => {}
-            Poll::Ready(Ok(Fill::Eof)) => return Err(truncated()),
-            Poll::Ready(Err(e)) => return Err(e),
-        }
+        None if buf.len() > MAX_LINE => Err(ExchangeError::Invalid("chunk line too long")),
+        None => Ok(None),
     }
 }
 
-/// The size of a chunk-size line (`1a`, `1a;ext=v`).
-fn chunk_size(line: &[u8]) -> Result<u64, ExchangeError> {
-    let end = line
+/// A control character other than HTAB (never in a field value or a chunk
+/// extension; CR and LF only end lines).
+fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// A `field-name ":" field-value` line (RFC 9110 section 5): a token, a
+/// colon, then no control characters (so no obs-fold, no bare CR).
+fn is_field_line(line: &[u8]) -> bool {
+    let name = line
         .iter()
-        .position(|&b| b == b';' || b == b' ' || b == b'\t')
-        .unwrap_or(line.len());
-    let hex = &line[..end];
-    if hex.is_empty() || hex.len() > 15 {
+        .take_while(|&&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        .count();
+    name > 0 && line.get(name) == Some(&b':') && !line[name + 1..].iter().any(|&b| is_ctl(b))
+}
+
+/// The size of a chunk-size line (`1a`, `1a;ext=v`, `1a ; ext`): hex
+/// digits, optional blanks, then nothing or a `;` and extensions, which
+/// are not interpreted but may hold no control characters.
+fn chunk_size(line: &[u8]) -> Result<u64, ExchangeError> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 15 {
         return Err(ExchangeError::Invalid("invalid chunk size"));
     }
+    let rest = &line[digits..];
+    let blanks = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let ext = &rest[blanks..];
+    if !(ext.is_empty() || ext[0] == b';') || ext.iter().any(|&b| is_ctl(b)) {
+        return Err(ExchangeError::Invalid("invalid chunk extension"));
+    }
     let mut n = 0u64;
-    for &b in hex {
-        let d = (b as char)
-            .to_digit(16)
-            .ok_or(ExchangeError::Invalid("invalid chunk size"))?;
-        n = n * 16 + u64::from(d);
+    for &b in &line[..digits] {
+        // At most 15 hex digits: no overflow.
+        n = n * 16 + u64::from((b as char).to_digit(16).unwrap_or(0));
     }
     Ok(n)
 }
@@ -875,6 +953,7 @@ Content-Length: 0\r\n\r\n",
         for reply in [
             &b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\u{a0}\r\n\r\nx".as_bytes(),
             b"HTTP/1.1 101 Switching\r\n\r\n",
             b"garbage\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
@@ -908,8 +987,116 @@ Content-Length: 0\r\n\r\n",
     fn chunk_sizes() {
         assert_eq!(chunk_size(b"0").unwrap(), 0);
         assert_eq!(chunk_size(b"1A;name=v").unwrap(), 26);
+        assert_eq!(chunk_size(b"1a \t; a=\"q s\";b").unwrap(), 26);
+        assert_eq!(chunk_size(b"5 ").unwrap(), 5);
         assert!(chunk_size(b"").is_err());
         assert!(chunk_size(b"-1").is_err());
+        assert!(chunk_size(b"0x5").is_err());
         assert!(chunk_size(b"1234567890abcdef0").is_err());
+        // Only blanks, then a `;`, may follow the digits.
+        assert!(chunk_size(b"5 x").is_err());
+        assert!(chunk_size(b"5x").is_err());
+        // A bare CR (or any control but HTAB) in an extension.
+        assert!(chunk_size(b"5;a\rb").is_err());
+        assert!(chunk_size(b"5;a\0").is_err());
+    }
+
+    /// Decodes `input` in one piece with `framing`: the body, or the error.
+    fn decode_all(mut framing: Framing, input: &[u8]) -> Result<(Vec<u8>, usize), ExchangeError> {
+        let mut buf = BytesMut::from(input);
+        let mut body = Vec::new();
+        loop {
+            match framing.decode(&mut buf)? {
+                Decoded::Data(d) => body.extend_from_slice(&d),
+                Decoded::End => return Ok((body, buf.len())),
+                Decoded::More => {
+                    framing.at_eof()?;
+                    return Ok((body, 0));
+                }
+            }
+        }
+    }
+
+    fn head_of(input: &[u8], method: &Method) -> Result<Option<Head>, ExchangeError> {
+        parse_head(&mut BytesMut::from(input), method)
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_refused_in_one_piece_too() {
+        let mut big = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        big.resize(MAX_HEAD + 100, b'a');
+        assert!(matches!(
+            head_of(&big, &Method::GET),
+            Err(ExchangeError::Invalid("response head too large"))
+        ));
+        big.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+        assert!(matches!(
+            head_of(&big, &Method::GET),
+            Err(ExchangeError::Invalid("response head too large"))
+        ));
+    }
+
+    #[test]
+    fn a_chunk_line_over_the_limit_is_refused_in_one_read_too() {
+        let chunked = || Framing::Chunked(Chunk::Size);
+        // Found by fuzz/ h1_chunked: a longer line passed when it came in
+        // one read, and was refused when it came in several.
+        let mut long = b"1;".to_vec();
+        long.resize(MAX_LINE + 10, b'x');
+        long.extend_from_slice(b"\r\na\r\n0\r\n\r\n");
+        assert!(matches!(
+            decode_all(chunked(), &long),
+            Err(ExchangeError::Invalid(_))
+        ));
+        // The longest line accepted: its LF at index MAX_LINE.
+        let mut longest = b"1;".to_vec();
+        longest.resize(MAX_LINE - 1, b'x');
+        longest.extend_from_slice(b"\r\na\r\n0\r\n\r\n");
+        assert_eq!(decode_all(chunked(), &longest).unwrap(), (b"a".to_vec(), 0));
+    }
+
+    #[test]
+    fn chunked_lines_and_trailers_are_checked() {
+        let chunked = || Framing::Chunked(Chunk::Size);
+        let (body, rest) = decode_all(chunked(), b"3;x\r\nabc\r\n0\r\nX-T: 1\r\n\r\nnext").unwrap();
+        assert_eq!((&body[..], rest), (&b"abc"[..], 4));
+        for bad in [
+            &b"0\r\nno colon\r\n\r\n"[..],
+            b"0\r\nX-T: 1\r\n folded\r\n\r\n",
+            b"0\r\n: empty name\r\n\r\n",
+            b"0\r\nX-T: a\rb\r\n\r\n",
+            b"3\nabc\r\n0\r\n\r\n",
+        ] {
+            assert!(
+                matches!(decode_all(chunked(), bad), Err(ExchangeError::Invalid(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Truncated is an i/o error, not a framing one.
+        assert!(matches!(
+            decode_all(chunked(), b"3\r\nab"),
+            Err(ExchangeError::Io(_))
+        ));
+    }
+
+    #[test]
+    fn transfer_encoding_beats_content_length_and_ends_reuse() {
+        let h = head_of(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\nX: 1\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(matches!(h.framing, Framing::Chunked(Chunk::Size)));
+        assert!(!h.keep_alive);
+        assert!(!h.headers.contains_key(header::CONTENT_LENGTH));
+        assert!(h.headers.contains_key("x"));
+        // HTTP/1.0 knows no transfer codings.
+        assert!(head_of(
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &Method::GET
+        )
+        .is_err());
     }
 }

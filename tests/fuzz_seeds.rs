@@ -72,3 +72,13 @@ fn host_seeds() {
 fn admin_cmd_seeds() {
     replay("admin_cmd", checks::check_admin_cmd);
 }
+
+#[test]
+fn h1_response_seeds() {
+    replay("h1_response", checks::check_h1_response);
+}
+
+#[test]
+fn h1_chunked_seeds() {
+    replay("h1_chunked", checks::check_h1_chunked);
+}

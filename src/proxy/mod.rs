@@ -19,7 +19,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -646,6 +646,15 @@ enum Exchange {
     Hyper(Option<Request<UpBody>>),
 }
 
+/// Whether bodiless idempotent requests take the direct exchange of
+/// [`crate::h1`] (the default). A benchmark and diagnostic switch, not a
+/// setting: `SWITCHYARD_DIRECT_H1=0` in the environment, read once (at the
+/// first request), sends every request through hyper's client instead, so
+/// that the direct path's worth can be measured (benches/compare.sh's
+/// `switchyard-hyper` target) or a suspected h1 bug ruled out.
+static DIRECT_H1: LazyLock<bool> =
+    LazyLock::new(|| std::env::var_os("SWITCHYARD_DIRECT_H1").is_none_or(|v| v != "0"));
+
 /// What one attempt on one backend came to. Not boxed: it lives for one
 /// return, and a box would cost an allocation on every proxied request.
 #[allow(clippy::large_enum_variant)]
@@ -673,7 +682,8 @@ async fn forward(
 ) -> Result<(Response<ProxyBody>, usize), ProxyError> {
     let pool = &route.pool;
     let (mut parts, body) = req.into_parts();
-    let mut exchange = if body.is_end_stream() && is_idempotent(&parts.method) && !upgrade {
+    let direct = *DIRECT_H1 && body.is_end_stream() && is_idempotent(&parts.method) && !upgrade;
+    let mut exchange = if direct {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         Exchange::Direct {
             head: forwarded.encode_head(&parts.method, path, &parts.headers),
@@ -1112,11 +1122,21 @@ fn prepare_upstream(
     (upgrade, forwarded)
 }
 
-/// Removes hop-by-hop headers, including those named by Connection.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// Removes hop-by-hop headers, including those named by Connection, and
+/// a Content-Length beside a Transfer-Encoding: the body was framed by the
+/// latter, so the length claimed is not the body's (RFC 9112 section 6.3:
+/// an intermediary removes it before forwarding; hyper's server would
+/// otherwise frame the client's response by it). Public for
+/// tests/h1_differential.rs, which compares the direct and the hyper
+/// backend paths after this same pass.
+#[doc(hidden)]
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none: one pass over the names, no hashing.
     if !headers.keys().any(|k| h1::is_hop_by_hop(k.as_str())) {
         return;
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
     }
     // Fields the Connection header names go too. A cheap clone of the
     // value (shared bytes), and removal by name without building one.
@@ -1248,9 +1268,18 @@ mod tests {
             HeaderValue::from_static("chunked"),
         );
         h.insert("x-kept", HeaderValue::from_static("1"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("100"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+
+        // Without Transfer-Encoding, Content-Length is the body's.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-kept"));
+        assert!(h.contains_key(header::CONTENT_LENGTH));
     }
 
     #[test]
