@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Method;
-use switchyard::h1::{self, Chunk, Decoded, ExchangeError, Framing};
+use switchyard::upstream::h1::{self, Chunk, Decoded, ExchangeError, Framing};
 
 use switchyard::admin::AdminCommand;
 use switchyard::config::{Config, MAX_WEIGHT};
@@ -280,7 +280,7 @@ pub fn check_admin_cmd(data: &[u8]) {
 // and at pseudo-random split points: the result must not depend on how the
 // bytes arrived.
 
-/// src/h1.rs's limits (MAX_HEAD, MAX_HEADERS, MAX_LINE, MAX_TRAILERS,
+/// src/upstream/h1.rs's limits (MAX_HEAD, MAX_HEADERS, MAX_LINE, MAX_TRAILERS,
 /// MAX_NAMED): the reference refuses at the same sizes.
 const H1_MAX_HEAD: usize = 64 * 1024;
 const H1_MAX_HEADERS: usize = 128;

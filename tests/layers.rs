@@ -23,8 +23,6 @@ const LAYERS: &[(&str, u8)] = &[
     // 1 live state.
     ("metrics", 1),
     ("upstream", 1),
-    ("h1", 1),
-    ("probe", 1),
     ("routing", 1),
     ("events", 1),
     ("state::store", 1),

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use crate::config::HealthConfig;
 use crate::control::Control;
 use crate::events::{EventKind, NewEvent};
-use crate::probe::{probe, ProbeError};
+use crate::upstream::probe::{probe, ProbeError};
 use crate::upstream::{Backend, BackendKey};
 
 pub use counter::ConsecutiveCounter;

@@ -37,8 +37,8 @@ use crate::accesslog::{AccessLog, Entry};
 use crate::balance::sticky_bucket;
 use crate::config::{OnAllDown, Sticky, TlsMode};
 use crate::control::Control;
-use crate::h1::{self, ExchangeError, RawBody};
 use crate::routing::{Limits, Pick, Pool, Route, RoutingTable, Version};
+use crate::upstream::h1::{self, ExchangeError, RawBody};
 use crate::upstream::{Backend, ConnectError, UpBody};
 
 /// Why a request could not be proxied.
@@ -154,7 +154,7 @@ pub fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> 
 // Bodies.
 
 /// The body of every response the proxy sends: a backend's streamed body
-/// (through hyper's client, or read directly, see [`crate::h1`]), or a small
+/// (through hyper's client, or read directly, see [`crate::upstream::h1`]), or a small
 /// body of our own.
 pub enum ProxyBody {
     Upstream {
@@ -639,7 +639,7 @@ fn fallback(pool: &Pool) -> Result<(usize, &Version, Arc<Backend>), ProxyError> 
 #[allow(clippy::large_enum_variant)]
 enum Exchange {
     /// Bodiless, idempotent, no upgrade: the encoded head is written directly
-    /// ([`crate::h1`]); it can be sent again as often as a retry needs.
+    /// ([`crate::upstream::h1`]); it can be sent again as often as a retry needs.
     Direct { method: Method, head: Vec<u8> },
     /// Through hyper's client (a body to stream, or an upgrade). `None` once
     /// the request has been handed over and cannot be sent again.
@@ -647,7 +647,7 @@ enum Exchange {
 }
 
 /// Whether bodiless idempotent requests take the direct exchange of
-/// [`crate::h1`] (the default). A benchmark and diagnostic switch, not a
+/// [`crate::upstream::h1`] (the default). A benchmark and diagnostic switch, not a
 /// setting: `SWITCHYARD_DIRECT_H1=0` in the environment, read once (at the
 /// first request), sends every request through hyper's client instead, so
 /// that the direct path's worth can be measured (benches/compare.sh's
@@ -815,7 +815,7 @@ impl Target<'_> {
             .passive_outcome(backend, &pool.passive, !status.is_server_error());
     }
 
-    /// The direct HTTP/1.1 exchange ([`crate::h1`]).
+    /// The direct HTTP/1.1 exchange ([`crate::upstream::h1`]).
     async fn direct(
         &self,
         method: &Method,

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::config::HealthConfig;
 use crate::control::Control;
 use crate::model::rollout::Rollout;
-use crate::probe::probe;
+use crate::upstream::probe::probe;
 
 /// Runs the smoke gate of `r`.
 pub async fn smoke(r: &Rollout, control: &Control) -> Result<(), String> {

@@ -7,7 +7,7 @@
 //! connections drop with it and are closed.
 //!
 //! Two idle stacks per backend: plain sockets for the direct exchange of
-//! [`crate::h1`] (bodiless requests, nearly all traffic), and hyper client
+//! [`crate::upstream::h1`] (bodiless requests, nearly all traffic), and hyper client
 //! connections for requests with a body or an upgrade.
 //!
 //! ```text
@@ -15,6 +15,9 @@
 //!           (a pooled socket the backend closed or wrote to is dropped)
 //! checkin:  when the response body has been read to its end
 //! ```
+
+pub mod h1;
+pub mod probe;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,7 +36,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::config::BackendAddr;
-use crate::h1::RawConn;
+use crate::upstream::h1::RawConn;
 
 /// Idle connections kept per backend.
 const MAX_IDLE: usize = 256;
@@ -124,7 +127,7 @@ pub struct Backend {
     pub in_flight: AtomicUsize,
     /// Idle hyper client connections (requests with a body or an upgrade).
     idle: Mutex<Vec<Idle<SendRequest<UpBody>>>>,
-    /// Idle connections for the direct exchange of [`crate::h1`].
+    /// Idle connections for the direct exchange of [`crate::upstream::h1`].
     raw_idle: Mutex<Vec<Idle<RawConn>>>,
 }
 
