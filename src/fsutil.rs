@@ -44,6 +44,39 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Removes the temp files [`write_atomic`] leaves for `path` when a process
+/// dies between creating and renaming one (`kill -9`, power loss): every
+/// `.NAME.tmp.PID` next to `path` whose PID is not this process. Returns how
+/// many were removed. Call at start, before anything writes `path`.
+pub fn remove_stale_temps(path: &Path) -> usize {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return 0;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.tmp.", name.to_string_lossy());
+    let ours = std::process::id().to_string();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let file = file.to_string_lossy();
+        let Some(pid) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        let is_pid = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+        if is_pid && pid != ours && fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Moves an unreadable file aside as `NAME.corrupt-UNIXTIME` so it can be
 /// inspected; returns the new path.
 pub fn set_aside(path: &Path) -> io::Result<std::path::PathBuf> {
@@ -79,6 +112,41 @@ mod tests {
         );
         let leftovers: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp file left behind");
+    }
+
+    #[test]
+    fn stale_temps_of_dead_writers_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        fs::write(&p, b"{}").unwrap();
+        for name in [
+            ".state.json.tmp.12345",
+            ".state.json.tmp.1",
+            ".other.json.tmp.7",
+            ".state.json.tmp.x1",
+            "keep",
+        ] {
+            fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let ours = dir
+            .path()
+            .join(format!(".state.json.tmp.{}", std::process::id()));
+        fs::write(&ours, b"").unwrap();
+        assert_eq!(remove_stale_temps(&p), 2);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            ".other.json.tmp.7".to_string(),
+            ".state.json.tmp.x1".to_string(),
+            format!(".state.json.tmp.{}", std::process::id()),
+            "keep".to_string(),
+            "state.json".to_string(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
     }
 
     #[test]

@@ -47,7 +47,12 @@ impl FileStore {
 }
 
 impl StateStore for FileStore {
+    /// Also removes the temp files a writer killed mid-write left behind.
     fn load(&self) -> Result<Option<PersistedState>, StateError> {
+        let stale = fsutil::remove_stale_temps(&self.path);
+        if stale > 0 {
+            tracing::info!(removed = stale, path = %self.path.display(), "removed temp files left by an interrupted write");
+        }
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
