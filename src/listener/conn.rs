@@ -18,7 +18,7 @@
 //! | first request | no request yet | accept (after TLS) | abort |
 //! | next head (HTTP/1.1) | idle, and a byte of the next request came | that byte | abort |
 //! | idle | no request in flight | the last request's end | graceful close |
-//! | send | a write blocks, or a response body waits for the client | then | abort |
+//! | send | a write blocks, or (HTTP/2) a response body waits for the client's window | then | abort |
 //! | body | a request with a body waits for its answer head | the last byte read | 408 (the service) |
 //!
 //! Nothing here sleeps per read or write: the IO wrapper and the response
@@ -92,7 +92,7 @@ pub struct Activity {
     /// The first byte read since then (HTTP/1.1: the next head began).
     head_began: AtomicU64,
     /// Response bodies that handed hyper a frame and were not polled since
-    /// (the client is not taking the response).
+    /// (on HTTP/2: the client is not opening its window).
     bodies_waiting: AtomicUsize,
     /// The last time a waiting body was polled again, or began waiting.
     body_moved: AtomicU64,
@@ -201,7 +201,13 @@ impl Activity {
         if blocked != NONE && due(blocked, t.send) {
             return Verdict::Abort(Why::Send);
         }
-        if self.bodies_waiting.load(Relaxed) > 0 && due(self.body_moved.load(Relaxed), t.send) {
+        // On HTTP/1.1 a body waits only behind a full socket: the blocked
+        // write above is that clock, and a slow reader's every write counts.
+        // On HTTP/2 a body also waits on a window the client never opens
+        // while the socket stays free (and PING answers still go out).
+        let h2 = self.h2.load(Relaxed);
+        if h2 && self.bodies_waiting.load(Relaxed) > 0 && due(self.body_moved.load(Relaxed), t.send)
+        {
             return Verdict::Abort(Why::Send);
         }
         if let Some(began) = closing {
@@ -214,7 +220,7 @@ impl Activity {
             }
         } else if self.open.load(Relaxed) == 0 {
             let head = self.head_began.load(Relaxed);
-            if head != NONE && !self.h2.load(Relaxed) {
+            if head != NONE && !h2 {
                 if due(head, t.header) {
                     return Verdict::Abort(Why::Head);
                 }
@@ -591,7 +597,15 @@ mod tests {
     }
 
     #[test]
-    fn a_body_frame_not_taken_for_send_timeout_aborts() {
+    fn on_http1_a_waiting_body_is_the_blocked_writes_business() {
+        let a = Activity::new();
+        let _open = a.request(false);
+        a.body_waits(s(0));
+        assert_eq!(at(&a, 100), wait(110));
+    }
+
+    #[test]
+    fn on_http2_a_body_frame_not_taken_for_send_timeout_aborts() {
         let a = Activity::new();
         let _other = a.request(true);
         a.body_waits(s(0));
