@@ -7,10 +7,14 @@
 //!                              └─ the caller's connection handler
 //! http1(io, service, header_timeout, shutdown)  an HTTP/1.1 connection with a header
 //!                                                timeout, closed gracefully at shutdown
+//! conn::{Conn, Activity, Tracked, Watchdog}      the proxy's client connections: every
+//!                                                protocol stage under a deadline
 //! ```
 //!
 //! Every task lands on one [`TaskTracker`], so shutdown is: tell everyone
 //! (`shutdown`), close the tracker, wait for it (bounded by the grace).
+
+pub mod conn;
 
 use std::future::Future;
 use std::io;

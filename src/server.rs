@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! run(control, config)
-//!  ├─ http listener ── listener::serve (max_connections) ─> hyper auto (h1 / h2c) ─> proxy::handle
-//!  ├─ https listener ── listener::serve ─> tls::TlsState::accept (SNI cert, ALPN) ─> hyper auto ─> proxy::handle
+//!  ├─ http listener ── listener::serve (max_connections) ─> conn::Conn ─> hyper auto (h1 / h2c) ─> proxy::handle
+//!  ├─ https listener ── listener::serve ─> tls::TlsState::accept (SNI cert, ALPN) ─> conn::Conn ─> hyper auto ─> proxy::handle
+//!  │    (each proxy connection: a conn::Watchdog beside it closes it when a client
+//!  │     timeout passes; request bodies that stall get 408, see proxy_service)
 //!  ├─ acme::spawn: orders and renews certificates for tls = "acme" routes
 //!  ├─ admin socket ── admin::socket::serve          ├─ metrics listener ── GET /metrics
 //!  ├─ dashboard listener ── admin::dashboard::serve  ├─ stats sampler (1 s)
@@ -24,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -37,6 +39,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{dashboard, socket, Api};
 use crate::config::{Config, ServerConfig};
 use crate::control::Control;
+use crate::listener::conn::{Activity, Conn, Expired, Timeouts, Tracked, Watchdog};
 use crate::listener::{self, Slots};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Peer, Proxy};
@@ -183,7 +186,10 @@ fn start_listeners(ctx: &Ctx, proxy: &Arc<Proxy>, config: &Config, l: Listeners)
             let _ = acme.await;
         });
     }
-    let builder = Arc::new(http_builder(&config.server));
+    let settings = Arc::new(ConnSettings {
+        builder: http_builder(&config.server),
+        timeouts: client_timeouts(&config.server),
+    });
     let slots = Slots::new(config.server.max_connections);
     for (listener, https) in [(l.http, false), (l.https, true)] {
         let Some(listener) = listener else { continue };
@@ -196,7 +202,7 @@ fn start_listeners(ctx: &Ctx, proxy: &Arc<Proxy>, config: &Config, l: Listeners)
                 control.set_https_port(a.port());
             }
         }
-        let (proxy, builder, shutdown) = (proxy.clone(), builder.clone(), ctx.shutdown.clone());
+        let (proxy, settings, shutdown) = (proxy.clone(), settings.clone(), ctx.shutdown.clone());
         ctx.tracker.spawn(listener::serve(
             name,
             listener,
@@ -207,7 +213,7 @@ fn start_listeners(ctx: &Ctx, proxy: &Arc<Proxy>, config: &Config, l: Listeners)
                 let peer = Peer { addr, https };
                 let conn = proxy_conn(
                     proxy.clone(),
-                    builder.clone(),
+                    settings.clone(),
                     stream,
                     peer,
                     shutdown.clone(),
@@ -270,19 +276,41 @@ fn local(l: &TcpListener) -> String {
     l.local_addr().map(|a| a.to_string()).unwrap_or_default()
 }
 
-/// The HTTP server settings shared by every proxy connection.
+/// What every proxy connection is served with.
+struct ConnSettings {
+    builder: auto::Builder<TokioExecutor>,
+    timeouts: Timeouts,
+}
+
+fn client_timeouts(s: &ServerConfig) -> Timeouts {
+    Timeouts {
+        header: s.header_timeout,
+        idle: s.idle_timeout,
+        send: s.send_timeout,
+        body: s.body_timeout,
+    }
+}
+
+/// The HTTP server settings shared by every proxy connection. The client
+/// timeouts are the connection's [`Watchdog`]'s; hyper's own are backstops.
 fn http_builder(s: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        // Also bounds how long an idle keep-alive connection may wait before
-        // its next request starts (hyper starts this timer when idle).
-        .header_read_timeout(s.header_timeout)
+        // hyper starts this when it begins reading a head, also when a
+        // keep-alive connection goes idle: the watchdog ends the idle spell
+        // (idle_timeout) and the head (header_timeout from its first byte)
+        // first. A backstop only.
+        .header_read_timeout(s.header_timeout.saturating_add(s.idle_timeout))
         .max_buf_size(s.max_header_bytes.max(8192));
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
+        // hyper's default, said out loud: streams one connection may hold.
+        .max_concurrent_streams(200)
+        // Finds dead peers under long streams; an idle connection is closed
+        // by the watchdog whether or not it answers.
         .keep_alive_interval(Some(s.idle_timeout))
         .keep_alive_timeout(s.header_timeout);
     b
@@ -290,39 +318,121 @@ fn http_builder(s: &ServerConfig) -> auto::Builder<TokioExecutor> {
 
 /// One client connection of the proxy: TLS first on https (in the
 /// connection's own task, so a slow client cannot stall the accept loop),
-/// then HTTP/1.1 or HTTP/2, closed gracefully at shutdown.
+/// then HTTP/1.1 or HTTP/2 under the client timeouts, closed gracefully at
+/// shutdown.
 async fn proxy_conn(
     px: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    settings: Arc<ConnSettings>,
     stream: tokio::net::TcpStream,
     peer: Peer,
     shutdown: watch::Receiver<bool>,
 ) {
     if !peer.https {
-        let svc = hyper::service::service_fn(move |req| proxy::handle(px.clone(), peer, req));
-        return serve_auto(&builder, stream, svc, shutdown).await;
+        return serve_proxied(px, &settings, stream, peer, None, shutdown).await;
     }
     let tls = px.control.tls.clone();
     let Some((stream, sni)) = tls.accept(stream, crate::tls::HANDSHAKE_TIMEOUT).await else {
         return;
     };
-    let svc = hyper::service::service_fn(move |mut req: Request<_>| {
-        req.extensions_mut().insert(sni.clone());
-        proxy::handle(px.clone(), peer, req)
-    });
-    serve_auto(&builder, stream, svc, shutdown).await
+    serve_proxied(px, &settings, stream, peer, Some(sni), shutdown).await
 }
 
+/// Serves one connection (after TLS, if any) with its [`Activity`]: the
+/// clocks of `header_timeout`, `idle_timeout` and `send_timeout` start here.
+async fn serve_proxied<I>(
+    px: Arc<Proxy>,
+    settings: &ConnSettings,
+    io: I,
+    peer: Peer,
+    sni: Option<crate::tls::Sni>,
+    shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let activity = Activity::new();
+    let svc = proxy_service(px, peer, sni, activity.clone(), settings.timeouts.body);
+    let watchdog = Watchdog::new(activity.clone(), settings.timeouts);
+    let io = Conn::new(io, activity);
+    serve_auto(&settings.builder, io, svc, watchdog, shutdown).await
+}
+
+/// `proxy::handle` for each request of one connection, counted in its
+/// [`Activity`] from the head until the response body ends; a request with a
+/// body that stops coming for `body_timeout` before its answer starts is
+/// answered 408 instead (and, on HTTP/1.1, its connection closed).
+fn proxy_service(
+    px: Arc<Proxy>,
+    peer: Peer,
+    sni: Option<crate::tls::Sni>,
+    activity: Arc<Activity>,
+    body_timeout: Duration,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Tracked<proxy::ProxyBody>>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Send
+       + 'static {
+    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        if let Some(sni) = &sni {
+            req.extensions_mut().insert(sni.clone());
+        }
+        let (px, activity) = (px.clone(), activity.clone());
+        async move {
+            let open = activity.request(req.version() == http::Version::HTTP_2);
+            let resp = if http_body::Body::is_end_stream(req.body()) {
+                proxy::handle(px, peer, req).await
+            } else {
+                with_body_timeout(px, peer, req, &activity, body_timeout).await
+            };
+            Ok(resp?.map(|body| Tracked::new(body, open)))
+        }
+    })
+}
+
+/// `proxy::handle`, or 408 once no byte came from the client for `timeout`
+/// before the answer started (the request, and with it the backend
+/// exchange, is dropped).
+async fn with_body_timeout(
+    px: Arc<Proxy>,
+    peer: Peer,
+    req: Request<Incoming>,
+    activity: &Activity,
+    timeout: Duration,
+) -> Result<Response<proxy::ProxyBody>, Infallible> {
+    let h1 = req.version() < http::Version::HTTP_2;
+    let start = tokio::time::Instant::now();
+    tokio::select! {
+        biased;
+        r = proxy::handle(px, peer, req) => r,
+        () = activity.read_stalled(start, timeout) => {
+            tracing::debug!(client = %peer.addr, "request body stalled for body_timeout: 408");
+            let mut r = proxy::plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "408 Request Timeout: the request body stopped coming\n",
+            );
+            if h1 {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(r)
+        }
+    }
+}
+
+/// Drives one connection until it ends, a client timeout passes (see
+/// [`Watchdog`]) or shutdown (then it finishes in-flight requests).
 async fn serve_auto<I, S>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
     svc: S,
+    mut watchdog: Watchdog,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     S: hyper::service::Service<
             Request<Incoming>,
-            Response = Response<proxy::ProxyBody>,
+            Response = Response<Tracked<proxy::ProxyBody>>,
             Error = Infallible,
         > + Send
         + 'static,
@@ -330,20 +440,33 @@ async fn serve_auto<I, S>(
 {
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    if *shutdown.borrow() {
+    let mut draining = *shutdown.borrow();
+    if draining {
         conn.as_mut().graceful_shutdown();
     }
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "client connection ended with an error");
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+                return;
             }
-            return;
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            e = watchdog.expired() => match e {
+                Expired::Close(why) => {
+                    tracing::debug!(reason = why.as_str(), "closing a client connection");
+                    conn.as_mut().graceful_shutdown();
+                }
+                Expired::Abort(why) => {
+                    tracing::debug!(reason = why.as_str(), "dropping a client connection");
+                    return;
+                }
+            },
         }
-        _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
-    }
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, "client connection ended with an error");
     }
 }
 

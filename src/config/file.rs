@@ -35,6 +35,8 @@ pub(super) struct ServerFile {
     pub(super) idle_timeout: S<String>,
     pub(super) connect_timeout: S<String>,
     pub(super) request_timeout: S<String>,
+    pub(super) send_timeout: S<String>,
+    pub(super) body_timeout: S<String>,
     pub(super) shutdown_grace: S<String>,
     pub(super) max_connections: S<i64>,
     pub(super) max_header_bytes: S<i64>,

@@ -101,10 +101,20 @@ pub struct Config {
 pub struct ServerConfig {
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
+    /// The first request of a connection, and each request head after an
+    /// idle spell, must arrive within this.
     pub header_timeout: Duration,
+    /// Idle client connections (no request in flight) and idle pooled
+    /// upstream connections are closed after this.
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// A write to a client that makes no progress for this long aborts the
+    /// connection.
+    pub send_timeout: Duration,
+    /// A request body that makes no progress for this long ends the request
+    /// with 408.
+    pub body_timeout: Duration,
     pub shutdown_grace: Duration,
     pub max_connections: usize,
     pub max_header_bytes: usize,

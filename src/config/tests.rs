@@ -38,6 +38,40 @@ fn minimal_config_parses_with_defaults() {
 }
 
 #[test]
+fn client_timeouts_have_defaults_and_are_validated() {
+    let c = Config::from_toml_str(MINIMAL).unwrap();
+    let s = &c.server;
+    assert_eq!(s.idle_timeout, Duration::from_secs(60));
+    assert_eq!(s.send_timeout, Duration::from_secs(60));
+    assert_eq!(s.body_timeout, Duration::from_secs(60));
+    let text = "[server]\nsend_timeout = \"1500ms\"\nbody_timeout = \"2m\"\n";
+    let c = Config::from_toml_str(text).unwrap();
+    assert_eq!(c.server.send_timeout, Duration::from_millis(1500));
+    assert_eq!(c.server.body_timeout, Duration::from_secs(120));
+
+    let text = "[server]\nsend_timeout = \"0s\"\nbody_timeout = \"soon\"\nheader_timeout = \"25h\"\nidle_timeout = \"1000000000y\"\n";
+    let diags = Config::from_toml_str(text).unwrap_err();
+    let at = |line: usize| {
+        diags
+            .iter()
+            .find(|d| d.line == line)
+            .map(|d| (d.col, d.message.clone()))
+            .unwrap_or_else(|| panic!("no diagnostic on line {line}: {diags:?}"))
+    };
+    assert_eq!(at(2), (16, "send_timeout must be above zero".to_string()));
+    assert!(
+        at(3).1.starts_with("body_timeout: bad duration"),
+        "{diags:?}"
+    );
+    assert_eq!(
+        at(4),
+        (18, "header_timeout must be at most 24h".to_string())
+    );
+    assert_eq!(at(5).1, "idle_timeout must be at most 24h");
+    assert_eq!(diags.len(), 4, "{diags:?}");
+}
+
+#[test]
 fn every_error_is_reported_with_position() {
     let text = r#"
 [server]

@@ -36,6 +36,10 @@ pub(super) fn parse(text: &str, base: &Path) -> Result<Config, Vec<Diagnostic>> 
     }
 }
 
+/// The longest `header_timeout`, `idle_timeout`, `send_timeout` and
+/// `body_timeout` accepted.
+const MAX_CLIENT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// Collects diagnostics while validating; turns byte spans into line:col.
 struct Checker<'a> {
     text: &'a str,
@@ -66,6 +70,19 @@ impl<'a> Checker<'a> {
                     default
                 }
             },
+        }
+    }
+
+    /// A timeout of client connections: above zero and at most
+    /// [`MAX_CLIENT_TIMEOUT`] (timers add it to the current instant).
+    fn client_timeout(&mut self, v: &S<String>, key: &str, default: Duration) -> Duration {
+        let d = self.duration(v, key, default);
+        match v {
+            Some(s) if d > MAX_CLIENT_TIMEOUT => {
+                self.err(s.span(), format!("{key} must be at most 24h"));
+                default
+            }
+            _ => d,
         }
     }
 
@@ -206,10 +223,12 @@ fn validate_server(c: &mut Checker<'_>, sf: ServerFile) -> ServerConfig {
     ServerConfig {
         http,
         https,
-        header_timeout: c.duration(&sf.header_timeout, "header_timeout", secs(10)),
-        idle_timeout: c.duration(&sf.idle_timeout, "idle_timeout", secs(60)),
+        header_timeout: c.client_timeout(&sf.header_timeout, "header_timeout", secs(10)),
+        idle_timeout: c.client_timeout(&sf.idle_timeout, "idle_timeout", secs(60)),
         connect_timeout: c.duration(&sf.connect_timeout, "connect_timeout", secs(3)),
         request_timeout: c.duration(&sf.request_timeout, "request_timeout", secs(60)),
+        send_timeout: c.client_timeout(&sf.send_timeout, "send_timeout", secs(60)),
+        body_timeout: c.client_timeout(&sf.body_timeout, "body_timeout", secs(60)),
         shutdown_grace: c.duration(&sf.shutdown_grace, "shutdown_grace", secs(30)),
         max_connections: c.int(
             &sf.max_connections,

@@ -981,3 +981,34 @@ impl Proxy {
         p
     }
 }
+
+// --- adversarial clients (tests/adversarial.rs) ------------------------------
+
+impl Proxy {
+    /// A listener's bound address from `GET /v1/state` (`"http"`, `"https"`).
+    pub async fn listener(&self, name: &str) -> SocketAddr {
+        let s = self.state().await;
+        let addr = s["listeners"][name].as_str();
+        addr.unwrap_or_else(|| panic!("no {name} listener in {s}"))
+            .parse()
+            .unwrap()
+    }
+}
+
+/// Reads and discards until the peer closes (EOF or an error such as a
+/// reset); `Ok(bytes read)` then, `Err` when it is still open after `within`.
+pub async fn closed_by_peer<S>(s: &mut S, within: Duration) -> Result<u64, String>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return Err(format!("still open after {within:?} ({total} bytes read)")),
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(total),
+            Ok(Ok(n)) => total += n as u64,
+        }
+    }
+}

@@ -1,0 +1,679 @@
+//! Deadlines for one client connection of the proxy, whatever its protocol
+//! stage: nothing sent, half a preface, a TLS session with no request, an idle
+//! keep-alive or HTTP/2 connection, a client that stops reading, a request
+//! body that stops coming.
+//!
+//! ```text
+//! accepted stream (TCP, or TLS after the handshake)
+//!  └─ Conn<IO> ── records read progress and writes that block ──┐
+//!        └─ hyper auto (h1 / h2)                                 │
+//!             └─ service: Activity::request() ── Tracked<body> ──┤ Arc<Activity>
+//!                                                                │ (atomics)
+//! Watchdog::expired() ── reads the Activity, sleeps until the ───┘
+//!   earliest deadline, says Close (graceful) or Abort (drop it)
+//! ```
+//!
+//! | clock | runs while | starts | on expiry |
+//! |---|---|---|---|
+//! | first request | no request yet | accept (after TLS) | abort |
+//! | next head (HTTP/1.1) | idle, and a byte of the next request came | that byte | abort |
+//! | idle | no request in flight | the last request's end | graceful close |
+//! | send | a write blocks, or (HTTP/2) a response body waits for the client's window | then | abort |
+//! | body | a request with a body waits for its answer head | the last byte read | 408 (the service) |
+//!
+//! Nothing here sleeps per read or write: the IO wrapper and the response
+//! bodies only store timestamps in atomics; the [`Watchdog`] sleeps until the
+//! earliest deadline that can apply and re-reads them when it wakes. A clock
+//! that may start later (a write that blocks a moment from now) cannot end
+//! before now plus its timeout, so the watchdog never sleeps past the
+//! shortest timeout and misses nothing.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The client-side timeouts (`[server]` keys of the same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The first request, and on HTTP/1.1 each later head from its first byte.
+    pub header: Duration,
+    /// No request in flight.
+    pub idle: Duration,
+    /// A write, or a response body handed to hyper, making no progress.
+    pub send: Duration,
+    /// A request body making no progress before its answer starts.
+    pub body: Duration,
+}
+
+impl Timeouts {
+    /// The shortest clock that may start at any moment.
+    fn shortest(&self) -> Duration {
+        self.header.min(self.idle).min(self.send)
+    }
+}
+
+/// "Not set" for the timestamps below.
+const NONE: u64 = u64::MAX;
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(NONE)
+}
+
+/// What one connection has been doing: shared by its IO wrapper, its
+/// requests and response bodies (on HTTP/2 in other tasks) and its watchdog.
+/// Times are nanoseconds since `origin`; every field is a relaxed atomic. On
+/// HTTP/1.1 all of it happens on the connection's task; on HTTP/2 a request
+/// starting on another thread may be seen a moment late, so at worst an idle
+/// close (a graceful one) begins as a stream opens, and that stream finishes.
+#[derive(Debug)]
+pub struct Activity {
+    origin: Instant,
+    /// The last read that returned bytes.
+    last_read: AtomicU64,
+    /// When a write (or flush) last returned `Pending` without a write
+    /// making progress since; `NONE` while writes go through.
+    write_blocked: AtomicU64,
+    /// Requests started and not finished (response body ended or dropped).
+    open: AtomicUsize,
+    /// Whether any request started yet.
+    started: AtomicBool,
+    /// Whether the requests are HTTP/2 (idle HTTP/2 connections exchange
+    /// PINGs and SETTINGS: those bytes start no head clock).
+    h2: AtomicBool,
+    /// When `open` last fell to zero.
+    idle_since: AtomicU64,
+    /// The first byte read since then (HTTP/1.1: the next head began).
+    head_began: AtomicU64,
+    /// Response bodies that handed hyper a frame and were not polled since
+    /// (on HTTP/2: the client is not opening its window).
+    bodies_waiting: AtomicUsize,
+    /// The last time a waiting body was polled again, or began waiting.
+    body_moved: AtomicU64,
+}
+
+impl Activity {
+    /// A connection starting now (after its TLS handshake, if any).
+    pub fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            origin: Instant::now(),
+            last_read: AtomicU64::new(0),
+            write_blocked: AtomicU64::new(NONE),
+            open: AtomicUsize::new(0),
+            started: AtomicBool::new(false),
+            h2: AtomicBool::new(false),
+            idle_since: AtomicU64::new(0),
+            head_began: AtomicU64::new(NONE),
+            bodies_waiting: AtomicUsize::new(0),
+            body_moved: AtomicU64::new(0),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        nanos(self.origin.elapsed())
+    }
+
+    fn at(&self, t: u64) -> Instant {
+        self.origin + Duration::from_nanos(t)
+    }
+
+    /// A request's head is complete and it is being served; the returned
+    /// guard ends it when dropped (see [`Tracked`]).
+    pub fn request(self: &Arc<Self>, h2: bool) -> Open {
+        self.open.fetch_add(1, Relaxed);
+        if !self.started.load(Relaxed) {
+            self.started.store(true, Relaxed);
+        }
+        if h2 && !self.h2.load(Relaxed) {
+            self.h2.store(true, Relaxed);
+        }
+        Open(Some(self.clone()))
+    }
+
+    /// Resolves once no byte has been read for `timeout`, counted from
+    /// `since` at the earliest (the request's start).
+    pub async fn read_stalled(&self, since: Instant, timeout: Duration) {
+        let since = nanos(since.saturating_duration_since(self.origin));
+        loop {
+            let last = self.last_read.load(Relaxed).max(since);
+            let deadline = last.saturating_add(nanos(timeout));
+            if self.now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(self.at(deadline)).await;
+        }
+    }
+
+    fn read_progress(&self, now: u64) {
+        self.last_read.store(now, Relaxed);
+        if self.open.load(Relaxed) == 0 && self.head_began.load(Relaxed) == NONE {
+            self.head_began.store(now, Relaxed);
+        }
+    }
+
+    fn write_progress(&self) {
+        if self.write_blocked.load(Relaxed) != NONE {
+            self.write_blocked.store(NONE, Relaxed);
+        }
+    }
+
+    fn write_pending(&self, now: u64) {
+        if self.write_blocked.load(Relaxed) == NONE {
+            self.write_blocked.store(now, Relaxed);
+        }
+    }
+
+    fn body_waits(&self, now: u64) {
+        if self.bodies_waiting.fetch_add(1, Relaxed) == 0 {
+            self.body_moved.store(now, Relaxed);
+        }
+    }
+
+    fn body_polled(&self, now: u64) {
+        self.bodies_waiting.fetch_sub(1, Relaxed);
+        self.body_moved.store(now, Relaxed);
+    }
+
+    /// A request ended (its [`Open`] guard dropped).
+    fn request_done(&self, now: u64) {
+        if self.open.fetch_sub(1, Relaxed) == 1 {
+            self.idle_since.store(now, Relaxed);
+            self.head_began.store(NONE, Relaxed);
+        }
+    }
+
+    /// Where the connection stands against `t`. `closing`: when a graceful
+    /// close began (it gets `t.header` to finish).
+    fn check(&self, t: &Timeouts, closing: Option<u64>, now: u64) -> Verdict {
+        let mut wake = now.saturating_add(nanos(t.shortest()));
+        let mut due = |start: u64, limit: Duration| {
+            let deadline = start.saturating_add(nanos(limit));
+            wake = wake.min(deadline);
+            now >= deadline
+        };
+        let blocked = self.write_blocked.load(Relaxed);
+        if blocked != NONE && due(blocked, t.send) {
+            return Verdict::Abort(Why::Send);
+        }
+        // On HTTP/1.1 a body waits only behind a full socket: the blocked
+        // write above is that clock, and a slow reader's every write counts.
+        // On HTTP/2 a body also waits on a window the client never opens
+        // while the socket stays free (and PING answers still go out).
+        let h2 = self.h2.load(Relaxed);
+        if h2 && self.bodies_waiting.load(Relaxed) > 0 && due(self.body_moved.load(Relaxed), t.send)
+        {
+            return Verdict::Abort(Why::Send);
+        }
+        if let Some(began) = closing {
+            if due(began, t.header) {
+                return Verdict::Abort(Why::Closing);
+            }
+        } else if !self.started.load(Relaxed) {
+            if due(0, t.header) {
+                return Verdict::Abort(Why::FirstRequest);
+            }
+        } else if self.open.load(Relaxed) == 0 {
+            let head = self.head_began.load(Relaxed);
+            if head != NONE && !h2 {
+                if due(head, t.header) {
+                    return Verdict::Abort(Why::Head);
+                }
+            } else if due(self.idle_since.load(Relaxed), t.idle) {
+                return Verdict::Close(Why::Idle);
+            }
+        }
+        Verdict::Wait(wake)
+    }
+}
+
+/// One request in flight; dropping it ends the request.
+#[derive(Debug)]
+pub struct Open(Option<Arc<Activity>>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Some(a) = self.0.take() {
+            a.request_done(a.now());
+        }
+    }
+}
+
+/// Why a connection is being closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// No complete first request within `header_timeout`.
+    FirstRequest,
+    /// An HTTP/1.1 head begun after an idle spell not complete within `header_timeout`.
+    Head,
+    /// No request in flight for `idle_timeout`.
+    Idle,
+    /// A write, or the response, made no progress for `send_timeout`.
+    Send,
+    /// A graceful close not finished within `header_timeout`.
+    Closing,
+}
+
+impl Why {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Why::FirstRequest => "no request within header_timeout",
+            Why::Head => "request head not complete within header_timeout",
+            Why::Idle => "idle for idle_timeout",
+            Why::Send => "client not reading for send_timeout",
+            Why::Closing => "graceful close not done within header_timeout",
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Nothing due before this time (nanoseconds since the origin).
+    Wait(u64),
+    Close(Why),
+    Abort(Why),
+}
+
+/// What the connection's owner should do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// Start a graceful close (HTTP/2 GOAWAY; an idle HTTP/1.1 connection closes).
+    Close(Why),
+    /// Drop the connection now.
+    Abort(Why),
+}
+
+/// Watches one connection's [`Activity`]; poll [`Watchdog::expired`] next to
+/// the connection.
+pub struct Watchdog {
+    activity: Arc<Activity>,
+    timeouts: Timeouts,
+    sleep: Pin<Box<Sleep>>,
+    closing: Option<u64>,
+}
+
+impl Watchdog {
+    pub fn new(activity: Arc<Activity>, timeouts: Timeouts) -> Watchdog {
+        let first = activity.origin;
+        Watchdog {
+            activity,
+            timeouts,
+            sleep: Box::pin(tokio::time::sleep_until(first)),
+            closing: None,
+        }
+    }
+
+    /// Resolves when a deadline passed. Cancel-safe: call it again after
+    /// another branch of a `select!` won. After a `Close`, the connection has
+    /// `header_timeout` to finish before an `Abort(Closing)`.
+    pub async fn expired(&mut self) -> Expired {
+        loop {
+            let now = self.activity.now();
+            match self.activity.check(&self.timeouts, self.closing, now) {
+                Verdict::Wait(at) => {
+                    self.sleep.as_mut().reset(self.activity.at(at));
+                    self.sleep.as_mut().await;
+                }
+                Verdict::Close(why) => {
+                    self.closing = Some(now);
+                    return Expired::Close(why);
+                }
+                Verdict::Abort(why) => return Expired::Abort(why),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// The accepted stream, recording progress into its [`Activity`].
+pub struct Conn<T> {
+    io: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> Conn<T> {
+    pub fn new(io: T, activity: Arc<Activity>) -> Conn<T> {
+        Conn { io, activity }
+    }
+
+    fn wrote<R>(&self, r: &Poll<io::Result<R>>, progress: impl FnOnce(&R) -> bool) {
+        match r {
+            Poll::Ready(Ok(v)) if progress(v) => self.activity.write_progress(),
+            Poll::Pending => self.activity.write_pending(self.activity.now()),
+            _ => {}
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Conn<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut me.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            me.activity.read_progress(me.activity.now());
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Conn<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.io).poll_write(cx, buf);
+        me.wrote(&r, |n| *n > 0);
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.io).poll_write_vectored(cx, bufs);
+        me.wrote(&r, |n| *n > 0);
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.io).poll_flush(cx);
+        me.wrote(&r, |_| true);
+        r
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.io).poll_shutdown(cx);
+        me.wrote(&r, |_| true);
+        r
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// A response body that ends its request (the [`Open`] guard) when it ends
+/// or is dropped, and tells the [`Activity`] while hyper holds a frame of it
+/// without asking for the next: the client is not taking the response (a
+/// full socket, or an HTTP/2 window it never opens).
+pub struct Tracked<B> {
+    inner: B,
+    open: Option<Open>,
+    waiting: bool,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(inner: B, open: Open) -> Tracked<B> {
+        Tracked {
+            inner,
+            open: Some(open),
+            waiting: false,
+        }
+    }
+
+    fn activity(&self) -> Option<&Arc<Activity>> {
+        self.open.as_ref().and_then(|o| o.0.as_ref())
+    }
+
+    fn resume(&mut self) {
+        if std::mem::take(&mut self.waiting) {
+            if let Some(a) = self.activity() {
+                a.body_polled(a.now());
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        self.resume();
+        self.open = None;
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        self.resume();
+    }
+}
+
+impl<B> Body for Tracked<B>
+where
+    B: Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let me = self.get_mut();
+        me.resume();
+        let r = Pin::new(&mut me.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => me.end(),
+            Poll::Ready(Some(Ok(_))) if me.inner.is_end_stream() => me.end(),
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(a) = me.activity() {
+                    a.body_waits(a.now());
+                    me.waiting = true;
+                }
+            }
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    const T: Timeouts = Timeouts {
+        header: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+        send: Duration::from_secs(30),
+        body: Duration::from_secs(60),
+    };
+
+    fn s(secs: u64) -> u64 {
+        nanos(Duration::from_secs(secs))
+    }
+
+    /// The verdict at `secs` seconds after the origin.
+    fn at(a: &Activity, secs: u64) -> Verdict {
+        a.check(&T, None, s(secs))
+    }
+
+    fn wait(secs: u64) -> Verdict {
+        Verdict::Wait(s(secs))
+    }
+
+    /// A request started at 0 and ended at `end`.
+    fn one_request(a: &Arc<Activity>, h2: bool, end: u64) {
+        let mut open = a.request(h2);
+        open.0 = None; // ended by hand, at a chosen time
+        a.request_done(s(end));
+    }
+
+    #[test]
+    fn a_connection_with_no_request_is_aborted_at_header_timeout() {
+        let a = Activity::new();
+        assert_eq!(at(&a, 0), wait(10));
+        a.read_progress(s(3)); // half a preface: no difference
+        assert_eq!(at(&a, 9), wait(10));
+        assert_eq!(at(&a, 10), Verdict::Abort(Why::FirstRequest));
+    }
+
+    #[test]
+    fn a_request_in_flight_is_not_timed_here() {
+        let a = Activity::new();
+        let _open = a.request(false);
+        // Wakes within the shortest timeout to look again, nothing more.
+        assert_eq!(at(&a, 100), wait(110));
+        assert_eq!(at(&a, 10_000), wait(10_010));
+    }
+
+    #[test]
+    fn idle_closes_after_idle_timeout_then_the_close_gets_header_timeout() {
+        let a = Activity::new();
+        one_request(&a, false, 100);
+        assert_eq!(at(&a, 100), wait(110));
+        assert_eq!(at(&a, 159), wait(160));
+        assert_eq!(at(&a, 160), Verdict::Close(Why::Idle));
+        assert_eq!(a.check(&T, Some(s(160)), s(160)), wait(170));
+        assert_eq!(
+            a.check(&T, Some(s(160)), s(170)),
+            Verdict::Abort(Why::Closing)
+        );
+    }
+
+    #[test]
+    fn on_http1_a_byte_after_idle_starts_a_head_with_header_timeout() {
+        let a = Activity::new();
+        one_request(&a, false, 0);
+        a.read_progress(s(5));
+        a.read_progress(s(14)); // more of the head: still 10 s from its first byte
+        assert_eq!(at(&a, 14), wait(15));
+        assert_eq!(at(&a, 15), Verdict::Abort(Why::Head));
+        // The next request ends the head clock.
+        let mut open = a.request(false);
+        open.0 = None;
+        assert_eq!(at(&a, 15), wait(25));
+        a.request_done(s(20));
+        assert_eq!(at(&a, 79), wait(80));
+    }
+
+    #[test]
+    fn on_http2_pings_start_no_head() {
+        let a = Activity::new();
+        one_request(&a, true, 0);
+        a.read_progress(s(5));
+        assert_eq!(at(&a, 5), wait(15));
+        assert_eq!(at(&a, 59), wait(60));
+        assert_eq!(at(&a, 60), Verdict::Close(Why::Idle));
+    }
+
+    #[test]
+    fn a_blocked_write_aborts_at_send_timeout() {
+        let a = Activity::new();
+        let _open = a.request(false);
+        a.write_pending(s(0));
+        a.write_pending(s(20)); // still the same stall
+        assert_eq!(at(&a, 20), wait(30));
+        a.write_progress();
+        assert_eq!(at(&a, 40), wait(50));
+        a.write_pending(s(40));
+        assert_eq!(at(&a, 69), wait(70));
+        assert_eq!(at(&a, 70), Verdict::Abort(Why::Send));
+    }
+
+    #[test]
+    fn on_http1_a_waiting_body_is_the_blocked_writes_business() {
+        let a = Activity::new();
+        let _open = a.request(false);
+        a.body_waits(s(0));
+        assert_eq!(at(&a, 100), wait(110));
+    }
+
+    #[test]
+    fn on_http2_a_body_frame_not_taken_for_send_timeout_aborts() {
+        let a = Activity::new();
+        let _other = a.request(true);
+        a.body_waits(s(0));
+        assert_eq!(at(&a, 29), wait(30));
+        a.body_polled(s(29));
+        a.body_waits(s(29));
+        assert_eq!(at(&a, 58), wait(59));
+        assert_eq!(at(&a, 59), Verdict::Abort(Why::Send));
+        a.body_polled(s(59));
+        assert_eq!(at(&a, 60), wait(70));
+    }
+
+    #[tokio::test]
+    async fn tracked_counts_frames_hyper_holds_and_ends_the_request() {
+        let a = Activity::new();
+        let mut body = std::pin::pin!(Tracked::new(Frames(3), a.request(true)));
+        body.frame().await.unwrap().unwrap();
+        assert_eq!(a.bodies_waiting.load(Relaxed), 1);
+        body.frame().await.unwrap().unwrap();
+        assert_eq!(a.bodies_waiting.load(Relaxed), 1);
+        assert_eq!(a.open.load(Relaxed), 1);
+        // The last frame ends the request: nothing waits any more.
+        body.frame().await.unwrap().unwrap();
+        assert_eq!(a.bodies_waiting.load(Relaxed), 0);
+        assert_eq!(a.open.load(Relaxed), 0);
+
+        // Dropped while hyper holds a frame (the client went away).
+        let a = Activity::new();
+        let mut body = Box::pin(Tracked::new(Frames(3), a.request(false)));
+        body.frame().await.unwrap().unwrap();
+        assert_eq!(a.bodies_waiting.load(Relaxed), 1);
+        drop(body);
+        assert_eq!(a.bodies_waiting.load(Relaxed), 0);
+        assert_eq!(a.open.load(Relaxed), 0);
+    }
+
+    /// A body of N one-byte data frames.
+    struct Frames(u8);
+
+    impl Body for Frames {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<bytes::Bytes>, Self::Error>>> {
+            if self.0 == 0 {
+                return Poll::Ready(None);
+            }
+            self.0 -= 1;
+            Poll::Ready(Some(Ok(Frame::data(bytes::Bytes::from_static(b"x")))))
+        }
+        fn is_end_stream(&self) -> bool {
+            self.0 == 0
+        }
+    }
+
+    #[tokio::test]
+    async fn read_stalled_counts_from_the_last_byte_read() {
+        let a = Activity::new();
+        let t = Duration::from_millis(300);
+        let start = Instant::now();
+        let stalled = a.read_stalled(start, t);
+        tokio::pin!(stalled);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        a.read_progress(a.now());
+        let read_at = Instant::now();
+        stalled.await;
+        assert!(read_at.elapsed() >= t, "{:?}", read_at.elapsed());
+    }
+}
