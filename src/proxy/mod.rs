@@ -27,7 +27,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use prometheus::Histogram;
 use std::time::{Instant, SystemTime};
@@ -39,13 +38,27 @@ use crate::config::{OnAllDown, Sticky, TlsMode};
 use crate::control::Control;
 use crate::routing::{Limits, Pick, Pool, Route, RoutingTable, Version};
 use crate::upstream::h1::{self, ExchangeError, RawBody};
-use crate::upstream::{Backend, ConnectError, UpBody};
+use crate::upstream::{Backend, ClientBody, Conn, ConnectError, UpBody};
+
+mod request;
+use request::{check_target, join_cookies, request_host};
 
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("request has no Host header")]
     NoHost,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("CONNECT is not proxied")]
+    MethodNotAllowed,
+    /// The client's request body failed (malformed framing, the client gone
+    /// mid-upload): the client's fault, never the backend's.
+    #[error("pool {0}: the request body from the client failed")]
+    ClientBody(Box<str>),
+    /// The upload was still waiting for the client at `request_timeout`.
+    #[error("pool {0}: the client's upload stalled")]
+    ClientTimeout(Box<str>),
     #[error("no route for host")]
     NoRoute,
     #[error("host does not match the TLS server name of this connection")]
@@ -81,7 +94,11 @@ impl ProxyError {
     /// choose its status here.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoHost => StatusCode::BAD_REQUEST,
+            ProxyError::NoHost | ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoHealthyVersion(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -98,7 +115,13 @@ impl ProxyError {
     /// The error kind label for upstream error metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            ProxyError::NoHost | ProxyError::NoRoute | ProxyError::Misdirected => "client",
+            ProxyError::NoHost
+            | ProxyError::NoRoute
+            | ProxyError::Misdirected
+            | ProxyError::BadRequest(_)
+            | ProxyError::MethodNotAllowed
+            | ProxyError::ClientBody(_)
+            | ProxyError::ClientTimeout(_) => "client",
             ProxyError::NoHealthyVersion(_) => "unavailable",
             ProxyError::Connect {
                 source: ConnectError::Timeout,
@@ -114,7 +137,13 @@ impl ProxyError {
         let status = self.status();
         let reason = status.canonical_reason().unwrap_or("");
         let body = match self {
-            ProxyError::NoHost | ProxyError::NoRoute | ProxyError::Misdirected => {
+            ProxyError::NoHost
+            | ProxyError::NoRoute
+            | ProxyError::Misdirected
+            | ProxyError::BadRequest(_)
+            | ProxyError::MethodNotAllowed
+            | ProxyError::ClientBody(_)
+            | ProxyError::ClientTimeout(_) => {
                 format!("{} {reason}: {self}\n", status.as_u16())
             }
             // Name the pool; keep backend addresses out of public answers.
@@ -135,7 +164,20 @@ impl ProxyError {
                 status.as_u16()
             ),
         };
-        plain(status, body)
+        let mut r = plain(status, body);
+        match self {
+            ProxyError::MethodNotAllowed => {
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(request::ALLOW));
+            }
+            // The rest of the body is not read: the connection ends here.
+            ProxyError::ClientBody(_) | ProxyError::ClientTimeout(_) => {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        r
     }
 }
 
@@ -176,7 +218,7 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// connection is closed instead of reused.
 pub struct Finish {
     backend: Arc<Backend>,
-    sender: Option<SendRequest<UpBody>>,
+    sender: Option<Conn>,
     /// The whole-response histogram and the request's arrival.
     observe: Option<(Histogram, Instant)>,
     /// Body bytes passed to the client so far.
@@ -186,7 +228,7 @@ pub struct Finish {
 }
 
 impl Finish {
-    fn new(backend: Arc<Backend>, sender: Option<SendRequest<UpBody>>) -> Finish {
+    fn new(backend: Arc<Backend>, sender: Option<Conn>) -> Finish {
         Finish {
             backend,
             sender,
@@ -452,7 +494,7 @@ pub async fn handle(
             req.method().clone(),
             req.uri().clone(),
             proto_str(req.version()),
-            request_host(&req),
+            request_host(&req).ok(),
         )
     });
     let mut resp = match serve(&px, &table, peer, req, &mut at).await {
@@ -531,7 +573,8 @@ async fn serve<'t>(
     mut req: Request<Incoming>,
     at: &mut Recorded<'t>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let host_value = request_host(&req).ok_or(ProxyError::NoHost)?;
+    check_target(&req)?;
+    let host_value = request_host(&req)?;
     let host = host_value.to_str().map_err(|_| ProxyError::NoHost)?;
     if peer.https {
         // The certificate was chosen for the SNI name: another Host on this
@@ -643,7 +686,7 @@ enum Exchange {
     Direct { method: Method, head: Vec<u8> },
     /// Through hyper's client (a body to stream, or an upgrade). `None` once
     /// the request has been handed over and cannot be sent again.
-    Hyper(Option<Request<UpBody>>),
+    Hyper(Option<Request<UpBody>>, Arc<ClientBody>),
 }
 
 /// Whether bodiless idempotent requests take the direct exchange of
@@ -668,6 +711,9 @@ enum Attempt {
     Failed(ProxyError),
     /// Failed for good (timed out: the request may still be running).
     Final(ProxyError),
+    /// The client's own fault (its body failed or stalled): not charged to
+    /// the backend, not retried.
+    Client(ProxyError),
 }
 
 /// Sends the request, retrying where that is safe. Returns the response
@@ -691,7 +737,10 @@ async fn forward(
         }
     } else {
         forwarded.insert_into(&mut parts.headers);
-        Exchange::Hyper(Some(Request::from_parts(parts, UpBody::Client(body))))
+        // One allocation, for requests with a body or an upgrade only.
+        let state = Arc::new(ClientBody::default());
+        let body = UpBody::Client(body, state.clone());
+        Exchange::Hyper(Some(Request::from_parts(parts, body)), state)
     };
     let mut retries_left = pool.retry;
     let mut stale_retries = 2u32;
@@ -709,7 +758,7 @@ async fn forward(
         );
         let err = match tried.await {
             Attempt::Answered(resp) => return Ok((resp, vidx)),
-            Attempt::Final(e) => return Err(e),
+            Attempt::Final(e) | Attempt::Client(e) => return Err(e),
             Attempt::Stale(_) if stale_retries > 0 => {
                 stale_retries -= 1;
                 fresh = true;
@@ -726,7 +775,7 @@ async fn forward(
         );
         let can_resend = match &exchange {
             Exchange::Direct { .. } => true,
-            Exchange::Hyper(req) => req.is_some(),
+            Exchange::Hyper(req, _) => req.is_some(),
         };
         if retries_left == 0 || !can_resend {
             return Err(err);
@@ -779,7 +828,7 @@ async fn attempt(
     };
     match exchange {
         Exchange::Direct { method, head } => to.direct(method, head, fresh, in_flight).await,
-        Exchange::Hyper(req) => to.hyper(req, in_flight).await,
+        Exchange::Hyper(req, state) => to.hyper(req, state, in_flight).await,
     }
 }
 
@@ -839,8 +888,17 @@ impl Target<'_> {
         match tokio::time::timeout(limits.request_timeout, sent).await {
             Err(_) => self.timed_out(),
             Ok(Ok(resp)) => {
-                self.answered(resp.status());
-                let (parts, body) = resp.into_parts();
+                let (parts, mut body) = resp.into_parts();
+                // A malformed chunked body already here is a 502 now, not a
+                // response cut after its head.
+                if let Err(source) = body.check_buffered().await {
+                    return Attempt::Failed(ProxyError::Exchange {
+                        pool: pool.name.clone(),
+                        backend: backend.key.addr.as_str().into(),
+                        source,
+                    });
+                }
+                self.answered(parts.status);
                 let finish = Some(Finish::new(in_flight.take(), None));
                 Attempt::Answered(Response::from_parts(
                     parts,
@@ -864,7 +922,12 @@ impl Target<'_> {
     }
 
     /// Through hyper's client (a body to stream, or an upgrade).
-    async fn hyper(&self, req: &mut Option<Request<UpBody>>, mut in_flight: InFlight) -> Attempt {
+    async fn hyper(
+        &self,
+        req: &mut Option<Request<UpBody>>,
+        client_body: &ClientBody,
+        mut in_flight: InFlight,
+    ) -> Attempt {
         let (pool, backend, limits) = (self.pool, self.backend, self.limits);
         let Some(r) = req.take() else {
             // Unreachable by construction: a consumed request is never
@@ -881,15 +944,30 @@ impl Target<'_> {
         };
         let sent = Box::pin(conn.sender.try_send_request(r));
         match tokio::time::timeout(limits.request_timeout, sent).await {
+            // Still waiting for the client's next bytes: a stalled upload.
+            Err(_) if client_body.waiting_for_client() => {
+                Attempt::Client(ProxyError::ClientTimeout(pool.name.clone()))
+            }
             Err(_) => self.timed_out(),
             Ok(Ok(resp)) => {
                 self.answered(resp.status());
                 let (parts, body) = resp.into_parts();
-                let finish = Some(Finish::new(in_flight.take(), Some(conn.sender)));
+                // Transfer-Encoding beside Content-Length (hyper frames by
+                // the former and keeps the connection): possibly an attempt
+                // at response splitting, so the connection is not reused
+                // (RFC 9112 section 6.3), as on the direct path.
+                let ambiguous = parts.headers.contains_key(header::TRANSFER_ENCODING)
+                    && parts.headers.contains_key(header::CONTENT_LENGTH);
+                let conn = (!ambiguous).then_some(conn);
+                let finish = Some(Finish::new(in_flight.take(), conn));
                 Attempt::Answered(Response::from_parts(
                     parts,
                     ProxyBody::Upstream { body, finish },
                 ))
+            }
+            // The client's body failed (malformed, cut): its fault.
+            Ok(Err(_)) if client_body.failed() => {
+                Attempt::Client(ProxyError::ClientBody(pool.name.clone()))
             }
             Ok(Err(mut e)) => {
                 let back = e.take_message();
@@ -962,16 +1040,6 @@ fn is_idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
-}
-
-/// The request's host as a header value: the URI authority (HTTP/2,
-/// absolute form), else the Host header (a cheap clone, no copy).
-fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
-    if let Some(a) = req.uri().authority() {
-        return HeaderValue::from_str(a.as_str()).ok();
-    }
-    let h = req.headers().get(header::HOST)?;
-    (!h.is_empty() && h.to_str().is_ok()).then(|| h.clone())
 }
 
 fn is_upgrade(h: &HeaderMap) -> bool {
@@ -1080,7 +1148,8 @@ impl IpText {
 }
 
 /// Turns a client request into the upstream one: origin-form URI, HTTP/1.1,
-/// Host kept, hop-by-hop headers gone. Returns whether it asks for an
+/// Host set to the request's host, HTTP/2 cookie fields joined, hop-by-hop
+/// headers gone. Returns whether it asks for an
 /// upgrade, and the X-Forwarded-* fields to send with it.
 fn prepare_upstream(
     req: &mut Request<Incoming>,
@@ -1093,12 +1162,14 @@ fn prepare_upstream(
     } else {
         None
     };
+    let http2 = req.version() == http::Version::HTTP_2;
+    let has_authority = req.uri().authority().is_some();
     let path = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    if req.uri().authority().is_some() || req.uri().scheme().is_some() {
+    if has_authority || req.uri().scheme().is_some() {
         if let Ok(u) = Uri::try_from(path) {
             *req.uri_mut() = u;
         }
@@ -1106,8 +1177,14 @@ fn prepare_upstream(
     *req.version_mut() = http::Version::HTTP_11;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
-    if !headers.contains_key(header::HOST) {
+    // The host that routed the request is the one the backend is told
+    // (request_host refused a differing Host); origin-form requests carry
+    // it in their one Host field already.
+    if has_authority || !headers.contains_key(header::HOST) {
         headers.insert(header::HOST, host.clone());
+    }
+    if http2 {
+        join_cookies(headers);
     }
     if let Some(u) = upgrade_value {
         headers.insert(header::UPGRADE, u);

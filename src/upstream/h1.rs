@@ -31,8 +31,9 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Largest response head accepted from a backend.
-const MAX_HEAD: usize = 64 * 1024;
+/// Largest response head accepted from a backend (both paths: hyper's
+/// client is given the same bound).
+pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a response head.
 const MAX_HEADERS: usize = 128;
 /// Longest chunk-size line or trailer line.
@@ -454,6 +455,7 @@ pub enum Framing {
 }
 
 #[doc(hidden)]
+#[derive(Clone, Copy)]
 pub enum Chunk {
     /// Expecting a chunk-size line.
     Size,
@@ -596,6 +598,37 @@ impl RawBody {
         self.take_idle()
     }
 
+    /// Before the response head goes to the client: reads what the backend
+    /// has already sent (never waiting for more) and checks the chunked
+    /// framing of it, so that a malformed body found now is a 502 rather
+    /// than a response cut after its head. Reads stop at the body's end, at
+    /// [`PREFETCH`] bytes, or when the socket has nothing more. Costs
+    /// nothing for a body framed by length or by the close (no framing to
+    /// get wrong before the end).
+    pub async fn check_buffered(&mut self) -> Result<(), ExchangeError> {
+        let (Framing::Chunked(state), Some(conn)) = (&self.framing, self.conn.as_mut()) else {
+            return Ok(());
+        };
+        let state = *state;
+        loop {
+            if scan_chunked(state, &conn.buf)? || conn.buf.len() >= PREFETCH {
+                return Ok(());
+            }
+            let read = std::future::poll_fn(|cx| match fill(conn, cx) {
+                Poll::Pending => Poll::Ready(None),
+                Poll::Ready(r) => Poll::Ready(Some(r)),
+            })
+            .await;
+            match read {
+                None => return Ok(()),
+                Some(Ok(Fill::Data)) => {}
+                // Closed inside the body: truncated.
+                Some(Ok(Fill::Eof)) => return Err(truncated()),
+                Some(Err(e)) => return Err(e),
+            }
+        }
+    }
+
     fn next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ExchangeError>>> {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
@@ -638,21 +671,89 @@ fn truncated() -> ExchangeError {
     ))
 }
 
-/// One CRLF-terminated line from the front of the buffer (without its
-/// CRLF): `None` until the whole line is there. A line longer than
-/// `MAX_LINE` is refused whether it arrived in one read or in many.
-fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, ExchangeError> {
+/// Most bytes [`RawBody::check_buffered`] reads ahead.
+const PREFETCH: usize = 64 * 1024;
+
+/// Walks chunked framing from `state` over `buf` without consuming it:
+/// true when the body ends inside `buf`, false when more is needed, an
+/// error for the same malformations [`Framing::decode`] refuses.
+fn scan_chunked(mut state: Chunk, mut buf: &[u8]) -> Result<bool, ExchangeError> {
+    loop {
+        match state {
+            Chunk::Data(n) => {
+                if (buf.len() as u64) < n {
+                    return Ok(false);
+                }
+                buf = &buf[n as usize..];
+                state = Chunk::DataEnd;
+            }
+            Chunk::DataEnd => {
+                if buf.len() < 2 {
+                    return Ok(false);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(ExchangeError::Invalid("missing CRLF after chunk"));
+                }
+                buf = &buf[2..];
+                state = Chunk::Size;
+            }
+            Chunk::Size => {
+                let Some((line, rest)) = split_line(buf)? else {
+                    return Ok(false);
+                };
+                buf = rest;
+                state = match chunk_size(line)? {
+                    0 => Chunk::Trailers(0),
+                    n => Chunk::Data(n),
+                };
+            }
+            Chunk::Trailers(seen) => {
+                let Some((line, rest)) = split_line(buf)? else {
+                    return Ok(false);
+                };
+                buf = rest;
+                if line.is_empty() {
+                    return Ok(true);
+                }
+                if !is_field_line(line) {
+                    return Err(ExchangeError::Invalid("invalid trailer field"));
+                }
+                let seen = seen + line.len() + 2;
+                if seen > MAX_TRAILERS {
+                    return Err(ExchangeError::Invalid("trailers too large"));
+                }
+                state = Chunk::Trailers(seen);
+            }
+        }
+    }
+}
+
+/// The first CRLF-terminated line of `buf` (without its CRLF) and what
+/// follows: `None` until the whole line is there; the same limits as
+/// [`take_line`].
+fn split_line(buf: &[u8]) -> Result<Option<(&[u8], &[u8])>, ExchangeError> {
     match buf.iter().take(MAX_LINE + 1).position(|&b| b == b'\n') {
         Some(i) => {
             if i == 0 || buf[i - 1] != b'\r' {
                 return Err(ExchangeError::Invalid("line not ended by CRLF"));
             }
-            let line = buf.split_to(i + 1).freeze();
-            Ok(Some(line.slice(..i - 1)))
+            Ok(Some((&buf[..i - 1], &buf[i + 1..])))
         }
         None if buf.len() > MAX_LINE => Err(ExchangeError::Invalid("chunk line too long")),
         None => Ok(None),
     }
+}
+
+/// One CRLF-terminated line from the front of the buffer (without its
+/// CRLF): `None` until the whole line is there. A line longer than
+/// `MAX_LINE` is refused whether it arrived in one read or in many.
+fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, ExchangeError> {
+    let Some((line, _)) = split_line(buf)? else {
+        return Ok(None);
+    };
+    let len = line.len();
+    let line = buf.split_to(len + 2).freeze();
+    Ok(Some(line.slice(..len)))
 }
 
 /// A control character other than HTAB (never in a field value or a chunk
@@ -1078,6 +1179,41 @@ Content-Length: 0\r\n\r\n",
             decode_all(chunked(), b"3\r\nab"),
             Err(ExchangeError::Io(_))
         ));
+    }
+
+    #[test]
+    fn the_buffered_scan_agrees_with_decoding() {
+        let mut big_trailers = b"5\r\nhello\r\n0\r\n".to_vec();
+        for _ in 0..5 {
+            big_trailers.extend_from_slice(b"X-T: ");
+            big_trailers.resize(big_trailers.len() + 4000, b'a');
+            big_trailers.extend_from_slice(b"\r\n");
+        }
+        big_trailers.extend_from_slice(b"\r\n");
+        for input in [
+            &b"3;x\r\nabc\r\n0\r\nX-T: 1\r\n\r\n"[..],
+            b"zz\r\nabc\r\n0\r\n\r\n",
+            b"5\r\nhelloX\r\n0\r\n\r\n",
+            b"0\r\nnot a field\r\n\r\n",
+            b"0\r\nX-T: 1\r\n folded\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            &big_trailers,
+        ] {
+            let decoded = decode_all(Framing::Chunked(Chunk::Size), input);
+            let scanned = scan_chunked(Chunk::Size, input);
+            assert_eq!(
+                decoded.is_err(),
+                scanned.is_err(),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+            if let Ok(complete) = scanned {
+                assert!(complete);
+            }
+        }
+        // Incomplete but well-formed so far: more is needed, no error.
+        assert!(!scan_chunked(Chunk::Size, b"5\r\nhel").unwrap());
+        assert!(!scan_chunked(Chunk::Size, b"5\r\nhello\r\n0\r\nX-T").unwrap());
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub mod probe;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
+
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -41,11 +42,37 @@ use crate::upstream::h1::RawConn;
 /// Idle connections kept per backend.
 const MAX_IDLE: usize = 256;
 
-/// The body sent upstream: the client's, streamed, or nothing (which lets a
-/// bodiless request be sent again on a retry).
+/// The body sent upstream: the client's, streamed (what became of it
+/// recorded in a [`ClientBody`]), or nothing (which lets a bodiless request
+/// be sent again on a retry).
 pub enum UpBody {
-    Client(Incoming),
+    Client(Incoming, Arc<ClientBody>),
     Empty,
+}
+
+/// What became of a client's request body while hyper's client streamed
+/// it: after a failed or timed-out attempt, whether the client (a malformed
+/// or cut body, a stalled upload) or the backend is to blame.
+#[derive(Default)]
+pub struct ClientBody(AtomicU8);
+
+const BODY_STREAMING: u8 = 0;
+const BODY_WAITING: u8 = 1;
+const BODY_DONE: u8 = 2;
+const BODY_FAILED: u8 = 3;
+
+impl ClientBody {
+    /// The client's body ended with an error (malformed framing, the client
+    /// gone mid-upload).
+    pub fn failed(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == BODY_FAILED
+    }
+
+    /// The upload was waiting for the client's next bytes when last polled
+    /// (not for the backend to take more).
+    pub fn waiting_for_client(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == BODY_WAITING
+    }
 }
 
 impl Body for UpBody {
@@ -57,21 +84,32 @@ impl Body for UpBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            UpBody::Client(b) => Pin::new(b).poll_frame(cx),
+            UpBody::Client(b, state) => {
+                let r = Pin::new(&mut *b).poll_frame(cx);
+                let now = match &r {
+                    Poll::Pending => BODY_WAITING,
+                    Poll::Ready(Some(Err(_))) => BODY_FAILED,
+                    Poll::Ready(None) => BODY_DONE,
+                    Poll::Ready(Some(Ok(_))) if b.is_end_stream() => BODY_DONE,
+                    Poll::Ready(Some(Ok(_))) => BODY_STREAMING,
+                };
+                state.0.store(now, Ordering::Relaxed);
+                r
+            }
             UpBody::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpBody::Client(b) => b.is_end_stream(),
+            UpBody::Client(b, _) => b.is_end_stream(),
             UpBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpBody::Client(b) => b.size_hint(),
+            UpBody::Client(b, _) => b.size_hint(),
             UpBody::Empty => SizeHint::with_exact(0),
         }
     }
@@ -102,6 +140,17 @@ pub struct Conn {
     /// True when taken from the idle pool (it may have been closed by the
     /// backend meanwhile; a failed send on it is safe to retry).
     pub reused: bool,
+    /// A second handle on the socket hyper's connection task owns, to look
+    /// at an idle connection before reuse (see [`Backend::checkout`]).
+    watch: std::net::TcpStream,
+}
+
+/// Whether an idle socket is quiet: the backend neither closed it nor sent
+/// anything unasked (a body after a HEAD, 204 or 304 head, bytes past the
+/// Content-Length). A peek: nothing is consumed.
+fn is_quiet(s: &std::net::TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(s.peek(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 struct Idle<C> {
@@ -126,7 +175,7 @@ pub struct Backend {
     /// Requests sent and not yet finished (response body included).
     pub in_flight: AtomicUsize,
     /// Idle hyper client connections (requests with a body or an upgrade).
-    idle: Mutex<Vec<Idle<SendRequest<UpBody>>>>,
+    idle: Mutex<Vec<Idle<Conn>>>,
     /// Idle connections for the direct exchange of [`crate::upstream::h1`].
     raw_idle: Mutex<Vec<Idle<RawConn>>>,
 }
@@ -204,7 +253,11 @@ impl Backend {
         false
     }
 
-    /// A pooled connection, or a new one.
+    /// A pooled connection, or a new one. A pooled one is looked at first
+    /// with a peek on its socket (one system call): one the backend closed
+    /// or wrote to while it sat idle is dropped, whether or not hyper's
+    /// connection task has noticed yet, so stray bytes are never read as the
+    /// next request's answer.
     pub async fn checkout(
         &self,
         connect_timeout: Duration,
@@ -213,19 +266,28 @@ impl Backend {
         loop {
             let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(idle) = idle else { break };
-            if idle.since.elapsed() > idle_timeout || idle.conn.is_closed() {
+            if idle.since.elapsed() > idle_timeout
+                || idle.conn.sender.is_closed()
+                || !is_quiet(&idle.conn.watch)
+            {
                 continue;
             }
-            let mut sender = idle.conn;
-            if sender.ready().await.is_ok() {
-                return Ok(Conn {
-                    sender,
-                    reused: true,
-                });
+            let mut conn = idle.conn;
+            if conn.sender.ready().await.is_ok() {
+                conn.reused = true;
+                return Ok(conn);
             }
         }
         let stream = self.connect(connect_timeout).await?;
+        // A duplicate of the socket (the same file description), kept to
+        // look at it while hyper's task owns the stream.
+        let std = stream.into_std()?;
+        let watch = std.try_clone()?;
+        let stream = TcpStream::from_std(std)?;
         let (sender, conn) = http1::Builder::new()
+            // The response head limit of the direct exchange (h1), so that
+            // both paths refuse the same heads: 502.
+            .max_buf_size(crate::upstream::h1::MAX_HEAD)
             .handshake(TokioIo::new(stream))
             .await?;
         tokio::spawn(async move {
@@ -236,6 +298,7 @@ impl Backend {
         Ok(Conn {
             sender,
             reused: false,
+            watch,
         })
     }
 
@@ -285,11 +348,11 @@ impl Backend {
     }
 
     /// Returns a connection whose exchange finished cleanly.
-    pub fn checkin(&self, sender: SendRequest<UpBody>) {
-        if sender.is_closed() {
+    pub fn checkin(&self, conn: Conn) {
+        if conn.sender.is_closed() {
             return;
         }
-        push_idle(&self.idle, sender);
+        push_idle(&self.idle, conn);
     }
 
     /// Returns a direct-exchange connection whose response ended cleanly.
