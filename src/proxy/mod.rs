@@ -169,6 +169,10 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => {
                 r.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static(request::ALLOW));
+                // A CONNECT client may already be sending its tunnel's
+                // bytes, which must not be read as the next request.
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             // The rest of the body is not read: the connection ends here.
             ProxyError::ClientBody(_) | ProxyError::ClientTimeout(_) => {
@@ -949,6 +953,16 @@ impl Target<'_> {
                 Attempt::Client(ProxyError::ClientTimeout(pool.name.clone()))
             }
             Err(_) => self.timed_out(),
+            // hyper's read buffer limit bounds a head only while it is
+            // partial; one that arrived whole is measured here, so both
+            // paths refuse the same heads (502).
+            Ok(Ok(resp)) if head_size(resp.headers()) > crate::upstream::h1::MAX_HEAD => {
+                Attempt::Failed(ProxyError::Exchange {
+                    pool: pool.name.clone(),
+                    backend: backend.key.addr.as_str().into(),
+                    source: ExchangeError::Invalid("response head too large"),
+                })
+            }
             Ok(Ok(resp)) => {
                 self.answered(resp.status());
                 let (parts, body) = resp.into_parts();
@@ -988,6 +1002,16 @@ impl Target<'_> {
             }
         }
     }
+}
+
+/// The size of a response head as it was on the wire, near enough: the
+/// status line and every field line with its `: ` and CRLF.
+fn head_size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .fold(b"HTTP/1.1 200 OK\r\n\r\n".len(), |n, (k, v)| {
+            n + k.as_str().len() + v.len() + 4
+        })
 }
 
 fn connect_error(pool: &Pool, backend: &Backend, source: ConnectError) -> ProxyError {
