@@ -210,13 +210,6 @@ backends = ["{addr}"]
     )
 }
 
-fn status_of(resp: &[u8]) -> u16 {
-    std::str::from_utf8(resp.get(9..12).unwrap_or_default())
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
 // ---------------------------------------------------------------------------
 // 1. A client's own errors never count as backend failures.
 

@@ -40,8 +40,8 @@ use crate::routing::{Limits, Pick, Pool, Route, RoutingTable, Version};
 use crate::upstream::h1::{self, ExchangeError, RawBody};
 use crate::upstream::{Backend, ClientBody, Conn, ConnectError, UpBody};
 
-mod request;
-use request::{check_target, join_cookies, request_host};
+pub mod request;
+use request::{join_cookies, request_host, vet};
 
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
@@ -577,8 +577,7 @@ async fn serve<'t>(
     mut req: Request<Incoming>,
     at: &mut Recorded<'t>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    check_target(&req)?;
-    let host_value = request_host(&req)?;
+    let host_value = vet(&req)?;
     let host = host_value.to_str().map_err(|_| ProxyError::NoHost)?;
     if peer.https {
         // The certificate was chosen for the SNI name: another Host on this
