@@ -295,6 +295,26 @@ pub fn render_events(v: &EventsReply) -> String {
     out
 }
 
+/// One `--steps` entry: `25`, `pause`, or `25:10m` (a step with its own
+/// duration). Anything else goes to the server as written, which refuses it.
+pub fn step_spec(s: &str) -> crate::model::api::StepSpec {
+    use crate::model::api::StepSpec;
+    let s = s.trim();
+    match s.split_once(':') {
+        Some((p, d)) => match p.trim().parse() {
+            Ok(percent) => StepSpec::Timed {
+                percent,
+                duration: Some(d.trim().to_string()),
+            },
+            Err(_) => StepSpec::Word(s.to_string()),
+        },
+        None => s
+            .parse()
+            .map(StepSpec::Percent)
+            .unwrap_or_else(|_| StepSpec::Word(s.to_string())),
+    }
+}
+
 /// Human rendering of a rollout status.
 pub fn render_rollout(v: &RolloutStatus) -> String {
     let mut out = String::new();
