@@ -79,6 +79,7 @@ impl Control {
             step_started_ms: now,
             failures: 0,
             waits: 0,
+            looks: 0,
             started_ms: now,
             started_by: who.to_string(),
             finished_ms: None,
@@ -172,6 +173,7 @@ impl Control {
                 r.status = Status::Running;
                 r.step_started_ms = now_ms();
                 r.waits = 0;
+                r.looks = 0;
                 let approved = std::mem::take(&mut r.awaiting_approval);
                 if approved {
                     // The runner enters the step (and sets its weights).

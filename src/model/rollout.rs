@@ -218,7 +218,11 @@ pub struct Rollout {
     pub step: usize,
     pub step_started_ms: u64,
     pub failures: u32,
+    /// Windows of the current step so far without a decision.
     pub waits: u32,
+    /// Of those, the looks: windows tested and found inconclusive.
+    #[serde(default)]
+    pub looks: u32,
     pub started_ms: u64,
     pub started_by: String,
     #[serde(default)]

@@ -7,8 +7,8 @@
 //!       ─> for each step p < 100: (approval first if the plan asks for one)
 //!            weights canary=p stable=100-p; wait the step's duration,
 //!            sampling canary and stable over the same window; judge:
-//!              too few requests -> extend the window (5 windows, then a failure)
-//!              worse than allowed but not significant -> extend (passes at 5)
+//!              too few requests -> extend the window (12 windows, then a failure)
+//!              worse than allowed but not significant -> extend (passes at 5 looks)
 //!              significantly worse (5xx, latency, gates) -> failure
 //!              failures == failure_limit -> roll back
 //!       ─> step 100: canary=100 stable=0, then a watch window judged against the
@@ -35,6 +35,4 @@ pub mod judge;
 pub mod plan;
 pub mod run;
 
-/// Windows a step may take: without enough requests for this many, that
-/// counts as a failed judgement; an inconclusive step passes at the last.
-pub use judge::MAX_WINDOWS as MAX_WAITS;
+pub use judge::{MAX_LOOKS, MAX_WAITS};

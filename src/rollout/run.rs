@@ -299,7 +299,7 @@ fn judge_window(
         Window::between(&start.1, &c.metrics.sample(&pool, &r.stable))
     };
     let window = r.waits + 1;
-    let judged = judge(&canary_w, &stable_w, &r.plan, window);
+    let judged = judge(&canary_w, &stable_w, &r.plan, r.looks + 1);
     let verdict = judged.verdict;
     let reason = judged.reason.clone();
     let j = judgement(&r, &canary_w, &stable_w, judged, window);
@@ -314,9 +314,11 @@ fn judge_window(
     match verdict {
         Verdict::Wait | Verdict::Inconclusive => {
             r.waits += 1;
+            r.looks += u32::from(verdict == Verdict::Inconclusive);
             extend = true;
             if verdict == Verdict::Wait && r.waits >= MAX_WAITS {
                 r.waits = 0;
+                r.looks = 0;
                 r.failures += 1;
                 extend = false;
                 let what = format!(
@@ -328,9 +330,11 @@ fn judge_window(
         Verdict::Fail => {
             r.failures += 1;
             r.waits = 0;
+            r.looks = 0;
         }
         Verdict::Pass => {
             r.waits = 0;
+            r.looks = 0;
             if at_full || r.step + 1 >= r.plan.steps.len() {
                 if c.save_rollout(&mut r, None, events).is_err() {
                     return (Flow::Again, false);

@@ -18,7 +18,10 @@
 //! however many windows it takes. A test fails only when significant at its
 //! share; a canary that looks worse than allowed without significance is
 //! *inconclusive* and the step's window extends (windows accumulate), up to
-//! [`MAX_WINDOWS`]; at the last one an inconclusive step passes.
+//! [`MAX_LOOKS`] looks; at the last one an inconclusive step passes. A
+//! window with too few requests is no look (nothing is tested): it extends
+//! too, up to [`MAX_WAITS`] windows, after which the step fails (a canary
+//! nobody uses is not proven).
 
 pub mod sim;
 pub mod stats;
@@ -30,10 +33,14 @@ use stats::{
     binomial_at_least, binomial_at_most, mann_whitney, newcombe_z, normal_isf, normal_sf, Z_MAX,
 };
 
-/// Windows a step may take before it is decided: too few requests for
-/// this many windows is a failed judgement (a canary nobody uses is not
-/// proven); an inconclusive step passes at the last.
-pub const MAX_WINDOWS: u32 = 5;
+/// Looks (windows with enough requests to test) a step may take before it
+/// is decided: an inconclusive step passes at the last. The alpha is split
+/// over this many looks a step.
+pub const MAX_LOOKS: u32 = 5;
+
+/// Windows of one step without enough requests before that counts as a
+/// failed judgement (a canary nobody uses is not proven).
+pub const MAX_WAITS: u32 = 12;
 
 /// Canary and stable 5xx rates and p99s, as judged.
 pub type Numbers = [Option<f64>; 4];
@@ -50,14 +57,14 @@ pub struct Judged {
 /// The share of the rollout's alpha one test gets at one window.
 pub fn alpha_per_test(plan: &Plan) -> f64 {
     let tests = 2 + u32::from(plan.min_success_rate.is_some()) + u32::from(plan.max_p99_ms.is_some());
-    let looks = (plan.steps.len().max(1) as u32).saturating_mul(MAX_WINDOWS);
+    let looks = (plan.steps.len().max(1) as u32).saturating_mul(MAX_LOOKS);
     let alpha = (1.0 - plan.confidence).clamp(1e-9, 0.5);
     alpha / f64::from(tests * looks)
 }
 
-/// Judges a canary window against the stable one; `window` is the window's
-/// number in its step (1..=[`MAX_WINDOWS`]).
-pub fn judge(canary: &Window, stable: &Window, plan: &Plan, window: u32) -> Judged {
+/// Judges a canary window against the stable one; `look` is the look's
+/// number in its step (1..=[`MAX_LOOKS`]).
+pub fn judge(canary: &Window, stable: &Window, plan: &Plan, look: u32) -> Judged {
     let numbers = [
         canary.error_rate(),
         stable.error_rate(),
@@ -84,7 +91,7 @@ pub fn judge(canary: &Window, stable: &Window, plan: &Plan, window: u32) -> Judg
     if let Some(ms) = plan.max_p99_ms {
         tests.extend(p99_gate(canary, ms as f64 / 1000.0, alpha));
     }
-    let (verdict, reason) = decide(&tests, plan, numbers, window);
+    let (verdict, reason) = decide(&tests, plan, numbers, look);
     Judged {
         verdict,
         reason,
@@ -95,7 +102,7 @@ pub fn judge(canary: &Window, stable: &Window, plan: &Plan, window: u32) -> Judg
 
 /// The verdict of a set of tests: any fail fails; any inconclusive extends
 /// the window, except at the last one.
-fn decide(tests: &[TestResult], plan: &Plan, n: Numbers, window: u32) -> (Verdict, String) {
+fn decide(tests: &[TestResult], plan: &Plan, n: Numbers, look: u32) -> (Verdict, String) {
     let whole = format!("{}% over the rollout", pct_str(plan.confidence));
     if let Some(t) = tests.iter().find(|t| t.outcome == Verdict::Fail) {
         let why = format!(
@@ -114,9 +121,9 @@ fn decide(tests: &[TestResult], plan: &Plan, n: Numbers, window: u32) -> (Verdic
     if open.is_empty() {
         return (Verdict::Pass, format!("canary within thresholds ({whole})"));
     }
-    if window >= MAX_WINDOWS {
+    if look >= MAX_LOOKS {
         let why = format!(
-            "no significant difference after {window} windows, passing: {}",
+            "no significant difference after {look} looks, passing: {}",
             open.join("; ")
         );
         return (Verdict::Pass, why);

@@ -1,10 +1,10 @@
 //! Simulated rollouts for the judge: canary and stable windows drawn from
 //! known distributions, judged exactly as the runner does (windows of a step
-//! accumulate until a verdict; too few requests for [`MAX_WINDOWS`] windows
-//! fail; the 100 % step is judged against the stable's record). Pure and
+//! accumulate until a verdict; inconclusive looks pass at [`MAX_LOOKS`]; too
+//! few requests for [`MAX_WAITS`] windows fail; the 100 % step is judged against the stable's record). Pure and
 //! deterministic from a seed (`examples/judge_sim.rs` prints the table).
 
-use super::{judge, MAX_WINDOWS};
+use super::{judge, MAX_LOOKS, MAX_WAITS};
 use crate::metrics::window::{Window, BUCKETS};
 use crate::model::rollout::{Plan, Verdict};
 
@@ -106,16 +106,17 @@ pub fn rollout(
     for (step, &percent) in plan.steps.iter().enumerate() {
         let (mut cw, mut sw) = (empty(), empty());
         let stable_record = record.clone();
-        for window in 1..=MAX_WINDOWS {
+        let mut looks = 0;
+        for window in 1..=MAX_WAITS {
             windows += 1;
             add(&mut cw, &draw(rng, n, canary, &cc));
             let verdict = if percent >= 100 {
-                judge(&cw, &stable_record, plan, window).verdict
+                judge(&cw, &stable_record, plan, looks + 1).verdict
             } else {
                 let s = draw(rng, n, stable, &sc);
                 add(&mut record, &s);
                 add(&mut sw, &s);
-                judge(&cw, &sw, plan, window).verdict
+                judge(&cw, &sw, plan, looks + 1).verdict
             };
             match verdict {
                 Verdict::Pass => break,
@@ -125,13 +126,14 @@ pub fn rollout(
                         windows,
                     }
                 }
-                Verdict::Wait if window == MAX_WINDOWS => {
+                Verdict::Wait if window == MAX_WAITS => {
                     return Outcome {
                         failed_at: Some(step),
                         windows,
                     }
                 }
-                Verdict::Wait | Verdict::Inconclusive => {}
+                Verdict::Wait => {}
+                Verdict::Inconclusive => looks += 1,
             }
         }
     }

@@ -91,7 +91,7 @@ fn the_point_estimates_that_used_to_roll_back_good_code_do_not() {
     let j = judge(&window(592, 34, 0.01), &window(5000, 228, 0.01), &plan(), 1);
     assert_eq!(j.verdict, Verdict::Inconclusive, "{}", j.reason);
     // At the last window of a step an inconclusive step passes.
-    let j = judge(&window(592, 34, 0.01), &window(5000, 228, 0.01), &plan(), MAX_WINDOWS);
+    let j = judge(&window(592, 34, 0.01), &window(5000, 228, 0.01), &plan(), MAX_LOOKS);
     assert_eq!(j.verdict, Verdict::Pass, "{}", j.reason);
     assert!(j.reason.contains("no significant difference"), "{}", j.reason);
     // Within the limit: pass at once.
