@@ -1,10 +1,10 @@
 //! Simulated rollouts for the judge: canary and stable windows drawn from
 //! known distributions, judged exactly as the runner does (windows of a step
-//! accumulate until a verdict; inconclusive looks pass at [`MAX_LOOKS`]; too
+//! accumulate until a verdict; inconclusive looks pass at [`MAX_LOOKS`](super::MAX_LOOKS); too
 //! few requests for [`MAX_WAITS`] windows fail; the 100 % step is judged against the stable's record). Pure and
 //! deterministic from a seed (`examples/judge_sim.rs` prints the table).
 
-use super::{judge, MAX_LOOKS, MAX_WAITS};
+use super::{judge, MAX_WAITS};
 use crate::metrics::window::{Window, BUCKETS};
 use crate::model::rollout::{Plan, Verdict};
 
