@@ -54,33 +54,85 @@ fn main() {
         sigma: 0.5,
     };
     let rows = [
-        Row { name: "identical, 0% 5xx", stable: at(0.0, 0.01), canary: at(0.0, 0.01), bad: false },
-        Row { name: "identical, 5% 5xx", stable: at(0.05, 0.01), canary: at(0.05, 0.01), bad: false },
-        Row { name: "+5 points 5xx (0% -> 5%)", stable: at(0.0, 0.01), canary: at(0.05, 0.01), bad: true },
-        Row { name: "+5 points 5xx (5% -> 10%)", stable: at(0.05, 0.01), canary: at(0.10, 0.01), bad: true },
-        Row { name: "2x slower median, 0% 5xx", stable: at(0.0, 0.01), canary: at(0.0, 0.02), bad: true },
-        Row { name: "2x slower median, 5% 5xx", stable: at(0.05, 0.01), canary: at(0.05, 0.02), bad: true },
+        Row {
+            name: "identical, 0% 5xx",
+            stable: at(0.0, 0.01),
+            canary: at(0.0, 0.01),
+            bad: false,
+        },
+        Row {
+            name: "identical, 5% 5xx",
+            stable: at(0.05, 0.01),
+            canary: at(0.05, 0.01),
+            bad: false,
+        },
+        Row {
+            name: "+5 points 5xx (0% -> 5%)",
+            stable: at(0.0, 0.01),
+            canary: at(0.05, 0.01),
+            bad: true,
+        },
+        Row {
+            name: "+5 points 5xx (5% -> 10%)",
+            stable: at(0.05, 0.01),
+            canary: at(0.10, 0.01),
+            bad: true,
+        },
+        Row {
+            name: "2x slower median, 0% 5xx",
+            stable: at(0.0, 0.01),
+            canary: at(0.0, 0.02),
+            bad: true,
+        },
+        Row {
+            name: "2x slower median, 5% 5xx",
+            stable: at(0.05, 0.01),
+            canary: at(0.05, 0.02),
+            bad: true,
+        },
     ];
     println!("{count} rollouts a row, seed {seed}, steps {:?}, n = 50..5000 requests per window and side\n", plan.steps);
     println!("| canary | counted | all | n 50-199 | n 200-999 | n 1000-5000 | windows per rollout | goal |");
     println!("|---|---|---|---|---|---|---|---|");
     for (i, row) in rows.iter().enumerate() {
-        let outcomes = run(seed + i as u64, count, &plan, (50, 5000), &row.stable, &row.canary);
+        let outcomes = run(
+            seed + i as u64,
+            count,
+            &plan,
+            (50, 5000),
+            &row.stable,
+            &row.canary,
+        );
         let hit = |o: &Outcome| match o.failed_at {
             Some(step) if row.bad => step <= 1,
             Some(_) => true,
             None => false,
         };
         let share = |lo: u64, hi: u64| {
-            let of: Vec<_> = outcomes.iter().filter(|(n, _)| (lo..=hi).contains(n)).collect();
+            let of: Vec<_> = outcomes
+                .iter()
+                .filter(|(n, _)| (lo..=hi).contains(n))
+                .collect();
             let k = of.iter().filter(|(_, o)| hit(o)).count();
-            format!("{:.1}% ({k}/{})", 100.0 * k as f64 / of.len().max(1) as f64, of.len())
+            format!(
+                "{:.1}% ({k}/{})",
+                100.0 * k as f64 / of.len().max(1) as f64,
+                of.len()
+            )
         };
-        let windows: f64 = outcomes.iter().map(|(_, o)| f64::from(o.windows)).sum::<f64>() / count.max(1) as f64;
+        let windows: f64 = outcomes
+            .iter()
+            .map(|(_, o)| f64::from(o.windows))
+            .sum::<f64>()
+            / count.max(1) as f64;
         println!(
             "| {} | {} | {} | {} | {} | {} | {windows:.1} | {} |",
             row.name,
-            if row.bad { "caught by step 2" } else { "rolled back" },
+            if row.bad {
+                "caught by step 2"
+            } else {
+                "rolled back"
+            },
             share(0, u64::MAX),
             share(BANDS[0].0, BANDS[0].1),
             share(BANDS[1].0, BANDS[1].1),

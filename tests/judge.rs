@@ -142,7 +142,10 @@ async fn identical_canaries_are_promoted_and_bad_ones_rolled_back_under_load() {
     let names: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
     let rollout = "steps = [5, 25, 50, 100]\nstep_duration = \"6s\"\nmin_requests = 50\n";
     for (i, name) in names.iter().enumerate() {
-        let (blue, green) = (Upstream::start("blue").await, Upstream::start("green").await);
+        let (blue, green) = (
+            Upstream::start("blue").await,
+            Upstream::start("green").await,
+        );
         blue.fail_every.store(20, Ordering::SeqCst);
         match i {
             // +5 points of 5xx.
@@ -211,7 +214,10 @@ async fn identical_canaries_are_promoted_and_bad_ones_rolled_back_under_load() {
     assert!(judged.len() >= 6 * 4, "{}", judged.len());
     for e in &judged {
         check_tests(&e["after"]);
-        assert!(e["what"].as_str().unwrap().contains("mann_whitney_u"), "{e}");
+        assert!(
+            e["what"].as_str().unwrap().contains("mann_whitney_u"),
+            "{e}"
+        );
         let pool = e["pool"].as_str().unwrap();
         if pool != "p6" && pool != "p7" {
             assert_ne!(e["after"]["verdict"], "fail", "{e}");
@@ -220,7 +226,14 @@ async fn identical_canaries_are_promoted_and_bad_ones_rolled_back_under_load() {
     // `ctl rollout status` shows the tests of the last judgement.
     let out = p.ctl(&["rollout", "status", "p6"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    for want in ["error_rate", "newcombe", "latency", "mann_whitney_u", "confidence", "rolled_back"] {
+    for want in [
+        "error_rate",
+        "newcombe",
+        "latency",
+        "mann_whitney_u",
+        "confidence",
+        "rolled_back",
+    ] {
         assert!(text.contains(want), "{want} in:\n{text}");
     }
 }
@@ -238,10 +251,18 @@ async fn absolute_gates_roll_back_what_the_relative_tests_pass() {
         // Both 100 ms: the relative test passes, max_p99 = 50ms does not.
         ("slow", 0, 100, "max_p99 = \"50ms\"\n"),
         // Within both gates.
-        ("fine", 0, 0, "min_success_rate = 0.99\nmax_p99 = \"500ms\"\n"),
+        (
+            "fine",
+            0,
+            0,
+            "min_success_rate = 0.99\nmax_p99 = \"500ms\"\n",
+        ),
     ];
     for (name, every, delay, gate) in gates {
-        let (blue, green) = (Upstream::start("blue").await, Upstream::start("green").await);
+        let (blue, green) = (
+            Upstream::start("blue").await,
+            Upstream::start("green").await,
+        );
         for u in [&blue, &green] {
             u.fail_every.store(every, Ordering::SeqCst);
             u.delay_ms.store(delay, Ordering::SeqCst);
@@ -270,11 +291,17 @@ async fn absolute_gates_roll_back_what_the_relative_tests_pass() {
     load.stop().await;
     assert_eq!(errors["state"], "rolled_back", "{errors}");
     assert!(
-        errors["reason"].as_str().unwrap().contains("min_success_rate"),
+        errors["reason"]
+            .as_str()
+            .unwrap()
+            .contains("min_success_rate"),
         "{errors}"
     );
     assert_eq!(slow["state"], "rolled_back", "{slow}");
-    assert!(slow["reason"].as_str().unwrap().contains("max_p99"), "{slow}");
+    assert!(
+        slow["reason"].as_str().unwrap().contains("max_p99"),
+        "{slow}"
+    );
     let outcome = |v: &Value, test: &str| {
         v["last"]["tests"]
             .as_array()
@@ -285,7 +312,10 @@ async fn absolute_gates_roll_back_what_the_relative_tests_pass() {
     };
     assert_eq!(outcome(&errors, "min_success_rate").unwrap().0, "fail");
     assert_ne!(outcome(&errors, "error_rate").unwrap().0, "fail");
-    assert_eq!(outcome(&slow, "max_p99").unwrap(), ("fail".into(), 0.into()));
+    assert_eq!(
+        outcome(&slow, "max_p99").unwrap(),
+        ("fail".into(), 0.into())
+    );
     assert_eq!(fine["state"], "promoted", "{fine}");
     // A gate out of range is refused with nothing started.
     let (st, v) = p
@@ -302,18 +332,33 @@ async fn absolute_gates_roll_back_what_the_relative_tests_pass() {
 /// the next without one takes `step_duration`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_take_their_own_durations() {
-    let (blue, green) = (Upstream::start("blue").await, Upstream::start("green").await);
+    let (blue, green) = (
+        Upstream::start("blue").await,
+        Upstream::start("green").await,
+    );
     let rollout = r#"steps = [{ percent = 20, duration = "1s" }, 50, 100]
 step_duration = "1h"
 min_requests = 20
 "#;
-    let p = Proxy::start(&format!("{}{}", server(), pool("app", &blue, &green, rollout))).await;
+    let p = Proxy::start(&format!(
+        "{}{}",
+        server(),
+        pool("app", &blue, &green, rollout)
+    ))
+    .await;
     let load = Load::start(p.http, &["app.test".to_string()], 4);
     let (st, v) = p
-        .admin("POST", "/v1/pools/app/rollout", Some(r#"{"canary":"green"}"#))
+        .admin(
+            "POST",
+            "/v1/pools/app/rollout",
+            Some(r#"{"canary":"green"}"#),
+        )
         .await;
     assert_eq!(st, 200, "{v}");
-    assert_eq!(v["plan"]["step_durations"], serde_json::json!([1000, null, null]));
+    assert_eq!(
+        v["plan"]["step_durations"],
+        serde_json::json!([1000, null, null])
+    );
     // Step 1 lasts 1 s (under step_duration's hour it would never end).
     let deadline = Instant::now() + ROLLOUT_DEADLINE;
     let v = loop {
@@ -331,8 +376,14 @@ min_requests = 20
     assert!(p.ctl(&["rollout", "promote", "app"]).status.success());
     // The request form (blue is the canary now), and bad entries refused.
     for (body, want) in [
-        (r#"{"canary":"blue","steps":[{"percent":10,"duration":"2s"},"pause",60]}"#, 200),
-        (r#"{"canary":"blue","steps":[{"percent":10,"duration":"soon"}]}"#, 400),
+        (
+            r#"{"canary":"blue","steps":[{"percent":10,"duration":"2s"},"pause",60]}"#,
+            200,
+        ),
+        (
+            r#"{"canary":"blue","steps":[{"percent":10,"duration":"soon"}]}"#,
+            400,
+        ),
         (r#"{"canary":"blue","steps":["pause",10]}"#, 400),
         (r#"{"canary":"blue","steps":[10,"later"]}"#, 400),
         (r#"{"canary":"blue","approve_before":30}"#, 400),
@@ -352,31 +403,68 @@ min_requests = 20
 /// is waiting for approval.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approvals_hold_until_resumed() {
-    let (blue, green) = (Upstream::start("blue").await, Upstream::start("green").await);
+    let (blue, green) = (
+        Upstream::start("blue").await,
+        Upstream::start("green").await,
+    );
     let rollout = "step_duration = \"1s\"\nmin_requests = 10\napprove_before = 100\n";
-    let p = Proxy::start(&format!("{}{}", server(), pool("app", &blue, &green, rollout))).await;
+    let p = Proxy::start(&format!(
+        "{}{}",
+        server(),
+        pool("app", &blue, &green, rollout)
+    ))
+    .await;
     let load = Load::start(p.http, &["app.test".to_string()], 4);
     let out = p.ctl(&["rollout", "start", "app", "green", "--steps", "20,pause,50"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v = wait_for(&p, "app", &["waiting_for_approval", "promoted", "rolled_back"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = wait_for(
+        &p,
+        "app",
+        &["waiting_for_approval", "promoted", "rolled_back"],
+    )
+    .await;
     assert_eq!(v["state"], "waiting_for_approval", "{v}");
-    assert_eq!((v["step_number"].clone(), v["percent"].clone()), (1.into(), 20.into()));
+    assert_eq!(
+        (v["step_number"].clone(), v["percent"].clone()),
+        (1.into(), 20.into())
+    );
     // It holds while traffic flows: weights stay at step 1's.
     let seen = green.hits() + blue.hits();
-    assert!(eventually(DEADLINE, || async { green.hits() + blue.hits() > seen + 500 }).await);
+    assert!(
+        eventually(DEADLINE, || async {
+            green.hits() + blue.hits() > seen + 500
+        })
+        .await
+    );
     assert_eq!(status(&p, "app").await["state"], "waiting_for_approval");
     let w = p.weights("app").await;
     assert_eq!((w["green"], w["blue"]), (20, 80));
     let text = String::from_utf8_lossy(&p.ctl(&["rollout", "status", "app"]).stdout).to_string();
-    assert!(text.contains("waiting for approval before step 2/3 (50%)"), "{text}");
+    assert!(
+        text.contains("waiting for approval before step 2/3 (50%)"),
+        "{text}"
+    );
     // Pause is refused (it is held already); resume approves.
     let out = p.ctl(&["rollout", "pause", "app"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("waiting for approval"));
     let out = p.ctl(&["rollout", "resume", "app"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Step 2 runs, then approve_before = 100 holds again.
-    let v = wait_for(&p, "app", &["waiting_for_approval", "promoted", "rolled_back"]).await;
+    let v = wait_for(
+        &p,
+        "app",
+        &["waiting_for_approval", "promoted", "rolled_back"],
+    )
+    .await;
     assert_eq!(v["state"], "waiting_for_approval", "{v}");
     assert_eq!(v["percent"], 50, "{v}");
     assert_eq!(p.weights("app").await["green"], 50);
@@ -392,7 +480,12 @@ async fn approvals_hold_until_resumed() {
             ["rollout.step", "rollout.waiting_approval", "rollout.resume"]
                 .contains(&e["kind"].as_str().unwrap())
         })
-        .map(|e| (e["kind"].as_str().unwrap(), e["after"]["percent"].to_string()))
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap(),
+                e["after"]["percent"].to_string(),
+            )
+        })
         .collect();
     let want: Vec<(&str, String)> = [
         ("rollout.step", "20"),

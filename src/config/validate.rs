@@ -738,7 +738,10 @@ fn rollout_steps(c: &mut Checker<'_>, r: &RolloutFile, d: &RolloutConfig) -> Ste
                     list.approve_before.push(p);
                 }
             }
-            _ => c.err(a.span(), "rollout.approve_before must be a step percentage in 1..=100"),
+            _ => c.err(
+                a.span(),
+                "rollout.approve_before must be a step percentage in 1..=100",
+            ),
         }
     }
     list
@@ -754,7 +757,10 @@ fn rollout_gates(
         None => d.confidence,
         Some(x) if CONFIDENCE.contains(x.get_ref()) => *x.get_ref(),
         Some(x) => {
-            c.err(x.span(), "rollout.confidence must be at least 0.5 and below 1 (e.g. 0.99)");
+            c.err(
+                x.span(),
+                "rollout.confidence must be at least 0.5 and below 1 (e.g. 0.99)",
+            );
             d.confidence
         }
     };
@@ -762,7 +768,10 @@ fn rollout_gates(
         None => None,
         Some(x) if (0.0..=1.0).contains(x.get_ref()) => Some(*x.get_ref()),
         Some(x) => {
-            c.err(x.span(), "rollout.min_success_rate must be between 0 and 1 (e.g. 0.99)");
+            c.err(
+                x.span(),
+                "rollout.min_success_rate must be between 0 and 1 (e.g. 0.99)",
+            );
             None
         }
     };
@@ -806,7 +815,9 @@ pub fn check_step_items(items: &[StepItem]) -> Result<StepList, String> {
     for item in items {
         let (p, d) = match item {
             StepItem::Pause if percents.is_empty() => {
-                return Err("\"pause\" needs a step before it (start the rollout later instead)".into())
+                return Err(
+                    "\"pause\" needs a step before it (start the rollout later instead)".into(),
+                )
             }
             StepItem::Pause if pause => return Err("two \"pause\" in a row".into()),
             StepItem::Pause => {

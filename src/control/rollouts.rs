@@ -150,7 +150,8 @@ impl Control {
             RolloutAction::Pause => {
                 if r.awaiting_approval {
                     return Err(AdminError::Conflict(
-                        "the rollout is waiting for approval: `resume` approves the next step".into(),
+                        "the rollout is waiting for approval: `resume` approves the next step"
+                            .into(),
                     ));
                 }
                 if r.status == Status::Paused {

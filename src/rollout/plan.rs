@@ -164,7 +164,11 @@ fn gates(
     let confidence = match req.confidence {
         None => defaults.confidence,
         Some(c) if CONFIDENCE.contains(&c) => c,
-        Some(_) => return Err(bad("confidence must be at least 0.5 and below 1 (e.g. 0.99)")),
+        Some(_) => {
+            return Err(bad(
+                "confidence must be at least 0.5 and below 1 (e.g. 0.99)",
+            ))
+        }
     };
     let min_success_rate = match req.min_success_rate {
         None => defaults.min_success_rate,

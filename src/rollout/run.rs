@@ -339,7 +339,10 @@ fn judge_window(
                 if c.save_rollout(&mut r, None, events).is_err() {
                     return (Flow::Again, false);
                 }
-                return (end_now(c, &mut r, Status::Promoted, "every step passed".into()), false);
+                return (
+                    end_now(c, &mut r, Status::Promoted, "every step passed".into()),
+                    false,
+                );
             }
             if r.plan.needs_approval(r.step + 1) {
                 // Hold here (weights unchanged) until an operator approves.

@@ -56,7 +56,8 @@ pub struct Judged {
 
 /// The share of the rollout's alpha one test gets at one window.
 pub fn alpha_per_test(plan: &Plan) -> f64 {
-    let tests = 2 + u32::from(plan.min_success_rate.is_some()) + u32::from(plan.max_p99_ms.is_some());
+    let tests =
+        2 + u32::from(plan.min_success_rate.is_some()) + u32::from(plan.max_p99_ms.is_some());
     let looks = (plan.steps.len().max(1) as u32).saturating_mul(MAX_LOOKS);
     let alpha = (1.0 - plan.confidence).clamp(1e-9, 0.5);
     alpha / f64::from(tests * looks)
@@ -128,7 +129,10 @@ fn decide(tests: &[TestResult], plan: &Plan, n: Numbers, look: u32) -> (Verdict,
         );
         return (Verdict::Pass, why);
     }
-    let why = format!("not significant yet, extending the window: {}", open.join("; "));
+    let why = format!(
+        "not significant yet, extending the window: {}",
+        open.join("; ")
+    );
     (Verdict::Inconclusive, why)
 }
 
@@ -213,7 +217,11 @@ fn per_bucket(w: &Window) -> Vec<u64> {
 /// timed request or the buckets differ.
 fn latency(canary: &Window, stable: &Window, plan: &Plan, alpha: f64) -> Option<TestResult> {
     let (a, b) = (per_bucket(canary), per_bucket(stable));
-    let same_bounds = canary.buckets.iter().map(|b| b.0).eq(stable.buckets.iter().map(|b| b.0));
+    let same_bounds = canary
+        .buckets
+        .iter()
+        .map(|b| b.0)
+        .eq(stable.buckets.iter().map(|b| b.0));
     if !same_bounds {
         return None;
     }
@@ -221,7 +229,8 @@ fn latency(canary: &Window, stable: &Window, plan: &Plan, alpha: f64) -> Option<
     let p = normal_sf(m.z);
     let big_enough = match (canary.quantile(0.99), stable.quantile(0.99)) {
         (Some(c), Some(s)) => {
-            c - s > plan.p99_tolerance.as_secs_f64() && (s <= 0.0 || c / s - 1.0 > plan.max_p99_increase)
+            c - s > plan.p99_tolerance.as_secs_f64()
+                && (s <= 0.0 || c / s - 1.0 > plan.max_p99_increase)
         }
         _ => false,
     };

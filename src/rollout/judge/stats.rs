@@ -212,7 +212,11 @@ mod tests {
     #[test]
     fn binomial_tails() {
         // P(X >= 1), n = 10, p = 0.1: 1 - 0.9^10.
-        assert!(close(binomial_at_least(1, 10, 0.1), 1.0 - 0.9f64.powi(10), 1e-12));
+        assert!(close(
+            binomial_at_least(1, 10, 0.1),
+            1.0 - 0.9f64.powi(10),
+            1e-12
+        ));
         assert_eq!(binomial_at_least(0, 10, 0.1), 1.0);
         // P(X <= 8), n = 10, p = 0.99.
         let want = 1.0 - 0.99f64.powi(10) - 10.0 * 0.01 * 0.99f64.powi(9);

@@ -66,7 +66,12 @@ fn the_alpha_is_split_over_tests_and_looks() {
 #[test]
 fn a_clearly_higher_error_rate_fails_with_its_statistics() {
     // 10 % against 5 % with a 1-point limit, on 2000 requests a side.
-    let j = judge(&window(2000, 200, 0.01), &window(2000, 100, 0.01), &plan(), 1);
+    let j = judge(
+        &window(2000, 200, 0.01),
+        &window(2000, 100, 0.01),
+        &plan(),
+        1,
+    );
     assert_eq!(j.verdict, Verdict::Fail, "{}", j.reason);
     assert!(
         j.reason.contains("5xx") && j.reason.contains("10.00%") && j.reason.contains("5.00%"),
@@ -91,9 +96,18 @@ fn the_point_estimates_that_used_to_roll_back_good_code_do_not() {
     let j = judge(&window(592, 34, 0.01), &window(5000, 228, 0.01), &plan(), 1);
     assert_eq!(j.verdict, Verdict::Inconclusive, "{}", j.reason);
     // At the last window of a step an inconclusive step passes.
-    let j = judge(&window(592, 34, 0.01), &window(5000, 228, 0.01), &plan(), MAX_LOOKS);
+    let j = judge(
+        &window(592, 34, 0.01),
+        &window(5000, 228, 0.01),
+        &plan(),
+        MAX_LOOKS,
+    );
     assert_eq!(j.verdict, Verdict::Pass, "{}", j.reason);
-    assert!(j.reason.contains("no significant difference"), "{}", j.reason);
+    assert!(
+        j.reason.contains("no significant difference"),
+        "{}",
+        j.reason
+    );
     // Within the limit: pass at once.
     let j = judge(&window(200, 3, 0.01), &window(1000, 10, 0.01), &plan(), 1);
     assert_eq!(j.verdict, Verdict::Pass);
@@ -161,7 +175,12 @@ fn absolute_gates() {
     assert_eq!(test(&j, "max_p99").outcome, Verdict::Fail);
     assert!(j.reason.contains("max_p99"), "{}", j.reason);
     // 1 slow request in 200: over 1 %? no: within.
-    let j = judge(&spread(0, &[(199, 0.01), (1, 0.25)]), &window(200, 0, 0.01), &p, 1);
+    let j = judge(
+        &spread(0, &[(199, 0.01), (1, 0.25)]),
+        &window(200, 0, 0.01),
+        &p,
+        1,
+    );
     assert_eq!(test(&j, "max_p99").outcome, Verdict::Pass);
 }
 
@@ -169,7 +188,10 @@ fn absolute_gates() {
 fn every_number_is_finite() {
     // Extreme windows: everything failing, nothing failing, one bucket.
     for (c, s) in [
-        (window(1_000_000, 1_000_000, 20.0), window(1_000_000, 0, 0.0005)),
+        (
+            window(1_000_000, 1_000_000, 20.0),
+            window(1_000_000, 0, 0.0005),
+        ),
         (window(50, 0, 0.0005), window(50, 50, 20.0)),
     ] {
         let j = judge(&c, &s, &plan(), 1);
@@ -195,7 +217,10 @@ fn simulated_rollouts_meet_the_goals_on_a_small_run() {
     };
     let same = run(7, 300, &p, (50, 2000), &base, &base);
     let false_alarms = same.iter().filter(|(_, o)| o.failed_at.is_some()).count();
-    assert!(false_alarms <= 3, "{false_alarms} of 300 identical canaries rolled back");
+    assert!(
+        false_alarms <= 3,
+        "{false_alarms} of 300 identical canaries rolled back"
+    );
     let slow = Behaviour {
         median: 0.02,
         ..base
@@ -204,5 +229,8 @@ fn simulated_rollouts_meet_the_goals_on_a_small_run() {
         .iter()
         .filter(|(_, o)| o.failed_at.is_some_and(|s| s <= 1))
         .count();
-    assert!(caught >= 285, "{caught} of 300 2x slower canaries caught by step 2");
+    assert!(
+        caught >= 285,
+        "{caught} of 300 2x slower canaries caught by step 2"
+    );
 }
