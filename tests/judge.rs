@@ -407,7 +407,12 @@ async fn approvals_hold_until_resumed() {
         Upstream::start("blue").await,
         Upstream::start("green").await,
     );
-    let rollout = "step_duration = \"1s\"\nmin_requests = 10\napprove_before = 100\n";
+    // What is judged is not the point here: the 100 % watch window compares
+    // the canary with the stable's past record, not a concurrent window, and
+    // on a loaded machine latency drifts over time; a tolerance out of reach
+    // keeps this test about approvals.
+    let rollout =
+        "step_duration = \"1s\"\nmin_requests = 10\napprove_before = 100\np99_tolerance = \"10s\"\n";
     let p = Proxy::start(&format!(
         "{}{}",
         server(),

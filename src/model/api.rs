@@ -269,7 +269,8 @@ pub struct RolloutStatus {
     pub rollout: Rollout,
     /// The canary's share at the current step.
     pub percent: u32,
-    /// `running`, `paused`, `promoted` or `rolled_back`.
+    /// `running`, `paused`, `waiting_for_approval` (paused before a step
+    /// until an operator approves), `promoted` or `rolled_back`.
     pub state: String,
     /// 1-based.
     pub step_number: usize,
