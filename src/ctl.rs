@@ -295,6 +295,26 @@ pub fn render_events(v: &EventsReply) -> String {
     out
 }
 
+/// One `--steps` entry: `25`, `pause`, or `25:10m` (a step with its own
+/// duration). Anything else goes to the server as written, which refuses it.
+pub fn step_spec(s: &str) -> crate::model::api::StepSpec {
+    use crate::model::api::StepSpec;
+    let s = s.trim();
+    match s.split_once(':') {
+        Some((p, d)) => match p.trim().parse() {
+            Ok(percent) => StepSpec::Timed {
+                percent,
+                duration: Some(d.trim().to_string()),
+            },
+            Err(_) => StepSpec::Word(s.to_string()),
+        },
+        None => s
+            .parse()
+            .map(StepSpec::Percent)
+            .unwrap_or_else(|_| StepSpec::Word(s.to_string())),
+    }
+}
+
 /// Human rendering of a rollout status.
 pub fn render_rollout(v: &RolloutStatus) -> String {
     let mut out = String::new();
@@ -309,6 +329,17 @@ pub fn render_rollout(v: &RolloutStatus) -> String {
             out,
             "  next judgement in {:.1}s",
             v.time_left_ms as f64 / 1000.0
+        );
+    }
+    if v.state == crate::model::rollout::WAITING_FOR_APPROVAL {
+        let next = r.plan.steps.get(r.step + 1).copied().unwrap_or(100);
+        let _ = writeln!(
+            out,
+            "  waiting for approval before step {}/{} ({next}%): `ctl rollout resume {}` approves, `ctl rollout abort {}` rolls back",
+            r.step + 2,
+            v.steps_total,
+            r.pool,
+            r.pool
         );
     }
     if let Some(j) = &r.last {
@@ -333,11 +364,48 @@ pub fn render_rollout(v: &RolloutStatus) -> String {
             f(j.stable_error_rate, 100.0, "%"),
             f(j.stable_p99, 1000.0, " ms")
         );
+        if !j.tests.is_empty() {
+            let _ = writeln!(
+                out,
+                "    window {} of step {}, {:.3}% confidence over the rollout:",
+                j.window,
+                j.step + 1,
+                j.confidence * 100.0
+            );
+        }
+        for t in &j.tests {
+            let outcome = serde_json::to_value(t.outcome).unwrap_or(Value::Null);
+            let _ = writeln!(
+                out,
+                "    {:<16} {:<14} z {:>6.2}  p {:.2e} (fails below {:.2e})  n {}/{}  {} {:.4} vs {:.4}: {}",
+                t.test,
+                t.method,
+                t.statistic,
+                t.p_value,
+                1.0 - t.confidence,
+                t.canary_n,
+                t.stable_n,
+                estimate_name(&t.test),
+                t.estimate,
+                t.limit,
+                outcome.as_str().unwrap_or("")
+            );
+        }
     }
     if let Some(reason) = &r.reason {
         let _ = writeln!(out, "  {}: {reason}", v.state);
     }
     out
+}
+
+/// What a test's `estimate` is.
+fn estimate_name(test: &str) -> &'static str {
+    match test {
+        "error_rate" => "5xx difference",
+        "latency" => "P(slower)",
+        "min_success_rate" => "success rate",
+        _ => "share above max_p99",
+    }
 }
 
 /// `rollout start --wait`: a live one-line progress on stderr until the

@@ -143,9 +143,14 @@ enum RolloutCmd {
     Start {
         pool: String,
         canary: String,
-        /// Canary percent per step, e.g. 1,5,25,100 (100 is always last).
+        /// Canary percent per step, e.g. 1,5,25,100 (100 is always last);
+        /// `5:10m` gives a step its own duration, `pause` waits for
+        /// `rollout resume` before the next step.
         #[arg(long, value_delimiter = ',')]
-        steps: Option<Vec<u32>>,
+        steps: Option<Vec<String>>,
+        /// Wait for `rollout resume` before the step at this percent (e.g. 100).
+        #[arg(long)]
+        approve_before: Option<u32>,
         /// How long each step lasts before it is judged, e.g. 2m.
         #[arg(long)]
         step_duration: Option<String>,
@@ -614,6 +619,7 @@ async fn rollout_cmd(socket: &Path, as_json: bool, cmd: RolloutCmd) -> Result<St
             pool,
             canary,
             steps,
+            approve_before,
             step_duration,
             preset,
             min_requests,
@@ -622,7 +628,8 @@ async fn rollout_cmd(socket: &Path, as_json: bool, cmd: RolloutCmd) -> Result<St
         } => {
             let body = RolloutRequest {
                 canary: Some(canary),
-                steps: steps.map(|s| s.into_iter().map(i64::from).collect()),
+                steps: steps.map(|s| s.iter().map(|x| ctl::step_spec(x)).collect()),
+                approve_before,
                 step_duration,
                 preset,
                 min_requests,

@@ -160,7 +160,11 @@ pub(super) struct StickyFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RolloutFile {
-    pub(super) steps: S<Vec<i64>>,
+    pub(super) steps: S<Vec<StepFile>>,
+    pub(super) approve_before: S<i64>,
+    pub(super) confidence: S<f64>,
+    pub(super) min_success_rate: S<f64>,
+    pub(super) max_p99: S<String>,
     pub(super) step_duration: S<String>,
     pub(super) min_requests: S<i64>,
     pub(super) max_error_rate_increase: S<f64>,
@@ -169,6 +173,22 @@ pub(super) struct RolloutFile {
     pub(super) failure_limit: S<i64>,
     pub(super) cooldown: S<String>,
     pub(super) smoke: Option<Spanned<SmokeFile>>,
+}
+
+/// One entry of `steps`: `5`, `"pause"`, or `{ percent = 5, duration = "10m" }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum StepFile {
+    Percent(i64),
+    Word(String),
+    Timed(TimedStepFile),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TimedStepFile {
+    pub(super) percent: i64,
+    pub(super) duration: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -32,7 +32,7 @@ mod tests;
 mod validate;
 
 pub use read::{read_config_file, MAX_CONFIG_BYTES};
-pub use validate::{check_steps, line_col};
+pub use validate::{check_step_items, check_steps, line_col, StepItem, StepList, CONFIDENCE};
 
 /// Most versions a pool may have.
 pub const MAX_VERSIONS: usize = 64;
@@ -261,6 +261,17 @@ pub struct RolloutConfig {
     pub failure_limit: u32,
     pub cooldown: Duration,
     pub smoke: Option<SmokeConfig>,
+    /// Per-step durations (`None`: `step_duration`), one per step.
+    pub step_durations: Vec<Option<Duration>>,
+    /// Step percents that wait for an operator's approval before they start
+    /// (`"pause"` in `steps`, or `approve_before`).
+    pub approve_before: Vec<u32>,
+    /// Confidence of a whole rollout's judgements (0.5..1).
+    pub confidence: f64,
+    /// Absolute gate: the canary's share of non-5xx answers.
+    pub min_success_rate: Option<f64>,
+    /// Absolute gate: the canary's p99.
+    pub max_p99: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -282,6 +293,11 @@ impl Default for RolloutConfig {
             failure_limit: 1,
             cooldown: Duration::from_secs(600),
             smoke: None,
+            step_durations: Vec::new(),
+            approve_before: Vec::new(),
+            confidence: 0.99,
+            min_success_rate: None,
+            max_p99: None,
         }
     }
 }

@@ -218,3 +218,74 @@ fn shipped_examples_parse() {
         }
     }
 }
+
+#[test]
+fn rollout_steps_with_durations_pauses_and_gates() {
+    let text = r#"
+[pools.app.versions.blue]
+weight = 1
+backends = ["127.0.0.1:1"]
+[pools.app.rollout]
+steps = [1, { percent = 5, duration = "10m" }, "pause", 25]
+approve_before = 100
+confidence = 0.95
+min_success_rate = 0.99
+max_p99 = "500ms"
+"#;
+    let r = &Config::from_toml_str(text).unwrap().pools["app"].rollout;
+    assert_eq!(r.steps, vec![1, 5, 25]);
+    assert_eq!(
+        r.step_durations,
+        vec![None, Some(Duration::from_secs(600)), None]
+    );
+    assert_eq!(r.approve_before, vec![25, 100]);
+    assert_eq!(r.confidence, 0.95);
+    assert_eq!(r.min_success_rate, Some(0.99));
+    assert_eq!(r.max_p99, Some(Duration::from_millis(500)));
+    // Without them: plain steps, no approvals, 99 %, no gates.
+    let d = RolloutConfig::default();
+    assert!(d.approve_before.is_empty() && d.step_durations.is_empty());
+    assert_eq!(
+        (d.confidence, d.min_success_rate, d.max_p99),
+        (0.99, None, None)
+    );
+
+    let steps = r#"[1, { percent = 5, duration = "10m" }, "pause", 25]"#;
+    for (from, to, want, line) in [
+        (steps, r#"["pause", 5]"#, "needs a step before it", 6),
+        (steps, r#"[1, "later"]"#, "neither a percentage", 6),
+        (
+            steps,
+            r#"[1, { percent = 5, duration = "soon" }]"#,
+            "duration",
+            6,
+        ),
+        (steps, r#"[5, "pause", "pause", 25]"#, "in a row", 6),
+        (steps, r#"[5, 100, "pause"]"#, "after the last step", 6),
+        ("confidence = 0.95", "confidence = 1.0", "confidence", 8),
+        (
+            "min_success_rate = 0.99",
+            "min_success_rate = 1.5",
+            "min_success_rate",
+            9,
+        ),
+        ("max_p99 = \"500ms\"", "max_p99 = \"0s\"", "max_p99", 10),
+        (
+            "approve_before = 100",
+            "approve_before = 0",
+            "approve_before",
+            7,
+        ),
+    ] {
+        let diags = Config::from_toml_str(&text.replace(from, to)).unwrap_err();
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.message.contains(want) && d.line == line),
+            "{to}: {diags:?}"
+        );
+    }
+    // An unknown key in a step is refused, not ignored.
+    let bad = text.replace("duration = \"10m\"", "length = \"10m\"");
+    assert!(Config::from_toml_str(&bad).is_err());
+}

@@ -636,16 +636,7 @@ fn validate_sticky(c: &mut Checker<'_>, s: &Spanned<StickyFile>) -> Option<Stick
 
 fn validate_rollout(c: &mut Checker<'_>, r: &RolloutFile) -> RolloutConfig {
     let d = RolloutConfig::default();
-    let steps = match &r.steps {
-        None => d.steps.clone(),
-        Some(s) => match check_steps(s.get_ref()) {
-            Ok(v) => v,
-            Err(e) => {
-                c.err(s.span(), e);
-                d.steps.clone()
-            }
-        },
-    };
+    let list = rollout_steps(c, r, &d);
     let fraction = |c: &mut Checker<'_>, v: &S<f64>, key: &str, default: f64, max: f64| match v {
         None => default,
         Some(x) if x.get_ref().is_finite() && *x.get_ref() >= 0.0 && *x.get_ref() <= max => {
@@ -656,8 +647,14 @@ fn validate_rollout(c: &mut Checker<'_>, r: &RolloutFile) -> RolloutConfig {
             default
         }
     };
+    let (confidence, min_success_rate, max_p99) = rollout_gates(c, r, &d);
     RolloutConfig {
-        steps,
+        steps: list.percents,
+        step_durations: list.durations,
+        approve_before: list.approve_before,
+        confidence,
+        min_success_rate,
+        max_p99,
         step_duration: c.duration(&r.step_duration, "rollout.step_duration", d.step_duration),
         min_requests: c.int(
             &r.min_requests,
@@ -702,6 +699,152 @@ fn validate_rollout(c: &mut Checker<'_>, r: &RolloutFile) -> RolloutConfig {
             }
         }),
     }
+}
+
+/// `steps` (percents, `"pause"`, `{ percent, duration }`) and `approve_before`.
+fn rollout_steps(c: &mut Checker<'_>, r: &RolloutFile, d: &RolloutConfig) -> StepList {
+    let mut list = StepList {
+        percents: d.steps.clone(),
+        durations: Vec::new(),
+        approve_before: Vec::new(),
+    };
+    if let Some(s) = &r.steps {
+        let items: Result<Vec<StepItem>, String> = s
+            .get_ref()
+            .iter()
+            .map(|f| match f {
+                StepFile::Percent(p) => Ok(StepItem::Percent(*p)),
+                StepFile::Word(w) if w.trim().eq_ignore_ascii_case("pause") => Ok(StepItem::Pause),
+                StepFile::Word(w) => Err(format!(
+                    "rollout step {w:?} is neither a percentage nor \"pause\""
+                )),
+                StepFile::Timed(t) => match t.duration.as_deref().map(parse_duration) {
+                    None => Ok(StepItem::Timed(t.percent, None)),
+                    Some(Ok(d)) if !d.is_zero() => Ok(StepItem::Timed(t.percent, Some(d))),
+                    Some(Ok(_)) => Err("a rollout step's duration must be above zero".into()),
+                    Some(Err(e)) => Err(format!("rollout step duration: {e}")),
+                },
+            })
+            .collect();
+        match items.and_then(|i| check_step_items(&i)) {
+            Ok(l) => list = l,
+            Err(e) => c.err(s.span(), e),
+        }
+    }
+    if let Some(a) = &r.approve_before {
+        match u32::try_from(*a.get_ref()) {
+            Ok(p) if (1..=100).contains(&p) => {
+                if !list.approve_before.contains(&p) {
+                    list.approve_before.push(p);
+                }
+            }
+            _ => c.err(
+                a.span(),
+                "rollout.approve_before must be a step percentage in 1..=100",
+            ),
+        }
+    }
+    list
+}
+
+/// `confidence`, `min_success_rate` and `max_p99`.
+fn rollout_gates(
+    c: &mut Checker<'_>,
+    r: &RolloutFile,
+    d: &RolloutConfig,
+) -> (f64, Option<f64>, Option<Duration>) {
+    let confidence = match &r.confidence {
+        None => d.confidence,
+        Some(x) if CONFIDENCE.contains(x.get_ref()) => *x.get_ref(),
+        Some(x) => {
+            c.err(
+                x.span(),
+                "rollout.confidence must be at least 0.5 and below 1 (e.g. 0.99)",
+            );
+            d.confidence
+        }
+    };
+    let min_success_rate = match &r.min_success_rate {
+        None => None,
+        Some(x) if (0.0..=1.0).contains(x.get_ref()) => Some(*x.get_ref()),
+        Some(x) => {
+            c.err(
+                x.span(),
+                "rollout.min_success_rate must be between 0 and 1 (e.g. 0.99)",
+            );
+            None
+        }
+    };
+    let max_p99 = r
+        .max_p99
+        .as_ref()
+        .map(|_| c.duration(&r.max_p99, "rollout.max_p99", Duration::from_secs(1)));
+    (confidence, min_success_rate, max_p99)
+}
+
+/// Accepted `confidence` values.
+pub const CONFIDENCE: std::ops::Range<f64> = 0.5..1.0;
+
+/// One entry of a rollout's `steps`, as written in the file or the API.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepItem {
+    Percent(i64),
+    /// An approval before the next step (the appended 100 when last).
+    Pause,
+    Timed(i64, Option<Duration>),
+}
+
+/// Checked steps: percents, their durations, and the approvals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepList {
+    pub percents: Vec<u32>,
+    /// One per percent (`None`: the plan's `step_duration`).
+    pub durations: Vec<Option<Duration>>,
+    /// Percents whose step waits for an approval.
+    pub approve_before: Vec<u32>,
+}
+
+/// Steps with pauses and per-step durations: the percents must be strictly
+/// increasing in 1..=100; a pause needs a step before it, and stands for the
+/// appended 100 when it is last.
+pub fn check_step_items(items: &[StepItem]) -> Result<StepList, String> {
+    let mut percents = Vec::new();
+    let mut durations = Vec::new();
+    let mut approve_before = Vec::new();
+    let mut pause = false;
+    for item in items {
+        let (p, d) = match item {
+            StepItem::Pause if percents.is_empty() => {
+                return Err(
+                    "\"pause\" needs a step before it (start the rollout later instead)".into(),
+                )
+            }
+            StepItem::Pause if pause => return Err("two \"pause\" in a row".into()),
+            StepItem::Pause => {
+                pause = true;
+                continue;
+            }
+            StepItem::Percent(p) => (*p, None),
+            StepItem::Timed(p, d) => (*p, *d),
+        };
+        percents.push(p);
+        durations.push(d);
+        if std::mem::take(&mut pause) {
+            approve_before.push(u32::try_from(p).unwrap_or(0));
+        }
+    }
+    let percents = check_steps(&percents)?;
+    if pause {
+        if percents.last() == Some(&100) {
+            return Err("\"pause\" after the last step".into());
+        }
+        approve_before.push(100);
+    }
+    Ok(StepList {
+        percents,
+        durations,
+        approve_before,
+    })
 }
 
 /// Rollout steps: strictly increasing percentages in 1..=100.

@@ -79,6 +79,7 @@ impl Control {
             step_started_ms: now,
             failures: 0,
             waits: 0,
+            looks: 0,
             started_ms: now,
             started_by: who.to_string(),
             finished_ms: None,
@@ -86,6 +87,7 @@ impl Control {
             cooldown_until_ms: None,
             last: None,
             history: Vec::new(),
+            awaiting_approval: false,
             rev: existing.as_ref().map(|e| e.rev).unwrap_or(0),
         };
         let what = format!(
@@ -146,6 +148,12 @@ impl Control {
         let at = |r: &Rollout| format!("step {}/{}", r.step + 1, r.plan.steps.len());
         match action {
             RolloutAction::Pause => {
+                if r.awaiting_approval {
+                    return Err(AdminError::Conflict(
+                        "the rollout is waiting for approval: `resume` approves the next step"
+                            .into(),
+                    ));
+                }
                 if r.status == Status::Paused {
                     return Err(AdminError::Conflict("the rollout is already paused".into()));
                 }
@@ -166,10 +174,18 @@ impl Control {
                 r.status = Status::Running;
                 r.step_started_ms = now_ms();
                 r.waits = 0;
+                r.looks = 0;
+                let approved = std::mem::take(&mut r.awaiting_approval);
+                if approved {
+                    // The runner enters the step (and sets its weights).
+                    r.step = (r.step + 1).min(r.plan.steps.len().saturating_sub(1));
+                }
                 let what = format!(
-                    "rollout of {} in {pool} resumed by {who} at {}",
+                    "rollout of {} in {pool} {} by {who} at {} ({}%)",
                     r.canary,
-                    at(&r)
+                    if approved { "approved" } else { "resumed" },
+                    at(&r),
+                    r.percent()
                 );
                 let e = NewEvent::new(who, EventKind::RolloutResume, what).pool(pool);
                 self.save_rollout(&mut r, None, vec![e])?;
@@ -248,6 +264,7 @@ impl Control {
         let now = now_ms();
         r.status = status;
         r.active = false;
+        r.awaiting_approval = false;
         r.finished_ms = Some(now);
         r.reason = Some(reason.clone());
         let (weights, kind, what): (BTreeMap<String, u32>, _, _) = if status == Status::Promoted {

@@ -204,7 +204,11 @@ pub struct Figures {
 #[serde(deny_unknown_fields)]
 pub struct RolloutRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approve_before: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooldown: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,9 +218,13 @@ pub struct RolloutRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_error_rate_increase: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_p99_increase: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_requests: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_success_rate: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p99_tolerance: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,9 +234,23 @@ pub struct RolloutRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_duration: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub steps: Option<Vec<i64>>,
+    pub steps: Option<Vec<StepSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
+}
+
+/// One entry of a rollout's `steps`: a percent, `"pause"` (an approval
+/// before the next step), or `{"percent": 5, "duration": "10m"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StepSpec {
+    Percent(i64),
+    Word(String),
+    Timed {
+        percent: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -247,7 +269,8 @@ pub struct RolloutStatus {
     pub rollout: Rollout,
     /// The canary's share at the current step.
     pub percent: u32,
-    /// `running`, `paused`, `promoted` or `rolled_back`.
+    /// `running`, `paused`, `waiting_for_approval` (paused before a step
+    /// until an operator approves), `promoted` or `rolled_back`.
     pub state: String,
     /// 1-based.
     pub step_number: usize,

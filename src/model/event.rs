@@ -45,6 +45,9 @@ pub enum EventKind {
     RolloutPause,
     #[serde(rename = "rollout.resume")]
     RolloutResume,
+    /// A step passed and the next waits for an operator's approval.
+    #[serde(rename = "rollout.waiting_approval")]
+    RolloutApproval,
     #[serde(rename = "rollout.promoted")]
     RolloutPromoted,
     #[serde(rename = "rollout.rolled_back")]
@@ -78,6 +81,7 @@ impl EventKind {
             RolloutFailure => "rollout.failure",
             RolloutPause => "rollout.pause",
             RolloutResume => "rollout.resume",
+            RolloutApproval => "rollout.waiting_approval",
             RolloutPromoted => "rollout.promoted",
             RolloutRolledBack => "rollout.rolled_back",
             Unknown => "unknown",

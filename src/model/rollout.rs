@@ -11,6 +11,9 @@ use super::api::RolloutStatus;
 /// The format of a stored rollout record; bumped when its meaning changes.
 pub const ROLLOUT_FORMAT: u32 = 1;
 
+/// The `state` of a rollout held before a step until an operator approves.
+pub const WAITING_FOR_APPROVAL: &str = "waiting_for_approval";
+
 /// What a rollout does: steps and gates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -37,6 +40,48 @@ pub struct Plan {
     /// The preset the plan came from, if any.
     #[serde(default)]
     pub preset: Option<String>,
+    /// Per-step durations in ms (`None`: `step_duration`); empty for plans
+    /// stored before they existed.
+    #[serde(default)]
+    pub step_durations: Vec<Option<u64>>,
+    /// Step percents that wait for an operator's approval before they start.
+    #[serde(default)]
+    pub approve_before: Vec<u32>,
+    /// Confidence of the whole rollout's judgements: the chance that a canary
+    /// as good as the stable is rolled back stays under `1 - confidence`.
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+    /// Absolute gate: the canary's share of non-5xx answers.
+    #[serde(default)]
+    pub min_success_rate: Option<f64>,
+    /// Absolute gate: the canary's p99, in ms.
+    #[serde(default)]
+    pub max_p99_ms: Option<u64>,
+}
+
+pub fn default_confidence() -> f64 {
+    0.99
+}
+
+// === impl Plan ===
+
+impl Plan {
+    /// How long step `i` lasts.
+    pub fn duration_of(&self, i: usize) -> Duration {
+        self.step_durations
+            .get(i)
+            .copied()
+            .flatten()
+            .map(Duration::from_millis)
+            .unwrap_or(self.step_duration)
+    }
+
+    /// Whether step `i` waits for an approval before it starts.
+    pub fn needs_approval(&self, i: usize) -> bool {
+        self.steps
+            .get(i)
+            .is_some_and(|p| self.approve_before.contains(p))
+    }
 }
 
 pub fn default_tolerance() -> Duration {
@@ -98,6 +143,42 @@ pub struct Judgement {
     pub stable_p99: Option<f64>,
     pub max_error_rate_increase: f64,
     pub max_p99_increase: f64,
+    /// The window's number within its step (1-based; windows accumulate
+    /// until a step is decided).
+    #[serde(default)]
+    pub window: u32,
+    /// Confidence of the whole rollout ([`Plan::confidence`]).
+    #[serde(default)]
+    pub confidence: f64,
+    /// The tests behind the verdict (none when the window was too small).
+    #[serde(default)]
+    pub tests: Vec<TestResult>,
+}
+
+/// One statistical test of a judgement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestResult {
+    /// `error_rate`, `latency`, `min_success_rate` or `max_p99`.
+    pub test: String,
+    /// How: `newcombe` (difference of two proportions, Wilson score
+    /// bounds), `mann_whitney_u` (bucketed, ties corrected) or `binomial`.
+    pub method: String,
+    /// The test's z statistic (larger: stronger evidence against the canary).
+    pub statistic: f64,
+    /// One-sided p-value of "the canary is no worse than allowed".
+    pub p_value: f64,
+    /// The confidence this look needed to fail (`1 - alpha` of this test at
+    /// this look, after the rollout's alpha is split over tests and looks).
+    pub confidence: f64,
+    pub canary_n: u64,
+    /// 0 for the absolute gates.
+    pub stable_n: u64,
+    /// What was measured: the 5xx-rate difference, P(canary slower), the
+    /// success rate, or the share above `max_p99`.
+    pub estimate: f64,
+    /// The limit `estimate` was held against.
+    pub limit: f64,
+    pub outcome: Verdict,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,7 +186,11 @@ pub struct Judgement {
 pub enum Verdict {
     Pass,
     Fail,
+    /// Too few requests on a side to test anything.
     Wait,
+    /// Enough requests, but the canary looks worse than allowed without
+    /// significance: the window extends.
+    Inconclusive,
 }
 
 /// What an operator asks of a running rollout.
@@ -133,7 +218,11 @@ pub struct Rollout {
     pub step: usize,
     pub step_started_ms: u64,
     pub failures: u32,
+    /// Windows of the current step so far without a decision.
     pub waits: u32,
+    /// Of those, the looks: windows tested and found inconclusive.
+    #[serde(default)]
+    pub looks: u32,
     pub started_ms: u64,
     pub started_by: String,
     #[serde(default)]
@@ -147,6 +236,10 @@ pub struct Rollout {
     /// The last judgements, newest last (at most 20).
     #[serde(default)]
     pub history: Vec<Judgement>,
+    /// Held before `step` until an operator approves (`resume`); `status`
+    /// is `paused` meanwhile.
+    #[serde(default)]
+    pub awaiting_approval: bool,
     /// Bumped by every write; a write based on an older revision is refused,
     /// so the controller and admin calls never overwrite each other.
     #[serde(default)]
@@ -173,15 +266,20 @@ impl Rollout {
     /// Status for `GET /v1/pools/{pool}/rollout` and `ctl rollout status`, at `now_ms`.
     pub fn status_at(&self, now_ms: u64) -> RolloutStatus {
         let time_left_ms = if self.status == Status::Running {
-            (self.step_started_ms + self.plan.step_duration.as_millis() as u64)
+            (self.step_started_ms + self.plan.duration_of(self.step).as_millis() as u64)
                 .saturating_sub(now_ms)
         } else {
             0
         };
+        let state = if self.awaiting_approval && self.status == Status::Paused {
+            WAITING_FOR_APPROVAL
+        } else {
+            self.status.as_str()
+        };
         RolloutStatus {
             rollout: self.clone(),
             percent: self.percent(),
-            state: self.status.as_str().to_string(),
+            state: state.to_string(),
             step_number: self.step + 1,
             steps_total: self.plan.steps.len(),
             time_left_ms,

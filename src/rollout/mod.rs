@@ -4,10 +4,12 @@
 //!
 //! ```text
 //! start ─> smoke gate (canary backends answer the smoke path; optional webhook 2xx)
-//!       ─> for each step p < 100: weights canary=p stable=100-p; wait step_duration,
+//!       ─> for each step p < 100: (approval first if the plan asks for one)
+//!            weights canary=p stable=100-p; wait the step's duration,
 //!            sampling canary and stable over the same window; judge:
-//!              too few requests -> wait another window (max_waits, then a failure)
-//!              5xx-rate increase or p99 ratio over threshold -> failure
+//!              too few requests -> extend the window (12 windows, then a failure)
+//!              worse than allowed but not significant -> extend (passes at 5 looks)
+//!              significantly worse (5xx, latency, gates) -> failure
 //!              failures == failure_limit -> roll back
 //!       ─> step 100: canary=100 stable=0, then a watch window judged against the
 //!            stable's record up to the switch; pass -> promoted, fail -> roll back
@@ -33,5 +35,4 @@ pub mod judge;
 pub mod plan;
 pub mod run;
 
-/// Windows without enough requests before that counts as a failed judgement.
-pub const MAX_WAITS: u32 = 5;
+pub use judge::{MAX_LOOKS, MAX_WAITS};

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use crate::config::{check_steps, parse_duration, RolloutConfig, SmokeConfig};
-use crate::model::api::RolloutRequest;
+use crate::config::{
+    check_step_items, parse_duration, RolloutConfig, SmokeConfig, StepItem, StepList, CONFIDENCE,
+};
+use crate::model::api::{RolloutRequest, StepSpec};
 use crate::model::rollout::{default_status, Plan};
 use crate::model::AdminError;
 
@@ -15,7 +17,7 @@ fn bad(m: impl Into<String>) -> AdminError {
 /// The plan from the pool's `[rollout]` defaults, a preset and the request's
 /// overrides. Refuses anything that is not a sensible plan.
 pub fn plan_from(defaults: &RolloutConfig, req: &RolloutRequest) -> Result<Plan, AdminError> {
-    let (steps, preset) = steps_of(defaults, req)?;
+    let (list, preset) = steps_of(defaults, req)?;
     let step_duration = duration(
         req.step_duration.as_deref(),
         "step_duration",
@@ -29,8 +31,18 @@ pub fn plan_from(defaults: &RolloutConfig, req: &RolloutRequest) -> Result<Plan,
         Some("0") | Some("0s") => Duration::ZERO,
         other => duration(other, "p99_tolerance", defaults.p99_tolerance)?,
     };
+    let (confidence, min_success_rate, max_p99_ms) = gates(defaults, req)?;
     Ok(Plan {
-        steps,
+        steps: list.percents,
+        step_durations: list
+            .durations
+            .iter()
+            .map(|d| d.map(|d| d.as_millis() as u64))
+            .collect(),
+        approve_before: list.approve_before,
+        confidence,
+        min_success_rate,
+        max_p99_ms,
         step_duration,
         min_requests: req.min_requests.unwrap_or(defaults.min_requests),
         max_error_rate_increase: fraction(
@@ -60,27 +72,122 @@ pub fn plan_from(defaults: &RolloutConfig, req: &RolloutRequest) -> Result<Plan,
 }
 
 /// Steps from the defaults, a preset, or the request; 100 always ends them.
+/// Approvals come with the steps they were written in, plus
+/// `approve_before` (the request's, else the defaults').
 fn steps_of(
     defaults: &RolloutConfig,
     req: &RolloutRequest,
-) -> Result<(Vec<u32>, Option<String>), AdminError> {
-    let mut steps = defaults.steps.clone();
+) -> Result<(StepList, Option<String>), AdminError> {
+    let mut list = StepList {
+        percents: defaults.steps.clone(),
+        durations: defaults.step_durations.clone(),
+        approve_before: defaults.approve_before.clone(),
+    };
     let mut preset = None;
     if let Some(name) = &req.preset {
-        steps = preset_steps(name).ok_or_else(|| {
+        let percents = preset_steps(name).ok_or_else(|| {
             bad(format!(
                 "unknown preset {name:?} (canary-10, linear-10, all-at-once)"
             ))
         })?;
+        list = StepList {
+            durations: vec![None; percents.len()],
+            percents,
+            approve_before: Vec::new(),
+        };
         preset = Some(name.clone());
     }
-    if let Some(list) = &req.steps {
-        steps = check_steps(list).map_err(bad)?;
+    if let Some(specs) = &req.steps {
+        let items = specs.iter().map(step_item).collect::<Result<Vec<_>, _>>()?;
+        list = check_step_items(&items).map_err(bad)?;
     }
-    if steps.last() != Some(&100) {
-        steps.push(100);
+    if req.steps.is_some() || req.preset.is_some() {
+        // The defaults' approve_before still holds when its step is there.
+        for p in &defaults.approve_before {
+            if list.percents.contains(p) || *p == 100 {
+                list.approve_before.push(*p);
+            }
+        }
     }
-    Ok((steps, preset))
+    if let Some(p) = req.approve_before {
+        list.approve_before.push(p);
+    }
+    if list.percents.last() != Some(&100) {
+        list.percents.push(100);
+    }
+    list.durations.resize(list.percents.len(), None);
+    list.approve_before.sort_unstable();
+    list.approve_before.dedup();
+    for p in &list.approve_before {
+        if !list.percents.contains(p) {
+            return Err(bad(format!(
+                "approve_before {p} is not one of the steps {:?}",
+                list.percents
+            )));
+        }
+        if list.percents.first() == Some(p) {
+            return Err(bad(format!(
+                "approve_before {p} is the first step: start the rollout when it is approved"
+            )));
+        }
+    }
+    Ok((list, preset))
+}
+
+fn step_item(s: &StepSpec) -> Result<StepItem, AdminError> {
+    Ok(match s {
+        StepSpec::Percent(p) => StepItem::Percent(*p),
+        StepSpec::Word(w) if w.trim().eq_ignore_ascii_case("pause") => StepItem::Pause,
+        StepSpec::Word(w) => {
+            return Err(bad(format!(
+                "step {w:?} is neither a percentage nor \"pause\""
+            )))
+        }
+        StepSpec::Timed { percent, duration } => {
+            let d = match duration.as_deref() {
+                None => None,
+                Some(d) => Some(parse_duration(d).map_err(|e| bad(format!("step duration: {e}")))?),
+            };
+            if d.is_some_and(|d| d < Duration::from_millis(100)) {
+                return Err(bad("a step's duration must be at least 100ms"));
+            }
+            StepItem::Timed(*percent, d)
+        }
+    })
+}
+
+/// `confidence`, `min_success_rate` and `max_p99` (ms).
+fn gates(
+    defaults: &RolloutConfig,
+    req: &RolloutRequest,
+) -> Result<(f64, Option<f64>, Option<u64>), AdminError> {
+    let confidence = match req.confidence {
+        None => defaults.confidence,
+        Some(c) if CONFIDENCE.contains(&c) => c,
+        Some(_) => {
+            return Err(bad(
+                "confidence must be at least 0.5 and below 1 (e.g. 0.99)",
+            ))
+        }
+    };
+    let min_success_rate = match req.min_success_rate {
+        None => defaults.min_success_rate,
+        Some(x) if (0.0..=1.0).contains(&x) => Some(x),
+        Some(_) => return Err(bad("min_success_rate must be between 0 and 1 (e.g. 0.99)")),
+    };
+    let max_p99 = match req.max_p99.as_deref() {
+        None => defaults.max_p99,
+        Some(s) => match parse_duration(s) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => return Err(bad("max_p99 must be above zero")),
+            Err(e) => return Err(bad(format!("max_p99: {e}"))),
+        },
+    };
+    Ok((
+        confidence,
+        min_success_rate,
+        max_p99.map(|d| d.as_millis() as u64),
+    ))
 }
 
 type Gates = (Option<String>, (u16, u16), Option<String>);

@@ -10,12 +10,12 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::judge::judge;
+use super::judge::{judge, Judged};
 use super::MAX_WAITS;
 use crate::control::{now_ms, Control};
 use crate::events::{EventKind, NewEvent};
 use crate::metrics::{Sample, Window};
-use crate::model::rollout::{Judgement, Rollout, Status, Verdict};
+use crate::model::rollout::{Judgement, Rollout, Status, TestResult, Verdict};
 use crate::model::AdminError;
 
 /// How often a running rollout checks the canary's health.
@@ -120,8 +120,13 @@ async fn run(c: Arc<Control>, pool: String, wake: Arc<Notify>) {
         return;
     }
     let mut applied_step = None;
-    while let Flow::Again = turn(&c, &pool, &wake, &mut applied_step).await {}
+    let mut window = None;
+    while let Flow::Again = turn(&c, &pool, &wake, &mut applied_step, &mut window).await {}
 }
+
+/// Where the step's window began: the canary's and the stable's samples.
+/// Windows of one step accumulate until the step is decided.
+type WindowStart = (usize, Sample, Sample);
 
 /// A fresh rollout passes the smoke gate before any traffic moves. False
 /// when it failed and the rollout was rolled back.
@@ -148,6 +153,7 @@ async fn turn(
     pool: &str,
     wake: &Notify,
     applied_step: &mut Option<usize>,
+    window: &mut Option<WindowStart>,
 ) -> Flow {
     let Some(mut r) = c.rollout(pool) else {
         return Flow::Done;
@@ -160,6 +166,7 @@ async fn turn(
         c.set_rollout_gauges(&r);
         wake.notified().await;
         *applied_step = None;
+        *window = None;
         return Flow::Again;
     }
     let versions = c.pool_weights(pool).unwrap_or_default();
@@ -188,12 +195,16 @@ async fn turn(
             }
         }
         *applied_step = Some(r.step);
+        *window = None;
         c.set_rollout_gauges(&r);
     }
-    let start = (
-        c.metrics.sample(pool, &r.canary),
-        c.metrics.sample(pool, &r.stable),
-    );
+    let start = match window.take() {
+        Some((step, a, b)) if step == r.step => (a, b),
+        _ => (
+            c.metrics.sample(pool, &r.canary),
+            c.metrics.sample(pool, &r.stable),
+        ),
+    };
     if let Some(flow) = wait_window(c, &mut r, wake).await {
         return flow;
     }
@@ -204,14 +215,16 @@ async fn turn(
         return Flow::Again;
     }
     let applied = *applied_step;
+    let step = fresh.step;
     let judged = off(c, move |c| {
         let mut applied = applied;
-        let flow = judge_window(c, fresh, start, &mut applied);
-        (flow, applied)
+        let (flow, extend) = judge_window(c, fresh, &start, &mut applied);
+        (flow, applied, extend.then_some((step, start.0, start.1)))
     });
     match judged.await {
-        Some((flow, applied)) => {
+        Some((flow, applied, extend)) => {
             *applied_step = applied;
+            *window = extend;
             flow
         }
         None => Flow::Done,
@@ -231,7 +244,7 @@ async fn off<T: Send + 'static>(
 /// Waits out the step's window, watching the canary's health and admin
 /// calls. `None` when the window ran its course.
 async fn wait_window(c: &Arc<Control>, r: &mut Rollout, wake: &Notify) -> Option<Flow> {
-    let end_at = tokio::time::Instant::now() + r.plan.step_duration;
+    let end_at = tokio::time::Instant::now() + r.plan.duration_of(r.step);
     loop {
         if canary_alive(c, r) == Some(false) {
             let why = format!("every backend of {} is down", r.canary);
@@ -265,15 +278,16 @@ fn end_now(c: &Control, r: &mut Rollout, status: Status, why: String) -> Flow {
     }
 }
 
-/// Judges the window that just ended and stores the outcome: wait, fail
-/// (maybe roll back), or pass (next step, or promote). Blocking (it writes
+/// Judges the step's window so far and stores the outcome: wait or
+/// inconclusive (the window extends: true in the answer), fail (maybe roll
+/// back), or pass (next step, an approval, or promote). Blocking (it writes
 /// the store): runs on the blocking pool.
 fn judge_window(
     c: &Control,
     mut r: Rollout,
-    start: (Sample, Sample),
+    start: &(Sample, Sample),
     applied_step: &mut Option<usize>,
-) -> Flow {
+) -> (Flow, bool) {
     let pool = r.pool.clone();
     let at_full = r.percent() >= 100;
     let canary_w = Window::between(&start.0, &c.metrics.sample(&pool, &r.canary));
@@ -284,22 +298,11 @@ fn judge_window(
     } else {
         Window::between(&start.1, &c.metrics.sample(&pool, &r.stable))
     };
-    let (verdict, reason, [ce, se, cp, sp]) = judge(&canary_w, &stable_w, &r.plan);
-    let j = Judgement {
-        step: r.step,
-        percent: r.percent(),
-        at_ms: now_ms(),
-        verdict,
-        reason: reason.clone(),
-        canary_requests: canary_w.requests,
-        stable_requests: stable_w.requests,
-        canary_error_rate: ce,
-        stable_error_rate: se,
-        canary_p99: cp,
-        stable_p99: sp,
-        max_error_rate_increase: r.plan.max_error_rate_increase,
-        max_p99_increase: r.plan.max_p99_increase,
-    };
+    let window = r.waits + 1;
+    let judged = judge(&canary_w, &stable_w, &r.plan, r.looks + 1);
+    let verdict = judged.verdict;
+    let reason = judged.reason.clone();
+    let j = judgement(&r, &canary_w, &stable_w, judged, window);
     let mut events = vec![judgement_event(&r, &j)];
     r.last = Some(j.clone());
     r.history.push(j);
@@ -307,12 +310,17 @@ fn judge_window(
         r.history.remove(0);
     }
     let mut next_weights = None;
+    let mut extend = false;
     match verdict {
-        Verdict::Wait => {
+        Verdict::Wait | Verdict::Inconclusive => {
             r.waits += 1;
-            if r.waits >= MAX_WAITS {
+            r.looks += u32::from(verdict == Verdict::Inconclusive);
+            extend = true;
+            if verdict == Verdict::Wait && r.waits >= MAX_WAITS {
                 r.waits = 0;
+                r.looks = 0;
                 r.failures += 1;
+                extend = false;
                 let what = format!(
                     "{MAX_WAITS} windows without enough traffic count as a failed judgement"
                 );
@@ -322,29 +330,41 @@ fn judge_window(
         Verdict::Fail => {
             r.failures += 1;
             r.waits = 0;
+            r.looks = 0;
         }
         Verdict::Pass => {
             r.waits = 0;
+            r.looks = 0;
             if at_full || r.step + 1 >= r.plan.steps.len() {
                 if c.save_rollout(&mut r, None, events).is_err() {
-                    return Flow::Again;
+                    return (Flow::Again, false);
                 }
-                return end_now(c, &mut r, Status::Promoted, "every step passed".into());
+                return (
+                    end_now(c, &mut r, Status::Promoted, "every step passed".into()),
+                    false,
+                );
             }
-            // The next step and its weights go in one write, so the stored
-            // step always matches the weights in force.
-            r.step += 1;
-            r.step_started_ms = now_ms();
-            events.push(step_event(&r));
-            next_weights = Some(r.step_weights());
+            if r.plan.needs_approval(r.step + 1) {
+                // Hold here (weights unchanged) until an operator approves.
+                r.status = Status::Paused;
+                r.awaiting_approval = true;
+                events.push(approval_event(&r));
+            } else {
+                // The next step and its weights go in one write, so the
+                // stored step always matches the weights in force.
+                r.step += 1;
+                r.step_started_ms = now_ms();
+                events.push(step_event(&r));
+                next_weights = Some(r.step_weights());
+            }
         }
     }
     if r.failures >= r.plan.failure_limit {
         if c.save_rollout(&mut r, None, events).is_err() {
-            return Flow::Again;
+            return (Flow::Again, false);
         }
         let why = format!("{} failed judgement(s): {reason}", r.failures);
-        return end_now(c, &mut r, Status::RolledBack, why);
+        return (end_now(c, &mut r, Status::RolledBack, why), false);
     }
     if verdict != Verdict::Pass {
         r.step_started_ms = now_ms();
@@ -354,12 +374,38 @@ fn judge_window(
             *applied_step = Some(r.step);
             c.set_rollout_gauges(&r);
         }
-        Ok(()) => {}
+        Ok(()) => c.set_rollout_gauges(&r),
         // Most likely an admin call (pause, abort) landed meanwhile: the
         // next turn reads it. The judgement of this window is dropped.
-        Err(e) => tracing::info!(%pool, error = %e, "rollout judgement not stored"),
+        Err(e) => {
+            tracing::info!(%pool, error = %e, "rollout judgement not stored");
+            extend = false;
+        }
     }
-    Flow::Again
+    (Flow::Again, extend)
+}
+
+/// The stored record of one judgement.
+fn judgement(r: &Rollout, canary: &Window, stable: &Window, j: Judged, window: u32) -> Judgement {
+    let [ce, se, cp, sp] = j.numbers;
+    Judgement {
+        step: r.step,
+        percent: r.percent(),
+        at_ms: now_ms(),
+        verdict: j.verdict,
+        reason: j.reason,
+        canary_requests: canary.requests,
+        stable_requests: stable.requests,
+        canary_error_rate: ce,
+        stable_error_rate: se,
+        canary_p99: cp,
+        stable_p99: sp,
+        max_error_rate_increase: r.plan.max_error_rate_increase,
+        max_p99_increase: r.plan.max_p99_increase,
+        window,
+        confidence: r.plan.confidence,
+        tests: j.tests,
+    }
 }
 
 /// Whether the canary version still has an available backend.
@@ -374,10 +420,11 @@ fn canary_alive(c: &Control, r: &Rollout) -> Option<bool> {
 
 fn judgement_event(r: &Rollout, j: &Judgement) -> NewEvent {
     let what = format!(
-        "step {}/{} ({}%): {:?}: {} [canary {} req, 5xx {}, p99 {}; stable {} req, 5xx {}, p99 {}; limits +{:.2} pts, +{:.0}% p99]",
+        "step {}/{} ({}%) window {}: {:?}: {} [canary {} req, 5xx {}, p99 {}; stable {} req, 5xx {}, p99 {}; limits +{:.2} pts, +{:.0}% p99]{}",
         r.step + 1,
         r.plan.steps.len(),
         r.percent(),
+        j.window,
         j.verdict,
         j.reason,
         j.canary_requests,
@@ -387,10 +434,47 @@ fn judgement_event(r: &Rollout, j: &Judgement) -> NewEvent {
         pct(j.stable_error_rate),
         ms_str(j.stable_p99),
         r.plan.max_error_rate_increase * 100.0,
-        r.plan.max_p99_increase * 100.0
+        r.plan.max_p99_increase * 100.0,
+        tests_str(&j.tests)
     );
     let after = serde_json::to_value(j).unwrap_or(Value::Null);
     event(EventKind::RolloutJudgement, &r.pool, what, after)
+}
+
+/// The tests of a judgement, one clause each.
+pub fn tests_str(tests: &[TestResult]) -> String {
+    tests
+        .iter()
+        .map(|t| {
+            format!(
+                " {} ({}): z {:.2}, p {:.2e}, fails below {:.2e}; n {}/{}",
+                t.test,
+                t.method,
+                t.statistic,
+                t.p_value,
+                1.0 - t.confidence,
+                t.canary_n,
+                t.stable_n
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// The audit event of holding before the next step for an approval.
+fn approval_event(r: &Rollout) -> NewEvent {
+    let next = r.plan.steps.get(r.step + 1).copied().unwrap_or(100);
+    let what = format!(
+        "step {}/{} passed; waiting for approval before step {}/{} ({} at {next}%): `ctl rollout resume {}` approves, `abort` rolls back",
+        r.step + 1,
+        r.plan.steps.len(),
+        r.step + 2,
+        r.plan.steps.len(),
+        r.canary,
+        r.pool
+    );
+    let after = json!({ "step": r.step + 2, "percent": next });
+    event(EventKind::RolloutApproval, &r.pool, what, after)
 }
 
 /// The audit event of entering `r.step`.

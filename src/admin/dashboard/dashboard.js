@@ -596,7 +596,7 @@
     let up = 0;
     let total = 0;
     let rps = 0;
-    const active = rollout && (rollout.state === 'running' || rollout.state === 'paused') ? rollout : null;
+    const active = rollout && (rollout.state === 'running' || isHeld(rollout.state)) ? rollout : null;
     const segs = [];
     const legend = [];
     const changedElsewhere = [];
@@ -686,7 +686,7 @@
 
   function updateRollout(card, rollout, pool) {
     const r = card.rollout;
-    const active = rollout && (rollout.state === 'running' || rollout.state === 'paused');
+    const active = rollout && (rollout.state === 'running' || isHeld(rollout.state));
     r.active.hidden = !active;
     r.form.hidden = Boolean(active);
     r.data = rollout;
@@ -715,7 +715,8 @@
         );
       }
       r.pause.hidden = rollout.state !== 'running';
-      r.resume.hidden = rollout.state !== 'paused';
+      r.resume.hidden = !isHeld(rollout.state);
+      setText(r.resume, rollout.state === 'waiting_for_approval' ? 'Approve' : 'Resume');
       const last = rollout.last;
       setText(
         r.last,
@@ -766,9 +767,15 @@
     }
   }
 
+  // Paused by an operator, or held before a step until approved.
+  function isHeld(state) {
+    return state === 'paused' || state === 'waiting_for_approval';
+  }
+
   function tickCountdown(r) {
     if (!r.data) return;
-    if (r.data.state === 'paused') setText(r.next, 'paused');
+    if (r.data.state === 'waiting_for_approval') setText(r.next, 'waiting for approval');
+    else if (r.data.state === 'paused') setText(r.next, 'paused');
     else if (r.deadline !== null && r.deadline !== undefined) setText(r.next, fmtLeft(r.deadline - performance.now()));
   }
   setInterval(() => cards.forEach((c) => c.rollout && c.rollout.data && tickCountdown(c.rollout)), 200);
@@ -793,7 +800,7 @@
 
   function activeRolloutNote(card) {
     const d = card.rollout.data;
-    return d && (d.state === 'running' || d.state === 'paused')
+    return d && (d.state === 'running' || isHeld(d.state))
       ? ' A rollout of ' + d.canary + ' is ' + d.state + ' here: it sets weights at its next step.'
       : '';
   }
@@ -853,7 +860,10 @@
     const where = d.canary + ' in ' + card.name;
     const q = {
       pause: { title: 'Pause the rollout of ' + where + '?', body: 'It holds at step ' + d.step_number + '/' + d.steps_total + ' (' + d.percent + ' %) until you resume it.', ok: 'Pause' },
-      resume: { title: 'Resume the rollout of ' + where + '?', body: 'The current step starts a fresh window before it is judged.', ok: 'Resume' },
+      resume:
+        d.state === 'waiting_for_approval'
+          ? { title: 'Approve the next step of ' + where + '?', body: 'Step ' + (d.step_number + 1) + '/' + d.steps_total + ' starts: ' + d.canary + ' gets ' + d.plan.steps[d.step + 1] + ' %.', ok: 'Approve' }
+          : { title: 'Resume the rollout of ' + where + '?', body: 'The current step starts a fresh window before it is judged.', ok: 'Resume' },
       promote: { title: 'Promote ' + where + ' now?', body: d.canary + ' gets all the traffic (100) and ' + d.stable + ' 0, without waiting for the remaining steps.', ok: 'Promote', danger: true },
       abort: { title: 'Abort and roll back ' + where + '?', body: d.canary + ' goes to 0 and ' + d.stable + ' gets all the traffic at once.', ok: 'Abort and roll back', danger: true },
     }[what];
