@@ -220,12 +220,14 @@ pub fn render_state(s: &StateView) -> String {
                 .backends
                 .iter()
                 .map(|b| {
-                    let st = if b.available {
-                        "up"
-                    } else if b.ejected {
+                    let st = if b.ejected {
                         "ejected"
-                    } else {
+                    } else if !b.available {
                         "down"
+                    } else if b.health == "unknown" {
+                        "unknown"
+                    } else {
+                        "up"
                     };
                     format!("{} {st}", b.addr)
                 })
@@ -423,7 +425,8 @@ mod tests {
         let s: StateView = serde_json::from_value(json!({"listeners": {"http": "127.0.0.1:80"}, "routes": [{"host": "a.test", "pool": "app", "tls": "none", "preview": false}],
             "last_event": 0, "state_store": "memory", "version": "x", "config": null,
             "pools": {"app": {"versions": {"blue": {"weight": 100, "effective_weight": 100, "share_percent": 100.0, "in_flight": 0,
-            "backends": [{"addr": "127.0.0.1:1", "available": true, "ejected": false, "healthy": true, "in_flight": 0}]}}}}})).unwrap();
+            "backends": [{"addr": "127.0.0.1:1", "available": true, "ejected": false, "health": "up", "healthy": true, "in_flight": 0},
+                {"addr": "127.0.0.1:2", "available": true, "ejected": false, "health": "unknown", "healthy": null, "in_flight": 0}]}}}}})).unwrap();
         let out = render_state(&s);
         assert!(out.contains("a.test"));
         let s: StateView = serde_json::from_value(json!({"last_event": 0, "state_store": "memory", "version": "x", "config": null,
@@ -437,5 +440,6 @@ mod tests {
         );
         assert!(certs.contains("last error: connection refused"), "{certs}");
         assert!(out.contains("127.0.0.1:1 up"));
+        assert!(out.contains("127.0.0.1:2 unknown"), "{out}");
     }
 }
