@@ -574,7 +574,10 @@ backends = ["127.0.0.1:5"]
             pool.pick(Some(b"nope"), false, None),
             Pick::UnknownPin
         ));
-        assert!(matches!(pool.pick(Some(b""), false, None), Pick::UnknownPin));
+        assert!(matches!(
+            pool.pick(Some(b""), false, None),
+            Pick::UnknownPin
+        ));
     }
 
     #[test]

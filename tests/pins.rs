@@ -80,7 +80,10 @@ async fn a_pin_or_preview_of_a_version_that_is_not_listening_is_503_naming_it() 
     for _ in 0..3 {
         for a in smoke_green(&mut c).await {
             assert_eq!(a.status, 503, "{a:?}");
-            assert!(a.body.contains("green"), "the body names the version: {a:?}");
+            assert!(
+                a.body.contains("green"),
+                "the body names the version: {a:?}"
+            );
             assert_eq!(a.served_by(), "", "no version answered: {a:?}");
         }
     }
@@ -122,7 +125,9 @@ async fn a_pin_of_a_version_its_probes_found_down_is_503_and_of_a_live_one_200()
     for a in smoke_green(&mut c).await {
         assert_eq!((a.status.as_u16(), a.served_by()), (200, "green"), "{a:?}");
     }
-    green.healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+    green
+        .healthy
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     assert!(
         eventually(DEADLINE, || async {
             let b = backend(&p.state().await, "green");

@@ -650,12 +650,7 @@ async fn serve<'t>(
             None => return Err(version_down(pool, v)),
         },
         Pick::NamedDown(v) => return Err(version_down(pool, v)),
-        Pick::UnknownPin => {
-            return Err(ProxyError::UnknownVersion {
-                pool: pool.name.clone(),
-                version: pin_name(pinned.unwrap_or_default()),
-            })
-        }
+        Pick::UnknownPin => return Err(unknown_pin(pool, pinned)),
         Pick::NoPreview => return Err(ProxyError::NoPreview(pool.name.clone())),
         Pick::AllDown => fallback(pool)?,
     };
@@ -670,7 +665,8 @@ async fn serve<'t>(
         strict,
     };
     let sent = (req, upgrade, forwarded);
-    let (mut resp, vidx) = forward(&px.control, table, route, chosen, sent, &mut at.version).await?;
+    let (mut resp, vidx) =
+        forward(&px.control, table, route, chosen, sent, &mut at.version).await?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -718,10 +714,14 @@ fn version_down(pool: &Pool, v: &Version) -> ProxyError {
     }
 }
 
-/// A pinned name as the answer quotes it: at most 64 bytes, lossy UTF-8
-/// (the `{:?}` of the message escapes the rest).
-fn pin_name(raw: &[u8]) -> Box<str> {
-    String::from_utf8_lossy(&raw[..raw.len().min(64)]).into()
+/// A pin naming no version: the answer quotes at most 64 bytes of it, lossy
+/// UTF-8 (the `{:?}` of the message escapes the rest).
+fn unknown_pin(pool: &Pool, pinned: Option<&[u8]>) -> ProxyError {
+    let raw = pinned.unwrap_or_default();
+    ProxyError::UnknownVersion {
+        pool: pool.name.clone(),
+        version: String::from_utf8_lossy(&raw[..raw.len().min(64)]).into(),
+    }
 }
 
 /// The version and backend a request goes to first.
