@@ -138,7 +138,10 @@ fn validate_one(c: &mut Checker<'_>, n: &NotifyFile, base: &Path) -> Option<Noti
             NotifyFormat::Json
         }
     };
-    let ca_file = n.ca_file.as_ref().map(|p| super::validate::resolve(base, p.get_ref()));
+    let ca_file = n
+        .ca_file
+        .as_ref()
+        .map(|p| super::validate::resolve(base, p.get_ref()));
     ok_url.then(|| NotifyConfig {
         url: url.clone(),
         events,

@@ -123,10 +123,16 @@ mod tests {
         let v: Value = serde_json::from_slice(&body(NotifyFormat::Json, &e)).unwrap();
         assert_eq!(v["event"]["kind"], "rollout.rolled_back");
         assert_eq!(v["event"]["seq"], 7);
-        assert!(v["text"].as_str().unwrap().starts_with("[app] rollout.rolled_back: "));
+        assert!(v["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[app] rollout.rolled_back: "));
         let v: Value = serde_json::from_slice(&body(NotifyFormat::Slack, &e)).unwrap();
         let text = v["text"].as_str().unwrap();
-        assert!(text.starts_with(":rotating_light: *switchyard* pool `app`"), "{text}");
+        assert!(
+            text.starts_with(":rotating_light: *switchyard* pool `app`"),
+            "{text}"
+        );
         assert!(text.contains("&lt;a &amp; b&gt;"), "{text}");
         assert_eq!(v.as_object().unwrap().len(), 1);
     }

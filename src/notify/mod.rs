@@ -111,7 +111,13 @@ async fn dispatch(
                     e.kind,
                     t.target()
                 );
-                record(&c, &e, EventKind::NotifyFailed, what, json!({"target": t.target(), "event": e.seq, "dropped": true}));
+                record(
+                    &c,
+                    &e,
+                    EventKind::NotifyFailed,
+                    what,
+                    json!({"target": t.target(), "event": e.seq, "dropped": true}),
+                );
             }
         }
     }
