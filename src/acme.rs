@@ -46,8 +46,6 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
     HttpClient, Identifier, NewAccount, NewOrder, Order, OrderStatus, RetryPolicy,
 };
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -329,31 +327,11 @@ struct CaClient {
 
 impl CaClient {
     fn new(ca_file: Option<&Path>) -> Result<CaClient, AcmeError> {
-        let mut extra = Vec::new();
-        if let Some(p) = ca_file {
-            let iter = CertificateDer::pem_file_iter(p)
-                .map_err(|e| AcmeError::Client(format!("ca_file {}: {e}", p.display())))?;
-            for c in iter {
-                extra.push(
-                    c.map_err(|e| AcmeError::Client(format!("ca_file {}: {e}", p.display())))?,
-                );
-            }
-            if extra.is_empty() {
-                return Err(AcmeError::Client(format!(
-                    "ca_file {} holds no certificate",
-                    p.display()
-                )));
-            }
-        }
-        let verifier =
-            rustls_platform_verifier::Verifier::new_with_extra_roots(extra, tls::provider())
-                .map_err(|e| AcmeError::Client(e.to_string()))?;
-        let config = rustls::ClientConfig::builder_with_provider(tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| AcmeError::Client(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+        let extra = match ca_file {
+            Some(p) => tls::read_roots(p).map_err(AcmeError::Client)?,
+            None => Vec::new(),
+        };
+        let config = tls::client_config(extra).map_err(AcmeError::Client)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_only()

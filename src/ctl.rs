@@ -18,7 +18,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::net::UnixStream;
 
-use crate::model::api::{EventsReply, RolloutStatus, StateView, WeightsReply};
+use std::time::Duration;
+
+use crate::model::api::{EventsReply, RolloutRequest, RolloutStatus, StateView, WeightsReply};
 
 /// Why a ctl call failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,17 @@ pub enum CtlError {
     /// The answer is not what the API documents (another version of switchyard?).
     #[error("admin socket {0}: unexpected answer: {1}")]
     Shape(PathBuf, String),
+    /// `--wait`: the rollout ended without promoting (rolled back, gone, or
+    /// replaced); `body` is its last status.
+    #[error("{message}")]
+    RolledBack { message: String, body: Value },
+    /// `--wait`: the proxy could not be reached for longer than allowed.
+    #[error("could not reach the admin socket {path} for {waited:?} (last error: {last})")]
+    Unreachable {
+        path: PathBuf,
+        waited: std::time::Duration,
+        last: String,
+    },
 }
 
 /// A 2xx answer: the JSON as sent (for `--json`) and read into its model.
@@ -220,12 +233,14 @@ pub fn render_state(s: &StateView) -> String {
                 .backends
                 .iter()
                 .map(|b| {
-                    let st = if b.available {
-                        "up"
-                    } else if b.ejected {
+                    let st = if b.ejected {
                         "ejected"
-                    } else {
+                    } else if !b.available {
                         "down"
+                    } else if b.health == "unknown" {
+                        "unknown"
+                    } else {
+                        "up"
                     };
                     format!("{} {st}", b.addr)
                 })
@@ -408,48 +423,221 @@ fn estimate_name(test: &str) -> &'static str {
     }
 }
 
-/// `rollout start --wait`: a live one-line progress on stderr until the
-/// rollout ends; Ok when promoted, an error when rolled back.
-pub async fn follow_rollout(socket: &Path, pool: &str) -> Result<String, CtlError> {
-    use std::io::Write as _;
-    let path = format!("/v1/pools/{pool}/rollout");
+/// How long a `--wait` keeps retrying a proxy it cannot reach (a restart,
+/// a socket not there yet) before giving up with exit code 3.
+pub const DEFAULT_UNREACHABLE: Duration = Duration::from_secs(60);
+/// Longest wait for one answer while following: a proxy that accepts but
+/// does not answer counts as unreachable.
+const CALL_LIMIT: Duration = Duration::from_secs(10);
+/// Between two looks at a rollout, and between two tries of the socket.
+const POLL: Duration = Duration::from_millis(500);
+
+/// What `--wait` follows: the rollout of `pool` that started at
+/// `started_ms` (another one replacing it is not ours).
+#[derive(Debug, Clone)]
+pub struct Followed {
+    pub pool: String,
+    pub started_ms: Option<u64>,
+}
+
+/// Whether an error says the proxy could not be reached (as opposed to an
+/// answer): worth retrying while it restarts.
+fn is_unreachable(e: &CtlError) -> bool {
+    matches!(e, CtlError::Connect { .. } | CtlError::Http(..))
+}
+
+/// One call, bounded by [`CALL_LIMIT`]: a proxy that never answers is a
+/// transport error like a closed socket.
+async fn call_bounded<T: DeserializeOwned>(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<&(impl Serialize + ?Sized)>,
+) -> Result<Answer<T>, CtlError> {
+    match tokio::time::timeout(CALL_LIMIT, call(socket, method, path, body)).await {
+        Ok(r) => r,
+        Err(_) => Err(CtlError::Http(
+            socket.to_owned(),
+            format!("no answer within {CALL_LIMIT:?}"),
+        )),
+    }
+}
+
+/// Retries `GET path` while the proxy cannot be reached, for at most
+/// `patience` since `last_ok` (the last answer); then [`CtlError::Unreachable`].
+async fn get_patiently<T: DeserializeOwned>(
+    socket: &Path,
+    path: &str,
+    patience: Duration,
+    last_ok: &mut std::time::Instant,
+) -> Result<Answer<T>, CtlError> {
+    let mut said = false;
     loop {
-        let a: Answer<RolloutStatus> = call(socket, Method::GET, &path, None::<&Value>).await?;
+        match call_bounded(socket, Method::GET, path, None::<&Value>).await {
+            Ok(a) => {
+                *last_ok = std::time::Instant::now();
+                return Ok(a);
+            }
+            Err(e) if is_unreachable(&e) => {
+                if last_ok.elapsed() >= patience {
+                    return Err(CtlError::Unreachable {
+                        path: socket.to_owned(),
+                        waited: patience,
+                        last: e.to_string(),
+                    });
+                }
+                if !said {
+                    eprintln!("\nswitchyard ctl: {e}; retrying for up to {patience:?}");
+                    said = true;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `rollout start --wait`: starts the rollout and follows it. A refusal is
+/// returned as the API's error (exit 2); a proxy that cannot be reached is
+/// retried for `patience` (exit 3 past it). When the start request was
+/// sent but its answer lost (the proxy died meanwhile), the stored rollout
+/// tells whether it started: ours is followed, otherwise it is sent again.
+pub async fn start_and_follow(
+    socket: &Path,
+    pool: &str,
+    body: &RolloutRequest,
+    patience: Duration,
+) -> Result<Answer<RolloutStatus>, CtlError> {
+    let path = format!("/v1/pools/{pool}/rollout");
+    let asked_ms = crate::control::now_ms();
+    let mut last_ok = std::time::Instant::now();
+    loop {
+        let err = match call_bounded::<RolloutStatus>(socket, Method::POST, &path, Some(body)).await
+        {
+            Ok(a) => {
+                let followed = Followed {
+                    pool: pool.to_string(),
+                    started_ms: Some(a.typed.rollout.started_ms),
+                };
+                return follow_rollout(socket, &followed, patience).await;
+            }
+            Err(e) if is_unreachable(&e) => e,
+            Err(e) => return Err(e),
+        };
+        if let CtlError::Http(..) = err {
+            // Sent, answer lost: did it start?
+            let a: Answer<RolloutStatus> =
+                match get_patiently(socket, &path, patience, &mut last_ok).await {
+                    Ok(a) => a,
+                    Err(CtlError::Api { status, .. }) if status == StatusCode::NOT_FOUND => {
+                        continue
+                    }
+                    Err(e) => return Err(e),
+                };
+            let r = &a.typed.rollout;
+            if Some(&r.canary) == body.canary.as_ref() && r.started_ms + 2_000 >= asked_ms {
+                let followed = Followed {
+                    pool: pool.to_string(),
+                    started_ms: Some(r.started_ms),
+                };
+                return follow_rollout(socket, &followed, patience).await;
+            }
+            continue;
+        }
+        if last_ok.elapsed() >= patience {
+            return Err(CtlError::Unreachable {
+                path: socket.to_owned(),
+                waited: patience,
+                last: err.to_string(),
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Follows a rollout to its end with a live one-line progress on stderr,
+/// through restarts of the proxy (retrying the socket for `patience` since
+/// the last answer). `Ok` when promoted; [`CtlError::RolledBack`] when
+/// rolled back, or when the rollout followed is gone or was replaced.
+pub async fn follow_rollout(
+    socket: &Path,
+    followed: &Followed,
+    patience: Duration,
+) -> Result<Answer<RolloutStatus>, CtlError> {
+    use std::io::Write as _;
+    let pool = &followed.pool;
+    let path = format!("/v1/pools/{pool}/rollout");
+    let mut last_ok = std::time::Instant::now();
+    let mut started = followed.started_ms;
+    loop {
+        let a: Answer<RolloutStatus> =
+            match get_patiently(socket, &path, patience, &mut last_ok).await {
+                Ok(a) => a,
+                Err(CtlError::Api { status, body, .. }) if status == StatusCode::NOT_FOUND => {
+                    return Err(CtlError::RolledBack {
+                        message: format!("the rollout of pool {pool} is gone"),
+                        body,
+                    })
+                }
+                Err(e) => return Err(e),
+            };
         let v = &a.typed;
-        let last = v
-            .rollout
-            .last
-            .as_ref()
-            .and_then(|j| serde_json::to_value(j.verdict).ok())
-            .and_then(|x| x.as_str().map(str::to_string))
-            .unwrap_or_else(|| "-".into());
-        let line = format!(
-            "\r{pool}: {} {} step {}/{} {}% next judgement {:.0}s last {last}   ",
-            v.rollout.canary,
-            v.state,
-            v.step_number,
-            v.steps_total,
-            v.percent,
-            v.time_left_ms as f64 / 1000.0
-        );
+        if *started.get_or_insert(v.rollout.started_ms) != v.rollout.started_ms {
+            return Err(CtlError::RolledBack {
+                message: format!(
+                    "the rollout followed was replaced by a rollout of {} started by {}",
+                    v.rollout.canary, v.rollout.started_by
+                ),
+                body: a.json,
+            });
+        }
         let mut err = std::io::stderr();
-        let _ = err.write_all(line.as_bytes());
+        let _ = err.write_all(progress_line(pool, v).as_bytes());
         let _ = err.flush();
         match v.state.as_str() {
             "promoted" => {
                 let _ = writeln!(err);
-                return Ok(render_rollout(v));
+                return Ok(a);
             }
             "rolled_back" => {
                 let _ = writeln!(err);
-                return Err(CtlError::Api {
-                    status: StatusCode::CONFLICT,
+                return Err(CtlError::RolledBack {
                     message: format!("rolled back: {}", v.rollout.reason.as_deref().unwrap_or("")),
                     body: a.json,
                 });
             }
-            _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            _ => tokio::time::sleep(POLL).await,
         }
+    }
+}
+
+fn progress_line(pool: &str, v: &RolloutStatus) -> String {
+    let last = v
+        .rollout
+        .last
+        .as_ref()
+        .and_then(|j| serde_json::to_value(j.verdict).ok())
+        .and_then(|x| x.as_str().map(str::to_string))
+        .unwrap_or_else(|| "-".into());
+    format!(
+        "\r{pool}: {} {} step {}/{} {}% next judgement {:.0}s last {last}   ",
+        v.rollout.canary,
+        v.state,
+        v.step_number,
+        v.steps_total,
+        v.percent,
+        v.time_left_ms as f64 / 1000.0
+    )
+}
+
+/// The exit code of a failed ctl call (documented in README and `ctl
+/// --help`): 1 rolled back, 2 refused or bad input (nothing changed), 3 the
+/// proxy could not be reached.
+pub fn exit_code(e: &CtlError) -> u8 {
+    match e {
+        CtlError::RolledBack { .. } => 1,
+        CtlError::Api { .. } | CtlError::Usage(_) | CtlError::Shape(..) => 2,
+        CtlError::Connect { .. } | CtlError::Http(..) | CtlError::Unreachable { .. } => 3,
     }
 }
 
@@ -491,7 +679,8 @@ mod tests {
         let s: StateView = serde_json::from_value(json!({"listeners": {"http": "127.0.0.1:80"}, "routes": [{"host": "a.test", "pool": "app", "tls": "none", "preview": false}],
             "last_event": 0, "state_store": "memory", "version": "x", "config": null,
             "pools": {"app": {"versions": {"blue": {"weight": 100, "effective_weight": 100, "share_percent": 100.0, "in_flight": 0,
-            "backends": [{"addr": "127.0.0.1:1", "available": true, "ejected": false, "healthy": true, "in_flight": 0}]}}}}})).unwrap();
+            "backends": [{"addr": "127.0.0.1:1", "available": true, "ejected": false, "health": "up", "healthy": true, "in_flight": 0},
+                {"addr": "127.0.0.1:2", "available": true, "ejected": false, "health": "unknown", "healthy": null, "in_flight": 0}]}}}}})).unwrap();
         let out = render_state(&s);
         assert!(out.contains("a.test"));
         let s: StateView = serde_json::from_value(json!({"last_event": 0, "state_store": "memory", "version": "x", "config": null,
@@ -505,5 +694,6 @@ mod tests {
         );
         assert!(certs.contains("last error: connection refused"), "{certs}");
         assert!(out.contains("127.0.0.1:1 up"));
+        assert!(out.contains("127.0.0.1:2 unknown"), "{out}");
     }
 }

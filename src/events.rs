@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use tokio::sync::broadcast;
+
 pub use crate::model::event::{Event, EventKind, NewEvent};
 
 /// Events kept in memory.
@@ -30,7 +32,14 @@ struct Inner {
 pub struct EventLog {
     inner: Mutex<Inner>,
     path: Option<PathBuf>,
+    /// Every recorded event, for services that act on them (notifications).
+    /// Never blocks the recorder: a subscriber that falls more than
+    /// [`TAP`] events behind loses the oldest and is told how many.
+    tap: broadcast::Sender<Event>,
 }
+
+/// Events a subscriber may fall behind by.
+pub const TAP: usize = 1024;
 
 // === impl EventLog ===
 
@@ -44,6 +53,7 @@ impl EventLog {
                 file: None,
             }),
             path: None,
+            tap: broadcast::channel(TAP).0,
         }
     }
 
@@ -92,6 +102,7 @@ impl EventLog {
         EventLog {
             inner: Mutex::new(Inner { ring, next, file }),
             path: Some(path.to_owned()),
+            tap: broadcast::channel(TAP).0,
         }
     }
 
@@ -123,6 +134,10 @@ impl EventLog {
                 }
             }
         }
+        if self.tap.receiver_count() > 0 {
+            // In order: sent while the log's lock is held.
+            let _ = self.tap.send(event.clone());
+        }
         inner.ring.push_back(event);
         if inner.ring.len() > RING {
             inner.ring.pop_front();
@@ -139,6 +154,11 @@ impl EventLog {
             .filter(|e| e.seq > since)
             .cloned()
             .collect()
+    }
+
+    /// Every event recorded from now on, in order.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tap.subscribe()
     }
 
     pub fn last_seq(&self) -> u64 {

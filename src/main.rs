@@ -55,6 +55,7 @@ enum Cmd {
         config: Option<PathBuf>,
     },
     /// Talk to a running instance through its admin socket.
+    #[command(after_help = CTL_EXIT_CODES)]
     Ctl {
         /// Admin socket (else $SWITCHYARD_SOCKET, else the config's, else /run/switchyard/admin.sock).
         #[arg(short, long, env = "SWITCHYARD_SOCKET")]
@@ -85,6 +86,36 @@ enum Cmd {
     },
 }
 
+/// The exit codes of `ctl`, shown by `ctl --help` (and in README.md).
+const CTL_EXIT_CODES: &str = "Exit codes:
+  0  done; with --wait: the rollout was promoted
+  1  --wait: the rollout was rolled back (judgement, gate, abort, dead canary),
+     or the rollout followed is gone or was replaced
+  2  refused or bad input: the API said no (its error on stderr), nothing changed
+  3  the proxy could not be reached (with --wait: for longer than
+     --unreachable-timeout, default 60s, retrying meanwhile)";
+
+/// `--wait` and how long it keeps retrying a proxy it cannot reach.
+#[derive(clap::Args, Clone)]
+struct WaitArgs {
+    /// Follow the rollout to its end (live progress on stderr): exit 0 when
+    /// promoted, 1 when rolled back, 2 when refused, 3 when the proxy stays
+    /// unreachable. Follows the rollout through restarts of the proxy.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: how long the proxy may stay unreachable (a restart)
+    /// before giving up with exit code 3.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    unreachable_timeout: String,
+}
+
+impl WaitArgs {
+    fn patience(&self) -> Result<Duration, CtlError> {
+        switchyard::config::parse_duration(&self.unreachable_timeout)
+            .map_err(|e| CtlError::Usage(format!("--unreachable-timeout: {e}")))
+    }
+}
+
 #[derive(Subcommand)]
 enum ImportFrom {
     /// Traefik: Docker Compose files with Traefik labels, dynamic or static
@@ -106,12 +137,19 @@ enum CtlCmd {
         pool: String,
         #[arg(required = true)]
         assignments: Vec<String>,
-        /// Allow every weight to be 0 (stops all traffic to the pool).
+        /// Allow every weight to be 0 (stops all traffic to the pool), and
+        /// abort the pool's active rollout first (refused without it).
         #[arg(long)]
         force: bool,
     },
     /// Send all traffic to one version (it gets 100, the others 0).
-    Switch { pool: String, version: String },
+    Switch {
+        pool: String,
+        version: String,
+        /// Abort the pool's active rollout first (refused without it).
+        #[arg(long)]
+        force: bool,
+    },
     /// Add, replace or remove a version.
     Version {
         #[command(subcommand)]
@@ -163,16 +201,23 @@ enum RolloutCmd {
         /// Start even during the cooldown after a rollback.
         #[arg(long)]
         force: bool,
-        /// Follow the rollout: exit 0 when promoted, 1 when rolled back.
-        #[arg(long)]
-        wait: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Step, percent, time left and the last judgement.
-    Status { pool: String },
+    Status {
+        pool: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Hold the current step.
     Pause { pool: String },
     /// Continue a paused rollout (its step restarts its window).
-    Resume { pool: String },
+    Resume {
+        pool: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Give the canary all traffic now.
     Promote { pool: String },
     /// Roll back now: canary 0, stable 100.
@@ -189,6 +234,10 @@ enum VersionCmd {
         backends: Vec<String>,
         #[arg(long)]
         weight: Option<u32>,
+        /// Abort the pool's active rollout first when the weight changes
+        /// (refused without it).
+        #[arg(long)]
+        force: bool,
     },
     /// Remove a version (refused while its weight is above 0).
     Rm { pool: String, version: String },
@@ -455,17 +504,16 @@ fn demo_config(path: &Path, ready_file: Option<&Path>) -> anyhow::Result<()> {
 }
 
 fn ctl_main(socket: PathBuf, as_json: bool, cmd: CtlCmd) -> ExitCode {
-    // `rollout start --wait` follows a rollout for as long as it takes.
-    let limit = if matches!(
-        cmd,
+    // `--wait` follows a rollout for as long as it takes.
+    let waits = matches!(
+        &cmd,
         CtlCmd::Rollout {
-            cmd: RolloutCmd::Start { wait: true, .. }
-        }
-    ) {
-        Duration::from_secs(7 * 24 * 3600)
-    } else {
-        Duration::from_secs(60)
-    };
+            cmd: RolloutCmd::Start { wait, .. }
+                | RolloutCmd::Status { wait, .. }
+                | RolloutCmd::Resume { wait, .. }
+        } if wait.wait
+    );
+    let limit = Duration::from_secs(if waits { 7 * 24 * 3600 } else { 60 });
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -481,39 +529,39 @@ fn ctl_main(socket: PathBuf, as_json: bool, cmd: CtlCmd) -> ExitCode {
             print!("{out}");
             ExitCode::SUCCESS
         }
-        Ok(Err(CtlError::Api {
-            status,
-            message,
-            body,
-        })) => {
-            if as_json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&body).unwrap_or_default()
-                );
-            }
-            eprintln!("switchyard ctl: {message} ({status})");
-            ExitCode::FAILURE
-        }
         Ok(Err(e)) => {
-            eprintln!("switchyard ctl: {e}");
-            ExitCode::FAILURE
+            let code = ctl::exit_code(&e);
+            match &e {
+                CtlError::Api { status, body, .. } => {
+                    if as_json {
+                        println!("{}", serde_json::to_string_pretty(body).unwrap_or_default());
+                    }
+                    eprintln!("switchyard ctl: {e} ({status})");
+                }
+                CtlError::RolledBack { body, .. } => {
+                    if as_json {
+                        println!("{}", serde_json::to_string_pretty(body).unwrap_or_default());
+                    } else if let Ok(v) = serde_json::from_value(body.clone()) {
+                        print!("{}", ctl::render_rollout(&v));
+                    }
+                    eprintln!("switchyard ctl: {e}");
+                }
+                _ => eprintln!("switchyard ctl: {e}"),
+            }
+            ExitCode::from(code)
         }
         Err(_) => {
             eprintln!(
-                "switchyard ctl: no answer from {} within 60 s",
+                "switchyard ctl: no answer from {} within {limit:?}",
                 socket.display()
             );
-            ExitCode::FAILURE
+            ExitCode::from(3)
         }
     }
 }
 
 async fn ctl_run(socket: &Path, as_json: bool, cmd: CtlCmd) -> Result<String, CtlError> {
-    use switchyard::model::api::{
-        EventsReply, ReloadReply, RemovedReply, StateView, VersionReply, VersionRequest,
-        WeightsReply,
-    };
+    use switchyard::model::api::{EventsReply, ReloadReply, StateView, WeightsReply};
     let pretty = |v: &Value| format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default());
     let out = |v: Value, human: String| if as_json { pretty(&v) } else { human };
     let none = None::<&Value>;
@@ -538,11 +586,18 @@ async fn ctl_run(socket: &Path, as_json: bool, cmd: CtlCmd) -> Result<String, Ct
             let human = format!("{pool}: {}\n", ctl::weights_line(&a.typed));
             Ok(out(a.json, human))
         }
-        CtlCmd::Switch { pool, version } => {
+        CtlCmd::Switch {
+            pool,
+            version,
+            force,
+        } => {
             let state: ctl::Answer<StateView> =
                 ctl::call(socket, Method::GET, "/v1/state", none).await?;
             let w = ctl::switch_weights(&state.typed, &pool, &version)?;
-            let path = format!("/v1/pools/{pool}/weights");
+            let path = format!(
+                "/v1/pools/{pool}/weights{}",
+                if force { "?force=true" } else { "" }
+            );
             let a: ctl::Answer<WeightsReply> =
                 ctl::call(socket, Method::PUT, &path, Some(&w)).await?;
             let human = format!(
@@ -551,34 +606,7 @@ async fn ctl_run(socket: &Path, as_json: bool, cmd: CtlCmd) -> Result<String, Ct
             );
             Ok(out(a.json, human))
         }
-        CtlCmd::Version {
-            cmd:
-                VersionCmd::Add {
-                    pool,
-                    version,
-                    backends,
-                    weight,
-                },
-        } => {
-            let body = VersionRequest { backends, weight };
-            let path = format!("/v1/pools/{pool}/versions/{version}");
-            let a: ctl::Answer<VersionReply> =
-                ctl::call(socket, Method::PUT, &path, Some(&body)).await?;
-            let human = format!(
-                "{pool}: version {version} set: weight {}, backends {}\n",
-                a.typed.spec.weight,
-                a.typed.spec.backends.join(", ")
-            );
-            Ok(out(a.json, human))
-        }
-        CtlCmd::Version {
-            cmd: VersionCmd::Rm { pool, version },
-        } => {
-            let path = format!("/v1/pools/{pool}/versions/{version}");
-            let a: ctl::Answer<RemovedReply> =
-                ctl::call(socket, Method::DELETE, &path, none).await?;
-            Ok(out(a.json, format!("{pool}: version {version} removed\n")))
-        }
+        CtlCmd::Version { cmd } => version_cmd(socket, as_json, cmd).await,
         CtlCmd::Rollout { cmd } => rollout_cmd(socket, as_json, cmd).await,
         CtlCmd::Reload { force } => {
             let path = if force {
@@ -601,6 +629,41 @@ async fn ctl_run(socket: &Path, as_json: bool, cmd: CtlCmd) -> Result<String, Ct
     }
 }
 
+async fn version_cmd(socket: &Path, as_json: bool, cmd: VersionCmd) -> Result<String, CtlError> {
+    use switchyard::model::api::{RemovedReply, VersionReply, VersionRequest};
+    let pretty = |v: &Value| format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default());
+    let out = |v: Value, human: String| if as_json { pretty(&v) } else { human };
+    match cmd {
+        VersionCmd::Add {
+            pool,
+            version,
+            backends,
+            weight,
+            force,
+        } => {
+            let body = VersionRequest { backends, weight };
+            let path = format!(
+                "/v1/pools/{pool}/versions/{version}{}",
+                if force { "?force=true" } else { "" }
+            );
+            let a: ctl::Answer<VersionReply> =
+                ctl::call(socket, Method::PUT, &path, Some(&body)).await?;
+            let human = format!(
+                "{pool}: version {version} set: weight {}, backends {}\n",
+                a.typed.spec.weight,
+                a.typed.spec.backends.join(", ")
+            );
+            Ok(out(a.json, human))
+        }
+        VersionCmd::Rm { pool, version } => {
+            let path = format!("/v1/pools/{pool}/versions/{version}");
+            let a: ctl::Answer<RemovedReply> =
+                ctl::call(socket, Method::DELETE, &path, None::<&Value>).await?;
+            Ok(out(a.json, format!("{pool}: version {version} removed\n")))
+        }
+    }
+}
+
 async fn rollout_cmd(socket: &Path, as_json: bool, cmd: RolloutCmd) -> Result<String, CtlError> {
     use switchyard::model::api::{RolloutRequest, RolloutStatus};
     let show = |a: ctl::Answer<RolloutStatus>| {
@@ -614,7 +677,7 @@ async fn rollout_cmd(socket: &Path, as_json: bool, cmd: RolloutCmd) -> Result<St
         }
     };
     let none = None::<&Value>;
-    let (pool, action) = match cmd {
+    let (pool, action, wait) = match cmd {
         RolloutCmd::Start {
             pool,
             canary,
@@ -637,21 +700,45 @@ async fn rollout_cmd(socket: &Path, as_json: bool, cmd: RolloutCmd) -> Result<St
                 ..Default::default()
             };
             let path = format!("/v1/pools/{pool}/rollout");
-            let a = ctl::call(socket, Method::POST, &path, Some(&body)).await?;
-            if !wait {
-                return Ok(show(a));
+            if !wait.wait {
+                return Ok(show(
+                    ctl::call(socket, Method::POST, &path, Some(&body)).await?,
+                ));
             }
-            return ctl::follow_rollout(socket, &pool).await;
+            let patience = wait.patience()?;
+            return Ok(show(
+                ctl::start_and_follow(socket, &pool, &body, patience).await?,
+            ));
         }
-        RolloutCmd::Status { pool } => {
+        RolloutCmd::Status { pool, wait } => {
             let path = format!("/v1/pools/{pool}/rollout");
-            return Ok(show(ctl::call(socket, Method::GET, &path, none).await?));
+            if !wait.wait {
+                return Ok(show(ctl::call(socket, Method::GET, &path, none).await?));
+            }
+            let followed = ctl::Followed {
+                pool,
+                started_ms: None,
+            };
+            return Ok(show(
+                ctl::follow_rollout(socket, &followed, wait.patience()?).await?,
+            ));
         }
-        RolloutCmd::Pause { pool } => (pool, "pause"),
-        RolloutCmd::Resume { pool } => (pool, "resume"),
-        RolloutCmd::Promote { pool } => (pool, "promote"),
-        RolloutCmd::Abort { pool } => (pool, "abort"),
+        RolloutCmd::Pause { pool } => (pool, "pause", None),
+        RolloutCmd::Resume { pool, wait } => (pool, "resume", wait.wait.then_some(wait)),
+        RolloutCmd::Promote { pool } => (pool, "promote", None),
+        RolloutCmd::Abort { pool } => (pool, "abort", None),
     };
     let path = format!("/v1/pools/{pool}/rollout/{action}");
-    Ok(show(ctl::call(socket, Method::POST, &path, none).await?))
+    let patience = wait.as_ref().map(WaitArgs::patience).transpose()?;
+    let a: ctl::Answer<RolloutStatus> = ctl::call(socket, Method::POST, &path, none).await?;
+    let Some(patience) = patience else {
+        return Ok(show(a));
+    };
+    let followed = ctl::Followed {
+        pool,
+        started_ms: Some(a.typed.rollout.started_ms),
+    };
+    Ok(show(
+        ctl::follow_rollout(socket, &followed, patience).await?,
+    ))
 }

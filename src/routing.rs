@@ -101,7 +101,19 @@ pub struct Version {
 
 /// What the request path gets back from [`Pool::pick`].
 pub enum Pick<'a> {
+    /// Chosen by the split (or a sticky user's bucket).
     Version(usize, &'a Version),
+    /// Named by the pin header or reached by a preview host, and available:
+    /// the request stays on this version, retries included.
+    Named(usize, &'a Version),
+    /// Named by the pin header or a preview host, with no available backend:
+    /// 503 naming it, never another version's answer.
+    NamedDown(&'a Version),
+    /// The pin header names no version of the pool: 404.
+    UnknownPin,
+    /// A preview host, but the pool has no version to preview (no rollout
+    /// canary and no version at weight 0): 503.
+    NoPreview,
     /// No version has an available backend.
     AllDown,
 }
@@ -326,7 +338,9 @@ impl Pool {
     }
     /// Chooses a version for a request: a pinned version, the preview version,
     /// the sticky user's version, or the weighted schedule over versions that
-    /// have an available backend.
+    /// have an available backend. A pin or a preview is strict: the version
+    /// it names, or a refusal ([`Pick::NamedDown`], [`Pick::UnknownPin`],
+    /// [`Pick::NoPreview`]), never the split.
     #[inline]
     pub fn pick(
         &self,
@@ -335,23 +349,23 @@ impl Pool {
         sticky_bucket: Option<u32>,
     ) -> Pick<'_> {
         if let Some(name) = pinned {
-            if let Some((i, v)) = self
+            return match self
                 .versions
                 .iter()
                 .enumerate()
                 .find(|(_, v)| v.name.as_bytes() == name)
             {
-                if v.has_available() {
-                    return Pick::Version(i, v);
-                }
-            }
+                Some((i, v)) if v.has_available() => Pick::Named(i, v),
+                Some((_, v)) => Pick::NamedDown(v),
+                None => Pick::UnknownPin,
+            };
         }
         if preview {
-            if let Some(i) = self.preview {
-                if self.versions[i].has_available() {
-                    return Pick::Version(i, &self.versions[i]);
-                }
-            }
+            return match self.preview.map(|i| (i, &self.versions[i])) {
+                Some((i, v)) if v.has_available() => Pick::Named(i, v),
+                Some((_, v)) => Pick::NamedDown(v),
+                None => Pick::NoPreview,
+            };
         }
         if let (Some(bucket), Some((_, ranges))) = (sticky_bucket, &self.sticky) {
             if let Some(i) = ranges.entry(bucket) {
@@ -547,19 +561,39 @@ backends = ["127.0.0.1:5"]
     fn pin_and_preview_reach_weight_zero() {
         let (t, _) = table(TEXT);
         let pool = &t.pools["app"];
-        let Pick::Version(_, v) = pool.pick(Some(b"grey"), false, None) else {
+        let Pick::Named(_, v) = pool.pick(Some(b"grey"), false, None) else {
             panic!()
         };
         assert_eq!(&*v.name, "grey");
-        let Pick::Version(_, v) = pool.pick(None, true, None) else {
+        let Pick::Named(_, v) = pool.pick(None, true, None) else {
             panic!()
         };
         assert_eq!(&*v.name, "grey");
-        // An unknown pin falls back to the split.
+        // An unknown pin is refused, never the split.
         assert!(matches!(
             pool.pick(Some(b"nope"), false, None),
-            Pick::Version(..)
+            Pick::UnknownPin
         ));
+        assert!(matches!(
+            pool.pick(Some(b""), false, None),
+            Pick::UnknownPin
+        ));
+    }
+
+    #[test]
+    fn a_pin_or_preview_of_a_version_without_backends_is_refused() {
+        let (t, _) = table(TEXT);
+        let pool = &t.pools["app"];
+        for b in &pool.version("grey").unwrap().backends {
+            b.set_healthy(false);
+        }
+        let Pick::NamedDown(v) = pool.pick(Some(b"grey"), false, None) else {
+            panic!("a pin of a down version must not fall back")
+        };
+        assert_eq!(&*v.name, "grey");
+        assert!(matches!(pool.pick(None, true, None), Pick::NamedDown(_)));
+        // The split is unaffected.
+        assert!(matches!(pool.pick(None, false, None), Pick::Version(..)));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!  ├─ acme::spawn: orders and renews certificates for tls = "acme" routes
 //!  ├─ admin socket ── admin::socket::serve          ├─ metrics listener ── GET /metrics
 //!  ├─ dashboard listener ── admin::dashboard::serve  ├─ stats sampler (1 s)
-//!  ├─ health: probes, rebuilder, ejection sweeper   └─ rollout runner
+//!  ├─ health: probes, rebuilder, ejection sweeper   ├─ rollout runner
+//!  ├─ notify: audit events to the [[notify]] webhooks
 //!  └─ signals: SIGHUP -> reload (in its own task); SIGTERM/SIGINT -> stop accepting,
 //!     drain in-flight requests for up to shutdown_grace, return
 //! ```
@@ -160,6 +161,9 @@ pub async fn run(
     };
     let proxy = Arc::new(Proxy::new(control.clone(), access_log));
     let admin_path = listeners.admin_path.clone();
+    // Subscribed before anything can record an event worth notifying.
+    ctx.tracker
+        .spawn(crate::notify::start(control.clone(), ctx.shutdown.clone()));
     start_listeners(&ctx, &proxy, config, listeners);
     start_services(&ctx, &control);
 

@@ -59,6 +59,34 @@ pub fn install_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The rustls client config of every outbound HTTPS call (the ACME
+/// directory, notification targets): the platform's verifier, which trusts
+/// the system's roots, plus `extra` roots (a `ca_file`), with ring and the
+/// safe protocol versions.
+pub fn client_config(extra: Vec<CertificateDer<'static>>) -> Result<rustls::ClientConfig, String> {
+    let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider())
+        .map_err(|e| e.to_string())?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
+}
+
+/// Every certificate of a PEM file, to trust as extra roots (`ca_file`).
+pub fn read_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let what = |e: &dyn fmt::Display| format!("ca_file {}: {e}", path.display());
+    let mut roots = Vec::new();
+    for c in CertificateDer::pem_file_iter(path).map_err(|e| what(&e))? {
+        roots.push(c.map_err(|e| what(&e))?);
+    }
+    if roots.is_empty() {
+        return Err(format!("ca_file {} holds no certificate", path.display()));
+    }
+    Ok(roots)
+}
+
 /// Why a certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("rollout::plan", 0),
     ("rollout::judge", 0),
     ("health::counter", 0),
+    ("notify::message", 0),
     ("fsutil", 0),
     // 1 live state.
     ("metrics", 1),
@@ -37,6 +38,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("rollout", 3),
     ("acme", 3),
     ("stats", 3),
+    ("notify", 3),
     // 4 API.
     ("admin", 4),
     // 5 wiring.

@@ -27,11 +27,14 @@ pub enum AdminCommand {
         weights: BTreeMap<String, u32>,
         force: bool,
     },
+    /// `PUT /v1/pools/{pool}/versions/{v}[?force=true]`.
     PutVersion {
         pool: String,
         version: String,
         backends: Vec<String>,
         weight: Option<u32>,
+        /// Abort the pool's active rollout first when the weight changes.
+        force: bool,
     },
     DeleteVersion {
         pool: String,
@@ -130,6 +133,7 @@ impl AdminCommand {
                     version: version.to_string(),
                     backends: v.backends,
                     weight: v.weight,
+                    force: q.flag("force")?,
                 })
             }
             (["v1", "pools", pool, "versions", version], "DELETE") => {
@@ -287,7 +291,8 @@ mod tests {
                 pool: "app".into(),
                 version: "v2".into(),
                 backends: vec!["127.0.0.1:1".into()],
-                weight: None
+                weight: None,
+                force: false,
             }
         );
         assert_eq!(

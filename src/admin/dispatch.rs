@@ -105,9 +105,10 @@ pub async fn dispatch(api: &Api, cmd: AdminCommand, who: String) -> Result<Reply
             version,
             backends,
             weight,
+            force,
         } => {
             blocking(move || {
-                c.put_version(&pool, &version, &backends, weight, &who)
+                c.put_version(&pool, &version, &backends, weight, force, &who)
                     .map(Reply::Version)
             })
             .await

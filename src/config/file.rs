@@ -22,6 +22,8 @@ pub(super) struct FileConfig {
     pub(super) routes: Vec<Spanned<RouteFile>>,
     #[serde(default)]
     pub(super) pools: BTreeMap<Spanned<String>, Spanned<PoolFile>>,
+    #[serde(default)]
+    pub(super) notify: Vec<Spanned<super::notify::NotifyFile>>,
 }
 
 pub(super) type S<T> = Option<Spanned<T>>;

@@ -10,6 +10,7 @@
 //! | `mod.rs` | the validated model, its defaults, [`Config::load`] |
 //! | `file.rs` | the file model serde reads |
 //! | `validate.rs` | file model to [`Config`], with line:col diagnostics |
+//! | `notify.rs` | `[[notify]]`: file model, model, validation |
 //!
 //! Pure: the only I/O is [`Config::load`] reading the file. Every error carries
 //! the line and column of the offending value so `switchyard check` can print
@@ -26,11 +27,13 @@ use std::time::Duration;
 use crate::host::{HostName, HostPattern};
 
 mod file;
+mod notify;
 mod read;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use notify::{redact, NotifyConfig, NotifyFormat, NOTIFY_EVENTS};
 pub use read::{read_config_file, MAX_CONFIG_BYTES};
 pub use validate::{check_step_items, check_steps, line_col, StepItem, StepList, CONFIDENCE};
 
@@ -95,6 +98,8 @@ pub struct Config {
     pub acme: Option<AcmeConfig>,
     pub routes: Vec<RouteConfig>,
     pub pools: BTreeMap<String, PoolConfig>,
+    /// `[[notify]]`: webhooks the audit events are sent to.
+    pub notify: Vec<NotifyConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

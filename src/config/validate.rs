@@ -41,13 +41,13 @@ pub(super) fn parse(text: &str, base: &Path) -> Result<Config, Vec<Diagnostic>> 
 const MAX_CLIENT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Collects diagnostics while validating; turns byte spans into line:col.
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     text: &'a str,
     diags: Vec<Diagnostic>,
 }
 
 impl<'a> Checker<'a> {
-    fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
+    pub(super) fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
         let (line, col) = line_col(self.text, span.start);
         self.diags.push(Diagnostic {
             line,
@@ -150,7 +150,7 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-fn resolve(base: &Path, p: &str) -> PathBuf {
+pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() || base.as_os_str().is_empty() {
         p.to_owned()
@@ -200,6 +200,7 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
         .access_log
         .as_ref()
         .and_then(|a| validate_access_log(c, a, base));
+    let notify = super::notify::validate(c, &file.notify, base);
     Config {
         server,
         admin,
@@ -208,6 +209,7 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
         acme,
         routes,
         pools,
+        notify,
     }
 }
 

@@ -22,11 +22,19 @@ impl Control {
         force: bool,
         who: &str,
     ) -> Result<WeightsReply, AdminError> {
+        if force {
+            let current = self
+                .pool_weights(pool)
+                .ok_or_else(|| AdminError::UnknownPool(pool.to_string()))?;
+            check_weights(pool, &current, weights)?;
+            self.abort_for(pool, who, "weights change")?;
+        }
         let mut w = self.lock_writer();
         let view = self.snapshot();
         let before = weights_of(&view.effective, pool)
             .ok_or_else(|| AdminError::UnknownPool(pool.to_string()))?;
         check_weights(pool, &before, weights)?;
+        Self::guard(&view, pool, "a weights change")?;
         let mut after = before.clone();
         after.extend(weights.iter().map(|(k, &v)| (k.clone(), v)));
         if after.values().all(|&w| w == 0) && !force {
@@ -67,15 +75,27 @@ impl Control {
 
     /// `PUT /v1/pools/{pool}/versions/{v}`: add or replace a version. Without a
     /// weight, a replaced version keeps its weight and a new one gets 0.
+    /// While the pool has an active rollout, a change of weight is refused
+    /// unless `force` (which aborts the rollout first).
     pub fn put_version(
         &self,
         pool: &str,
         version: &str,
         backends: &[String],
         weight: Option<u32>,
+        force: bool,
         who: &str,
     ) -> Result<VersionReply, AdminError> {
         check_version(version, backends, weight)?;
+        let now = self
+            .pool_weights(pool)
+            .ok_or_else(|| AdminError::UnknownPool(pool.to_string()))?;
+        let moves = |now: &BTreeMap<String, u32>| {
+            weight.is_some_and(|w| w != now.get(version).copied().unwrap_or(0))
+        };
+        if force && moves(&now) {
+            self.abort_for(pool, who, "version change")?;
+        }
         let mut w = self.lock_writer();
         let view = self.snapshot();
         let existing = view
@@ -86,6 +106,9 @@ impl Control {
             .versions
             .get(version)
             .cloned();
+        if moves(&weights_of(&view.effective, pool).unwrap_or_default()) {
+            Self::guard(&view, pool, &format!("giving {version} weight {weight:?}"))?;
+        }
         let weight = weight.or(existing.as_ref().map(|v| v.weight)).unwrap_or(0);
         let mut state = (*view.state).clone();
         let o = state.pools.entry(pool.to_string()).or_default();
@@ -141,6 +164,19 @@ impl Control {
             .versions
             .get(version)
             .ok_or_else(|| AdminError::unknown_version(pool, version))?;
+        if let Some(r) = view
+            .state
+            .rollouts
+            .get(pool)
+            .filter(|r| r.status.is_active() && (r.canary == version || r.stable == version))
+        {
+            return Err(AdminError::Conflict(format!(
+                "version {version} is in the {} rollout of {} in {pool}; \
+                 end it first (`switchyard ctl rollout abort|promote {pool}`)",
+                r.status.as_str(),
+                r.canary
+            )));
+        }
         if v.weight > 0 {
             return Err(AdminError::Conflict(format!(
                 "version {version} still has weight {}; set it to 0 first",

@@ -29,6 +29,14 @@ impl Control {
         let started = std::time::Instant::now();
         let file = Config::load(&path).map_err(|e| self.reload_failed(who, e.to_string()))?;
         let read = started.elapsed();
+        if force {
+            // A forced reload that moves a rollout's weights aborts it first.
+            let view = self.snapshot();
+            let (effective, _, _) = apply_overrides(&file, &view.state);
+            for pool in bent_rollouts(&view, &effective) {
+                self.abort_for(&pool, who, "reload")?;
+            }
+        }
         let w = self.lock_writer();
         let view = self.snapshot();
         if !force {
@@ -39,6 +47,13 @@ impl Control {
             notes_out.push("listener addresses, limits and the admin socket changed in the file: they take effect at the next restart".to_string());
         }
         let (effective, kept, notes) = apply_overrides(&file, &view.state);
+        if let Some(pool) = bent_rollouts(&view, &effective).first() {
+            let refused = Self::guard(&view, pool, "a reload that changes its weights")
+                .err()
+                .unwrap_or_else(|| AdminError::Conflict(format!("pool {pool} is in a rollout")));
+            self.reload_failed(who, refused.to_string());
+            return Err(refused);
+        }
         let applied = started.elapsed();
         if kept != *view.state {
             w.store
@@ -87,6 +102,21 @@ impl Control {
         ));
         AdminError::BadConfig(msg)
     }
+}
+
+/// Pools with an active rollout whose weights `effective` would change.
+fn bent_rollouts(view: &Snapshot, effective: &Config) -> Vec<String> {
+    view.state
+        .rollouts
+        .iter()
+        .filter(|(_, r)| r.status.is_active())
+        .filter(|(pool, _)| {
+            let now = super::weights_of(&view.effective, pool);
+            let next = super::weights_of(effective, pool);
+            next.is_some() && next != now
+        })
+        .map(|(pool, _)| pool.clone())
+        .collect()
 }
 
 /// What a reload must not do without being told to: route nothing, or drop

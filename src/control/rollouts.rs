@@ -89,6 +89,11 @@ impl Control {
             history: Vec::new(),
             awaiting_approval: false,
             rev: existing.as_ref().map(|e| e.rev).unwrap_or(0),
+            weights_before: pc
+                .versions
+                .iter()
+                .map(|(v, c)| (v.clone(), c.weight))
+                .collect(),
         };
         let what = format!(
             "rollout of {canary} in {pool} started by {who}: stable {stable}, steps {:?}, step {:?}",
@@ -194,7 +199,8 @@ impl Control {
                 self.finish_rollout(&mut r, Status::Promoted, format!("promoted by {who}"), who)?
             }
             RolloutAction::Abort => {
-                self.finish_rollout(&mut r, Status::RolledBack, format!("aborted by {who}"), who)?
+                let why = format!("aborted by {who}");
+                self.finish_with(&mut r, Status::RolledBack, why, who, true)?
             }
         }
         Ok(r)
@@ -252,14 +258,28 @@ impl Control {
         Ok(())
     }
 
-    /// Ends a rollout: promote (canary 100, stable 0) or roll back (canary 0,
-    /// stable 100, cooldown starts).
+    /// Ends a rollout: promote (canary 100, stable 0) or roll back (every
+    /// version back at its weight from before the rollout, the canary at 0;
+    /// the cooldown starts).
     pub fn finish_rollout(
         &self,
         r: &mut Rollout,
         status: Status,
         reason: String,
         who: &str,
+    ) -> Result<(), AdminError> {
+        self.finish_with(r, status, reason, who, false)
+    }
+
+    /// [`Control::finish_rollout`]; `operator_abort` restores the canary's
+    /// earlier weight too (an abort undoes the rollout exactly).
+    fn finish_with(
+        &self,
+        r: &mut Rollout,
+        status: Status,
+        reason: String,
+        who: &str,
+        operator_abort: bool,
     ) -> Result<(), AdminError> {
         let now = now_ms();
         r.status = status;
@@ -275,14 +295,15 @@ impl Control {
             )
         } else {
             r.cooldown_until_ms = Some(now + r.plan.cooldown.as_millis() as u64);
-            (
-                [(r.canary.clone(), 0), (r.stable.clone(), 100)].into(),
-                EventKind::RolloutRolledBack,
-                format!(
-                    "{} rolled back in {}, {} has all traffic: {reason}",
-                    r.canary, r.pool, r.stable
-                ),
-            )
+            let current = self.pool_weights(&r.pool).unwrap_or_default();
+            let weights = r.rollback_weights(&current, operator_abort);
+            let what = format!(
+                "{} rolled back in {}, weights back to {}: {reason}",
+                r.canary,
+                r.pool,
+                super::fmt_weights(&weights)
+            );
+            (weights, EventKind::RolloutRolledBack, what)
         };
         let after = json!({ "reason": reason, "last_judgement": r.last, "cooldown_until_ms": r.cooldown_until_ms });
         let event = NewEvent::new(who, kind, what).pool(&r.pool).after(after);
@@ -314,6 +335,55 @@ impl Control {
                 .with_label_values(&[&r.pool, &r.canary, s.as_str()])
                 .set(i64::from(s == r.status));
         }
+    }
+}
+
+// === the guard: a rollout's pool changes only through the rollout ===
+
+impl Control {
+    /// Refuses a change to `pool` while its rollout is active: weights are the
+    /// rollout's. `view` is the snapshot read under the writer's lock.
+    pub(super) fn guard(
+        view: &super::Snapshot,
+        pool: &str,
+        change: &str,
+    ) -> Result<(), AdminError> {
+        match view.state.rollouts.get(pool) {
+            Some(r) if r.status.is_active() => Err(AdminError::Conflict(format!(
+                "pool {pool} has a {} rollout of {} (step {}/{}, {}%): {change} would bend it. \
+                 Steer it with `switchyard ctl rollout pause|promote|abort {pool}`, or add --force \
+                 (API: ?force=true) to abort the rollout and then apply the change",
+                r.status.as_str(),
+                r.canary,
+                r.step + 1,
+                r.plan.steps.len(),
+                r.percent()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// `--force` on a guarded change: aborts `pool`'s active rollout first
+    /// (an audited abort that restores the weights from before it). Nothing
+    /// to do without an active rollout.
+    pub(super) fn abort_for(&self, pool: &str, who: &str, change: &str) -> Result<(), AdminError> {
+        for _ in 0..5 {
+            let Some(mut r) = self.rollout(pool).filter(|r| r.status.is_active()) else {
+                return Ok(());
+            };
+            let why = format!("aborted by {who} to apply a forced {change}");
+            match self.finish_with(&mut r, Status::RolledBack, why, who, true) {
+                Err(AdminError::Stale) => continue,
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    let _ = self.rollout_calls.send(pool.to_string());
+                    return Ok(());
+                }
+            }
+        }
+        Err(AdminError::Conflict(
+            "the rollout keeps changing; try again".into(),
+        ))
     }
 }
 

@@ -79,7 +79,13 @@ fn pool_view(pool: &Pool) -> PoolView {
                     addr: b.key.addr.to_string(),
                     available: b.is_available(),
                     ejected: b.is_ejected(),
-                    healthy: b.is_healthy(),
+                    health: match (b.is_known(), b.is_healthy()) {
+                        (false, _) => "unknown",
+                        (true, true) => "up",
+                        (true, false) => "down",
+                    }
+                    .to_string(),
+                    healthy: b.is_known().then(|| b.is_healthy()),
                     in_flight: b.in_flight.load(Ordering::Relaxed),
                 })
                 .collect();

@@ -46,6 +46,7 @@ async fn probe_loop(c: Arc<Control>, backend: Arc<Backend>, hc: HealthConfig) {
     loop {
         tick.tick().await;
         let result = probe(key.addr.as_str(), &hc).await;
+        backend.mark_known();
         if let Some(up) = counter.record(result.is_ok()) {
             if backend.set_healthy(up) {
                 flipped(&c, &backend, &hc, up, &result);

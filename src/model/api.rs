@@ -64,9 +64,15 @@ pub struct VersionView {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BackendView {
     pub addr: String,
+    /// In rotation: not down by probes, not ejected. A backend starts in
+    /// rotation before anything is known about it.
     pub available: bool,
     pub ejected: bool,
-    pub healthy: bool,
+    /// `unknown` until the first probe result or the first request's
+    /// outcome, then `up` or `down` (the probes' verdict).
+    pub health: String,
+    /// `null` while `health` is `unknown`.
+    pub healthy: Option<bool>,
     pub in_flight: usize,
 }
 

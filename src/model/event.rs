@@ -52,6 +52,12 @@ pub enum EventKind {
     RolloutPromoted,
     #[serde(rename = "rollout.rolled_back")]
     RolloutRolledBack,
+    /// A notification (`[[notify]]`) was delivered.
+    #[serde(rename = "notify.sent")]
+    NotifySent,
+    /// A notification attempt failed (retried, or given up), or one was dropped.
+    #[serde(rename = "notify.failed")]
+    NotifyFailed,
     /// A kind this build does not know (an events file from a newer one).
     #[serde(other, rename = "unknown")]
     Unknown,
@@ -84,6 +90,8 @@ impl EventKind {
             RolloutApproval => "rollout.waiting_approval",
             RolloutPromoted => "rollout.promoted",
             RolloutRolledBack => "rollout.rolled_back",
+            NotifySent => "notify.sent",
+            NotifyFailed => "notify.failed",
             Unknown => "unknown",
         }
     }

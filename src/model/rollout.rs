@@ -244,6 +244,11 @@ pub struct Rollout {
     /// so the controller and admin calls never overwrite each other.
     #[serde(default)]
     pub rev: u64,
+    /// Every version's weight when the rollout started: a rollback restores
+    /// them (the canary gets 0 unless an operator aborted). Empty in records
+    /// written before this field existed (rollback: canary 0, stable 100).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub weights_before: BTreeMap<String, u32>,
 }
 
 fn format_one() -> u32 {
@@ -261,6 +266,36 @@ impl Rollout {
     pub fn step_weights(&self) -> BTreeMap<String, u32> {
         let p = self.percent().min(100);
         [(self.canary.clone(), p), (self.stable.clone(), 100 - p)].into()
+    }
+
+    /// The weights a rollback sets, given the pool's versions now: every
+    /// version back at its weight from before the rollout (versions added
+    /// since keep theirs), the canary at 0 unless `operator_abort` (an abort
+    /// restores exactly what was there). Never all zero: the stable gets 100
+    /// then.
+    pub fn rollback_weights(
+        &self,
+        now: &BTreeMap<String, u32>,
+        operator_abort: bool,
+    ) -> BTreeMap<String, u32> {
+        let mut w: BTreeMap<String, u32> = self
+            .weights_before
+            .iter()
+            .filter(|(v, _)| now.contains_key(*v))
+            .map(|(v, &x)| (v.clone(), x))
+            .collect();
+        if w.is_empty() {
+            w.insert(self.canary.clone(), 0);
+            w.insert(self.stable.clone(), 100);
+        }
+        if !operator_abort && now.contains_key(&self.canary) {
+            w.insert(self.canary.clone(), 0);
+        }
+        if w.values().all(|&x| x == 0) {
+            w.insert(self.stable.clone(), 100);
+        }
+        w.retain(|v, _| now.contains_key(v));
+        w
     }
 
     /// Status for `GET /v1/pools/{pool}/rollout` and `ctl rollout status`, at `now_ms`.
@@ -284,5 +319,86 @@ impl Rollout {
             steps_total: self.plan.steps.len(),
             time_left_ms,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rollout(before: &[(&str, u32)]) -> Rollout {
+        Rollout {
+            format: ROLLOUT_FORMAT,
+            pool: "app".into(),
+            canary: "green".into(),
+            stable: "blue".into(),
+            plan: Plan {
+                steps: vec![10, 100],
+                step_duration: Duration::from_secs(1),
+                min_requests: 1,
+                max_error_rate_increase: 0.01,
+                max_p99_increase: 0.5,
+                p99_tolerance: default_tolerance(),
+                failure_limit: 1,
+                cooldown: Duration::from_secs(1),
+                smoke_path: None,
+                smoke_status: default_status(),
+                webhook: None,
+                preset: None,
+            },
+            status: Status::Running,
+            active: true,
+            step: 0,
+            step_started_ms: 0,
+            failures: 0,
+            waits: 0,
+            started_ms: 0,
+            started_by: "test".into(),
+            finished_ms: None,
+            reason: None,
+            cooldown_until_ms: None,
+            last: None,
+            history: Vec::new(),
+            rev: 1,
+            weights_before: before.iter().map(|(v, w)| (v.to_string(), *w)).collect(),
+        }
+    }
+
+    fn map(w: &[(&str, u32)]) -> BTreeMap<String, u32> {
+        w.iter().map(|(v, x)| (v.to_string(), *x)).collect()
+    }
+
+    #[test]
+    fn rollback_restores_the_weights_from_before_the_start() {
+        let r = rollout(&[("blue", 37), ("green", 5), ("grey", 0)]);
+        let now = map(&[("blue", 90), ("green", 10), ("grey", 0), ("added", 0)]);
+        assert_eq!(
+            r.rollback_weights(&now, true),
+            map(&[("blue", 37), ("green", 5), ("grey", 0)]),
+            "an abort restores exactly, versions added since keep theirs"
+        );
+        assert_eq!(
+            r.rollback_weights(&now, false),
+            map(&[("blue", 37), ("green", 0), ("grey", 0)]),
+            "a failed canary gets nothing"
+        );
+        // A version that left the pool is not set.
+        let gone = map(&[("blue", 50), ("green", 50)]);
+        assert_eq!(
+            r.rollback_weights(&gone, false),
+            map(&[("blue", 37), ("green", 0)])
+        );
+        // Old records: canary 0, stable 100.
+        let old = rollout(&[]);
+        assert_eq!(
+            old.rollback_weights(&now, true),
+            map(&[("blue", 100), ("green", 0)])
+        );
+        // Never all zero.
+        let only_canary = rollout(&[("blue", 0), ("green", 10)]);
+        assert_eq!(
+            only_canary.rollback_weights(&now, false),
+            map(&[("blue", 100), ("green", 0)])
+        );
     }
 }

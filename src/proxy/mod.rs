@@ -65,6 +65,16 @@ pub enum ProxyError {
     Misdirected,
     #[error("pool {0}: no healthy version")]
     NoHealthyVersion(Box<str>),
+    /// The pin header or a preview host named this version, and it has no
+    /// available backend (or none of them could be reached).
+    #[error("pool {pool}: version {version} has no available backend")]
+    VersionDown { pool: Box<str>, version: Box<str> },
+    /// The pin header names no version of the pool.
+    #[error("pool {pool} has no version {version:?}")]
+    UnknownVersion { pool: Box<str>, version: Box<str> },
+    /// A preview host of a pool with nothing to preview.
+    #[error("pool {0} has no version to preview (no rollout canary, no version at weight 0)")]
+    NoPreview(Box<str>),
     #[error("pool {pool}: backend {backend} unreachable: {source}")]
     Connect {
         pool: Box<str>,
@@ -99,9 +109,11 @@ impl ProxyError {
             }
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoRoute | ProxyError::UnknownVersion { .. } => StatusCode::NOT_FOUND,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
-            ProxyError::NoHealthyVersion(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoHealthyVersion(_)
+            | ProxyError::VersionDown { .. }
+            | ProxyError::NoPreview(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect {
                 source: ConnectError::Timeout,
                 ..
@@ -121,8 +133,11 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::MethodNotAllowed
             | ProxyError::ClientBody(_)
-            | ProxyError::ClientTimeout(_) => "client",
-            ProxyError::NoHealthyVersion(_) => "unavailable",
+            | ProxyError::ClientTimeout(_)
+            | ProxyError::UnknownVersion { .. } => "client",
+            ProxyError::NoHealthyVersion(_)
+            | ProxyError::VersionDown { .. }
+            | ProxyError::NoPreview(_) => "unavailable",
             ProxyError::Connect {
                 source: ConnectError::Timeout,
                 ..
@@ -143,7 +158,10 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::MethodNotAllowed
             | ProxyError::ClientBody(_)
-            | ProxyError::ClientTimeout(_) => {
+            | ProxyError::ClientTimeout(_)
+            | ProxyError::VersionDown { .. }
+            | ProxyError::UnknownVersion { .. }
+            | ProxyError::NoPreview(_) => {
                 format!("{} {reason}: {self}\n", status.as_u16())
             }
             // Name the pool; keep backend addresses out of public answers.
@@ -625,18 +643,30 @@ async fn serve<'t>(
         .as_ref()
         .and_then(|h| req.headers().get(h))
         .map(|v| v.as_bytes());
-    let (vidx, version, backend) = match pool.pick(pinned, route.preview, bucket) {
+    let (vidx, version, backend, strict) = match pool.pick(pinned, route.preview, bucket) {
         Pick::Version(i, v) => match v.pick_backend() {
-            Some(b) => (i, v, b.clone()),
+            Some(b) => (i, v, b.clone(), false),
             None => fallback(pool)?,
         },
+        Pick::Named(i, v) => match v.pick_backend() {
+            Some(b) => (i, v, b.clone(), true),
+            None => return Err(version_down(pool, v)),
+        },
+        Pick::NamedDown(v) => return Err(version_down(pool, v)),
+        Pick::UnknownPin => return Err(unknown_pin(pool, pinned)),
+        Pick::NoPreview => return Err(ProxyError::NoPreview(pool.name.clone())),
         Pick::AllDown => fallback(pool)?,
     };
 
     let (upgrade, forwarded) = prepare_upstream(&mut req, &host_value, peer);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     at.version = Some(vidx);
-    let chosen = (vidx, version, backend);
+    let chosen = Chosen {
+        vidx,
+        version,
+        backend,
+        strict,
+    };
     let sent = (req, upgrade, forwarded);
     let (mut resp, vidx) =
         forward(&px.control, table, route, chosen, sent, &mut at.version).await?;
@@ -668,15 +698,43 @@ async fn serve<'t>(
 }
 
 /// No version has an available backend: `on_all_down` decides.
-fn fallback(pool: &Pool) -> Result<(usize, &Version, Arc<Backend>), ProxyError> {
+fn fallback(pool: &Pool) -> Result<(usize, &Version, Arc<Backend>, bool), ProxyError> {
     if pool.on_all_down == OnAllDown::FailOpen {
         if let Some((i, v)) = pool.pick_ignoring_health() {
             if let Some(b) = v.pick_any_backend() {
-                return Ok((i, v, b.clone()));
+                return Ok((i, v, b.clone(), false));
             }
         }
     }
     Err(ProxyError::NoHealthyVersion(pool.name.clone()))
+}
+
+/// A named version (pin, preview) that cannot take the request.
+fn version_down(pool: &Pool, v: &Version) -> ProxyError {
+    ProxyError::VersionDown {
+        pool: pool.name.clone(),
+        version: v.name.clone(),
+    }
+}
+
+/// A pin naming no version: the answer quotes at most 64 bytes of it, lossy
+/// UTF-8 (the `{:?}` of the message escapes the rest).
+fn unknown_pin(pool: &Pool, pinned: Option<&[u8]>) -> ProxyError {
+    let raw = pinned.unwrap_or_default();
+    ProxyError::UnknownVersion {
+        pool: pool.name.clone(),
+        version: String::from_utf8_lossy(&raw[..raw.len().min(64)]).into(),
+    }
+}
+
+/// The version and backend a request goes to first.
+struct Chosen<'a> {
+    vidx: usize,
+    version: &'a Version,
+    backend: Arc<Backend>,
+    /// Named by a pin or a preview host: retries stay on this version, and
+    /// when none of its backends can be reached the answer is 503 naming it.
+    strict: bool,
 }
 
 /// How a request goes to its backend.
@@ -725,11 +783,13 @@ async fn forward(
     app: &Control,
     table: &RoutingTable,
     route: &Route,
-    (mut vidx, mut version, mut backend): (usize, &Version, Arc<Backend>),
+    chosen: Chosen<'_>,
     (req, upgrade, forwarded): (Request<Incoming>, bool, Forwarded),
     at_version: &mut Option<usize>,
 ) -> Result<(Response<ProxyBody>, usize), ProxyError> {
     let pool = &route.pool;
+    let strict = chosen.strict;
+    let (mut vidx, mut version, mut backend) = (chosen.vidx, chosen.version, chosen.backend);
     let (mut parts, body) = req.into_parts();
     let direct = *DIRECT_H1 && body.is_end_stream() && is_idempotent(&parts.method) && !upgrade;
     let mut exchange = if direct {
@@ -781,15 +841,31 @@ async fn forward(
             Exchange::Hyper(req, _) => req.is_some(),
         };
         if retries_left == 0 || !can_resend {
-            return Err(err);
+            return Err(named_failure(strict, pool, version, err));
         }
         retries_left -= 1;
         tracing::debug!(error = %err, "retrying on another backend");
-        let Some((i, v, b)) = next_backend(pool, vidx, version, &backend) else {
-            return Err(err);
+        let next = if strict {
+            version
+                .pick_backend_except(&backend)
+                .map(|b| (vidx, version, b.clone()))
+        } else {
+            next_backend(pool, vidx, version, &backend)
+        };
+        let Some((i, v, b)) = next else {
+            return Err(named_failure(strict, pool, version, err));
         };
         (vidx, version, backend, fresh) = (i, v, b, false);
         *at_version = Some(i);
+    }
+}
+
+/// The last error of a request to a named version: a backend that could not
+/// even be connected to makes the version unavailable (503 naming it).
+fn named_failure(strict: bool, pool: &Pool, version: &Version, err: ProxyError) -> ProxyError {
+    match err {
+        ProxyError::Connect { .. } if strict => version_down(pool, version),
+        err => err,
     }
 }
 
@@ -805,7 +881,7 @@ fn next_backend<'p>(
         Some(b) => Some((vidx, version, b.clone())),
         None => match pool.pick(None, false, None) {
             Pick::Version(i, v) => v.pick_backend_except(failed).map(|b| (i, v, b.clone())),
-            Pick::AllDown => None,
+            _ => None,
         },
     }
 }
@@ -1310,6 +1386,20 @@ mod tests {
         assert_eq!(ProxyError::NoRoute.status(), 404);
         assert_eq!(ProxyError::Misdirected.status(), 421);
         assert_eq!(ProxyError::NoHealthyVersion(p.clone()).status(), 503);
+        let down = ProxyError::VersionDown {
+            pool: p.clone(),
+            version: "green".into(),
+        };
+        assert_eq!(down.status(), 503);
+        assert_eq!(
+            ProxyError::UnknownVersion {
+                pool: p.clone(),
+                version: "v9".into()
+            }
+            .status(),
+            404
+        );
+        assert_eq!(ProxyError::NoPreview(p.clone()).status(), 503);
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(
             ProxyError::Connect {

@@ -166,6 +166,10 @@ pub struct Backend {
     /// Set by active probes. Starts true: a backend is in rotation until its
     /// first failed checks.
     healthy: AtomicBool,
+    /// False until the first probe result or the first live request's
+    /// outcome: until then, "healthy" is an assumption (it starts in
+    /// rotation) and `GET /v1/state` says "unknown".
+    seen: AtomicBool,
     /// Set by passive ejection from live traffic.
     ejected: AtomicBool,
     /// When the passive ejection ends (ms since the registry's epoch).
@@ -189,6 +193,7 @@ impl Backend {
             key,
             literal,
             healthy: AtomicBool::new(true),
+            seen: AtomicBool::new(false),
             ejected: AtomicBool::new(false),
             ejected_until_ms: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
@@ -212,6 +217,21 @@ impl Backend {
         self.ejected.load(Ordering::Relaxed)
     }
 
+    /// Whether a probe or a live request has said anything about this
+    /// backend yet.
+    pub fn is_known(&self) -> bool {
+        self.seen.load(Ordering::Relaxed)
+    }
+
+    /// A probe or a request outcome came in (a load before the store: the
+    /// request path writes the cache line once, not at every request).
+    #[inline]
+    pub fn mark_known(&self) {
+        if !self.seen.load(Ordering::Relaxed) {
+            self.seen.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Sets the probe verdict; returns true when it changed.
     pub fn set_healthy(&self, up: bool) -> bool {
         let was = self.healthy.swap(up, Ordering::Relaxed);
@@ -227,6 +247,7 @@ impl Backend {
     /// the backend (`threshold` consecutive failures; 0 disables ejection).
     #[inline]
     pub fn record_outcome(&self, ok: bool, threshold: u32, now_ms: u64, ejection_ms: u64) -> bool {
+        self.mark_known();
         if ok {
             if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
                 self.consecutive_failures.store(0, Ordering::Relaxed);

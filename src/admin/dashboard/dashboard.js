@@ -618,13 +618,15 @@
       setText(ver.errors, fmtRate(s.error_rate));
       ver.errors.classList.toggle('bad', (s.error_rate || 0) >= 0.01);
       setText(ver.p99, fmtSecs(s.p99_seconds));
-      const health = avail === x.backends.length ? 'healthy' : avail === 0 ? 'down' : 'degraded';
-      setText(ver.health, health === 'healthy' ? 'healthy' : health === 'down' ? 'down' : avail + '/' + x.backends.length + ' up');
+      // Nothing probed or served yet: in rotation, but not known to be healthy.
+      const unknown = x.backends.length > 0 && x.backends.every(b => b.available && b.health === 'unknown');
+      const health = unknown ? 'unknown' : avail === x.backends.length ? 'healthy' : avail === 0 ? 'down' : 'degraded';
+      setText(ver.health, health === 'healthy' || health === 'unknown' ? health : health === 'down' ? 'down' : avail + '/' + x.backends.length + ' up');
       ver.health.dataset.health = health;
       x.backends.forEach((b, i) => {
         const be = ver.backendEls[i];
         if (!be) return;
-        const st = b.available ? 'up' : b.ejected ? 'ejected' : 'down';
+        const st = b.available ? (b.health === 'unknown' ? 'unknown' : 'up') : b.ejected ? 'ejected' : 'down';
         be.li.dataset.state = st;
         setText(be.state, st + (b.in_flight ? ' · ' + b.in_flight + ' in flight' : ''));
       });
