@@ -20,6 +20,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("rollout::judge", 0),
     ("health::counter", 0),
     ("fsutil", 0),
+    ("providers::labels", 0),
+    ("providers::rule", 0),
     // 1 live state.
     ("metrics", 1),
     ("upstream", 1),
@@ -37,6 +39,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("rollout", 3),
     ("acme", 3),
     ("stats", 3),
+    ("providers", 3),
     // 4 API.
     ("admin", 4),
     // 5 wiring.

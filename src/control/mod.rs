@@ -24,6 +24,7 @@
 //! them into JSON.
 
 mod changes;
+mod discovery;
 mod reload;
 mod rollouts;
 mod view;
@@ -92,6 +93,8 @@ pub struct Control {
     /// Pools whose rollout an operator started or steered; the rollout
     /// runner follows it.
     rollout_calls: broadcast::Sender<String>,
+    /// Discovery providers' live status, by name.
+    providers: Mutex<BTreeMap<String, discovery::ProviderLive>>,
 }
 
 // === impl Control ===
@@ -142,6 +145,7 @@ impl Control {
             table_changed: Arc::new(Notify::new()),
             rebuild_wanted: Arc::new(Notify::new()),
             rollout_calls,
+            providers: Mutex::new(BTreeMap::new()),
         }
     }
 

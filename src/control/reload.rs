@@ -36,7 +36,7 @@ impl Control {
         }
         let mut notes_out = Vec::new();
         if listeners_differ(&view.file, &file) {
-            notes_out.push("listener addresses, limits and the admin socket changed in the file: they take effect at the next restart".to_string());
+            notes_out.push("listener addresses, limits, the admin socket or [providers.docker] changed in the file: they take effect at the next restart".to_string());
         }
         let (effective, kept, notes) = apply_overrides(&file, &view.state);
         let applied = started.elapsed();
@@ -111,7 +111,7 @@ fn refuse_losses(file: &Config, state: &PersistedState) -> Result<(), String> {
                 .filter(|(_, r)| r.status.is_active())
                 .map(|(p, _)| p.as_str()),
         )
-        .filter(|p| !file.pools.contains_key(*p))
+        .filter(|p| !file.pools.contains_key(*p) && !state.discovered.contains_key(*p))
         .collect();
     if held.is_empty() {
         return Ok(());
@@ -136,4 +136,5 @@ fn listeners_differ(a: &Config, b: &Config) -> bool {
         || a.admin != b.admin
         || a.metrics != b.metrics
         || a.access_log != b.access_log
+        || a.docker != b.docker
 }

@@ -20,10 +20,10 @@ use std::time::Duration;
 use super::model::{
     base_name, provider, AcmeChallenge, Health, Origin, Router, ServiceKind, Traefik,
 };
-use super::rule;
 use super::ImportError;
 use crate::config::{parse_duration, valid_name, MAX_WEIGHT};
 use crate::host::HostPattern;
+use crate::providers::rule;
 
 const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";

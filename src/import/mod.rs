@@ -21,7 +21,7 @@ mod compose;
 mod dynamic;
 mod emit;
 mod model;
-mod rule;
+
 mod tree;
 
 use std::collections::BTreeMap;
