@@ -260,6 +260,9 @@ fn config(endpoint: &str, labels: &str, extra: &str) -> String {
 http = "127.0.0.1:0"
 shutdown_grace = "5s"
 
+[metrics]
+listen = "127.0.0.1:0"
+
 [providers.docker]
 endpoint = "{endpoint}"
 labels = "{labels}"
@@ -387,7 +390,9 @@ async fn timed_start(
     (routed, own.unwrap_or(routed))
 }
 
-#[tokio::test]
+// Multi-threaded: the docker CLI and dockerd calls block a worker, the
+// load keeps running on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labelled_containers_are_routed_split_by_weight_and_leave_on_stop() {
     let _serial = serial();
     let d = Dockerd::start(false);
@@ -550,4 +555,257 @@ async fn load(addr: std::net::SocketAddr, dur: Duration) -> (usize, Vec<String>,
         all.2.extend(l);
     }
     all
+}
+
+// Multi-threaded: the docker CLI and dockerd calls block a worker, the
+// load keeps running on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_starting_takes_no_traffic_unhealthy_leaves_and_conflicts_are_refused() {
+    let _serial = serial();
+    let d = Dockerd::start(false);
+    let blue_port = container_port();
+    // The file defines pool `files`: a container claiming it is refused.
+    let extra = format!(
+        r#"
+[[routes]]
+host = "files.test"
+pool = "files"
+[pools.files.versions.v1]
+backends = ["127.0.0.1:{blue_port}"]
+weight = 1
+"#
+    );
+    let p = Proxy::start(&config(&d.endpoint(), "switchyard", &extra)).await;
+    let bl = labels("app", "blue", blue_port, &[]);
+    d.ok(&strs(&run_args(
+        "sy-blue",
+        "blue",
+        &blue_port.to_string(),
+        &bl,
+    )));
+    assert!(
+        eventually(DEADLINE, || async {
+            backends(&p, "app", "blue").await.len() == 1
+        })
+        .await
+    );
+
+    // green has a HEALTHCHECK that passes only after a while (`sleep 3`):
+    // while `starting` it is a version without backends.
+    let green_port = container_port();
+    let gl = labels("app", "green", green_port, &["switchyard.weight=100"]);
+    let mut args = run_args("sy-green", "green", &green_port.to_string(), &gl);
+    let image = args.pop().unwrap();
+    args.extend(
+        [
+            "--health-cmd",
+            "test -f /tmp/ok && test -f /tmp/ready",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "1",
+            "--health-start-period",
+            "60s",
+        ]
+        .map(String::from),
+    );
+    args.push(image);
+    d.ok(&strs(&args));
+    assert!(
+        eventually(DEADLINE, || async {
+            p.state().await["pools"]["app"]["versions"]["green"].is_object()
+        })
+        .await
+    );
+    assert!(
+        backends(&p, "app", "green").await.is_empty(),
+        "starting: no backend"
+    );
+    let s = split(&p, "app.test", 10).await;
+    assert_eq!(
+        s.get("blue"),
+        Some(&10),
+        "a starting container takes no traffic: {s:?}"
+    );
+    d.ok(&["exec", "sy-green", "touch", "/tmp/ready"]);
+    assert!(
+        eventually(DEADLINE, || async {
+            backends(&p, "app", "green").await.len() == 1
+        })
+        .await,
+        "healthy green joins: {}",
+        p.state().await
+    );
+    let s = split(&p, "app.test", 20).await;
+    assert_eq!(
+        (s.get("blue"), s.get("green")),
+        (Some(&10), Some(&10)),
+        "{s:?}"
+    );
+
+    // Unhealthy: out of rotation (the container still runs).
+    d.ok(&["exec", "sy-green", "rm", "/tmp/ok"]);
+    assert!(
+        eventually(DEADLINE, || async {
+            backends(&p, "app", "green").await.is_empty()
+        })
+        .await,
+        "unhealthy green leaves: {}",
+        p.state().await
+    );
+    let s = split(&p, "app.test", 10).await;
+    assert_eq!(s.get("blue"), Some(&10), "{s:?}");
+    let gone = p.events_of("backend.gone").await;
+    assert!(!gone.is_empty());
+
+    // A container labelled with the file's pool: refused, naming both.
+    let other = container_port();
+    let fl = labels("files", "v2", other, &[]);
+    d.ok(&strs(&run_args("sy-files", "v2", &other.to_string(), &fl)));
+    assert!(
+        eventually(DEADLINE, || async {
+            provider(&p).await["refused"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        })
+        .await
+    );
+    let refused = provider(&p).await["refused"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        refused.contains("sy-files") && refused.contains("[pools.files]"),
+        "{refused}"
+    );
+    assert_eq!(
+        p.weights("files").await.len(),
+        1,
+        "the file's pool is untouched"
+    );
+    assert!(!p.events_of("provider.refused").await.is_empty());
+}
+
+// Multi-threaded: the docker CLI and dockerd calls block a worker, the
+// load keeps running on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_unreachable_at_start_or_later_keeps_serving_and_resyncs() {
+    let _serial = serial();
+    // The proxy starts first: Docker is not there yet.
+    let mut d = Dockerd {
+        dir: tempfile::Builder::new()
+            .prefix("sy-dockerd")
+            .tempdir()
+            .unwrap(),
+        child: None,
+        live_restore: true,
+    };
+    let mut p = Proxy::start(&config(&d.endpoint(), "switchyard", "")).await;
+    let v = provider(&p).await;
+    assert_eq!(v["up"], false, "{v}");
+    let metrics_cfg = p.state().await;
+    assert!(metrics_cfg["listeners"]["http"].is_string());
+    d.spawn();
+    d.make_image();
+    assert!(
+        eventually(DEADLINE, || async { provider(&p).await["up"] == true }).await,
+        "docker found once it came up: {}\n{}",
+        provider(&p).await,
+        p.log()
+    );
+    let blue_port = container_port();
+    let bl = labels("app", "blue", blue_port, &[]);
+    d.ok(&strs(&run_args(
+        "sy-blue",
+        "blue",
+        &blue_port.to_string(),
+        &bl,
+    )));
+    assert!(
+        eventually(DEADLINE, || async {
+            backends(&p, "app", "blue").await.len() == 1
+        })
+        .await
+    );
+
+    // dockerd stops (live-restore keeps the container running): traffic
+    // never stops, the provider is down, the metric says so.
+    let load_task = tokio::spawn(load(p.http, Duration::from_secs(6)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    d.stop();
+    assert!(
+        eventually(DEADLINE, || async { provider(&p).await["up"] == false }).await,
+        "provider down: {}",
+        provider(&p).await
+    );
+    let text = String::from_utf8_lossy(&p.ctl(&["state"]).stdout).to_string();
+    assert!(
+        text.contains("provider docker: DOWN") && text.contains("error:"),
+        "{text}"
+    );
+    d.spawn();
+    let (ok, failed, _) = load_task.await.unwrap();
+    assert_eq!(
+        failed,
+        Vec::<String>::new(),
+        "requests failed while dockerd restarted"
+    );
+    assert!(ok > 50, "{ok}");
+    assert!(
+        eventually(DEADLINE, || async { provider(&p).await["up"] == true }).await,
+        "provider back: {}\n{}",
+        provider(&p).await,
+        p.log()
+    );
+    assert_eq!(
+        backends(&p, "app", "blue").await.len(),
+        1,
+        "blue kept across the resync"
+    );
+    assert_eq!(p.events_of("provider.down").await.len(), 1);
+
+    // Discovery resumes: a new container is routed.
+    let green_port = container_port();
+    let gl = labels("app", "green", green_port, &["switchyard.weight=100"]);
+    d.ok(&strs(&run_args(
+        "sy-green",
+        "green",
+        &green_port.to_string(),
+        &gl,
+    )));
+    assert!(
+        eventually(DEADLINE, || async {
+            backends(&p, "app", "green").await.len() == 1
+        })
+        .await
+    );
+
+    // A restart of the proxy while Docker is away serves the last known backends.
+    d.stop();
+    p.restart().await;
+    assert_eq!(provider(&p).await["up"], false);
+    let s = split(&p, "app.test", 20).await;
+    assert_eq!(
+        (s.get("blue"), s.get("green")),
+        (Some(&10), Some(&10)),
+        "{s:?}"
+    );
+    let metrics = metrics_text(&p).await;
+    assert!(
+        metrics.contains("switchyard_provider_up{provider=\"docker\"} 0"),
+        "{metrics}"
+    );
+    d.spawn();
+    assert!(eventually(DEADLINE, || async { provider(&p).await["up"] == true }).await);
+    let metrics = metrics_text(&p).await;
+    assert!(
+        metrics.contains("switchyard_provider_up{provider=\"docker\"} 1"),
+        "{metrics}"
+    );
+}
+
+async fn metrics_text(p: &Proxy) -> String {
+    let addr = p.metrics.expect("a metrics listener");
+    let mut c = Client::new(addr);
+    c.get("x", "/metrics").await.unwrap().body
 }
