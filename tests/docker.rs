@@ -17,17 +17,12 @@ mod support;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use support::{eventually, Client, Proxy, DEADLINE};
 
-/// One test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// One test at a time (an async lock: each test has its own runtime).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The docker CLI: Debian's when installed, else the one on PATH.
 fn docker_cli() -> &'static str {
@@ -394,7 +389,7 @@ async fn timed_start(
 // load keeps running on the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labelled_containers_are_routed_split_by_weight_and_leave_on_stop() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let d = Dockerd::start(false);
     let mut p = Proxy::start(&config(&d.endpoint(), "switchyard", "")).await;
     assert!(
@@ -561,7 +556,7 @@ async fn load(addr: std::net::SocketAddr, dur: Duration) -> (usize, Vec<String>,
 // load keeps running on the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthcheck_starting_takes_no_traffic_unhealthy_leaves_and_conflicts_are_refused() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let d = Dockerd::start(false);
     let blue_port = container_port();
     // The file defines pool `files`: a container claiming it is refused.
@@ -690,7 +685,7 @@ weight = 1
 // load keeps running on the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_unreachable_at_start_or_later_keeps_serving_and_resyncs() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     // The proxy starts first: Docker is not there yet.
     let mut d = Dockerd {
         dir: tempfile::Builder::new()
