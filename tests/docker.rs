@@ -804,3 +804,68 @@ async fn metrics_text(p: &Proxy) -> String {
     let mut c = Client::new(addr);
     c.get("x", "/metrics").await.unwrap().body
 }
+
+// Multi-threaded: the docker CLI and dockerd calls block a worker, the
+// load keeps running on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traefik_compose_file_routes_by_its_weights_and_switch_survives_a_restart() {
+    let _serial = SERIAL.lock().await;
+    let d = Dockerd::start(false);
+    let mut p = Proxy::start(&config(&d.endpoint(), "traefik", "")).await;
+    let compose =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/docker/traefik-pi.yml");
+    let ports = [container_port(), container_port(), container_port()];
+    let out = Command::new("docker-compose")
+        .arg("-p")
+        .arg("sytraefik")
+        .arg("-f")
+        .arg(&compose)
+        .args(["up", "-d"])
+        .env("DOCKER_HOST", d.endpoint())
+        .env("BLUE_PORT", ports[0].to_string())
+        .env("GREEN_PORT", ports[1].to_string())
+        .env("DB_PORT", ports[2].to_string())
+        .output()
+        .expect("docker-compose: install it (scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "docker-compose up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pool = "app.test";
+    assert!(
+        eventually(DEADLINE, || async {
+            backends(&p, pool, "app-blue").await.len() == 1
+                && backends(&p, pool, "app-green").await.len() == 1
+        })
+        .await,
+        "both discovered: {}\n{}",
+        p.state().await,
+        p.log()
+    );
+    assert_eq!(
+        p.state().await["pools"].as_object().unwrap().len(),
+        1,
+        "db is not discovered"
+    );
+    let s = split(&p, "app.test", 100).await;
+    assert_eq!(
+        (s.get("blue"), s.get("green")),
+        (Some(&25), Some(&75)),
+        "{s:?}"
+    );
+
+    let out = p.ctl(&["switch", pool, "app-green"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = split(&p, "app.test", 20).await;
+    assert_eq!(s.get("green"), Some(&20), "{s:?}");
+    p.restart().await;
+    assert!(eventually(DEADLINE, || async { provider(&p).await["up"] == true }).await);
+    let s = split(&p, "app.test", 20).await;
+    assert_eq!(s.get("green"), Some(&20), "after a restart: {s:?}");
+    assert_eq!(p.weights(pool).await["app-blue"], 0);
+}
