@@ -421,7 +421,7 @@ impl Config {
     /// on stderr and still succeeds.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.routes.is_empty() {
+        if self.routes.is_empty() && self.docker.is_none() {
             out.push(
                 "no [[routes]]: nothing would be routed (every request would be answered 404)"
                     .to_string(),

@@ -92,7 +92,7 @@ impl Control {
 /// What a reload must not do without being told to: route nothing, or drop
 /// pools that hold runtime changes or a rollout.
 fn refuse_losses(file: &Config, state: &PersistedState) -> Result<(), String> {
-    if file.routes.is_empty() {
+    if file.routes.is_empty() && file.docker.is_none() {
         return Err(
             "the new config has no routes: every request would get 404. \
                     Fix the file, or reload with force (ctl reload --force) to serve nothing"
