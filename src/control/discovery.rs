@@ -191,6 +191,12 @@ impl Control {
         let (changes, refused) = f(&mut state, &view.file);
         if state != *view.state {
             self.commit(&mut w, state)?;
+            let now = self.snapshot();
+            if acme_hosts(&view.effective) != acme_hosts(&now.effective) {
+                for problem in self.tls.apply_config(&now.effective) {
+                    tracing::error!("{problem}");
+                }
+            }
         }
         drop(w);
         for c in changes {
@@ -292,4 +298,13 @@ impl Control {
         let mut m = self.providers.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut m)
     }
+}
+
+/// Hosts whose routes want an ACME certificate.
+fn acme_hosts(c: &Config) -> Vec<String> {
+    c.routes
+        .iter()
+        .filter(|r| r.tls == crate::config::TlsMode::Acme)
+        .map(|r| r.host.to_string())
+        .collect()
 }

@@ -121,7 +121,8 @@ impl Control {
         let registry = BackendRegistry::default();
         let metrics = Arc::new(Metrics::new());
         let table = RoutingTable::build_and_sync(&effective, &registry, &kept.canaries(), &metrics);
-        let tls = Arc::new(TlsState::new(&file));
+        // The effective config: discovered routes with tls = "acme" get certificates too.
+        let tls = Arc::new(TlsState::new(&effective));
         tls.certs.export_expiry(metrics.certificate_expiry.clone());
         let (rollout_calls, _) = broadcast::channel(64);
         Control {

@@ -45,7 +45,7 @@ impl Control {
                 .save(&kept)
                 .map_err(|e| AdminError::Store(e.to_string()))?;
         }
-        for problem in self.tls.apply_config(&file) {
+        for problem in self.tls.apply_config(&effective) {
             tracing::error!("{problem}");
             notes_out.push(problem);
         }
