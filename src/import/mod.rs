@@ -58,6 +58,13 @@ pub enum ImportError {
     Unrecognized { path: PathBuf, keys: String },
     #[error("found no routers, services or certificate resolvers to import in {files}")]
     Empty { files: String },
+    /// Routers (or other things) were found, none could be carried over.
+    #[error("nothing in {files} could be carried over ({routers} router(s) found):\n  {why}")]
+    NothingCarried {
+        files: String,
+        routers: usize,
+        why: String,
+    },
     /// The importer wrote a config that does not validate: a bug to report.
     #[error("the imported configuration does not validate (please report this):\n{0}")]
     Generated(String),
@@ -199,7 +206,19 @@ pub fn traefik(sources: &[Source]) -> Result<Imported, ImportError> {
                     dynamic::read_k8s(&root, &kind, &mut frag, &ports)?;
                 }
                 Some(Doc::Config { dynamic, statik }) => {
-                    if dynamic {
+                    if dynamic && statik {
+                        // Traefik reads routers and services from its
+                        // providers only, never from its static file.
+                        for k in ["http", "tcp", "udp", "tls"] {
+                            if let Some(x) = root.child(k) {
+                                frag.note(format!(
+                                    "{}: {}: a static configuration file's {k} section is not read by Traefik (only the file provider's files are); not imported",
+                                    x.file.display(),
+                                    x.path
+                                ));
+                            }
+                        }
+                    } else if dynamic {
                         dynamic::read_dynamic(&root, &mut frag, None)?;
                     }
                     if statik {
@@ -222,7 +241,9 @@ pub fn traefik(sources: &[Source]) -> Result<Imported, ImportError> {
         }
     }
 
+    drop_implicit(&mut t);
     let paths: Vec<PathBuf> = sources.iter().map(|s| s.path.clone()).collect();
+    let found_routers = t.routers.len();
     let toml = emit::build(&mut t, &paths)?;
     let config = Config::from_toml_str(&toml).map_err(|diags| {
         ImportError::Generated(
@@ -237,19 +258,44 @@ pub fn traefik(sources: &[Source]) -> Result<Imported, ImportError> {
         )
     })?;
     if config.routes.is_empty() && config.pools.is_empty() && config.acme.is_none() {
-        return Err(ImportError::Empty {
-            files: paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
+        let files = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if found_routers > 0 || !t.notes.is_empty() {
+            return Err(ImportError::NothingCarried {
+                files,
+                routers: found_routers,
+                why: t.notes.join("\n  "),
+            });
+        }
+        return Err(ImportError::Empty { files });
     }
     Ok(Imported {
         toml,
         warnings: t.unknown.clone(),
         notes: t.notes.clone(),
     })
+}
+
+/// With `providers.docker.exposedByDefault=false`, containers without
+/// `traefik.enable=true` are not Traefik's: their routers and services go.
+fn drop_implicit(t: &mut Traefik) {
+    if t.exposed_by_default != Some(false) {
+        return;
+    }
+    for (at, routers, services) in std::mem::take(&mut t.implicit) {
+        for r in &routers {
+            t.routers.remove(r);
+        }
+        for s in &services {
+            t.services.remove(s);
+        }
+        t.note(format!(
+            "{at}: no traefik.enable=true, and providers.docker.exposedByDefault is false: Traefik ignores this container; not imported"
+        ));
+    }
 }
 
 fn top_keys(v: &Value) -> String {
