@@ -206,29 +206,7 @@ pub fn traefik(sources: &[Source]) -> Result<Imported, ImportError> {
                     dynamic::read_k8s(&root, &kind, &mut frag, &ports)?;
                 }
                 Some(Doc::Config { dynamic, statik }) => {
-                    if dynamic && statik {
-                        // Traefik reads routers and services from its
-                        // providers only, never from its static file.
-                        for k in ["http", "tcp", "udp", "tls"] {
-                            if let Some(x) = root.child(k) {
-                                frag.note(format!(
-                                    "{}: {}: a static configuration file's {k} section is not read by Traefik (only the file provider's files are); not imported",
-                                    x.file.display(),
-                                    x.path
-                                ));
-                            }
-                        }
-                    } else if dynamic {
-                        dynamic::read_dynamic(&root, &mut frag, None)?;
-                    }
-                    if statik {
-                        dynamic::read_static(&root, &mut frag)?;
-                    }
-                    let mut known: Vec<&str> = vec!["http", "tcp", "udp", "tls"];
-                    known.extend(dynamic::STATIC_KEYS);
-                    for k in root.unknown_keys(&known) {
-                        frag.unknown(&s.path, &k, "");
-                    }
+                    read_config_doc(&root, &s.path, dynamic, statik, &mut frag)?;
                 }
                 None => {
                     return Err(ImportError::Unrecognized {
@@ -277,6 +255,41 @@ pub fn traefik(sources: &[Source]) -> Result<Imported, ImportError> {
         warnings: t.unknown.clone(),
         notes: t.notes.clone(),
     })
+}
+
+/// A Traefik configuration file: dynamic (routers, services ...) or static
+/// (entry points, resolvers, providers ...). Traefik reads routers and
+/// services from its providers only, never from its static file: a static
+/// file's `http` section is noted, not read.
+fn read_config_doc(
+    root: &Node<'_>,
+    path: &std::path::Path,
+    dynamic: bool,
+    statik: bool,
+    frag: &mut Traefik,
+) -> Result<(), ImportError> {
+    if dynamic && statik {
+        for k in ["http", "tcp", "udp", "tls"] {
+            if let Some(x) = root.child(k) {
+                frag.note(format!(
+                    "{}: {}: a static configuration file's {k} section is not read by Traefik (only the file provider's files are); not imported",
+                    x.file.display(),
+                    x.path
+                ));
+            }
+        }
+    } else if dynamic {
+        dynamic::read_dynamic(root, frag, None)?;
+    }
+    if statik {
+        dynamic::read_static(root, frag)?;
+    }
+    let mut known: Vec<&str> = vec!["http", "tcp", "udp", "tls"];
+    known.extend(dynamic::STATIC_KEYS);
+    for k in root.unknown_keys(&known) {
+        frag.unknown(path, &k, "");
+    }
+    Ok(())
 }
 
 /// With `providers.docker.exposedByDefault=false`, containers without
