@@ -250,17 +250,17 @@ async fn traefik_service_manifest_3_1_splits_75_25_through_the_proxy() {
         [("api.example.com".into(), "api".into(), "none".into())]
     );
     let v = versions(&t, "api");
-    assert_eq!(v["stable"], (3, vec!["api-stable:80".to_string()]));
+    assert_eq!(v["stable"], (3, vec!["api-stable.prod:80".to_string()]));
     // `port: http` resolved through the Service manifest in the same file.
-    assert_eq!(v["canary"], (1, vec!["api-canary:8080".to_string()]));
+    assert_eq!(v["canary"], (1, vec!["api-canary.prod:8080".to_string()]));
 
     let stable = Upstream::start("stable").await;
     let canary = Upstream::start("canary").await;
     let p = Proxy::start(&serve_locally(
         &toml,
         &[
-            ("api-stable:80", stable.addr),
-            ("api-canary:8080", canary.addr),
+            ("api-stable.prod:80", stable.addr),
+            ("api-canary.prod:8080", canary.addr),
         ],
     ))
     .await;

@@ -1126,11 +1126,9 @@ fn k8s_ref(
     }
     let svc_ns = s.text_at("namespace")?.unwrap_or_else(|| ns.to_string());
     let port = k8s_service_port(s, &svc_ns, &name, ports)?;
-    let host = if svc_ns == ns {
-        name.clone()
-    } else {
-        format!("{name}.{svc_ns}")
-    };
+    // Always qualified: switchyard does not run in the manifest's
+    // namespace, and `name.namespace` resolves from any namespace.
+    let host = format!("{name}.{svc_ns}");
     let lb = k8s_load_balancer(s, host, port, t)?;
     // The load balancer is keyed by the Service name; the same name on
     // another port gets its own key.

@@ -329,7 +329,7 @@ spec: {}
     assert_eq!(
         versions(&c, "web"),
         [
-            v("v1", 4, &["web-v1:80"]),
+            v("v1", 4, &["web-v1.site:80"]),
             v("v2", 1, &["web-v2.staging:80"])
         ]
     );
@@ -374,8 +374,8 @@ spec:
     assert_eq!(
         versions(&c, "app"),
         [
-            v("blue", 1, &["app-blue:80"]),
-            v("green", 0, &["app-green:80"])
+            v("blue", 1, &["app-blue.default:80"]),
+            v("green", 0, &["app-green.default:80"])
         ]
     );
     assert!(i.toml.contains("no router routes to service \"app\""));
