@@ -172,6 +172,7 @@ pub fn traefik(sources: &[Source]) -> Result<Imported, ImportError> {
     for s in sources {
         parsed.push((s, parse(s)?));
     }
+    merge_compose_files(&mut parsed);
     // Named ports of Kubernetes Services, for TraefikServices that use them.
     let mut ports = dynamic::NamedPorts::new();
     for (s, docs) in &parsed {
@@ -255,6 +256,79 @@ pub fn traefik(sources: &[Source]) -> Result<Imported, ImportError> {
         warnings: t.unknown.clone(),
         notes: t.notes.clone(),
     })
+}
+
+/// Compose files given together are one project, as `docker compose -f
+/// a.yml -f b.yml` (or a file and its `docker-compose.override.yml`) makes
+/// them: the later ones are merged into the first, in the order given, and
+/// not read on their own.
+fn merge_compose_files(parsed: &mut [(&Source, Vec<Value>)]) {
+    let mut first: Option<(usize, usize)> = None;
+    let mut later = Vec::new();
+    for (i, (_, docs)) in parsed.iter().enumerate() {
+        for (j, d) in docs.iter().enumerate() {
+            if matches!(classify(d), Some(Doc::Compose)) {
+                match first {
+                    None => first = Some((i, j)),
+                    Some(_) => later.push((i, j)),
+                }
+            }
+        }
+    }
+    let Some((fi, fj)) = first else { return };
+    for &(i, j) in later.iter().rev() {
+        let over = parsed[i].1.remove(j);
+        merge_compose(&mut parsed[fi].1[fj], over);
+    }
+}
+
+/// Compose's merge: mappings key by key, `labels` and `environment` as
+/// maps (a later value wins), `expose` and `ports` joined, anything else
+/// replaced.
+fn merge_compose(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) if k == "labels" || k == "environment" => {
+                        let mut m = as_map(slot);
+                        m.extend(as_map(&v));
+                        *slot = Value::Object(m);
+                    }
+                    Some(Value::Array(a)) if k == "expose" || k == "ports" => {
+                        if let Value::Array(more) = v {
+                            for x in more {
+                                if !a.contains(&x) {
+                                    a.push(x);
+                                }
+                            }
+                        }
+                    }
+                    Some(slot) => merge_compose(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// `["k=v", ...]` or `{k: v}` as a map.
+fn as_map(v: &Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m.clone(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| i.as_str())
+            .map(|i| match i.split_once('=') {
+                Some((k, v)) => (k.to_string(), Value::String(v.to_string())),
+                None => (i.to_string(), Value::Null),
+            })
+            .collect(),
+        _ => serde_json::Map::new(),
+    }
 }
 
 /// A Traefik configuration file: dynamic (routers, services ...) or static

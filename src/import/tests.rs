@@ -749,3 +749,29 @@ services:
     let c = config(&import(&[("compose.yml", compose)]));
     assert_eq!(versions(&c, "self")[0].2, ["traefik:80"]);
 }
+
+#[test]
+fn a_compose_file_and_its_override_are_merged() {
+    let i = import(&[
+        (
+            "compose-base.yml",
+            include_str!("../../tests/fixtures/traefik/compose-base.yml"),
+        ),
+        (
+            "compose-override.yml",
+            include_str!("../../tests/fixtures/traefik/compose-override.yml"),
+        ),
+    ]);
+    let c = config(&i);
+    assert_eq!(
+        c.routes[0].host.to_string(),
+        "app.example.com",
+        "{}",
+        i.toml
+    );
+    assert_eq!(
+        versions(&c, "app"),
+        [v("app", 1, &["app:9090"])],
+        "the override's port wins"
+    );
+}
