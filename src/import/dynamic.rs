@@ -104,11 +104,23 @@ pub(super) fn read_dynamic(
         }
     }
     if let Some(n) = root.child("tls") {
-        t.note(format!(
-            "{}: {}: certificates and TLS options from Traefik's store are not carried over: give a route tls = {{ cert = \"...\", key = \"...\" }}",
-            n.file.display(),
-            n.path
-        ));
+        if let Some(list) = n.child("certificates") {
+            for c in list.items()? {
+                match (c.text_at("certFile")?, c.text_at("keyFile")?) {
+                    (Some(cert), Some(key)) => {
+                        t.file_certs
+                            .push((cert, key, format!("{}: {}", c.file.display(), c.path)))
+                    }
+                    _ => return Err(c.err("a certificate needs certFile and keyFile")),
+                }
+            }
+        }
+        for k in n.unknown_keys(&["certificates"]) {
+            t.note(format!(
+                "{}: {k}: TLS options and stores are not carried over (switchyard's TLS: rustls defaults, TLS 1.2 and 1.3)",
+                n.file.display()
+            ));
+        }
     }
     Ok(())
 }

@@ -394,9 +394,19 @@ pub(super) fn build(t: &mut Traefik, inputs: &[PathBuf]) -> Result<String, Impor
     let mut any_tls = false;
     for p in &pools {
         for &i in &p.hosts {
-            let acme_tls = b.host_uses_acme(&hosts[i], acme.is_some(), chosen.as_deref());
-            any_tls |= acme_tls.is_some();
-            write_route(&mut routes_text, &hosts[i], &p.name, acme_tls);
+            let files = b.file_cert_for(&hosts[i]);
+            let acme_tls = match files {
+                Some(_) => None,
+                None => b.host_uses_acme(&hosts[i], acme.is_some(), chosen.as_deref()),
+            };
+            any_tls |= acme_tls.is_some() || files.is_some();
+            write_route(
+                &mut routes_text,
+                &hosts[i],
+                &p.name,
+                acme_tls,
+                files.as_ref(),
+            );
         }
     }
 
@@ -417,7 +427,13 @@ pub(super) fn build(t: &mut Traefik, inputs: &[PathBuf]) -> Result<String, Impor
 
 /// One `[[routes]]` entry. `acme_tls` is `None` for a route without TLS,
 /// else whether its host is also served over plain HTTP (no redirect).
-fn write_route(out: &mut String, h: &HostEntry, pool: &str, acme_tls: Option<bool>) {
+fn write_route(
+    out: &mut String,
+    h: &HostEntry,
+    pool: &str,
+    acme_tls: Option<bool>,
+    files: Option<&(String, String)>,
+) {
     let _ = writeln!(
         out,
         "\n[[routes]]  # router{} {} ({})",
@@ -427,14 +443,22 @@ fn write_route(out: &mut String, h: &HostEntry, pool: &str, acme_tls: Option<boo
     );
     let _ = writeln!(out, "host = {}", q(&h.host));
     let _ = writeln!(out, "pool = {}", q(pool));
-    if let Some(redirect_off) = acme_tls {
-        let _ = writeln!(out, "tls = \"acme\"");
-        if redirect_off {
-            let _ = writeln!(
-                out,
-                "redirect_https = false  # a Traefik router also served it over plain HTTP"
-            );
+    if let Some((cert, key)) = files {
+        let _ = writeln!(out, "tls = {{ cert = {}, key = {} }}", q(cert), q(key));
+    }
+    let redirect_off = match (acme_tls, files) {
+        (Some(off), _) => {
+            let _ = writeln!(out, "tls = \"acme\"");
+            off
         }
+        (None, Some(_)) => h.plain_unredirected,
+        (None, None) => false,
+    };
+    if redirect_off {
+        let _ = writeln!(
+            out,
+            "redirect_https = false  # a Traefik router also served it over plain HTTP"
+        );
     }
 }
 
@@ -759,6 +783,41 @@ impl Builder<'_> {
             eps.join(", ")
         ));
         true
+    }
+
+    /// A certificate of Traefik's file store for a host whose router uses
+    /// TLS without a resolver: the one whose file name names the host, else
+    /// the only one there is (with a note either way).
+    fn file_cert_for(&mut self, h: &HostEntry) -> Option<(String, String)> {
+        if !h.resolvers.is_empty()
+            || h.tls_without_resolver.is_empty()
+            || self.t.file_certs.is_empty()
+        {
+            return None;
+        }
+        let bare = h.host.trim_start_matches("*.");
+        let named = self.t.file_certs.iter().find(|(cert, _, _)| {
+            std::path::Path::new(cert)
+                .file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| f.contains(bare))
+        });
+        let chosen = match (named, self.t.file_certs.as_slice()) {
+            (Some(c), _) => c.clone(),
+            (None, [only]) => only.clone(),
+            (None, _) => {
+                self.t.note(format!(
+                    "host {}: Traefik's store has several certificates and none is named after the host; give the route tls = {{ cert, key }} with the right one",
+                    h.host
+                ));
+                return None;
+            }
+        };
+        self.t.note(format!(
+            "host {}: served with {} / {} from Traefik's certificates ({}); switchyard reads these files at start and on every reload: check the paths on this machine",
+            h.host, chosen.0, chosen.1, chosen.2
+        ));
+        Some((chosen.0, chosen.1))
     }
 
     /// Whether a host's route gets `tls = "acme"`: `Some(redirect_off)` when

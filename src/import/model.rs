@@ -27,6 +27,8 @@ pub(super) struct Traefik {
     pub implicit: Vec<(String, Vec<String>, Vec<String>)>,
     /// `accessLog`: (`json` or `common`, the file path if any, where).
     pub access_log: Option<(String, Option<String>, String)>,
+    /// `tls.certificates` of dynamic files: (certFile, keyFile, where).
+    pub file_certs: Vec<(String, String, String)>,
     /// Everything not carried over, one line each (becomes a comment).
     pub notes: Vec<String>,
     /// Keys and labels the importer does not know (also reported on stderr).
@@ -299,6 +301,7 @@ impl Traefik {
         self.exposed_by_default = self.exposed_by_default.or(other.exposed_by_default);
         self.implicit.extend(other.implicit);
         self.access_log = self.access_log.take().or(other.access_log);
+        self.file_certs.extend(other.file_certs);
         for n in other.notes {
             self.note(n);
         }

@@ -775,3 +775,39 @@ fn a_compose_file_and_its_override_are_merged() {
         "the override's port wins"
     );
 }
+
+#[test]
+fn certificates_from_files_are_carried_over() {
+    let dynamic = r#"
+http:
+  routers:
+    app: {rule: "Host(`app.example.com`)", service: s, entryPoints: [websecure], tls: {}}
+  services:
+    s: {loadBalancer: {servers: [{url: "http://10.0.0.5:8080"}]}}
+tls:
+  certificates:
+    - {certFile: /certs/other.example.com.crt, keyFile: /certs/other.example.com.key}
+    - {certFile: /certs/app.example.com.crt, keyFile: /certs/app.example.com.key}
+  options:
+    default: {minVersion: VersionTLS12}
+"#;
+    let statik = "entryPoints:\n  web: {address: \":80\"}\n  websecure: {address: \":443\"}\n";
+    let i = import(&[("dynamic.yml", dynamic), ("traefik.yml", statik)]);
+    let c = config(&i);
+    assert_eq!(
+        c.routes[0].tls,
+        TlsMode::Files {
+            cert: "/certs/app.example.com.crt".into(),
+            key: "/certs/app.example.com.key".into()
+        },
+        "{}",
+        i.toml
+    );
+    assert_eq!(c.server.https.unwrap().to_string(), "0.0.0.0:443");
+    assert!(
+        i.toml
+            .contains("tls.options: TLS options and stores are not carried over"),
+        "{}",
+        i.toml
+    );
+}
