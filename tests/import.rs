@@ -382,3 +382,27 @@ fn malformed_or_unsupported_input_exits_1_naming_the_key() {
     let out = run_bin(&["import", "traefik"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn the_pi_setup_imports_to_two_listeners_and_checks() {
+    let (toml, _) = import(&[fixture("pi-compose.yml"), fixture("pi-static.yml")]);
+    check(&toml);
+    let t = table(&toml);
+    assert_eq!(t["server"]["http"].as_str(), Some("0.0.0.0:80"), "{toml}");
+    assert_eq!(t["server"]["https"].as_str(), Some("0.0.0.0:443"), "{toml}");
+    assert_eq!(
+        routes(&t),
+        [("app.example.com".into(), "app".into(), "acme".into())],
+        "wiki has no traefik.enable=true"
+    );
+    assert_eq!(t["pools"]["app"]["health"]["port"].as_integer(), Some(9090));
+    assert_eq!(
+        t["access_log"]["path"].as_str(),
+        Some("/var/log/traefik/access.log")
+    );
+
+    let (merged, _) = import(&[fixture("compose-base.yml"), fixture("compose-override.yml")]);
+    check(&merged);
+    let t = table(&merged);
+    assert_eq!(versions(&t, "app")["app"].1, ["app:9090"]);
+}
