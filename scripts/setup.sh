@@ -5,7 +5,10 @@
 #   scripts/setup.sh bench      also the benchmark peers (nginx, HAProxy, wrk)
 set -euo pipefail
 
-packages=(curl pebble prometheus chromium chromium-driver)
+# docker.io, docker-compose and busybox-static: tests/docker.rs starts its own
+# dockerd (Debian's policy-rc.d keeps the package from starting one) and
+# makes its test image from the static busybox.
+packages=(curl pebble prometheus chromium chromium-driver docker.io docker-compose busybox-static)
 if [[ "${1:-}" == "bench" ]]; then
   packages+=(nginx-light haproxy wrk)
 fi
@@ -26,9 +29,12 @@ if ((${#missing[@]})); then
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
     pkill -x "$svc" >/dev/null 2>&1 || true
   done
+  # Where systemd started Debian's own dockerd (it changes iptables and adds
+  # docker0), stop it: tests/docker.rs runs private daemons that change nothing.
+  $SUDO systemctl disable --now docker.socket docker containerd >/dev/null 2>&1 || true
 fi
 
-for tool in pebble pebble-challtestsrv prometheus promtool curl; do
+for tool in pebble pebble-challtestsrv prometheus promtool curl dockerd docker-compose; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing" >&2; exit 1; }
 done
 echo "setup: ok"

@@ -222,7 +222,14 @@ pub fn render_state(s: &StateView) -> String {
         );
     }
     for (name, p) in &s.pools {
-        let _ = writeln!(out, "pool {name}:");
+        match &p.provider {
+            Some(by) => {
+                let _ = writeln!(out, "pool {name} (discovered by {by}):");
+            }
+            None => {
+                let _ = writeln!(out, "pool {name}:");
+            }
+        }
         let _ = writeln!(
             out,
             "  {:<16} {:>7} {:>9} {:>7} {:>9}  backends",
@@ -258,7 +265,27 @@ pub fn render_state(s: &StateView) -> String {
         }
     }
     render_certificates(&mut out, s);
+    render_providers(&mut out, s);
     out
+}
+
+fn render_providers(out: &mut String, s: &StateView) {
+    for (name, p) in &s.providers {
+        let status = if p.up { "up" } else { "DOWN" };
+        let api = p.api_version.as_deref().unwrap_or("-");
+        let sync = p.last_sync.as_deref().unwrap_or("never");
+        let _ = writeln!(
+            out,
+            "provider {name}: {status}  {}  API {api}  {} container(s) in rotation  last sync {sync}",
+            p.endpoint, p.containers
+        );
+        if let Some(e) = &p.error {
+            let _ = writeln!(out, "  error: {e} (the last known backends keep serving)");
+        }
+        for r in &p.refused {
+            let _ = writeln!(out, "  refused: {r}");
+        }
+    }
 }
 
 fn render_certificates(out: &mut String, s: &StateView) {

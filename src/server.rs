@@ -12,6 +12,7 @@
 //!  ├─ dashboard listener ── admin::dashboard::serve  ├─ stats sampler (1 s)
 //!  ├─ health: probes, rebuilder, ejection sweeper   ├─ rollout runner
 //!  ├─ notify: audit events to the [[notify]] webhooks
+//!  ├─ providers::docker (with [providers.docker]): containers -> Control
 //!  └─ signals: SIGHUP -> reload (in its own task); SIGTERM/SIGINT -> stop accepting,
 //!     drain in-flight requests for up to shutdown_grace, return
 //! ```
@@ -165,7 +166,7 @@ pub async fn run(
     ctx.tracker
         .spawn(crate::notify::start(control.clone(), ctx.shutdown.clone()));
     start_listeners(&ctx, &proxy, config, listeners);
-    start_services(&ctx, &control);
+    start_services(&ctx, &control, config);
 
     wait_for_stop(&control, stop).await;
     tracing::info!(grace = ?config.server.shutdown_grace, "shutting down: no new connections, draining in-flight requests");
@@ -264,8 +265,16 @@ fn start_listeners(ctx: &Ctx, proxy: &Arc<Proxy>, config: &Config, l: Listeners)
 }
 
 /// The background services.
-fn start_services(ctx: &Ctx, control: &Arc<Control>) {
+fn start_services(ctx: &Ctx, control: &Arc<Control>, config: &Config) {
     let s = || ctx.shutdown.clone();
+    if let Some(docker) = &config.docker {
+        tracing::info!(endpoint = %docker.endpoint, labels = docker.labels.prefix(), "docker discovery on");
+        ctx.tracker.spawn(crate::providers::docker::run(
+            control.clone(),
+            docker.clone(),
+            s(),
+        ));
+    }
     ctx.tracker
         .spawn(crate::health::supervise(control.clone(), s()));
     ctx.tracker

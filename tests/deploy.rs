@@ -147,93 +147,177 @@ fn systemd_unit_is_confined_to_binding_low_ports() {
     assert!(text.contains("Overall exposure level"), "{text}");
 }
 
-#[test]
-fn compose_example_config_checks_and_routes_to_the_compose_services() {
-    let config = deploy("switchyard.toml");
-    let out = run_bin(&["check", "-c", config.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let c = switchyard::config::Config::load(&config).unwrap();
+/// A compose service as the Docker API would show its container: labels,
+/// an address on each of its networks, its exposed ports.
+fn as_container(name: &str, svc: &serde_norway::Value) -> switchyard::providers::labels::Container {
+    use switchyard::providers::labels::{Container, Health, Port};
+    let mut labels = std::collections::BTreeMap::new();
+    for l in svc["labels"].as_sequence().into_iter().flatten() {
+        let (k, v) = l.as_str().unwrap().split_once('=').unwrap();
+        labels.insert(
+            k.to_string(),
+            v.split('#').next().unwrap().trim().to_string(),
+        );
+    }
+    labels.insert("com.docker.compose.service".into(), name.to_string());
+    labels.insert("com.docker.compose.project".into(), "deploy".into());
+    let networks = svc["networks"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                n.as_str().unwrap().to_string(),
+                std::net::IpAddr::from([172, 20, i as u8, 2]),
+            )
+        })
+        .collect();
+    let ports = svc["expose"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .map(|p| Port {
+            private: p.as_str().unwrap().parse().unwrap(),
+            public: None,
+        })
+        .collect();
+    Container {
+        id: name.to_string(),
+        name: format!("deploy-{name}-1"),
+        labels,
+        running: true,
+        health: Health::Healthy,
+        host_network: false,
+        networks,
+        ports,
+    }
+}
 
-    let compose: serde_norway::Value = serde_norway::from_str(&read("docker-compose.yml")).unwrap();
-    let services = compose["services"].as_mapping().unwrap();
-    let names: BTreeSet<&str> = services.keys().filter_map(|k| k.as_str()).collect();
-    let proxy = &compose["services"]["switchyard"];
-    let nets = |s: &serde_norway::Value| -> BTreeSet<String> {
-        s["networks"]
+#[test]
+fn compose_examples_check_and_their_labels_give_the_pool() {
+    for (compose_file, config_file, socket_proxy) in [
+        ("docker-compose.yml", "switchyard.toml", false),
+        (
+            "docker-compose.socket-proxy.yml",
+            "switchyard.socket-proxy.toml",
+            true,
+        ),
+    ] {
+        let config = deploy(config_file);
+        let out = run_bin(&["check", "-c", config.to_str().unwrap()]);
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{config_file}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let c = switchyard::config::Config::load(&config).unwrap();
+        let docker = c.docker.clone().expect("[providers.docker]");
+        let compose: serde_norway::Value = serde_norway::from_str(&read(compose_file)).unwrap();
+        let services = compose["services"].as_mapping().unwrap();
+        let proxy = &compose["services"]["switchyard"];
+
+        // The labelled services give pool app: blue at 100, green at 0, on
+        // the configured network's address.
+        let mut found = Vec::new();
+        for (name, svc) in services {
+            let name = name.as_str().unwrap();
+            let r = switchyard::providers::labels::read(&as_container(name, svc), &docker);
+            assert!(
+                r.problems.is_empty(),
+                "{compose_file}: {name}: {:?}",
+                r.problems
+            );
+            found.extend(r.found);
+        }
+        let got: Vec<(String, String, Option<u32>, Vec<String>)> = found
+            .iter()
+            .map(|f| (f.pool.clone(), f.version.clone(), f.weight, f.hosts.clone()))
+            .collect();
+        let host = vec!["app.example.com".to_string()];
+        assert_eq!(
+            got,
+            [
+                ("app".into(), "blue".into(), Some(100), host.clone()),
+                ("app".into(), "green".into(), Some(0), host)
+            ],
+            "{compose_file}"
+        );
+        assert!(found
+            .iter()
+            .all(|f| f.addr.as_deref().is_some_and(|a| a.ends_with(":80"))));
+        let nets = |s: &serde_norway::Value| -> BTreeSet<String> {
+            s["networks"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap().to_string())
+                .collect()
+        };
+        assert!(nets(proxy).contains(docker.network.as_deref().unwrap()));
+
+        // Who holds the socket: switchyard itself (read-only), or only the
+        // API proxy, reached on a network of its own.
+        let volumes: Vec<&str> = proxy["volumes"]
             .as_sequence()
             .unwrap()
             .iter()
-            .map(|n| n.as_str().unwrap().to_string())
-            .collect()
-    };
-    // Every backend is a compose service on a network switchyard is on.
-    let mut backends = 0;
-    for pool in c.pools.values() {
-        for v in pool.versions.values() {
-            for b in &v.backends {
-                let host = b.as_str().rsplit_once(':').unwrap().0;
-                assert!(names.contains(host), "backend {b} is not a compose service");
-                let svc = &compose["services"][host];
-                assert!(
-                    !nets(svc).is_disjoint(&nets(proxy)),
-                    "{host} shares no network with switchyard"
-                );
-                let port = b.as_str().rsplit_once(':').unwrap().1;
-                let exposed: Vec<String> = svc["expose"]
-                    .as_sequence()
-                    .unwrap()
-                    .iter()
-                    .map(|p| p.as_str().unwrap().to_string())
-                    .collect();
-                assert!(exposed.contains(&port.to_string()), "{b}: not exposed");
-                backends += 1;
-            }
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let socket = volumes
+            .iter()
+            .any(|v| v.starts_with("/var/run/docker.sock:"));
+        if socket_proxy {
+            assert!(
+                !socket,
+                "{compose_file}: switchyard must not mount the socket"
+            );
+            assert_eq!(docker.endpoint, "tcp://socket-proxy:2375");
+            let sp = &compose["services"]["socket-proxy"];
+            assert!(!nets(sp).is_disjoint(&nets(proxy)));
+            assert_eq!(
+                sp["environment"]["POST"].as_i64(),
+                Some(0),
+                "a read-only proxy"
+            );
+            assert!(sp["volumes"][0].as_str().unwrap().ends_with(":ro"));
+        } else {
+            assert!(
+                volumes.contains(&"/var/run/docker.sock:/var/run/docker.sock:ro"),
+                "{volumes:?}"
+            );
+            assert_eq!(docker.endpoint, "unix:///var/run/docker.sock");
         }
-    }
-    assert_eq!(backends, 2);
-    assert_eq!(
-        c.pools["app"]
-            .versions
-            .keys()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        ["blue", "green"]
-    );
 
-    // The volumes hold what the config writes; the config is mounted where
-    // the image's command reads it.
-    let mounts: Vec<(String, String)> = proxy["volumes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            let parts: Vec<&str> = v.as_str().unwrap().split(':').collect();
-            (parts[0].to_string(), parts[1].to_string())
-        })
-        .collect();
-    let mounted = |p: &Path| mounts.iter().any(|(_, target)| p.starts_with(target));
-    assert!(mounted(&c.admin.socket), "admin socket not on a volume");
-    assert!(mounted(&c.admin.state), "state file not on a volume");
-    let dockerfile = read("Dockerfile");
-    let cmd = dockerfile
-        .lines()
-        .find(|l| l.starts_with("CMD "))
-        .expect("the Dockerfile has a CMD");
-    let (_, config_target) = mounts
-        .iter()
-        .find(|(src, _)| src == "./switchyard.toml")
-        .expect("compose mounts ./switchyard.toml");
-    assert!(
-        cmd.contains(&format!("\"{config_target}\"")),
-        "{cmd} does not read {config_target}"
-    );
-    assert_eq!(
-        proxy["build"]["dockerfile"].as_str(),
-        Some("deploy/Dockerfile")
-    );
+        // The volumes hold what the config writes; the config is mounted
+        // where the image's command reads it.
+        let mounts: Vec<(String, String)> = volumes
+            .iter()
+            .map(|v| {
+                let parts: Vec<&str> = v.split(':').collect();
+                (parts[0].to_string(), parts[1].to_string())
+            })
+            .collect();
+        let mounted = |p: &Path| mounts.iter().any(|(_, target)| p.starts_with(target));
+        assert!(mounted(&c.admin.socket), "admin socket not on a volume");
+        assert!(mounted(&c.admin.state), "state file not on a volume");
+        let dockerfile = read("Dockerfile");
+        let cmd = dockerfile
+            .lines()
+            .find(|l| l.starts_with("CMD "))
+            .expect("the Dockerfile has a CMD");
+        let (_, config_target) = mounts
+            .iter()
+            .find(|(src, _)| src == &format!("./{config_file}"))
+            .expect("compose mounts the config");
+        assert!(
+            cmd.contains(&format!("\"{config_target}\"")),
+            "{cmd} does not read {config_target}"
+        );
+        assert_eq!(
+            proxy["build"]["dockerfile"].as_str(),
+            Some("deploy/Dockerfile")
+        );
+    }
 }

@@ -250,17 +250,17 @@ async fn traefik_service_manifest_3_1_splits_75_25_through_the_proxy() {
         [("api.example.com".into(), "api".into(), "none".into())]
     );
     let v = versions(&t, "api");
-    assert_eq!(v["stable"], (3, vec!["api-stable:80".to_string()]));
+    assert_eq!(v["stable"], (3, vec!["api-stable.prod:80".to_string()]));
     // `port: http` resolved through the Service manifest in the same file.
-    assert_eq!(v["canary"], (1, vec!["api-canary:8080".to_string()]));
+    assert_eq!(v["canary"], (1, vec!["api-canary.prod:8080".to_string()]));
 
     let stable = Upstream::start("stable").await;
     let canary = Upstream::start("canary").await;
     let p = Proxy::start(&serve_locally(
         &toml,
         &[
-            ("api-stable:80", stable.addr),
-            ("api-canary:8080", canary.addr),
+            ("api-stable.prod:80", stable.addr),
+            ("api-canary.prod:8080", canary.addr),
         ],
     ))
     .await;
@@ -381,4 +381,28 @@ fn malformed_or_unsupported_input_exits_1_naming_the_key() {
     // No file at all is a usage error from the argument parser.
     let out = run_bin(&["import", "traefik"]);
     assert!(!out.status.success());
+}
+
+#[test]
+fn the_pi_setup_imports_to_two_listeners_and_checks() {
+    let (toml, _) = import(&[fixture("pi-compose.yml"), fixture("pi-static.yml")]);
+    check(&toml);
+    let t = table(&toml);
+    assert_eq!(t["server"]["http"].as_str(), Some("0.0.0.0:80"), "{toml}");
+    assert_eq!(t["server"]["https"].as_str(), Some("0.0.0.0:443"), "{toml}");
+    assert_eq!(
+        routes(&t),
+        [("app.example.com".into(), "app".into(), "acme".into())],
+        "wiki has no traefik.enable=true"
+    );
+    assert_eq!(t["pools"]["app"]["health"]["port"].as_integer(), Some(9090));
+    assert_eq!(
+        t["access_log"]["path"].as_str(),
+        Some("/var/log/traefik/access.log")
+    );
+
+    let (merged, _) = import(&[fixture("compose-base.yml"), fixture("compose-override.yml")]);
+    check(&merged);
+    let t = table(&merged);
+    assert_eq!(versions(&t, "app")["app"].1, ["app:9090"]);
 }

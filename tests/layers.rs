@@ -21,6 +21,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("health::counter", 0),
     ("notify::message", 0),
     ("fsutil", 0),
+    ("providers::labels", 0),
+    ("providers::rule", 0),
     // 1 live state.
     ("metrics", 1),
     ("upstream", 1),
@@ -39,6 +41,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("acme", 3),
     ("stats", 3),
     ("notify", 3),
+    ("providers", 3),
     // 4 API.
     ("admin", 4),
     // 5 wiring.

@@ -24,6 +24,23 @@ pub(super) struct FileConfig {
     pub(super) pools: BTreeMap<Spanned<String>, Spanned<PoolFile>>,
     #[serde(default)]
     pub(super) notify: Vec<Spanned<super::notify::NotifyFile>>,
+    pub(super) providers: Option<ProvidersFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ProvidersFile {
+    pub(super) docker: Option<Spanned<DockerFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DockerFile {
+    pub(super) endpoint: S<String>,
+    pub(super) exposed_by_default: Option<bool>,
+    pub(super) network: S<String>,
+    pub(super) labels: S<String>,
+    pub(super) host_address: S<String>,
 }
 
 pub(super) type S<T> = Option<Spanned<T>>;
@@ -136,6 +153,7 @@ pub(super) struct HealthFile {
     pub(super) fall: S<i64>,
     pub(super) status: S<StatusFile>,
     pub(super) host: S<String>,
+    pub(super) port: S<i64>,
 }
 
 #[derive(Deserialize)]

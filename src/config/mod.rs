@@ -100,6 +100,43 @@ pub struct Config {
     pub pools: BTreeMap<String, PoolConfig>,
     /// `[[notify]]`: webhooks the audit events are sent to.
     pub notify: Vec<NotifyConfig>,
+    /// `[providers.docker]`: pools discovered from container labels.
+    pub docker: Option<DockerConfig>,
+}
+
+/// `[providers.docker]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerConfig {
+    /// `unix:///var/run/docker.sock` (default), or `tcp://HOST:PORT` /
+    /// `http://HOST:PORT` (a Docker API proxy).
+    pub endpoint: String,
+    /// Containers without `<prefix>.enable=true` are discovered too.
+    pub exposed_by_default: bool,
+    /// The network whose address to use when a container has several.
+    pub network: Option<String>,
+    pub labels: LabelDialect,
+    /// The address of containers in the host's network namespace
+    /// (`network_mode: host`, published ports on 0.0.0.0).
+    pub host_address: std::net::IpAddr,
+}
+
+/// Which labels `[providers.docker]` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelDialect {
+    /// `switchyard.pool`, `switchyard.version`, ...
+    Switchyard,
+    /// Traefik's `traefik.http.routers.*` / `traefik.http.services.*`.
+    Traefik,
+}
+
+impl LabelDialect {
+    /// The label prefix: `switchyard` or `traefik`.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            LabelDialect::Switchyard => "switchyard",
+            LabelDialect::Traefik => "traefik",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -231,6 +268,8 @@ pub struct HealthConfig {
     /// Inclusive range of statuses that count as healthy.
     pub status: (u16, u16),
     pub host: Option<String>,
+    /// Probe this port instead of the backend's own.
+    pub port: Option<u16>,
 }
 
 /// Passive ejection from live traffic.
@@ -403,7 +442,7 @@ impl Config {
     /// on stderr and still succeeds.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.routes.is_empty() {
+        if self.routes.is_empty() && self.docker.is_none() {
             out.push(
                 "no [[routes]]: nothing would be routed (every request would be answered 404)"
                     .to_string(),
@@ -413,7 +452,9 @@ impl Config {
     }
 
     /// Checks a pool after runtime changes (added versions, new weights): the
-    /// same rules as the file, without spans.
+    /// same rules as the file, without spans, except that a version may have
+    /// no backend (a discovered version whose containers are all stopped;
+    /// `PUT .../versions` refuses an empty list itself).
     pub fn check_pool(pool: &PoolConfig) -> Result<(), String> {
         if pool.versions.is_empty() {
             return Err("a pool needs at least one version".into());
@@ -427,9 +468,6 @@ impl Config {
             }
             if v.weight > MAX_WEIGHT {
                 return Err(format!("weight of {name} is above {MAX_WEIGHT}"));
-            }
-            if v.backends.is_empty() {
-                return Err(format!("version {name} has no backends"));
             }
         }
         Ok(())

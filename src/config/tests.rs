@@ -289,3 +289,43 @@ max_p99 = "500ms"
     let bad = text.replace("duration = \"10m\"", "length = \"10m\"");
     assert!(Config::from_toml_str(&bad).is_err());
 }
+
+#[test]
+fn two_listeners_on_one_address_are_refused() {
+    let text = "[server]\nhttp = \"0.0.0.0:80\"\nhttps = \"0.0.0.0:80\"\n";
+    let e = Config::from_toml_str(text).unwrap_err();
+    assert_eq!((e[0].line, e[0].col), (3, 9));
+    assert!(
+        e[0].message.contains("same address as server.http"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn providers_docker_keys_defaults_and_errors() {
+    let c = Config::from_toml_str("[providers.docker]\n").unwrap();
+    let d = c.docker.clone().unwrap();
+    assert_eq!(d.endpoint, "unix:///var/run/docker.sock");
+    assert!(!d.exposed_by_default);
+    assert_eq!(d.labels, LabelDialect::Switchyard);
+    assert!(
+        c.warnings().is_empty(),
+        "discovery routes what the file does not"
+    );
+    let text =
+        "[providers.docker]\nendpoint = \"https://x:2376\"\nlabels = \"nginx\"\nsocket = 1\n";
+    let e = Config::from_toml_str(text).unwrap_err();
+    assert!(e[0].message.contains("unknown field `socket`"), "{e:?}");
+    let text = "[providers.docker]\nendpoint = \"https://x:2376\"\nlabels = \"nginx\"\n";
+    let e = Config::from_toml_str(text).unwrap_err();
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].message.contains("endpoint") && e[1].message.contains("labels"),
+        "{e:?}"
+    );
+    let c = Config::from_toml_str(
+        "[providers.docker]\nendpoint = \"tcp://socket-proxy:2375\"\nlabels = \"traefik\"\nnetwork = \"web\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.docker.unwrap().labels, LabelDialect::Traefik);
+}

@@ -201,6 +201,11 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
         .as_ref()
         .and_then(|a| validate_access_log(c, a, base));
     let notify = super::notify::validate(c, &file.notify, base);
+    let docker = file
+        .providers
+        .as_ref()
+        .and_then(|p| p.docker.as_ref())
+        .map(|d| validate_docker(c, d));
     Config {
         server,
         admin,
@@ -210,6 +215,69 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
         routes,
         pools,
         notify,
+        docker,
+    }
+}
+
+/// `[providers.docker]`: where the Engine API is and which labels to read.
+fn validate_docker(c: &mut Checker<'_>, d: &Spanned<DockerFile>) -> DockerConfig {
+    let d = d.get_ref();
+    let endpoint = match &d.endpoint {
+        None => "unix:///var/run/docker.sock".to_string(),
+        Some(e) => {
+            let text = e.get_ref().trim();
+            let ok = match text.split_once("://") {
+                Some(("unix", path)) => path.starts_with('/'),
+                Some(("tcp" | "http", hostport)) => {
+                    !hostport.is_empty()
+                        && hostport
+                            .rsplit_once(':')
+                            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                }
+                _ => false,
+            };
+            if !ok {
+                c.err(
+                    e.span(),
+                    "providers.docker.endpoint must be unix:///path/docker.sock or tcp://HOST:PORT (a Docker API proxy; TLS is not supported)",
+                );
+            }
+            text.to_string()
+        }
+    };
+    let labels = match d.labels.as_ref().map(|l| (l.span(), l.get_ref().as_str())) {
+        None | Some((_, "switchyard")) => LabelDialect::Switchyard,
+        Some((_, "traefik")) => LabelDialect::Traefik,
+        Some((span, _)) => {
+            c.err(
+                span,
+                "providers.docker.labels must be \"switchyard\" or \"traefik\"",
+            );
+            LabelDialect::Switchyard
+        }
+    };
+    let host_address = match &d.host_address {
+        None => std::net::IpAddr::from([127, 0, 0, 1]),
+        Some(a) => a.get_ref().parse().unwrap_or_else(|_| {
+            c.err(
+                a.span(),
+                "providers.docker.host_address must be an IP address",
+            );
+            std::net::IpAddr::from([127, 0, 0, 1])
+        }),
+    };
+    let network = d.network.as_ref().map(|n| n.get_ref().clone());
+    if let Some(n) = &d.network {
+        if n.get_ref().trim().is_empty() {
+            c.err(n.span(), "providers.docker.network must not be empty");
+        }
+    }
+    DockerConfig {
+        endpoint,
+        exposed_by_default: d.exposed_by_default.unwrap_or(false),
+        network,
+        labels,
+        host_address,
     }
 }
 
@@ -221,6 +289,14 @@ fn validate_server(c: &mut Checker<'_>, sf: ServerFile) -> ServerConfig {
         None => None,
     };
     let https = sf.https.as_ref().and_then(|s| c.addr(s, "server.https"));
+    if let (Some(a), Some(b), Some(s)) = (http, https, &sf.https) {
+        if a == b {
+            c.err(
+                s.span(),
+                format!("server.https is the same address as server.http ({a}): two listeners cannot share one address"),
+            );
+        }
+    }
     let secs = Duration::from_secs;
     ServerConfig {
         http,
@@ -602,6 +678,10 @@ fn validate_health(c: &mut Checker<'_>, h: &Spanned<HealthFile>) -> HealthConfig
         fall: c.int(&h.fall, "health.fall", 1..101, 3) as u32,
         status: c.status(&h.status, "health.status"),
         host: h.host.as_ref().map(|s| s.get_ref().clone()),
+        port: h
+            .port
+            .as_ref()
+            .map(|_| c.int(&h.port, "health.port", 1..65536, 80) as u16),
     }
 }
 

@@ -183,7 +183,22 @@ impl Control {
                 v.weight
             )));
         }
-        if p.versions.len() == 1 {
+        let discovered = view
+            .state
+            .discovered
+            .get(pool)
+            .filter(|_| !view.file.pools.contains_key(pool))
+            .and_then(|d| d.versions.get(version).map(|v| (d, v)));
+        if let Some((d, dv)) = discovered {
+            if !dv.containers.is_empty() {
+                let names: Vec<&str> = dv.containers.values().map(|c| c.name.as_str()).collect();
+                return Err(AdminError::Conflict(format!(
+                    "version {version} of pool {pool} is discovered by {} and has running containers ({}); stop them first",
+                    d.provider,
+                    names.join(", ")
+                )));
+            }
+        } else if p.versions.len() == 1 {
             return Err(AdminError::Conflict(format!(
                 "{version} is the last version of pool {pool}"
             )));
@@ -195,11 +210,17 @@ impl Control {
             .get(pool)
             .is_some_and(|fp| fp.versions.contains_key(version));
         let mut state = (*view.state).clone();
+        if discovered.is_some() {
+            forget_discovered(&mut state, pool, version);
+        }
         let o = state.pools.entry(pool.to_string()).or_default();
         o.versions.remove(version);
         o.weights.remove(version);
         if in_file {
             o.removed.insert(version.to_string());
+        }
+        if o.is_empty() {
+            state.pools.remove(pool);
         }
         self.commit(&mut w, state)?;
         let what = format!("removed version {version} of {pool}");
@@ -209,6 +230,19 @@ impl Control {
                 .before(before),
         );
         Ok(())
+    }
+}
+
+/// Forgets a discovered version (its containers are all gone); the pool
+/// too when it was the last one, with its runtime changes.
+fn forget_discovered(state: &mut PersistedState, pool: &str, version: &str) {
+    let Some(d) = state.discovered.get_mut(pool) else {
+        return;
+    };
+    d.versions.remove(version);
+    if d.versions.is_empty() {
+        state.discovered.remove(pool);
+        state.pools.remove(pool);
     }
 }
 

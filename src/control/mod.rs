@@ -24,6 +24,7 @@
 //! them into JSON.
 
 mod changes;
+mod discovery;
 mod reload;
 mod rollouts;
 mod view;
@@ -92,6 +93,8 @@ pub struct Control {
     /// Pools whose rollout an operator started or steered; the rollout
     /// runner follows it.
     rollout_calls: broadcast::Sender<String>,
+    /// Discovery providers' live status, by name.
+    providers: Mutex<BTreeMap<String, discovery::ProviderLive>>,
 }
 
 // === impl Control ===
@@ -118,7 +121,8 @@ impl Control {
         let registry = BackendRegistry::default();
         let metrics = Arc::new(Metrics::new());
         let table = RoutingTable::build_and_sync(&effective, &registry, &kept.canaries(), &metrics);
-        let tls = Arc::new(TlsState::new(&file));
+        // The effective config: discovered routes with tls = "acme" get certificates too.
+        let tls = Arc::new(TlsState::new(&effective));
         tls.certs.export_expiry(metrics.certificate_expiry.clone());
         let (rollout_calls, _) = broadcast::channel(64);
         Control {
@@ -142,6 +146,7 @@ impl Control {
             table_changed: Arc::new(Notify::new()),
             rebuild_wanted: Arc::new(Notify::new()),
             rollout_calls,
+            providers: Mutex::new(BTreeMap::new()),
         }
     }
 

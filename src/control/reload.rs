@@ -44,7 +44,7 @@ impl Control {
         }
         let mut notes_out = Vec::new();
         if listeners_differ(&view.file, &file) {
-            notes_out.push("listener addresses, limits and the admin socket changed in the file: they take effect at the next restart".to_string());
+            notes_out.push("listener addresses, limits, the admin socket or [providers.docker] changed in the file: they take effect at the next restart".to_string());
         }
         let (effective, kept, notes) = apply_overrides(&file, &view.state);
         if let Some(pool) = bent_rollouts(&view, &effective).first() {
@@ -60,7 +60,7 @@ impl Control {
                 .save(&kept)
                 .map_err(|e| AdminError::Store(e.to_string()))?;
         }
-        for problem in self.tls.apply_config(&file) {
+        for problem in self.tls.apply_config(&effective) {
             tracing::error!("{problem}");
             notes_out.push(problem);
         }
@@ -122,7 +122,7 @@ fn bent_rollouts(view: &Snapshot, effective: &Config) -> Vec<String> {
 /// What a reload must not do without being told to: route nothing, or drop
 /// pools that hold runtime changes or a rollout.
 fn refuse_losses(file: &Config, state: &PersistedState) -> Result<(), String> {
-    if file.routes.is_empty() {
+    if file.routes.is_empty() && file.docker.is_none() {
         return Err(
             "the new config has no routes: every request would get 404. \
                     Fix the file, or reload with force (ctl reload --force) to serve nothing"
@@ -141,7 +141,7 @@ fn refuse_losses(file: &Config, state: &PersistedState) -> Result<(), String> {
                 .filter(|(_, r)| r.status.is_active())
                 .map(|(p, _)| p.as_str()),
         )
-        .filter(|p| !file.pools.contains_key(*p))
+        .filter(|p| !file.pools.contains_key(*p) && !state.discovered.contains_key(*p))
         .collect();
     if held.is_empty() {
         return Ok(());
@@ -166,4 +166,5 @@ fn listeners_differ(a: &Config, b: &Config) -> bool {
         || a.admin != b.admin
         || a.metrics != b.metrics
         || a.access_log != b.access_log
+        || a.docker != b.docker
 }

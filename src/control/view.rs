@@ -20,7 +20,13 @@ impl Control {
             .pools
             .iter()
             .filter(|(name, _)| wanted(name))
-            .map(|(name, p)| (name.clone(), pool_view(p)))
+            .map(|(name, p)| {
+                let mut v = pool_view(p);
+                if !view.file.pools.contains_key(name) {
+                    v.provider = view.state.discovered.get(name).map(|d| d.provider.clone());
+                }
+                (name.clone(), v)
+            })
             .collect();
         let routes = table
             .routes()
@@ -51,6 +57,7 @@ impl Control {
             last_event: self.events.last_seq(),
             listeners: self.bound(),
             pools,
+            providers: self.providers_view(),
             rollouts,
             routes,
             state_store: self.store_name.clone(),
@@ -99,5 +106,8 @@ fn pool_view(pool: &Pool) -> PoolView {
             (v.name.to_string(), view)
         })
         .collect();
-    PoolView { versions }
+    PoolView {
+        provider: None,
+        versions,
+    }
 }

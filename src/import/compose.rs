@@ -54,7 +54,7 @@ fn read_container(
     if is_traefik_image(&image) {
         read_traefik_command(svc, env, t)?;
     }
-    let Some(pairs) = http_labels(svc, env, t)? else {
+    let Some((pairs, explicit)) = http_labels(svc, env, t)? else {
         return Ok(());
     };
     let tree =
@@ -74,17 +74,25 @@ fn read_container(
     let mut frag = Traefik::default();
     read_dynamic(&root, &mut frag, Some(&docker))?;
     default_services(name, svc, port, &mut frag)?;
+    if !explicit {
+        frag.implicit.push((
+            format!("{}: {}", svc.file.display(), svc.path),
+            frag.routers.keys().cloned().collect(),
+            frag.services.keys().cloned().collect(),
+        ));
+    }
     t.merge(frag)
 }
 
 /// The container's `traefik.http.*` labels (`traefik.` cut off, values
 /// interpolated), each with where it was; the other `traefik.*` labels become
-/// notes. `None` when there are none, or `traefik.enable=false`.
+/// notes. `None` when there are none, or `traefik.enable=false`; with them,
+/// whether `traefik.enable=true` was said.
 fn http_labels(
     svc: &Node<'_>,
     env: &dyn Fn(&str) -> Option<String>,
     t: &mut Traefik,
-) -> Result<Option<Vec<Label>>, ImportError> {
+) -> Result<Option<(Vec<Label>, bool)>, ImportError> {
     let mut labels: Vec<Label> = Vec::new();
     for source in [
         svc.child("labels"),
@@ -97,6 +105,7 @@ fn http_labels(
     }
     let mut pairs = Vec::new();
     let mut enabled = true;
+    let mut explicit = false;
     let mut tcp_noted = false;
     for (key, raw, at) in &labels {
         let lower = key.to_ascii_lowercase();
@@ -120,6 +129,7 @@ fn http_labels(
             "http" => pairs.push((rest.to_string(), value, at.clone())),
             "enable" => {
                 enabled = value.trim().eq_ignore_ascii_case("true");
+                explicit = enabled;
             }
             "tcp" | "udp" if tcp_noted => {}
             "tcp" | "udp" => {
@@ -144,7 +154,7 @@ fn http_labels(
         ));
         return Ok(None);
     }
-    Ok(Some(pairs))
+    Ok(Some((pairs, explicit)))
 }
 
 /// A `traefik.<first>.*` label that is not HTTP routing: a note or an
@@ -286,10 +296,9 @@ fn exposed_port(svc: &Node<'_>) -> Result<Option<u16>, ImportError> {
             }
         }
     }
-    Ok(match found.as_slice() {
-        [one] => Some(*one),
-        _ => None,
-    })
+    // Traefik's rule: the lowest port (its own container publishing 80 and
+    // 443, say, is reached on 80).
+    Ok(found.into_iter().min())
 }
 
 /// The Traefik container's `command:` flags are its static configuration.

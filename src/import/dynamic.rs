@@ -104,11 +104,23 @@ pub(super) fn read_dynamic(
         }
     }
     if let Some(n) = root.child("tls") {
-        t.note(format!(
-            "{}: {}: certificates and TLS options from Traefik's store are not carried over: give a route tls = {{ cert = \"...\", key = \"...\" }}",
-            n.file.display(),
-            n.path
-        ));
+        if let Some(list) = n.child("certificates") {
+            for c in list.items()? {
+                match (c.text_at("certFile")?, c.text_at("keyFile")?) {
+                    (Some(cert), Some(key)) => {
+                        t.file_certs
+                            .push((cert, key, format!("{}: {}", c.file.display(), c.path)))
+                    }
+                    _ => return Err(c.err("a certificate needs certFile and keyFile")),
+                }
+            }
+        }
+        for k in n.unknown_keys(&["certificates"]) {
+            t.note(format!(
+                "{}: {k}: TLS options and stores are not carried over (switchyard's TLS: rustls defaults, TLS 1.2 and 1.3)",
+                n.file.display()
+            ));
+        }
     }
     Ok(())
 }
@@ -465,14 +477,7 @@ fn read_health(n: &Node<'_>, t: &mut Traefik) -> Result<Option<Health>, ImportEr
     note_dropped(
         t,
         n,
-        &[
-            "port",
-            "scheme",
-            "mode",
-            "headers",
-            "method",
-            "unhealthyInterval",
-        ],
+        &["scheme", "mode", "headers", "method", "unhealthyInterval"],
         " (switchyard probes each backend's own address with GET over HTTP)",
     );
     note_keys(
@@ -504,6 +509,13 @@ fn read_health(n: &Node<'_>, t: &mut Traefik) -> Result<Option<Health>, ImportEr
         timeout: duration_at(n, "timeout")?,
         hostname: n.text_at("hostname")?,
         status,
+        port: match n.child("port") {
+            None => None,
+            Some(p) => match p.uint()? {
+                port @ 1..=65535 => Some(port as u16),
+                other => return Err(p.err(format!("{other} is not a port"))),
+            },
+        },
     }))
 }
 
@@ -647,8 +659,34 @@ pub(super) fn read_static(root: &Node<'_>, t: &mut Traefik) -> Result<(), Import
             a.path
         ));
     }
+    if let Some(a) = root.child("accessLog") {
+        let format = a.text_at("format")?.unwrap_or_else(|| "common".into());
+        let format = if format.eq_ignore_ascii_case("json") {
+            "json"
+        } else {
+            "common"
+        };
+        let where_ = format!("{}: {}", a.file.display(), a.path);
+        t.access_log = Some((format.to_string(), a.text_at("filePath")?, where_));
+        note_keys(
+            t,
+            &a,
+            &["format", "filePath", "bufferingSize", "filters", "fields"],
+        );
+        for k in ["filters", "fields", "bufferingSize"] {
+            if let Some(x) = a.child(k) {
+                t.note(format!(
+                    "{}: {}: not carried over (switchyard logs every request, with its fields)",
+                    x.file.display(),
+                    x.path
+                ));
+            }
+        }
+    }
+    if let Some(p) = root.child("providers") {
+        read_providers(&p, t)?;
+    }
     for k in [
-        "accessLog",
         "tracing",
         "ping",
         "serversTransport",
@@ -668,7 +706,35 @@ pub(super) fn read_static(root: &Node<'_>, t: &mut Traefik) -> Result<(), Import
             ));
         }
     }
-    // providers, log, global and pilot describe Traefik itself: nothing to carry.
+    // log, global and pilot describe Traefik itself: nothing to carry.
+    Ok(())
+}
+
+/// `providers`: Docker's `exposedByDefault` is followed, its `constraints`
+/// and every provider whose configuration is not in a file are named.
+fn read_providers(p: &Node<'_>, t: &mut Traefik) -> Result<(), ImportError> {
+    for (name, n) in p.entries()? {
+        match name.as_str() {
+            "docker" | "swarm" => {
+                if let Some(e) = n.child("exposedByDefault") {
+                    t.exposed_by_default = Some(e.boolean()?);
+                }
+                if let Some(c) = n.child("constraints") {
+                    t.note(format!(
+                        "{}: {}: constraints are not carried over: every container with Traefik labels is imported; leave out the ones the constraint excluded",
+                        c.file.display(),
+                        c.path
+                    ));
+                }
+            }
+            "file" | "kubernetesCRD" | "providersThrottleDuration" => {}
+            _ => t.note(format!(
+                "{}: {}: switchyard cannot read the {name} provider; its routers and services are not imported (give them as files)",
+                n.file.display(),
+                n.path
+            )),
+        }
+    }
     Ok(())
 }
 
@@ -1072,11 +1138,9 @@ fn k8s_ref(
     }
     let svc_ns = s.text_at("namespace")?.unwrap_or_else(|| ns.to_string());
     let port = k8s_service_port(s, &svc_ns, &name, ports)?;
-    let host = if svc_ns == ns {
-        name.clone()
-    } else {
-        format!("{name}.{svc_ns}")
-    };
+    // Always qualified: switchyard does not run in the manifest's
+    // namespace, and `name.namespace` resolves from any namespace.
+    let host = format!("{name}.{svc_ns}");
     let lb = k8s_load_balancer(s, host, port, t)?;
     // The load balancer is keyed by the Service name; the same name on
     // another port gets its own key.

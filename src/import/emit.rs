@@ -20,10 +20,10 @@ use std::time::Duration;
 use super::model::{
     base_name, provider, AcmeChallenge, Health, Origin, Router, ServiceKind, Traefik,
 };
-use super::rule;
 use super::ImportError;
 use crate::config::{parse_duration, valid_name, MAX_WEIGHT};
 use crate::host::HostPattern;
+use crate::providers::rule;
 
 const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
@@ -359,9 +359,16 @@ pub(super) fn build(t: &mut Traefik, inputs: &[PathBuf]) -> Result<String, Impor
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+    // The listeners first: a router on neither of them is not carried over.
+    let (tls_eps, plain_eps) = b.entrypoints_by_role(&routers, &all_eps);
+    let http_ep = pick_entrypoint(&b, &plain_eps, &["web", "http"], 80, None);
+    let https_ep = pick_entrypoint(&b, &tls_eps, &["websecure", "https"], 443, Some(&http_ep));
     let mut hosts: Vec<HostEntry> = Vec::new();
     let mut routed: BTreeSet<String> = BTreeSet::new();
     for (rname, r) in &routers {
+        if b.off_listeners(rname, r, &[&http_ep, &https_ep]) {
+            continue;
+        }
         b.add_router(rname, r, &all_eps, &mut hosts, &mut routed)?;
     }
 
@@ -383,20 +390,30 @@ pub(super) fn build(t: &mut Traefik, inputs: &[PathBuf]) -> Result<String, Impor
         Some(name) => acme_section(&mut b, name)?,
         None => None,
     };
-    let (tls_eps, plain_eps) = b.entrypoints_by_role(&routers, &all_eps);
     let mut routes_text = String::new();
     let mut any_tls = false;
     for p in &pools {
         for &i in &p.hosts {
-            let acme_tls = b.host_uses_acme(&hosts[i], acme.is_some(), chosen.as_deref());
-            any_tls |= acme_tls.is_some();
-            write_route(&mut routes_text, &hosts[i], &p.name, acme_tls);
+            let files = b.file_cert_for(&hosts[i]);
+            let acme_tls = match files {
+                Some(_) => None,
+                None => b.host_uses_acme(&hosts[i], acme.is_some(), chosen.as_deref()),
+            };
+            any_tls |= acme_tls.is_some() || files.is_some();
+            write_route(
+                &mut routes_text,
+                &hosts[i],
+                &p.name,
+                acme_tls,
+                files.as_ref(),
+            );
         }
     }
 
     let mut out = String::new();
-    let http_ep = pick_entrypoint(&b, &plain_eps, &["web", "http"], 80);
-    let https_ep = pick_entrypoint(&b, &tls_eps, &["websecure", "https"], 443);
+    if let (true, Some(note)) = (any_tls, &https_ep.moved) {
+        b.t.note(note.clone());
+    }
     b.write_head(&mut out, inputs, &http_ep, any_tls.then_some(&https_ep));
     if let Some(a) = &acme {
         out.push_str(a);
@@ -410,7 +427,13 @@ pub(super) fn build(t: &mut Traefik, inputs: &[PathBuf]) -> Result<String, Impor
 
 /// One `[[routes]]` entry. `acme_tls` is `None` for a route without TLS,
 /// else whether its host is also served over plain HTTP (no redirect).
-fn write_route(out: &mut String, h: &HostEntry, pool: &str, acme_tls: Option<bool>) {
+fn write_route(
+    out: &mut String,
+    h: &HostEntry,
+    pool: &str,
+    acme_tls: Option<bool>,
+    files: Option<&(String, String)>,
+) {
     let _ = writeln!(
         out,
         "\n[[routes]]  # router{} {} ({})",
@@ -420,14 +443,22 @@ fn write_route(out: &mut String, h: &HostEntry, pool: &str, acme_tls: Option<boo
     );
     let _ = writeln!(out, "host = {}", q(&h.host));
     let _ = writeln!(out, "pool = {}", q(pool));
-    if let Some(redirect_off) = acme_tls {
-        let _ = writeln!(out, "tls = \"acme\"");
-        if redirect_off {
-            let _ = writeln!(
-                out,
-                "redirect_https = false  # a Traefik router also served it over plain HTTP"
-            );
+    if let Some((cert, key)) = files {
+        let _ = writeln!(out, "tls = {{ cert = {}, key = {} }}", q(cert), q(key));
+    }
+    let redirect_off = match (acme_tls, files) {
+        (Some(off), _) => {
+            let _ = writeln!(out, "tls = \"acme\"");
+            off
         }
+        (None, Some(_)) => h.plain_unredirected,
+        (None, None) => false,
+    };
+    if redirect_off {
+        let _ = writeln!(
+            out,
+            "redirect_https = false  # a Traefik router also served it over plain HTTP"
+        );
     }
 }
 
@@ -459,8 +490,13 @@ impl Builder<'_> {
         let service = if view.only_redirects {
             None
         } else {
-            let raw =
-                raw_service.ok_or_else(|| r.origin.err("service", "a router needs a service"))?;
+            let Some(raw) = raw_service else {
+                self.t.note(format!(
+                    "{}: router {rname:?} names no service; Traefik skips such a router, and so does the import",
+                    r.origin
+                ));
+                return Ok(());
+            };
             let s = base_name(raw).to_string();
             if let Some(why) = self.check_service(&s, &r.origin, "service", 0)? {
                 self.t.note(format!(
@@ -676,6 +712,8 @@ impl Builder<'_> {
     }
 
     /// The entrypoints routers use, (TLS ones, plain ones), in first-use order.
+    /// Each entrypoint has its own role: a TLS router on `web,websecure`
+    /// serves HTTPS on websecure, and its plain side is web.
     fn entrypoints_by_role(
         &self,
         routers: &[(String, Router)],
@@ -684,18 +722,102 @@ impl Builder<'_> {
         let mut tls_eps: Vec<String> = Vec::new();
         let mut plain_eps: Vec<String> = Vec::new();
         for (_, r) in routers {
-            for e in Self::router_eps(r, all_eps) {
-                let list = if r.tls || self.entry_tls(&e) {
-                    &mut tls_eps
+            let eps = Self::router_eps(r, all_eps);
+            let tls_router = r.tls || eps.iter().any(|e| self.entry_tls(e));
+            let any_https = eps.iter().any(|e| self.looks_https(e));
+            for e in eps {
+                let to_tls = if tls_router {
+                    self.looks_https(&e) || !any_https
                 } else {
-                    &mut plain_eps
+                    self.entry_tls(&e)
                 };
+                let list = if to_tls { &mut tls_eps } else { &mut plain_eps };
                 if !list.contains(&e) {
                     list.push(e);
                 }
             }
         }
         (tls_eps, plain_eps)
+    }
+
+    /// An entrypoint for HTTPS: TLS on it, port 443, or named so.
+    fn looks_https(&self, name: &str) -> bool {
+        self.entry_tls(name)
+            || matches!(name.to_ascii_lowercase().as_str(), "websecure" | "https")
+            || self.ep_addr(name).is_some_and(|a| a.ends_with(":443"))
+    }
+
+    fn ep_addr(&self, name: &str) -> Option<String> {
+        self.t
+            .entrypoints
+            .get(name)
+            .and_then(|e| e.address.as_deref())
+            .and_then(listen_addr)
+    }
+
+    /// A router whose entrypoints are all defined elsewhere than switchyard's
+    /// two listeners: it is not carried over (a note says so), so that
+    /// routers of one host on other ports are not merged into its pool.
+    fn off_listeners(&mut self, rname: &str, r: &Router, listeners: &[&Listener]) -> bool {
+        if r.entrypoints.is_empty() {
+            return false;
+        }
+        let on = |e: &String| {
+            listeners.iter().any(|l| {
+                l.name.as_deref() == Some(e.as_str())
+                    || self.ep_addr(e).is_some_and(|a| a == l.addr)
+            })
+        };
+        let known = r.entrypoints.iter().all(|e| self.ep_addr(e).is_some());
+        if !known || r.entrypoints.iter().any(on) {
+            return false;
+        }
+        let eps: Vec<String> = r
+            .entrypoints
+            .iter()
+            .map(|e| format!("{e} ({})", self.ep_addr(e).unwrap_or_default()))
+            .collect();
+        self.t.note(format!(
+            "{}: router {rname:?} is on entrypoint(s) {}, not on switchyard's HTTP or HTTPS listener; not carried over (switchyard listens on one HTTP and one HTTPS address)",
+            r.origin,
+            eps.join(", ")
+        ));
+        true
+    }
+
+    /// A certificate of Traefik's file store for a host whose router uses
+    /// TLS without a resolver: the one whose file name names the host, else
+    /// the only one there is (with a note either way).
+    fn file_cert_for(&mut self, h: &HostEntry) -> Option<(String, String)> {
+        if !h.resolvers.is_empty()
+            || h.tls_without_resolver.is_empty()
+            || self.t.file_certs.is_empty()
+        {
+            return None;
+        }
+        let bare = h.host.trim_start_matches("*.");
+        let named = self.t.file_certs.iter().find(|(cert, _, _)| {
+            std::path::Path::new(cert)
+                .file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| f.contains(bare))
+        });
+        let chosen = match (named, self.t.file_certs.as_slice()) {
+            (Some(c), _) => c.clone(),
+            (None, [only]) => only.clone(),
+            (None, _) => {
+                self.t.note(format!(
+                    "host {}: Traefik's store has several certificates and none is named after the host; give the route tls = {{ cert, key }} with the right one",
+                    h.host
+                ));
+                return None;
+            }
+        };
+        self.t.note(format!(
+            "host {}: served with {} / {} from Traefik's certificates ({}); switchyard reads these files at start and on every reload: check the paths on this machine",
+            h.host, chosen.0, chosen.1, chosen.2
+        ));
+        Some((chosen.0, chosen.1))
     }
 
     /// Whether a host's route gets `tls = "acme"`: `Some(redirect_off)` when
@@ -746,8 +868,8 @@ impl Builder<'_> {
         &self,
         out: &mut String,
         inputs: &[PathBuf],
-        http_ep: &(String, String),
-        https_ep: Option<&(String, String)>,
+        http_ep: &Listener,
+        https_ep: Option<&Listener>,
     ) {
         let _ = writeln!(
             out,
@@ -770,9 +892,9 @@ impl Builder<'_> {
             }
         }
         let _ = writeln!(out, "\n[server]");
-        let _ = writeln!(out, "http = {}  # {}", q(&http_ep.0), http_ep.1);
+        let _ = writeln!(out, "http = {}  # {}", q(&http_ep.addr), http_ep.why);
         if let Some(https_ep) = https_ep {
-            let _ = writeln!(out, "https = {}  # {}", q(&https_ep.0), https_ep.1);
+            let _ = writeln!(out, "https = {}  # {}", q(&https_ep.addr), https_ep.why);
         }
         let _ = writeln!(
             out,
@@ -785,38 +907,82 @@ impl Builder<'_> {
             );
             let _ = writeln!(out, "listen = \"127.0.0.1:9100\"");
         }
+        if let Some((format, path, at)) = &self.t.access_log {
+            let _ = writeln!(out, "\n[access_log]  # Traefik's access log ({at})");
+            let _ = writeln!(out, "format = {}", q(format));
+            let _ = writeln!(out, "path = {}", q(path.as_deref().unwrap_or("stdout")));
+        }
     }
 }
 
-/// The listen address for a role: a used entrypoint with that role, else one
-/// of the usual names, else the default port.
+/// A listener of the output: its address, the comment saying where it came
+/// from, the entrypoint's name, and a note when it had to move.
+struct Listener {
+    addr: String,
+    why: String,
+    name: Option<String>,
+    moved: Option<String>,
+}
+
+/// The listen address for a role: a used entrypoint with that role (the
+/// usual names and port first), else one of the usual names, else the
+/// default port; never the address `taken` by the other listener.
 fn pick_entrypoint(
     b: &Builder<'_>,
     used: &[String],
     usual: &[&str],
     port: u16,
-) -> (String, String) {
-    let candidates = used.iter().map(|s| s.as_str()).chain(usual.iter().copied());
+    taken: Option<&Listener>,
+) -> Listener {
+    let preferred = |name: &str| {
+        usual.contains(&name.to_ascii_lowercase().as_str())
+            || b.ep_addr(name)
+                .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    };
+    let mut candidates: Vec<&str> = used
+        .iter()
+        .map(String::as_str)
+        .filter(|n| preferred(n))
+        .collect();
+    candidates.extend(used.iter().map(String::as_str).filter(|n| !preferred(n)));
+    candidates.extend(usual.iter().copied());
+    let mut clash = None;
     for name in candidates {
-        if let Some(ep) = b.t.entrypoints.get(name) {
-            if let Some(addr) = ep.address.as_deref().and_then(listen_addr) {
-                return (
-                    addr,
-                    format!(
-                        "entrypoint {name} ({:?})",
-                        ep.address.as_deref().unwrap_or("")
-                    ),
-                );
-            }
+        let Some(ep) = b.t.entrypoints.get(name) else {
+            continue;
+        };
+        let Some(addr) = ep.address.as_deref().and_then(listen_addr) else {
+            continue;
+        };
+        if taken.is_some_and(|t| t.addr == addr) {
+            clash.get_or_insert(name);
+            continue;
         }
+        return Listener {
+            why: format!(
+                "entrypoint {name} ({:?})",
+                ep.address.as_deref().unwrap_or("")
+            ),
+            addr,
+            name: Some(name.to_string()),
+            moved: None,
+        };
     }
-    (
-        format!("0.0.0.0:{port}"),
-        match used.first() {
-            Some(e) => format!("entrypoint {e} (address not in the files given)"),
-            None => "Traefik's usual port".to_string(),
+    let addr = format!("0.0.0.0:{port}");
+    let moved = clash.map(|name| {
+        format!("entrypoint {name} has the address of the HTTP listener; two listeners cannot share one, so HTTPS listens on {addr}")
+    });
+    Listener {
+        why: match used.first() {
+            Some(e) if clash.is_none() => {
+                format!("entrypoint {e} (address not in the files given)")
+            }
+            _ => "Traefik's usual port".to_string(),
         },
-    )
+        addr,
+        name: None,
+        moved,
+    }
 }
 
 /// What flattening a pool's services gives: its versions before naming, and
@@ -1044,6 +1210,9 @@ fn write_pool(out: &mut String, p: &Pool) {
         ];
         if let Some(host) = &h.hostname {
             fields.push(format!("host = {}", q(host)));
+        }
+        if let Some(p) = h.port {
+            fields.push(format!("port = {p}"));
         }
         if let Some(s) = h.status {
             fields.push(format!("status = {s}"));

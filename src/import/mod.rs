@@ -21,7 +21,7 @@ mod compose;
 mod dynamic;
 mod emit;
 mod model;
-mod rule;
+
 mod tree;
 
 use std::collections::BTreeMap;
@@ -58,6 +58,13 @@ pub enum ImportError {
     Unrecognized { path: PathBuf, keys: String },
     #[error("found no routers, services or certificate resolvers to import in {files}")]
     Empty { files: String },
+    /// Routers (or other things) were found, none could be carried over.
+    #[error("nothing in {files} could be carried over ({routers} router(s) found):\n  {why}")]
+    NothingCarried {
+        files: String,
+        routers: usize,
+        why: String,
+    },
     /// The importer wrote a config that does not validate: a bug to report.
     #[error("the imported configuration does not validate (please report this):\n{0}")]
     Generated(String),
@@ -165,6 +172,7 @@ pub fn traefik(sources: &[Source]) -> Result<Imported, ImportError> {
     for s in sources {
         parsed.push((s, parse(s)?));
     }
+    merge_compose_files(&mut parsed);
     // Named ports of Kubernetes Services, for TraefikServices that use them.
     let mut ports = dynamic::NamedPorts::new();
     for (s, docs) in &parsed {
@@ -199,17 +207,7 @@ pub fn traefik(sources: &[Source]) -> Result<Imported, ImportError> {
                     dynamic::read_k8s(&root, &kind, &mut frag, &ports)?;
                 }
                 Some(Doc::Config { dynamic, statik }) => {
-                    if dynamic {
-                        dynamic::read_dynamic(&root, &mut frag, None)?;
-                    }
-                    if statik {
-                        dynamic::read_static(&root, &mut frag)?;
-                    }
-                    let mut known: Vec<&str> = vec!["http", "tcp", "udp", "tls"];
-                    known.extend(dynamic::STATIC_KEYS);
-                    for k in root.unknown_keys(&known) {
-                        frag.unknown(&s.path, &k, "");
-                    }
+                    read_config_doc(&root, &s.path, dynamic, statik, &mut frag)?;
                 }
                 None => {
                     return Err(ImportError::Unrecognized {
@@ -222,7 +220,9 @@ pub fn traefik(sources: &[Source]) -> Result<Imported, ImportError> {
         }
     }
 
+    drop_implicit(&mut t);
     let paths: Vec<PathBuf> = sources.iter().map(|s| s.path.clone()).collect();
+    let found_routers = t.routers.len();
     let toml = emit::build(&mut t, &paths)?;
     let config = Config::from_toml_str(&toml).map_err(|diags| {
         ImportError::Generated(
@@ -237,19 +237,152 @@ pub fn traefik(sources: &[Source]) -> Result<Imported, ImportError> {
         )
     })?;
     if config.routes.is_empty() && config.pools.is_empty() && config.acme.is_none() {
-        return Err(ImportError::Empty {
-            files: paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
+        let files = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if found_routers > 0 || !t.notes.is_empty() {
+            return Err(ImportError::NothingCarried {
+                files,
+                routers: found_routers,
+                why: t.notes.join("\n  "),
+            });
+        }
+        return Err(ImportError::Empty { files });
     }
     Ok(Imported {
         toml,
         warnings: t.unknown.clone(),
         notes: t.notes.clone(),
     })
+}
+
+/// Compose files given together are one project, as `docker compose -f
+/// a.yml -f b.yml` (or a file and its `docker-compose.override.yml`) makes
+/// them: the later ones are merged into the first, in the order given, and
+/// not read on their own.
+fn merge_compose_files(parsed: &mut [(&Source, Vec<Value>)]) {
+    let mut first: Option<(usize, usize)> = None;
+    let mut later = Vec::new();
+    for (i, (_, docs)) in parsed.iter().enumerate() {
+        for (j, d) in docs.iter().enumerate() {
+            if matches!(classify(d), Some(Doc::Compose)) {
+                match first {
+                    None => first = Some((i, j)),
+                    Some(_) => later.push((i, j)),
+                }
+            }
+        }
+    }
+    let Some((fi, fj)) = first else { return };
+    for &(i, j) in later.iter().rev() {
+        let over = parsed[i].1.remove(j);
+        merge_compose(&mut parsed[fi].1[fj], over);
+    }
+}
+
+/// Compose's merge: mappings key by key, `labels` and `environment` as
+/// maps (a later value wins), `expose` and `ports` joined, anything else
+/// replaced.
+fn merge_compose(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) if k == "labels" || k == "environment" => {
+                        let mut m = as_map(slot);
+                        m.extend(as_map(&v));
+                        *slot = Value::Object(m);
+                    }
+                    Some(Value::Array(a)) if k == "expose" || k == "ports" => {
+                        if let Value::Array(more) = v {
+                            for x in more {
+                                if !a.contains(&x) {
+                                    a.push(x);
+                                }
+                            }
+                        }
+                    }
+                    Some(slot) => merge_compose(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// `["k=v", ...]` or `{k: v}` as a map.
+fn as_map(v: &Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m.clone(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| i.as_str())
+            .map(|i| match i.split_once('=') {
+                Some((k, v)) => (k.to_string(), Value::String(v.to_string())),
+                None => (i.to_string(), Value::Null),
+            })
+            .collect(),
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// A Traefik configuration file: dynamic (routers, services ...) or static
+/// (entry points, resolvers, providers ...). Traefik reads routers and
+/// services from its providers only, never from its static file: a static
+/// file's `http` section is noted, not read.
+fn read_config_doc(
+    root: &Node<'_>,
+    path: &std::path::Path,
+    dynamic: bool,
+    statik: bool,
+    frag: &mut Traefik,
+) -> Result<(), ImportError> {
+    if dynamic && statik {
+        for k in ["http", "tcp", "udp", "tls"] {
+            if let Some(x) = root.child(k) {
+                frag.note(format!(
+                    "{}: {}: a static configuration file's {k} section is not read by Traefik (only the file provider's files are); not imported",
+                    x.file.display(),
+                    x.path
+                ));
+            }
+        }
+    } else if dynamic {
+        dynamic::read_dynamic(root, frag, None)?;
+    }
+    if statik {
+        dynamic::read_static(root, frag)?;
+    }
+    let mut known: Vec<&str> = vec!["http", "tcp", "udp", "tls"];
+    known.extend(dynamic::STATIC_KEYS);
+    for k in root.unknown_keys(&known) {
+        frag.unknown(path, &k, "");
+    }
+    Ok(())
+}
+
+/// With `providers.docker.exposedByDefault=false`, containers without
+/// `traefik.enable=true` are not Traefik's: their routers and services go.
+fn drop_implicit(t: &mut Traefik) {
+    if t.exposed_by_default != Some(false) {
+        return;
+    }
+    for (at, routers, services) in std::mem::take(&mut t.implicit) {
+        for r in &routers {
+            t.routers.remove(r);
+        }
+        for s in &services {
+            t.services.remove(s);
+        }
+        t.note(format!(
+            "{at}: no traefik.enable=true, and providers.docker.exposedByDefault is false: Traefik ignores this container; not imported"
+        ));
+    }
 }
 
 fn top_keys(v: &Value) -> String {

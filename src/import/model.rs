@@ -20,6 +20,15 @@ pub(super) struct Traefik {
     pub entrypoints: BTreeMap<String, EntryPoint>,
     /// Where Prometheus metrics were switched on, if they were.
     pub metrics: Option<String>,
+    /// `providers.docker.exposedByDefault` of the static configuration.
+    pub exposed_by_default: Option<bool>,
+    /// Containers without `traefik.enable=true`: (where, their routers,
+    /// their services), dropped when `exposedByDefault` is false.
+    pub implicit: Vec<(String, Vec<String>, Vec<String>)>,
+    /// `accessLog`: (`json` or `common`, the file path if any, where).
+    pub access_log: Option<(String, Option<String>, String)>,
+    /// `tls.certificates` of dynamic files: (certFile, keyFile, where).
+    pub file_certs: Vec<(String, String, String)>,
     /// Everything not carried over, one line each (becomes a comment).
     pub notes: Vec<String>,
     /// Keys and labels the importer does not know (also reported on stderr).
@@ -139,6 +148,8 @@ pub(super) struct Health {
     pub timeout: Option<String>,
     pub hostname: Option<String>,
     pub status: Option<u16>,
+    /// `healthCheck.port`: probed instead of the server's port.
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -287,6 +298,10 @@ impl Traefik {
             mine.tls |= e.tls;
         }
         self.metrics = self.metrics.take().or(other.metrics);
+        self.exposed_by_default = self.exposed_by_default.or(other.exposed_by_default);
+        self.implicit.extend(other.implicit);
+        self.access_log = self.access_log.take().or(other.access_log);
+        self.file_certs.extend(other.file_certs);
         for n in other.notes {
             self.note(n);
         }

@@ -255,10 +255,15 @@ http:
     plain: {rule: "Host(`a.example.com`)", service: a, entryPoints: [web]}
   services:
     a: {loadBalancer: {servers: [{url: "http://10.0.0.5:8080"}]}}
+"#;
+    let statik = r#"
 certificatesResolvers:
   le: {acme: {email: me@example.com, httpChallenge: {entryPoint: web}}}
 "#;
-    let c = config(&import(&[("dynamic.yml", dynamic)]));
+    let c = config(&import(&[
+        ("dynamic.yml", dynamic),
+        ("traefik.yml", statik),
+    ]));
     assert_eq!(c.routes[0].tls, TlsMode::Acme);
     assert!(!c.routes[0].redirect_https);
     assert_eq!(versions(&c, "a"), [v("a", 1, &["10.0.0.5:8080"])]);
@@ -324,7 +329,7 @@ spec: {}
     assert_eq!(
         versions(&c, "web"),
         [
-            v("v1", 4, &["web-v1:80"]),
+            v("v1", 4, &["web-v1.site:80"]),
             v("v2", 1, &["web-v2.staging:80"])
         ]
     );
@@ -369,8 +374,8 @@ spec:
     assert_eq!(
         versions(&c, "app"),
         [
-            v("blue", 1, &["app-blue:80"]),
-            v("green", 0, &["app-green:80"])
+            v("blue", 1, &["app-blue.default:80"]),
+            v("green", 0, &["app-green.default:80"])
         ]
     );
     assert!(i.toml.contains("no router routes to service \"app\""));
@@ -590,4 +595,219 @@ fn never_panics_on_any_prefix_of_the_fixtures() {
         }
     }
     assert!(imported > 100, "only {imported} prefixes imported");
+}
+
+#[test]
+fn routers_on_web_and_websecure_never_give_two_listeners_one_address() {
+    let compose = r#"
+services:
+  app:
+    expose: ["8080"]
+    labels:
+      - traefik.enable=true
+      - traefik.http.routers.app.rule=Host(`app.example.com`)
+      - traefik.http.routers.app.entrypoints=web,websecure
+      - traefik.http.routers.app.tls.certresolver=le
+"#;
+    let statik = r#"
+entryPoints:
+  metrics: {address: ":8082"}
+  web: {address: ":80"}
+  websecure: {address: ":443"}
+certificatesResolvers:
+  le: {acme: {email: me@example.com, httpChallenge: {entryPoint: web}}}
+"#;
+    let c = config(&import(&[
+        ("compose.yml", compose),
+        ("traefik.yml", statik),
+    ]));
+    assert_eq!(c.server.http.unwrap().to_string(), "0.0.0.0:80");
+    assert_eq!(c.server.https.unwrap().to_string(), "0.0.0.0:443");
+    // No entryPoints: on every entrypoint; web stays the HTTP listener
+    // although "metrics" comes first alphabetically.
+    let none = compose.replace(
+        "      - traefik.http.routers.app.entrypoints=web,websecure\n",
+        "",
+    );
+    let c = config(&import(&[("compose.yml", &none), ("traefik.yml", statik)]));
+    assert_eq!(c.server.http.unwrap().to_string(), "0.0.0.0:80");
+    assert_eq!(c.server.https.unwrap().to_string(), "0.0.0.0:443");
+    // Only web defined: HTTPS cannot take its address.
+    let web_only = "entryPoints:\n  web: {address: \":80\"}\ncertificatesResolvers:\n  le: {acme: {email: me@example.com}}\n";
+    let i = import(&[("compose.yml", compose), ("traefik.yml", web_only)]);
+    let c = config(&i);
+    assert_ne!(c.server.http, c.server.https, "{}", i.toml);
+}
+
+#[test]
+fn same_host_routers_on_another_entrypoint_are_kept_apart() {
+    let dynamic = r#"
+http:
+  routers:
+    site: {rule: "Host(`a.example.com`)", service: site, entryPoints: [web]}
+    admin: {rule: "Host(`a.example.com`)", service: admin, entryPoints: [admin]}
+  services:
+    site: {loadBalancer: {servers: [{url: "http://10.0.0.5:8080"}]}}
+    admin: {loadBalancer: {servers: [{url: "http://10.0.0.5:9000"}]}}
+"#;
+    let statik = "entryPoints:\n  web: {address: \":80\"}\n  admin: {address: \":8081\"}\n";
+    let i = import(&[("dynamic.yml", dynamic), ("traefik.yml", statik)]);
+    let c = config(&i);
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(
+        versions(&c, "site"),
+        [v("site", 1, &["10.0.0.5:8080"])],
+        "{}",
+        i.toml
+    );
+    assert!(
+        i.toml
+            .contains("router \"admin\" is on entrypoint(s) admin"),
+        "{}",
+        i.toml
+    );
+}
+
+#[test]
+fn a_router_without_a_service_is_skipped_with_a_comment() {
+    let dynamic = r#"
+http:
+  routers:
+    good: {rule: "Host(`a.example.com`)", service: s}
+    bad: {rule: "Host(`b.example.com`)"}
+  services:
+    s: {loadBalancer: {servers: [{url: "http://10.0.0.5:8080"}]}}
+"#;
+    let i = import(&[("dynamic.yml", dynamic)]);
+    assert_eq!(config(&i).routes.len(), 1);
+    assert!(
+        i.toml.contains("router \"bad\" names no service"),
+        "{}",
+        i.toml
+    );
+    let only_bad = "http:\n  routers:\n    bad: {rule: \"Host(`b.example.com`)\"}\n";
+    let e = fail(&[("dynamic.yml", only_bad)]);
+    assert!(
+        e.contains("nothing in dynamic.yml could be carried over (1 router(s) found)")
+            && e.contains("names no service"),
+        "{e}"
+    );
+}
+
+#[test]
+fn static_files_providers_access_log_and_health_port() {
+    let i = import(&[
+        (
+            "pi-compose.yml",
+            include_str!("../../tests/fixtures/traefik/pi-compose.yml"),
+        ),
+        (
+            "pi-static.yml",
+            include_str!("../../tests/fixtures/traefik/pi-static.yml"),
+        ),
+    ]);
+    let c = config(&i);
+    assert_eq!(
+        c.routes.len(),
+        1,
+        "wiki has no traefik.enable=true: {}",
+        i.toml
+    );
+    assert_eq!(c.pools["app"].health.as_ref().unwrap().port, Some(9090));
+    let al = c
+        .access_log
+        .as_ref()
+        .expect("the access log is carried over");
+    assert_eq!(
+        al.target,
+        crate::config::AccessLogTarget::File("/var/log/traefik/access.log".into())
+    );
+    for needle in [
+        "services.wiki: no traefik.enable=true",
+        "providers.docker.constraints",
+        "providers.redis: switchyard cannot read the redis provider",
+        "pi-static.yml: http: a static configuration file's http section is not read",
+    ] {
+        assert!(i.toml.contains(needle), "{needle}:\n{}", i.toml);
+    }
+    assert!(!i.toml.contains("ignored.example.com"));
+}
+
+#[test]
+fn traefiks_own_container_is_reached_on_its_lowest_port() {
+    let compose = r#"
+services:
+  traefik:
+    image: traefik:v3.1
+    ports: ["80:80", "443:443"]
+    labels:
+      - traefik.enable=true
+      - traefik.http.routers.dash.rule=Host(`proxy.example.com`)
+      - traefik.http.routers.dash.service=self
+      - traefik.http.services.self.loadbalancer.healthcheck.path=/ping
+"#;
+    let c = config(&import(&[("compose.yml", compose)]));
+    assert_eq!(versions(&c, "self")[0].2, ["traefik:80"]);
+}
+
+#[test]
+fn a_compose_file_and_its_override_are_merged() {
+    let i = import(&[
+        (
+            "compose-base.yml",
+            include_str!("../../tests/fixtures/traefik/compose-base.yml"),
+        ),
+        (
+            "compose-override.yml",
+            include_str!("../../tests/fixtures/traefik/compose-override.yml"),
+        ),
+    ]);
+    let c = config(&i);
+    assert_eq!(
+        c.routes[0].host.to_string(),
+        "app.example.com",
+        "{}",
+        i.toml
+    );
+    assert_eq!(
+        versions(&c, "app"),
+        [v("app", 1, &["app:9090"])],
+        "the override's port wins"
+    );
+}
+
+#[test]
+fn certificates_from_files_are_carried_over() {
+    let dynamic = r#"
+http:
+  routers:
+    app: {rule: "Host(`app.example.com`)", service: s, entryPoints: [websecure], tls: {}}
+  services:
+    s: {loadBalancer: {servers: [{url: "http://10.0.0.5:8080"}]}}
+tls:
+  certificates:
+    - {certFile: /certs/other.example.com.crt, keyFile: /certs/other.example.com.key}
+    - {certFile: /certs/app.example.com.crt, keyFile: /certs/app.example.com.key}
+  options:
+    default: {minVersion: VersionTLS12}
+"#;
+    let statik = "entryPoints:\n  web: {address: \":80\"}\n  websecure: {address: \":443\"}\n";
+    let i = import(&[("dynamic.yml", dynamic), ("traefik.yml", statik)]);
+    let c = config(&i);
+    assert_eq!(
+        c.routes[0].tls,
+        TlsMode::Files {
+            cert: "/certs/app.example.com.crt".into(),
+            key: "/certs/app.example.com.key".into()
+        },
+        "{}",
+        i.toml
+    );
+    assert_eq!(c.server.https.unwrap().to_string(), "0.0.0.0:443");
+    assert!(
+        i.toml
+            .contains("tls.options: TLS options and stores are not carried over"),
+        "{}",
+        i.toml
+    );
 }

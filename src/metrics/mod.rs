@@ -33,6 +33,7 @@ pub mod names {
     pub const CERTIFICATE_EXPIRY: &str = "switchyard_certificate_expiry_timestamp_seconds";
     pub const CONFIG_RELOADS_TOTAL: &str = "switchyard_config_reloads_total";
     pub const ACCESS_LOG_DROPPED_TOTAL: &str = "switchyard_access_log_dropped_total";
+    pub const PROVIDER_UP: &str = "switchyard_provider_up";
 }
 
 pub mod window;
@@ -59,6 +60,8 @@ pub struct Metrics {
     config_reloads: IntCounterVec,
     /// Access log lines dropped because the writer was behind.
     pub access_log_dropped: IntCounter,
+    /// 1 while a discovery provider (`docker`) is reachable and followed.
+    pub provider_up: IntGaugeVec,
     /// Gauge label sets set by the last build, to remove stale ones.
     gauges: Mutex<HashSet<Vec<String>>>,
 }
@@ -94,6 +97,14 @@ fn histograms(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
         labels,
     )
     .expect("valid metric definition")
+}
+
+fn provider_gauge() -> IntGaugeVec {
+    gauges(
+        names::PROVIDER_UP,
+        "1 while a discovery provider is reachable and its events followed",
+        &["provider"],
+    )
 }
 
 // === impl Metrics ===
@@ -161,7 +172,9 @@ impl Metrics {
             "Access log lines dropped because the writer was behind",
         )
         .expect("valid metric definition");
+        let provider_up = provider_gauge();
         let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(provider_up.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(response.clone()),
@@ -194,6 +207,7 @@ impl Metrics {
             certificate_expiry,
             config_reloads,
             access_log_dropped,
+            provider_up,
             gauges: Mutex::new(HashSet::new()),
         }
     }

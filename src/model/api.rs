@@ -33,6 +33,9 @@ pub struct StateView {
     pub listeners: BTreeMap<String, String>,
     #[serde(default)]
     pub pools: BTreeMap<String, PoolView>,
+    /// Discovery providers (`docker`), when configured.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub providers: BTreeMap<String, ProviderView>,
     /// The stored rollout of each pool (any status).
     #[serde(default)]
     pub rollouts: BTreeMap<String, Rollout>,
@@ -44,8 +47,35 @@ pub struct StateView {
     pub version: String,
 }
 
+/// A discovery provider as `GET /v1/state` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProviderView {
+    /// Where it reads from (`unix:///var/run/docker.sock`).
+    pub endpoint: String,
+    /// Reachable and in sync: its events are followed.
+    pub up: bool,
+    /// The Engine API version negotiated, once connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Why it is down (the last error), while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// RFC 3339 time of the last complete resync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync: Option<String>,
+    /// Containers in rotation now (discovered, running, not `starting` or `unhealthy`).
+    pub containers: usize,
+    /// Containers ignored and why (a pool of the config file, a bad label ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PoolView {
+    /// The provider that discovered this pool (`docker`); absent for the
+    /// config file's pools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
     pub versions: BTreeMap<String, VersionView>,
 }
 

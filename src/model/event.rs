@@ -58,6 +58,21 @@ pub enum EventKind {
     /// A notification attempt failed (retried, or given up), or one was dropped.
     #[serde(rename = "notify.failed")]
     NotifyFailed,
+    /// A discovered container joined its version's backends.
+    #[serde(rename = "backend.discovered")]
+    BackendDiscovered,
+    /// A discovered container left rotation (stopped, killed, unhealthy, gone).
+    #[serde(rename = "backend.gone")]
+    BackendGone,
+    /// A provider (Docker) became unreachable, or reachable again.
+    #[serde(rename = "provider.down")]
+    ProviderDown,
+    #[serde(rename = "provider.up")]
+    ProviderUp,
+    /// A container whose labels cannot be used (a pool of the config file,
+    /// a host routed elsewhere, a bad label): it is ignored.
+    #[serde(rename = "provider.refused")]
+    ProviderRefused,
     /// A kind this build does not know (an events file from a newer one).
     #[serde(other, rename = "unknown")]
     Unknown,
@@ -92,6 +107,11 @@ impl EventKind {
             RolloutRolledBack => "rollout.rolled_back",
             NotifySent => "notify.sent",
             NotifyFailed => "notify.failed",
+            BackendDiscovered => "backend.discovered",
+            BackendGone => "backend.gone",
+            ProviderDown => "provider.down",
+            ProviderUp => "provider.up",
+            ProviderRefused => "provider.refused",
             Unknown => "unknown",
         }
     }

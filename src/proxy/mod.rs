@@ -870,20 +870,28 @@ fn named_failure(strict: bool, pool: &Pool, version: &Version, err: ProxyError) 
 }
 
 /// Where a retry goes: the same version first, then the weighted choice
-/// (never weight 0).
+/// (never weight 0); when that lands on the failed backend's version again
+/// (its only backend), the heaviest other version with a backend.
 fn next_backend<'p>(
     pool: &'p Pool,
     vidx: usize,
     version: &'p Version,
     failed: &Backend,
 ) -> Option<(usize, &'p Version, Arc<Backend>)> {
-    match version.pick_backend_except(failed) {
-        Some(b) => Some((vidx, version, b.clone())),
-        None => match pool.pick(None, false, None) {
-            Pick::Version(i, v) => v.pick_backend_except(failed).map(|b| (i, v, b.clone())),
-            _ => None,
-        },
+    if let Some(b) = version.pick_backend_except(failed) {
+        return Some((vidx, version, b.clone()));
     }
+    if let Pick::Version(i, v) = pool.pick(None, false, None) {
+        if let Some(b) = v.pick_backend_except(failed) {
+            return Some((i, v, b.clone()));
+        }
+    }
+    pool.versions
+        .iter()
+        .enumerate()
+        .filter(|(i, v)| *i != vidx && v.weight > 0)
+        .max_by_key(|(_, v)| v.weight)
+        .and_then(|(i, v)| v.pick_backend_except(failed).map(|b| (i, v, b.clone())))
 }
 
 /// One try on one backend.

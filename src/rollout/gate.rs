@@ -31,6 +31,7 @@ pub async fn smoke(r: &Rollout, control: &Control) -> Result<(), String> {
             fall: 1,
             status: r.plan.smoke_status,
             host: None,
+            port: None,
         };
         for b in &backends {
             probe(b.as_str(), &hc)

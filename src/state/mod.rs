@@ -18,6 +18,7 @@
 //! [`store::StateStore`] so a shared store (etcd, for several instances) can
 //! take the JSON file's place.
 
+pub mod discovered;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +41,11 @@ pub struct PersistedState {
     /// cannot read is dropped with a warning, never fatal to the whole file.
     #[serde(default, deserialize_with = "lenient_rollouts")]
     pub rollouts: BTreeMap<String, Rollout>,
+    /// Pools discovered by providers (Docker labels), with their containers
+    /// in rotation: a restart serves the last known backends even when the
+    /// provider cannot be reached.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub discovered: BTreeMap<String, discovered::DiscoveredPool>,
 }
 
 fn lenient_rollouts<'de, D: serde::Deserializer<'de>>(
@@ -131,8 +137,10 @@ pub fn apply_overrides(
         format: 1,
         pools: BTreeMap::new(),
         rollouts: state.rollouts.clone(),
+        discovered: state.discovered.clone(),
     };
     let mut notes = Vec::new();
+    discovered::merge_discovered(&mut config, &state.discovered, &mut notes);
     for (name, o) in &state.pools {
         let Some(pool) = config.pools.get_mut(name) else {
             notes.push((
@@ -167,7 +175,11 @@ pub fn apply_overrides(
             }
         }
         for v in &o.removed {
-            if file.pools[name].versions.contains_key(v) && !o.versions.contains_key(v) {
+            let in_file = file
+                .pools
+                .get(name)
+                .is_some_and(|p| p.versions.contains_key(v));
+            if in_file && !o.versions.contains_key(v) {
                 pool.versions.remove(v);
                 k.removed.insert(v.clone());
             }

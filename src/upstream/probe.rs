@@ -23,7 +23,16 @@ pub enum ProbeError {
 }
 
 /// One probe: a fresh connection, `GET path`, a status within `status`.
+/// With `hc.port`, the backend's host on that port instead of its own.
 pub async fn probe(addr: &str, hc: &HealthConfig) -> Result<StatusCode, ProbeError> {
+    let moved;
+    let addr = match (hc.port, addr.rsplit_once(':')) {
+        (Some(port), Some((host, _))) => {
+            moved = format!("{host}:{port}");
+            moved.as_str()
+        }
+        _ => addr,
+    };
     let attempt = async {
         let stream = TcpStream::connect(addr)
             .await

@@ -9,7 +9,7 @@ use std::fmt;
 
 /// A parsed rule.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Rule {
+pub enum Rule {
     Or(Vec<Rule>),
     And(Vec<Rule>),
     Not(Box<Rule>),
@@ -19,7 +19,7 @@ pub(super) enum Rule {
 /// A host a rule matches: an exact name or a `*.suffix` wildcard approximated
 /// from a `HostRegexp`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct RuleHost {
+pub struct RuleHost {
     pub host: String,
     /// Set when the host was approximated from a regular expression.
     pub approximated_from: Option<String>,
@@ -194,7 +194,7 @@ impl Parser {
 }
 
 /// Parses a rule; the error says what is wrong and where.
-pub(super) fn parse(s: &str) -> Result<Rule, String> {
+pub fn parse(s: &str) -> Result<Rule, String> {
     let tokens = tokenize(s)?;
     if tokens.is_empty() {
         return Err("the rule is empty".into());
@@ -212,7 +212,7 @@ pub(super) fn parse(s: &str) -> Result<Rule, String> {
 }
 
 /// The hosts a rule routes, or why it cannot be carried over.
-pub(super) fn hosts(rule: &Rule) -> Result<Vec<RuleHost>, String> {
+pub fn hosts(rule: &Rule) -> Result<Vec<RuleHost>, String> {
     match rule {
         Rule::Matcher { name, args } if name.eq_ignore_ascii_case("Host") => {
             if args.is_empty() {
