@@ -16,6 +16,7 @@ pub const NOTIFY_EVENTS: &[&str] = &[
     "rollout.step",
     "rollout.judgement",
     "rollout.pause",
+    "rollout.waiting_approval",
     "rollout.promoted",
     "rollout.rolled_back",
     "health.down",

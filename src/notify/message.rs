@@ -13,7 +13,8 @@ use crate::model::event::{Event, EventKind};
 pub fn notified_as(e: &Event) -> Option<&'static str> {
     use EventKind::*;
     match e.kind {
-        RolloutStart | RolloutStep | RolloutPause | RolloutPromoted | RolloutRolledBack
+        RolloutStart | RolloutStep | RolloutPause | RolloutApproval | RolloutPromoted
+        | RolloutRolledBack
         | HealthDown | HealthUp | Weights => Some(e.kind.as_str()),
         RolloutJudgement if e.after["verdict"] == "fail" => Some(e.kind.as_str()),
         _ => None,
