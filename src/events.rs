@@ -39,7 +39,7 @@ pub struct EventLog {
 }
 
 /// Events a subscriber may fall behind by.
-pub const TAP: usize = 1024;
+pub const TAP: usize = 256;
 
 // === impl EventLog ===
 

@@ -150,6 +150,18 @@ async fn api_needs_the_token_and_same_origin_changes() {
     let blue = Upstream::start("blue").await;
     let green = Upstream::start("green").await;
     let d = Dash::start(&blue, &green).await;
+    // Once the first probes are in, health stays put: the comparison below
+    // is about what the refused calls did.
+    assert!(
+        eventually(DEADLINE, || async {
+            !d.proxy
+                .state()
+                .await
+                .to_string()
+                .contains(r#""health":"unknown""#)
+        })
+        .await
+    );
     let before = d.proxy.state().await;
     let origin = d.origin();
 
