@@ -5,7 +5,9 @@ use std::sync::atomic::Ordering;
 
 use super::Control;
 use crate::config::TlsMode;
-use crate::model::api::{BackendView, PoolView, RouteView, StateView, VersionView};
+use crate::model::api::{
+    BackendView, MiddlewareView, PoolView, RouteView, StateView, VersionView,
+};
 use crate::routing::Pool;
 
 // === impl Control ===
@@ -28,8 +30,19 @@ impl Control {
             .filter(|r| wanted(&r.pool.name))
             .map(|r| RouteView {
                 host: r.host.to_string(),
+                middlewares: r
+                    .middlewares
+                    .iter()
+                    .map(|m| MiddlewareView {
+                        effect: m.describe(),
+                        kind: m.kind_name().to_string(),
+                        name: m.name.to_string(),
+                        rejected: m.rejected(),
+                    })
+                    .collect(),
                 pool: r.pool.name.to_string(),
                 preview: r.preview,
+                rule: r.rules.as_ref().map(|rules| rules.describe()),
                 tls: match r.tls {
                     TlsMode::None => "none",
                     TlsMode::Acme => "acme",
@@ -93,5 +106,8 @@ fn pool_view(pool: &Pool) -> PoolView {
             (v.name.to_string(), view)
         })
         .collect();
-    PoolView { versions }
+    PoolView {
+        matches: pool.version_rules().map(|r| r.spec.clone()).collect(),
+        versions,
+    }
 }

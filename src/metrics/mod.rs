@@ -33,6 +33,7 @@ pub mod names {
     pub const CERTIFICATE_EXPIRY: &str = "switchyard_certificate_expiry_timestamp_seconds";
     pub const CONFIG_RELOADS_TOTAL: &str = "switchyard_config_reloads_total";
     pub const ACCESS_LOG_DROPPED_TOTAL: &str = "switchyard_access_log_dropped_total";
+    pub const MIDDLEWARE_REJECTED_TOTAL: &str = "switchyard_middleware_rejected_total";
 }
 
 pub mod window;
@@ -59,6 +60,9 @@ pub struct Metrics {
     config_reloads: IntCounterVec,
     /// Access log lines dropped because the writer was behind.
     pub access_log_dropped: IntCounter,
+    /// Requests a middleware answered itself (401, 403, 429, redirects),
+    /// by middleware and status code.
+    pub middleware_rejected: IntCounterVec,
     /// Gauge label sets set by the last build, to remove stale ones.
     gauges: Mutex<HashSet<Vec<String>>>,
 }
@@ -161,7 +165,14 @@ impl Metrics {
             "Access log lines dropped because the writer was behind",
         )
         .expect("valid metric definition");
+        let middleware_rejected = counters(
+            names::MIDDLEWARE_REJECTED_TOTAL,
+            "Requests a middleware answered itself (basic_auth 401, ip_allow 403, \
+             rate_limit 429, redirect_regex 30x), by middleware and status code",
+            &["middleware", "code"],
+        );
         let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(middleware_rejected.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(response.clone()),
@@ -194,6 +205,7 @@ impl Metrics {
             certificate_expiry,
             config_reloads,
             access_log_dropped,
+            middleware_rejected,
             gauges: Mutex::new(HashSet::new()),
         }
     }
