@@ -5,7 +5,7 @@
 #   scripts/setup.sh bench      also the benchmark peers (nginx, HAProxy, wrk)
 set -euo pipefail
 
-packages=(curl pebble prometheus chromium chromium-driver)
+packages=(curl apache2-utils pebble prometheus chromium chromium-driver)
 if [[ "${1:-}" == "bench" ]]; then
   packages+=(nginx-light haproxy wrk)
 fi
@@ -28,7 +28,7 @@ if ((${#missing[@]})); then
   done
 fi
 
-for tool in pebble pebble-challtestsrv prometheus promtool curl; do
+for tool in pebble pebble-challtestsrv prometheus promtool curl htpasswd; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing" >&2; exit 1; }
 done
 echo "setup: ok"

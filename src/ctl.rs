@@ -218,7 +218,9 @@ pub fn match_spec(
         None => (arg, None),
     };
     if value.is_some() && regex.is_some() {
-        return Err(CtlError::Usage("give NAME=VALUE or --regex, not both".into()));
+        return Err(CtlError::Usage(
+            "give NAME=VALUE or --regex, not both".into(),
+        ));
     }
     let mut spec = crate::rules::VersionMatchSpec {
         header: None,
@@ -263,7 +265,11 @@ pub fn render_state(s: &StateView) -> String {
     let _ = writeln!(out, "routes:");
     for r in &s.routes {
         let preview = if r.preview { " (preview)" } else { "" };
-        let rule = r.rule.as_deref().map(|x| format!(" {x}")).unwrap_or_default();
+        let rule = r
+            .rule
+            .as_deref()
+            .map(|x| format!(" {x}"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "  {:<32} -> {:<12} tls={}{preview}",

@@ -648,7 +648,10 @@ async fn match_cmd(socket: &Path, as_json: bool, cmd: MatchCmd) -> Result<String
         MatchCmd::Show { .. } => {
             let human = ctl::render_matches(&pool, &rules);
             return Ok(if as_json {
-                format!("{}\n", serde_json::to_string_pretty(&current.json).unwrap_or_default())
+                format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&current.json).unwrap_or_default()
+                )
             } else {
                 human
             });
@@ -674,7 +677,10 @@ async fn match_cmd(socket: &Path, as_json: bool, cmd: MatchCmd) -> Result<String
     }
     let a: ctl::Answer<MatchReply> = ctl::call(socket, Method::PUT, &path, Some(&rules)).await?;
     Ok(if as_json {
-        format!("{}\n", serde_json::to_string_pretty(&a.json).unwrap_or_default())
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&a.json).unwrap_or_default()
+        )
     } else {
         ctl::render_matches(&pool, &a.typed.rules)
     })

@@ -212,7 +212,12 @@ impl RouteRules {
             return false;
         }
         for (name, want) in &self.headers {
-            if !r.headers.get_all(name).iter().any(|v| want.matches(v.as_bytes())) {
+            if !r
+                .headers
+                .get_all(name)
+                .iter()
+                .any(|v| want.matches(v.as_bytes()))
+            {
                 return false;
             }
         }
@@ -230,11 +235,7 @@ impl RouteRules {
     pub fn length(&self, host: &str) -> usize {
         host.len()
             + self.path.as_ref().map_or(0, PathRule::value_len)
-            + self
-                .methods
-                .iter()
-                .map(|m| m.as_str().len())
-                .sum::<usize>()
+            + self.methods.iter().map(|m| m.as_str().len()).sum::<usize>()
             + self
                 .headers
                 .iter()
@@ -273,7 +274,8 @@ impl RouteRules {
             (Some(a), Some(b)) => a.covers(b),
         };
         let methods = self.methods.is_empty()
-            || (!other.methods.is_empty() && other.methods.iter().all(|m| self.methods.contains(m)));
+            || (!other.methods.is_empty()
+                && other.methods.iter().all(|m| self.methods.contains(m)));
         let headers = self
             .headers
             .iter()
@@ -406,7 +408,9 @@ impl VersionRule {
                     .map_err(|_| format!("match header {h:?} is not a valid header name"))?,
             ),
             (None, Some(c), None) if valid_cookie_name(c) => MatchSource::Cookie(c.as_str().into()),
-            (None, Some(c), None) => return Err(format!("match cookie {c:?} is not a cookie name")),
+            (None, Some(c), None) => {
+                return Err(format!("match cookie {c:?} is not a cookie name"))
+            }
             (None, None, Some(q)) if !q.is_empty() => MatchSource::Query(q.as_str().into()),
             _ => {
                 return Err(
@@ -485,7 +489,12 @@ pub fn valid_version_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn view<'a>(m: &'a Method, path: &'a str, q: Option<&'a str>, h: &'a HeaderMap) -> RequestView<'a> {
+    fn view<'a>(
+        m: &'a Method,
+        path: &'a str,
+        q: Option<&'a str>,
+        h: &'a HeaderMap,
+    ) -> RequestView<'a> {
         RequestView {
             method: m,
             path,
@@ -563,7 +572,11 @@ mod tests {
 
     #[test]
     fn version_rules_read_headers_cookies_and_query() {
-        let spec = |h: Option<&str>, c: Option<&str>, q: Option<&str>, v: Option<&str>, r: Option<&str>| {
+        let spec = |h: Option<&str>,
+                    c: Option<&str>,
+                    q: Option<&str>,
+                    v: Option<&str>,
+                    r: Option<&str>| {
             VersionMatchSpec {
                 header: h.map(Into::into),
                 cookie: c.map(Into::into),
@@ -576,7 +589,8 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-beta", "1".parse().unwrap());
         h.insert("cookie", "a=b; beta=yes".parse().unwrap());
-        let rule = VersionRule::compile(&spec(Some("X-Beta"), None, None, Some("1"), None)).unwrap();
+        let rule =
+            VersionRule::compile(&spec(Some("X-Beta"), None, None, Some("1"), None)).unwrap();
         assert!(rule.matches(&h, None));
         assert!(!rule.matches(&HeaderMap::new(), None));
         let rule = VersionRule::compile(&spec(None, Some("beta"), None, None, Some("^y"))).unwrap();

@@ -12,8 +12,8 @@ use serde::Serialize;
 use super::command::{AdminCommand, MAX_BODY};
 use crate::control::Control;
 use crate::model::api::{
-    ErrorBody, EventsReply, MatchReply, ReloadReply, RemovedReply, RolloutStatus, StateView, StatsView,
-    VersionReply, WeightsReply,
+    ErrorBody, EventsReply, MatchReply, ReloadReply, RemovedReply, RolloutStatus, StateView,
+    StatsView, VersionReply, WeightsReply,
 };
 use crate::model::AdminError;
 use crate::stats::Stats;

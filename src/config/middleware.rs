@@ -228,7 +228,10 @@ fn validate_one(
     }
     if let Some(p) = &f.strip_prefix {
         if p.get_ref().is_empty() || p.get_ref().iter().any(|x| !x.starts_with('/')) {
-            c.err(p.span(), "strip_prefix takes a list of paths starting with '/'");
+            c.err(
+                p.span(),
+                "strip_prefix takes a list of paths starting with '/'",
+            );
         }
         return Some(MiddlewareConfig::StripPrefix(p.get_ref().clone()));
     }
@@ -315,13 +318,18 @@ fn headers(c: &mut Checker<'_>, h: &Spanned<HeadersFile>) -> HeadersConfig {
         }
     };
     fixed("referrer-policy", f.referrer_policy.as_ref());
-    fixed("content-security-policy", f.content_security_policy.as_ref());
+    fixed(
+        "content-security-policy",
+        f.content_security_policy.as_ref(),
+    );
     fixed("permissions-policy", f.permissions_policy.as_ref());
     fixed("x-frame-options", f.custom_frame_options.as_ref());
     let mut flag = |on: Option<bool>, name: &'static str, value: &'static str| {
         if on == Some(true) && !out.response_set.iter().any(|(n, _)| n == name) {
-            out.response_set
-                .push((HeaderName::from_static(name), HeaderValue::from_static(value)));
+            out.response_set.push((
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            ));
         }
     };
     flag(f.frame_deny, "x-frame-options", "DENY");
@@ -342,7 +350,10 @@ fn basic_auth(
 ) -> Option<BasicAuthConfig> {
     let f = a.get_ref();
     if f.users_file.is_none() && f.users.is_none() {
-        c.err(a.span(), "basic_auth needs users_file (an htpasswd file) or users");
+        c.err(
+            a.span(),
+            "basic_auth needs users_file (an htpasswd file) or users",
+        );
         return None;
     }
     let users: Vec<String> = f
@@ -352,7 +363,10 @@ fn basic_auth(
         .unwrap_or_default();
     if let Some(u) = &f.users {
         if users.iter().any(|l| !l.contains(':')) {
-            c.err(u.span(), "basic_auth.users are \"user:hash\" lines, as htpasswd writes them");
+            c.err(
+                u.span(),
+                "basic_auth.users are \"user:hash\" lines, as htpasswd writes them",
+            );
         }
     }
     let realm = f
@@ -362,7 +376,10 @@ fn basic_auth(
         .unwrap_or_else(|| "switchyard".into());
     if realm.contains(['"', '\\']) || realm.chars().any(char::is_control) {
         let span = f.realm.as_ref().map(|r| r.span()).unwrap_or(a.span());
-        c.err(span, "basic_auth.realm must not contain quotes, backslashes or control characters");
+        c.err(
+            span,
+            "basic_auth.realm must not contain quotes, backslashes or control characters",
+        );
     }
     let header_field = f
         .header_field
@@ -406,7 +423,12 @@ fn ip_allow(c: &mut Checker<'_>, a: &Spanned<IpAllowFile>) -> Option<IpAllowConf
 
 fn rate_limit(c: &mut Checker<'_>, r: &Spanned<RateLimitFile>) -> RateLimitConfig {
     let f = r.get_ref();
-    let average = c.int(&Some(f.average.clone()), "rate_limit.average", 1..1_000_001, 1) as u32;
+    let average = c.int(
+        &Some(f.average.clone()),
+        "rate_limit.average",
+        1..1_000_001,
+        1,
+    ) as u32;
     let per = match f.per.as_ref().map(|p| (p.span(), p.get_ref().as_str())) {
         None | Some((_, "client_ip")) => RateKey::ClientIp,
         Some((span, p)) => match p.strip_prefix("header:") {
@@ -414,7 +436,10 @@ fn rate_limit(c: &mut Checker<'_>, r: &Spanned<RateLimitFile>) -> RateLimitConfi
                 .map(RateKey::Header)
                 .unwrap_or(RateKey::ClientIp),
             None => {
-                c.err(span, "rate_limit.per must be \"client_ip\" or \"header:NAME\"");
+                c.err(
+                    span,
+                    "rate_limit.per must be \"client_ip\" or \"header:NAME\"",
+                );
                 RateKey::ClientIp
             }
         },
@@ -422,7 +447,12 @@ fn rate_limit(c: &mut Checker<'_>, r: &Spanned<RateLimitFile>) -> RateLimitConfi
     RateLimitConfig {
         average,
         period: c.duration(&f.period, "rate_limit.period", Duration::from_secs(1)),
-        burst: c.int(&f.burst, "rate_limit.burst", 1..10_000_001, i64::from(average)) as u32,
+        burst: c.int(
+            &f.burst,
+            "rate_limit.burst",
+            1..10_000_001,
+            i64::from(average),
+        ) as u32,
         per,
         trusted_proxies: c.int(&f.trusted_proxies, "trusted_proxies", 0..33, 0) as u32,
     }
@@ -431,24 +461,42 @@ fn rate_limit(c: &mut Checker<'_>, r: &Spanned<RateLimitFile>) -> RateLimitConfi
 fn compress(c: &mut Checker<'_>, z: &Spanned<CompressFile>) -> CompressConfig {
     let f = z.get_ref();
     let types = match &f.types {
-        None => DEFAULT_COMPRESS_TYPES.iter().map(|s| s.to_string()).collect(),
+        None => DEFAULT_COMPRESS_TYPES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         Some(t) => {
             let ok = t.get_ref().iter().all(|m| {
                 let m = m.trim();
-                m == "*/*" || m.split_once('/').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+                m == "*/*"
+                    || m.split_once('/')
+                        .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
             });
             if !ok || t.get_ref().is_empty() {
-                c.err(t.span(), "compress.types are media types (\"text/*\", \"application/json\")");
+                c.err(
+                    t.span(),
+                    "compress.types are media types (\"text/*\", \"application/json\")",
+                );
             }
-            t.get_ref().iter().map(|m| m.trim().to_ascii_lowercase()).collect()
+            t.get_ref()
+                .iter()
+                .map(|m| m.trim().to_ascii_lowercase())
+                .collect()
         }
     };
     let encodings = match &f.encodings {
         None => vec![Encoding::Zstd, Encoding::Br, Encoding::Gzip],
         Some(e) => {
-            let parsed: Vec<Encoding> = e.get_ref().iter().filter_map(|s| Encoding::parse(s)).collect();
+            let parsed: Vec<Encoding> = e
+                .get_ref()
+                .iter()
+                .filter_map(|s| Encoding::parse(s))
+                .collect();
             if parsed.len() != e.get_ref().len() || parsed.is_empty() {
-                c.err(e.span(), "compress.encodings takes \"zstd\", \"br\" and \"gzip\"");
+                c.err(
+                    e.span(),
+                    "compress.encodings takes \"zstd\", \"br\" and \"gzip\"",
+                );
             }
             parsed
         }

@@ -105,7 +105,10 @@ fn route_rules(c: &mut Checker<'_>, r: &RouteFile) -> RouteRules {
     let mut rules = RouteRules::default();
     let paths = [&r.path, &r.path_prefix, &r.path_regex];
     if paths.iter().filter(|p| p.is_some()).count() > 1 {
-        let at = paths.iter().find_map(|p| p.as_ref()).map_or(0..0, |p| p.span());
+        let at = paths
+            .iter()
+            .find_map(|p| p.as_ref())
+            .map_or(0..0, |p| p.span());
         c.err(at, "a route takes one of path, path_prefix and path_regex");
     }
     if let Some(p) = &r.path {
@@ -246,11 +249,9 @@ pub(super) fn shadowed(routes: &[RouteConfig]) -> Vec<String> {
     let mut out = Vec::new();
     for (host, mut list) in by_host {
         // Highest rank first; equal ranks keep the file's order.
-        list.sort_by(|a, b| b.1.rules.rank(&host).cmp(&a.1.rules.rank(&host)));
+        list.sort_by_key(|r| std::cmp::Reverse(r.1.rules.rank(&host)));
         for (j, (jn, later)) in list.iter().enumerate() {
-            if let Some((i, earlier)) = list[..j]
-                .iter()
-                .find(|(_, e)| e.rules.covers(&later.rules))
+            if let Some((i, earlier)) = list[..j].iter().find(|(_, e)| e.rules.covers(&later.rules))
             {
                 out.push(format!(
                     "route #{} ({}) can never match: route #{} ({}) ranks before it and \

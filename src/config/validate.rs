@@ -74,7 +74,12 @@ impl<'a> Checker<'a> {
 
     /// A timeout of client connections: above zero and at most
     /// [`MAX_CLIENT_TIMEOUT`] (timers add it to the current instant).
-    pub(super) fn client_timeout(&mut self, v: &S<String>, key: &str, default: Duration) -> Duration {
+    pub(super) fn client_timeout(
+        &mut self,
+        v: &S<String>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
         let d = self.duration(v, key, default);
         match v {
             Some(s) if d > MAX_CLIENT_TIMEOUT => {

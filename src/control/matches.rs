@@ -53,7 +53,10 @@ impl Control {
             .pools
             .get(pool)
             .ok_or_else(|| AdminError::UnknownPool(pool.to_string()))?;
-        if let Some(r) = compiled.iter().find(|r| !p.versions.contains_key(&r.version)) {
+        if let Some(r) = compiled
+            .iter()
+            .find(|r| !p.versions.contains_key(&r.version))
+        {
             return Err(AdminError::unknown_version(pool, &r.version));
         }
         let before: Vec<VersionMatchSpec> = p.matches.iter().map(|r| r.spec.clone()).collect();

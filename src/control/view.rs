@@ -5,9 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::Control;
 use crate::config::TlsMode;
-use crate::model::api::{
-    BackendView, MiddlewareView, PoolView, RouteView, StateView, VersionView,
-};
+use crate::model::api::{BackendView, MiddlewareView, PoolView, RouteView, StateView, VersionView};
 use crate::routing::Pool;
 
 // === impl Control ===

@@ -100,6 +100,15 @@ fn histograms(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     .expect("valid metric definition")
 }
 
+fn middleware_counters() -> IntCounterVec {
+    counters(
+        names::MIDDLEWARE_REJECTED_TOTAL,
+        "Requests a middleware answered itself (basic_auth 401, ip_allow 403, \
+         rate_limit 429, redirect_regex 30x), by middleware and status code",
+        &["middleware", "code"],
+    )
+}
+
 // === impl Metrics ===
 
 impl Metrics {
@@ -165,12 +174,7 @@ impl Metrics {
             "Access log lines dropped because the writer was behind",
         )
         .expect("valid metric definition");
-        let middleware_rejected = counters(
-            names::MIDDLEWARE_REJECTED_TOTAL,
-            "Requests a middleware answered itself (basic_auth 401, ip_allow 403, \
-             rate_limit 429, redirect_regex 30x), by middleware and status code",
-            &["middleware", "code"],
-        );
+        let middleware_rejected = middleware_counters();
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(middleware_rejected.clone()),
             Box::new(requests.clone()),

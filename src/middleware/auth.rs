@@ -83,7 +83,12 @@ impl BasicAuth {
         if let Some(path) = &cfg.users_file {
             sources.push(path.display().to_string());
             match read_bounded(path) {
-                Ok(text) => parse_into(&text, &path.display().to_string(), &mut users, &mut problems),
+                Ok(text) => parse_into(
+                    &text,
+                    &path.display().to_string(),
+                    &mut users,
+                    &mut problems,
+                ),
                 Err(e) => problems.push(format!(
                     "basic_auth users_file {}: {e}; nobody can sign in until it can be read",
                     path.display()
@@ -92,7 +97,12 @@ impl BasicAuth {
         }
         if !cfg.users.is_empty() {
             sources.push(format!("{} inline", cfg.users.len()));
-            parse_into(&cfg.users.join("\n"), "basic_auth.users", &mut users, &mut problems);
+            parse_into(
+                &cfg.users.join("\n"),
+                "basic_auth.users",
+                &mut users,
+                &mut problems,
+            );
         }
         let challenge = HeaderValue::try_from(format!("Basic realm=\"{}\"", cfg.realm))
             .unwrap_or(HeaderValue::from_static("Basic realm=\"switchyard\""));
@@ -214,7 +224,10 @@ fn parse_into(
 }
 
 fn parse_hash(h: &str) -> Option<Hash> {
-    if ["$2y$", "$2b$", "$2a$", "$2x$"].iter().any(|p| h.starts_with(p)) {
+    if ["$2y$", "$2b$", "$2a$", "$2x$"]
+        .iter()
+        .any(|p| h.starts_with(p))
+    {
         return Some(Hash::Bcrypt(h.to_string()));
     }
     if let Some(rest) = h.strip_prefix("$apr1$") {
@@ -365,10 +378,22 @@ mod tests {
         let (auth, problems) = BasicAuth::load(&cfg);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(auth.challenge, "Basic realm=\"ops\"");
-        assert!(matches!(auth.check(&basic("ann", "password")), AuthOutcome::Allowed(_)));
-        assert!(matches!(auth.check(&basic("ann", "wrong")), AuthOutcome::Denied));
-        assert!(matches!(auth.check(&basic("bob", "password")), AuthOutcome::Allowed(_)));
-        assert!(matches!(auth.check(&basic("eve", "password")), AuthOutcome::Denied));
+        assert!(matches!(
+            auth.check(&basic("ann", "password")),
+            AuthOutcome::Allowed(_)
+        ));
+        assert!(matches!(
+            auth.check(&basic("ann", "wrong")),
+            AuthOutcome::Denied
+        ));
+        assert!(matches!(
+            auth.check(&basic("bob", "password")),
+            AuthOutcome::Allowed(_)
+        ));
+        assert!(matches!(
+            auth.check(&basic("eve", "password")),
+            AuthOutcome::Denied
+        ));
         assert!(matches!(auth.check(&HeaderMap::new()), AuthOutcome::Denied));
         match auth.check(&basic("cid", "s3cret")) {
             AuthOutcome::Slow(job) => {
@@ -377,7 +402,10 @@ mod tests {
             }
             _ => panic!("bcrypt is checked off the runtime"),
         }
-        assert!(matches!(auth.check(&basic("cid", "s3cret")), AuthOutcome::Allowed(_)));
+        assert!(matches!(
+            auth.check(&basic("cid", "s3cret")),
+            AuthOutcome::Allowed(_)
+        ));
         match auth.check(&basic("cid", "nope")) {
             AuthOutcome::Slow(job) => assert!(!job.run()),
             _ => panic!(),

@@ -101,9 +101,9 @@ pub fn type_matches(types: &[String], content_type: &str) -> bool {
     let Some((major, _)) = ct.split_once('/') else {
         return false;
     };
-    types.iter().any(|t| {
-        t == "*/*" || *t == ct || t.strip_suffix("/*").is_some_and(|m| m == major)
-    })
+    types
+        .iter()
+        .any(|t| t == "*/*" || *t == ct || t.strip_suffix("/*").is_some_and(|m| m == major))
 }
 
 /// A streaming encoder.
@@ -195,9 +195,15 @@ mod tests {
 
     #[test]
     fn negotiation_follows_q_values_then_preference() {
-        assert_eq!(negotiate(&accept("gzip, deflate"), ALL), Some(Encoding::Gzip));
+        assert_eq!(
+            negotiate(&accept("gzip, deflate"), ALL),
+            Some(Encoding::Gzip)
+        );
         assert_eq!(negotiate(&accept("gzip, br"), ALL), Some(Encoding::Br));
-        assert_eq!(negotiate(&accept("gzip;q=1, br;q=0.5"), ALL), Some(Encoding::Gzip));
+        assert_eq!(
+            negotiate(&accept("gzip;q=1, br;q=0.5"), ALL),
+            Some(Encoding::Gzip)
+        );
         assert_eq!(negotiate(&accept("br;q=0, gzip;q=0"), ALL), None);
         assert_eq!(negotiate(&accept("identity"), ALL), None);
         assert_eq!(negotiate(&accept("*"), ALL), Some(Encoding::Zstd));
@@ -213,12 +219,21 @@ mod tests {
             encodings: ALL.to_vec(),
         };
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, "text/html; charset=utf-8".parse().unwrap());
+        h.insert(
+            header::CONTENT_TYPE,
+            "text/html; charset=utf-8".parse().unwrap(),
+        );
         let ok = StatusCode::OK;
         assert!(worth_it(&cfg, &Method::GET, false, ok, &h));
         assert!(!worth_it(&cfg, &Method::GET, true, ok, &h));
         assert!(!worth_it(&cfg, &Method::HEAD, false, ok, &h));
-        assert!(!worth_it(&cfg, &Method::GET, false, StatusCode::NOT_FOUND, &h));
+        assert!(!worth_it(
+            &cfg,
+            &Method::GET,
+            false,
+            StatusCode::NOT_FOUND,
+            &h
+        ));
         h.insert(header::CONTENT_LENGTH, "99".parse().unwrap());
         assert!(!worth_it(&cfg, &Method::GET, false, ok, &h));
         h.insert(header::CONTENT_LENGTH, "100".parse().unwrap());
@@ -248,10 +263,14 @@ mod tests {
             let mut out = String::new();
             match e {
                 Encoding::Gzip => {
-                    flate2::read::GzDecoder::new(&all[..]).read_to_string(&mut out).unwrap();
+                    flate2::read::GzDecoder::new(&all[..])
+                        .read_to_string(&mut out)
+                        .unwrap();
                 }
                 Encoding::Br => {
-                    brotli::Decompressor::new(&all[..], 4096).read_to_string(&mut out).unwrap();
+                    brotli::Decompressor::new(&all[..], 4096)
+                        .read_to_string(&mut out)
+                        .unwrap();
                 }
                 Encoding::Zstd => {
                     out = String::from_utf8(zstd::decode_all(&all[..]).unwrap()).unwrap();

@@ -255,7 +255,11 @@ fn describe_headers(h: &HeadersConfig) -> String {
     if h.hsts.is_some() {
         parts.push(format!(
             "HSTS{}",
-            if h.force_hsts { " (also on http)" } else { " on https" }
+            if h.force_hsts {
+                " (also on http)"
+            } else {
+                " on https"
+            }
         ));
     }
     parts.join("; ")
@@ -405,7 +409,10 @@ mod tests {
     #[test]
     fn ip_allow_checks_cidrs_and_mapped_addresses() {
         let a = IpAllowConfig {
-            cidrs: vec!["192.168.1.0/24".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
+            cidrs: vec![
+                "192.168.1.0/24".parse().unwrap(),
+                "2001:db8::/32".parse().unwrap(),
+            ],
             trusted_proxies: 0,
         };
         let h = HeaderMap::new();
@@ -418,7 +425,10 @@ mod tests {
     #[test]
     fn prefixes_as_traefik_strips_and_adds_them() {
         let p = vec!["/api".to_string(), "/v2".to_string()];
-        assert_eq!(strip_prefix(&p, "/api/v1/x"), Some(("/v1/x".into(), "/api")));
+        assert_eq!(
+            strip_prefix(&p, "/api/v1/x"),
+            Some(("/v1/x".into(), "/api"))
+        );
         assert_eq!(strip_prefix(&p, "/api"), Some(("/".into(), "/api")));
         assert_eq!(strip_prefix(&p, "/apix"), Some(("/x".into(), "/api")));
         assert_eq!(strip_prefix(&p, "/other"), None);
@@ -441,7 +451,8 @@ mod tests {
             ))
         );
         assert_eq!(
-            r.redirect(&Method::POST, "http://old.example.com/").map(|r| r.0),
+            r.redirect(&Method::POST, "http://old.example.com/")
+                .map(|r| r.0),
             Some(StatusCode::PERMANENT_REDIRECT)
         );
         assert_eq!(r.redirect(&Method::GET, "http://new.example.com/"), None);

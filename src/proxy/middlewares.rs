@@ -108,7 +108,8 @@ async fn one<'r>(
         Kind::RateLimit(l) => {
             let c = &l.config;
             let ip = || {
-                client_ip(peer.addr.ip(), req.headers(), c.trusted_proxies).unwrap_or(peer.addr.ip())
+                client_ip(peer.addr.ip(), req.headers(), c.trusted_proxies)
+                    .unwrap_or(peer.addr.ip())
             };
             let checked = match &c.per {
                 RateKey::Header(h) => match req.headers().get(h) {
@@ -296,7 +297,9 @@ impl Encoded {
             match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     // Trailers are dropped: the encoding frames the body anew.
-                    let Ok(data) = frame.into_data() else { continue };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
                     if let Err(e) = enc.write(&data) {
                         return Poll::Ready(Some(Err(e.into())));
                     }

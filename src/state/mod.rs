@@ -25,8 +25,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BackendAddr, Config, VersionConfig};
-use crate::rules::{VersionMatchSpec, VersionRule};
 use crate::model::rollout::Rollout;
+use crate::rules::{VersionMatchSpec, VersionRule};
 
 pub use store::{FileStore, MemoryStore, StateError, StateStore};
 
