@@ -287,6 +287,20 @@ backends = ["{}"]
         .admin("PUT", "/v1/pools/app/match", Some(r#"{"header":"X"}"#))
         .await;
     assert_eq!(st, 400);
+    // A version a rule sends to cannot be removed.
+    let (st, v) = p
+        .admin("PUT", "/v1/pools/app/weights", Some(r#"{"green":0}"#))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = p
+        .admin("DELETE", "/v1/pools/app/versions/green", None)
+        .await;
+    assert_eq!(st, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("version rule"), "{v}");
+    let (st, v) = p
+        .admin("PUT", "/v1/pools/app/weights", Some(r#"{"green":1}"#))
+        .await;
+    assert_eq!(st, 200, "{v}");
 
     // A rollout's share applies to the requests no rule matched.
     let out = p.ctl(&[
