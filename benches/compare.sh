@@ -16,7 +16,10 @@
 #
 # Targets: direct (wrk to the blue origin: the rig's ceiling), switchyard,
 # nginx, haproxy. Optional: haproxy-bare (HAProxy without the X-Forwarded-*
-# rules), the switchyard-health/-metrics/-accesslog variants, and
+# rules), the switchyard-health/-metrics/-accesslog variants, switchyard-rules
+# (eight rule routes on the benchmarked host, none matching: what a host with
+# rules costs), switchyard-middlewares (ip_allow, rate_limit, compress and
+# headers on the route: what a typical chain costs), and
 # switchyard-hyper (the same config with SWITCHYARD_DIRECT_H1=0: every request
 # through hyper's client, not src/h1.rs's direct exchange; what that path is
 # worth).
@@ -35,6 +38,7 @@
 #        ROUNDS=1 DURATION=5 benches/compare.sh
 #        TARGETS="direct switchyard nginx haproxy haproxy-bare" benches/compare.sh
 #        TARGETS="switchyard switchyard-hyper haproxy" benches/compare.sh
+#        TARGETS="switchyard switchyard-rules switchyard-middlewares haproxy" benches/compare.sh
 #        SWITCHYARD_BIN=/path/to/switchyard benches/compare.sh   (another build)
 # Output: a table of medians on stdout and in bench-results/compare-<date>.txt.
 #
@@ -283,7 +287,7 @@ free_port NGINX_PORT
 free_port HAPROXY_PORT
 # Every target runs at once in a round (see "measuring"): one port each.
 declare -A PORT_OF=()
-for t in switchyard switchyard-health switchyard-metrics switchyard-accesslog switchyard-hyper haproxy-bare; do
+for t in switchyard switchyard-health switchyard-metrics switchyard-accesslog switchyard-hyper switchyard-rules switchyard-middlewares haproxy-bare; do
     free_port new_port
     PORT_OF[$t]=$new_port
 done
@@ -344,9 +348,34 @@ switchyard_conf() {
     local variant=${1:-} dir=$WORK/switchyard${1:+-$1}
     mkdir -p "$dir"
     {
-        switchyard_base "$dir" "${PORT_OF[switchyard${variant:+-$variant}]}"
+        local route_extra=""
+        [[ $variant == middlewares ]] && route_extra='middlewares = ["office", "limit", "gzip", "secure"]'
+        switchyard_base "$dir" "${PORT_OF[switchyard${variant:+-$variant}]}" "$route_extra"
         case $variant in
         "" | hyper) ;;
+        rules)
+            # Eight rule routes on the same host rank before the host-only
+            # one, and match nothing wrk asks for: the worst case of a host
+            # with rules.
+            for n in 1 2 3 4 5 6 7 8; do
+                printf '\n[[routes]]\nhost = "%s"\npath_prefix = "/api/v%s"\nmethods = ["GET", "POST"]\nheaders = { "X-Tenant" = "~^t%s$" }\npool = "app"\n' "$HOST" "$n" "$n"
+            done
+            ;;
+        middlewares)
+            # headers + ip_allow + rate_limit (never reached) + compress (the
+            # origin's 5-byte answers are under min_bytes) on the route.
+            cat <<'EOM'
+
+[middlewares.secure]
+headers = { frame_deny = true, content_type_nosniff = true, request = { set = { "X-Env" = "bench" } }, response = { set = { "Cache-Control" = "no-store" } } }
+[middlewares.office]
+ip_allow = { cidrs = ["127.0.0.0/8"] }
+[middlewares.limit]
+rate_limit = { average = 1000000, burst = 1000000 }
+[middlewares.gzip]
+compress = { min_bytes = 1024 }
+EOM
+            ;;
         health)
             printf '\n[pools.app]\nhealth = { path = "/", interval = "1s", timeout = "500ms", rise = 2, fall = 3 }\n'
             ;;
@@ -357,7 +386,7 @@ switchyard_conf() {
     } >"$dir/switchyard.toml"
 }
 
-switchyard_base() { # DIR PORT
+switchyard_base() { # DIR PORT [ROUTE_EXTRA]
     local dir=$1
     cat <<EOF
 [server]
@@ -372,6 +401,7 @@ state = "$dir/state.json"
 [[routes]]
 host = "$HOST"
 pool = "app"
+${3:-}
 
 [pools.app.versions.blue]
 weight = 90
@@ -467,7 +497,7 @@ EOF
 
 origin_conf blue "$BLUE_PORT"
 origin_conf green "$GREEN_PORT"
-for variant in "" health metrics accesslog hyper; do
+for variant in "" health metrics accesslog hyper rules middlewares; do
     switchyard_conf "$variant"
     conf=$WORK/switchyard${variant:+-$variant}/switchyard.toml
     "$SWITCHYARD" check -c "$conf" >/dev/null || die "switchyard config rejected: $("$SWITCHYARD" check -c "$conf")"

@@ -15,6 +15,11 @@
 //! - `route/*`: `RoutingTable::route` on a table of 20 routes (17 exact, 3
 //!   wildcards): an exact hit, a wildcard hit (walks the wildcard list after
 //!   the exact miss), a miss, and a mixed-case host with a port (normalization).
+//! - `rules/*`: `RoutingTable::route_for` with a full request (method, path,
+//!   query, headers): a host-only route (what every host without rules
+//!   pays: must match `route/exact`), a host with eight rule routes where
+//!   the request falls through all of them to the host-only route (the
+//!   worst case), the longest of several prefixes, and a header rule.
 //! - `pick/*`: `Pool::pick` then `Version::pick_backend` for a 90/10 pool with
 //!   two backends per version, as the request path does; plus `Pool::pick` alone.
 //! - `build/*`: `RoutingTable::build` for 20 routes over 20 pools, with a fresh
@@ -176,10 +181,84 @@ fn bench_build(c: &mut Criterion) {
     });
     let metrics = Metrics::new();
     g.bench_function("20_routes_reload_shared_metrics", |b| {
-        b.iter(|| RoutingTable::build_and_sync(black_box(&config), &registry, &canaries, &metrics))
+        b.iter(|| {
+            RoutingTable::build_and_sync(
+                black_box(&config),
+                &registry,
+                &canaries,
+                &metrics,
+                &Default::default(),
+            )
+        })
     });
     g.finish();
 }
 
-criterion_group!(benches, bench_route, bench_pick, bench_build);
+/// `rules.test` has eight rule routes ranked before its host-only route.
+fn rules_config() -> Config {
+    let mut text = config_text();
+    for n in 1..=8 {
+        let _ = write!(
+            text,
+            "\n[[routes]]\nhost = \"rules.test\"\npath_prefix = \"/api/v{n}\"\n\
+             methods = [\"GET\", \"POST\"]\nheaders = {{ \"X-Tenant\" = \"~^t{n}$\" }}\npool = \"app\"\n"
+        );
+    }
+    text.push_str(
+        "\n[[routes]]\nhost = \"rules.test\"\npool = \"app\"\n\
+         [[routes]]\nhost = \"rules.test\"\npath_prefix = \"/static\"\npool = \"p1\"\n\
+         [[routes]]\nhost = \"rules.test\"\npath_prefix = \"/static/img\"\npool = \"p2\"\n\
+         [[routes]]\nhost = \"rules.test\"\nheaders = { \"X-Beta\" = \"1\" }\npath_prefix = \"/\"\npool = \"p3\"\n",
+    );
+    Config::from_toml_str(&text).expect("the bench config is valid")
+}
+
+fn bench_rules(c: &mut Criterion) {
+    use switchyard::rules::RequestView;
+    let config = rules_config();
+    let t = table(&config);
+    let plain = http::HeaderMap::new();
+    let mut beta = http::HeaderMap::new();
+    beta.insert("x-beta", http::HeaderValue::from_static("1"));
+    beta.insert("user-agent", http::HeaderValue::from_static("wrk"));
+    let get = http::Method::GET;
+    let view = |path: &'static str, headers: &'static http::HeaderMap| RequestView {
+        method: &get,
+        path,
+        query: None,
+        headers,
+    };
+    let plain: &'static http::HeaderMap = Box::leak(Box::new(plain));
+    let beta: &'static http::HeaderMap = Box::leak(Box::new(beta));
+    let cases = [
+        ("host_only", "app.local", view("/", plain), "app"),
+        (
+            "fall_through_8_rules",
+            "rules.test",
+            view("/", plain),
+            "app",
+        ),
+        (
+            "longest_prefix",
+            "rules.test",
+            view("/static/img/a.png", plain),
+            "p2",
+        ),
+        ("header_rule", "rules.test", view("/x", beta), "p3"),
+    ];
+    for (name, host, v, want) in &cases {
+        let found = t.route_for(host, v).map(|r| &*r.pool.name);
+        assert_eq!(found, Some(*want), "{name}");
+    }
+    let mut g = c.benchmark_group("rules");
+    g.throughput(Throughput::Elements(1));
+    for (name, host, v, _) in &cases {
+        g.bench_function(*name, |b| {
+            b.iter(|| t.route_for(black_box(host), v).is_some())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_route, bench_rules, bench_pick, bench_build);
 criterion_main!(benches);

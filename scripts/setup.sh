@@ -7,8 +7,9 @@ set -euo pipefail
 
 # docker.io, docker-compose and busybox-static: tests/docker.rs starts its own
 # dockerd (Debian's policy-rc.d keeps the package from starting one) and
-# makes its test image from the static busybox.
-packages=(curl pebble prometheus chromium chromium-driver docker.io docker-compose busybox-static)
+# makes its test image from the static busybox. apache2-utils: htpasswd for
+# tests/middlewares.rs.
+packages=(curl apache2-utils pebble prometheus chromium chromium-driver docker.io docker-compose busybox-static)
 if [[ "${1:-}" == "bench" ]]; then
   packages+=(nginx-light haproxy wrk)
 fi
@@ -34,7 +35,7 @@ if ((${#missing[@]})); then
   $SUDO systemctl disable --now docker.socket docker containerd >/dev/null 2>&1 || true
 fi
 
-for tool in pebble pebble-challtestsrv prometheus promtool curl dockerd docker-compose; do
+for tool in pebble pebble-challtestsrv prometheus promtool curl htpasswd dockerd docker-compose; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing" >&2; exit 1; }
 done
 echo "setup: ok"

@@ -203,6 +203,69 @@ pub fn weights_line(w: &WeightsReply) -> String {
         .join(" ")
 }
 
+/// `header X-Beta=1 -> green`.
+pub fn describe_match(m: &crate::rules::VersionMatchSpec) -> String {
+    match crate::rules::VersionRule::compile(m) {
+        Ok(r) => r.describe(),
+        Err(_) => format!("{m:?}"),
+    }
+}
+
+/// A version rule from `ctl match add` arguments (`--header NAME[=VALUE]`,
+/// `--cookie ...`, `--query ...`, `--regex RE`, VERSION).
+pub fn match_spec(
+    header: Option<String>,
+    cookie: Option<String>,
+    query: Option<String>,
+    regex: Option<String>,
+    version: String,
+) -> Result<crate::rules::VersionMatchSpec, CtlError> {
+    let given = header.or(cookie.clone()).or(query.clone());
+    let Some(arg) = given.clone() else {
+        return Err(CtlError::Usage(
+            "give one of --header, --cookie or --query NAME[=VALUE]".into(),
+        ));
+    };
+    let (name, value) = match arg.split_once('=') {
+        Some((n, v)) => (n.to_string(), Some(v.to_string())),
+        None => (arg, None),
+    };
+    if value.is_some() && regex.is_some() {
+        return Err(CtlError::Usage(
+            "give NAME=VALUE or --regex, not both".into(),
+        ));
+    }
+    let mut spec = crate::rules::VersionMatchSpec {
+        header: None,
+        cookie: None,
+        query: None,
+        value,
+        regex,
+        version,
+    };
+    if cookie.is_some() {
+        spec.cookie = Some(name);
+    } else if query.is_some() {
+        spec.query = Some(name);
+    } else {
+        spec.header = Some(name);
+    }
+    crate::rules::VersionRule::compile(&spec).map_err(CtlError::Usage)?;
+    Ok(spec)
+}
+
+/// `ctl match show`: numbered rules.
+pub fn render_matches(pool: &str, rules: &[crate::rules::VersionMatchSpec]) -> String {
+    if rules.is_empty() {
+        return format!("{pool}: no version rules (weights and sticky users decide)\n");
+    }
+    let mut out = format!("{pool}: version rules, first match wins:\n");
+    for (i, r) in rules.iter().enumerate() {
+        let _ = writeln!(out, "  {}. {}", i + 1, describe_match(r));
+    }
+    out
+}
+
 /// Human rendering of `GET /v1/state`.
 pub fn render_state(s: &StateView) -> String {
     let mut out = String::new();
@@ -215,11 +278,25 @@ pub fn render_state(s: &StateView) -> String {
     let _ = writeln!(out, "routes:");
     for r in &s.routes {
         let preview = if r.preview { " (preview)" } else { "" };
+        let rule = r
+            .rule
+            .as_deref()
+            .map(|x| format!(" {x}"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "  {:<32} -> {:<12} tls={}{preview}",
-            r.host, r.pool, r.tls
+            format!("{}{rule}", r.host),
+            r.pool,
+            r.tls
         );
+        for m in &r.middlewares {
+            let _ = writeln!(
+                out,
+                "      {} ({}): {}; answered {}",
+                m.name, m.kind, m.effect, m.rejected
+            );
+        }
     }
     for (name, p) in &s.pools {
         match &p.provider {
@@ -229,6 +306,9 @@ pub fn render_state(s: &StateView) -> String {
             None => {
                 let _ = writeln!(out, "pool {name}:");
             }
+        }
+        for m in &p.matches {
+            let _ = writeln!(out, "  match {}", describe_match(m));
         }
         let _ = writeln!(
             out,

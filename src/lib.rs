@@ -12,8 +12,8 @@
 //!
 //! | layer | modules | owns |
 //! |---|---|---|
-//! | pure | [`config`], [`host`], [`balance`], [`model`], [`state`] (model, with [`state::discovered`]), [`metrics::window`], [`rollout::plan`], [`rollout::judge`], [`health::counter`], [`notify::message`], [`fsutil`], [`providers::labels`], [`providers::rule`] | the file model and validation, host names, the weighted schedule, API models and typed errors, the persisted state and how it applies (discovered pools too), container labels to pools and Traefik's router rules, window maths, rollout plans and the judge, rise/fall counters, notification bodies, durable writes |
-//! | live state | [`metrics`], [`upstream`] (with [`upstream::h1`] and [`upstream::probe`]), [`routing`], [`events`], [`state::store`], [`tls`], [`accesslog`], [`listener`] | Prometheus series, backends and pooled connections, the routing table, the audit log, the state store, certificates, the access log writer, the listener helper |
+//! | pure | [`config`], [`host`], [`rules`], [`balance`], [`model`], [`state`] (model, with [`state::discovered`]), [`metrics::window`], [`rollout::plan`], [`rollout::judge`], [`health::counter`], [`notify::message`], [`fsutil`], [`providers::labels`], [`providers::rule`] | the file model and validation, host names, route and version rules, the weighted schedule, API models and typed errors, the persisted state and how it applies (discovered pools too), container labels to pools and Traefik's router rules, window maths, rollout plans and the judge, rise/fall counters, notification bodies, durable writes |
+//! | live state | [`metrics`], [`upstream`] (with [`upstream::h1`] and [`upstream::probe`]), [`routing`], [`events`], [`state::store`], [`tls`], [`accesslog`], [`listener`], [`middleware`] | Prometheus series, backends and pooled connections, the routing table, the audit log, the state store, certificates, the access log writer, the listener helper, the compiled middlewares |
 //! | control | [`control`] | the one type that owns every change; typed results and errors |
 //! | services | [`proxy`], [`health`], [`rollout::run`], [`rollout::gate`], [`acme`], [`stats`], [`notify`], [`providers`] (with `providers::docker`) | the request path, probes and rebuilds, the rollout runner, ACME orders, the stats sampler, notifications, Docker discovery |
 //! | API | [`admin`] (with [`admin::dashboard`]) | command parsing, dispatch, the socket and the dashboard |
@@ -39,12 +39,14 @@ pub mod host;
 pub mod import;
 pub mod listener;
 pub mod metrics;
+pub mod middleware;
 pub mod model;
 pub mod notify;
 pub mod providers;
 pub mod proxy;
 pub mod rollout;
 pub mod routing;
+pub mod rules;
 pub mod server;
 pub mod state;
 pub mod stats;

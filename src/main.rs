@@ -160,6 +160,12 @@ enum CtlCmd {
         #[command(subcommand)]
         cmd: RolloutCmd,
     },
+    /// Version rules: requests with a header, cookie or query parameter go
+    /// to a named version (A/B), before sticky users and weights.
+    Match {
+        #[command(subcommand)]
+        cmd: MatchCmd,
+    },
     /// Reload the config file.
     Reload {
         /// Apply a file that routes nothing or drops pools holding runtime
@@ -222,6 +228,34 @@ enum RolloutCmd {
     Promote { pool: String },
     /// Roll back now: canary 0, stable 100.
     Abort { pool: String },
+}
+
+#[derive(Subcommand)]
+enum MatchCmd {
+    /// The pool's version rules, in order.
+    Show { pool: String },
+    /// Append a rule: `match add app --header X-Beta=1 green`.
+    Add {
+        pool: String,
+        /// NAME or NAME=VALUE: a request header.
+        #[arg(long, conflicts_with_all = ["cookie", "query"])]
+        header: Option<String>,
+        /// NAME or NAME=VALUE: a cookie.
+        #[arg(long, conflicts_with = "query")]
+        cookie: Option<String>,
+        /// NAME or NAME=VALUE: a query parameter.
+        #[arg(long)]
+        query: Option<String>,
+        /// The value must match this regex (instead of =VALUE).
+        #[arg(long)]
+        regex: Option<String>,
+        /// Where matching requests go.
+        version: String,
+    },
+    /// Remove rule N (1-based, as `show` numbers them).
+    Rm { pool: String, n: usize },
+    /// Remove every rule of the pool.
+    Clear { pool: String },
 }
 
 #[derive(Subcommand)]
@@ -608,6 +642,7 @@ async fn ctl_run(socket: &Path, as_json: bool, cmd: CtlCmd) -> Result<String, Ct
         }
         CtlCmd::Version { cmd } => version_cmd(socket, as_json, cmd).await,
         CtlCmd::Rollout { cmd } => rollout_cmd(socket, as_json, cmd).await,
+        CtlCmd::Match { cmd } => match_cmd(socket, as_json, cmd).await,
         CtlCmd::Reload { force } => {
             let path = if force {
                 "/v1/reload?force=true"
@@ -662,6 +697,61 @@ async fn version_cmd(socket: &Path, as_json: bool, cmd: VersionCmd) -> Result<St
             Ok(out(a.json, format!("{pool}: version {version} removed\n")))
         }
     }
+}
+
+/// `ctl match ...`: reads the pool's rules, changes them, writes them back.
+async fn match_cmd(socket: &Path, as_json: bool, cmd: MatchCmd) -> Result<String, CtlError> {
+    use switchyard::model::api::MatchReply;
+    let pool = match &cmd {
+        MatchCmd::Show { pool }
+        | MatchCmd::Add { pool, .. }
+        | MatchCmd::Rm { pool, .. }
+        | MatchCmd::Clear { pool } => pool.clone(),
+    };
+    let path = format!("/v1/pools/{pool}/match");
+    let current: ctl::Answer<MatchReply> =
+        ctl::call(socket, Method::GET, &path, None::<&Value>).await?;
+    let mut rules = current.typed.rules;
+    match cmd {
+        MatchCmd::Show { .. } => {
+            let human = ctl::render_matches(&pool, &rules);
+            return Ok(if as_json {
+                format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&current.json).unwrap_or_default()
+                )
+            } else {
+                human
+            });
+        }
+        MatchCmd::Add {
+            header,
+            cookie,
+            query,
+            regex,
+            version,
+            ..
+        } => rules.push(ctl::match_spec(header, cookie, query, regex, version)?),
+        MatchCmd::Rm { n, .. } => {
+            if n == 0 || n > rules.len() {
+                return Err(CtlError::Usage(format!(
+                    "pool {pool} has {} rule(s); give a number from `ctl match show {pool}`",
+                    rules.len()
+                )));
+            }
+            rules.remove(n - 1);
+        }
+        MatchCmd::Clear { .. } => rules.clear(),
+    }
+    let a: ctl::Answer<MatchReply> = ctl::call(socket, Method::PUT, &path, Some(&rules)).await?;
+    Ok(if as_json {
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&a.json).unwrap_or_default()
+        )
+    } else {
+        ctl::render_matches(&pool, &a.typed.rules)
+    })
 }
 
 async fn rollout_cmd(socket: &Path, as_json: bool, cmd: RolloutCmd) -> Result<String, CtlError> {

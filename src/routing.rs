@@ -23,6 +23,8 @@ use crate::config::{
 };
 use crate::host::{self, HostPattern, MAX_HOST_LEN};
 use crate::metrics::{Metrics, RequestMetrics};
+use crate::middleware::{Middleware, Middlewares};
+use crate::rules::{RequestView, RouteRules, VersionRule};
 use crate::upstream::{Backend, BackendKey, BackendRegistry};
 
 /// Per-request limits that a reload may change.
@@ -35,9 +37,10 @@ pub struct Limits {
 
 /// The snapshot.
 pub struct RoutingTable {
-    exact: HashMap<Box<str>, usize>,
-    /// (suffix, route index), longest suffix first.
-    wildcards: Vec<(Box<str>, usize)>,
+    /// Host -> its routes, highest rank first.
+    exact: HashMap<Box<str>, Box<[usize]>>,
+    /// (suffix, routes highest rank first), longest suffix first.
+    wildcards: Vec<(Box<str>, Box<[usize]>)>,
     routes: Vec<Route>,
     pub pools: BTreeMap<String, Arc<Pool>>,
     pub limits: Limits,
@@ -51,6 +54,14 @@ pub struct RoutingTable {
 pub struct Route {
     /// The host as configured (`app.example.com`, `*.example.com`).
     pub host: Box<str>,
+    /// The route's name in metrics and logs: the host, plus the rule when
+    /// there is one ([`RouteConfig::label`]).
+    pub label: Box<str>,
+    /// Conditions beyond the host; `None` for a host-only route (nothing
+    /// to check on the request path).
+    pub rules: Option<Box<RouteRules>>,
+    /// Applied in this order on the request, in reverse on the response.
+    pub middlewares: Box<[Arc<Middleware>]>,
     /// Position in `RoutingTable::routes`.
     pub index: usize,
     pub pool: Arc<Pool>,
@@ -78,6 +89,8 @@ pub struct Pool {
     /// Smooth WRR over configured weights, ignoring health (fail-open).
     configured: Schedule,
     sticky: Option<(Sticky, StickyRanges)>,
+    /// Version rules with the index of the version each sends to.
+    matches: Vec<(VersionRule, usize)>,
     pub pin_header: Option<http::HeaderName>,
     pub version_header: bool,
     pub retry: u32,
@@ -129,7 +142,9 @@ impl RoutingTable {
         registry: &BackendRegistry,
         canaries: &HashMap<String, String>,
     ) -> RoutingTable {
-        Self::build_and_sync(config, registry, canaries, &Metrics::new())
+        let metrics = Metrics::new();
+        let (middlewares, _) = Middlewares::build(config, None, &metrics);
+        Self::build_and_sync(config, registry, canaries, &metrics, &middlewares)
     }
 
     /// Builds a table and brings the shared state in line with it: backends
@@ -137,12 +152,15 @@ impl RoutingTable {
     /// are taken from there, or added), and the weight and backend-up gauges
     /// of `metrics` are set. `canaries` maps a pool to its rollout canary,
     /// which goes first in the sticky layout and is what preview hosts reach.
-    /// Metric handles are resolved here, once.
+    /// Routes take their middlewares from `middlewares` (built with the
+    /// config, see [`Middlewares::build`]). Metric handles are resolved
+    /// here, once.
     pub fn build_and_sync(
         config: &Config,
         registry: &BackendRegistry,
         canaries: &HashMap<String, String>,
         metrics: &Metrics,
+        middlewares: &Middlewares,
     ) -> RoutingTable {
         let mut used = HashSet::new();
         let pools: BTreeMap<String, Arc<Pool>> = config
@@ -160,7 +178,7 @@ impl RoutingTable {
             exact,
             wildcards,
             routes,
-        } = RouteIndex::build(config, &pools, metrics);
+        } = RouteIndex::build(config, &pools, metrics, middlewares);
         RoutingTable {
             exact,
             wildcards,
@@ -176,19 +194,45 @@ impl RoutingTable {
         }
     }
 
-    /// The route for a raw Host value (any case, maybe with a port): exact
-    /// names first, then the longest matching wildcard. No allocation.
+    /// The route for a raw Host value (any case, maybe with a port) and a
+    /// `GET /` without headers: what a host-only lookup finds.
     #[inline]
     pub fn route(&self, raw_host: &str) -> Option<&Route> {
+        static NO_HEADERS: std::sync::LazyLock<http::HeaderMap> =
+            std::sync::LazyLock::new(http::HeaderMap::new);
+        let view = RequestView {
+            method: &http::Method::GET,
+            path: "/",
+            query: None,
+            headers: &NO_HEADERS,
+        };
+        self.route_for(raw_host, &view)
+    }
+
+    /// The route for a request: the host's routes (exact name first, then
+    /// each wildcard covering it, longest first), and among a host's
+    /// routes the first by rank whose rule the request meets. No
+    /// allocation; a host-only route checks nothing beyond the host.
+    #[inline]
+    pub fn route_for(&self, raw_host: &str, req: &RequestView<'_>) -> Option<&Route> {
         let mut buf = [0u8; MAX_HOST_LEN + 2];
         let name = host::normalize(raw_host, &mut buf)?;
-        if let Some(&i) = self.exact.get(name) {
-            return self.routes.get(i);
+        if let Some(list) = self.exact.get(name) {
+            if let Some(r) = self.first_match(list, req) {
+                return Some(r);
+            }
         }
         self.wildcards
             .iter()
-            .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(&**suffix))
-            .and_then(|&(_, i)| self.routes.get(i))
+            .filter(|(suffix, _)| name.len() > suffix.len() && name.ends_with(&**suffix))
+            .find_map(|(_, list)| self.first_match(list, req))
+    }
+
+    #[inline]
+    fn first_match(&self, list: &[usize], req: &RequestView<'_>) -> Option<&Route> {
+        list.iter()
+            .filter_map(|&i| self.routes.get(i))
+            .find(|r| r.rules.as_ref().is_none_or(|rules| rules.matches(req)))
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -218,36 +262,74 @@ fn set_gauges(metrics: &Metrics, pools: &BTreeMap<String, Arc<Pool>>) {
 
 /// The host lookup part of a table.
 struct RouteIndex {
-    exact: HashMap<Box<str>, usize>,
-    wildcards: Vec<(Box<str>, usize)>,
+    exact: HashMap<Box<str>, Box<[usize]>>,
+    wildcards: Vec<(Box<str>, Box<[usize]>)>,
     routes: Vec<Route>,
 }
 
 impl RouteIndex {
     /// One route per configured host, one more per preview host; routes whose
-    /// pool is missing are skipped (validation refuses them).
-    fn build(config: &Config, pools: &BTreeMap<String, Arc<Pool>>, metrics: &Metrics) -> Self {
+    /// pool is missing are skipped (validation refuses them). A host's
+    /// routes are ordered by rank ([`RouteRules::rank`]), the file's order
+    /// between equals.
+    fn build(
+        config: &Config,
+        pools: &BTreeMap<String, Arc<Pool>>,
+        metrics: &Metrics,
+        middlewares: &Middlewares,
+    ) -> Self {
         let mut ix = RouteIndex {
             exact: HashMap::new(),
             wildcards: Vec::new(),
             routes: Vec::new(),
         };
+        let mut exact: BTreeMap<Box<str>, Vec<usize>> = BTreeMap::new();
+        let mut wild: BTreeMap<Box<str>, Vec<usize>> = BTreeMap::new();
         for rc in &config.routes {
             let Some(pool) = pools.get(&rc.pool) else {
                 continue;
             };
-            let idx = ix.push(metrics, rc.host.to_string(), pool, rc, false);
+            let chain: Box<[Arc<Middleware>]> = rc
+                .middlewares
+                .iter()
+                .filter_map(|m| middlewares.get(m).cloned())
+                .collect();
+            let host = rc.host.to_string();
+            let idx = ix.push(metrics, &host, pool, rc, &chain, false);
             match &rc.host {
-                HostPattern::Exact(h) => {
-                    ix.exact.insert(h.as_str().into(), idx);
-                }
-                HostPattern::Wildcard(suffix) => ix.wildcards.push((suffix.clone(), idx)),
+                HostPattern::Exact(h) => exact.entry(h.as_str().into()).or_default().push(idx),
+                HostPattern::Wildcard(suffix) => wild.entry(suffix.clone()).or_default().push(idx),
             }
             if let Some(p) = &rc.preview {
-                let pidx = ix.push(metrics, p.as_str().to_string(), pool, rc, true);
-                ix.exact.insert(p.as_str().into(), pidx);
+                let pidx = ix.push(metrics, p.as_str(), pool, rc, &chain, true);
+                exact.entry(p.as_str().into()).or_default().push(pidx);
             }
         }
+        let routes = &ix.routes;
+        let ranked = |host: &str, mut list: Vec<usize>| -> Box<[usize]> {
+            list.sort_by_key(|&i| {
+                let rank = match routes[i].rules.as_deref() {
+                    Some(r) => r.rank(host),
+                    None => RouteRules::default().rank(host),
+                };
+                std::cmp::Reverse(rank)
+            });
+            list.into()
+        };
+        ix.exact = exact
+            .into_iter()
+            .map(|(h, l)| {
+                let l = ranked(&h, l);
+                (h, l)
+            })
+            .collect();
+        ix.wildcards = wild
+            .into_iter()
+            .map(|(s, l)| {
+                let l = ranked(&format!("*{s}"), l);
+                (s, l)
+            })
+            .collect();
         ix.wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         ix
     }
@@ -256,21 +338,27 @@ impl RouteIndex {
     fn push(
         &mut self,
         metrics: &Metrics,
-        host: String,
+        host: &str,
         pool: &Arc<Pool>,
         rc: &RouteConfig,
+        chain: &[Arc<Middleware>],
         preview: bool,
     ) -> usize {
         let index = self.routes.len();
+        let label = rc.label(host);
         let per = pool
             .versions
             .iter()
-            .map(|v| metrics.request_handles(&host, &pool.name, &v.name))
+            .map(|v| metrics.request_handles(&label, &pool.name, &v.name))
             .collect();
-        let unpicked = metrics.request_handles(&host, &pool.name, "");
+        let unpicked = metrics.request_handles(&label, &pool.name, "");
+        let has_rules = !rc.rules.is_empty() || rc.rules.priority.is_some();
         self.routes.push(Route {
             index,
             host: host.into(),
+            label: label.into(),
+            rules: has_rules.then(|| Box::new(rc.rules.clone())),
+            middlewares: chain.into(),
             pool: pool.clone(),
             tls: rc.tls.clone(),
             redirect_https: rc.redirect_https,
@@ -321,7 +409,16 @@ impl Pool {
             (s, StickyRanges::new(&order))
         });
         let preview = canary.or_else(|| versions.iter().position(|v| v.weight == 0));
+        let matches = pc
+            .matches
+            .iter()
+            .filter_map(|m| {
+                let i = versions.iter().position(|v| *v.name == *m.version)?;
+                Some((m.clone(), i))
+            })
+            .collect();
         Pool {
+            matches,
             name: name.into(),
             schedule: Schedule::new(&effective),
             scheduled: effective.clone().into(),
@@ -336,16 +433,45 @@ impl Pool {
             preview,
         }
     }
-    /// Chooses a version for a request: a pinned version, the preview version,
-    /// the sticky user's version, or the weighted schedule over versions that
-    /// have an available backend. A pin or a preview is strict: the version
-    /// it names, or a refusal ([`Pick::NamedDown`], [`Pick::UnknownPin`],
-    /// [`Pick::NoPreview`]), never the split.
+    /// [`Pool::pick_with`] without a version rule's choice.
     #[inline]
     pub fn pick(
         &self,
         pinned: Option<&[u8]>,
         preview: bool,
+        sticky_bucket: Option<u32>,
+    ) -> Pick<'_> {
+        self.pick_with(pinned, preview, None, sticky_bucket)
+    }
+
+    /// The version the pool's version rules send a request to (the first
+    /// rule that matches), if any.
+    #[inline]
+    pub fn match_version(&self, headers: &http::HeaderMap, query: Option<&str>) -> Option<usize> {
+        self.matches
+            .iter()
+            .find(|(rule, _)| rule.matches(headers, query))
+            .map(|&(_, i)| i)
+    }
+
+    /// The pool's version rules, in order.
+    pub fn version_rules(&self) -> impl Iterator<Item = &VersionRule> {
+        self.matches.iter().map(|(r, _)| r)
+    }
+
+    /// Chooses a version for a request: a pinned version, the preview
+    /// version, the version a version rule chose (`matched`), the sticky
+    /// user's version, or the weighted schedule over versions that have an
+    /// available backend. A pin or a preview is strict: the version it
+    /// names, or a refusal ([`Pick::NamedDown`], [`Pick::UnknownPin`],
+    /// [`Pick::NoPreview`]), never the split; the later steps are skipped
+    /// when their version has no available backend.
+    #[inline]
+    pub fn pick_with(
+        &self,
+        pinned: Option<&[u8]>,
+        preview: bool,
+        matched: Option<usize>,
         sticky_bucket: Option<u32>,
     ) -> Pick<'_> {
         if let Some(name) = pinned {
@@ -366,6 +492,11 @@ impl Pool {
                 Some((_, v)) => Pick::NamedDown(v),
                 None => Pick::NoPreview,
             };
+        }
+        if let Some(v) = matched.and_then(|i| self.versions.get(i).map(|v| (i, v))) {
+            if v.1.has_available() {
+                return Pick::Version(v.0, v.1);
+            }
         }
         if let (Some(bucket), Some((_, ranges))) = (sticky_bucket, &self.sticky) {
             if let Some(i) = ranges.entry(bucket) {

@@ -7,8 +7,8 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use switchyard::model::api::{
-    ErrorBody, EventsReply, ReloadReply, RemovedReply, RolloutStatus, StateView, StatsView,
-    VersionReply, WeightsReply,
+    ErrorBody, EventsReply, MatchReply, ReloadReply, RemovedReply, RolloutStatus, StateView,
+    StatsView, VersionReply, WeightsReply,
 };
 
 /// `(type name, JSON text)` of every example in the README.
@@ -51,6 +51,7 @@ fn every_documented_answer_is_byte_for_byte_its_model() {
         "StatsView",
         "RolloutStatus",
         "ErrorBody",
+        "MatchReply",
     ] {
         assert!(names.contains(&want), "the README has no example of {want}");
     }
@@ -65,6 +66,7 @@ fn every_documented_answer_is_byte_for_byte_its_model() {
             "StatsView" => round_trip::<StatsView>(name, text),
             "RolloutStatus" => round_trip::<RolloutStatus>(name, text),
             "ErrorBody" => round_trip::<ErrorBody>(name, text),
+            "MatchReply" => round_trip::<MatchReply>(name, text),
             other => panic!("README example of an unknown model {other}"),
         }
     }

@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     // 0 pure: no tokio, no I/O beyond std file helpers.
     ("config", 0),
     ("host", 0),
+    ("rules", 0),
     ("balance", 0),
     ("model", 0),
     ("state", 0),
@@ -32,6 +33,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("tls", 1),
     ("accesslog", 1),
     ("listener", 1),
+    ("middleware", 1),
     // 2 control.
     ("control", 2),
     // 3 services: each takes the control handle, none imports another.

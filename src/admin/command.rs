@@ -40,6 +40,15 @@ pub enum AdminCommand {
         pool: String,
         version: String,
     },
+    /// `GET /v1/pools/{pool}/match`.
+    GetMatch {
+        pool: String,
+    },
+    /// `PUT /v1/pools/{pool}/match`: the whole list of version rules.
+    SetMatch {
+        pool: String,
+        rules: Vec<crate::rules::VersionMatchSpec>,
+    },
     RolloutStart {
         pool: String,
         request: Box<RolloutRequest>,
@@ -142,6 +151,13 @@ impl AdminCommand {
                     version: version.to_string(),
                 })
             }
+            (["v1", "pools", pool, "match"], "GET") => Ok(AdminCommand::GetMatch {
+                pool: pool.to_string(),
+            }),
+            (["v1", "pools", pool, "match"], "PUT") => Ok(AdminCommand::SetMatch {
+                pool: pool.to_string(),
+                rules: parse_match_rules(body)?,
+            }),
             (["v1", "pools", pool, "rollout"], "POST") => Ok(AdminCommand::RolloutStart {
                 pool: pool.to_string(),
                 request: Box::new(if body.iter().all(u8::is_ascii_whitespace) {
@@ -162,7 +178,7 @@ impl AdminCommand {
             }
             (
                 ["v1", "state" | "stats" | "reload" | "events"]
-                | ["v1", "pools", _, "weights" | "rollout"]
+                | ["v1", "pools", _, "weights" | "rollout" | "match"]
                 | ["v1", "pools", _, "versions", _]
                 | ["v1", "pools", _, "rollout", _],
                 _,
@@ -181,6 +197,7 @@ impl AdminCommand {
                 | AdminCommand::Stats
                 | AdminCommand::Events { .. }
                 | AdminCommand::RolloutStatus { .. }
+                | AdminCommand::GetMatch { .. }
         )
     }
 }
@@ -218,6 +235,21 @@ fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
         Err(e) => return Err(AdminError::BadRequest(format!("bad JSON: {e}"))),
     }
     serde_json::from_slice(body).map_err(|e| AdminError::BadRequest(format!("bad body: {e}")))
+}
+
+/// `[{"header":"X-Beta","value":"1","version":"green"}, ...]`: a JSON
+/// array of version rules (checked again by the control layer).
+pub fn parse_match_rules(body: &[u8]) -> Result<Vec<crate::rules::VersionMatchSpec>, AdminError> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Array(_)) => {}
+        Ok(_) => {
+            return Err(AdminError::BadRequest(
+                "the body must be a JSON array of rules ([] for none)".into(),
+            ))
+        }
+        Err(e) => return Err(AdminError::BadRequest(format!("bad JSON: {e}"))),
+    }
+    serde_json::from_slice(body).map_err(|e| AdminError::BadRequest(format!("bad rule: {e}")))
 }
 
 /// `{"blue":0,"green":100}`: whole numbers from 0 to MAX_WEIGHT.

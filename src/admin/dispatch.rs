@@ -12,8 +12,8 @@ use serde::Serialize;
 use super::command::{AdminCommand, MAX_BODY};
 use crate::control::Control;
 use crate::model::api::{
-    ErrorBody, EventsReply, ReloadReply, RemovedReply, RolloutStatus, StateView, StatsView,
-    VersionReply, WeightsReply,
+    ErrorBody, EventsReply, MatchReply, ReloadReply, RemovedReply, RolloutStatus, StateView,
+    StatsView, VersionReply, WeightsReply,
 };
 use crate::model::AdminError;
 use crate::stats::Stats;
@@ -38,6 +38,7 @@ pub enum Reply {
     Reload(ReloadReply),
     Events(EventsReply),
     Rollout(Box<RolloutStatus>),
+    Match(MatchReply),
 }
 
 /// Runs `f` on the blocking pool: changes fsync, and big reads build large
@@ -69,6 +70,10 @@ pub async fn dispatch(api: &Api, cmd: AdminCommand, who: String) -> Result<Reply
         AdminCommand::Events { since } => Ok(Reply::Events(EventsReply {
             events: c.events.since(since),
         })),
+        AdminCommand::GetMatch { pool } => c.matches(&pool).map(Reply::Match),
+        AdminCommand::SetMatch { pool, rules } => {
+            blocking(move || c.set_matches(&pool, &rules, &who).map(Reply::Match)).await
+        }
         AdminCommand::RolloutStatus { pool } => {
             c.rollout_status(&pool).map(|r| Reply::Rollout(Box::new(r)))
         }

@@ -25,6 +25,8 @@ pub(super) struct FileConfig {
     #[serde(default)]
     pub(super) notify: Vec<Spanned<super::notify::NotifyFile>>,
     pub(super) providers: Option<ProvidersFile>,
+    #[serde(default)]
+    pub(super) middlewares: BTreeMap<Spanned<String>, Spanned<MiddlewareFile>>,
 }
 
 #[derive(Deserialize)]
@@ -104,6 +106,14 @@ pub(super) struct RouteFile {
     pub(super) tls: Option<Spanned<TlsFile>>,
     pub(super) redirect_https: Option<bool>,
     pub(super) preview: S<String>,
+    pub(super) path: S<String>,
+    pub(super) path_prefix: S<String>,
+    pub(super) path_regex: S<String>,
+    pub(super) methods: S<Vec<String>>,
+    pub(super) headers: S<BTreeMap<String, String>>,
+    pub(super) query: S<BTreeMap<String, String>>,
+    pub(super) priority: S<i64>,
+    pub(super) middlewares: S<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +143,8 @@ pub(super) struct PoolFile {
     #[serde(default)]
     pub(super) versions: BTreeMap<Spanned<String>, Spanned<VersionFile>>,
     pub(super) rollout: Option<RolloutFile>,
+    #[serde(default, rename = "match")]
+    pub(super) matches: Vec<Spanned<crate::rules::VersionMatchSpec>>,
 }
 
 #[derive(Deserialize)]
@@ -217,4 +229,86 @@ pub(super) struct SmokeFile {
     pub(super) path: S<String>,
     pub(super) status: S<StatusFile>,
     pub(super) webhook: S<String>,
+}
+
+/// `[middlewares.NAME]`: exactly one of these.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MiddlewareFile {
+    pub(super) headers: Option<Spanned<HeadersFile>>,
+    pub(super) basic_auth: Option<Spanned<BasicAuthFile>>,
+    pub(super) ip_allow: Option<Spanned<IpAllowFile>>,
+    pub(super) rate_limit: Option<Spanned<RateLimitFile>>,
+    pub(super) compress: Option<Spanned<CompressFile>>,
+    pub(super) strip_prefix: S<Vec<String>>,
+    pub(super) add_prefix: S<String>,
+    pub(super) redirect_regex: Option<Spanned<RedirectRegexFile>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HeadersFile {
+    pub(super) hsts: S<String>,
+    pub(super) force_hsts: Option<bool>,
+    pub(super) frame_deny: Option<bool>,
+    pub(super) custom_frame_options: S<String>,
+    pub(super) content_type_nosniff: Option<bool>,
+    pub(super) browser_xss_filter: Option<bool>,
+    pub(super) referrer_policy: S<String>,
+    pub(super) content_security_policy: S<String>,
+    pub(super) permissions_policy: S<String>,
+    pub(super) request: Option<Spanned<HeaderOpsFile>>,
+    pub(super) response: Option<Spanned<HeaderOpsFile>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HeaderOpsFile {
+    #[serde(default)]
+    pub(super) set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) remove: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BasicAuthFile {
+    pub(super) users_file: S<String>,
+    pub(super) users: S<Vec<String>>,
+    pub(super) realm: S<String>,
+    pub(super) remove_header: Option<bool>,
+    pub(super) header_field: S<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IpAllowFile {
+    pub(super) cidrs: Vec<Spanned<String>>,
+    pub(super) trusted_proxies: S<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RateLimitFile {
+    pub(super) average: Spanned<i64>,
+    pub(super) burst: S<i64>,
+    pub(super) period: S<String>,
+    pub(super) per: S<String>,
+    pub(super) trusted_proxies: S<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CompressFile {
+    pub(super) types: S<Vec<String>>,
+    pub(super) min_bytes: S<i64>,
+    pub(super) encodings: S<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RedirectRegexFile {
+    pub(super) regex: Spanned<String>,
+    pub(super) replacement: Spanned<String>,
+    pub(super) permanent: Option<bool>,
 }

@@ -11,12 +11,14 @@
 //! | `file.rs` | the file model serde reads |
 //! | `validate.rs` | file model to [`Config`], with line:col diagnostics |
 //! | `notify.rs` | `[[notify]]`: file model, model, validation |
+//! | `routes.rs` | `[[routes]]`: hosts, rules, TLS, middlewares; shadowed routes |
+//! | `middleware.rs` | `[middlewares.NAME]`: the model and its validation |
 //!
 //! Pure: the only I/O is [`Config::load`] reading the file. Every error carries
 //! the line and column of the offending value so `switchyard check` can print
 //! `FILE:LINE:COL: message` for each of them. Relative paths in the file are
 //! resolved against the file's own directory. The bottom layer: nothing here
-//! uses another module of the crate but [`crate::host`].
+//! uses another module of the crate but [`crate::host`] and [`crate::rules`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,15 +27,22 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::host::{HostName, HostPattern};
+use crate::rules::{RouteRules, VersionRule};
 
 mod file;
 mod notify;
+mod middleware;
 mod read;
+mod routes;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 pub use notify::{redact, NotifyConfig, NotifyFormat, NOTIFY_EVENTS};
+pub use middleware::{
+    BasicAuthConfig, CompressConfig, Encoding, HeadersConfig, IpAllowConfig, MiddlewareConfig,
+    RateKey, RateLimitConfig, RedirectRegexConfig,
+};
 pub use read::{read_config_file, MAX_CONFIG_BYTES};
 pub use validate::{check_step_items, check_steps, line_col, StepItem, StepList, CONFIDENCE};
 
@@ -102,7 +111,10 @@ pub struct Config {
     pub notify: Vec<NotifyConfig>,
     /// `[providers.docker]`: pools discovered from container labels.
     pub docker: Option<DockerConfig>,
+    /// `[middlewares.NAME]`, attached to routes by name.
+    pub middlewares: BTreeMap<String, MiddlewareConfig>,
 }
+
 
 /// `[providers.docker]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,6 +235,25 @@ pub struct RouteConfig {
     pub tls: TlsMode,
     pub redirect_https: bool,
     pub preview: Option<HostName>,
+    /// Conditions beyond the host (path, methods, headers, query,
+    /// priority); empty for a host-only route.
+    pub rules: RouteRules,
+    /// Names of `[middlewares.NAME]`, applied in this order.
+    pub middlewares: Vec<String>,
+}
+
+impl RouteConfig {
+    /// The route's name in metrics, the access log and the state view for
+    /// `host` (its own host, or its preview host): the host alone for a
+    /// host-only route, else the host and the rule
+    /// (`app.example.com path_prefix=/api`).
+    pub fn label(&self, host: &str) -> String {
+        if self.rules.is_empty() && self.rules.priority.is_none() {
+            host.to_string()
+        } else {
+            format!("{host} {}", self.rules.describe())
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,6 +274,9 @@ pub struct PoolConfig {
     pub on_all_down: OnAllDown,
     pub versions: BTreeMap<String, VersionConfig>,
     pub rollout: RolloutConfig,
+    /// `[[pools.P.match]]`: requests carrying a header, cookie or query
+    /// parameter go to a named version, before sticky buckets and weights.
+    pub matches: Vec<VersionRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -448,6 +482,7 @@ impl Config {
                     .to_string(),
             );
         }
+        out.extend(routes::shadowed(&self.routes));
         out
     }
 
@@ -468,6 +503,14 @@ impl Config {
             }
             if v.weight > MAX_WEIGHT {
                 return Err(format!("weight of {name} is above {MAX_WEIGHT}"));
+            }
+        }
+        for m in &pool.matches {
+            if !pool.versions.contains_key(&m.version) {
+                return Err(format!(
+                    "a version rule sends to {}, which the pool does not have",
+                    m.version
+                ));
             }
         }
         Ok(())

@@ -329,3 +329,91 @@ fn providers_docker_keys_defaults_and_errors() {
     .unwrap();
     assert_eq!(c.docker.unwrap().labels, LabelDialect::Traefik);
 }
+
+#[test]
+fn route_rules_middlewares_and_version_rules_are_validated_with_positions() {
+    let text = r#"
+[middlewares.two]
+strip_prefix = ["/a"]
+add_prefix = "/b"
+
+[middlewares.bad_re]
+redirect_regex = { regex = "(", replacement = "x" }
+
+[middlewares.ok]
+rate_limit = { average = 5, per = "header:X-Key" }
+
+[[routes]]
+host = "a.test"
+path = "/x"
+path_prefix = "/y"
+pool = "app"
+
+[[routes]]
+host = "b.test"
+path_regex = "["
+methods = ["GET", "BAD METHOD"]
+middlewares = ["ok", "nope", "ok"]
+pool = "app"
+
+[[pools.app.match]]
+header = "X-Beta"
+version = "ghost"
+
+[[pools.app.match]]
+cookie = "a"
+query = "b"
+version = "v1"
+
+[pools.app.versions.v1]
+weight = 1
+backends = ["127.0.0.1:1"]
+"#;
+    let diags = Config::from_toml_str(text).unwrap_err();
+    let has = |lines: std::ops::RangeInclusive<usize>, words: &str| {
+        assert!(
+            diags
+                .iter()
+                .any(|d| lines.contains(&d.line) && d.message.contains(words)),
+            "no {words:?} on lines {lines:?}: {diags:#?}"
+        )
+    };
+    has(2..=3, "exactly one of headers");
+    has(7..=7, "redirect_regex: bad regex");
+    has(14..=14, "one of path, path_prefix and path_regex");
+    has(20..=20, "path_regex: bad regex");
+    has(21..=21, "\"BAD METHOD\" is not a method");
+    has(22..=22, "middleware \"nope\", which is not declared");
+    has(22..=22, "middleware ok is listed twice");
+    has(25..=27, "version \"ghost\", which the pool does not have");
+    has(29..=31, "exactly one of header, cookie or query");
+
+    let ok = r#"
+[middlewares.ok]
+rate_limit = { average = 5, per = "header:X-Key" }
+[[routes]]
+host = "a.test"
+path_prefix = "/api"
+methods = ["get"]
+middlewares = ["ok"]
+pool = "app"
+[[pools.app.match]]
+query = "canary"
+version = "v1"
+[pools.app.versions.v1]
+weight = 1
+backends = ["127.0.0.1:1"]
+"#;
+    let c = Config::from_toml_str(ok).unwrap();
+    assert_eq!(c.routes[0].rules.methods, vec![http::Method::GET]);
+    assert_eq!(
+        c.routes[0].label("a.test"),
+        "a.test path_prefix=/api methods=GET"
+    );
+    let MiddlewareConfig::RateLimit(r) = &c.middlewares["ok"] else {
+        panic!()
+    };
+    assert_eq!((r.average, r.burst), (5, 5));
+    assert_eq!(c.pools["app"].matches.len(), 1);
+    assert!(c.warnings().is_empty());
+}

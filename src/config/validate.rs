@@ -1,7 +1,7 @@
 //! The file model to a [`Config`]: defaults filled, every problem collected
 //! as a [`Diagnostic`] at the line and column of the value it is about.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,6 @@ use toml::Spanned;
 
 use super::file::*;
 use super::*;
-use crate::host::{HostName, HostPattern};
 
 /// Parses and validates TOML text, resolving relative paths against `base`.
 pub(super) fn parse(text: &str, base: &Path) -> Result<Config, Vec<Diagnostic>> {
@@ -56,7 +55,7 @@ impl<'a> Checker<'a> {
         });
     }
 
-    fn duration(&mut self, v: &S<String>, key: &str, default: Duration) -> Duration {
+    pub(super) fn duration(&mut self, v: &S<String>, key: &str, default: Duration) -> Duration {
         match v {
             None => default,
             Some(s) => match parse_duration(s.get_ref()) {
@@ -75,7 +74,12 @@ impl<'a> Checker<'a> {
 
     /// A timeout of client connections: above zero and at most
     /// [`MAX_CLIENT_TIMEOUT`] (timers add it to the current instant).
-    fn client_timeout(&mut self, v: &S<String>, key: &str, default: Duration) -> Duration {
+    pub(super) fn client_timeout(
+        &mut self,
+        v: &S<String>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
         let d = self.duration(v, key, default);
         match v {
             Some(s) if d > MAX_CLIENT_TIMEOUT => {
@@ -86,7 +90,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn int(&mut self, v: &S<i64>, key: &str, range: Range<i64>, default: i64) -> i64 {
+    pub(super) fn int(&mut self, v: &S<i64>, key: &str, range: Range<i64>, default: i64) -> i64 {
         match v {
             None => default,
             Some(s) if range.contains(s.get_ref()) => *s.get_ref(),
@@ -104,7 +108,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn addr(&mut self, v: &Spanned<String>, key: &str) -> Option<SocketAddr> {
+    pub(super) fn addr(&mut self, v: &Spanned<String>, key: &str) -> Option<SocketAddr> {
         match v.get_ref().parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -117,7 +121,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn status(&mut self, v: &S<StatusFile>, key: &str) -> (u16, u16) {
+    pub(super) fn status(&mut self, v: &S<StatusFile>, key: &str) -> (u16, u16) {
         let Some(s) = v else { return (200, 399) };
         let parsed = match s.get_ref() {
             StatusFile::One(n) => u16::try_from(*n).ok().map(|n| (n, n)),
@@ -186,11 +190,13 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
         }
         pools.insert(name.get_ref().clone(), validate_pool(c, pool));
     }
-    let routes = validate_routes(
+    let middlewares = super::middleware::validate_middlewares(c, &file.middlewares, base);
+    let routes = super::routes::validate_routes(
         c,
         &file.routes,
-        &RouteContext {
+        &super::routes::RouteContext {
             pools: &pools,
+            middlewares: &middlewares,
             acme: acme.is_some(),
             https: server.https.is_some(),
             base,
@@ -216,6 +222,7 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
         pools,
         notify,
         docker,
+        middlewares,
     }
 }
 
@@ -406,123 +413,6 @@ fn validate_acme(c: &mut Checker<'_>, a: &AcmeFile, base: &Path) -> AcmeConfig {
     }
 }
 
-/// What a route is checked against.
-struct RouteContext<'a> {
-    pools: &'a BTreeMap<String, PoolConfig>,
-    /// An `[acme]` section exists.
-    acme: bool,
-    /// `server.https` is set.
-    https: bool,
-    base: &'a Path,
-}
-
-/// `[[routes]]`: every host (and preview host) routed once, to a pool that
-/// exists, with TLS that can be served.
-fn validate_routes(
-    c: &mut Checker<'_>,
-    routes: &[Spanned<RouteFile>],
-    cx: &RouteContext<'_>,
-) -> Vec<RouteConfig> {
-    let mut out = Vec::new();
-    let mut seen = BTreeSet::new();
-    for r in routes {
-        let span = r.span();
-        let r = r.get_ref();
-        if !cx.pools.contains_key(r.pool.get_ref()) {
-            c.err(
-                r.pool.span(),
-                format!(
-                    "route names pool {:?}, which is not defined",
-                    r.pool.get_ref()
-                ),
-            );
-        }
-        let host = match HostPattern::parse(r.host.get_ref()) {
-            Ok(h) => h,
-            Err(e) => {
-                c.err(
-                    r.host.span(),
-                    format!("route host {:?}: {e}", r.host.get_ref()),
-                );
-                continue;
-            }
-        };
-        if !seen.insert(host.to_string()) {
-            c.err(r.host.span(), format!("host {host} is routed twice"));
-        }
-        let tls = route_tls(c, r.tls.as_ref(), &host, cx);
-        if tls != TlsMode::None && !cx.https {
-            c.err(span, "a route with tls needs server.https");
-        }
-        let preview = r
-            .preview
-            .as_ref()
-            .and_then(|p| preview_host(c, p, &mut seen));
-        out.push(RouteConfig {
-            host,
-            pool: r.pool.get_ref().clone(),
-            redirect_https: r.redirect_https.unwrap_or(tls != TlsMode::None),
-            tls,
-            preview,
-        });
-    }
-    out
-}
-
-/// A route's `tls`: `"none"`, `"acme"` (needs `[acme]`, not for wildcards) or
-/// `{ cert, key }`.
-fn route_tls(
-    c: &mut Checker<'_>,
-    tls: Option<&Spanned<TlsFile>>,
-    host: &HostPattern,
-    cx: &RouteContext<'_>,
-) -> TlsMode {
-    match tls.map(|t| (t.span(), t.get_ref())) {
-        None => TlsMode::None,
-        Some((_, TlsFile::Word(w))) if w == "none" => TlsMode::None,
-        Some((span, TlsFile::Word(w))) if w == "acme" => {
-            if !cx.acme {
-                c.err(span.clone(), "tls = \"acme\" needs an [acme] section");
-            }
-            if host.is_wildcard() {
-                c.err(span, "a wildcard host needs a DNS-01 challenge, which switchyard does not do: use tls = { cert, key }");
-            }
-            TlsMode::Acme
-        }
-        Some((span, TlsFile::Word(w))) => {
-            c.err(
-                span,
-                format!("tls must be \"acme\", \"none\" or {{ cert = ..., key = ... }}, not {w:?}"),
-            );
-            TlsMode::None
-        }
-        Some((_, TlsFile::Files(f))) => TlsMode::Files {
-            cert: resolve(cx.base, &f.cert),
-            key: resolve(cx.base, &f.key),
-        },
-    }
-}
-
-/// A route's `preview` host: a plain name, routed nowhere else.
-fn preview_host(
-    c: &mut Checker<'_>,
-    p: &Spanned<String>,
-    seen: &mut BTreeSet<String>,
-) -> Option<HostName> {
-    match HostName::parse(p.get_ref()) {
-        Ok(h) => {
-            if !seen.insert(h.to_string()) {
-                c.err(p.span(), format!("host {h} is routed twice"));
-            }
-            Some(h)
-        }
-        Err(e) => {
-            c.err(p.span(), format!("preview host: {e}"));
-            None
-        }
-    }
-}
-
 /// `[access_log]`: `None` when `format = "off"` (or the format is wrong).
 fn validate_access_log(
     c: &mut Checker<'_>,
@@ -599,9 +489,43 @@ fn validate_pool(c: &mut Checker<'_>, pool: &Spanned<PoolFile>) -> PoolConfig {
         version_header: p.version_header.unwrap_or(false),
         retry: c.int(&p.retry, "retry", 0..11, 1) as u32,
         on_all_down,
+        matches: validate_matches(c, &p.matches, &versions),
         versions,
         rollout,
     }
+}
+
+/// A pool's `[[pools.P.match]]` rules: each valid, each naming a version of
+/// the pool.
+fn validate_matches(
+    c: &mut Checker<'_>,
+    matches: &[Spanned<crate::rules::VersionMatchSpec>],
+    versions: &BTreeMap<String, VersionConfig>,
+) -> Vec<crate::rules::VersionRule> {
+    if matches.len() > crate::rules::MAX_VERSION_RULES {
+        c.err(
+            matches[0].span(),
+            format!(
+                "a pool has at most {} version rules",
+                crate::rules::MAX_VERSION_RULES
+            ),
+        );
+    }
+    let mut out = Vec::new();
+    for m in matches {
+        match crate::rules::VersionRule::compile(m.get_ref()) {
+            Ok(rule) if versions.contains_key(&rule.version) => out.push(rule),
+            Ok(rule) => c.err(
+                m.span(),
+                format!(
+                    "match sends to version {:?}, which the pool does not have",
+                    rule.version
+                ),
+            ),
+            Err(e) => c.err(m.span(), format!("match: {e}")),
+        }
+    }
+    out
 }
 
 /// A pool's versions: one to [`MAX_VERSIONS`], each with a good name, a

@@ -203,6 +203,12 @@ impl Control {
                 "{version} is the last version of pool {pool}"
             )));
         }
+        if let Some(rule) = p.matches.iter().find(|r| r.version == version) {
+            return Err(AdminError::Conflict(format!(
+                "a version rule of pool {pool} sends to {version} ({}); change the rules first (ctl match)",
+                rule.describe()
+            )));
+        }
         let before = version_json(v);
         let in_file = view
             .file

@@ -25,6 +25,7 @@
 
 mod changes;
 mod discovery;
+mod matches;
 mod reload;
 mod rollouts;
 mod view;
@@ -41,6 +42,7 @@ use tokio::sync::{broadcast, Notify};
 use crate::config::{Config, PassiveConfig};
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::metrics::Metrics;
+use crate::middleware::Middlewares;
 use crate::model::AdminError;
 use crate::routing::RoutingTable;
 use crate::state::{apply_overrides, PersistedState, StateStore};
@@ -59,6 +61,9 @@ pub struct Snapshot {
     pub effective: Arc<Config>,
     /// The runtime overrides and rollouts, as persisted.
     pub state: Arc<PersistedState>,
+    /// The file's middlewares, built when it was read (users files read
+    /// then); every table built from this snapshot shares them.
+    pub middlewares: Arc<Middlewares>,
 }
 
 struct Writer {
@@ -120,7 +125,17 @@ impl Control {
         }
         let registry = BackendRegistry::default();
         let metrics = Arc::new(Metrics::new());
-        let table = RoutingTable::build_and_sync(&effective, &registry, &kept.canaries(), &metrics);
+        let (middlewares, problems) = Middlewares::build(&file, None, &metrics);
+        for p in problems {
+            tracing::error!("{p}");
+        }
+        let table = RoutingTable::build_and_sync(
+            &effective,
+            &registry,
+            &kept.canaries(),
+            &metrics,
+            &middlewares,
+        );
         // The effective config: discovered routes with tls = "acme" get certificates too.
         let tls = Arc::new(TlsState::new(&effective));
         tls.certs.export_expiry(metrics.certificate_expiry.clone());
@@ -136,6 +151,7 @@ impl Control {
                 file: Arc::new(file),
                 effective: Arc::new(effective),
                 state: Arc::new(kept),
+                middlewares: Arc::new(middlewares),
             }),
             store_name: store.describe(),
             writer: Mutex::new(Writer { store }),
@@ -185,6 +201,7 @@ impl Control {
             &self.registry,
             &view.state.canaries(),
             &self.metrics,
+            &view.middlewares,
         );
         match self.https_port.load(Ordering::Relaxed) {
             0 => {}
@@ -294,6 +311,7 @@ impl Control {
             file: view.file.clone(),
             effective: Arc::new(effective),
             state: Arc::new(kept),
+            middlewares: view.middlewares.clone(),
         });
         Ok(())
     }

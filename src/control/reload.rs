@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::{Control, Snapshot};
 use crate::config::Config;
 use crate::events::{EventKind, NewEvent};
+use crate::middleware::Middlewares;
 use crate::model::api::ReloadReply;
 use crate::model::AdminError;
 use crate::state::{apply_overrides, PersistedState};
@@ -28,6 +29,9 @@ impl Control {
             .ok_or(AdminError::NoConfigFile)?;
         let started = std::time::Instant::now();
         let file = Config::load(&path).map_err(|e| self.reload_failed(who, e.to_string()))?;
+        // Users files are read here, before the writer's lock, like the file.
+        let previous = self.snapshot().middlewares.clone();
+        let (middlewares, mw_problems) = Middlewares::build(&file, Some(&previous), &self.metrics);
         let read = started.elapsed();
         if force {
             // A forced reload that moves a rollout's weights aborts it first.
@@ -60,7 +64,7 @@ impl Control {
                 .save(&kept)
                 .map_err(|e| AdminError::Store(e.to_string()))?;
         }
-        for problem in self.tls.apply_config(&effective) {
+        for problem in self.tls.apply_config(&effective).into_iter().chain(mw_problems) {
             tracing::error!("{problem}");
             notes_out.push(problem);
         }
@@ -69,6 +73,7 @@ impl Control {
             file: Arc::new(file),
             effective: Arc::new(effective),
             state: Arc::new(kept),
+            middlewares: Arc::new(middlewares),
         });
         drop(w);
         tracing::info!(

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::Control;
 use crate::config::TlsMode;
-use crate::model::api::{BackendView, PoolView, RouteView, StateView, VersionView};
+use crate::model::api::{BackendView, MiddlewareView, PoolView, RouteView, StateView, VersionView};
 use crate::routing::Pool;
 
 // === impl Control ===
@@ -34,8 +34,19 @@ impl Control {
             .filter(|r| wanted(&r.pool.name))
             .map(|r| RouteView {
                 host: r.host.to_string(),
+                middlewares: r
+                    .middlewares
+                    .iter()
+                    .map(|m| MiddlewareView {
+                        effect: m.describe(),
+                        kind: m.kind_name().to_string(),
+                        name: m.name.to_string(),
+                        rejected: m.rejected(),
+                    })
+                    .collect(),
                 pool: r.pool.name.to_string(),
                 preview: r.preview,
+                rule: r.rules.as_ref().map(|rules| rules.describe()),
                 tls: match r.tls {
                     TlsMode::None => "none",
                     TlsMode::Acme => "acme",
@@ -108,6 +119,7 @@ fn pool_view(pool: &Pool) -> PoolView {
         .collect();
     PoolView {
         provider: None,
+        matches: pool.version_rules().map(|r| r.spec.clone()).collect(),
         versions,
     }
 }

@@ -34,6 +34,7 @@ pub mod names {
     pub const CONFIG_RELOADS_TOTAL: &str = "switchyard_config_reloads_total";
     pub const ACCESS_LOG_DROPPED_TOTAL: &str = "switchyard_access_log_dropped_total";
     pub const PROVIDER_UP: &str = "switchyard_provider_up";
+    pub const MIDDLEWARE_REJECTED_TOTAL: &str = "switchyard_middleware_rejected_total";
 }
 
 pub mod window;
@@ -62,6 +63,9 @@ pub struct Metrics {
     pub access_log_dropped: IntCounter,
     /// 1 while a discovery provider (`docker`) is reachable and followed.
     pub provider_up: IntGaugeVec,
+    /// Requests a middleware answered itself (401, 403, 429, redirects),
+    /// by middleware and status code.
+    pub middleware_rejected: IntCounterVec,
     /// Gauge label sets set by the last build, to remove stale ones.
     gauges: Mutex<HashSet<Vec<String>>>,
 }
@@ -104,6 +108,15 @@ fn provider_gauge() -> IntGaugeVec {
         names::PROVIDER_UP,
         "1 while a discovery provider is reachable and its events followed",
         &["provider"],
+    )
+}
+
+fn middleware_counters() -> IntCounterVec {
+    counters(
+        names::MIDDLEWARE_REJECTED_TOTAL,
+        "Requests a middleware answered itself (basic_auth 401, ip_allow 403, \
+         rate_limit 429, redirect_regex 30x), by middleware and status code",
+        &["middleware", "code"],
     )
 }
 
@@ -175,6 +188,9 @@ impl Metrics {
         let provider_up = provider_gauge();
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(provider_up.clone()),
+        let middleware_rejected = middleware_counters();
+        let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(middleware_rejected.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(response.clone()),
@@ -208,6 +224,7 @@ impl Metrics {
             config_reloads,
             access_log_dropped,
             provider_up,
+            middleware_rejected,
             gauges: Mutex::new(HashSet::new()),
         }
     }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::event::Event;
 use super::rollout::Rollout;
+pub use crate::rules::VersionMatchSpec;
 
 /// `{"error": "..."}`, with 400, 404, 409, 413 or 500.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +77,10 @@ pub struct PoolView {
     /// config file's pools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// Version rules (`[[pools.P.match]]` or `PUT .../match`), in order;
+    /// left out when there are none.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<VersionMatchSpec>,
     pub versions: BTreeMap<String, VersionView>,
 }
 
@@ -109,10 +114,43 @@ pub struct BackendView {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RouteView {
     pub host: String,
+    /// Middlewares in the order they apply, with what each does; left out
+    /// when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub middlewares: Vec<MiddlewareView>,
     pub pool: String,
     pub preview: bool,
+    /// The rule beyond the host (`path_prefix=/api methods=GET`); left out
+    /// for a host-only route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// `none`, `acme` or `files`.
     pub tls: String,
+}
+
+/// A middleware as a route applies it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MiddlewareView {
+    /// What it does, in one line.
+    pub effect: String,
+    /// `headers`, `basic_auth`, `ip_allow`, `rate_limit`, `compress`,
+    /// `strip_prefix`, `add_prefix` or `redirect_regex`.
+    pub kind: String,
+    pub name: String,
+    /// Requests it answered itself (401, 403, 429, redirects) since it was
+    /// built (start, or the reload that changed it).
+    pub rejected: u64,
+}
+
+/// `PUT /v1/pools/{pool}/match` takes a JSON array of these (the whole
+/// list, in order; `[]` removes every rule).
+pub type MatchRequest = Vec<VersionMatchSpec>;
+
+/// The answer to `GET` and `PUT /v1/pools/{pool}/match`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchReply {
+    pub pool: String,
+    pub rules: Vec<VersionMatchSpec>,
 }
 
 /// A certificate switchyard serves.

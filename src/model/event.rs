@@ -15,6 +15,9 @@ pub enum EventKind {
     VersionReplace,
     #[serde(rename = "version.remove")]
     VersionRemove,
+    /// A pool's version rules changed at runtime (`PUT .../match`).
+    #[serde(rename = "match")]
+    Match,
     #[serde(rename = "reload")]
     Reload,
     #[serde(rename = "reload.failed")]
@@ -87,6 +90,7 @@ impl EventKind {
             VersionAdd => "version.add",
             VersionReplace => "version.replace",
             VersionRemove => "version.remove",
+            Match => "match",
             Reload => "reload",
             ReloadFailed => "reload.failed",
             OverrideDropped => "override.dropped",

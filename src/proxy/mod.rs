@@ -40,6 +40,7 @@ use crate::routing::{Limits, Pick, Pool, Route, RoutingTable, Version};
 use crate::upstream::h1::{self, ExchangeError, RawBody};
 use crate::upstream::{Backend, ClientBody, Conn, ConnectError, UpBody};
 
+mod middlewares;
 pub mod request;
 use request::{join_cookies, request_host, vet};
 
@@ -230,6 +231,8 @@ pub enum ProxyBody {
         finish: Option<Finish>,
     },
     Full(Option<Bytes>),
+    /// Compressed as it streams (the `compress` middleware).
+    Encoded(Box<middlewares::Encoded>),
 }
 
 /// Any error a response body can end with.
@@ -312,7 +315,7 @@ impl PendingLog {
                 .as_ref()
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or(""),
-            route: route.map(|r| &*r.host).unwrap_or(""),
+            route: route.map(|r| &*r.label).unwrap_or(""),
             pool: route.map(|r| &*r.pool.name).unwrap_or(""),
             version: version.map(|v| &*v.name).unwrap_or(""),
             backend: self
@@ -366,6 +369,7 @@ impl ProxyBody {
             ProxyBody::Upstream { finish, .. } | ProxyBody::Direct { finish, .. } => {
                 finish.as_mut()
             }
+            ProxyBody::Encoded(e) => e.inner.finish_mut(),
             ProxyBody::Full(_) => None,
         }
     }
@@ -381,6 +385,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Encoded(e) => e.poll(cx),
             ProxyBody::Direct { body, finish } => {
                 let r = Pin::new(&mut *body).poll_frame(cx);
                 match &r {
@@ -439,6 +444,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Encoded(e) => e.is_end_stream(),
             ProxyBody::Upstream { body, .. } => body.is_end_stream(),
             ProxyBody::Direct { body, .. } => body.is_end_stream(),
         }
@@ -448,6 +454,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Encoded(_) => SizeHint::default(),
             ProxyBody::Upstream { body, .. } => body.size_hint(),
             ProxyBody::Direct { body, .. } => body.size_hint(),
         }
@@ -611,7 +618,13 @@ async fn serve<'t>(
             return Ok(plain(StatusCode::OK, key_authorization));
         }
     }
-    let route = table.route(host).ok_or(ProxyError::NoRoute)?;
+    let view = crate::rules::RequestView {
+        method: req.method(),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        headers: req.headers(),
+    };
+    let route = table.route_for(host, &view).ok_or(ProxyError::NoRoute)?;
     at.route = Some(route);
     if !peer.https
         && route.redirect_https
@@ -620,6 +633,38 @@ async fn serve<'t>(
     {
         return Ok(redirect(host, table.https_port, req.uri()));
     }
+    if route.middlewares.is_empty() {
+        return serve_pool(px, table, route, peer, req, &host_value, at).await;
+    }
+    let chain = &route.middlewares;
+    let plan = match middlewares::request_side(chain, &mut req, peer, host).await {
+        Ok(plan) => plan,
+        Err(answer) => return Ok(answer),
+    };
+    let mut resp = match serve_pool(px, table, route, peer, req, &host_value, at).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "proxy error");
+            e.response()
+        }
+    };
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        middlewares::response_side(chain, &plan, &mut resp, peer.https);
+    }
+    Ok(resp)
+}
+
+/// The pool's part: version (pin, preview, version rules, sticky, weights),
+/// backend, forward, upgrade, response headers.
+async fn serve_pool<'t>(
+    px: &Proxy,
+    table: &'t RoutingTable,
+    route: &'t Route,
+    peer: Peer,
+    mut req: Request<Incoming>,
+    host_value: &HeaderValue,
+    at: &mut Recorded<'t>,
+) -> Result<Response<ProxyBody>, ProxyError> {
     let pool = &route.pool;
 
     let mut set_cookie = None;
@@ -643,7 +688,8 @@ async fn serve<'t>(
         .as_ref()
         .and_then(|h| req.headers().get(h))
         .map(|v| v.as_bytes());
-    let (vidx, version, backend, strict) = match pool.pick(pinned, route.preview, bucket) {
+    let matched = pool.match_version(req.headers(), req.uri().query());
+    let (vidx, version, backend, strict) = match pool.pick_with(pinned, route.preview, matched, bucket) {
         Pick::Version(i, v) => match v.pick_backend() {
             Some(b) => (i, v, b.clone(), false),
             None => fallback(pool)?,
@@ -658,7 +704,7 @@ async fn serve<'t>(
         Pick::AllDown => fallback(pool)?,
     };
 
-    let (upgrade, forwarded) = prepare_upstream(&mut req, &host_value, peer);
+    let (upgrade, forwarded) = prepare_upstream(&mut req, host_value, peer);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     at.version = Some(vidx);
     let chosen = Chosen {
@@ -1337,16 +1383,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
+use crate::rules::cookie;
 
 fn redirect(host: &str, https_port: Option<u16>, uri: &Uri) -> Response<ProxyBody> {
     let bare = crate::host::strip_port(host);

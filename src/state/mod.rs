@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{BackendAddr, Config, VersionConfig};
 use crate::model::rollout::Rollout;
+use crate::rules::{VersionMatchSpec, VersionRule};
 
 pub use store::{FileStore, MemoryStore, StateError, StateStore};
 
@@ -94,12 +95,50 @@ pub struct PoolOverrides {
     /// File versions removed at runtime.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub removed: BTreeSet<String>,
+    /// Version rules set at runtime (`PUT .../match`), replacing the file's.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matches: Option<Vec<VersionMatchSpec>>,
+    /// The file's version rules when `matches` was set: a file whose rules
+    /// changed since is the newer word (as for weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_base: Option<Vec<VersionMatchSpec>>,
 }
 
 impl PoolOverrides {
     pub fn is_empty(&self) -> bool {
-        self.weights.is_empty() && self.versions.is_empty() && self.removed.is_empty()
+        self.weights.is_empty()
+            && self.versions.is_empty()
+            && self.removed.is_empty()
+            && self.matches.is_none()
     }
+}
+
+/// The file's version rules for one pool, as written.
+pub fn file_matches(config: &Config, pool: &str) -> Vec<VersionMatchSpec> {
+    config
+        .pools
+        .get(pool)
+        .map(|p| p.matches.iter().map(|r| r.spec.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Runtime version rules over a pool whose versions are final: compiled,
+/// each naming a version the pool has.
+fn runtime_matches(
+    pool: &crate::config::PoolConfig,
+    rules: &[VersionMatchSpec],
+) -> Result<Vec<VersionRule>, String> {
+    rules
+        .iter()
+        .map(|spec| {
+            let r = VersionRule::compile(spec)?;
+            if pool.versions.contains_key(&r.version) {
+                Ok(r)
+            } else {
+                Err(format!("version {} is gone", r.version))
+            }
+        })
+        .collect()
 }
 
 /// A version as given to `PUT /v1/pools/{pool}/versions/{v}`.
@@ -199,6 +238,23 @@ pub fn apply_overrides(
                 }
             } else {
                 notes.push((name.clone(), format!("the config file changed the weights of pool {name}; the file's weights replace the runtime ones")));
+            }
+        }
+        if let Some(rules) = &o.matches {
+            if o.match_base.as_deref() != Some(&file_matches(file, name)[..]) {
+                notes.push((name.clone(), format!("the config file changed the version rules of pool {name}; the file's rules replace the runtime ones")));
+            } else {
+                match runtime_matches(pool, rules) {
+                    Ok(compiled) => {
+                        pool.matches = compiled;
+                        k.matches = Some(rules.clone());
+                        k.match_base = o.match_base.clone();
+                    }
+                    Err(e) => notes.push((
+                        name.clone(),
+                        format!("runtime version rules of pool {name} dropped: {e}"),
+                    )),
+                }
             }
         }
         if let Err(e) = Config::check_pool(pool) {
