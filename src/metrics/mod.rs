@@ -186,10 +186,9 @@ impl Metrics {
         )
         .expect("valid metric definition");
         let provider_up = provider_gauge();
-        let collectors: Vec<Box<dyn Collector>> = vec![
-            Box::new(provider_up.clone()),
         let middleware_rejected = middleware_counters();
         let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(provider_up.clone()),
             Box::new(middleware_rejected.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),

@@ -431,6 +431,8 @@ pub fn merge_discovered(
                 redirect_https: tls != TlsMode::None,
                 tls: tls.clone(),
                 preview: None,
+                rules: crate::rules::RouteRules::default(),
+                middlewares: Vec::new(),
             });
         }
     }
@@ -472,6 +474,7 @@ fn discovered_pool(dp: &DiscoveredPool) -> PoolConfig {
         retry: 1,
         on_all_down: crate::config::OnAllDown::Unavailable,
         versions,
+        matches: Vec::new(),
         rollout: RolloutConfig::default(),
     }
 }
