@@ -258,3 +258,9 @@ fn providers_docker_keys_defaults_and_errors() {
     .unwrap();
     assert_eq!(c.docker.unwrap().labels, LabelDialect::Traefik);
 }
+
+#[test]
+fn two_listeners_on_port_0_are_two_ports() {
+    let text = "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n";
+    assert!(Config::from_toml_str(text).is_ok());
+}
