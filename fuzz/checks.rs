@@ -10,6 +10,8 @@
 //! bytes --check_admin_cmd (split at the first three NULs)--> AdminCommand::parse
 //! bytes --check_h1_response ("HEAD\n" prefix: HEAD, else GET)--> h1::parse_head,
 //!        then the body after the head --> Framing::decode
+//! bytes --check_request_head--> httparse --> http::Request --> proxy::request::vet,
+//!        join_cookies, host::normalize
 //! bytes --check_h1_chunked--> Framing::decode (the bytes as a chunked body, and
 //!        a valid chunked encoding of the bytes)
 //! ```
@@ -919,5 +921,72 @@ pub fn check_h1_chunked(data: &[u8]) {
             "valid encoding split into {} reads",
             pieces.len()
         );
+    }
+}
+
+/// A client's request head, parsed by httparse (hyper's HTTP/1.1 parser)
+/// into the `Request` hyper would hand the proxy, then vetted as the proxy
+/// does before routing (`proxy::request::vet`, `join_cookies`, the routing
+/// key from `host::normalize`). Never panics; an accepted request is not
+/// CONNECT, had at most one Host field, and its host is the target's
+/// authority when the target has one (else the Host field); `*` only with
+/// OPTIONS; after `join_cookies` at most one Cookie field, with every
+/// original value in order.
+pub fn check_request_head(data: &[u8]) {
+    use switchyard::proxy::request::{join_cookies, vet};
+    let mut fields = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let Ok(httparse::Status::Complete(_)) = parsed.parse(data) else {
+        return;
+    };
+    let (Some(method), Some(path)) = (parsed.method, parsed.path) else {
+        return;
+    };
+    let (Ok(method), Ok(uri)) = (
+        Method::from_bytes(method.as_bytes()),
+        path.parse::<http::Uri>(),
+    ) else {
+        return;
+    };
+    let mut b = http::Request::builder().method(method).uri(uri);
+    let mut hosts = 0;
+    for f in parsed.headers.iter() {
+        let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(f.name.as_bytes()),
+            HeaderValue::from_bytes(f.value),
+        ) else {
+            return;
+        };
+        hosts += usize::from(n == header::HOST);
+        b = b.header(n, v);
+    }
+    let Ok(mut req) = b.body(()) else {
+        return;
+    };
+    if let Ok(host) = vet(&req) {
+        assert!(hosts <= 1, "accepted with {hosts} Host fields");
+        assert_ne!(req.method(), Method::CONNECT);
+        if req.uri().path() == "*" {
+            assert_eq!(req.method(), Method::OPTIONS);
+        }
+        match req.uri().authority() {
+            Some(a) => assert!(host.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes())),
+            None => assert_eq!(Some(&host), req.headers().get(header::HOST)),
+        }
+        let text = host.to_str().expect("an accepted host is visible ASCII");
+        let mut buf = [0u8; MAX_HOST_LEN + 2];
+        let _ = host::normalize(text, &mut buf);
+    }
+    let before: Vec<Vec<u8>> = req
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes().to_vec())
+        .collect();
+    join_cookies(req.headers_mut());
+    let after: Vec<&HeaderValue> = req.headers().get_all(header::COOKIE).iter().collect();
+    assert_eq!(after.len(), before.len().min(1));
+    if let Some(joined) = after.first() {
+        assert_eq!(joined.as_bytes(), before.join(&b"; "[..]).as_slice());
     }
 }

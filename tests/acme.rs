@@ -351,6 +351,18 @@ async fn forced_renewal_under_load_has_zero_failed_requests() {
     .await
     .unwrap();
     tokio::spawn(conn);
+    // Its first request now: a connection that sends nothing for
+    // `header_timeout` after its handshake is dropped (tests/adversarial.rs).
+    let req = http::Request::builder()
+        .uri("/")
+        .header("host", "app.test")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let r = ka
+        .send_request(req)
+        .await
+        .expect("first keep-alive request");
+    assert_eq!(r.status(), 200);
 
     let second = wait_cert(&p, "app.test", Some(&first)).await;
     // Keep going after the swap until the new connections have met the new

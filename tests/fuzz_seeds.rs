@@ -82,3 +82,8 @@ fn h1_response_seeds() {
 fn h1_chunked_seeds() {
     replay("h1_chunked", checks::check_h1_chunked);
 }
+
+#[test]
+fn request_head_seeds() {
+    replay("request_head", checks::check_request_head);
+}

@@ -135,12 +135,16 @@ async fn scripted_conn(
     let mut buf = Vec::new();
     let mut first = true;
     while let Some(line) = read_request(&mut s, &mut buf).await {
-        if !first {
+        let path = line.split(' ').nth(1).unwrap_or("/").to_string();
+        // The late-bytes answers are scripted on any request of a
+        // connection (a clean pooled connection may carry them); every
+        // other path answers `reused` after the first request.
+        let late_any_time = matches!(path.as_str(), "/head-late" | "/204-late" | "/cl-extra");
+        if !first && !late_any_time {
             s.write_all(REUSED).await?;
             continue;
         }
         first = false;
-        let path = line.split(' ').nth(1).unwrap_or("/").to_string();
         let late_write = |head: &'static [u8]| async move { (head, true) };
         let (now, stray): (&[u8], bool) = match path.as_str() {
             "/head-late" => late_write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n").await,
@@ -204,13 +208,6 @@ weight = 100
 backends = ["{addr}"]
 "#
     )
-}
-
-fn status_of(resp: &[u8]) -> u16 {
-    std::str::from_utf8(resp.get(9..12).unwrap_or_default())
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------

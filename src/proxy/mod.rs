@@ -40,8 +40,8 @@ use crate::routing::{Limits, Pick, Pool, Route, RoutingTable, Version};
 use crate::upstream::h1::{self, ExchangeError, RawBody};
 use crate::upstream::{Backend, ClientBody, Conn, ConnectError, UpBody};
 
-mod request;
-use request::{check_target, join_cookies, request_host};
+pub mod request;
+use request::{join_cookies, request_host, vet};
 
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +169,10 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => {
                 r.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static(request::ALLOW));
+                // A CONNECT client may already be sending its tunnel's
+                // bytes, which must not be read as the next request.
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             // The rest of the body is not read: the connection ends here.
             ProxyError::ClientBody(_) | ProxyError::ClientTimeout(_) => {
@@ -573,8 +577,7 @@ async fn serve<'t>(
     mut req: Request<Incoming>,
     at: &mut Recorded<'t>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    check_target(&req)?;
-    let host_value = request_host(&req)?;
+    let host_value = vet(&req)?;
     let host = host_value.to_str().map_err(|_| ProxyError::NoHost)?;
     if peer.https {
         // The certificate was chosen for the SNI name: another Host on this
@@ -957,6 +960,16 @@ impl Target<'_> {
                 Attempt::Client(ProxyError::ClientTimeout(pool.name.clone()))
             }
             Err(_) => self.timed_out(),
+            // hyper's read buffer limit bounds a head only while it is
+            // partial; one that arrived whole is measured here, so both
+            // paths refuse the same heads (502).
+            Ok(Ok(resp)) if head_size(resp.headers()) > crate::upstream::h1::MAX_HEAD => {
+                Attempt::Failed(ProxyError::Exchange {
+                    pool: pool.name.clone(),
+                    backend: backend.key.addr.as_str().into(),
+                    source: ExchangeError::Invalid("response head too large"),
+                })
+            }
             Ok(Ok(resp)) => {
                 self.answered(resp.status());
                 let (parts, body) = resp.into_parts();
@@ -996,6 +1009,16 @@ impl Target<'_> {
             }
         }
     }
+}
+
+/// The size of a response head as it was on the wire, near enough: the
+/// status line and every field line with its `: ` and CRLF.
+fn head_size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .fold(b"HTTP/1.1 200 OK\r\n\r\n".len(), |n, (k, v)| {
+            n + k.as_str().len() + v.len() + 4
+        })
 }
 
 fn connect_error(pool: &Pool, backend: &Backend, source: ConnectError) -> ProxyError {

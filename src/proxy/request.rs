@@ -20,13 +20,22 @@ use http::{Method, Request};
 use super::ProxyError;
 
 /// What the `Allow` field of a 405 to CONNECT lists.
-pub(super) const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE";
+pub const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE";
+
+/// Everything a request head must pass before it is routed: its target
+/// ([`check_target`]), then its one host ([`request_host`]), which it
+/// returns. `fuzz/fuzz_targets/request_head.rs` drives this with heads
+/// parsed by hyper's parser.
+pub fn vet<B>(req: &Request<B>) -> Result<HeaderValue, ProxyError> {
+    check_target(req)?;
+    request_host(req)
+}
 
 /// Refuses what the proxy cannot forward: CONNECT (a tunnel, which a
 /// reverse proxy does not open; its authority-form target would otherwise
 /// go out as `CONNECT /`), and the asterisk form with any method but
 /// OPTIONS (RFC 9112 section 3.2.4).
-pub(super) fn check_target<B>(req: &Request<B>) -> Result<(), ProxyError> {
+pub fn check_target<B>(req: &Request<B>) -> Result<(), ProxyError> {
     if req.method() == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed);
     }
@@ -42,7 +51,7 @@ pub(super) fn check_target<B>(req: &Request<B>) -> Result<(), ProxyError> {
 /// authority than the target's, is a 400 (as nginx answers a duplicate
 /// Host; RFC 9113 section 8.3.1 for HTTP/2): whatever decides the route is
 /// what the backend is told.
-pub(super) fn request_host<B>(req: &Request<B>) -> Result<HeaderValue, ProxyError> {
+pub fn request_host<B>(req: &Request<B>) -> Result<HeaderValue, ProxyError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -71,7 +80,7 @@ pub(super) fn request_host<B>(req: &Request<B>) -> Result<HeaderValue, ProxyErro
 /// "; ", for an HTTP/1.1 backend (RFC 9113 section 8.2.3: HTTP/2 clients
 /// may split them, HTTP/1.1 allows one Cookie field). Only allocates when
 /// there are several.
-pub(super) fn join_cookies(headers: &mut HeaderMap) {
+pub fn join_cookies(headers: &mut HeaderMap) {
     let mut values = headers.get_all(header::COOKIE).iter();
     let (Some(first), Some(_)) = (values.next(), values.next()) else {
         return;

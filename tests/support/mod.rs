@@ -761,6 +761,14 @@ pub async fn raw(addr: SocketAddr, request: &[u8], timeout: Duration) -> Vec<u8>
     out
 }
 
+/// The status code of a raw HTTP/1.1 response (0 when there is none).
+pub fn status_of(resp: &[u8]) -> u16 {
+    std::str::from_utf8(resp.get(9..12).unwrap_or_default())
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Polls `f` until it is true or `within` passes (a deadline against hangs,
 /// never a claim about speed: pass [`DEADLINE`] unless there is a reason).
 pub async fn eventually<F, Fut>(within: Duration, mut f: F) -> bool
