@@ -417,3 +417,9 @@ backends = ["127.0.0.1:1"]
     assert_eq!(c.pools["app"].matches.len(), 1);
     assert!(c.warnings().is_empty());
 }
+
+#[test]
+fn two_listeners_on_port_0_are_two_ports() {
+    let text = "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n";
+    assert!(Config::from_toml_str(text).is_ok());
+}
