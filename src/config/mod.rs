@@ -30,19 +30,19 @@ use crate::host::{HostName, HostPattern};
 use crate::rules::{RouteRules, VersionRule};
 
 mod file;
-mod notify;
 mod middleware;
+mod notify;
 mod read;
 mod routes;
 #[cfg(test)]
 mod tests;
 mod validate;
 
-pub use notify::{redact, NotifyConfig, NotifyFormat, NOTIFY_EVENTS};
 pub use middleware::{
     BasicAuthConfig, CompressConfig, Encoding, HeadersConfig, IpAllowConfig, MiddlewareConfig,
     RateKey, RateLimitConfig, RedirectRegexConfig,
 };
+pub use notify::{redact, NotifyConfig, NotifyFormat, NOTIFY_EVENTS};
 pub use read::{read_config_file, MAX_CONFIG_BYTES};
 pub use validate::{check_step_items, check_steps, line_col, StepItem, StepList, CONFIDENCE};
 
@@ -114,7 +114,6 @@ pub struct Config {
     /// `[middlewares.NAME]`, attached to routes by name.
     pub middlewares: BTreeMap<String, MiddlewareConfig>,
 }
-
 
 /// `[providers.docker]`.
 #[derive(Debug, Clone, PartialEq)]

@@ -64,7 +64,12 @@ impl Control {
                 .save(&kept)
                 .map_err(|e| AdminError::Store(e.to_string()))?;
         }
-        for problem in self.tls.apply_config(&effective).into_iter().chain(mw_problems) {
+        for problem in self
+            .tls
+            .apply_config(&effective)
+            .into_iter()
+            .chain(mw_problems)
+        {
             tracing::error!("{problem}");
             notes_out.push(problem);
         }

@@ -14,8 +14,7 @@ pub fn notified_as(e: &Event) -> Option<&'static str> {
     use EventKind::*;
     match e.kind {
         RolloutStart | RolloutStep | RolloutPause | RolloutApproval | RolloutPromoted
-        | RolloutRolledBack
-        | HealthDown | HealthUp | Weights => Some(e.kind.as_str()),
+        | RolloutRolledBack | HealthDown | HealthUp | Weights => Some(e.kind.as_str()),
         RolloutJudgement if e.after["verdict"] == "fail" => Some(e.kind.as_str()),
         _ => None,
     }

@@ -689,20 +689,21 @@ async fn serve_pool<'t>(
         .and_then(|h| req.headers().get(h))
         .map(|v| v.as_bytes());
     let matched = pool.match_version(req.headers(), req.uri().query());
-    let (vidx, version, backend, strict) = match pool.pick_with(pinned, route.preview, matched, bucket) {
-        Pick::Version(i, v) => match v.pick_backend() {
-            Some(b) => (i, v, b.clone(), false),
-            None => fallback(pool)?,
-        },
-        Pick::Named(i, v) => match v.pick_backend() {
-            Some(b) => (i, v, b.clone(), true),
-            None => return Err(version_down(pool, v)),
-        },
-        Pick::NamedDown(v) => return Err(version_down(pool, v)),
-        Pick::UnknownPin => return Err(unknown_pin(pool, pinned)),
-        Pick::NoPreview => return Err(ProxyError::NoPreview(pool.name.clone())),
-        Pick::AllDown => fallback(pool)?,
-    };
+    let (vidx, version, backend, strict) =
+        match pool.pick_with(pinned, route.preview, matched, bucket) {
+            Pick::Version(i, v) => match v.pick_backend() {
+                Some(b) => (i, v, b.clone(), false),
+                None => fallback(pool)?,
+            },
+            Pick::Named(i, v) => match v.pick_backend() {
+                Some(b) => (i, v, b.clone(), true),
+                None => return Err(version_down(pool, v)),
+            },
+            Pick::NamedDown(v) => return Err(version_down(pool, v)),
+            Pick::UnknownPin => return Err(unknown_pin(pool, pinned)),
+            Pick::NoPreview => return Err(ProxyError::NoPreview(pool.name.clone())),
+            Pick::AllDown => fallback(pool)?,
+        };
 
     let (upgrade, forwarded) = prepare_upstream(&mut req, host_value, peer);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
