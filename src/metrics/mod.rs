@@ -185,8 +185,7 @@ impl Metrics {
             "Access log lines dropped because the writer was behind",
         )
         .expect("valid metric definition");
-        let provider_up = provider_gauge();
-        let middleware_rejected = middleware_counters();
+        let (provider_up, middleware_rejected) = (provider_gauge(), middleware_counters());
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(provider_up.clone()),
             Box::new(middleware_rejected.clone()),
