@@ -3,6 +3,8 @@
 #
 #   fuzz/run.sh                 # all targets, 60 s each
 #   fuzz/run.sh 300 host        # one target, 5 minutes
+#   PARALLEL=1 fuzz/run.sh 600  # every target at once (one process each),
+#                               # output in fuzz/target/logs/<target>.log
 #
 # Works on the stable toolchain: cargo-fuzz needs nightly-only flags
 # (-Zsanitizer=address), which RUSTC_BOOTSTRAP=1 unlocks on stable.
@@ -31,14 +33,34 @@ fi
 
 export RUSTC_BOOTSTRAP=1
 
+run_one() {
+    mkdir -p "target/corpus/$1"
+    cargo fuzz run "$1" "target/corpus/$1" "corpus/$1" -- -max_total_time="$seconds" -print_final_stats=1
+}
+
 failed=()
-for t in "${targets[@]}"; do
-    mkdir -p "target/corpus/$t"
-    echo "=== $t: ${seconds}s" >&2
-    if ! cargo fuzz run "$t" "target/corpus/$t" "corpus/$t" -- -max_total_time="$seconds" -print_final_stats=1; then
-        failed+=("$t")
-    fi
-done
+if [ -n "${PARALLEL:-}" ]; then
+    cargo fuzz build
+    mkdir -p target/logs
+    pids=()
+    for t in "${targets[@]}"; do
+        echo "=== $t: ${seconds}s, log in fuzz/target/logs/$t.log" >&2
+        run_one "$t" >"target/logs/$t.log" 2>&1 &
+        pids+=($!)
+    done
+    for i in "${!targets[@]}"; do
+        wait "${pids[$i]}" || failed+=("${targets[$i]}")
+    done
+    for t in "${targets[@]}"; do
+        echo "=== $t" >&2
+        grep -E '^stat::|^Done [0-9]+ runs|^#[0-9]+ *DONE' "target/logs/$t.log" >&2 || true
+    done
+else
+    for t in "${targets[@]}"; do
+        echo "=== $t: ${seconds}s" >&2
+        run_one "$t" || failed+=("$t")
+    done
+fi
 
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "fuzz targets that found a crash: ${failed[*]} (inputs in fuzz/artifacts/)" >&2
