@@ -5,7 +5,10 @@
 #   scripts/setup.sh bench      also the benchmark peers (nginx, HAProxy, wrk)
 set -euo pipefail
 
-packages=(curl pebble prometheus chromium chromium-driver)
+# etcd-server/etcd-client: the [cluster] tests start their own members;
+# protobuf-compiler + libprotobuf-dev: the etcd-client crate's build needs protoc
+# and the well-known .proto files.
+packages=(curl pebble prometheus chromium chromium-driver etcd-server etcd-client protobuf-compiler libprotobuf-dev)
 if [[ "${1:-}" == "bench" ]]; then
   packages+=(nginx-light haproxy wrk)
 fi
@@ -22,13 +25,13 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts packaged daemons; the tests start their own on loopback.
-  for svc in prometheus nginx haproxy; do
+  for svc in prometheus nginx haproxy etcd; do
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
     pkill -x "$svc" >/dev/null 2>&1 || true
   done
 fi
 
-for tool in pebble pebble-challtestsrv prometheus promtool curl; do
+for tool in pebble pebble-challtestsrv prometheus promtool curl etcd etcdctl protoc; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing" >&2; exit 1; }
 done
 echo "setup: ok"
