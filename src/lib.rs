@@ -28,6 +28,7 @@ pub mod accesslog;
 pub mod acme;
 pub mod admin;
 pub mod balance;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod ctl;

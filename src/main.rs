@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use http::Method;
 use serde_json::{json, Value};
 
+use switchyard::cluster::{Cluster, EtcdStore};
 use switchyard::config::{Config, ConfigError};
 use switchyard::control::Control;
 use switchyard::ctl::{self, CtlError};
@@ -321,8 +322,7 @@ fn run(config: Option<PathBuf>, ready_file: Option<&Path>) -> anyhow::Result<()>
     let rt = runtime(config.server.workers)?;
     rt.block_on(async {
         let events = EventLog::open(&events_path(&config.admin.state));
-        let store = Box::new(FileStore::new(&config.admin.state));
-        let app = Arc::new(Control::new(Some(path.clone()), config.clone(), store, events));
+        let app = Arc::new(control_for(&path, &config, events).await?);
         let listeners = switchyard::server::bind(&config).await?;
         write_ready_file(ready_file, &listeners)?;
         tracing::info!(config = %path.display(), state = %config.admin.state.display(), "switchyard {} started", env!("CARGO_PKG_VERSION"));
@@ -330,6 +330,27 @@ fn run(config: Option<PathBuf>, ready_file: Option<&Path>) -> anyhow::Result<()>
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// The instance's control: on its own state file, or with `[cluster]`, on
+/// the fleet's state in etcd (the state file then caches it).
+async fn control_for(path: &Path, config: &Config, events: EventLog) -> anyhow::Result<Control> {
+    let Some(cc) = &config.cluster else {
+        let store = Box::new(FileStore::new(&config.admin.state));
+        return Ok(Control::new(
+            Some(path.to_owned()),
+            config.clone(),
+            store,
+            events,
+        ));
+    };
+    let cluster = Arc::new(Cluster::new(cc).await?);
+    let store = Box::new(EtcdStore::new(
+        cluster.clone(),
+        &config.admin.state,
+        tokio::runtime::Handle::current(),
+    ));
+    Ok(Control::new(Some(path.to_owned()), config.clone(), store, events).clustered(cluster))
 }
 
 /// `--ready-file`: once every listener is bound (connections queue from

@@ -29,6 +29,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("tls", 1),
     ("accesslog", 1),
     ("listener", 1),
+    ("cluster", 1),
     // 2 control.
     ("control", 2),
     // 3 services: each takes the control handle, none imports another.
@@ -37,6 +38,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("rollout", 3),
     ("acme", 3),
     ("stats", 3),
+    ("cluster::run", 3),
     // 4 API.
     ("admin", 4),
     // 5 wiring.

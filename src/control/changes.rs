@@ -13,9 +13,34 @@ use crate::state::{file_weights, PersistedState, VersionSpec};
 
 // === impl Control ===
 
+/// Runs a change again when it lost a race to another instance's (in a
+/// fleet; the state that won is adopted before the next try), so two admins
+/// never overwrite each other and neither has to retry by hand.
+fn retried<T>(mut once: impl FnMut() -> Result<T, AdminError>) -> Result<T, AdminError> {
+    for _ in 0..4 {
+        match once() {
+            Err(AdminError::Stale) => continue,
+            r => return r,
+        }
+    }
+    Err(AdminError::Conflict(
+        "the fleet's state keeps changing under this change; try again".into(),
+    ))
+}
+
 impl Control {
     /// `PUT /v1/pools/{pool}/weights`: versions not named keep their weight.
     pub fn set_weights(
+        &self,
+        pool: &str,
+        weights: &BTreeMap<String, u32>,
+        force: bool,
+        who: &str,
+    ) -> Result<WeightsReply, AdminError> {
+        retried(|| self.set_weights_once(pool, weights, force, who))
+    }
+
+    fn set_weights_once(
         &self,
         pool: &str,
         weights: &BTreeMap<String, u32>,
@@ -68,6 +93,17 @@ impl Control {
     /// `PUT /v1/pools/{pool}/versions/{v}`: add or replace a version. Without a
     /// weight, a replaced version keeps its weight and a new one gets 0.
     pub fn put_version(
+        &self,
+        pool: &str,
+        version: &str,
+        backends: &[String],
+        weight: Option<u32>,
+        who: &str,
+    ) -> Result<VersionReply, AdminError> {
+        retried(|| self.put_version_once(pool, version, backends, weight, who))
+    }
+
+    fn put_version_once(
         &self,
         pool: &str,
         version: &str,
@@ -130,6 +166,10 @@ impl Control {
     /// `DELETE /v1/pools/{pool}/versions/{v}`: refused while its weight is
     /// above 0, and for the last version of a pool.
     pub fn delete_version(&self, pool: &str, version: &str, who: &str) -> Result<(), AdminError> {
+        retried(|| self.delete_version_once(pool, version, who))
+    }
+
+    fn delete_version_once(&self, pool: &str, version: &str, who: &str) -> Result<(), AdminError> {
         let mut w = self.lock_writer();
         let view = self.snapshot();
         let p = view

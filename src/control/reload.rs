@@ -38,9 +38,12 @@ impl Control {
         if listeners_differ(&view.file, &file) {
             notes_out.push("listener addresses, limits and the admin socket changed in the file: they take effect at the next restart".to_string());
         }
-        let (effective, kept, notes) = apply_overrides(&file, &view.state);
+        let (effective, mut kept, notes) = apply_overrides(&file, &view.state);
         let applied = started.elapsed();
-        if kept != *view.state {
+        if w.store.shared() {
+            // The fleet's state is not this file's to prune.
+            kept = (*view.state).clone();
+        } else if kept != *view.state {
             w.store
                 .save(&kept)
                 .map_err(|e| AdminError::Store(e.to_string()))?;
@@ -136,4 +139,5 @@ fn listeners_differ(a: &Config, b: &Config) -> bool {
         || a.admin != b.admin
         || a.metrics != b.metrics
         || a.access_log != b.access_log
+        || a.cluster != b.cluster
 }

@@ -194,8 +194,31 @@ impl Control {
         weights: Option<&BTreeMap<String, u32>>,
         events: Vec<NewEvent>,
     ) -> Result<(), AdminError> {
+        self.save_rollout_as(r, weights, events, false)
+    }
+
+    /// [`Control::save_rollout`] for the rollout runner: in a fleet, refused
+    /// unless this instance still holds the rollout leadership when the
+    /// write lands (etcd checks its lock key in the same transaction), so an
+    /// instance that lost its lease never judges or moves a step.
+    pub fn leader_save_rollout(
+        &self,
+        r: &mut Rollout,
+        weights: Option<&BTreeMap<String, u32>>,
+        events: Vec<NewEvent>,
+    ) -> Result<(), AdminError> {
+        self.save_rollout_as(r, weights, events, true)
+    }
+
+    fn save_rollout_as(
+        &self,
+        r: &mut Rollout,
+        weights: Option<&BTreeMap<String, u32>>,
+        events: Vec<NewEvent>,
+        fenced: bool,
+    ) -> Result<(), AdminError> {
         r.rev += 1;
-        let result = self.commit_rollout(r, weights, events);
+        let result = self.commit_rollout(r, weights, events, fenced);
         if result.is_err() {
             r.rev -= 1;
         }
@@ -207,6 +230,7 @@ impl Control {
         r: &Rollout,
         weights: Option<&BTreeMap<String, u32>>,
         events: Vec<NewEvent>,
+        fenced: bool,
     ) -> Result<(), AdminError> {
         let pool = r.pool.as_str();
         let mut w = self.lock_writer();
@@ -221,7 +245,7 @@ impl Control {
         if let Some(weights) = weights {
             override_weights(&mut state, &view.file, pool, weights);
         }
-        self.commit(&mut w, state)?;
+        self.commit_as(&mut w, state, fenced)?;
         drop(w);
         if let Some(weights) = weights {
             let mut after = before.clone();
@@ -244,6 +268,29 @@ impl Control {
         status: Status,
         reason: String,
         who: &str,
+    ) -> Result<(), AdminError> {
+        self.finish_rollout_as(r, status, reason, who, false)
+    }
+
+    /// [`Control::finish_rollout`] for the rollout runner (see
+    /// [`Control::leader_save_rollout`]).
+    pub fn leader_finish_rollout(
+        &self,
+        r: &mut Rollout,
+        status: Status,
+        reason: String,
+        who: &str,
+    ) -> Result<(), AdminError> {
+        self.finish_rollout_as(r, status, reason, who, true)
+    }
+
+    fn finish_rollout_as(
+        &self,
+        r: &mut Rollout,
+        status: Status,
+        reason: String,
+        who: &str,
+        fenced: bool,
     ) -> Result<(), AdminError> {
         let now = now_ms();
         r.status = status;
@@ -269,7 +316,7 @@ impl Control {
         };
         let after = json!({ "reason": reason, "last_judgement": r.last, "cooldown_until_ms": r.cooldown_until_ms });
         let event = NewEvent::new(who, kind, what).pool(&r.pool).after(after);
-        self.save_rollout(r, Some(&weights), vec![event])?;
+        self.save_rollout_as(r, Some(&weights), vec![event], fenced)?;
         self.set_rollout_gauges(r);
         Ok(())
     }

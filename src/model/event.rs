@@ -49,6 +49,13 @@ pub enum EventKind {
     RolloutPromoted,
     #[serde(rename = "rollout.rolled_back")]
     RolloutRolledBack,
+    /// `[cluster]`: this instance became, or stopped being, the fleet's
+    /// rollout leader.
+    #[serde(rename = "cluster.leader")]
+    ClusterLeader,
+    /// `[cluster]`: the connection to etcd was lost or came back.
+    #[serde(rename = "cluster.connection")]
+    ClusterConnection,
     /// A kind this build does not know (an events file from a newer one).
     #[serde(other, rename = "unknown")]
     Unknown,
@@ -80,6 +87,8 @@ impl EventKind {
             RolloutResume => "rollout.resume",
             RolloutPromoted => "rollout.promoted",
             RolloutRolledBack => "rollout.rolled_back",
+            ClusterLeader => "cluster.leader",
+            ClusterConnection => "cluster.connection",
             Unknown => "unknown",
         }
     }
@@ -99,6 +108,10 @@ pub struct Event {
     pub time: String,
     /// `uid:1000` for an admin-socket peer, or `config`, `health`, `rollout`, `signal:SIGHUP`.
     pub who: String,
+    /// `[cluster]`: the instance that recorded it (events of the whole fleet
+    /// are shared); left out on a single instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     pub kind: EventKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
