@@ -79,10 +79,30 @@ enum Cmd {
         #[arg(long, value_name = "PATH")]
         ready_file: Option<PathBuf>,
     },
+    /// Several instances sharing their state through etcd (`[cluster]`).
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
     /// Print a switchyard config equivalent to another proxy's configuration.
     Import {
         #[command(subcommand)]
         from: ImportFrom,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Copy this instance's state file (runtime weights, versions, rollouts)
+    /// into etcd under `[cluster] prefix`: how a single instance becomes the
+    /// first of a fleet. Refused when the fleet already has a state.
+    Init {
+        /// The config with the `[cluster]` section (its `admin.state` is read).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Replace a state the fleet already has.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -210,7 +230,26 @@ fn main() -> ExitCode {
         Cmd::Import {
             from: ImportFrom::Traefik { files },
         } => import_traefik(&files),
+        Cmd::Cluster {
+            cmd: ClusterCmd::Init { config, force },
+        } => report(cluster_init(config, force)),
     }
+}
+
+/// `cluster init`: the state file into etcd.
+fn cluster_init(config: Option<PathBuf>, force: bool) -> anyhow::Result<()> {
+    let path = config_path(config);
+    let config = Config::load(&path)?;
+    let Some(cc) = &config.cluster else {
+        anyhow::bail!(
+            "{} has no [cluster] section: add one (etcd, prefix) first",
+            path.display()
+        );
+    };
+    let rt = runtime(1)?;
+    let done = rt.block_on(switchyard::cluster::init(cc, &config.admin.state, force))?;
+    println!("{done}");
+    Ok(())
 }
 
 /// `import traefik`: the config on stdout, warnings on stderr, exit 1 on bad input.

@@ -374,6 +374,48 @@ impl Cluster {
     }
 }
 
+/// `switchyard cluster init`: copies a single instance's state file into
+/// etcd under the prefix, so a fleet starts with its weights, versions and
+/// rollouts. Refused when the fleet already has a state, unless `force`.
+/// Returns what was copied, for the operator.
+pub async fn init(
+    config: &ClusterConfig,
+    state_file: &std::path::Path,
+    force: bool,
+) -> Result<String, ClusterError> {
+    use crate::state::{FileStore, StateStore};
+    let state = FileStore::new(state_file)
+        .load()
+        .map_err(|e| ClusterError::Etcd(format!("cannot use the state file: {e}")))?
+        .unwrap_or_default();
+    let mut client = connect(config, &config.etcd).await?;
+    let key = format!("{}state", config.prefix);
+    let value = serde_json::to_vec(&state).unwrap_or_default();
+    let mut txn = Txn::new().and_then(vec![TxnOp::put(key.clone(), value, None)]);
+    if !force {
+        txn = txn
+            .when(vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .or_else(vec![TxnOp::get(key.clone(), None)]);
+    }
+    let resp = tokio::time::timeout(WRITE_DEADLINE, client.txn(txn))
+        .await
+        .map_err(|_| ClusterError::Etcd(format!("no answer within {WRITE_DEADLINE:?}")))?
+        .map_err(|e| ClusterError::Etcd(e.to_string()))?;
+    let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+    if !resp.succeeded() {
+        return Err(ClusterError::Etcd(format!(
+            "{key} already holds the fleet's state (revision {rev});              add --force to replace it with {}",
+            state_file.display()
+        )));
+    }
+    Ok(format!(
+        "copied {} ({} pool(s) with runtime changes, {} rollout(s)) to {key} at revision {rev}",
+        state_file.display(),
+        state.pools.len(),
+        state.rollouts.len()
+    ))
+}
+
 /// The stored state, or an empty one for a value this build cannot read.
 pub fn parse_state(value: &[u8]) -> PersistedState {
     serde_json::from_slice(value).unwrap_or_else(|e| {
