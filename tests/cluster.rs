@@ -60,8 +60,13 @@ async fn split(p: &Proxy, n: usize) -> HashMap<String, usize> {
     out
 }
 
-/// TCP sockets of `pid` that are not listening (connections it made or took).
+/// TCP connections `pid` made (not listeners, not connections it accepted
+/// on one of its listeners).
 fn connections_of(pid: u32) -> Vec<String> {
+    let listening: std::collections::HashSet<String> = bound_addrs(pid, "tcp")
+        .iter()
+        .map(|a| format!("{:04X}", a.port()))
+        .collect();
     let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
@@ -76,7 +81,8 @@ fn connections_of(pid: u32) -> Vec<String> {
         let table = std::fs::read_to_string(format!("/proc/{pid}/net/{proto}")).unwrap_or_default();
         for line in table.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() > 9 && cols[3] != "0A" && inodes.contains(cols[9]) {
+            let accepted = cols.get(1).and_then(|l| l.rsplit(':').next()).is_some_and(|p| listening.contains(p));
+            if cols.len() > 9 && cols[3] != "0A" && inodes.contains(cols[9]) && !accepted {
                 out.push(format!("{} -> {} state {}", cols[1], cols[2], cols[3]));
             }
         }

@@ -391,12 +391,16 @@ pub async fn init(
     let mut client = connect(config, &config.etcd).await?;
     let key = format!("{}state", config.prefix);
     let value = serde_json::to_vec(&state).unwrap_or_default();
-    let mut txn = Txn::new().and_then(vec![TxnOp::put(key.clone(), value, None)]);
-    if !force {
-        txn = txn
-            .when(vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .or_else(vec![TxnOp::get(key.clone(), None)]);
-    }
+    // etcd-client wants when, then and_then, then or_else, in that order.
+    let when = if force {
+        vec![]
+    } else {
+        vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)]
+    };
+    let txn = Txn::new()
+        .when(when)
+        .and_then(vec![TxnOp::put(key.clone(), value, None)])
+        .or_else(vec![TxnOp::get(key.clone(), None)]);
     let resp = tokio::time::timeout(WRITE_DEADLINE, client.txn(txn))
         .await
         .map_err(|_| ClusterError::Etcd(format!("no answer within {WRITE_DEADLINE:?}")))?

@@ -117,7 +117,8 @@ impl Etcd {
                 }
             }
             if self.members.iter().all(|m| {
-                etcdctl(&[m.client], &["endpoint", "health"]).is_some_and(|o| o.contains("is healthy"))
+                // etcdctl 3.4 says "is healthy" on stderr; its exit status is the answer.
+                etcdctl(&[m.client], &["endpoint", "health"]).is_some()
             }) {
                 return true;
             }
