@@ -193,9 +193,16 @@ async fn a_switch_on_one_instance_moves_the_fleet_through_an_etcd_leader_kill() 
     assert!(sent.load(Ordering::Relaxed) > 0);
     assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests to B and C");
     // Every switch is in A's audit log, and reached B's through etcd.
-    let b_weights = others[0].events_of("weights").await;
-    let from_a = b_weights.iter().filter(|e| e["instance"] == "sy-a").count();
-    assert!(from_a >= 101, "B saw {from_a} of A's weight events");
+    // (events are shared after the change they describe)
+    let from_a = || async {
+        let b_weights = others[0].events_of("weights").await;
+        b_weights.iter().filter(|e| e["instance"] == "sy-a").count()
+    };
+    assert!(
+        eventually(DEADLINE, || async { from_a().await == 101 }).await,
+        "B saw {} of A's 101 weight events",
+        from_a().await
+    );
     let s = split(&others[1], 10).await;
     assert_eq!(s.get("blue"), Some(&10), "{s:?}");
 }
