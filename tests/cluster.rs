@@ -19,7 +19,7 @@ use support::*;
 fn member_config(blue: &Upstream, green: &Upstream, etcd: &Etcd, name: &str) -> String {
     let base = pool_config(blue, 100, green, 0, "");
     format!(
-        "{base}\n[pools.app.rollout]\nsteps = [20, 50, 100]\nstep_duration = \"2s\"\nmin_requests = 5\n\n\
+        "{base}\n[pools.app.rollout]\nsteps = [20, 50, 100]\nstep_duration = \"2s\"\nmin_requests = 5\np99_tolerance = \"10s\"\n\n\
          [metrics]\nlisten = \"127.0.0.1:0\"\n\n\
          [cluster]\netcd = {}\nprefix = \"/sy-test/\"\nname = \"{name}\"\nlease_ttl = \"3s\"\n",
         etcd.toml_endpoints()
