@@ -13,9 +13,9 @@
 //! | layer | modules | owns |
 //! |---|---|---|
 //! | pure | [`config`], [`host`], [`balance`], [`model`], [`state`] (model), [`metrics::window`], [`rollout::plan`], [`rollout::judge`], [`health::counter`], [`fsutil`] | the file model and validation, host names, the weighted schedule, API models and typed errors, the persisted state and how it applies, window maths, rollout plans and the judge, rise/fall counters, durable writes |
-//! | live state | [`metrics`], [`upstream`] (with [`upstream::h1`] and [`upstream::probe`]), [`routing`], [`events`], [`state::store`], [`tls`], [`accesslog`], [`listener`] | Prometheus series, backends and pooled connections, the routing table, the audit log, the state store, certificates, the access log writer, the listener helper |
+//! | live state | [`metrics`], [`upstream`] (with [`upstream::h1`] and [`upstream::probe`]), [`routing`], [`events`], [`state::store`], [`tls`], [`accesslog`], [`listener`], [`cluster`] | Prometheus series, backends and pooled connections, the routing table, the audit log, the state store, certificates, the access log writer, the listener helper, the etcd client and the fleet's view |
 //! | control | [`control`] | the one type that owns every change; typed results and errors |
-//! | services | [`proxy`], [`health`], [`rollout::run`], [`rollout::gate`], [`acme`], [`stats`] | the request path, probes and rebuilds, the rollout runner, ACME orders, the stats sampler |
+//! | services | [`proxy`], [`health`], [`rollout::run`], [`rollout::gate`], [`acme`], [`stats`], [`cluster::run`] | the request path, probes and rebuilds, the rollout runner, ACME orders, the stats sampler, the cluster service |
 //! | API | [`admin`] (with [`admin::dashboard`]) | command parsing, dispatch, the socket and the dashboard |
 //! | wiring | [`server`], [`ctl`], [`import`], [`demo`], the binary | listeners, signals, the CLI |
 

@@ -2,9 +2,9 @@
 //! events through real etcd members on loopback (started and stopped by pid
 //! by the tests; a machine without etcd fails them).
 
-mod support;
 #[path = "support/etcd.rs"]
 mod etcd;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,7 +34,10 @@ async fn fleet(blue: &Upstream, green: &Upstream, etcd: &Etcd, n: usize) -> Vec<
     }
     for p in &out {
         assert!(
-            eventually(DEADLINE, || async { p.state().await["cluster"]["connected"] == true }).await,
+            eventually(DEADLINE, || async {
+                p.state().await["cluster"]["connected"] == true
+            })
+            .await,
             "an instance never connected to etcd:\n{}\n{}",
             p.log(),
             etcd.log()
@@ -81,7 +84,10 @@ fn connections_of(pid: u32) -> Vec<String> {
         let table = std::fs::read_to_string(format!("/proc/{pid}/net/{proto}")).unwrap_or_default();
         for line in table.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            let accepted = cols.get(1).and_then(|l| l.rsplit(':').next()).is_some_and(|p| listening.contains(p));
+            let accepted = cols
+                .get(1)
+                .and_then(|l| l.rsplit(':').next())
+                .is_some_and(|p| listening.contains(p));
             if cols.len() > 9 && cols[3] != "0A" && inodes.contains(cols[9]) && !accepted {
                 out.push(format!("{} -> {} state {}", cols[1], cols[2], cols[3]));
             }
@@ -103,13 +109,23 @@ async fn without_cluster_no_etcd_code_runs() {
     );
     let p = Proxy::start(&config).await;
     let out = p.ctl(&["weights", "app", "blue=50", "green=50"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let state = p.state().await;
     assert!(state.get("cluster").is_none(), "{state}");
     assert!(weights_are(&state, 50, 50));
     let metrics = reqwest_metrics(&p).await;
-    assert!(metrics.contains("switchyard_requests_total") || metrics.contains("switchyard_config_reloads_total"));
-    assert!(!metrics.contains("switchyard_cluster_connected"), "{metrics}");
+    assert!(
+        metrics.contains("switchyard_requests_total")
+            || metrics.contains("switchyard_config_reloads_total")
+    );
+    assert!(
+        !metrics.contains("switchyard_cluster_connected"),
+        "{metrics}"
+    );
     let log = p.log();
     assert!(!log.contains("etcd") && !log.contains("fleet"), "{log}");
     assert_eq!(connections_of(p.pid()), Vec::<String>::new());
@@ -132,7 +148,11 @@ async fn a_switch_on_one_instance_moves_the_fleet_through_an_etcd_leader_kill() 
     let (a, others) = fleet.split_first().unwrap();
 
     let out = a.ctl(&["weights", "app", "blue=25", "green=75"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for p in others {
         assert!(
             eventually(DEADLINE, || async { weights_are(&p.state().await, 25, 75) }).await,
@@ -141,7 +161,11 @@ async fn a_switch_on_one_instance_moves_the_fleet_through_an_etcd_leader_kill() 
         );
         // The split is exact per cycle of 4: 100 requests give 25 / 75.
         let s = split(p, 100).await;
-        assert_eq!((s.get("blue"), s.get("green")), (Some(&25), Some(&75)), "{s:?}");
+        assert_eq!(
+            (s.get("blue"), s.get("green")),
+            (Some(&25), Some(&75)),
+            "{s:?}"
+        );
     }
 
     // Requests to B and C the whole time.
@@ -174,7 +198,10 @@ async fn a_switch_on_one_instance_moves_the_fleet_through_an_etcd_leader_kill() 
         let to = if i % 2 == 0 { "green" } else { "blue" };
         let out = a.ctl(&["switch", "app", to]);
         if !out.status.success() {
-            refused.push(format!("switch {i}: {}", String::from_utf8_lossy(&out.stderr)));
+            refused.push(format!(
+                "switch {i}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
     }
     // The last switch (i = 99) sent everything to blue.
@@ -189,9 +216,17 @@ async fn a_switch_on_one_instance_moves_the_fleet_through_an_etcd_leader_kill() 
     for l in load {
         l.await.unwrap();
     }
-    assert!(refused.is_empty(), "lost switches: {refused:?}\n{}", a.log());
+    assert!(
+        refused.is_empty(),
+        "lost switches: {refused:?}\n{}",
+        a.log()
+    );
     assert!(sent.load(Ordering::Relaxed) > 0);
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests to B and C");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests to B and C"
+    );
     // Every switch is in A's audit log, and reached B's through etcd.
     // (events are shared after the change they describe)
     let from_a = || async {
@@ -228,7 +263,12 @@ async fn a_rollout_survives_its_leader() {
         .to_string();
     let li = fleet
         .iter()
-        .position(|p| p.config_path.exists() && std::fs::read_to_string(&p.config_path).unwrap().contains(&format!("name = \"{leader_name}\"")))
+        .position(|p| {
+            p.config_path.exists()
+                && std::fs::read_to_string(&p.config_path)
+                    .unwrap()
+                    .contains(&format!("name = \"{leader_name}\""))
+        })
         .unwrap();
 
     // Traffic through every instance, the whole time.
@@ -245,7 +285,11 @@ async fn a_rollout_survives_its_leader() {
         }));
     }
     let out = fleet[li].ctl(&["rollout", "start", "app", "green"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let survivor = (li + 1) % 3;
     assert!(
         eventually(DEADLINE, || async {
@@ -274,21 +318,36 @@ async fn a_rollout_survives_its_leader() {
     assert!(finished, "not promoted:\n{}", lines.join("\n"));
     let new_leader = events
         .iter()
-        .find(|e| e["kind"] == "cluster.leader" && e["instance"] != leader_name.as_str() && e["what"].as_str().unwrap().contains("is the rollout leader now"))
+        .find(|e| {
+            e["kind"] == "cluster.leader"
+                && e["instance"] != leader_name.as_str()
+                && e["what"]
+                    .as_str()
+                    .unwrap()
+                    .contains("is the rollout leader now")
+        })
         .unwrap_or_else(|| panic!("no takeover event:\n{}", lines.join("\n")));
     let taken = events.iter().any(|e| {
-        e["kind"] == "rollout.resume" && e["what"].as_str().unwrap().contains("taken over") && e["instance"] == new_leader["instance"]
+        e["kind"] == "rollout.resume"
+            && e["what"].as_str().unwrap().contains("taken over")
+            && e["instance"] == new_leader["instance"]
     });
     assert!(taken, "no handover event:\n{}", lines.join("\n"));
     // One passing judgement per step, wherever it was made.
     let mut passes: HashMap<u64, usize> = HashMap::new();
     for e in events.iter().filter(|e| e["kind"] == "rollout.judgement") {
         if e["after"]["verdict"] == "pass" || e["after"]["verdict"] == "Pass" {
-            *passes.entry(e["after"]["step"].as_u64().unwrap()).or_insert(0) += 1;
+            *passes
+                .entry(e["after"]["step"].as_u64().unwrap())
+                .or_insert(0) += 1;
         }
     }
     assert_eq!(passes.len(), 3, "{passes:?}\n{}", lines.join("\n"));
-    assert!(passes.values().all(|&n| n == 1), "{passes:?}\n{}", lines.join("\n"));
+    assert!(
+        passes.values().all(|&n| n == 1),
+        "{passes:?}\n{}",
+        lines.join("\n")
+    );
     drop(fleet.remove(li));
 }
 
@@ -302,13 +361,25 @@ async fn etcd_down_keeps_serving_and_refuses_writes_then_converges() {
     let mut etcd = Etcd::start(1);
     let mut fleet = fleet(&blue, &green, &etcd, 2).await;
     let out = fleet[0].ctl(&["weights", "app", "blue=50", "green=50"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(eventually(DEADLINE, || async { weights_are(&fleet[1].state().await, 50, 50) }).await);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        eventually(DEADLINE, || async {
+            weights_are(&fleet[1].state().await, 50, 50)
+        })
+        .await
+    );
 
     etcd.stop_all();
     for p in &fleet {
         assert!(
-            eventually(DEADLINE, || async { p.state().await["cluster"]["connected"] == false }).await,
+            eventually(DEADLINE, || async {
+                p.state().await["cluster"]["connected"] == false
+            })
+            .await,
             "{}",
             p.log()
         );
@@ -316,7 +387,11 @@ async fn etcd_down_keeps_serving_and_refuses_writes_then_converges() {
         assert!(m.contains("switchyard_cluster_connected 0"), "{m}");
     }
     let (status, body) = fleet[0]
-        .admin("PUT", "/v1/pools/app/weights", Some(r#"{"blue":100,"green":0}"#))
+        .admin(
+            "PUT",
+            "/v1/pools/app/weights",
+            Some(r#"{"blue":100,"green":0}"#),
+        )
         .await;
     assert_eq!(status, 503, "{body}");
     assert!(body["error"].as_str().unwrap().contains("etcd"), "{body}");
@@ -325,7 +400,11 @@ async fn etcd_down_keeps_serving_and_refuses_writes_then_converges() {
     assert!(weights_are(&fleet[1].state().await, 50, 50));
     for p in &fleet {
         let s = split(p, 20).await;
-        assert_eq!((s.get("blue"), s.get("green")), (Some(&10), Some(&10)), "{s:?}");
+        assert_eq!(
+            (s.get("blue"), s.get("green")),
+            (Some(&10), Some(&10)),
+            "{s:?}"
+        );
     }
     let state = fleet[1].state().await;
     assert_eq!(state["cluster"]["connected"], false, "{state}");
@@ -333,13 +412,20 @@ async fn etcd_down_keeps_serving_and_refuses_writes_then_converges() {
     etcd.restart_stopped();
     for p in &fleet {
         assert!(
-            eventually(DEADLINE, || async { p.state().await["cluster"]["connected"] == true }).await,
+            eventually(DEADLINE, || async {
+                p.state().await["cluster"]["connected"] == true
+            })
+            .await,
             "{}",
             p.log()
         );
     }
     let out = fleet[1].ctl(&["switch", "app", "green"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for p in &fleet {
         assert!(eventually(DEADLINE, || async { weights_are(&p.state().await, 0, 100) }).await);
         let m = reqwest_metrics(p).await;
@@ -364,7 +450,11 @@ async fn cluster_init_moves_a_single_instance_into_a_fleet() {
     std::fs::write(&single.config_path, format!("{clustered}\n{admin}")).unwrap();
     let cfg = single.config_path.to_str().unwrap().to_string();
     let out = run_bin(&["cluster", "init", "-c", &cfg]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stored = etcd.get("/sy-test/state").expect("the state in etcd");
     assert!(stored.contains("\"green\":70"), "{stored}");
     let again = run_bin(&["cluster", "init", "-c", &cfg]);
@@ -372,5 +462,10 @@ async fn cluster_init_moves_a_single_instance_into_a_fleet() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 
     let other = Proxy::start(&member_config(&blue, &green, &etcd, "sy-b")).await;
-    assert!(eventually(DEADLINE, || async { weights_are(&other.state().await, 30, 70) }).await);
+    assert!(
+        eventually(DEADLINE, || async {
+            weights_are(&other.state().await, 30, 70)
+        })
+        .await
+    );
 }

@@ -90,9 +90,24 @@ impl Etcd {
         let child = Command::new("etcd")
             .args(["--name", &m.name, "--data-dir"])
             .arg(&data)
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &cluster, "--initial-cluster-state", "new"])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &cluster,
+                "--initial-cluster-state",
+                "new",
+            ])
             .args(["--initial-cluster-token", &self.token])
             .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
             .stdin(Stdio::null())
@@ -208,7 +223,11 @@ impl Etcd {
                 let text = std::fs::read_to_string(self.dir.path().join(format!("{}.log", m.name)))
                     .unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(20).collect();
-                format!("--- {} ---\n{}", m.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                format!(
+                    "--- {} ---\n{}",
+                    m.name,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -223,7 +242,10 @@ impl Drop for Etcd {
 
 /// `etcdctl --endpoints=... ARGS` with a short timeout; stdout on success.
 pub fn etcdctl(ports: &[u16], args: &[&str]) -> Option<String> {
-    let eps: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    let eps: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", eps.join(",")))
