@@ -9,7 +9,6 @@
 //! A figure for a quiet machine; not a test.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 #[path = "../tests/support/etcd.rs"]

@@ -141,7 +141,7 @@ async fn session(
         ..
     } = carry;
     tokio::select! {
-        r = watch_prefix(control, cluster, from, rev, last_seen) => r,
+        r = watch_prefix(control, cluster, from, last_seen) => r,
         r = keep_alive(cluster, lease) => r,
         r = publish(control, cluster, lease, events, pending) => r,
         r = campaign(control, cluster, lease) => r,
@@ -217,11 +217,13 @@ async fn watch_prefix(
     control: &Arc<Control>,
     cluster: &Arc<Cluster>,
     from: i64,
-    reread_at: i64,
     last_seen: &mut Option<i64>,
 ) -> Result<Infallible, Failed> {
+    // Replayed from `from` (the last revision seen before a reconnection):
+    // what others recorded meanwhile arrives in order; `last_seen` moves
+    // only with what was received, so a session lost mid-replay loses none.
     let mut last = from;
-    *last_seen = Some(last.max(reread_at));
+    *last_seen = Some(last);
     let mut failing_since: Option<Instant> = None;
     loop {
         let opts = WatchOptions::new()

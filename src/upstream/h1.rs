@@ -728,10 +728,13 @@ fn scan_chunked(mut state: Chunk, mut buf: &[u8]) -> Result<bool, ExchangeError>
     }
 }
 
+/// A line (without its CRLF) and the bytes after it.
+type LineAndRest<'a> = (&'a [u8], &'a [u8]);
+
 /// The first CRLF-terminated line of `buf` (without its CRLF) and what
 /// follows: `None` until the whole line is there; the same limits as
 /// [`take_line`].
-fn split_line(buf: &[u8]) -> Result<Option<(&[u8], &[u8])>, ExchangeError> {
+fn split_line(buf: &[u8]) -> Result<Option<LineAndRest<'_>>, ExchangeError> {
     match buf.iter().take(MAX_LINE + 1).position(|&b| b == b'\n') {
         Some(i) => {
             if i == 0 || buf[i - 1] != b'\r' {
