@@ -8,8 +8,10 @@ set -euo pipefail
 # docker.io, docker-compose and busybox-static: tests/docker.rs starts its own
 # dockerd (Debian's policy-rc.d keeps the package from starting one) and
 # makes its test image from the static busybox. apache2-utils: htpasswd for
-# tests/middlewares.rs.
-packages=(curl apache2-utils pebble prometheus chromium chromium-driver docker.io docker-compose busybox-static)
+# tests/middlewares.rs. etcd-server/etcd-client: the [cluster] tests start
+# their own members; protobuf-compiler + libprotobuf-dev: the etcd-client
+# crate's build needs protoc and the well-known .proto files.
+packages=(curl apache2-utils pebble prometheus chromium chromium-driver docker.io docker-compose busybox-static etcd-server etcd-client protobuf-compiler libprotobuf-dev)
 if [[ "${1:-}" == "bench" ]]; then
   packages+=(nginx-light haproxy wrk)
 fi
@@ -26,7 +28,7 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts packaged daemons; the tests start their own on loopback.
-  for svc in prometheus nginx haproxy; do
+  for svc in prometheus nginx haproxy etcd; do
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
     pkill -x "$svc" >/dev/null 2>&1 || true
   done
@@ -35,7 +37,7 @@ if ((${#missing[@]})); then
   $SUDO systemctl disable --now docker.socket docker containerd >/dev/null 2>&1 || true
 fi
 
-for tool in pebble pebble-challtestsrv prometheus promtool curl htpasswd dockerd docker-compose; do
+for tool in pebble pebble-challtestsrv prometheus promtool curl htpasswd dockerd docker-compose etcd etcdctl protoc; do
   command -v "$tool" >/dev/null || { echo "setup: $tool is still missing" >&2; exit 1; }
 done
 echo "setup: ok"

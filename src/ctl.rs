@@ -346,6 +346,7 @@ pub fn render_state(s: &StateView) -> String {
     }
     render_certificates(&mut out, s);
     render_providers(&mut out, s);
+    render_cluster(&mut out, s);
     out
 }
 
@@ -365,6 +366,46 @@ fn render_providers(out: &mut String, s: &StateView) {
         for r in &p.refused {
             let _ = writeln!(out, "  refused: {r}");
         }
+    }
+}
+
+/// `[cluster]`: the connection, etcd's members, the fleet's instances.
+fn render_cluster(out: &mut String, s: &StateView) {
+    let Some(c) = &s.cluster else { return };
+    let conn = if c.connected {
+        "connected".to_string()
+    } else {
+        format!(
+            "NOT CONNECTED to etcd ({}): serving the last table applied; changes are refused",
+            c.last_error.as_deref().unwrap_or("not reached yet")
+        )
+    };
+    let _ = writeln!(
+        out,
+        "cluster {} as {}: {conn}; applied revision {}; rollout leader {}",
+        c.prefix,
+        c.name,
+        c.applied_revision,
+        c.leader.as_deref().unwrap_or("none known")
+    );
+    for m in &c.etcd {
+        let role = if m.leader { "leader" } else { "member" };
+        let up = if m.reachable { "up" } else { "unreachable" };
+        let _ = writeln!(
+            out,
+            "  etcd {:<12} {:<16} {role:<7} {up:<11} {}",
+            m.name,
+            m.id,
+            m.client_urls.join(",")
+        );
+    }
+    for (name, i) in &c.instances {
+        let lead = if i.leader { " (rollout leader)" } else { "" };
+        let _ = writeln!(
+            out,
+            "  instance {name:<16} applied revision {}{lead}",
+            i.applied_revision
+        );
     }
 }
 
@@ -411,7 +452,14 @@ pub fn render_events(v: &EventsReply) -> String {
         let _ = writeln!(
             out,
             "#{:<5} {} {:<12} {:<16} {}",
-            e.seq, e.time, e.who, e.kind, e.what
+            e.seq,
+            e.time,
+            match &e.instance {
+                Some(i) => format!("{i}/{}", e.who),
+                None => e.who.clone(),
+            },
+            e.kind,
+            e.what
         );
     }
     out

@@ -36,6 +36,14 @@ pub struct EventLog {
     /// Never blocks the recorder: a subscriber that falls more than
     /// [`TAP`] events behind loses the oldest and is told how many.
     tap: broadcast::Sender<Event>,
+    /// `[cluster]`: this instance's name and where its own events go to be
+    /// shared with the fleet (set once the cluster service starts).
+    fleet: Mutex<Option<Tap>>,
+}
+
+struct Tap {
+    instance: String,
+    to: tokio::sync::mpsc::UnboundedSender<Event>,
 }
 
 /// Events a subscriber may fall behind by.
@@ -54,6 +62,7 @@ impl EventLog {
             }),
             path: None,
             tap: broadcast::channel(TAP).0,
+            fleet: Mutex::new(None),
         }
     }
 
@@ -103,6 +112,7 @@ impl EventLog {
             inner: Mutex::new(Inner { ring, next, file }),
             path: Some(path.to_owned()),
             tap: broadcast::channel(TAP).0,
+            fleet: Mutex::new(None),
         }
     }
 
@@ -110,22 +120,52 @@ impl EventLog {
         self.path.as_deref()
     }
 
+    /// `[cluster]`: names this instance in its events from now on, and
+    /// sends each of them to `to` (the cluster service shares them).
+    pub fn share(&self, instance: &str, to: tokio::sync::mpsc::UnboundedSender<Event>) {
+        *self.fleet.lock().unwrap_or_else(|p| p.into_inner()) = Some(Tap {
+            instance: instance.to_string(),
+            to,
+        });
+    }
+
     /// Records an event, logs it, and returns its sequence number.
     pub fn record(&self, e: NewEvent) -> u64 {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = inner.next;
-        inner.next += 1;
+        let tap = self.fleet.lock().unwrap_or_else(|p| p.into_inner());
         let event = Event {
-            seq,
+            seq: 0,
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             who: e.who,
+            instance: tap.as_ref().map(|t| t.instance.clone()),
             kind: e.kind,
             pool: e.pool,
             what: e.what,
             before: e.before,
             after: e.after,
         };
-        tracing::info!(target: "switchyard::audit", seq, who = %event.who, kind = %event.kind, pool = event.pool.as_deref().unwrap_or(""), "{}", event.what);
+        let event = self.append(event, true);
+        if let Some(t) = tap.as_ref() {
+            let _ = t.to.send(event.clone());
+        }
+        event.seq
+    }
+
+    /// `[cluster]`: an event another instance recorded, kept here under the
+    /// next local sequence number (its time, author and instance kept). Not
+    /// sent to [`EventLog::subscribe`]rs: the instance that recorded it
+    /// notifies, so a fleet sends each notification once.
+    pub fn record_remote(&self, event: Event) -> u64 {
+        self.append(event, false).seq
+    }
+
+    /// Numbers, logs, writes and keeps one event; a `local` one goes to the
+    /// subscribers too.
+    fn append(&self, mut event: Event, local: bool) -> Event {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = inner.next;
+        inner.next += 1;
+        event.seq = seq;
+        tracing::info!(target: "switchyard::audit", seq, who = %event.who, instance = event.instance.as_deref().unwrap_or(""), kind = %event.kind, pool = event.pool.as_deref().unwrap_or(""), "{}", event.what);
         if let Some(f) = inner.file.as_mut() {
             if let Ok(mut line) = serde_json::to_vec(&event) {
                 line.push(b'\n');
@@ -134,15 +174,15 @@ impl EventLog {
                 }
             }
         }
-        if self.tap.receiver_count() > 0 {
+        if local && self.tap.receiver_count() > 0 {
             // In order: sent while the log's lock is held.
             let _ = self.tap.send(event.clone());
         }
-        inner.ring.push_back(event);
+        inner.ring.push_back(event.clone());
         if inner.ring.len() > RING {
             inner.ring.pop_front();
         }
-        seq
+        event
     }
 
     /// Events with a sequence number above `since`, oldest first.

@@ -13,9 +13,9 @@
 //! | layer | modules | owns |
 //! |---|---|---|
 //! | pure | [`config`], [`host`], [`rules`], [`balance`], [`model`], [`state`] (model, with [`state::discovered`]), [`metrics::window`], [`rollout::plan`], [`rollout::judge`], [`health::counter`], [`notify::message`], [`fsutil`], [`providers::labels`], [`providers::rule`] | the file model and validation, host names, route and version rules, the weighted schedule, API models and typed errors, the persisted state and how it applies (discovered pools too), container labels to pools and Traefik's router rules, window maths, rollout plans and the judge, rise/fall counters, notification bodies, durable writes |
-//! | live state | [`metrics`], [`upstream`] (with [`upstream::h1`] and [`upstream::probe`]), [`routing`], [`events`], [`state::store`], [`tls`], [`accesslog`], [`listener`], [`middleware`] | Prometheus series, backends and pooled connections, the routing table, the audit log, the state store, certificates, the access log writer, the listener helper, the compiled middlewares |
+//! | live state | [`metrics`], [`upstream`] (with [`upstream::h1`] and [`upstream::probe`]), [`routing`], [`events`], [`state::store`], [`tls`], [`accesslog`], [`listener`], [`middleware`], [`cluster`] | Prometheus series, backends and pooled connections, the routing table, the audit log, the state store, certificates, the access log writer, the listener helper, the compiled middlewares, the etcd client and the fleet's view |
 //! | control | [`control`] | the one type that owns every change; typed results and errors |
-//! | services | [`proxy`], [`health`], [`rollout::run`], [`rollout::gate`], [`acme`], [`stats`], [`notify`], [`providers`] (with `providers::docker`) | the request path, probes and rebuilds, the rollout runner, ACME orders, the stats sampler, notifications, Docker discovery |
+//! | services | [`proxy`], [`health`], [`rollout::run`], [`rollout::gate`], [`acme`], [`stats`], [`notify`], [`providers`] (with `providers::docker`), [`cluster::run`] | the request path, probes and rebuilds, the rollout runner, ACME orders, the stats sampler, notifications, Docker discovery, the cluster service |
 //! | API | [`admin`] (with [`admin::dashboard`]) | command parsing, dispatch, the socket and the dashboard |
 //! | wiring | [`server`], [`ctl`], [`import`], [`demo`], the binary | listeners, signals, the CLI |
 
@@ -28,6 +28,7 @@ pub mod accesslog;
 pub mod acme;
 pub mod admin;
 pub mod balance;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod ctl;

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use http::Method;
 use serde_json::{json, Value};
 
+use switchyard::cluster::{Cluster, EtcdStore};
 use switchyard::config::{Config, ConfigError};
 use switchyard::control::Control;
 use switchyard::ctl::{self, CtlError};
@@ -79,6 +80,11 @@ enum Cmd {
         #[arg(long, value_name = "PATH")]
         ready_file: Option<PathBuf>,
     },
+    /// Several instances sharing their state through etcd (`[cluster]`).
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
     /// Print a switchyard config equivalent to another proxy's configuration.
     Import {
         #[command(subcommand)]
@@ -114,6 +120,21 @@ impl WaitArgs {
         switchyard::config::parse_duration(&self.unreachable_timeout)
             .map_err(|e| CtlError::Usage(format!("--unreachable-timeout: {e}")))
     }
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Copy this instance's state file (runtime weights, versions, rollouts)
+    /// into etcd under `[cluster] prefix`: how a single instance becomes the
+    /// first of a fleet. Refused when the fleet already has a state.
+    Init {
+        /// The config with the `[cluster]` section (its `admin.state` is read).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Replace a state the fleet already has.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -297,7 +318,26 @@ fn main() -> ExitCode {
         Cmd::Import {
             from: ImportFrom::Traefik { files },
         } => import_traefik(&files),
+        Cmd::Cluster {
+            cmd: ClusterCmd::Init { config, force },
+        } => report(cluster_init(config, force)),
     }
+}
+
+/// `cluster init`: the state file into etcd.
+fn cluster_init(config: Option<PathBuf>, force: bool) -> anyhow::Result<()> {
+    let path = config_path(config);
+    let config = Config::load(&path)?;
+    let Some(cc) = &config.cluster else {
+        anyhow::bail!(
+            "{} has no [cluster] section: add one (etcd, prefix) first",
+            path.display()
+        );
+    };
+    let rt = runtime(1)?;
+    let done = rt.block_on(switchyard::cluster::init(cc, &config.admin.state, force))?;
+    println!("{done}");
+    Ok(())
 }
 
 /// `import traefik`: the config on stdout, warnings on stderr, exit 1 on bad input.
@@ -409,8 +449,7 @@ fn run(config: Option<PathBuf>, ready_file: Option<&Path>) -> anyhow::Result<()>
     let rt = runtime(config.server.workers)?;
     rt.block_on(async {
         let events = EventLog::open(&events_path(&config.admin.state));
-        let store = Box::new(FileStore::new(&config.admin.state));
-        let app = Arc::new(Control::new(Some(path.clone()), config.clone(), store, events));
+        let app = Arc::new(control_for(&path, &config, events).await?);
         let listeners = switchyard::server::bind(&config).await?;
         write_ready_file(ready_file, &listeners)?;
         tracing::info!(config = %path.display(), state = %config.admin.state.display(), "switchyard {} started", env!("CARGO_PKG_VERSION"));
@@ -418,6 +457,27 @@ fn run(config: Option<PathBuf>, ready_file: Option<&Path>) -> anyhow::Result<()>
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// The instance's control: on its own state file, or with `[cluster]`, on
+/// the fleet's state in etcd (the state file then caches it).
+async fn control_for(path: &Path, config: &Config, events: EventLog) -> anyhow::Result<Control> {
+    let Some(cc) = &config.cluster else {
+        let store = Box::new(FileStore::new(&config.admin.state));
+        return Ok(Control::new(
+            Some(path.to_owned()),
+            config.clone(),
+            store,
+            events,
+        ));
+    };
+    let cluster = Arc::new(Cluster::new(cc).await?);
+    let store = Box::new(EtcdStore::new(
+        cluster.clone(),
+        &config.admin.state,
+        tokio::runtime::Handle::current(),
+    ));
+    Ok(Control::new(Some(path.to_owned()), config.clone(), store, events).clustered(cluster))
 }
 
 /// `--ready-file`: once every listener is bound (connections queue from

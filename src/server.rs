@@ -283,6 +283,10 @@ fn start_services(ctx: &Ctx, control: &Arc<Control>, config: &Config) {
         .spawn(crate::health::sweep_ejections(control.clone(), s()));
     ctx.tracker
         .spawn(crate::rollout::run::supervise(control.clone(), s()));
+    if control.cluster().is_some() {
+        ctx.tracker
+            .spawn(crate::cluster::run::supervise(control.clone(), s()));
+    }
 }
 
 fn local(l: &TcpListener) -> String {

@@ -7,8 +7,8 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use switchyard::model::api::{
-    ErrorBody, EventsReply, MatchReply, ReloadReply, RemovedReply, RolloutStatus, StateView,
-    StatsView, VersionReply, WeightsReply,
+    ClusterView, ErrorBody, EventsReply, MatchReply, ReloadReply, RemovedReply, RolloutStatus,
+    StateView, StatsView, VersionReply, WeightsReply,
 };
 
 /// `(type name, JSON text)` of every example in the README.
@@ -52,12 +52,14 @@ fn every_documented_answer_is_byte_for_byte_its_model() {
         "RolloutStatus",
         "ErrorBody",
         "MatchReply",
+        "ClusterView",
     ] {
         assert!(names.contains(&want), "the README has no example of {want}");
     }
     for (name, text) in &found {
         match name.as_str() {
             "StateView" => round_trip::<StateView>(name, text),
+            "ClusterView" => round_trip::<ClusterView>(name, text),
             "WeightsReply" => round_trip::<WeightsReply>(name, text),
             "VersionReply" => round_trip::<VersionReply>(name, text),
             "RemovedReply" => round_trip::<RemovedReply>(name, text),

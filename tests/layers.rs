@@ -34,6 +34,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("accesslog", 1),
     ("listener", 1),
     ("middleware", 1),
+    ("cluster", 1),
     // 2 control.
     ("control", 2),
     // 3 services: each takes the control handle, none imports another.
@@ -44,6 +45,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("stats", 3),
     ("notify", 3),
     ("providers", 3),
+    ("cluster::run", 3),
     // 4 API.
     ("admin", 4),
     // 5 wiring.

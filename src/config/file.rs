@@ -19,6 +19,8 @@ pub(super) struct FileConfig {
     #[serde(default)]
     pub(super) acme: Option<Spanned<AcmeFile>>,
     #[serde(default)]
+    pub(super) cluster: Option<Spanned<ClusterFile>>,
+    #[serde(default)]
     pub(super) routes: Vec<Spanned<RouteFile>>,
     #[serde(default)]
     pub(super) pools: BTreeMap<Spanned<String>, Spanned<PoolFile>>,
@@ -85,6 +87,24 @@ pub(super) struct MetricsFile {
 pub(super) struct AccessLogFile {
     pub(super) format: S<String>,
     pub(super) path: S<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClusterFile {
+    pub(super) etcd: Spanned<Vec<Spanned<String>>>,
+    pub(super) prefix: S<String>,
+    pub(super) name: S<String>,
+    pub(super) lease_ttl: S<String>,
+    pub(super) tls: Option<Spanned<ClusterTlsFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClusterTlsFile {
+    pub(super) ca: S<String>,
+    pub(super) cert: S<String>,
+    pub(super) key: S<String>,
 }
 
 #[derive(Deserialize)]

@@ -105,6 +105,9 @@ pub struct Config {
     /// `[access_log]`; `None` when off.
     pub access_log: Option<AccessLogConfig>,
     pub acme: Option<AcmeConfig>,
+    /// `[cluster]`: state shared with other instances through etcd. `None`:
+    /// this instance keeps its own state file and no etcd code runs.
+    pub cluster: Option<ClusterConfig>,
     pub routes: Vec<RouteConfig>,
     pub pools: BTreeMap<String, PoolConfig>,
     /// `[[notify]]`: webhooks the audit events are sent to.
@@ -209,6 +212,29 @@ pub enum AccessLogTarget {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricsConfig {
     pub listen: SocketAddr,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// etcd client URLs (`http://` or `https://`).
+    pub etcd: Vec<String>,
+    /// Key prefix of this fleet (ends with `/`), so fleets can share an etcd.
+    pub prefix: String,
+    /// This instance's name; `None`: the host name, read at start.
+    pub name: Option<String>,
+    /// TTL of this instance's lease: how long after it vanishes its
+    /// leadership and its published counters go.
+    pub lease_ttl: Duration,
+    pub tls: Option<ClusterTls>,
+}
+
+/// Client TLS to etcd: a CA to trust, and optionally a client certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

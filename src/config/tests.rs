@@ -423,3 +423,49 @@ fn two_listeners_on_port_0_are_two_ports() {
     let text = "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n";
     assert!(Config::from_toml_str(text).is_ok());
 }
+
+#[test]
+fn cluster_section_parses_with_defaults_and_is_absent_by_default() {
+    assert_eq!(Config::from_toml_str(MINIMAL).unwrap().cluster, None);
+    let text = format!(
+        "{MINIMAL}\n[cluster]\netcd = [\"http://10.0.0.2:2379\", \"http://10.0.0.3:2379\"]\n"
+    );
+    let c = Config::from_toml_str(&text).unwrap().cluster.unwrap();
+    assert_eq!(c.etcd.len(), 2);
+    assert_eq!(c.prefix, "/switchyard/");
+    assert_eq!(c.name, None);
+    assert_eq!(c.lease_ttl, Duration::from_secs(5));
+    assert_eq!(c.tls, None);
+    let text = format!(
+        "{MINIMAL}\n[cluster]\netcd = [\"https://e:2379\"]\nprefix = \"/sy/prod/\"\nname = \"pi-a\"\nlease_ttl = \"3s\"\ntls = {{ ca = \"ca.pem\" }}\n"
+    );
+    let c = Config::from_toml_str(&text).unwrap().cluster.unwrap();
+    assert_eq!(
+        (c.prefix.as_str(), c.name.as_deref()),
+        ("/sy/prod/", Some("pi-a"))
+    );
+    assert_eq!(c.tls.unwrap().ca, Some(PathBuf::from("ca.pem")));
+}
+
+#[test]
+fn cluster_section_errors_are_collected() {
+    let text = format!(
+        "{MINIMAL}\n[cluster]\netcd = [\"10.0.0.2:2379\", \"http://e:2379\"]\nprefix = \"/no-slash\"\nname = \"bad name\"\nlease_ttl = \"1s\"\ntls = {{ cert = \"c.pem\" }}\n"
+    );
+    let Err(diagnostics) = Config::from_toml_str(&text) else {
+        panic!("accepted");
+    };
+    let all: Vec<String> = diagnostics.iter().map(|d| d.message.clone()).collect();
+    for want in [
+        "is not an http:// or https:// URL",
+        "plain http but cluster.tls is set",
+        "must end with '/'",
+        "bad cluster.name",
+        "between 2s and 60s",
+        "give both cert and key",
+    ] {
+        assert!(all.iter().any(|m| m.contains(want)), "{want}: {all:?}");
+    }
+    let empty = format!("{MINIMAL}\n[cluster]\netcd = []\n");
+    assert!(Config::from_toml_str(&empty).is_err());
+}

@@ -212,12 +212,17 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
         .as_ref()
         .and_then(|p| p.docker.as_ref())
         .map(|d| validate_docker(c, d));
+    let cluster = file
+        .cluster
+        .as_ref()
+        .map(|cl| validate_cluster(c, cl.get_ref(), base));
     Config {
         server,
         admin,
         metrics,
         access_log,
         acme,
+        cluster,
         routes,
         pools,
         notify,
@@ -365,6 +370,94 @@ fn resolve_or(base: &Path, v: &S<String>, default: &str) -> PathBuf {
         base,
         v.as_ref().map(|s| s.get_ref().as_str()).unwrap_or(default),
     )
+}
+
+/// `[cluster]`: etcd endpoints, the fleet's prefix, this instance's name.
+fn validate_cluster(c: &mut Checker<'_>, f: &ClusterFile, base: &Path) -> ClusterConfig {
+    let tls = f.tls.as_ref().map(|t| {
+        let t = t.get_ref();
+        let path = |v: &S<String>| v.as_ref().map(|s| resolve(base, s.get_ref()));
+        if t.cert.is_some() != t.key.is_some() {
+            let span = t.cert.as_ref().or(t.key.as_ref()).map(|s| s.span());
+            c.err(
+                span.unwrap_or(0..0),
+                "cluster.tls: give both cert and key (a client certificate), or neither",
+            );
+        }
+        ClusterTls {
+            ca: path(&t.ca),
+            cert: path(&t.cert),
+            key: path(&t.key),
+        }
+    });
+    if f.etcd.get_ref().is_empty() {
+        c.err(
+            f.etcd.span(),
+            "cluster.etcd: give at least one etcd client URL",
+        );
+    }
+    for e in f.etcd.get_ref() {
+        let url = e.get_ref();
+        let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+        if !scheme_ok
+            || url
+                .split_once("://")
+                .is_none_or(|(_, rest)| rest.is_empty())
+        {
+            c.err(
+                e.span(),
+                format!("cluster.etcd: {url:?} is not an http:// or https:// URL"),
+            );
+        } else if tls.is_some() && url.starts_with("http://") {
+            c.err(
+                e.span(),
+                format!("cluster.etcd: {url:?} is plain http but cluster.tls is set"),
+            );
+        }
+    }
+    let prefix = match &f.prefix {
+        None => "/switchyard/".to_string(),
+        Some(p) if p.get_ref().ends_with('/') && !p.get_ref().contains('\0') => p.get_ref().clone(),
+        Some(p) => {
+            c.err(
+                p.span(),
+                "cluster.prefix must end with '/' (e.g. \"/switchyard/prod/\")",
+            );
+            p.get_ref().clone()
+        }
+    };
+    let name = f.name.as_ref().map(|n| {
+        if !valid_name(n.get_ref()) {
+            c.err(
+                n.span(),
+                format!(
+                    "bad cluster.name {:?}: use letters, digits, '.', '_', '-'",
+                    n.get_ref()
+                ),
+            );
+        }
+        n.get_ref().clone()
+    });
+    let lease_ttl = c.duration(&f.lease_ttl, "cluster.lease_ttl", Duration::from_secs(5));
+    if let Some(s) = &f.lease_ttl {
+        if !(Duration::from_secs(2)..=Duration::from_secs(60)).contains(&lease_ttl) {
+            c.err(s.span(), "cluster.lease_ttl must be between 2s and 60s");
+        }
+    }
+    ClusterConfig {
+        etcd: f
+            .etcd
+            .get_ref()
+            .iter()
+            .map(|e| e.get_ref().clone())
+            .collect(),
+        prefix,
+        name,
+        lease_ttl: lease_ttl
+            .max(Duration::from_secs(2))
+            .min(Duration::from_secs(60)),
+        tls,
+    }
 }
 
 /// `[acme]`: the account, the directory and the challenge.

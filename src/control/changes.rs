@@ -13,6 +13,26 @@ use crate::state::{file_weights, PersistedState, VersionSpec};
 
 // === impl Control ===
 
+/// Whether giving `version` the weight `weight` changes its weight now.
+fn moves(version: &str, weight: Option<u32>, now: &BTreeMap<String, u32>) -> bool {
+    weight.is_some_and(|w| w != now.get(version).copied().unwrap_or(0))
+}
+
+/// Runs a change again when it lost a race to another instance's (in a
+/// fleet; the state that won is adopted before the next try), so two admins
+/// never overwrite each other and neither has to retry by hand.
+fn retried<T>(mut once: impl FnMut() -> Result<T, AdminError>) -> Result<T, AdminError> {
+    for _ in 0..4 {
+        match once() {
+            Err(AdminError::Stale) => continue,
+            r => return r,
+        }
+    }
+    Err(AdminError::Conflict(
+        "the fleet's state keeps changing under this change; try again".into(),
+    ))
+}
+
 impl Control {
     /// `PUT /v1/pools/{pool}/weights`: versions not named keep their weight.
     pub fn set_weights(
@@ -29,6 +49,16 @@ impl Control {
             check_weights(pool, &current, weights)?;
             self.abort_for(pool, who, "weights change")?;
         }
+        retried(|| self.set_weights_once(pool, weights, force, who))
+    }
+
+    fn set_weights_once(
+        &self,
+        pool: &str,
+        weights: &BTreeMap<String, u32>,
+        force: bool,
+        who: &str,
+    ) -> Result<WeightsReply, AdminError> {
         let mut w = self.lock_writer();
         let view = self.snapshot();
         let before = weights_of(&view.effective, pool)
@@ -90,12 +120,20 @@ impl Control {
         let now = self
             .pool_weights(pool)
             .ok_or_else(|| AdminError::UnknownPool(pool.to_string()))?;
-        let moves = |now: &BTreeMap<String, u32>| {
-            weight.is_some_and(|w| w != now.get(version).copied().unwrap_or(0))
-        };
-        if force && moves(&now) {
+        if force && moves(version, weight, &now) {
             self.abort_for(pool, who, "version change")?;
         }
+        retried(|| self.put_version_once(pool, version, backends, weight, who))
+    }
+
+    fn put_version_once(
+        &self,
+        pool: &str,
+        version: &str,
+        backends: &[String],
+        weight: Option<u32>,
+        who: &str,
+    ) -> Result<VersionReply, AdminError> {
         let mut w = self.lock_writer();
         let view = self.snapshot();
         let existing = view
@@ -106,7 +144,11 @@ impl Control {
             .versions
             .get(version)
             .cloned();
-        if moves(&weights_of(&view.effective, pool).unwrap_or_default()) {
+        if moves(
+            version,
+            weight,
+            &weights_of(&view.effective, pool).unwrap_or_default(),
+        ) {
             Self::guard(&view, pool, &format!("giving {version} weight {weight:?}"))?;
         }
         let weight = weight.or(existing.as_ref().map(|v| v.weight)).unwrap_or(0);
@@ -153,6 +195,10 @@ impl Control {
     /// `DELETE /v1/pools/{pool}/versions/{v}`: refused while its weight is
     /// above 0, and for the last version of a pool.
     pub fn delete_version(&self, pool: &str, version: &str, who: &str) -> Result<(), AdminError> {
+        retried(|| self.delete_version_once(pool, version, who))
+    }
+
+    fn delete_version_once(&self, pool: &str, version: &str, who: &str) -> Result<(), AdminError> {
         let mut w = self.lock_writer();
         let view = self.snapshot();
         let p = view

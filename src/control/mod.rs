@@ -37,15 +37,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 
+use crate::cluster::Cluster;
 use crate::config::{Config, PassiveConfig};
 use crate::events::{EventKind, EventLog, NewEvent};
+use crate::metrics::FleetSample;
 use crate::metrics::Metrics;
 use crate::middleware::Middlewares;
 use crate::model::AdminError;
 use crate::routing::RoutingTable;
-use crate::state::{apply_overrides, PersistedState, StateStore};
+use crate::state::{apply_overrides, PersistedState, StateError, StateStore};
 use crate::tls::TlsState;
 use crate::upstream::{Backend, BackendRegistry};
 
@@ -100,6 +102,11 @@ pub struct Control {
     rollout_calls: broadcast::Sender<String>,
     /// Discovery providers' live status, by name.
     providers: Mutex<BTreeMap<String, discovery::ProviderLive>>,
+    /// `[cluster]`: the fleet (its state is in etcd; changes from other
+    /// instances arrive through [`Control::apply_shared`]).
+    cluster: Option<Arc<Cluster>>,
+    /// A single instance always leads its own rollouts.
+    solo_leader: watch::Sender<bool>,
 }
 
 // === impl Control ===
@@ -114,11 +121,15 @@ impl Control {
         events: EventLog,
     ) -> Control {
         let stored = load_store(store.as_ref(), &events);
-        let (effective, kept, notes) = apply_overrides(&file, &stored);
+        let (effective, mut kept, notes) = apply_overrides(&file, &stored);
         for (pool, note) in notes {
             events.record(NewEvent::new("config", EventKind::OverrideDropped, note).pool(pool));
         }
-        if kept != stored {
+        if store.shared() {
+            // The fleet's state, kept as written: other instances' files
+            // may hold what this one drops.
+            kept = stored;
+        } else if kept != stored {
             if let Err(e) = store.save(&kept) {
                 tracing::error!(error = %e, "cannot write the state file");
             }
@@ -163,6 +174,39 @@ impl Control {
             rebuild_wanted: Arc::new(Notify::new()),
             rollout_calls,
             providers: Mutex::new(BTreeMap::new()),
+            cluster: None,
+            solo_leader: watch::Sender::new(true),
+        }
+    }
+
+    /// `[cluster]`: this instance is one of a fleet sharing its state
+    /// through `cluster` (its store must be the cluster's).
+    pub fn clustered(mut self, cluster: Arc<Cluster>) -> Control {
+        cluster.export_connected(self.metrics.cluster_connected());
+        self.cluster = Some(cluster);
+        self
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// True while this instance may run rollouts: always on a single
+    /// instance; in a fleet, while it holds the leadership.
+    pub fn rollout_leadership(&self) -> watch::Receiver<bool> {
+        match &self.cluster {
+            Some(c) => c.leadership(),
+            None => self.solo_leader.subscribe(),
+        }
+    }
+
+    /// The counters of one version the rollout judge reads: this
+    /// instance's, or in a fleet every instance's last publication.
+    pub fn fleet_sample(&self, pool: &str, version: &str) -> FleetSample {
+        let local = self.metrics.sample(pool, version);
+        match &self.cluster {
+            Some(c) => c.fleet_sample(pool, version, local),
+            None => FleetSample::one(local),
         }
     }
 
@@ -297,15 +341,36 @@ impl Control {
     /// Applies a new state: effective config, persist, publish, install.
     /// Nothing changes when any step fails. `writer` must be held.
     fn commit(&self, w: &mut Writer, new_state: PersistedState) -> Result<(), AdminError> {
+        self.commit_as(w, new_state, false)
+    }
+
+    /// [`Control::commit`]; `fenced`: a write only the rollout leader may
+    /// make. In a fleet, a write that lost a race to another instance's
+    /// adopts theirs and is refused with [`AdminError::Stale`] (the caller
+    /// reads again and retries).
+    fn commit_as(
+        &self,
+        w: &mut Writer,
+        new_state: PersistedState,
+        fenced: bool,
+    ) -> Result<(), AdminError> {
         let view = self.view.load_full();
-        let (effective, kept, _notes) = apply_overrides(&view.file, &new_state);
+        let (effective, mut kept, _notes) = apply_overrides(&view.file, &new_state);
         for (name, pool) in &effective.pools {
             Config::check_pool(pool)
                 .map_err(|e| AdminError::Conflict(format!("pool {name}: {e}")))?;
         }
-        w.store
-            .save(&kept)
-            .map_err(|e| AdminError::Store(e.to_string()))?;
+        if w.store.shared() {
+            kept = new_state;
+        }
+        let saved = if fenced {
+            w.store.save_fenced(&kept)
+        } else {
+            w.store.save(&kept)
+        };
+        if let Err(e) = saved {
+            return Err(self.store_refused(w, e));
+        }
         self.publish(Snapshot {
             config_path: view.config_path.clone(),
             file: view.file.clone(),
@@ -314,6 +379,77 @@ impl Control {
             middlewares: view.middlewares.clone(),
         });
         Ok(())
+    }
+}
+
+// === impl Control: the fleet ===
+
+impl Control {
+    /// Why a store refused a write, as an admin error; a write that lost a
+    /// race adopts the state that won it first. `writer` must be held.
+    fn store_refused(&self, w: &mut Writer, e: StateError) -> AdminError {
+        match e {
+            StateError::Unavailable(m) => AdminError::Unavailable(m),
+            StateError::NotLeader => AdminError::Conflict(e.to_string()),
+            StateError::Conflict { fresh, revision } => {
+                self.adopt(w, *fresh, revision);
+                AdminError::Stale
+            }
+            e => AdminError::Store(e.to_string()),
+        }
+    }
+
+    /// `[cluster]`: the fleet's state at `revision` (from etcd's watch or a
+    /// re-read) becomes this instance's: cached locally, published,
+    /// installed. An older revision than the one applied is ignored unless
+    /// `force` (the first read after connecting). Returns whether it applied.
+    /// Blocking (fsync of the cache, table build): call off the workers.
+    pub fn apply_shared(&self, state: PersistedState, revision: i64, force: bool) -> bool {
+        let mut w = self.lock_writer();
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        if !force && revision <= cluster.state_rev() {
+            return false;
+        }
+        self.adopt(&mut w, state, revision);
+        true
+    }
+
+    /// Makes `state` (at `revision`) the current one. `writer` must be held.
+    fn adopt(&self, w: &mut Writer, state: PersistedState, revision: i64) {
+        let view = self.view.load_full();
+        if let Some(c) = &self.cluster {
+            c.set_state_rev(revision);
+            c.note_applied(revision);
+        }
+        if *view.state == state {
+            return;
+        }
+        if let Err(e) = w.store.save_local(&state) {
+            tracing::warn!(error = %e, "cannot update the local cache of the fleet's state");
+        }
+        let (effective, _kept, notes) = apply_overrides(&view.file, &state);
+        for (pool, note) in notes {
+            tracing::warn!(%pool, "{note}");
+        }
+        let changed: Vec<String> = state
+            .rollouts
+            .iter()
+            .filter(|(p, r)| view.state.rollouts.get(*p) != Some(*r))
+            .map(|(p, _)| p.clone())
+            .collect();
+        tracing::info!(revision, "applied the fleet's state");
+        self.publish(Snapshot {
+            config_path: view.config_path.clone(),
+            file: view.file.clone(),
+            effective: Arc::new(effective),
+            state: Arc::new(state),
+            middlewares: view.middlewares.clone(),
+        });
+        for pool in changed {
+            let _ = self.rollout_calls.send(pool);
+        }
     }
 }
 

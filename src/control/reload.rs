@@ -50,7 +50,7 @@ impl Control {
         if listeners_differ(&view.file, &file) {
             notes_out.push("listener addresses, limits, the admin socket or [providers.docker] changed in the file: they take effect at the next restart".to_string());
         }
-        let (effective, kept, notes) = apply_overrides(&file, &view.state);
+        let (effective, mut kept, notes) = apply_overrides(&file, &view.state);
         if let Some(pool) = bent_rollouts(&view, &effective).first() {
             let refused = Self::guard(&view, pool, "a reload that changes its weights")
                 .err()
@@ -59,7 +59,10 @@ impl Control {
             return Err(refused);
         }
         let applied = started.elapsed();
-        if kept != *view.state {
+        if w.store.shared() {
+            // The fleet's state is not this file's to prune.
+            kept = (*view.state).clone();
+        } else if kept != *view.state {
             w.store
                 .save(&kept)
                 .map_err(|e| AdminError::Store(e.to_string()))?;
@@ -177,4 +180,5 @@ fn listeners_differ(a: &Config, b: &Config) -> bool {
         || a.metrics != b.metrics
         || a.access_log != b.access_log
         || a.docker != b.docker
+        || a.cluster != b.cluster
 }

@@ -200,7 +200,7 @@ impl Control {
             }
             RolloutAction::Abort => {
                 let why = format!("aborted by {who}");
-                self.finish_with(&mut r, Status::RolledBack, why, who, true)?
+                self.finish_with(&mut r, Status::RolledBack, why, who, true, false)?
             }
         }
         Ok(r)
@@ -216,8 +216,31 @@ impl Control {
         weights: Option<&BTreeMap<String, u32>>,
         events: Vec<NewEvent>,
     ) -> Result<(), AdminError> {
+        self.save_rollout_as(r, weights, events, false)
+    }
+
+    /// [`Control::save_rollout`] for the rollout runner: in a fleet, refused
+    /// unless this instance still holds the rollout leadership when the
+    /// write lands (etcd checks its lock key in the same transaction), so an
+    /// instance that lost its lease never judges or moves a step.
+    pub fn leader_save_rollout(
+        &self,
+        r: &mut Rollout,
+        weights: Option<&BTreeMap<String, u32>>,
+        events: Vec<NewEvent>,
+    ) -> Result<(), AdminError> {
+        self.save_rollout_as(r, weights, events, true)
+    }
+
+    fn save_rollout_as(
+        &self,
+        r: &mut Rollout,
+        weights: Option<&BTreeMap<String, u32>>,
+        events: Vec<NewEvent>,
+        fenced: bool,
+    ) -> Result<(), AdminError> {
         r.rev += 1;
-        let result = self.commit_rollout(r, weights, events);
+        let result = self.commit_rollout(r, weights, events, fenced);
         if result.is_err() {
             r.rev -= 1;
         }
@@ -229,6 +252,7 @@ impl Control {
         r: &Rollout,
         weights: Option<&BTreeMap<String, u32>>,
         events: Vec<NewEvent>,
+        fenced: bool,
     ) -> Result<(), AdminError> {
         let pool = r.pool.as_str();
         let mut w = self.lock_writer();
@@ -243,7 +267,7 @@ impl Control {
         if let Some(weights) = weights {
             override_weights(&mut state, &view.file, pool, weights);
         }
-        self.commit(&mut w, state)?;
+        self.commit_as(&mut w, state, fenced)?;
         drop(w);
         if let Some(weights) = weights {
             let mut after = before.clone();
@@ -268,11 +292,24 @@ impl Control {
         reason: String,
         who: &str,
     ) -> Result<(), AdminError> {
-        self.finish_with(r, status, reason, who, false)
+        self.finish_with(r, status, reason, who, false, false)
+    }
+
+    /// [`Control::finish_rollout`] for the rollout runner (see
+    /// [`Control::leader_save_rollout`]).
+    pub fn leader_finish_rollout(
+        &self,
+        r: &mut Rollout,
+        status: Status,
+        reason: String,
+        who: &str,
+    ) -> Result<(), AdminError> {
+        self.finish_with(r, status, reason, who, false, true)
     }
 
     /// [`Control::finish_rollout`]; `operator_abort` restores the canary's
-    /// earlier weight too (an abort undoes the rollout exactly).
+    /// earlier weight too (an abort undoes the rollout exactly); `fenced`:
+    /// written as the rollout leader.
     fn finish_with(
         &self,
         r: &mut Rollout,
@@ -280,6 +317,7 @@ impl Control {
         reason: String,
         who: &str,
         operator_abort: bool,
+        fenced: bool,
     ) -> Result<(), AdminError> {
         let now = now_ms();
         r.status = status;
@@ -307,7 +345,7 @@ impl Control {
         };
         let after = json!({ "reason": reason, "last_judgement": r.last, "cooldown_until_ms": r.cooldown_until_ms });
         let event = NewEvent::new(who, kind, what).pool(&r.pool).after(after);
-        self.save_rollout(r, Some(&weights), vec![event])?;
+        self.save_rollout_as(r, Some(&weights), vec![event], fenced)?;
         self.set_rollout_gauges(r);
         Ok(())
     }
@@ -372,7 +410,7 @@ impl Control {
                 return Ok(());
             };
             let why = format!("aborted by {who} to apply a forced {change}");
-            match self.finish_with(&mut r, Status::RolledBack, why, who, true) {
+            match self.finish_with(&mut r, Status::RolledBack, why, who, true, false) {
                 Err(AdminError::Stale) => continue,
                 Err(e) => return Err(e),
                 Ok(()) => {

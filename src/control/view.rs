@@ -64,6 +64,7 @@ impl Control {
             .collect();
         StateView {
             certificates: self.tls.certificates(),
+            cluster: self.cluster().map(|c| c.view()),
             config: view.config_path.as_ref().map(|p| p.display().to_string()),
             last_event: self.events.last_seq(),
             listeners: self.bound(),

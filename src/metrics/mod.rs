@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -35,11 +35,12 @@ pub mod names {
     pub const ACCESS_LOG_DROPPED_TOTAL: &str = "switchyard_access_log_dropped_total";
     pub const PROVIDER_UP: &str = "switchyard_provider_up";
     pub const MIDDLEWARE_REJECTED_TOTAL: &str = "switchyard_middleware_rejected_total";
+    pub const CLUSTER_CONNECTED: &str = "switchyard_cluster_connected";
 }
 
 pub mod window;
 
-pub use window::{Sample, Window, BUCKETS};
+pub use window::{FleetSample, Sample, Window, BUCKETS};
 
 /// Status codes whose counters are resolved ahead; others on first use.
 const COMMON_CODES: [u16; 16] = [
@@ -298,6 +299,20 @@ impl Metrics {
 
     /// Cumulative counts for one version of a pool, summed over routes: the
     /// input of [`Window::between`].
+    /// `switchyard_cluster_connected`, registered only by an instance with
+    /// `[cluster]` (a single instance exports no cluster series).
+    pub fn cluster_connected(&self) -> IntGauge {
+        let g = IntGauge::new(
+            names::CLUSTER_CONNECTED,
+            "1 while this instance reaches etcd ([cluster]), else 0",
+        )
+        .expect("the metric name and help are valid");
+        if let Err(e) = self.registry.register(Box::new(g.clone())) {
+            tracing::warn!(error = %e, "cannot register the cluster gauge");
+        }
+        g
+    }
+
     pub fn sample(&self, pool: &str, version: &str) -> Sample {
         self.sample_where(|p, v| p == pool && v == version)
             .remove(&(pool.to_string(), version.to_string()))

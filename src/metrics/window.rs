@@ -77,9 +77,119 @@ impl Window {
     }
 }
 
+/// Cumulative samples of one version on every instance of a fleet, by
+/// instance name (one entry, named `""`, on a single instance).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FleetSample(pub std::collections::BTreeMap<String, Sample>);
+
+// === impl FleetSample ===
+
+impl FleetSample {
+    /// A single instance's sample.
+    pub fn one(s: Sample) -> FleetSample {
+        FleetSample([(String::new(), s)].into())
+    }
+
+    /// The fleet's window from `earlier` to now: the sum of each instance's
+    /// own window. An instance that appeared meanwhile, or whose counters
+    /// went back (it restarted), counts from zero; one that left counts
+    /// nothing (its traffic since `earlier` is not known).
+    pub fn window_since(&self, earlier: &FleetSample) -> Window {
+        let mut total = Window::empty();
+        for (name, later) in &self.0 {
+            let w = match earlier.0.get(name) {
+                Some(e) if later.requests >= e.requests => Window::between(e, later),
+                _ => Window::between(&empty_like(later), later),
+            };
+            total.add(&w);
+        }
+        total
+    }
+
+    /// Everything counted so far, fleet-wide (a window from zero).
+    pub fn record(&self) -> Window {
+        self.window_since(&FleetSample::default())
+    }
+}
+
+fn empty_like(s: &Sample) -> Sample {
+    Sample {
+        requests: 0,
+        errors: 0,
+        buckets: s.buckets.iter().map(|&(le, _)| (le, 0)).collect(),
+        sum: 0.0,
+    }
+}
+
+impl Window {
+    /// A window with nothing in it (and no buckets yet).
+    pub fn empty() -> Window {
+        Window {
+            requests: 0,
+            errors: 0,
+            buckets: Vec::new(),
+        }
+    }
+
+    /// Adds `other` to this window (buckets by position: every sample has
+    /// the same bounds).
+    pub fn add(&mut self, other: &Window) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        if self.buckets.is_empty() {
+            self.buckets = other.buckets.clone();
+            return;
+        }
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            mine.1 += theirs.1;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample(requests: u64, errors: u64) -> Sample {
+        let mut buckets: Vec<(f64, u64)> = BUCKETS.iter().map(|&b| (b, requests)).collect();
+        buckets.push((f64::INFINITY, requests));
+        Sample {
+            requests,
+            errors,
+            buckets,
+            sum: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_fleet_window_sums_each_instance_and_survives_restarts_and_departures() {
+        let earlier = FleetSample(
+            [
+                ("a".into(), sample(100, 1)),
+                ("b".into(), sample(50, 0)),
+                ("gone".into(), sample(9, 9)),
+            ]
+            .into(),
+        );
+        let later = FleetSample(
+            [
+                ("a".into(), sample(130, 3)),  // +30, +2
+                ("b".into(), sample(5, 1)),    // restarted: 5, 1 from zero
+                ("new".into(), sample(10, 0)), // appeared: 10 from zero
+            ]
+            .into(),
+        );
+        let w = later.window_since(&earlier);
+        assert_eq!((w.requests, w.errors), (45, 3));
+        assert_eq!(w.buckets.last().unwrap().1, 45);
+        assert_eq!(later.record().requests, 145);
+        assert_eq!(
+            FleetSample::one(sample(7, 0))
+                .window_since(&FleetSample::one(sample(2, 0)))
+                .requests,
+            5
+        );
+    }
 
     fn window(counts: &[u64]) -> Window {
         // Cumulative counts per BUCKETS bound, then +Inf.

@@ -25,6 +25,9 @@ pub struct StateView {
     /// One entry per ACME domain and per certificate file.
     #[serde(default)]
     pub certificates: BTreeMap<String, CertificateView>,
+    /// `[cluster]` only: etcd, the fleet's instances and its rollout leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterView>,
     /// The config file, when there is one.
     pub config: Option<String>,
     /// The sequence number of the newest audit event.
@@ -69,6 +72,54 @@ pub struct ProviderView {
     /// Containers ignored and why (a pool of the config file, a bad label ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<String>,
+}
+
+/// `[cluster]`: how this instance sees the fleet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The revision of the fleet's state this instance applied last (0:
+    /// none yet, it serves what its local cache held at start).
+    pub applied_revision: i64,
+    /// Whether this instance reaches etcd now.
+    pub connected: bool,
+    /// The etcd members as the last status check saw them.
+    #[serde(default)]
+    pub etcd: Vec<EtcdMemberView>,
+    /// Every instance publishing under the prefix (this one included).
+    #[serde(default)]
+    pub instances: BTreeMap<String, InstanceView>,
+    /// Why the last etcd call failed, while it matters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The instance holding the rollout leadership, when one is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// This instance.
+    pub name: String,
+    pub prefix: String,
+}
+
+/// One etcd member.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EtcdMemberView {
+    pub client_urls: Vec<String>,
+    /// Member id, hex.
+    pub id: String,
+    /// Whether it is the raft leader of etcd.
+    pub leader: bool,
+    pub name: String,
+    /// Whether it answered the last status check.
+    pub reachable: bool,
+}
+
+/// One switchyard instance of the fleet, as it last published itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceView {
+    pub applied_revision: i64,
+    /// Whether it holds the rollout leadership.
+    pub leader: bool,
+    /// Wall-clock milliseconds of its last publication.
+    pub published_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -36,6 +36,10 @@ pub enum AdminError {
     Store(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// `[cluster]`: etcd cannot be reached, so the change cannot be made for
+    /// the fleet; nothing changed here either.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -51,6 +55,7 @@ impl AdminError {
             Conflict(_) | Stale | NoConfigFile => StatusCode::CONFLICT,
             PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Store(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -78,6 +83,7 @@ mod tests {
         assert_eq!(AdminError::NoConfigFile.status(), 409);
         assert_eq!(AdminError::PayloadTooLarge(String::new()).status(), 413);
         assert_eq!(AdminError::Store(String::new()).status(), 500);
+        assert_eq!(AdminError::Unavailable(String::new()).status(), 503);
         assert_eq!(
             AdminError::unknown_version("app", "v9").to_string(),
             "pool app has no version \"v9\""

@@ -76,6 +76,13 @@ pub enum EventKind {
     /// a host routed elsewhere, a bad label): it is ignored.
     #[serde(rename = "provider.refused")]
     ProviderRefused,
+    /// `[cluster]`: this instance became, or stopped being, the fleet's
+    /// rollout leader.
+    #[serde(rename = "cluster.leader")]
+    ClusterLeader,
+    /// `[cluster]`: the connection to etcd was lost or came back.
+    #[serde(rename = "cluster.connection")]
+    ClusterConnection,
     /// A kind this build does not know (an events file from a newer one).
     #[serde(other, rename = "unknown")]
     Unknown,
@@ -116,6 +123,8 @@ impl EventKind {
             ProviderDown => "provider.down",
             ProviderUp => "provider.up",
             ProviderRefused => "provider.refused",
+            ClusterLeader => "cluster.leader",
+            ClusterConnection => "cluster.connection",
             Unknown => "unknown",
         }
     }
@@ -135,6 +144,10 @@ pub struct Event {
     pub time: String,
     /// `uid:1000` for an admin-socket peer, or `config`, `health`, `rollout`, `signal:SIGHUP`.
     pub who: String,
+    /// `[cluster]`: the instance that recorded it (events of the whole fleet
+    /// are shared); left out on a single instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     pub kind: EventKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,

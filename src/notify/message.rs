@@ -86,6 +86,7 @@ mod tests {
             seq: 7,
             time: "2026-12-04T15:02:11.412Z".into(),
             who: "rollout".into(),
+            instance: None,
             kind,
             pool: Some("app".into()),
             what: "green rolled back in app, weights back to blue=100 green=0: p99 <a & b>".into(),

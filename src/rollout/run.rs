@@ -14,7 +14,7 @@ use super::judge::{judge, Judged};
 use super::MAX_WAITS;
 use crate::control::{now_ms, Control};
 use crate::events::{EventKind, NewEvent};
-use crate::metrics::{Sample, Window};
+use crate::metrics::{FleetSample, Window};
 use crate::model::rollout::{Judgement, Rollout, Status, TestResult, Verdict};
 use crate::model::AdminError;
 
@@ -29,29 +29,55 @@ struct Task {
 }
 
 /// Runs every active rollout until `shutdown`; their state stays in the
-/// store for the next start.
+/// store for the next start. In a fleet (`[cluster]`) only the instance
+/// holding the rollout leadership runs them: it resumes every active
+/// rollout when it takes the leadership, and stops them all the moment it
+/// loses it (the next leader resumes them at the stored step).
 pub async fn supervise(control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
-    let mut calls = control.rollout_calls();
-    let mut tasks: HashMap<String, Task> = HashMap::new();
-    resume_all(&control, &mut tasks);
+    let mut lead = control.rollout_leadership();
+    let mut first = true;
     loop {
         tokio::select! {
+            r = lead.wait_for(|l| *l) => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        if lead_while(&control, &mut lead, &mut shutdown, first).await {
+            return;
+        }
+        first = false;
+    }
+}
+
+/// Runs the rollouts while this instance leads. True on shutdown.
+async fn lead_while(
+    control: &Arc<Control>,
+    lead: &mut watch::Receiver<bool>,
+    shutdown: &mut watch::Receiver<bool>,
+    first: bool,
+) -> bool {
+    let mut calls = control.rollout_calls();
+    let mut tasks: HashMap<String, Task> = HashMap::new();
+    resume_all(control, &mut tasks, first);
+    let stop = loop {
+        tokio::select! {
             call = calls.recv() => match call {
-                Ok(pool) => follow(&control, &mut tasks, &pool),
+                Ok(pool) => follow(control, &mut tasks, &pool),
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     let pools: Vec<String> = control.snapshot().state.rollouts.keys().cloned().collect();
                     for pool in pools {
-                        follow(&control, &mut tasks, &pool);
+                        follow(control, &mut tasks, &pool);
                     }
                 }
-                Err(broadcast::error::RecvError::Closed) => break,
+                Err(broadcast::error::RecvError::Closed) => break true,
             },
-            _ = shutdown.changed() => break,
+            r = lead.wait_for(|l| !*l) => break r.is_err(),
+            _ = shutdown.changed() => break true,
         }
-    }
+    };
     for (_, t) in tasks {
         t.task.abort();
     }
+    stop
 }
 
 /// An operator started or steered `pool`'s rollout: wake its task, or start
@@ -74,12 +100,18 @@ fn spawn(control: &Arc<Control>, tasks: &mut HashMap<String, Task>, pool: &str) 
     }
 }
 
-/// Resumes every active rollout from the store (at start).
-fn resume_all(control: &Arc<Control>, tasks: &mut HashMap<String, Task>) {
+/// Resumes every active rollout from the store (at start, or when this
+/// instance takes over the leadership of a fleet).
+fn resume_all(control: &Arc<Control>, tasks: &mut HashMap<String, Task>, first: bool) {
     let stored = control.snapshot().state.rollouts.clone();
+    let how = match control.cluster() {
+        Some(c) => format!("taken over by {} (the rollout leader now)", c.name),
+        None if first => "resumed after a restart".to_string(),
+        None => "resumed".to_string(),
+    };
     for (pool, r) in stored.iter().filter(|(_, r)| r.status.is_active()) {
         let what = format!(
-            "rollout of {} in {pool} resumed after a restart at step {}/{} ({}%), {}",
+            "rollout of {} in {pool} {how} at step {}/{} ({}%), {}",
             r.canary,
             r.step + 1,
             r.plan.steps.len(),
@@ -126,7 +158,7 @@ async fn run(c: Arc<Control>, pool: String, wake: Arc<Notify>) {
 
 /// Where the step's window began: the canary's and the stable's samples.
 /// Windows of one step accumulate until the step is decided.
-type WindowStart = (usize, Sample, Sample);
+type WindowStart = (usize, FleetSample, FleetSample);
 
 /// A fresh rollout passes the smoke gate before any traffic moves. False
 /// when it failed and the rollout was rolled back.
@@ -178,7 +210,7 @@ async fn turn(
         let entered = vec![step_event(&r)];
         let weights = r.step_weights();
         let saved = off(c, move |c| {
-            let result = c.save_rollout(&mut r, Some(&weights), entered);
+            let result = c.leader_save_rollout(&mut r, Some(&weights), entered);
             (result, r)
         });
         let Some((result, saved)) = saved.await else {
@@ -201,8 +233,8 @@ async fn turn(
     let start = match window.take() {
         Some((step, a, b)) if step == r.step => (a, b),
         _ => (
-            c.metrics.sample(pool, &r.canary),
-            c.metrics.sample(pool, &r.stable),
+            c.fleet_sample(pool, &r.canary),
+            c.fleet_sample(pool, &r.stable),
         ),
     };
     if let Some(flow) = wait_window(c, &mut r, wake).await {
@@ -263,7 +295,9 @@ async fn wait_window(c: &Arc<Control>, r: &mut Rollout, wake: &Notify) -> Option
 
 /// Ends the rollout; a stale write (an admin call landed) goes round again.
 async fn end(c: &Arc<Control>, mut r: Rollout, status: Status, why: String) -> Flow {
-    let ended = off(c, move |c| c.finish_rollout(&mut r, status, why, "rollout"));
+    let ended = off(c, move |c| {
+        c.leader_finish_rollout(&mut r, status, why, "rollout")
+    });
     match ended.await {
         Some(Ok(())) | None => Flow::Done,
         Some(Err(_)) => Flow::Again,
@@ -272,7 +306,7 @@ async fn end(c: &Arc<Control>, mut r: Rollout, status: Status, why: String) -> F
 
 /// [`end`] from a blocking context (a judgement already off the workers).
 fn end_now(c: &Control, r: &mut Rollout, status: Status, why: String) -> Flow {
-    match c.finish_rollout(r, status, why, "rollout") {
+    match c.leader_finish_rollout(r, status, why, "rollout") {
         Ok(()) => Flow::Done,
         Err(_) => Flow::Again,
     }
@@ -285,18 +319,18 @@ fn end_now(c: &Control, r: &mut Rollout, status: Status, why: String) -> Flow {
 fn judge_window(
     c: &Control,
     mut r: Rollout,
-    start: &(Sample, Sample),
+    start: &(FleetSample, FleetSample),
     applied_step: &mut Option<usize>,
 ) -> (Flow, bool) {
     let pool = r.pool.clone();
     let at_full = r.percent() >= 100;
-    let canary_w = Window::between(&start.0, &c.metrics.sample(&pool, &r.canary));
+    // In a fleet: the sum of every instance's window.
+    let canary_w = c.fleet_sample(&pool, &r.canary).window_since(&start.0);
     let stable_w = if at_full {
         // Everything is on the canary: compare with the stable's record.
-        let record = &start.1;
-        Window::between(&empty_like(record), record)
+        start.1.record()
     } else {
-        Window::between(&start.1, &c.metrics.sample(&pool, &r.stable))
+        c.fleet_sample(&pool, &r.stable).window_since(&start.1)
     };
     let window = r.waits + 1;
     let judged = judge(&canary_w, &stable_w, &r.plan, r.looks + 1);
@@ -336,7 +370,7 @@ fn judge_window(
             r.waits = 0;
             r.looks = 0;
             if at_full || r.step + 1 >= r.plan.steps.len() {
-                if c.save_rollout(&mut r, None, events).is_err() {
+                if c.leader_save_rollout(&mut r, None, events).is_err() {
                     return (Flow::Again, false);
                 }
                 return (
@@ -360,7 +394,7 @@ fn judge_window(
         }
     }
     if r.failures >= r.plan.failure_limit {
-        if c.save_rollout(&mut r, None, events).is_err() {
+        if c.leader_save_rollout(&mut r, None, events).is_err() {
             return (Flow::Again, false);
         }
         let why = format!("{} failed judgement(s): {reason}", r.failures);
@@ -369,7 +403,7 @@ fn judge_window(
     if verdict != Verdict::Pass {
         r.step_started_ms = now_ms();
     }
-    match c.save_rollout(&mut r, next_weights.as_ref(), events) {
+    match c.leader_save_rollout(&mut r, next_weights.as_ref(), events) {
         Ok(()) if next_weights.is_some() => {
             *applied_step = Some(r.step);
             c.set_rollout_gauges(&r);
@@ -490,15 +524,6 @@ fn step_event(r: &Rollout) -> NewEvent {
     );
     let after = json!({ "step": r.step + 1, "percent": r.percent() });
     event(EventKind::RolloutStep, &r.pool, what, after)
-}
-
-fn empty_like(s: &Sample) -> Sample {
-    Sample {
-        requests: 0,
-        errors: 0,
-        buckets: s.buckets.iter().map(|&(le, _)| (le, 0)).collect(),
-        sum: 0.0,
-    }
 }
 
 fn pct(x: Option<f64>) -> String {

@@ -21,6 +21,21 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A shared store (etcd) cannot be reached: nothing was written.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A shared store holds a newer state than the one this write was made
+    /// against (another instance wrote first): nothing was written; `fresh`
+    /// is what it holds, at `revision`.
+    #[error("another instance changed the shared state meanwhile")]
+    Conflict {
+        fresh: Box<PersistedState>,
+        revision: i64,
+    },
+    /// A write only the rollout leader may make, from an instance that no
+    /// longer holds the leadership: nothing was written.
+    #[error("this instance is not the rollout leader (any more)")]
+    NotLeader,
 }
 
 /// Where the state lives.
@@ -31,6 +46,22 @@ pub trait StateStore: Send + Sync {
     fn save(&self, state: &PersistedState) -> Result<(), StateError>;
     /// A name for logs.
     fn describe(&self) -> String;
+    /// Stores a write only the rollout leader may make: refused with
+    /// [`StateError::NotLeader`] once this instance lost the leadership. A
+    /// store of one instance has no leader to check.
+    fn save_fenced(&self, state: &PersistedState) -> Result<(), StateError> {
+        self.save(state)
+    }
+    /// Keeps `state` as this instance's local copy only: for a shared
+    /// store, the cache served when it cannot be reached at start.
+    fn save_local(&self, state: &PersistedState) -> Result<(), StateError> {
+        self.save(state)
+    }
+    /// Whether the store is shared by several instances (each applies it to
+    /// its own config file, so it is stored as written, never pruned).
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// The JSON state file.
