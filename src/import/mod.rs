@@ -20,6 +20,7 @@
 mod compose;
 mod dynamic;
 mod emit;
+mod middleware;
 mod model;
 
 mod tree;

@@ -188,7 +188,7 @@ services:
     assert_eq!(i.warnings.len(), 2, "{w}");
     for needle in [
         "traefik.http.routers.app.colour",
-        "middleware \"auth\" (basicauth)",
+        "unsupported hash",
         "traefik.docker.network",
         "TCP/UDP",
     ] {
@@ -386,7 +386,7 @@ fn rules_switchyard_cannot_route_are_left_out_with_a_reason() {
     let dynamic = r#"
 http:
   routers:
-    api: {rule: "Host(`a.example.com`) && PathPrefix(`/api`)", service: api}
+    api: {rule: "Host(`a.example.com`) && ClientIP(`10.0.0.0/8`)", service: api}
     site: {rule: "Host(`a.example.com`)", service: site}
     mirror: {rule: "Host(`m.example.com`)", service: m}
     dash: {rule: "Host(`traefik.example.com`)", service: api@internal}
@@ -400,7 +400,7 @@ http:
     assert_eq!(c.routes.len(), 1);
     assert_eq!(c.routes[0].pool, "site");
     for needle in [
-        "router \"api\": (Host(`a.example.com`) && PathPrefix(`/api`)) matches more than the host",
+        "router \"api\": Host(`a.example.com`) && ClientIP(`10.0.0.0/8`): ClientIP(`10.0.0.0/8`) matches the client's address",
         "router \"mirror\": service \"m\" is a mirroring service",
         "router \"dash\" serves Traefik's own api@internal",
     ] {
