@@ -476,7 +476,7 @@ pub(super) fn build(t: &mut Traefik, inputs: &[PathBuf]) -> Result<String, Impor
     let mut routes_text = String::new();
     let mut any_tls = false;
     // Each host's TLS, decided once (its notes too).
-    let mut host_tls: BTreeMap<usize, (Option<bool>, Option<(String, String)>)> = BTreeMap::new();
+    let mut host_tls: BTreeMap<usize, HostTls> = BTreeMap::new();
     let priorities = b.priorities(&hosts, &routes);
     for p in &pools {
         for &i in &p.routes {
@@ -523,6 +523,9 @@ pub(super) fn build(t: &mut Traefik, inputs: &[PathBuf]) -> Result<String, Impor
     }
     Ok(out)
 }
+
+/// A host's TLS: `tls = "acme"` (and whether plain HTTP stays), or files.
+type HostTls = (Option<bool>, Option<(String, String)>);
 
 /// What [`Builder::add_router`] gathers over every router.
 #[derive(Default)]
@@ -703,9 +706,6 @@ impl Builder<'_> {
         if let Some(s) = &service {
             found.routed.insert(s.clone());
         }
-        let priority = r.priority.unwrap_or_else(|| {
-            i64::try_from(r.rule.as_deref().map_or(0, str::len)).unwrap_or(i64::MAX)
-        });
         for alt in alternatives {
             let hi = match found.hosts.iter().position(|e| e.host == alt.host.host) {
                 Some(i) => i,
@@ -742,41 +742,61 @@ impl Builder<'_> {
                 headers: alt.headers,
                 query: alt.query,
             };
-            let existing = found
-                .routes
-                .iter_mut()
-                .find(|x| x.host == hi && x.conds == conds);
-            match existing {
-                Some(x) => {
-                    x.members.insert(s.clone());
-                    if !x.routers.iter().any(|n| n == rname) {
-                        x.routers.push(rname.to_string());
-                    }
-                    if x.middlewares != chain.names {
-                        self.t.note(format!(
-                            "host {}: routers {} share a rule but not their middlewares; the route uses {:?}'s ({})",
-                            found.hosts[hi].host,
-                            x.routers.join(", "),
-                            x.routers[0],
-                            if x.middlewares.is_empty() { "none".to_string() } else { x.middlewares.join(", ") }
-                        ));
-                    }
-                    x.priority = x.priority.max(priority);
-                    x.explicit_priority |= r.priority.is_some();
-                }
-                None => found.routes.push(RouteEntry {
-                    host: hi,
-                    conds,
-                    members: BTreeSet::from([s.clone()]),
-                    routers: vec![rname.to_string()],
-                    middlewares: chain.names.clone(),
-                    priority,
-                    explicit_priority: r.priority.is_some(),
-                    origin: r.origin.clone(),
-                }),
-            }
+            self.add_route(found, hi, conds, (s, chain), (rname, r));
         }
         Ok(())
+    }
+
+    /// A route for one alternative of a router, or the router joins the
+    /// route of another with the same host and conditions.
+    fn add_route(
+        &mut self,
+        found: &mut Found,
+        hi: usize,
+        conds: Conds,
+        (service, chain): (&str, &Chain),
+        (rname, r): (&str, &Router),
+    ) {
+        // Traefik's: the explicit priority, else the rule's length.
+        let priority = r.priority.unwrap_or_else(|| {
+            i64::try_from(r.rule.as_deref().map_or(0, str::len)).unwrap_or(i64::MAX)
+        });
+        let existing = found
+            .routes
+            .iter_mut()
+            .find(|x| x.host == hi && x.conds == conds);
+        let Some(x) = existing else {
+            found.routes.push(RouteEntry {
+                host: hi,
+                conds,
+                members: BTreeSet::from([service.to_string()]),
+                routers: vec![rname.to_string()],
+                middlewares: chain.names.clone(),
+                priority,
+                explicit_priority: r.priority.is_some(),
+                origin: r.origin.clone(),
+            });
+            return;
+        };
+        x.members.insert(service.to_string());
+        if !x.routers.iter().any(|n| n == rname) {
+            x.routers.push(rname.to_string());
+        }
+        if x.middlewares != chain.names {
+            let theirs = if x.middlewares.is_empty() {
+                "none".to_string()
+            } else {
+                x.middlewares.join(", ")
+            };
+            self.t.note(format!(
+                "host {}: routers {} share a rule but not their middlewares; the route uses {:?}'s ({theirs})",
+                found.hosts[hi].host,
+                x.routers.join(", "),
+                x.routers[0],
+            ));
+        }
+        x.priority = x.priority.max(priority);
+        x.explicit_priority |= r.priority.is_some();
     }
 
     /// Traefik's order for the routes of each host that has several: the

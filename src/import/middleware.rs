@@ -282,6 +282,27 @@ fn headers(r: &mut Reading<'_>, t: &mut Traefik) -> Result<MiddlewareSpec, Impor
             out.insert(ours.into(), Value::Boolean(true));
         }
     }
+    single_fields(r, &mut out, &mut response)?;
+    if !response.is_empty() {
+        out.insert("response".into(), Value::Table(response));
+    }
+    drop_unsupported_headers(r);
+    if out.is_empty() && !r.dropped.is_empty() {
+        return Ok(MiddlewareSpec::NotCarried {
+            reason: "none of its options can be carried over".into(),
+            guard: false,
+        });
+    }
+    Ok(carried("headers", out))
+}
+
+/// The options that set one response field: ours where switchyard has a
+/// key, else `response.set` (an explicit custom header wins).
+fn single_fields(
+    r: &mut Reading<'_>,
+    out: &mut Table,
+    response: &mut Table,
+) -> Result<(), ImportError> {
     // Options that set one response field.
     for (traefik, ours, field) in [
         (
@@ -334,9 +355,11 @@ fn headers(r: &mut Reading<'_>, t: &mut Traefik) -> Result<MiddlewareSpec, Impor
             }
         }
     }
-    if !response.is_empty() {
-        out.insert("response".into(), Value::Table(response));
-    }
+    Ok(())
+}
+
+/// Notes for the `headers` options switchyard has no counterpart for.
+fn drop_unsupported_headers(r: &mut Reading<'_>) {
     let cors = HEADERS_KEYS
         .iter()
         .filter(|k| k.starts_with("accessControl") || **k == "addVaryHeader")
@@ -372,13 +395,6 @@ fn headers(r: &mut Reading<'_>, t: &mut Traefik) -> Result<MiddlewareSpec, Impor
         "switchyard sends Strict-Transport-Security on its own HTTPS answers (force_hsts for all)",
     );
     r.drop_present("isDevelopment", "a development switch of Traefik's");
-    if out.is_empty() && !r.dropped.is_empty() {
-        return Ok(MiddlewareSpec::NotCarried {
-            reason: "none of its options can be carried over".into(),
-            guard: false,
-        });
-    }
-    Ok(carried("headers", out))
 }
 
 // ---------------------------------------------------------------------------

@@ -459,14 +459,37 @@ fn dnf(rule: &Rule) -> Result<Vec<Vec<Lit>>, String> {
     }
 }
 
+/// The conditions of one alternative, gathered matcher by matcher.
+#[derive(Default)]
+struct Gathered {
+    host: Option<RuleHost>,
+    path: Option<RulePath>,
+    methods: Option<Vec<String>>,
+    headers: Vec<(String, RuleValue)>,
+    query: Vec<(String, RuleValue)>,
+}
+
 /// One alternative as a route, or why a route cannot carry it.
 fn to_route(lits: &[Lit]) -> Result<RuleRoute, String> {
-    let mut host: Option<RuleHost> = None;
-    let mut path: Option<RulePath> = None;
-    let mut methods: Option<Vec<String>> = None;
-    let mut headers: Vec<(String, RuleValue)> = Vec::new();
-    let mut query: Vec<(String, RuleValue)> = Vec::new();
+    let mut g = Gathered::default();
     for l in lits {
+        g.add(l)?;
+    }
+    let host = g
+        .host
+        .ok_or("it names no host, and a switchyard route needs one")?;
+    Ok(RuleRoute {
+        host,
+        path: g.path,
+        methods: g.methods.unwrap_or_default(),
+        headers: g.headers,
+        query: g.query,
+    })
+}
+
+impl Gathered {
+    /// Adds one matcher, or says why the alternative cannot be a route.
+    fn add(&mut self, l: &Lit) -> Result<(), String> {
         if l.not {
             return Err(format!(
                 "{} negates a matcher, which a switchyard route cannot",
@@ -483,12 +506,12 @@ fn to_route(lits: &[Lit]) -> Result<RuleRoute, String> {
             "host" | "hostheader" => {
                 let h = one("host")?.trim().to_ascii_lowercase();
                 set_host(
-                    &mut host,
+                    &mut self.host,
                     RuleHost {
                         host: h,
                         approximated_from: None,
                     },
-                )?;
+                )
             }
             "hostregexp" => {
                 let re = one("regular expression")?;
@@ -496,36 +519,24 @@ fn to_route(lits: &[Lit]) -> Result<RuleRoute, String> {
                     format!("HostRegexp(`{re}`) is not a simple *.domain pattern")
                 })?;
                 set_host(
-                    &mut host,
+                    &mut self.host,
                     RuleHost {
                         host: h,
                         approximated_from: Some(re.to_string()),
                     },
-                )?;
+                )
             }
-            "path" => set_path(&mut path, RulePath::Exact(plain_path(one("path")?)?))?,
-            "pathprefix" => {
-                let p = plain_path(one("path")?)?;
+            "path" => set_path(&mut self.path, RulePath::Exact(plain_path(one("path")?)?)),
+            "pathprefix" => match plain_path(one("path")?)? {
                 // `PathPrefix(`/`)` matches every request: no condition.
-                if p != "/" {
-                    set_path(&mut path, RulePath::Prefix(p))?;
-                }
-            }
-            "pathregexp" => set_path(&mut path, RulePath::Regex(one("regular expression")?.into()))?,
-            "method" => {
-                if l.args.is_empty() {
-                    return Err(format!("{} names no method", l.show()));
-                }
-                let these: Vec<String> = l.args.iter().map(|m| m.trim().to_ascii_uppercase()).collect();
-                let kept: Vec<String> = match methods.take() {
-                    None => these,
-                    Some(before) => before.into_iter().filter(|m| these.contains(m)).collect(),
-                };
-                if kept.is_empty() {
-                    return Err("no method meets every Method() of it: it never matches".into());
-                }
-                methods = Some(kept);
-            }
+                p if p == "/" => Ok(()),
+                p => set_path(&mut self.path, RulePath::Prefix(p)),
+            },
+            "pathregexp" => set_path(
+                &mut self.path,
+                RulePath::Regex(one("regular expression")?.into()),
+            ),
+            "method" => self.methods(l),
             "header" | "headers" | "headerregexp" | "headersregexp" => {
                 let regex = l.name.to_ascii_lowercase().contains("regexp");
                 let [name, value] = l.args.as_slice() else {
@@ -536,12 +547,14 @@ fn to_route(lits: &[Lit]) -> Result<RuleRoute, String> {
                     (v, false) => RuleValue::Exact(v.to_string()),
                     (v, true) => RuleValue::Regex(v.to_string()),
                 };
-                set_value(&mut headers, name.trim().to_ascii_lowercase(), want, "header")?;
+                let name = name.trim().to_ascii_lowercase();
+                set_value(&mut self.headers, name, want, "header")
             }
             "query" => {
                 for (k, want) in query_args(l)? {
-                    set_value(&mut query, k, want, "query parameter")?;
+                    set_value(&mut self.query, k, want, "query parameter")?;
                 }
+                Ok(())
             }
             "queryregexp" => {
                 let (k, want) = match l.args.as_slice() {
@@ -549,25 +562,36 @@ fn to_route(lits: &[Lit]) -> Result<RuleRoute, String> {
                     [k, re] => (k.clone(), RuleValue::Regex(re.clone())),
                     _ => return Err(format!("{} takes a name and a regular expression", l.show())),
                 };
-                set_value(&mut query, k, want, "query parameter")?;
+                set_value(&mut self.query, k, want, "query parameter")
             }
-            "clientip" => {
-                return Err(format!(
-                    "{} matches the client's address, which a switchyard route does not (an ip_allow middleware answers 403 instead of trying the next router)",
-                    l.show()
-                ))
-            }
-            _ => return Err(format!("{} is not a matcher switchyard knows", l.show())),
+            "clientip" => Err(format!(
+                "{} matches the client's address, which a switchyard route does not (an ip_allow middleware answers 403 instead of trying the next router)",
+                l.show()
+            )),
+            _ => Err(format!("{} is not a matcher switchyard knows", l.show())),
         }
     }
-    let host = host.ok_or("it names no host, and a switchyard route needs one")?;
-    Ok(RuleRoute {
-        host,
-        path,
-        methods: methods.unwrap_or_default(),
-        headers,
-        query,
-    })
+
+    /// `Method(...)`: any of its methods; two of them, the ones in both.
+    fn methods(&mut self, l: &Lit) -> Result<(), String> {
+        if l.args.is_empty() {
+            return Err(format!("{} names no method", l.show()));
+        }
+        let these: Vec<String> = l
+            .args
+            .iter()
+            .map(|m| m.trim().to_ascii_uppercase())
+            .collect();
+        let kept: Vec<String> = match self.methods.take() {
+            None => these,
+            Some(before) => before.into_iter().filter(|m| these.contains(m)).collect(),
+        };
+        if kept.is_empty() {
+            return Err("no method meets every Method() of it: it never matches".into());
+        }
+        self.methods = Some(kept);
+        Ok(())
+    }
 }
 
 fn set_host(slot: &mut Option<RuleHost>, h: RuleHost) -> Result<(), String> {
