@@ -373,15 +373,19 @@ fn drop_implicit(t: &mut Traefik) {
     if t.exposed_by_default != Some(false) {
         return;
     }
-    for (at, routers, services) in std::mem::take(&mut t.implicit) {
-        for r in &routers {
+    for gone in std::mem::take(&mut t.implicit) {
+        for r in &gone.routers {
             t.routers.remove(r);
         }
-        for s in &services {
+        for s in &gone.services {
             t.services.remove(s);
         }
+        for m in &gone.middlewares {
+            t.middlewares.remove(m);
+        }
         t.note(format!(
-            "{at}: no traefik.enable=true, and providers.docker.exposedByDefault is false: Traefik ignores this container; not imported"
+            "{}: no traefik.enable=true, and providers.docker.exposedByDefault is false: Traefik ignores this container; not imported",
+            gone.at
         ));
     }
 }

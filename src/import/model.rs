@@ -22,9 +22,9 @@ pub(super) struct Traefik {
     pub metrics: Option<String>,
     /// `providers.docker.exposedByDefault` of the static configuration.
     pub exposed_by_default: Option<bool>,
-    /// Containers without `traefik.enable=true`: (where, their routers,
-    /// their services), dropped when `exposedByDefault` is false.
-    pub implicit: Vec<(String, Vec<String>, Vec<String>)>,
+    /// Containers without `traefik.enable=true`, dropped when
+    /// `exposedByDefault` is false.
+    pub implicit: Vec<Implicit>,
     /// `accessLog`: (`json` or `common`, the file path if any, where).
     pub access_log: Option<(String, Option<String>, String)>,
     /// `tls.certificates` of dynamic files: (certFile, keyFile, where).
@@ -33,6 +33,17 @@ pub(super) struct Traefik {
     pub notes: Vec<String>,
     /// Keys and labels the importer does not know (also reported on stderr).
     pub unknown: Vec<String>,
+}
+
+/// What a container without `traefik.enable=true` defined.
+#[derive(Debug)]
+pub(super) struct Implicit {
+    /// Where: `compose.yml: services.app`.
+    pub at: String,
+    pub routers: Vec<String>,
+    pub services: Vec<String>,
+    /// Keys (`name@docker`).
+    pub middlewares: Vec<String>,
 }
 
 /// Where something was defined, for messages: `compose.yml: traefik.http.routers.app`.

@@ -1322,3 +1322,29 @@ fn odd_middleware_and_rule_inputs_never_panic() {
         }
     }
 }
+
+#[test]
+fn middlewares_of_containers_traefik_ignores_are_not_found() {
+    // exposedByDefault=false: a container without traefik.enable=true is
+    // not Traefik's, nor are the middlewares its labels define.
+    let compose = r#"
+services:
+  auth:
+    expose: ["80"]
+    labels:
+      - traefik.http.middlewares.gate.ipallowlist.sourcerange=10.0.0.0/8
+  app:
+    expose: ["80"]
+    labels:
+      - traefik.enable=true
+      - traefik.http.routers.app.rule=Host(`app.test`)
+      - traefik.http.routers.app.middlewares=gate
+"#;
+    let statik = "providers:\n  docker:\n    exposedByDefault: false\n";
+    let i = import(&[("compose.yml", compose), ("traefik.yml", statik)]);
+    assert!(config(&i).routes.is_empty(), "{}", i.toml);
+    notes_have(&i, "middleware \"gate\" is not defined");
+    // Exposed by default: the same labels protect the route.
+    let i = import(&[("compose.yml", compose)]);
+    assert_eq!(config(&i).routes[0].middlewares, ["gate"]);
+}

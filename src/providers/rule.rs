@@ -318,6 +318,8 @@ pub struct RuleRoutes {
 
 /// Most alternatives (`||` spread over `&&`) a rule may come to.
 pub const MAX_ALTERNATIVES: usize = 64;
+/// Most matchers all the alternatives of a rule may hold together.
+const MAX_MATCHERS: usize = 4096;
 
 /// One matcher of an alternative, maybe negated.
 #[derive(Debug, Clone)]
@@ -408,8 +410,12 @@ fn expand(name: &str, args: &[String]) -> Vec<Vec<Lit>> {
 
 /// The rule as alternatives of matchers that must all hold.
 fn dnf(rule: &Rule) -> Result<Vec<Vec<Lit>>, String> {
-    let too_many =
-        || format!("the rule comes to more than {MAX_ALTERNATIVES} alternatives; not carried over");
+    let too_many = || {
+        format!(
+            "the rule comes to more than {MAX_ALTERNATIVES} alternatives, or {MAX_MATCHERS} matchers in them; not carried over"
+        )
+    };
+    let size = |alts: &[Vec<Lit>]| alts.iter().map(Vec::len).sum::<usize>();
     match rule {
         Rule::Matcher { name, args } => Ok(expand(name, args)),
         Rule::Not(inner) => {
@@ -431,7 +437,7 @@ fn dnf(rule: &Rule) -> Result<Vec<Vec<Lit>>, String> {
             let mut out = Vec::new();
             for t in terms {
                 out.extend(dnf(t)?);
-                if out.len() > MAX_ALTERNATIVES {
+                if out.len() > MAX_ALTERNATIVES || size(&out) > MAX_MATCHERS {
                     return Err(too_many());
                 }
             }
@@ -441,7 +447,10 @@ fn dnf(rule: &Rule) -> Result<Vec<Vec<Lit>>, String> {
             let mut acc: Vec<Vec<Lit>> = vec![Vec::new()];
             for t in terms {
                 let d = dnf(t)?;
-                if acc.len().saturating_mul(d.len()) > MAX_ALTERNATIVES {
+                let grown = size(&acc)
+                    .saturating_mul(d.len())
+                    .saturating_add(size(&d).saturating_mul(acc.len()));
+                if acc.len().saturating_mul(d.len()) > MAX_ALTERNATIVES || grown > MAX_MATCHERS {
                     return Err(too_many());
                 }
                 let mut next = Vec::with_capacity(acc.len() * d.len());
@@ -879,6 +888,14 @@ mod tests {
         assert!(routes(&parse(&wide).unwrap())
             .unwrap_err()
             .contains("alternatives"));
+        // So is one that is too long to spread.
+        let long = format!(
+            "({}) && (Path(`/a`) || Path(`/b`))",
+            vec!["Host(`a`)"; 3000].join(" && ")
+        );
+        assert!(routes(&parse(&long).unwrap())
+            .unwrap_err()
+            .contains("matchers"));
     }
 
     #[test]
