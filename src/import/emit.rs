@@ -897,8 +897,25 @@ impl Builder<'_> {
             ));
         }
         let Some(m) = self.t.middlewares.get(key).cloned() else {
+            let name = base_name(key);
+            let elsewhere: Vec<String> = self
+                .t
+                .middlewares
+                .keys()
+                .filter(|k| base_name(k) == name)
+                .cloned()
+                .collect();
+            let hint = if elsewhere.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; Traefik looks for it in provider {}, the files define {}: name it so",
+                    key_provider(key),
+                    elsewhere.join(", ")
+                )
+            };
             return Err(format!(
-                "middleware {shown:?} is not defined in the files given (Traefik would not serve the router either)"
+                "middleware {shown:?} is not defined in the files given (Traefik would not serve the router either){hint}"
             ));
         };
         let used = |b: &mut Self| {

@@ -1223,6 +1223,14 @@ services:
         i.toml
     );
     assert_ne!(by_host["app.test"], by_host["app2.test"]);
+
+    // A docker router naming a file middleware without @file: Traefik does
+    // not find it, and the note says how to name it.
+    let compose = compose.replace("office@file", "secure");
+    let dynamic = "http:\n  middlewares:\n    secure: {headers: {frameDeny: true}}\n";
+    let i = import(&[("compose.yml", &compose), ("d.yml", dynamic)]);
+    assert_eq!(config(&i).routes.len(), 1, "{}", i.toml);
+    notes_have(&i, "the files define secure@file");
 }
 
 #[test]
