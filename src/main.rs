@@ -397,10 +397,56 @@ fn config_path(explicit: Option<PathBuf>) -> PathBuf {
     })
 }
 
+/// `basic_auth` users that cannot be read: each middleware's users file
+/// (unreadable, or lines it cannot use) and inline users, as
+/// `FILE:LINE:COL: message` at the key that names them.
+fn users_problems(path: &Path, c: &Config) -> Vec<String> {
+    let text = switchyard::config::read_config_file(path).unwrap_or_default();
+    let mut out = Vec::new();
+    for (name, m) in &c.middlewares {
+        let switchyard::config::MiddlewareConfig::BasicAuth(a) = m else {
+            continue;
+        };
+        let parts = [
+            (true, a.users_file.is_some(), {
+                let mut only_file = a.clone();
+                only_file.users.clear();
+                only_file
+            }),
+            (false, !a.users.is_empty(), {
+                let mut only_inline = a.clone();
+                only_inline.users_file = None;
+                only_inline
+            }),
+        ];
+        for (file, present, cfg) in parts {
+            if !present {
+                continue;
+            }
+            let (_, problems) = switchyard::middleware::auth::BasicAuth::load(&cfg);
+            let (line, col) = switchyard::config::basic_auth_users_at(&text, name, file);
+            for p in problems {
+                out.push(format!(
+                    "{}:{line}:{col}: middleware {name}: {p}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    out
+}
+
 fn check(config: Option<PathBuf>) -> ExitCode {
     let path = config_path(config);
     match Config::load(&path) {
         Ok(c) => {
+            let problems = users_problems(&path, &c);
+            if !problems.is_empty() {
+                for p in problems {
+                    println!("{p}");
+                }
+                return ExitCode::FAILURE;
+            }
             c.warnings()
                 .iter()
                 .for_each(|w| eprintln!("{}: warning: {w}", path.display()));

@@ -39,12 +39,15 @@ mod tests;
 mod validate;
 
 pub use middleware::{
-    BasicAuthConfig, CompressConfig, Encoding, HeadersConfig, IpAllowConfig, MiddlewareConfig,
-    RateKey, RateLimitConfig, RedirectRegexConfig,
+    parse_cidr, BasicAuthConfig, CompressConfig, Encoding, HeadersConfig, IpAllowConfig,
+    MiddlewareConfig, RateKey, RateLimitConfig, RedirectRegexConfig, DEFAULT_COMPRESS_TYPES,
 };
 pub use notify::{redact, NotifyConfig, NotifyFormat, NOTIFY_EVENTS};
 pub use read::{read_config_file, MAX_CONFIG_BYTES};
-pub use validate::{check_step_items, check_steps, line_col, StepItem, StepList, CONFIDENCE};
+pub use routes::MAX_PRIORITY;
+pub use validate::{
+    basic_auth_users_at, check_step_items, check_steps, line_col, StepItem, StepList, CONFIDENCE,
+};
 
 /// Most versions a pool may have.
 pub const MAX_VERSIONS: usize = 64;

@@ -154,6 +154,37 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// Where `[middlewares.NAME]`'s `basic_auth` names its users: the line and
+/// column of `users_file` (`file`) or of `users`, else of the middleware;
+/// (1, 1) when the text does not parse. For `switchyard check`, which reads
+/// the users when the rest is valid.
+pub fn basic_auth_users_at(text: &str, middleware: &str, file: bool) -> (usize, usize) {
+    let Ok(f) = toml::from_str::<FileConfig>(text) else {
+        return (1, 1);
+    };
+    let Some((_, m)) = f
+        .middlewares
+        .iter()
+        .find(|(name, _)| name.get_ref() == middleware)
+    else {
+        return (1, 1);
+    };
+    let at = m
+        .get_ref()
+        .basic_auth
+        .as_ref()
+        .and_then(|a| {
+            let a = a.get_ref();
+            if file {
+                a.users_file.as_ref().map(|u| u.span())
+            } else {
+                a.users.as_ref().map(|u| u.span())
+            }
+        })
+        .unwrap_or(m.span());
+    line_col(text, at.start)
+}
+
 pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() || base.as_os_str().is_empty() {

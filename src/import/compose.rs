@@ -15,7 +15,7 @@
 use serde_json::Value;
 
 use super::dynamic::{read_dynamic, read_static, Docker};
-use super::model::{LoadBalancer, Server, Service, ServiceKind, Traefik};
+use super::model::{Implicit, LoadBalancer, Server, Service, ServiceKind, Traefik};
 use super::tree::{from_dotted, interpolate, Node};
 use super::ImportError;
 
@@ -75,11 +75,12 @@ fn read_container(
     read_dynamic(&root, &mut frag, Some(&docker))?;
     default_services(name, svc, port, &mut frag)?;
     if !explicit {
-        frag.implicit.push((
-            format!("{}: {}", svc.file.display(), svc.path),
-            frag.routers.keys().cloned().collect(),
-            frag.services.keys().cloned().collect(),
-        ));
+        frag.implicit.push(Implicit {
+            at: format!("{}: {}", svc.file.display(), svc.path),
+            routers: frag.routers.keys().cloned().collect(),
+            services: frag.services.keys().cloned().collect(),
+            middlewares: frag.middlewares.keys().cloned().collect(),
+        });
     }
     t.merge(frag)
 }

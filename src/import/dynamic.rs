@@ -11,9 +11,10 @@
 
 use std::collections::BTreeMap;
 
+use super::middleware::read_middleware;
 use super::model::{
-    base_name, AcmeChallenge, EntryPoint, Health, LoadBalancer, Middleware, Origin, Resolver,
-    Router, Server, Service, ServiceKind, Traefik, Weighted, WeightedChild,
+    base_name, AcmeChallenge, EntryPoint, Health, LoadBalancer, Origin, Resolver, Router, Server,
+    Service, ServiceKind, Traefik, Weighted, WeightedChild,
 };
 use super::tree::Node;
 use super::ImportError;
@@ -61,10 +62,11 @@ pub(super) fn read_dynamic(
     t: &mut Traefik,
     docker: Option<&Docker<'_>>,
 ) -> Result<(), ImportError> {
+    let provider = if docker.is_some() { "docker" } else { "file" };
     if let Some(http) = root.child("http") {
         if let Some(routers) = http.child("routers") {
             for (name, node) in routers.entries()? {
-                let r = read_router(&node, t)?;
+                let r = read_router(&node, t, provider)?;
                 t.routers.insert(name, r);
             }
         }
@@ -76,8 +78,8 @@ pub(super) fn read_dynamic(
         }
         if let Some(mws) = http.child("middlewares") {
             for (name, node) in mws.entries()? {
-                let m = read_middleware(&node)?;
-                t.middlewares.insert(name, m);
+                let m = read_middleware(&node, t)?;
+                t.middlewares.insert(format!("{name}@{provider}"), m);
             }
         }
         if let Some(st) = http.child("serversTransports") {
@@ -125,7 +127,11 @@ pub(super) fn read_dynamic(
     Ok(())
 }
 
-fn read_router(n: &Node<'_>, t: &mut Traefik) -> Result<Router, ImportError> {
+fn read_router(
+    n: &Node<'_>,
+    t: &mut Traefik,
+    provider: &'static str,
+) -> Result<Router, ImportError> {
     let mut r = Router {
         origin: origin(n),
         rule: n.text_at("rule")?,
@@ -141,10 +147,9 @@ fn read_router(n: &Node<'_>, t: &mut Traefik) -> Result<Router, ImportError> {
             .child("middlewares")
             .map(|m| m.words())
             .transpose()?
-            .unwrap_or_default()
-            .iter()
-            .map(|m| base_name(m).to_string())
-            .collect(),
+            .unwrap_or_default(),
+        priority: read_priority(n)?,
+        provider,
     };
     if let Some(tls) = n.child("tls") {
         r.tls = tls.enabled()?;
@@ -161,14 +166,6 @@ fn read_router(n: &Node<'_>, t: &mut Traefik) -> Result<Router, ImportError> {
             }
             note_keys(t, &tls, &["certResolver", "domains", "options"]);
         }
-    }
-    if let Some(p) = n.child("priority") {
-        p.int()?;
-        t.note(format!(
-            "{}: {}: router priorities are not carried over: switchyard matches exact hosts before wildcards",
-            p.file.display(),
-            p.path
-        ));
     }
     if let Some(o) = n.child("observability") {
         t.note(format!(
@@ -192,6 +189,14 @@ fn read_router(n: &Node<'_>, t: &mut Traefik) -> Result<Router, ImportError> {
         ],
     );
     Ok(r)
+}
+
+/// A router's `priority`: `None` when absent or 0 (Traefik's "unset").
+fn read_priority(n: &Node<'_>) -> Result<Option<i64>, ImportError> {
+    Ok(n.child("priority")
+        .map(|p| p.int())
+        .transpose()?
+        .filter(|p| *p != 0))
 }
 
 fn read_service(
@@ -521,7 +526,7 @@ fn read_health(n: &Node<'_>, t: &mut Traefik) -> Result<Option<Health>, ImportEr
 
 /// A Traefik duration (`10s`, `1m30s`, or a bare number of seconds) as
 /// switchyard writes it; an error naming the key when it is not one.
-fn duration_at(n: &Node<'_>, key: &str) -> Result<Option<String>, ImportError> {
+pub(super) fn duration_at(n: &Node<'_>, key: &str) -> Result<Option<String>, ImportError> {
     let Some(d) = n.child(key) else {
         return Ok(None);
     };
@@ -598,21 +603,6 @@ fn read_weighted(n: &Node<'_>, t: &mut Traefik) -> Result<Weighted, ImportError>
     }
     note_keys(t, n, &["services", "sticky", "healthCheck"]);
     Ok(Weighted { children, sticky })
-}
-
-fn read_middleware(n: &Node<'_>) -> Result<Middleware, ImportError> {
-    let entries = n.entries()?;
-    let Some((kind, body)) = entries.first() else {
-        return Err(n.err("a middleware needs a kind (redirectScheme, basicAuth, ...)"));
-    };
-    let redirects_to_https = kind.eq_ignore_ascii_case("redirectScheme")
-        && body
-            .text_at("scheme")?
-            .is_some_and(|s| s.eq_ignore_ascii_case("https"));
-    Ok(Middleware {
-        kind: kind.clone(),
-        redirects_to_https,
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -936,8 +926,8 @@ pub(super) fn read_k8s(
         "TraefikService" => k8s.read_traefik_service(t)?,
         "IngressRoute" => k8s.read_ingress_route(t)?,
         "Middleware" => {
-            let m = read_middleware(&spec)?;
-            t.middlewares.insert(name, m);
+            let m = read_middleware(&spec, t)?;
+            t.middlewares.insert(format!("{name}@kubernetescrd"), m);
         }
         other => t.note(format!(
             "{}: {}: a {other} is not carried over",
@@ -1029,6 +1019,8 @@ impl K8s<'_> {
                 tls: tls.is_some(),
                 certresolver: certresolver.clone(),
                 middlewares: Vec::new(),
+                priority: read_priority(route)?,
+                provider: "kubernetescrd",
             };
             self.read_route(route, rname, router, t)?;
         }

@@ -1,8 +1,10 @@
 //! From the importer's [`Traefik`] view to switchyard TOML.
 //!
 //! ```text
-//! routers ──rule──> hosts ──> per host: the services that serve it, TLS, redirect
-//! hosts with the same services ──> one pool
+//! routers ──rule──> alternatives: host + path/methods/headers/query
+//!   per host: TLS, redirect;  per (host, conditions): a route with the
+//!   services that serve it, its middlewares (chains flattened), its priority
+//! routes with the same services ──> one pool
 //! pool's services ──flatten──> versions with exact integer weights
 //!      weighted(children w_i)       child gets parent * w_i / sum(w)
 //!      loadBalancer(equal weights)  one version per compose service (or one in all)
@@ -11,6 +13,8 @@
 //!
 //! Weights keep Traefik's numbers when they can (100 and 0 stay 100 and 0);
 //! otherwise the exact ratios are scaled to the smallest whole numbers.
+//! Routes of a host that has several get Traefik's priorities (the rule's
+//! length unless set), so they are tried in Traefik's order.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -18,21 +22,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::model::{
-    base_name, provider, AcmeChallenge, Health, Origin, Router, ServiceKind, Traefik,
+    base_name, middleware_key, provider, AcmeChallenge, Health, MiddlewareSpec, Origin, Router,
+    ServiceKind, Traefik,
 };
 use super::ImportError;
 use crate::config::{parse_duration, valid_name, MAX_WEIGHT};
 use crate::host::HostPattern;
-use crate::providers::rule;
+use crate::providers::rule::{self, RulePath, RuleValue};
 
 const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
-/// One host and what serves it.
+/// One host: how it is served (TLS, redirect).
 struct HostEntry {
     host: String,
-    /// Services (base names) whose traffic this host gets.
-    members: BTreeSet<String>,
     routers: Vec<String>,
     /// (resolver, router) for each TLS router naming a resolver.
     resolvers: Vec<(String, String)>,
@@ -40,7 +43,36 @@ struct HostEntry {
     tls_without_resolver: Vec<String>,
     /// A plain-HTTP router serves this host without redirecting to HTTPS.
     plain_unredirected: bool,
+}
+
+/// A route's conditions beyond its host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Conds {
+    path: Option<RulePath>,
+    methods: Vec<String>,
+    headers: Vec<(String, RuleValue)>,
+    query: Vec<(String, RuleValue)>,
+}
+
+/// One `[[routes]]` entry: a host (index into the hosts) and conditions,
+/// and what serves it.
+struct RouteEntry {
+    host: usize,
+    conds: Conds,
+    /// Services (base names) whose traffic this route gets.
+    members: BTreeSet<String>,
+    routers: Vec<String>,
+    /// Output middleware names, in order.
+    middlewares: Vec<String>,
+    /// Traefik's priority: explicit, else the rule's length.
+    priority: i64,
+    explicit_priority: bool,
     origin: Origin,
+}
+
+/// A router's middlewares as its routes get them.
+struct Chain {
+    names: Vec<String>,
 }
 
 /// One version before it is named: a share of the pool, some backends.
@@ -54,7 +86,8 @@ struct Leaf {
 /// A pool ready to write.
 struct Pool {
     name: String,
-    hosts: Vec<usize>,
+    /// Indexes into the routes.
+    routes: Vec<usize>,
     members: Vec<String>,
     versions: Vec<(String, u64, Vec<String>, String)>,
     health: Option<Health>,
@@ -62,11 +95,11 @@ struct Pool {
 }
 
 impl Pool {
-    /// A pool for `members` serving `hosts`, named and filled by [`build_pool`].
-    fn unnamed(hosts: Vec<usize>, members: Vec<String>) -> Pool {
+    /// A pool for `members` serving `routes`, named and filled by [`build_pool`].
+    fn unnamed(routes: Vec<usize>, members: Vec<String>) -> Pool {
         Pool {
             name: String::new(),
-            hosts,
+            routes,
             members,
             versions: Vec::new(),
             health: None,
@@ -202,6 +235,8 @@ fn listen_addr(raw: &str) -> Option<String> {
 
 struct Builder<'a> {
     t: &'a mut Traefik,
+    /// Output names of the middlewares routes use, by `name@provider`.
+    mw_names: BTreeMap<String, String>,
 }
 
 impl Builder<'_> {
@@ -338,6 +373,47 @@ impl Builder<'_> {
     }
 }
 
+/// The provider of a middleware key (`auth@file` -> `file`).
+fn key_provider(key: &str) -> String {
+    key.rsplit_once('@')
+        .map(|(_, p)| p.to_string())
+        .unwrap_or_else(|| "file".into())
+}
+
+/// Checks what switchyard's validation will: header names, methods,
+/// regexes (Go's syntax read by the regex crate), parameter names.
+fn route_conds_ok(alt: &rule::RuleRoute) -> Result<(), String> {
+    let regex = |re: &str| crate::rules::Pattern::new(re).map(|_| ());
+    match &alt.path {
+        Some(RulePath::Regex(re)) => regex(re)?,
+        Some(RulePath::Exact(p) | RulePath::Prefix(p)) if p.contains(['?', '#']) => {
+            return Err(format!("the path {p:?} has a query or fragment in it"))
+        }
+        _ => {}
+    }
+    for m in &alt.methods {
+        http::Method::from_bytes(m.as_bytes()).map_err(|_| format!("{m:?} is not a method"))?;
+    }
+    let values = |pairs: &[(String, RuleValue)]| -> Result<(), String> {
+        for (_, v) in pairs {
+            if let RuleValue::Regex(re) = v {
+                regex(re)?;
+            }
+        }
+        Ok(())
+    };
+    for (h, _) in &alt.headers {
+        http::header::HeaderName::try_from(h.as_str())
+            .map_err(|_| format!("{h:?} is not a header name"))?;
+    }
+    values(&alt.headers)?;
+    if alt.query.iter().any(|(k, _)| k.is_empty()) {
+        return Err("a query parameter without a name".into());
+    }
+    values(&alt.query)?;
+    Ok(())
+}
+
 /// What one router does, from its own settings and its entrypoints'.
 struct RouterView {
     serves_tls: bool,
@@ -352,7 +428,10 @@ struct RouterView {
 
 /// Builds the TOML text; `inputs` are named in its header.
 pub(super) fn build(t: &mut Traefik, inputs: &[PathBuf]) -> Result<String, ImportError> {
-    let mut b = Builder { t };
+    let mut b = Builder {
+        t,
+        mw_names: BTreeMap::new(),
+    };
     let all_eps: Vec<String> = b.t.entrypoints.keys().cloned().collect();
     let routers: Vec<(String, Router)> =
         b.t.routers
@@ -363,19 +442,23 @@ pub(super) fn build(t: &mut Traefik, inputs: &[PathBuf]) -> Result<String, Impor
     let (tls_eps, plain_eps) = b.entrypoints_by_role(&routers, &all_eps);
     let http_ep = pick_entrypoint(&b, &plain_eps, &["web", "http"], 80, None);
     let https_ep = pick_entrypoint(&b, &tls_eps, &["websecure", "https"], 443, Some(&http_ep));
-    let mut hosts: Vec<HostEntry> = Vec::new();
-    let mut routed: BTreeSet<String> = BTreeSet::new();
+    let mut found = Found::default();
     for (rname, r) in &routers {
         if b.off_listeners(rname, r, &[&http_ep, &https_ep]) {
             continue;
         }
-        b.add_router(rname, r, &all_eps, &mut hosts, &mut routed)?;
+        b.add_router(rname, r, &all_eps, &mut found)?;
     }
+    let Found {
+        hosts,
+        routes,
+        routed,
+    } = found;
 
-    let mut pools = b.group_pools(&hosts, &routed)?;
+    let mut pools = b.group_pools(&hosts, &routes, &routed)?;
     let mut used_pool_names = BTreeSet::new();
     for p in &mut pools {
-        build_pool(&mut b, p, &hosts)?;
+        build_pool(&mut b, p, &hosts, &routes)?;
         let mut name = p.name.clone();
         let mut n = 2;
         while !used_pool_names.insert(name.clone()) {
@@ -392,23 +475,38 @@ pub(super) fn build(t: &mut Traefik, inputs: &[PathBuf]) -> Result<String, Impor
     };
     let mut routes_text = String::new();
     let mut any_tls = false;
+    // Each host's TLS, decided once (its notes too).
+    let mut host_tls: BTreeMap<usize, HostTls> = BTreeMap::new();
+    let priorities = b.priorities(&hosts, &routes);
     for p in &pools {
-        for &i in &p.hosts {
-            let files = b.file_cert_for(&hosts[i]);
-            let acme_tls = match files {
-                Some(_) => None,
-                None => b.host_uses_acme(&hosts[i], acme.is_some(), chosen.as_deref()),
+        for &i in &p.routes {
+            let route = &routes[i];
+            let h = &hosts[route.host];
+            let (acme_tls, files) = match host_tls.get(&route.host) {
+                Some(x) => x.clone(),
+                None => {
+                    let files = b.file_cert_for(h);
+                    let acme_tls = match files {
+                        Some(_) => None,
+                        None => b.host_uses_acme(h, acme.is_some(), chosen.as_deref()),
+                    };
+                    host_tls.insert(route.host, (acme_tls, files.clone()));
+                    (acme_tls, files)
+                }
             };
             any_tls |= acme_tls.is_some() || files.is_some();
             write_route(
                 &mut routes_text,
-                &hosts[i],
+                h,
+                route,
+                priorities.get(&i).copied(),
                 &p.name,
                 acme_tls,
                 files.as_ref(),
             );
         }
     }
+    let middlewares_text = b.middlewares_text();
 
     let mut out = String::new();
     if let (true, Some(note)) = (any_tls, &https_ep.moved) {
@@ -418,6 +516,7 @@ pub(super) fn build(t: &mut Traefik, inputs: &[PathBuf]) -> Result<String, Impor
     if let Some(a) = &acme {
         out.push_str(a);
     }
+    out.push_str(&middlewares_text);
     out.push_str(&routes_text);
     for p in &pools {
         write_pool(&mut out, p);
@@ -425,11 +524,66 @@ pub(super) fn build(t: &mut Traefik, inputs: &[PathBuf]) -> Result<String, Impor
     Ok(out)
 }
 
+/// A host's TLS: `tls = "acme"` (and whether plain HTTP stays), or files.
+type HostTls = (Option<bool>, Option<(String, String)>);
+
+/// What [`Builder::add_router`] gathers over every router.
+#[derive(Default)]
+struct Found {
+    hosts: Vec<HostEntry>,
+    routes: Vec<RouteEntry>,
+    /// Services some carried router routes to.
+    routed: BTreeSet<String>,
+}
+
+/// A header or query value as a route rule writes it: `"~"` for present,
+/// `"~REGEX"`, else the exact value (one that starts with `~` as an
+/// anchored, escaped regex, so it is not read as one).
+fn rule_value(v: &RuleValue) -> String {
+    match v {
+        RuleValue::Any => "~".into(),
+        RuleValue::Exact(e) if e.starts_with('~') => format!("~^{}$", regex::escape(e)),
+        RuleValue::Exact(e) => e.clone(),
+        RuleValue::Regex(re) => format!("~{re}"),
+    }
+}
+
+/// A TOML inline value.
+fn inline(v: &toml::Value) -> String {
+    match v {
+        toml::Value::Table(t) => {
+            if t.is_empty() {
+                return "{}".into();
+            }
+            let fields: Vec<String> = t
+                .iter()
+                .map(|(k, v)| format!("{} = {}", key(k), inline(v)))
+                .collect();
+            format!("{{ {} }}", fields.join(", "))
+        }
+        toml::Value::Array(a) => {
+            format!("[{}]", a.iter().map(inline).collect::<Vec<_>>().join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `{ "k" = "v", ... }` of (name, value) pairs.
+fn inline_values(pairs: &[(String, RuleValue)]) -> String {
+    let fields: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{} = {}", q(k), q(&rule_value(v))))
+        .collect();
+    format!("{{ {} }}", fields.join(", "))
+}
+
 /// One `[[routes]]` entry. `acme_tls` is `None` for a route without TLS,
 /// else whether its host is also served over plain HTTP (no redirect).
 fn write_route(
     out: &mut String,
     h: &HostEntry,
+    route: &RouteEntry,
+    priority: Option<(u32, bool)>,
     pool: &str,
     acme_tls: Option<bool>,
     files: Option<&(String, String)>,
@@ -437,12 +591,47 @@ fn write_route(
     let _ = writeln!(
         out,
         "\n[[routes]]  # router{} {} ({})",
-        if h.routers.len() > 1 { "s" } else { "" },
-        h.routers.join(", "),
-        h.origin.file.display()
+        if route.routers.len() > 1 { "s" } else { "" },
+        route.routers.join(", "),
+        route.origin.file.display()
     );
     let _ = writeln!(out, "host = {}", q(&h.host));
+    let c = &route.conds;
+    match &c.path {
+        Some(RulePath::Exact(p)) => {
+            let _ = writeln!(out, "path = {}", q(p));
+        }
+        Some(RulePath::Prefix(p)) => {
+            let _ = writeln!(out, "path_prefix = {}", q(p));
+        }
+        Some(RulePath::Regex(p)) => {
+            let _ = writeln!(out, "path_regex = {}", q(p));
+        }
+        None => {}
+    }
+    if !c.methods.is_empty() {
+        let m: Vec<String> = c.methods.iter().map(|m| q(m)).collect();
+        let _ = writeln!(out, "methods = [{}]", m.join(", "));
+    }
+    if !c.headers.is_empty() {
+        let _ = writeln!(out, "headers = {}", inline_values(&c.headers));
+    }
+    if !c.query.is_empty() {
+        let _ = writeln!(out, "query = {}", inline_values(&c.query));
+    }
+    if let Some((p, rescaled)) = priority {
+        let why = match (route.explicit_priority, rescaled) {
+            (_, true) => format!("Traefik's {} in the same order", route.priority),
+            (true, false) => "Traefik's priority".to_string(),
+            (false, false) => "Traefik's: the length of the rule".to_string(),
+        };
+        let _ = writeln!(out, "priority = {p}  # {why}");
+    }
     let _ = writeln!(out, "pool = {}", q(pool));
+    if !route.middlewares.is_empty() {
+        let m: Vec<String> = route.middlewares.iter().map(|m| q(m)).collect();
+        let _ = writeln!(out, "middlewares = [{}]", m.join(", "));
+    }
     if let Some((cert, key)) = files {
         let _ = writeln!(out, "tls = {{ cert = {}, key = {} }}", q(cert), q(key));
     }
@@ -463,17 +652,17 @@ fn write_route(
 }
 
 impl Builder<'_> {
-    /// Reads one router: the hosts its rule matches get its service, TLS and
-    /// redirect; what cannot be carried over becomes a note.
+    /// Reads one router: the hosts its rule matches get its TLS and
+    /// redirect, each alternative of its rule a route with its service and
+    /// middlewares; what cannot be carried over becomes a note.
     fn add_router(
         &mut self,
         rname: &str,
         r: &Router,
         all_eps: &[String],
-        hosts: &mut Vec<HostEntry>,
-        routed: &mut BTreeSet<String>,
+        found: &mut Found,
     ) -> Result<(), ImportError> {
-        let view = self.router_view(rname, r, all_eps);
+        let view = self.router_view(r, all_eps);
         let raw_service = r.service.as_deref();
         let internal = raw_service.and_then(provider) == Some("internal");
         if internal && !view.only_redirects {
@@ -484,7 +673,7 @@ impl Builder<'_> {
             ));
             return Ok(());
         }
-        let Some(rule_hosts) = self.rule_hosts(rname, r)? else {
+        let Some(alternatives) = self.rule_routes(rname, r)? else {
             return Ok(());
         };
         let service = if view.only_redirects {
@@ -505,29 +694,35 @@ impl Builder<'_> {
                 ));
                 return Ok(());
             }
-            routed.insert(s.clone());
             Some(s)
         };
-        for h in rule_hosts {
-            let i = match hosts.iter().position(|e| e.host == h.host) {
+        let chain = match &service {
+            Some(_) => match self.resolve_middlewares(rname, r) {
+                Some(c) => Some(c),
+                None => return Ok(()),
+            },
+            None => None,
+        };
+        if let Some(s) = &service {
+            found.routed.insert(s.clone());
+        }
+        for alt in alternatives {
+            let hi = match found.hosts.iter().position(|e| e.host == alt.host.host) {
                 Some(i) => i,
                 None => {
-                    hosts.push(HostEntry {
-                        host: h.host.clone(),
-                        members: BTreeSet::new(),
+                    found.hosts.push(HostEntry {
+                        host: alt.host.host.clone(),
                         routers: Vec::new(),
                         resolvers: Vec::new(),
                         tls_without_resolver: Vec::new(),
                         plain_unredirected: false,
-                        origin: r.origin.clone(),
                     });
-                    hosts.len() - 1
+                    found.hosts.len() - 1
                 }
             };
-            let e = &mut hosts[i];
-            e.routers.push(rname.to_string());
-            if let Some(s) = &service {
-                e.members.insert(s.clone());
+            let e = &mut found.hosts[hi];
+            if !e.routers.iter().any(|x| x == rname) {
+                e.routers.push(rname.to_string());
             }
             if view.serves_tls && !view.only_redirects {
                 match &view.resolver {
@@ -538,8 +733,281 @@ impl Builder<'_> {
             if view.serves_plain && !view.plain_redirected {
                 e.plain_unredirected = true;
             }
+            let (Some(s), Some(chain)) = (&service, &chain) else {
+                continue;
+            };
+            let conds = Conds {
+                path: alt.path,
+                methods: alt.methods,
+                headers: alt.headers,
+                query: alt.query,
+            };
+            self.add_route(found, hi, conds, (s, chain), (rname, r));
         }
         Ok(())
+    }
+
+    /// A route for one alternative of a router, or the router joins the
+    /// route of another with the same host and conditions.
+    fn add_route(
+        &mut self,
+        found: &mut Found,
+        hi: usize,
+        conds: Conds,
+        (service, chain): (&str, &Chain),
+        (rname, r): (&str, &Router),
+    ) {
+        // Traefik's: the explicit priority, else the rule's length.
+        let priority = r.priority.unwrap_or_else(|| {
+            i64::try_from(r.rule.as_deref().map_or(0, str::len)).unwrap_or(i64::MAX)
+        });
+        let existing = found
+            .routes
+            .iter_mut()
+            .find(|x| x.host == hi && x.conds == conds);
+        let Some(x) = existing else {
+            found.routes.push(RouteEntry {
+                host: hi,
+                conds,
+                members: BTreeSet::from([service.to_string()]),
+                routers: vec![rname.to_string()],
+                middlewares: chain.names.clone(),
+                priority,
+                explicit_priority: r.priority.is_some(),
+                origin: r.origin.clone(),
+            });
+            return;
+        };
+        x.members.insert(service.to_string());
+        if !x.routers.iter().any(|n| n == rname) {
+            x.routers.push(rname.to_string());
+        }
+        if x.middlewares != chain.names {
+            let theirs = if x.middlewares.is_empty() {
+                "none".to_string()
+            } else {
+                x.middlewares.join(", ")
+            };
+            self.t.note(format!(
+                "host {}: routers {} share a rule but not their middlewares; the route uses {:?}'s ({theirs})",
+                found.hosts[hi].host,
+                x.routers.join(", "),
+                x.routers[0],
+            ));
+        }
+        x.priority = x.priority.max(priority);
+        x.explicit_priority |= r.priority.is_some();
+    }
+
+    /// Traefik's order for the routes of each host that has several: the
+    /// route index -> (priority to write, whether it had to be rescaled to
+    /// switchyard's 1..=1000000000, keeping the order).
+    fn priorities(
+        &mut self,
+        hosts: &[HostEntry],
+        routes: &[RouteEntry],
+    ) -> BTreeMap<usize, (u32, bool)> {
+        let mut out = BTreeMap::new();
+        for (hi, h) in hosts.iter().enumerate() {
+            let mine: Vec<usize> = (0..routes.len())
+                .filter(|&i| routes[i].host == hi)
+                .collect();
+            if mine.len() < 2 {
+                continue;
+            }
+            let max = crate::config::MAX_PRIORITY;
+            let fits = mine
+                .iter()
+                .all(|&i| (1..=max).contains(&routes[i].priority));
+            if fits {
+                for &i in &mine {
+                    out.insert(i, (routes[i].priority as u32, false));
+                }
+                continue;
+            }
+            let mut distinct: Vec<i64> = mine.iter().map(|&i| routes[i].priority).collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            for &i in &mine {
+                let rank = distinct.partition_point(|p| *p < routes[i].priority) + 1;
+                out.insert(i, (rank as u32, true));
+            }
+            self.t.note(format!(
+                "host {}: Traefik's priorities are outside switchyard's 1 to {max}; the routes keep their order with priorities 1 to {}",
+                h.host,
+                distinct.len()
+            ));
+        }
+        out
+    }
+
+    /// Whether a router's middlewares redirect plain HTTP to HTTPS (a
+    /// redirectScheme, maybe in a chain).
+    fn redirects_to_https(&self, r: &Router) -> bool {
+        let mut stack: Vec<(String, usize)> = r
+            .middlewares
+            .iter()
+            .map(|m| (middleware_key(m, r.provider), 0))
+            .collect();
+        while let Some((key, depth)) = stack.pop() {
+            match self.t.middlewares.get(&key).map(|m| &m.spec) {
+                Some(MiddlewareSpec::RedirectHttps) => return true,
+                Some(MiddlewareSpec::Chain(list)) if depth < 16 => {
+                    let p = key_provider(&key);
+                    stack.extend(list.iter().map(|c| (middleware_key(c, &p), depth + 1)));
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// A router's middlewares, chains flattened, as output names (declared
+    /// by [`Builder::middlewares_text`]); `None`, with a note, when the
+    /// router cannot be carried over: a middleware is missing (Traefik would
+    /// not serve the router either) or one that restricts who may pass
+    /// cannot be carried (served without it, the route would be open).
+    fn resolve_middlewares(&mut self, rname: &str, r: &Router) -> Option<Chain> {
+        let mut chain = Chain { names: Vec::new() };
+        let at = r.origin.file.display().to_string();
+        for m in &r.middlewares {
+            let key = middleware_key(m, r.provider);
+            if let Err(why) = self.walk_middleware(&key, m, 0, &mut chain, rname, &at) {
+                self.t.note(format!(
+                    "{at}: router {rname:?}: {why}; the router is not carried over"
+                ));
+                return None;
+            }
+        }
+        Some(chain)
+    }
+
+    fn walk_middleware(
+        &mut self,
+        key: &str,
+        shown: &str,
+        depth: usize,
+        chain: &mut Chain,
+        rname: &str,
+        at: &str,
+    ) -> Result<(), String> {
+        if depth > 16 {
+            return Err(format!(
+                "middleware chains nest too deeply at {shown:?} (a loop?)"
+            ));
+        }
+        let Some(m) = self.t.middlewares.get(key).cloned() else {
+            let name = base_name(key);
+            let elsewhere: Vec<String> = self
+                .t
+                .middlewares
+                .keys()
+                .filter(|k| base_name(k) == name)
+                .cloned()
+                .collect();
+            let hint = if elsewhere.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; Traefik looks for it in provider {}, the files define {}: name it so",
+                    key_provider(key),
+                    elsewhere.join(", ")
+                )
+            };
+            return Err(format!(
+                "middleware {shown:?} is not defined in the files given (Traefik would not serve the router either){hint}"
+            ));
+        };
+        let used = |b: &mut Self| {
+            for d in &m.dropped {
+                b.t.note(d.clone());
+            }
+        };
+        match &m.spec {
+            MiddlewareSpec::RedirectHttps => used(self),
+            MiddlewareSpec::Chain(list) => {
+                used(self);
+                let p = key_provider(key);
+                for c in list {
+                    self.walk_middleware(&middleware_key(c, &p), c, depth + 1, chain, rname, at)?;
+                }
+            }
+            MiddlewareSpec::Carried { .. } => {
+                used(self);
+                let name = self.mw_name(key);
+                if chain.names.contains(&name) {
+                    self.t.note(format!(
+                        "{at}: router {rname:?}: middleware {shown:?} is attached twice (through a chain); switchyard applies it once"
+                    ));
+                } else {
+                    chain.names.push(name);
+                }
+            }
+            MiddlewareSpec::NotCarried {
+                reason,
+                guard: true,
+            } => {
+                return Err(format!(
+                    "middleware {shown:?} ({}) cannot be carried over: {reason}; without it the route would be open to everyone",
+                    m.kind
+                ))
+            }
+            MiddlewareSpec::NotCarried {
+                reason,
+                guard: false,
+            } => {
+                used(self);
+                self.t.note(format!(
+                    "{at}: router {rname:?}: middleware {shown:?} ({}) is not carried over: {reason}",
+                    m.kind
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The output name of a middleware: its Traefik name made valid, with
+    /// the provider added when two providers use the same name.
+    fn mw_name(&mut self, key: &str) -> String {
+        if let Some(n) = self.mw_names.get(key) {
+            return n.clone();
+        }
+        let base = sanitize(base_name(key), "middleware");
+        let mut name = base.clone();
+        if self.mw_names.values().any(|n| *n == name) {
+            name = sanitize(&format!("{base}-{}", key_provider(key)), "middleware");
+        }
+        let stem = name.clone();
+        let mut n = 2;
+        while self.mw_names.values().any(|x| *x == name) {
+            name = format!("{stem}-{n}");
+            n += 1;
+        }
+        self.mw_names.insert(key.to_string(), name.clone());
+        name
+    }
+
+    /// `[middlewares.NAME]` for every middleware a route uses.
+    fn middlewares_text(&self) -> String {
+        let mut out = String::new();
+        let mut named: Vec<(&String, &String)> = self.mw_names.iter().collect();
+        named.sort_by(|a, b| a.1.cmp(b.1));
+        for (traefik_key, name) in named {
+            let Some(m) = self.t.middlewares.get(traefik_key) else {
+                continue;
+            };
+            let MiddlewareSpec::Carried { key: kind, value } = &m.spec else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "\n[middlewares.{}]  # Traefik middleware {traefik_key} ({})",
+                key(name),
+                m.origin
+            );
+            let _ = writeln!(out, "{kind} = {}", inline(value));
+        }
+        out
     }
 
     /// The router's entrypoints: all of them when it names none.
@@ -551,9 +1019,8 @@ impl Builder<'_> {
         }
     }
 
-    /// What a router serves and whether it redirects; notes the middlewares
-    /// that are not carried over.
-    fn router_view(&mut self, rname: &str, r: &Router, all_eps: &[String]) -> RouterView {
+    /// What a router serves and whether it redirects.
+    fn router_view(&mut self, r: &Router, all_eps: &[String]) -> RouterView {
         let eps = Self::router_eps(r, all_eps);
         let serves_tls = r.tls || eps.iter().any(|e| self.entry_tls(e));
         let serves_plain = !r.tls && (eps.is_empty() || eps.iter().any(|e| !self.entry_tls(e)));
@@ -562,21 +1029,7 @@ impl Builder<'_> {
                 .filter_map(|e| self.t.entrypoints.get(e))
                 .find_map(|e| e.tls_resolver.clone())
         });
-        let mut redirect = false;
-        for m in &r.middlewares {
-            match self.t.middlewares.get(m).cloned() {
-                Some(mw) if mw.redirects_to_https => redirect = true,
-                Some(mw) => self.t.note(format!(
-                    "{}: router {rname:?}: middleware {m:?} ({}) is not carried over",
-                    r.origin.file.display(),
-                    mw.kind
-                )),
-                None => self.t.note(format!(
-                    "{}: router {rname:?}: middleware {m:?} is not defined in the files given; not carried over",
-                    r.origin.file.display()
-                )),
-            }
-        }
+        let redirect = self.redirects_to_https(r);
         let plain_eps: Vec<&String> = eps.iter().filter(|e| !self.entry_tls(e)).collect();
         let plain_redirected = redirect
             || (!plain_eps.is_empty()
@@ -595,13 +1048,14 @@ impl Builder<'_> {
         }
     }
 
-    /// The hosts a router's rule matches; `None` (with a note) when the rule
-    /// is missing or matches something other than hosts.
-    fn rule_hosts(
+    /// The alternatives of a router's rule that routes can carry, each a
+    /// host and conditions; `None` (with a note) when there is none. An
+    /// alternative a route cannot carry is a note.
+    fn rule_routes(
         &mut self,
         rname: &str,
         r: &Router,
-    ) -> Result<Option<Vec<rule::RuleHost>>, ImportError> {
+    ) -> Result<Option<Vec<rule::RuleRoute>>, ImportError> {
         let Some(rule_text) = r.rule.clone() else {
             self.t.note(format!(
                 "{}: router {rname:?} has no rule (Traefik's defaultRule would apply); not carried over",
@@ -613,30 +1067,50 @@ impl Builder<'_> {
             r.origin
                 .err("rule", format!("cannot parse {rule_text:?}: {e}"))
         })?;
-        let rule_hosts = match rule::hosts(&parsed) {
-            Ok(h) => h,
+        let file = r.origin.file.display().to_string();
+        let found = match rule::routes(&parsed) {
+            Ok(f) => f,
             Err(why) => {
-                self.t.note(format!(
-                    "{}: router {rname:?}: {why}; not carried over",
-                    r.origin.file.display()
-                ));
+                self.t.note(format!("{file}: router {rname:?}: {why}"));
                 return Ok(None);
             }
         };
-        for h in &rule_hosts {
-            HostPattern::parse(&h.host).map_err(|e| {
-                r.origin
-                    .err("rule", format!("host {:?} in {rule_text:?}: {e}", h.host))
+        for why in &found.dropped {
+            self.t.note(format!(
+                "{file}: router {rname:?}: {why}; this alternative is not carried over"
+            ));
+        }
+        let mut kept = Vec::new();
+        for alt in found.routes {
+            HostPattern::parse(&alt.host.host).map_err(|e| {
+                r.origin.err(
+                    "rule",
+                    format!("host {:?} in {rule_text:?}: {e}", alt.host.host),
+                )
             })?;
-            if let Some(re) = &h.approximated_from {
+            if let Err(why) = route_conds_ok(&alt) {
                 self.t.note(format!(
-                    "{}: router {rname:?}: HostRegexp(`{re}`) is carried over as {}",
-                    r.origin.file.display(),
-                    h.host
+                    "{file}: router {rname:?}: {why}; this alternative is not carried over"
+                ));
+                continue;
+            }
+            if let Some(re) = &alt.host.approximated_from {
+                self.t.note(format!(
+                    "{file}: router {rname:?}: HostRegexp(`{re}`) is carried over as {}",
+                    alt.host.host
                 ));
             }
+            kept.push(alt);
         }
-        Ok(Some(rule_hosts))
+        if kept.is_empty() {
+            if found.dropped.is_empty() {
+                self.t.note(format!(
+                    "{file}: router {rname:?}: nothing of its rule can be carried over"
+                ));
+            }
+            return Ok(None);
+        }
+        Ok(Some(kept))
     }
 
     /// Pools before naming: hosts served by the same services share one, and
@@ -645,20 +1119,22 @@ impl Builder<'_> {
     fn group_pools(
         &mut self,
         hosts: &[HostEntry],
+        routes: &[RouteEntry],
         routed: &BTreeSet<String>,
     ) -> Result<Vec<Pool>, ImportError> {
         let mut pools: Vec<Pool> = Vec::new();
-        for (i, h) in hosts.iter().enumerate() {
-            if h.members.is_empty() {
+        for (hi, h) in hosts.iter().enumerate() {
+            if !routes.iter().any(|r| r.host == hi) {
                 self.t.note(format!(
                     "host {}: only redirect routers name it; not carried over",
                     h.host
                 ));
-                continue;
             }
-            let members: Vec<String> = h.members.iter().cloned().collect();
+        }
+        for (i, r) in routes.iter().enumerate() {
+            let members: Vec<String> = r.members.iter().cloned().collect();
             match pools.iter_mut().find(|p| p.members == members) {
-                Some(p) => p.hosts.push(i),
+                Some(p) => p.routes.push(i),
                 None => pools.push(Pool::unnamed(vec![i], members)),
             }
         }
@@ -995,11 +1471,16 @@ struct Flat {
     sticky: Vec<(String, Option<String>, bool)>,
 }
 
-fn build_pool(b: &mut Builder<'_>, p: &mut Pool, hosts: &[HostEntry]) -> Result<(), ImportError> {
+fn build_pool(
+    b: &mut Builder<'_>,
+    p: &mut Pool,
+    hosts: &[HostEntry],
+    routes: &[RouteEntry],
+) -> Result<(), ImportError> {
     let origin = p
-        .hosts
+        .routes
         .first()
-        .map(|&i| hosts[i].origin.clone())
+        .map(|&i| routes[i].origin.clone())
         .or_else(|| b.t.services.get(&p.members[0]).map(|s| s.origin.clone()))
         .unwrap_or(Origin {
             file: PathBuf::new(),
@@ -1020,9 +1501,9 @@ fn build_pool(b: &mut Builder<'_>, p: &mut Pool, hosts: &[HostEntry]) -> Result<
     }
     if p.members.len() > 1 {
         let routers: Vec<&str> = p
-            .hosts
+            .routes
             .iter()
-            .flat_map(|&i| hosts[i].routers.iter().map(|s| s.as_str()))
+            .flat_map(|&i| routes[i].routers.iter().map(|s| s.as_str()))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -1045,7 +1526,7 @@ fn build_pool(b: &mut Builder<'_>, p: &mut Pool, hosts: &[HostEntry]) -> Result<
             ));
         }
     }
-    name_pool_and_versions(p, &merged, weights, hosts);
+    name_pool_and_versions(p, &merged, weights, hosts, routes);
     pool_health(b, p, &flat.health);
     pool_sticky(b, p, &flat.sticky);
     Ok(())
@@ -1096,7 +1577,13 @@ fn whole_weights(leaves: &[Leaf]) -> Option<Vec<u128>> {
 /// Versions named after their services without the common prefix, the pool
 /// after that prefix (app-blue, app-green -> app: blue, green); else the
 /// pool after its one service, else after its first host's first label.
-fn name_pool_and_versions(p: &mut Pool, merged: &[Leaf], weights: Vec<u128>, hosts: &[HostEntry]) {
+fn name_pool_and_versions(
+    p: &mut Pool,
+    merged: &[Leaf],
+    weights: Vec<u128>,
+    hosts: &[HostEntry],
+    routes: &[RouteEntry],
+) {
     let raw: Vec<String> = merged.iter().map(|l| sanitize(&l.name, "v")).collect();
     let (prefix, names) = match strip_common_prefix(&raw) {
         Some((prefix, names)) => (Some(prefix), names),
@@ -1111,8 +1598,8 @@ fn name_pool_and_versions(p: &mut Pool, merged: &[Leaf], weights: Vec<u128>, hos
             n += 1;
         }
     }
-    let first_label = p.hosts.first().map(|&i| {
-        hosts[i]
+    let first_label = p.routes.first().map(|&i| {
+        hosts[routes[i].host]
             .host
             .trim_start_matches("*.")
             .split('.')

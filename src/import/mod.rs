@@ -3,16 +3,22 @@
 //!
 //! ```text
 //! FILE ──yaml/toml──> documents ──classify──> compose   (compose::read_compose: labels, Traefik's command line)
-//!                                          ├> dynamic   (dynamic::read_dynamic: http.routers/services/middlewares)
+//!                                          ├> dynamic   (dynamic::read_dynamic: http.routers/services/middlewares,
+//!                                          │              middleware::read_middleware for each middleware)
 //!                                          ├> static    (dynamic::read_static: entryPoints, certificatesResolvers)
 //!                                          └> manifest  (dynamic::read_k8s: TraefikService, IngressRoute)
 //!      every reader fills a model::Traefik, merged over all files
 //!      ──emit::build──> TOML text ──Config::from_toml_str──> validated before it is printed
 //! ```
 //!
-//! Routers become routes (one per host of `Host(`a`) || Host(`b`)`), the
-//! services behind a host become one pool whose versions carry Traefik's
-//! weights, containers become backends by compose service name and port.
+//! Routers become routes (one per host and alternative of the rule, with
+//! its path, method, header and query conditions and Traefik's priority),
+//! their middlewares `[middlewares.NAME]` (`middleware.rs`; chains
+//! flattened, references resolved per provider), the services behind a
+//! route become one pool whose versions carry Traefik's weights, containers
+//! become backends by compose service name and port. A router whose
+//! authentication or allow list cannot be carried is left out, not served
+//! open.
 //! Everything that is not carried over is a comment at the top of the output;
 //! keys and labels the importer does not know are also returned as warnings.
 //! Malformed input is an [`ImportError`] naming the file and the key.
@@ -20,6 +26,7 @@
 mod compose;
 mod dynamic;
 mod emit;
+mod middleware;
 mod model;
 
 mod tree;
@@ -372,15 +379,19 @@ fn drop_implicit(t: &mut Traefik) {
     if t.exposed_by_default != Some(false) {
         return;
     }
-    for (at, routers, services) in std::mem::take(&mut t.implicit) {
-        for r in &routers {
+    for gone in std::mem::take(&mut t.implicit) {
+        for r in &gone.routers {
             t.routers.remove(r);
         }
-        for s in &services {
+        for s in &gone.services {
             t.services.remove(s);
         }
+        for m in &gone.middlewares {
+            t.middlewares.remove(m);
+        }
         t.note(format!(
-            "{at}: no traefik.enable=true, and providers.docker.exposedByDefault is false: Traefik ignores this container; not imported"
+            "{}: no traefik.enable=true, and providers.docker.exposedByDefault is false: Traefik ignores this container; not imported",
+            gone.at
         ));
     }
 }

@@ -22,9 +22,9 @@ pub(super) struct Traefik {
     pub metrics: Option<String>,
     /// `providers.docker.exposedByDefault` of the static configuration.
     pub exposed_by_default: Option<bool>,
-    /// Containers without `traefik.enable=true`: (where, their routers,
-    /// their services), dropped when `exposedByDefault` is false.
-    pub implicit: Vec<(String, Vec<String>, Vec<String>)>,
+    /// Containers without `traefik.enable=true`, dropped when
+    /// `exposedByDefault` is false.
+    pub implicit: Vec<Implicit>,
     /// `accessLog`: (`json` or `common`, the file path if any, where).
     pub access_log: Option<(String, Option<String>, String)>,
     /// `tls.certificates` of dynamic files: (certFile, keyFile, where).
@@ -33,6 +33,17 @@ pub(super) struct Traefik {
     pub notes: Vec<String>,
     /// Keys and labels the importer does not know (also reported on stderr).
     pub unknown: Vec<String>,
+}
+
+/// What a container without `traefik.enable=true` defined.
+#[derive(Debug)]
+pub(super) struct Implicit {
+    /// Where: `compose.yml: services.app`.
+    pub at: String,
+    pub routers: Vec<String>,
+    pub services: Vec<String>,
+    /// Keys (`name@docker`).
+    pub middlewares: Vec<String>,
 }
 
 /// Where something was defined, for messages: `compose.yml: traefik.http.routers.app`.
@@ -71,7 +82,12 @@ pub(super) struct Router {
     pub entrypoints: Vec<String>,
     pub tls: bool,
     pub certresolver: Option<String>,
+    /// As written: `auth`, `auth@file` (resolved against `provider`).
     pub middlewares: Vec<String>,
+    /// The explicit `priority`, when it is set (Traefik's 0 means unset).
+    pub priority: Option<i64>,
+    /// Where Traefik would have read it: `file`, `docker`, `kubernetescrd`.
+    pub provider: &'static str,
 }
 
 impl Router {
@@ -82,6 +98,7 @@ impl Router {
             && self.tls == other.tls
             && self.certresolver == other.certresolver
             && self.middlewares == other.middlewares
+            && self.priority == other.priority
     }
 }
 
@@ -152,11 +169,34 @@ pub(super) struct Health {
     pub port: Option<u16>,
 }
 
-#[derive(Debug, Clone)]
+/// A Traefik middleware as switchyard can (or cannot) carry it.
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct Middleware {
+    pub origin: Origin,
+    /// Traefik's kind as written (`basicAuth`, `headers`, ...).
     pub kind: String,
-    /// A redirectScheme to https.
-    pub redirects_to_https: bool,
+    pub spec: MiddlewareSpec,
+    /// Options left out or changed on the way, one line each: noted when a
+    /// carried route uses the middleware.
+    pub dropped: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum MiddlewareSpec {
+    /// A redirectScheme to https: the route's `redirect_https`.
+    RedirectHttps,
+    /// `chain`: these middlewares in order (references as written).
+    Chain(Vec<String>),
+    /// A switchyard middleware: its kind key and value
+    /// (`basic_auth = { users = [...] }`).
+    Carried {
+        key: &'static str,
+        value: toml::Value,
+    },
+    /// Cannot be carried over. A `guard` (authentication, IP allow lists,
+    /// plugins, unknown kinds) keeps its routers out of the import: they
+    /// would be served open otherwise.
+    NotCarried { reason: String, guard: bool },
 }
 
 #[derive(Debug, Clone)]
@@ -186,6 +226,16 @@ pub(super) struct EntryPoint {
     pub tls_resolver: Option<String>,
     /// `http.tls` set at all.
     pub tls: bool,
+}
+
+/// The key of a middleware in [`Traefik::middlewares`]: `name@provider`.
+/// A reference without a provider is resolved in `provider`, the one of
+/// the router (or chain) that makes it, as Traefik does.
+pub(super) fn middleware_key(reference: &str, provider: &str) -> String {
+    match reference.split_once('@') {
+        Some((name, p)) => format!("{}@{}", name.trim(), p.trim().to_ascii_lowercase()),
+        None => format!("{}@{provider}", reference.trim()),
+    }
 }
 
 /// Removes a `@provider` suffix: `app@docker` -> `app`.
@@ -276,7 +326,19 @@ impl Traefik {
             }
         }
         for (name, m) in other.middlewares {
-            self.middlewares.entry(name).or_insert(m);
+            match self.middlewares.get(&name) {
+                None => {
+                    self.middlewares.insert(name, m);
+                }
+                Some(mine) if mine.spec == m.spec => {}
+                Some(mine) => {
+                    let line = format!(
+                        "{}: middleware {name:?} is also defined, differently, at {}; the first one is used",
+                        m.origin, mine.origin
+                    );
+                    self.note(line);
+                }
+            }
         }
         for (name, r) in other.resolvers {
             if let Some(mine) = self.resolvers.get(&name) {

@@ -188,7 +188,7 @@ services:
     assert_eq!(i.warnings.len(), 2, "{w}");
     for needle in [
         "traefik.http.routers.app.colour",
-        "middleware \"auth\" (basicauth)",
+        "unsupported hash",
         "traefik.docker.network",
         "TCP/UDP",
     ] {
@@ -386,7 +386,7 @@ fn rules_switchyard_cannot_route_are_left_out_with_a_reason() {
     let dynamic = r#"
 http:
   routers:
-    api: {rule: "Host(`a.example.com`) && PathPrefix(`/api`)", service: api}
+    api: {rule: "Host(`a.example.com`) && ClientIP(`10.0.0.0/8`)", service: api}
     site: {rule: "Host(`a.example.com`)", service: site}
     mirror: {rule: "Host(`m.example.com`)", service: m}
     dash: {rule: "Host(`traefik.example.com`)", service: api@internal}
@@ -400,7 +400,7 @@ http:
     assert_eq!(c.routes.len(), 1);
     assert_eq!(c.routes[0].pool, "site");
     for needle in [
-        "router \"api\": (Host(`a.example.com`) && PathPrefix(`/api`)) matches more than the host",
+        "router \"api\": Host(`a.example.com`) && ClientIP(`10.0.0.0/8`): ClientIP(`10.0.0.0/8`) matches the client's address",
         "router \"mirror\": service \"m\" is a mirroring service",
         "router \"dash\" serves Traefik's own api@internal",
     ] {
@@ -583,6 +583,14 @@ fn never_panics_on_any_prefix_of_the_fixtures() {
         (
             "static.yml",
             include_str!("../../tests/fixtures/traefik/traefik-static.yml"),
+        ),
+        (
+            "middlewares.yml",
+            include_str!("../../tests/fixtures/traefik/middlewares.yml"),
+        ),
+        (
+            "compose-middlewares.yml",
+            include_str!("../../tests/fixtures/traefik/compose-middlewares.yml"),
         ),
     ];
     let mut imported = 0;
@@ -810,4 +818,541 @@ tls:
         "{}",
         i.toml
     );
+}
+
+// ---------------------------------------------------------------------------
+// Rules and middlewares.
+
+use crate::config::{MiddlewareConfig, RateKey};
+
+/// (host, rule as described, pool, middlewares) of every route.
+fn route_list(c: &Config) -> Vec<(String, String, String, Vec<String>)> {
+    c.routes
+        .iter()
+        .map(|r| {
+            (
+                r.host.to_string(),
+                r.rules.describe(),
+                r.pool.clone(),
+                r.middlewares.clone(),
+            )
+        })
+        .collect()
+}
+
+/// A dynamic file with one router on `app.test` using `mws`, and `defs`
+/// under http.middlewares.
+fn with_middlewares(mws: &str, defs: &str) -> String {
+    format!(
+        "http:\n  routers:\n    app: {{rule: \"Host(`app.test`)\", service: app, middlewares: [{mws}]}}\n  services:\n    app: {{loadBalancer: {{servers: [{{url: \"http://app:80\"}}]}}}}\n  middlewares:\n{defs}"
+    )
+}
+
+fn notes_have(i: &Imported, needle: &str) {
+    assert!(
+        i.notes.iter().any(|n| n.contains(needle)),
+        "no note with {needle:?}:\n{}",
+        i.notes.join("\n")
+    );
+}
+
+#[test]
+fn rules_become_routes_with_traefiks_priorities() {
+    let dynamic = r#"
+http:
+  routers:
+    site: {rule: "Host(`a.test`)", service: site}
+    api: {rule: "Host(`a.test`) && PathPrefix(`/api`) && Method(`GET`, `POST`)", service: api}
+    exact: {rule: "Host(`a.test`) && Path(`/api`)", service: site}
+    beta: {rule: "(Host(`a.test`) || Host(`b.test`)) && HeaderRegexp(`X-Beta`, `^(1|yes)$`) && Query(`v`, `2`)", service: api, priority: 500}
+    assets: {rule: "Host(`b.test`) && PathRegexp(`\\.(css|js)$`) && !Header(`X-No`, `1`)", service: site}
+    local: {rule: "Host(`c.test`) && ClientIP(`10.0.0.0/8`) || Host(`c.test`) && Path(`/ok`)", service: site}
+  services:
+    site: {loadBalancer: {servers: [{url: "http://site:80"}]}}
+    api: {loadBalancer: {servers: [{url: "http://api:80"}]}}
+"#;
+    let i = import(&[("d.yml", dynamic)]);
+    let c = config(&i);
+    let got: Vec<(String, String, String)> = route_list(&c)
+        .into_iter()
+        .map(|(h, r, p, _)| (h, r, p))
+        .collect();
+    // Several routes on a.test: each gets Traefik's priority (the rule's
+    // length unless set), so the GET/POST prefix goes before the exact
+    // path, as in Traefik. One route on b.test and c.test: none needed.
+    let want = [
+        (
+            "a.test",
+            "path_prefix=/api methods=GET,POST priority=61",
+            "api",
+        ),
+        (
+            "a.test",
+            "header:x-beta=~^(1|yes)$ query:v=2 priority=500",
+            "api",
+        ),
+        ("b.test", "header:x-beta=~^(1|yes)$ query:v=2", "api"),
+        ("a.test", "path=/api priority=30", "site"),
+        ("c.test", "path=/ok", "site"),
+        ("a.test", "priority=14", "site"),
+    ];
+    let want: Vec<(String, String, String)> = want
+        .iter()
+        .map(|(h, r, p)| (h.to_string(), r.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(got, want, "{}", i.toml);
+    notes_have(&i, "!Header(`X-No`, `1`) negates a matcher");
+    notes_have(&i, "ClientIP(`10.0.0.0/8`) matches the client's address");
+    assert!(
+        !i.toml.contains("host = \"b.test\"\npath_regex"),
+        "{}",
+        i.toml
+    );
+}
+
+#[test]
+fn priorities_outside_switchyards_range_keep_their_order() {
+    let dynamic = r#"
+http:
+  routers:
+    low: {rule: "Host(`a.test`)", service: s, priority: -5}
+    high: {rule: "Host(`a.test`) && PathPrefix(`/x`)", service: s, priority: 9223372036854775807}
+    mid: {rule: "Host(`a.test`) && Path(`/y`)", service: s}
+  services:
+    s: {loadBalancer: {servers: [{url: "http://s:80"}]}}
+"#;
+    let i = import(&[("d.yml", dynamic)]);
+    let c = config(&i);
+    let prio = |d: &str| {
+        c.routes
+            .iter()
+            .find(|r| r.rules.describe().starts_with(d))
+            .and_then(|r| r.rules.priority)
+            .unwrap()
+    };
+    assert!(prio("priority") < prio("path=/y") && prio("path=/y") < prio("path_prefix=/x"));
+    notes_have(&i, "keep their order");
+}
+
+#[test]
+fn headers_carry_custom_fields_and_security_options() {
+    let defs = r#"    h:
+      headers:
+        customRequestHeaders: {X-Env: prod, X-Debug: ""}
+        customResponseHeaders: {X-Powered-By: "", Cache-Control: no-store, "Bad Name": x}
+        stsSeconds: 63072000
+        stsIncludeSubdomains: true
+        stsPreload: true
+        forceSTSHeader: true
+        frameDeny: true
+        contentTypeNosniff: true
+        browserXssFilter: true
+        customBrowserXSSValue: "0"
+        contentSecurityPolicy: "default-src 'self'"
+        referrerPolicy: no-referrer
+        accessControlAllowMethods: [GET]
+        sslRedirect: true
+"#;
+    let i = import(&[("d.yml", &with_middlewares("h", defs))]);
+    let c = config(&i);
+    let MiddlewareConfig::Headers(h) = &c.middlewares["h"] else {
+        panic!("{}", i.toml)
+    };
+    let names = |v: &[(http::HeaderName, http::HeaderValue)]| -> Vec<String> {
+        v.iter()
+            .map(|(n, v)| format!("{n}={}", v.to_str().unwrap()))
+            .collect()
+    };
+    assert_eq!(names(&h.request_set), ["x-env=prod"]);
+    assert_eq!(h.request_remove, ["x-debug"]);
+    assert_eq!(h.response_remove, ["x-powered-by"]);
+    let resp = names(&h.response_set);
+    for want in [
+        "cache-control=no-store",
+        "x-xss-protection=0",
+        "x-frame-options=DENY",
+        "x-content-type-options=nosniff",
+        "content-security-policy=default-src 'self'",
+        "referrer-policy=no-referrer",
+    ] {
+        assert!(resp.contains(&want.to_string()), "{want}: {resp:?}");
+    }
+    assert!(!resp.iter().any(|r| r == "x-xss-protection=1; mode=block"));
+    assert_eq!(
+        h.hsts.as_ref().unwrap(),
+        "max-age=63072000; includeSubDomains; preload"
+    );
+    assert!(h.force_hsts);
+    assert_eq!(c.routes[0].middlewares, ["h"]);
+    notes_have(&i, "accessControlAllowMethods: not carried over");
+    notes_have(&i, "sslRedirect: not carried over");
+    notes_have(&i, "Bad Name: not carried over: not a valid header name");
+}
+
+#[test]
+fn basic_auth_users_inline_or_from_a_file() {
+    // Labels: users comma-separated, `$$` for `$`, options in lower case.
+    let compose = r#"
+services:
+  app:
+    expose: ["80"]
+    labels:
+      - traefik.http.routers.app.rule=Host(`app.test`)
+      - traefik.http.routers.app.middlewares=auth
+      - traefik.http.middlewares.auth.basicauth.users=alice:$$apr1$$05hwIpsJ$$rBiU2noji5ow/hHS9yZu0/,bob:{SHA}x,nocolon
+      - traefik.http.middlewares.auth.basicauth.realm=ops
+      - traefik.http.middlewares.auth.basicauth.removeheader=true
+      - traefik.http.middlewares.auth.basicauth.headerfield=X-User
+"#;
+    let i = import(&[("compose.yml", compose)]);
+    let c = config(&i);
+    let MiddlewareConfig::BasicAuth(a) = &c.middlewares["auth"] else {
+        panic!("{}", i.toml)
+    };
+    assert_eq!(
+        a.users,
+        ["alice:$apr1$05hwIpsJ$rBiU2noji5ow/hHS9yZu0/", "bob:{SHA}x"]
+    );
+    assert_eq!(a.realm, "ops");
+    assert!(a.remove_header);
+    assert_eq!(a.header_field.as_ref().unwrap(), "x-user");
+    notes_have(&i, "not a user:hash line");
+    notes_have(&i, "(user bob): unsupported hash");
+    assert!(!i.toml.contains("nocolon"), "no malformed line copied");
+
+    let defs =
+        "    auth:\n      basicAuth: {usersFile: /etc/traefik/users, users: [\"carol:{SHA}x\"]}\n";
+    let i = import(&[("d.yml", &with_middlewares("auth", defs))]);
+    let MiddlewareConfig::BasicAuth(a) = &config(&i).middlewares["auth"] else {
+        panic!()
+    };
+    assert_eq!(
+        a.users_file.as_deref(),
+        Some(std::path::Path::new("/etc/traefik/users"))
+    );
+    notes_have(&i, "switchyard reads /etc/traefik/users");
+    notes_have(&i, "users and usersFile both");
+}
+
+#[test]
+fn guards_that_cannot_be_carried_keep_their_routers_out() {
+    // Served without them, these routes would be open to everyone.
+    for (mws, defs, why) in [
+        ("auth", "    auth: {basicAuth: {secret: users}}\n", "Kubernetes secret"),
+        ("auth", "    auth: {basicAuth: {realm: x}}\n", "no users"),
+        ("fa", "    fa: {forwardAuth: {address: \"http://auth\"}}\n", "forward authentication"),
+        ("p", "    p: {plugin: {jwt: {}}}\n", "plugin"),
+        ("ip", "    ip: {ipAllowList: {sourceRange: [\"10.0.0.0/33\"]}}\n", "sourceRange"),
+        ("ip", "    ip: {ipAllowList: {sourceRange: []}}\n", "names no network"),
+        ("ip", "    ip: {ipAllowList: {sourceRange: [10.0.0.0/8], ipStrategy: {excludedIPs: [10.0.0.1]}}}\n", "excludedIPs"),
+        ("ip", "    ip: {ipWhiteList: {sourceRange: [10.0.0.0/8], ipStrategy: {depth: 40}}}\n", "at most 32"),
+        ("x", "    x: {someNewKind: {}}\n", "does not know"),
+        ("missing", "    other: {compress: {}}\n", "not defined in the files given"),
+        ("c", "    c: {chain: {middlewares: [c]}}\n", "nest too deeply"),
+    ] {
+        let i = import(&[("d.yml", &with_middlewares(mws, defs))]);
+        let c = config(&i);
+        assert!(c.routes.is_empty(), "{why}: {}", i.toml);
+        notes_have(&i, why);
+        notes_have(&i, "the router is not carried over");
+    }
+}
+
+#[test]
+fn other_middlewares_that_cannot_be_carried_are_noted_and_the_route_kept() {
+    for (defs, why) in [
+        ("    m: {retry: {attempts: 3}}\n", "retries by the pool's retry"),
+        ("    m: {rateLimit: {average: 0}}\n", "no limit at all"),
+        ("    m: {rateLimit: {average: 5, sourceCriterion: {requestHost: true}}}\n", "per requested host"),
+        ("    m: {compress: {includedContentTypes: [text/html], excludedContentTypes: [image/png]}}\n", "both set"),
+        ("    m: {redirectScheme: {scheme: http}}\n", "only redirects plain HTTP to HTTPS"),
+        ("    m: {stripPrefix: {prefixes: [api]}}\n", "no prefix starting with '/'"),
+        ("    m: {addPrefix: {prefix: \"x y\"}}\n", "not a path"),
+        ("    m: {redirectRegex: {regex: \"(\", replacement: x}}\n", "regex"),
+        ("    m: {headers: {accessControlAllowOriginList: [\"*\"]}}\n", "none of its options"),
+    ] {
+        let i = import(&[("d.yml", &with_middlewares("m", defs))]);
+        let c = config(&i);
+        assert_eq!(c.routes.len(), 1, "{why}: {}", i.toml);
+        assert!(c.routes[0].middlewares.is_empty(), "{why}");
+        notes_have(&i, why);
+    }
+}
+
+#[test]
+fn allow_lists_rate_limits_and_compression_keep_traefiks_numbers() {
+    let defs = r#"    office:
+      ipWhiteList:
+        sourceRange: ["192.168.1.0/24", "2001:db8::1"]
+        ipStrategy: {depth: 2, ipv6Subnet: 64}
+    limit:
+      rateLimit: {average: 100, period: 1m, sourceCriterion: {requestHeaderName: X-Api-Key}}
+    perip:
+      rateLimit: {average: 5, burst: 20, sourceCriterion: {ipStrategy: {depth: 1}}}
+    gz:
+      compress: {includedContentTypes: ["text/html; charset=utf-8", application/json, nonsense], minResponseBodyBytes: 200, encodings: [br, gzip, deflate]}
+    gz2:
+      compress: {excludedContentTypes: [application/json]}
+"#;
+    let i = import(&[(
+        "d.yml",
+        &with_middlewares("office, limit, perip, gz, gz2", defs),
+    )]);
+    let c = config(&i);
+    let MiddlewareConfig::IpAllow(ip) = &c.middlewares["office"] else {
+        panic!()
+    };
+    let cidrs: Vec<String> = ip.cidrs.iter().map(|n| n.to_string()).collect();
+    assert_eq!(cidrs, ["192.168.1.0/24", "2001:db8::1/128"]);
+    assert_eq!(ip.trusted_proxies, 2);
+    notes_have(&i, "ipv6Subnet: not carried over");
+    let MiddlewareConfig::RateLimit(l) = &c.middlewares["limit"] else {
+        panic!()
+    };
+    assert_eq!(
+        (l.average, l.burst),
+        (100, 1),
+        "Traefik's burst defaults to 1"
+    );
+    assert_eq!(l.period, std::time::Duration::from_secs(60));
+    assert_eq!(
+        l.per,
+        RateKey::Header(http::HeaderName::from_static("x-api-key"))
+    );
+    let MiddlewareConfig::RateLimit(l) = &c.middlewares["perip"] else {
+        panic!()
+    };
+    assert_eq!((l.average, l.burst, l.trusted_proxies), (5, 20, 1));
+    assert_eq!(l.per, RateKey::ClientIp);
+    let MiddlewareConfig::Compress(z) = &c.middlewares["gz"] else {
+        panic!()
+    };
+    assert_eq!(z.types, ["text/html", "application/json"]);
+    assert_eq!(z.min_bytes, 200);
+    let enc: Vec<&str> = z.encodings.iter().map(|e| e.as_str()).collect();
+    assert_eq!(enc, ["br", "gzip"]);
+    notes_have(&i, "\"nonsense\" is not a media type");
+    notes_have(&i, "\"deflate\": switchyard encodes zstd, br and gzip");
+    let MiddlewareConfig::Compress(z) = &c.middlewares["gz2"] else {
+        panic!()
+    };
+    assert!(z.types.contains(&"text/*".to_string()));
+    assert!(!z.types.contains(&"application/json".to_string()));
+    notes_have(&i, "every type but application/json");
+    assert_eq!(
+        c.routes[0].middlewares,
+        ["office", "limit", "perip", "gz", "gz2"]
+    );
+}
+
+#[test]
+fn prefixes_redirects_and_chains_flatten_in_order() {
+    let compose = r#"
+services:
+  app:
+    expose: ["80"]
+    labels:
+      - traefik.http.routers.app.rule=Host(`app.test`) && PathPrefix(`/api`)
+      - traefik.http.routers.app.middlewares=outer,strip@docker
+      - traefik.http.middlewares.outer.chain.middlewares=inner,add
+      - traefik.http.middlewares.inner.chain.middlewares=old,strip
+      - traefik.http.middlewares.strip.stripprefix.prefixes=/api,/v1
+      - traefik.http.middlewares.add.addprefix.prefix=/app
+      - traefik.http.middlewares.old.redirectregex.regex=^http://old\.test/(.*)
+      - traefik.http.middlewares.old.redirectregex.replacement=https://app.test/$${1}
+      - traefik.http.middlewares.old.redirectregex.permanent=true
+"#;
+    let i = import(&[("compose.yml", compose)]);
+    let c = config(&i);
+    assert_eq!(c.routes[0].middlewares, ["old", "strip", "add"]);
+    notes_have(&i, "attached twice");
+    let MiddlewareConfig::StripPrefix(p) = &c.middlewares["strip"] else {
+        panic!()
+    };
+    assert_eq!(p, &["/api", "/v1"]);
+    assert_eq!(
+        c.middlewares["add"],
+        MiddlewareConfig::AddPrefix("/app".into())
+    );
+    let MiddlewareConfig::RedirectRegex(r) = &c.middlewares["old"] else {
+        panic!()
+    };
+    assert_eq!(r.replacement, "https://app.test/${1}");
+    assert!(r.permanent);
+    assert_eq!(
+        r.redirect(&http::Method::GET, "http://old.test/a?b=1")
+            .map(|x| x.1),
+        Some("https://app.test/a?b=1".to_string())
+    );
+}
+
+#[test]
+fn middleware_references_resolve_in_their_provider() {
+    // `office` exists in both providers, differently: a docker router's
+    // plain reference is docker's, `@file` is the file's.
+    let compose = r#"
+services:
+  app:
+    expose: ["80"]
+    labels:
+      - traefik.http.routers.app.rule=Host(`app.test`)
+      - traefik.http.routers.app.middlewares=office
+      - traefik.http.routers.app2.rule=Host(`app2.test`)
+      - traefik.http.routers.app2.service=app
+      - traefik.http.routers.app2.middlewares=office@file
+      - traefik.http.middlewares.office.ipallowlist.sourcerange=10.0.0.0/8
+"#;
+    let dynamic =
+        "http:\n  middlewares:\n    office: {ipAllowList: {sourceRange: [192.168.0.0/16]}}\n";
+    let i = import(&[("compose.yml", compose), ("d.yml", dynamic)]);
+    let c = config(&i);
+    let by_host: BTreeMap<String, Vec<String>> = c
+        .routes
+        .iter()
+        .map(|r| (r.host.to_string(), r.middlewares.clone()))
+        .collect();
+    let net = |name: &str| match &c.middlewares[name] {
+        MiddlewareConfig::IpAllow(a) => a.cidrs[0].to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(net(&by_host["app.test"][0]), "10.0.0.0/8", "{}", i.toml);
+    assert_eq!(
+        net(&by_host["app2.test"][0]),
+        "192.168.0.0/16",
+        "{}",
+        i.toml
+    );
+    assert_ne!(by_host["app.test"], by_host["app2.test"]);
+
+    // A docker router naming a file middleware without @file: Traefik does
+    // not find it, and the note says how to name it.
+    let compose = compose.replace("office@file", "secure");
+    let dynamic = "http:\n  middlewares:\n    secure: {headers: {frameDeny: true}}\n";
+    let i = import(&[("compose.yml", &compose), ("d.yml", dynamic)]);
+    assert_eq!(config(&i).routes.len(), 1, "{}", i.toml);
+    notes_have(&i, "the files define secure@file");
+}
+
+#[test]
+fn routers_sharing_a_rule_share_a_route_and_a_redirect_stays_a_redirect() {
+    let dynamic = r#"
+http:
+  routers:
+    blue: {rule: "Host(`a.test`) && PathPrefix(`/x`)", service: blue, middlewares: [gz]}
+    green: {rule: "Host(`a.test`) && PathPrefix(`/x`)", service: green}
+    plain: {rule: "Host(`a.test`)", service: blue, entryPoints: [web], middlewares: [tohttps, gz]}
+  middlewares:
+    gz: {compress: {}}
+    tohttps: {redirectScheme: {scheme: https, port: "8443"}}
+  services:
+    blue: {loadBalancer: {servers: [{url: "http://blue:80"}]}}
+    green: {loadBalancer: {servers: [{url: "http://green:80"}]}}
+"#;
+    let i = import(&[("d.yml", dynamic)]);
+    let c = config(&i);
+    let x = c
+        .routes
+        .iter()
+        .find(|r| r.rules.describe().starts_with("path_prefix=/x"))
+        .unwrap();
+    assert_eq!(c.pools[&x.pool].versions.len(), 2, "{}", i.toml);
+    assert_eq!(x.middlewares, ["gz"]);
+    notes_have(&i, "share a rule but not their middlewares");
+    // The plain router only redirects: it adds no route.
+    assert_eq!(c.routes.len(), 1, "{}", i.toml);
+}
+
+#[test]
+fn odd_middleware_and_rule_inputs_never_panic() {
+    // Each is imported (and validates) or refused with an error naming the
+    // file: never a panic, never an invalid config.
+    let cases = [
+        "    m: []\n",
+        "    m: 5\n",
+        "    m: {headers: 5}\n",
+        "    m: {headers: {customRequestHeaders: [a, b]}}\n",
+        "    m: {headers: {customRequestHeaders: {\"X\\u00e9\": v, Y: \"a\\nb\"}}}\n",
+        "    m: {headers: {stsSeconds: -1}}\n",
+        "    m: {headers: {stsSeconds: 99999999999999999999}}\n",
+        "    m: {basicAuth: {users: [\":\", \"a:\", \":b\", \"\\u00e9:$2y$\"]}}\n",
+        "    m: {basicAuth: {users: 7, realm: \"a\\\"b\"}}\n",
+        "    m: {ipAllowList: {sourceRange: {a: b}}}\n",
+        "    m: {ipAllowList: {sourceRange: [\"::/0\", 0.0.0.0/0], ipStrategy: {depth: -1}}}\n",
+        "    m: {rateLimit: {average: 18446744073709551615, burst: 0}}\n",
+        "    m: {rateLimit: {average: 1.5}}\n",
+        "    m: {rateLimit: {average: 3, period: forever}}\n",
+        "    m: {rateLimit: {average: 3, period: 0}}\n",
+        "    m: {rateLimit: {average: 3, sourceCriterion: {requestHeaderName: \"a b\"}}}\n",
+        "    m: {compress: {minResponseBodyBytes: 1099511627777, includedContentTypes: \"*/*\"}}\n",
+        "    m: {stripPrefix: {prefixes: \"\"}}\n",
+        "    m: {redirectRegex: {regex: \"(?<x>a)\", replacement: \"$x\"}}\n",
+        "    m: {redirectRegex: {regex: x}}\n",
+        "    m: {chain: {}}\n",
+        "    m: {chain: {middlewares: [m@file, nope@consul]}}\n",
+        "    m: {headers: {}, compress: {}}\n",
+    ];
+    for defs in cases {
+        let text = with_middlewares("m", defs);
+        match traefik(&sources(&[("d.yml", &text)], &[])) {
+            Ok(i) => {
+                config(&i);
+            }
+            Err(e) => assert!(e.to_string().contains("d.yml"), "{defs}: {e}"),
+        }
+    }
+    for rule in [
+        "Host(`a.test`) && Path(``)",
+        "Host(`a.test`) && Method(``)",
+        "Host(`a.test`) && Header(`\u{e9}`, `x`)",
+        "Host(`a.test`) && Query(`=x`)",
+        "Host(`a.test`) && Query(``, `x`)",
+        "Host(`a.test`) && PathRegexp(`(?P<`)",
+        "Host(`a.test`) && HeaderRegexp(`X`, `[`)",
+        "Host(`a.test`) && Path(`/a?b`)",
+        "Host(`a.test`) && Header(`X`, `~x`)",
+        "Host(`a.test`) && Query(`k=v`, `j={id}`)",
+        "!!!!Host(`a.test`)",
+        "Host(`a.test`) && (Path(`/1`) || Path(`/2`)) && (Path(`/1`) || Path(`/3`))",
+    ] {
+        let text = format!(
+            "http:\n  routers:\n    r: {{rule: {rule:?}, service: s}}\n  services:\n    s: {{loadBalancer: {{servers: [{{url: \"http://s:80\"}}]}}}}\n"
+        );
+        match traefik(&sources(&[("d.yml", &text)], &[])) {
+            Ok(i) => {
+                let c = config(&i);
+                // An exact value that starts with ~ stays exact.
+                if rule.contains("`~x`") {
+                    let (_, v) = &c.routes[0].rules.headers[0];
+                    assert!(v.matches(b"~x") && !v.matches(b"x"), "{v:?}");
+                }
+            }
+            Err(e) => assert!(e.to_string().contains("d.yml"), "{rule}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn middlewares_of_containers_traefik_ignores_are_not_found() {
+    // exposedByDefault=false: a container without traefik.enable=true is
+    // not Traefik's, nor are the middlewares its labels define.
+    let compose = r#"
+services:
+  auth:
+    expose: ["80"]
+    labels:
+      - traefik.http.middlewares.gate.ipallowlist.sourcerange=10.0.0.0/8
+  app:
+    expose: ["80"]
+    labels:
+      - traefik.enable=true
+      - traefik.http.routers.app.rule=Host(`app.test`)
+      - traefik.http.routers.app.middlewares=gate
+"#;
+    let statik = "providers:\n  docker:\n    exposedByDefault: false\n";
+    let i = import(&[("compose.yml", compose), ("traefik.yml", statik)]);
+    assert!(config(&i).routes.is_empty(), "{}", i.toml);
+    notes_have(&i, "middleware \"gate\" is not defined");
+    // Exposed by default: the same labels protect the route.
+    let i = import(&[("compose.yml", compose)]);
+    assert_eq!(config(&i).routes[0].middlewares, ["gate"]);
 }
