@@ -75,7 +75,7 @@ pub fn check_config(data: &[u8]) {
         cfg.routes.len() + previews,
         "every route (and preview host) is in the table"
     );
-    for r in &cfg.routes {
+    for r in cfg.routes.iter() {
         if let HostPattern::Exact(h) = &r.host {
             let got = table
                 .route(h.as_str())

@@ -495,7 +495,10 @@ fn run(config: Option<PathBuf>, ready_file: Option<&Path>) -> anyhow::Result<()>
     let rt = runtime(config.server.workers)?;
     rt.block_on(async {
         let events = EventLog::open(&events_path(&config.admin.state));
-        let app = Arc::new(control_for(&path, &config, events).await?);
+        let app = Arc::new(control_for(&path, config, events).await?);
+        // The control holds the one copy of the file's config from here on
+        // (at 10 000 routes a copy is tens of megabytes).
+        let config = app.snapshot().file.clone();
         let listeners = switchyard::server::bind(&config).await?;
         write_ready_file(ready_file, &listeners)?;
         tracing::info!(config = %path.display(), state = %config.admin.state.display(), "switchyard {} started", env!("CARGO_PKG_VERSION"));
@@ -507,15 +510,10 @@ fn run(config: Option<PathBuf>, ready_file: Option<&Path>) -> anyhow::Result<()>
 
 /// The instance's control: on its own state file, or with `[cluster]`, on
 /// the fleet's state in etcd (the state file then caches it).
-async fn control_for(path: &Path, config: &Config, events: EventLog) -> anyhow::Result<Control> {
+async fn control_for(path: &Path, config: Config, events: EventLog) -> anyhow::Result<Control> {
     let Some(cc) = &config.cluster else {
         let store = Box::new(FileStore::new(&config.admin.state));
-        return Ok(Control::new(
-            Some(path.to_owned()),
-            config.clone(),
-            store,
-            events,
-        ));
+        return Ok(Control::new(Some(path.to_owned()), config, store, events));
     };
     let cluster = Arc::new(Cluster::new(cc).await?);
     let store = Box::new(EtcdStore::new(
@@ -523,7 +521,7 @@ async fn control_for(path: &Path, config: &Config, events: EventLog) -> anyhow::
         &config.admin.state,
         tokio::runtime::Handle::current(),
     ));
-    Ok(Control::new(Some(path.to_owned()), config.clone(), store, events).clustered(cluster))
+    Ok(Control::new(Some(path.to_owned()), config, store, events).clustered(cluster))
 }
 
 /// `--ready-file`: once every listener is bound (connections queue from

@@ -285,7 +285,7 @@ impl RouteIndex {
         };
         let mut exact: BTreeMap<Box<str>, Vec<usize>> = BTreeMap::new();
         let mut wild: BTreeMap<Box<str>, Vec<usize>> = BTreeMap::new();
-        for rc in &config.routes {
+        for rc in config.routes.iter() {
             let Some(pool) = pools.get(&rc.pool) else {
                 continue;
             };

@@ -10,7 +10,7 @@
 //! The figures come from the same windowed reader the rollout controller
 //! judges from, so the page and the controller agree.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,30 +30,55 @@ const KEEP: Duration = Duration::from_secs(13);
 /// Recent samples of one version, oldest first.
 type Ring = VecDeque<(Instant, Sample)>;
 
-/// The rings of recent samples, per (pool, version).
+/// The rings of recent samples, per (pool, version) that has answered a
+/// request: memory and work follow the versions in use, not the ones
+/// configured (at 10 000 pools, a ring of empty samples per idle version
+/// held ~70 MB).
 #[derive(Default)]
 pub struct Stats {
-    rings: Mutex<HashMap<(String, String), Ring>>,
+    rings: Mutex<Rings>,
+}
+
+#[derive(Default)]
+struct Rings {
+    by_version: HashMap<(String, String), Ring>,
+    /// When the recent ticks were taken (as long as rings keep samples). A
+    /// version without series at a tick had counted nothing then: its new
+    /// ring starts with an empty sample at the last tick, and a version
+    /// without a ring reads as empty at the oldest tick in the window.
+    ticks: VecDeque<Instant>,
 }
 
 // === impl Stats ===
 
 impl Stats {
-    /// Takes one sample of each `(pool, version)` at `now`, and forgets
-    /// versions that are gone and samples older than the ring keeps.
+    /// Takes one sample of each `(pool, version)` with series at `now`, and
+    /// forgets versions that are gone and samples older than the ring keeps.
     pub fn tick(&self, metrics: &Metrics, versions: &[(String, String)], now: Instant) {
-        let mut all = metrics.sample_all();
-        let fresh: Vec<((String, String), Sample)> = versions
-            .iter()
-            .map(|k| {
-                let s = all.remove(k).unwrap_or_else(empty_sample);
-                (k.clone(), s)
-            })
-            .collect();
+        let all = metrics.sample_all();
+        let current: HashSet<&(String, String)> = versions.iter().collect();
         let mut rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
-        rings.retain(|k, _| versions.contains(k));
-        for (key, sample) in fresh {
-            let ring = rings.entry(key).or_default();
+        let last_tick = rings.ticks.back().copied();
+        rings.ticks.push_back(now);
+        while rings
+            .ticks
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > KEEP)
+        {
+            rings.ticks.pop_front();
+        }
+        rings.by_version.retain(|k, _| current.contains(k));
+        for (key, sample) in all {
+            if !current.contains(&key) {
+                continue;
+            }
+            let ring = rings.by_version.entry(key).or_insert_with(|| {
+                let mut ring = Ring::new();
+                if let Some(t) = last_tick {
+                    ring.push_back((t, empty_sample()));
+                }
+                ring
+            });
             ring.push_back((now, sample));
             while ring
                 .front()
@@ -106,12 +131,19 @@ impl Stats {
         version: &str,
         now: Instant,
     ) -> Option<(Instant, Sample)> {
+        let within = |t: &Instant| now.saturating_duration_since(*t) <= WINDOW + TICK / 2;
         let rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
-        rings
-            .get(&(pool.to_string(), version.to_string()))?
-            .iter()
-            .find(|(t, _)| now.saturating_duration_since(*t) <= WINDOW + TICK / 2)
-            .cloned()
+        match rings
+            .by_version
+            .get(&(pool.to_string(), version.to_string()))
+        {
+            Some(ring) => ring.iter().find(|(t, _)| within(t)).cloned(),
+            None => rings
+                .ticks
+                .iter()
+                .find(|t| within(t))
+                .map(|&t| (t, empty_sample())),
+        }
     }
 }
 
@@ -181,6 +213,30 @@ mod tests {
     }
 
     #[test]
+    fn only_versions_with_traffic_have_rings_and_a_late_one_counts_from_the_last_tick() {
+        let m = Metrics::new();
+        let versions: Vec<_> = (0..1000).map(|i| key(&format!("p{i}"), "blue")).collect();
+        let s = Stats::default();
+        let t0 = Instant::now();
+        s.tick(&m, &versions, t0);
+        s.tick(&m, &versions, t0 + Duration::from_secs(1));
+        assert!(s.rings.lock().unwrap().by_version.is_empty());
+        // p7 answers its first requests between two ticks: the window
+        // still counts them (its ring starts empty at the tick before).
+        let h = m.request_handles("p7.test", "p7", "blue");
+        for _ in 0..30 {
+            h.record(200, Duration::from_millis(2));
+        }
+        s.tick(&m, &versions, t0 + Duration::from_secs(2));
+        assert_eq!(s.rings.lock().unwrap().by_version.len(), 1);
+        let now = t0 + Duration::from_secs(3);
+        let v = serde_json::to_value(s.view(&m, &versions, now)).unwrap();
+        let g = &v["pools"]["p7"]["versions"]["blue"];
+        assert_eq!(g["requests"], 30, "{v}");
+        assert_eq!(g["window_seconds"], 2.0, "{v}");
+    }
+
+    #[test]
     fn rates_come_from_the_window_and_old_samples_drop_out() {
         let m = Metrics::new();
         let green = m.request_handles("app.test", "app", "green");
@@ -228,9 +284,14 @@ mod tests {
 
         // The ring keeps ~13 s, and forgets versions that are gone.
         let rings = s.rings.lock().unwrap();
-        assert!(rings[&key("app", "green")].len() <= 14);
+        assert!(rings.by_version[&key("app", "green")].len() <= 14);
         drop(rings);
         s.tick(&m, &versions[..1], now);
-        assert!(!s.rings.lock().unwrap().contains_key(&key("app", "green")));
+        assert!(!s
+            .rings
+            .lock()
+            .unwrap()
+            .by_version
+            .contains_key(&key("app", "green")));
     }
 }

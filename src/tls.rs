@@ -502,7 +502,7 @@ impl TlsState {
         let mut problems = Vec::new();
         let mut files = Vec::new();
         let mut acme = Vec::new();
-        for r in &config.routes {
+        for r in config.routes.iter() {
             let mut patterns = vec![r.host.clone()];
             if let Some(p) = &r.preview {
                 patterns.push(HostPattern::Exact(p.clone()));

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::host::{HostName, HostPattern};
@@ -111,8 +112,12 @@ pub struct Config {
     /// `[cluster]`: state shared with other instances through etcd. `None`:
     /// this instance keeps its own state file and no etcd code runs.
     pub cluster: Option<ClusterConfig>,
-    pub routes: Vec<RouteConfig>,
-    pub pools: BTreeMap<String, PoolConfig>,
+    /// Shared between the file's config and the effective one (see
+    /// [`crate::state::apply_overrides`]): copied only when changed.
+    pub routes: Arc<Vec<RouteConfig>>,
+    /// Each pool shared like `routes`: the effective config copies only
+    /// the pools a runtime change touches.
+    pub pools: BTreeMap<String, Arc<PoolConfig>>,
     /// `[[notify]]`: webhooks the audit events are sent to.
     pub notify: Vec<NotifyConfig>,
     /// `[providers.docker]`: pools discovered from container labels.

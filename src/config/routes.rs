@@ -1,7 +1,7 @@
 //! `[[routes]]`: hosts, rules beyond the host, TLS and middlewares; and the
 //! check for routes that can never match (shadowed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use http::header::HeaderName;
@@ -37,9 +37,10 @@ pub(super) fn validate_routes(
     cx: &RouteContext<'_>,
 ) -> Vec<RouteConfig> {
     let mut out = Vec::new();
-    // (host, rules) of every route so far: the same host with the same
-    // conditions twice is a mistake.
-    let mut seen: Vec<(String, RouteRules)> = Vec::new();
+    // The rules of every route so far, by host: the same host with the same
+    // conditions twice is a mistake. (A map: a list scanned per route made
+    // 10 000 routes cost 50 million host comparisons.)
+    let mut seen: HashMap<String, Vec<RouteRules>> = HashMap::new();
     for r in routes {
         let span = r.span();
         let r = r.get_ref();
@@ -64,10 +65,8 @@ pub(super) fn validate_routes(
         };
         let rules = route_rules(c, r);
         let mut once = |c: &mut Checker<'_>, name: String, at: std::ops::Range<usize>| {
-            if seen
-                .iter()
-                .any(|(h, other)| *h == name && other.same_conditions(&rules))
-            {
+            let same_host = seen.entry(name.clone()).or_default();
+            if same_host.iter().any(|other| other.same_conditions(&rules)) {
                 let what = if rules.is_empty() {
                     String::new()
                 } else {
@@ -75,7 +74,7 @@ pub(super) fn validate_routes(
                 };
                 c.err(at, format!("host {name} is routed twice{what}"));
             }
-            seen.push((name, rules.clone()));
+            same_host.push(rules.clone());
         };
         once(c, host.to_string(), r.host.span());
         let tls = route_tls(c, r.tls.as_ref(), &host, cx);

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -254,8 +255,8 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
         access_log,
         acme,
         cluster,
-        routes,
-        pools,
+        routes: Arc::new(routes),
+        pools: pools.into_iter().map(|(k, p)| (k, Arc::new(p))).collect(),
         notify,
         docker,
         middlewares,

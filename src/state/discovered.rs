@@ -406,7 +406,9 @@ pub fn merge_discovered(
             ));
             continue;
         }
-        config.pools.insert(name.clone(), discovered_pool(dp));
+        config
+            .pools
+            .insert(name.clone(), std::sync::Arc::new(discovered_pool(dp)));
         let acme = dp.versions.values().any(|v| v.acme);
         let tls = if acme && config.acme.is_some() && config.server.https.is_some() {
             TlsMode::Acme
@@ -425,7 +427,7 @@ pub fn merge_discovered(
                 ));
                 continue;
             }
-            config.routes.push(RouteConfig {
+            std::sync::Arc::make_mut(&mut config.routes).push(RouteConfig {
                 host,
                 pool: name.clone(),
                 redirect_https: tls != TlsMode::None,

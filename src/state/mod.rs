@@ -22,6 +22,7 @@ pub mod discovered;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -181,7 +182,9 @@ pub fn apply_overrides(
     let mut notes = Vec::new();
     discovered::merge_discovered(&mut config, &state.discovered, &mut notes);
     for (name, o) in &state.pools {
-        let Some(pool) = config.pools.get_mut(name) else {
+        // Copied here (copy on write): the pools no override touches stay
+        // shared with the file's config.
+        let Some(pool) = config.pools.get_mut(name).map(Arc::make_mut) else {
             notes.push((
                 name.clone(),
                 format!("pool {name} is gone from the config; its runtime changes are dropped"),
