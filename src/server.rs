@@ -186,7 +186,12 @@ pub async fn run(
 fn start_listeners(ctx: &Ctx, proxy: &Arc<Proxy>, config: &Config, l: Listeners) {
     let control = &proxy.control;
     // Before the https listener serves: stored certificates are loaded here.
-    if let Some(acme) = crate::acme::spawn(control.tls.clone(), config, ctx.shutdown.clone()) {
+    if let Some(acme) = crate::acme::spawn(
+        control.tls.clone(),
+        config,
+        control.cluster().cloned(),
+        ctx.shutdown.clone(),
+    ) {
         ctx.tracker.spawn(async move {
             let _ = acme.await;
         });

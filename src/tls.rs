@@ -461,6 +461,11 @@ pub struct TlsState {
     http01: Mutex<HashMap<String, String>>,
     /// TLS-ALPN-01: domain -> challenge certificate.
     alpn01: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    /// `[cluster]`: the fleet's pending challenges, published in etcd by
+    /// whichever instance orders, so that any instance the CA reaches
+    /// answers (HTTP-01 token -> key authorization; domain -> cert).
+    fleet_http01: Mutex<HashMap<String, String>>,
+    fleet_alpn01: Mutex<HashMap<String, Arc<CertifiedKey>>>,
     /// Per-domain ACME status.
     status: Mutex<BTreeMap<String, DomainStatus>>,
     /// The domains routes want ACME certificates for; the manager watches it.
@@ -486,6 +491,8 @@ impl TlsState {
             server_config: Arc::new(sc),
             http01: Mutex::default(),
             alpn01: Mutex::default(),
+            fleet_http01: Mutex::default(),
+            fleet_alpn01: Mutex::default(),
             status: Mutex::default(),
             acme_domains,
         };
@@ -548,14 +555,59 @@ impl TlsState {
         problems
     }
 
+    /// Whether a route wants an ACME certificate for `domain`.
+    pub fn wants_acme(&self, domain: &str) -> bool {
+        self.acme_domains.borrow().iter().any(|d| d == domain)
+    }
+
     /// The domains that want ACME certificates, and their changes.
     pub fn watch_acme_domains(&self) -> watch::Receiver<Vec<String>> {
         self.acme_domains.subscribe()
     }
 
-    /// The key authorization for an HTTP-01 token, when one is pending.
+    /// The key authorization for an HTTP-01 token, when one is pending
+    /// here or in the fleet.
     pub fn http01_answer(&self, token: &str) -> Option<String> {
-        lock(&self.http01).get(token).cloned()
+        if let Some(a) = lock(&self.http01).get(token) {
+            return Some(a.clone());
+        }
+        lock(&self.fleet_http01).get(token).cloned()
+    }
+
+    /// The TLS-ALPN-01 certificate for `domain`, when one is pending here
+    /// or in the fleet.
+    fn alpn01_cert(&self, domain: &str) -> Option<Arc<CertifiedKey>> {
+        if let Some(c) = lock(&self.alpn01).get(domain) {
+            return Some(c.clone());
+        }
+        lock(&self.fleet_alpn01).get(domain).cloned()
+    }
+
+    /// A challenge of the fleet (from etcd) appeared (`Some`) or went.
+    pub fn set_fleet_http01(&self, token: &str, key_authorization: Option<String>) {
+        let mut m = lock(&self.fleet_http01);
+        match key_authorization {
+            Some(ka) => m.insert(token.to_string(), ka),
+            None => m.remove(token),
+        };
+    }
+
+    pub fn set_fleet_alpn01(&self, domain: &str, cert: Option<Arc<CertifiedKey>>) {
+        let mut m = lock(&self.fleet_alpn01);
+        match cert {
+            Some(c) => m.insert(domain.to_string(), c),
+            None => m.remove(domain),
+        };
+    }
+
+    /// Replaces every challenge of the fleet (a re-read of etcd).
+    pub fn replace_fleet_challenges(
+        &self,
+        http01: HashMap<String, String>,
+        alpn01: HashMap<String, Arc<CertifiedKey>>,
+    ) {
+        *lock(&self.fleet_http01) = http01;
+        *lock(&self.fleet_alpn01) = alpn01;
     }
 
     pub fn set_http01(&self, token: &str, key_authorization: &str) {
@@ -653,9 +705,7 @@ impl TlsState {
                 .alpn()
                 .is_some_and(|mut protos| protos.any(|p| p == ACME_TLS_ALPN));
             if acme {
-                let cert = sni
-                    .as_deref()
-                    .and_then(|s| lock(&self.alpn01).get(s).cloned());
+                let cert = sni.as_deref().and_then(|s| self.alpn01_cert(s));
                 let Some(cert) = cert else {
                     tracing::debug!(sni = ?sni, "acme-tls/1 handshake with no pending challenge");
                     return None;

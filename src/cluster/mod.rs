@@ -12,6 +12,9 @@
 //!                          revision, leadership, per-version counters
 //!   events/<name>/<seq>    each instance's audit events, shared with the fleet
 //!   leader/<lease>         the Lock API's key of the rollout leader (and waiters)
+//!   acme/...               the fleet's ACME account, certificates, order locks and
+//!                          pending challenges (see [`crate::acme`]): the watch hands
+//!                          these keys to the [`KeyWatcher`] the ACME manager installs
 //! ```
 //!
 //! Without `[cluster]` nothing here is built and no etcd code runs.
@@ -52,6 +55,17 @@ pub enum ClusterError {
     },
     #[error("etcd: {0}")]
     Etcd(String),
+}
+
+/// Follows the keys under `<prefix>acme/` for the ACME manager: the
+/// cluster service hands it every such key it reads (on each (re)connection)
+/// and every change its watch sees. Values are hostile input.
+pub trait KeyWatcher: Send + Sync {
+    /// Everything under `<prefix>acme/` at one revision (keys without the
+    /// prefix): what was not in it is gone.
+    fn snapshot(&self, items: Vec<(String, Vec<u8>)>);
+    /// One key (without `<prefix>acme/`) put (`Some`) or deleted (`None`).
+    fn change(&self, key: &str, value: Option<&[u8]>);
 }
 
 /// What an instance publishes about itself every second, under its lease.
@@ -120,6 +134,8 @@ pub struct Cluster {
     members: Mutex<Vec<EtcdMemberView>>,
     last_error: Mutex<Option<String>>,
     gauge: OnceLock<prometheus::IntGauge>,
+    /// The ACME manager's follower of `acme/` keys, once it runs.
+    acme: OnceLock<std::sync::Arc<dyn KeyWatcher>>,
 }
 
 // === impl Cluster ===
@@ -143,6 +159,7 @@ impl Cluster {
             members: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
             gauge: OnceLock::new(),
+            acme: OnceLock::new(),
         })
     }
 
@@ -156,6 +173,24 @@ impl Cluster {
 
     pub fn state_key(&self) -> String {
         self.key("state")
+    }
+
+    /// Installs the follower of `<prefix>acme/` (the first one wins).
+    pub fn watch_acme(&self, w: std::sync::Arc<dyn KeyWatcher>) {
+        let _ = self.acme.set(w);
+    }
+
+    pub fn acme_watcher(&self) -> Option<&std::sync::Arc<dyn KeyWatcher>> {
+        self.acme.get()
+    }
+
+    /// Whether every other instance of the fleet has published a record
+    /// saying it applied `revision` (records are published every second).
+    pub fn others_applied(&self, revision: i64) -> bool {
+        lock(&self.instances)
+            .iter()
+            .filter(|(n, _)| **n != self.name)
+            .all(|(_, r)| r.applied_revision >= revision)
     }
 
     /// Follows the connection in `switchyard_cluster_connected`.

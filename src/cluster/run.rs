@@ -6,7 +6,8 @@
 //!   2. re-read the prefix: the state (applied through Control), instances
 //!   3. then, side by side until one fails:
 //!      watch     from the last revision seen + 1: state -> Control::apply_shared,
-//!                instances, events of other instances, the leader key
+//!                instances, events of other instances, the leader key,
+//!                acme/ keys -> the ACME manager's KeyWatcher
 //!      keepalive the lease, every TTL/3; leadership dropped before it can expire
 //!      publish   this instance's record (applied revision, leadership,
 //!                counters) every second under the lease, and its events
@@ -192,7 +193,9 @@ async fn reread(control: &Arc<Control>, cluster: &Arc<Cluster>) -> Result<i64, F
     };
     let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
     let state_key = cluster.state_key();
+    let acme_prefix = cluster.key("acme/");
     let mut state = (PersistedState::default(), 0);
+    let mut acme = Vec::new();
     cluster.clear_instances();
     for kv in resp.kvs() {
         let key = String::from_utf8_lossy(kv.key());
@@ -200,7 +203,12 @@ async fn reread(control: &Arc<Control>, cluster: &Arc<Cluster>) -> Result<i64, F
             state = (parse_state(kv.value()), kv.mod_revision());
         } else if let Some(name) = key.strip_prefix(&cluster.key("instances/")) {
             cluster.set_instance(name, serde_json::from_slice(kv.value()).ok());
+        } else if let Some(rest) = key.strip_prefix(&acme_prefix) {
+            acme.push((rest.to_string(), kv.value().to_vec()));
         }
+    }
+    if let Some(w) = cluster.acme_watcher() {
+        w.snapshot(acme);
     }
     let c = control.clone();
     tokio::task::spawn_blocking(move || c.apply_shared(state.0, state.1, true))
@@ -288,6 +296,10 @@ async fn on_event(control: &Arc<Control>, cluster: &Arc<Cluster>, ev: &etcd_clie
             .then(|| serde_json::from_slice::<InstanceRecord>(kv.value()).ok())
             .flatten();
         cluster.set_instance(name, record);
+    } else if let Some(rest) = key.strip_prefix(&cluster.key("acme/")) {
+        if let Some(w) = cluster.acme_watcher() {
+            w.change(rest, put.then(|| kv.value()));
+        }
     } else if let Some(rest) = key.strip_prefix(&cluster.key("events/")) {
         let mine = rest.split('/').next() == Some(cluster.name.as_str());
         if put && !mine {

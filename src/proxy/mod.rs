@@ -615,6 +615,7 @@ async fn serve<'t>(
     } else if let Some(token) = req.uri().path().strip_prefix(ACME_PREFIX) {
         // ACME HTTP-01; an unknown token goes to the backend like any path.
         if let Some(key_authorization) = px.control.tls.http01_answer(token) {
+            tracing::info!(host = ?host, "answered an HTTP-01 validation");
             return Ok(plain(StatusCode::OK, key_authorization));
         }
     }

@@ -814,6 +814,9 @@ pub enum Target {
     /// Nothing there: accepted connections are closed at once.
     Down,
     Up(SocketAddr),
+    /// Each accepted connection to the next of the two, in turn (pebble's
+    /// validator reaching either instance of a fleet).
+    Alternate(SocketAddr, SocketAddr),
 }
 
 /// A TCP relay the test binds on `127.0.0.1:0` and keeps for the whole test,
@@ -832,17 +835,30 @@ impl Relay {
         let addr = listener.local_addr().unwrap();
         let (target, rx) = tokio::sync::watch::channel(Target::Pending);
         let task = tokio::spawn(async move {
+            let mut accepted = 0usize;
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted += 1;
+                let turn = accepted;
                 let mut rx = rx.clone();
                 tokio::spawn(async move {
                     let t = match rx.wait_for(|t| *t != Target::Pending).await {
                         Ok(t) => *t,
                         Err(_) => return,
                     };
-                    let Target::Up(to) = t else { return };
+                    let to = match t {
+                        Target::Up(to) => to,
+                        Target::Alternate(a, b) => {
+                            if turn % 2 == 0 {
+                                a
+                            } else {
+                                b
+                            }
+                        }
+                        Target::Pending | Target::Down => return,
+                    };
                     if let Ok(mut server) = TcpStream::connect(to).await {
                         let _ = server.set_nodelay(true);
                         let _ = client.set_nodelay(true);

@@ -162,6 +162,16 @@ impl Pebble {
             .set(Target::Up(proxy.https.expect("an https listener")));
     }
 
+    /// Points the validator at two proxies in turn (each connection to the
+    /// next): a challenge validates only if whichever it reaches answers.
+    pub fn validate_on_both(&self, a: &Proxy, b: &Proxy) {
+        self.http01.set(Target::Alternate(a.http, b.http));
+        self.tlsalpn01.set(Target::Alternate(
+            a.https.expect("an https listener"),
+            b.https.expect("an https listener"),
+        ));
+    }
+
     fn log_path(&self, run: u32) -> PathBuf {
         self.dir.path().join(format!("pebble.{run}.log"))
     }

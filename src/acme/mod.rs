@@ -26,6 +26,10 @@
 //! A stored file that cannot be used (truncated, garbage, key and certificate
 //! that do not match) is logged, moved aside as `NAME.corrupt-<time>` and the
 //! certificate is ordered again.
+//!
+//! With `[cluster]` the account and the certificates live in etcd, one order
+//! per domain for the fleet, under a lease-held lock per domain; the storage
+//! above is then each instance's cache of what it serves (see [`fleet`]).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -49,9 +53,14 @@ use instant_acme::{
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::cluster::Cluster;
 use crate::config::{AcmeConfig, Challenge, Config};
 use crate::fsutil;
 use crate::tls::{self, LoadedCert, TlsError, TlsState};
+
+mod fleet;
+
+use fleet::{Fleet, FleetRead, OrderLock};
 
 /// Env var: the first backoff delay after a failed order (default 5m). Tests
 /// set it to seconds; see the README.
@@ -99,6 +108,8 @@ pub enum AcmeError {
     Issued(TlsError),
     #[error(transparent)]
     Challenge(TlsError),
+    #[error("etcd: {0}")]
+    Fleet(String),
 }
 
 /// An error and its causes on one line ("client error (Connect): tcp
@@ -195,6 +206,9 @@ struct Storage {
     root: PathBuf,
     /// `root/<directory slug>`.
     dir: PathBuf,
+    /// Held while certificate files are written ([`fsutil::write_atomic`]'s
+    /// temp names are per process: two writers of one file must not overlap).
+    write: Mutex<()>,
 }
 
 // === impl Storage ===
@@ -204,6 +218,7 @@ impl Storage {
         Storage {
             root: root.to_path_buf(),
             dir: root.join(slug(directory)),
+            write: Mutex::new(()),
         }
     }
 
@@ -249,9 +264,32 @@ impl Storage {
         }
     }
 
-    /// Key first, then the chain: a crash in between leaves a pair that does
-    /// not match, which [`Storage::load_cert`] treats as unusable.
+    /// The PEM text of the stored certificate and key of `domain`.
+    fn read_pems(&self, domain: &str) -> Option<(String, String)> {
+        let dir = self.cert_dir(domain);
+        let chain = std::fs::read_to_string(dir.join("cert.pem")).ok()?;
+        let key = std::fs::read_to_string(dir.join("key.pem")).ok()?;
+        Some((chain, key))
+    }
+
+    fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn save_cert(&self, domain: &str, chain_pem: &str, key_pem: &str) -> Result<(), AcmeError> {
+        let _g = self.write_lock();
+        self.save_cert_locked(domain, chain_pem, key_pem)
+    }
+
+    /// Key first, then the chain: a crash in between leaves a pair that does
+    /// not match, which [`Storage::load_cert`] treats as unusable. The caller
+    /// holds [`Storage::write_lock`].
+    fn save_cert_locked(
+        &self,
+        domain: &str,
+        chain_pem: &str,
+        key_pem: &str,
+    ) -> Result<(), AcmeError> {
         let dir = self.cert_dir(domain);
         for (name, data) in [("key.pem", key_pem), ("cert.pem", chain_pem)] {
             let p = dir.join(name);
@@ -417,7 +455,9 @@ struct Tracked {
 struct Manager {
     tls: Arc<TlsState>,
     settings: Settings,
-    storage: Storage,
+    storage: Arc<Storage>,
+    /// `[cluster]`: the fleet's account, certificates and order locks in etcd.
+    fleet: Option<Arc<Fleet>>,
     client: Option<CaClient>,
     account: Option<Account>,
     /// The stored account was refused by the CA: register a new one.
@@ -426,10 +466,12 @@ struct Manager {
 }
 
 /// Starts the ACME manager when the config has an `[acme]` section. It runs
-/// until `shutdown` turns true.
+/// until `shutdown` turns true. With `cluster`, the fleet shares one account
+/// and one certificate per domain through etcd.
 pub fn spawn(
     tls: Arc<TlsState>,
     config: &Config,
+    cluster: Option<Arc<Cluster>>,
     shutdown: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let acme: &AcmeConfig = config.acme.as_ref()?;
@@ -441,9 +483,22 @@ pub fn spawn(
         renew_before: acme.renew_before,
         backoff_base: backoff_base(),
     };
-    tracing::info!(directory = %settings.directory, storage = %acme.storage.display(), challenge = ?settings.challenge, "ACME manager started");
+    let storage = Arc::new(Storage::new(&acme.storage, &settings.directory));
+    let fleet = cluster.map(|c| {
+        let f = Arc::new(Fleet::new(
+            c.clone(),
+            tls.clone(),
+            storage.clone(),
+            &settings.directory,
+            settings.renew_before,
+        ));
+        c.watch_acme(f.clone());
+        f
+    });
+    tracing::info!(directory = %settings.directory, storage = %acme.storage.display(), challenge = ?settings.challenge, fleet = fleet.is_some(), "ACME manager started");
     let mut m = Manager {
-        storage: Storage::new(&acme.storage, &settings.directory),
+        storage,
+        fleet,
         settings,
         client: None,
         account: None,
@@ -555,6 +610,9 @@ impl Manager {
 
     /// Looks at one due domain: renews when needed, then schedules the next look.
     async fn check(&mut self, domain: &str) {
+        if let Some(f) = self.fleet.clone() {
+            return self.check_fleet(&f, domain).await;
+        }
         if let Some(at) = self.renew_time(domain) {
             self.tls
                 .update_status(domain, |s| s.renew_at = Some(unix_to_system(at)));
@@ -603,7 +661,7 @@ impl Manager {
         if let Some(c) = &self.client {
             c.take_retry_after();
         }
-        let result = self.obtain(domain).await;
+        let result = self.obtain(domain, None).await;
         let result = match result {
             Ok((chain, key)) => match tls::load_pem(chain.as_bytes(), key.as_bytes()) {
                 Ok(c) => self.storage.save_cert(domain, &chain, &key).map(|()| c),
@@ -613,24 +671,209 @@ impl Manager {
         };
         drop(lock);
         match result {
-            Ok(c) => {
-                let at = renew_at(
-                    c.info.not_before,
-                    c.info.not_after,
-                    self.settings.renew_before,
-                );
-                tracing::info!(domain = %domain, issuer = %c.info.issuer, serial = %c.info.serial, not_after = %tls::fmt_time(c.info.not_after), renew_at = %tls::fmt_time(at), "certificate obtained");
-                self.tls.certs.set_acme(domain, c);
-                self.tls.update_status(domain, |s| {
-                    s.consecutive_failures = 0;
-                    s.last_success_at = Some(SystemTime::now());
-                    s.renew_at = Some(unix_to_system(at));
-                });
-                self.schedule_fine(domain, at);
-            }
+            Ok(c) => self.obtained(domain, c),
             Err(e) => {
                 let retry_after = self.client.as_ref().and_then(|c| c.take_retry_after());
                 self.failed(domain, e, retry_after);
+            }
+        }
+    }
+
+    /// A certificate was issued for `domain`: served from now on.
+    fn obtained(&mut self, domain: &str, c: LoadedCert) {
+        let at = renew_at(
+            c.info.not_before,
+            c.info.not_after,
+            self.settings.renew_before,
+        );
+        tracing::info!(domain = %domain, issuer = %c.info.issuer, serial = %c.info.serial, not_after = %tls::fmt_time(c.info.not_after), renew_at = %tls::fmt_time(at), "certificate obtained");
+        self.tls.certs.set_acme(domain, c);
+        self.tls.update_status(domain, |s| {
+            s.consecutive_failures = 0;
+            s.last_success_at = Some(SystemTime::now());
+            s.renew_at = Some(unix_to_system(at));
+        });
+        self.schedule_fine(domain, at);
+    }
+
+    fn due(&self, c: &LoadedCert) -> bool {
+        unix_now()
+            >= renew_at(
+                c.info.not_before,
+                c.info.not_after,
+                self.settings.renew_before,
+            )
+    }
+
+    /// `[cluster]`: looks at one due domain for the fleet. The fleet's
+    /// certificate (etcd) is served when it is fine; else, when this
+    /// instance serves a fine one etcd lacks (its cache, from before the
+    /// fleet), that one is published; else the certificate is ordered, by
+    /// this instance only if it takes the domain's lock. Without etcd
+    /// nothing is ordered: the cached certificate keeps serving.
+    async fn check_fleet(&mut self, fleet: &Fleet, domain: &str) {
+        let retry = fleet.retry_every();
+        let served_due = self.renew_time(domain).is_none_or(|at| unix_now() >= at);
+        // At start the cluster service connects a moment after this runs.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !fleet.cluster.is_connected() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !fleet.cluster.is_connected() {
+            if served_due {
+                tracing::warn!(domain = %domain, retry_in = ?retry, serving = self.tls.certs.acme_info(domain).is_some(), "etcd is unreachable: a certificate is ordered only under the fleet's lock; waiting for etcd");
+            } else {
+                tracing::debug!(domain = %domain, "etcd is unreachable; the served certificate is fine");
+            }
+            self.schedule(domain, retry);
+            return;
+        }
+        let read = match fleet.load_cert(domain).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(domain = %domain, error = %e, retry_in = ?retry, "cannot read the fleet's certificate from etcd");
+                self.schedule(domain, retry);
+                return;
+            }
+        };
+        let revision = read.revision;
+        match read.cert {
+            Some(Ok(c)) if !self.due(&c.cert) => {
+                let at = renew_at(
+                    c.cert.info.not_before,
+                    c.cert.info.not_after,
+                    self.settings.renew_before,
+                );
+                fleet.install(domain, c);
+                self.schedule_fine(domain, at);
+                return;
+            }
+            Some(Err(e)) => {
+                tracing::error!(domain = %domain, error = %e, "the fleet's certificate in etcd is unusable; replacing it");
+            }
+            _ => {}
+        }
+        if !served_due && self.publish_served(fleet, domain, revision).await {
+            self.schedule(domain, retry);
+            return;
+        }
+        let lock = match fleet.try_lock(domain).await {
+            Ok(Ok(l)) => l,
+            Ok(Err(holder)) => {
+                tracing::info!(domain = %domain, holder = %holder, retry_in = ?retry, "another instance of the fleet is ordering this certificate; it arrives through etcd");
+                self.schedule(domain, retry);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(domain = %domain, error = %e, retry_in = ?retry, "cannot take the fleet's order lock in etcd");
+                self.schedule(domain, retry);
+                return;
+            }
+        };
+        // Under the lock: another instance may have renewed it meanwhile.
+        let revision = match fleet.load_cert(domain).await {
+            Ok(FleetRead {
+                cert: Some(Ok(c)), ..
+            }) if !self.due(&c.cert) => {
+                lock.release().await;
+                let at = renew_at(
+                    c.cert.info.not_before,
+                    c.cert.info.not_after,
+                    self.settings.renew_before,
+                );
+                tracing::info!(domain = %domain, serial = %c.cert.info.serial, "certificate renewed by another instance of the fleet; using it");
+                fleet.install(domain, c);
+                self.schedule_fine(domain, at);
+                return;
+            }
+            Ok(r) => r.revision,
+            Err(e) => {
+                lock.release().await;
+                tracing::warn!(domain = %domain, error = %e, retry_in = ?retry, "cannot read the fleet's certificate from etcd");
+                self.schedule(domain, retry);
+                return;
+            }
+        };
+        self.order_for_fleet(fleet, domain, lock, revision).await;
+    }
+
+    /// Orders the certificate of `domain` under the fleet's `lock`, serves
+    /// it, and publishes it in etcd if `certs/<domain>` is still at
+    /// `revision`.
+    async fn order_for_fleet(
+        &mut self,
+        fleet: &Fleet,
+        domain: &str,
+        lock: OrderLock,
+        revision: i64,
+    ) {
+        let retry = fleet.retry_every();
+        let renewing = self.tls.certs.acme_info(domain).is_some();
+        tracing::info!(domain = %domain, renewing, fleet = true, "ordering a certificate");
+        self.tls.update_status(domain, |s| s.attempts += 1);
+        if let Some(c) = &self.client {
+            c.take_retry_after();
+        }
+        let result = match self.obtain(domain, Some((fleet, &lock))).await {
+            Ok((chain, key)) => match tls::load_pem(chain.as_bytes(), key.as_bytes()) {
+                Ok(c) => Ok((c, chain, key)),
+                Err(e) => Err(AcmeError::Issued(e)),
+            },
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((c, chain, key)) => {
+                // Cached and served here first, then published to the fleet.
+                if let Err(e) = self.storage.save_cert(domain, &chain, &key) {
+                    tracing::warn!(domain = %domain, error = %e, "cannot cache the certificate on disk");
+                }
+                self.obtained(domain, c);
+                match fleet.put_cert(domain, &chain, &key, Some(revision)).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(domain = %domain, "the fleet's certificate changed in etcd during the order (a lost lock?); this one is served here until the next look, in {retry:?}");
+                        self.schedule(domain, retry);
+                    }
+                    Err(e) => {
+                        tracing::error!(domain = %domain, error = %e, "cannot publish the new certificate to the fleet; it serves here and is published at the next look, in {retry:?}");
+                        self.schedule(domain, retry);
+                    }
+                }
+                lock.release().await;
+            }
+            Err(e) => {
+                lock.release().await;
+                let retry_after = self.client.as_ref().and_then(|c| c.take_retry_after());
+                self.failed(domain, e, retry_after);
+            }
+        }
+    }
+
+    /// Publishes the certificate this instance serves (fine, not due) when
+    /// the fleet's is missing, unusable or due: a fleet formed from single
+    /// instances converges on one certificate without an order. Returns
+    /// whether it was published.
+    async fn publish_served(&self, fleet: &Fleet, domain: &str, revision: i64) -> bool {
+        let Some(serving) = self.tls.certs.acme_info(domain) else {
+            return false;
+        };
+        let Some((chain, key)) = self.storage.read_pems(domain) else {
+            return false;
+        };
+        let same = tls::load_pem(chain.as_bytes(), key.as_bytes())
+            .is_ok_and(|c| c.info.serial == serving.serial);
+        if !same {
+            return false;
+        }
+        match fleet.put_cert(domain, &chain, &key, Some(revision)).await {
+            Ok(true) => {
+                tracing::info!(domain = %domain, serial = %serving.serial, "the fleet had no usable certificate for this name; published the one served here");
+                true
+            }
+            Ok(false) => true,
+            Err(e) => {
+                tracing::warn!(domain = %domain, error = %e, "cannot publish the served certificate to the fleet");
+                false
             }
         }
     }
@@ -688,12 +931,19 @@ impl Manager {
 
     /// One certificate, with order-level retries for a rejected nonce and a
     /// forgotten account. Returns (chain PEM, key PEM).
-    async fn obtain(&mut self, domain: &str) -> Result<(String, String), AcmeError> {
+    async fn obtain(
+        &mut self,
+        domain: &str,
+        fleet: Option<(&Fleet, &OrderLock)>,
+    ) -> Result<(String, String), AcmeError> {
         let mut tries = 0;
         loop {
             tries += 1;
-            let account = self.account().await?;
-            match self.order(&account, domain).await {
+            let account = match fleet {
+                Some((f, _)) => self.fleet_account(f).await?,
+                None => self.account().await?,
+            };
+            match self.order(&account, domain, fleet).await {
                 Ok(r) => return Ok(r),
                 Err(e) if tries < ORDER_TRIES && e.problem_type() == Some(BAD_NONCE) => {
                     tracing::warn!(domain = %domain, error = %e, "nonce rejected; placing the order again");
@@ -761,8 +1011,101 @@ impl Manager {
         Ok(a)
     }
 
-    /// One order from creation to the issued chain.
-    async fn order(&self, account: &Account, domain: &str) -> Result<(String, String), AcmeError> {
+    /// `[cluster]`: the fleet's account: cached, else from etcd, else this
+    /// instance's stored one (a single instance joining a fleet) or a new
+    /// one, stored in etcd unless another instance stored one first.
+    async fn fleet_account(&mut self, fleet: &Fleet) -> Result<Account, AcmeError> {
+        if let Some(a) = &self.account {
+            return Ok(a.clone());
+        }
+        let client = self.client()?;
+        let from = |bytes: &[u8]| serde_json::from_slice::<AccountCredentials>(bytes);
+        if !self.new_account {
+            let stored = fleet.account().await.map_err(AcmeError::Fleet)?;
+            let creds = match stored.as_deref().map(from) {
+                Some(Ok(c)) => Some(c),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "the fleet's ACME account in etcd is unusable; registering a new one");
+                    self.new_account = true;
+                    None
+                }
+                None => match read_account(&self.storage.account_path()) {
+                    Some(local) => {
+                        let data = serde_json::to_vec(&local).unwrap_or_default();
+                        match fleet
+                            .put_account(&data, true)
+                            .await
+                            .map_err(AcmeError::Fleet)?
+                        {
+                            None => {
+                                tracing::info!("the fleet had no ACME account; published this instance's stored one");
+                                Some(local)
+                            }
+                            Some(winner) => from(&winner).ok(),
+                        }
+                    }
+                    None => None,
+                },
+            };
+            if let Some(creds) = creds {
+                let a = Account::builder_with_http(Box::new(client.clone()))
+                    .from_credentials(creds)
+                    .await?;
+                self.account = Some(a.clone());
+                return Ok(a);
+            }
+        }
+        let contact = format!("mailto:{}", self.settings.email);
+        let (a, creds) = Account::builder_with_http(Box::new(client.clone()))
+            .create(
+                &NewAccount {
+                    contact: &[&contact],
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                self.settings.directory.clone(),
+                None,
+            )
+            .await?;
+        let data = serde_json::to_vec(&creds).map_err(|e| AcmeError::Fleet(e.to_string()))?;
+        // A replacement (the CA forgot the account, or etcd's was garbage)
+        // overwrites; a first registration yields to one stored meanwhile.
+        let only_if_absent = !self.new_account;
+        let a = match fleet
+            .put_account(&data, only_if_absent)
+            .await
+            .map_err(AcmeError::Fleet)?
+        {
+            None => {
+                tracing::info!(account = %a.id(), "ACME account registered and stored in etcd for the fleet");
+                a
+            }
+            Some(winner) => match from(&winner) {
+                Ok(c) => {
+                    tracing::info!(
+                        "another instance stored the fleet's ACME account first; using it"
+                    );
+                    Account::builder_with_http(Box::new(client))
+                        .from_credentials(c)
+                        .await?
+                }
+                Err(_) => a,
+            },
+        };
+        self.new_account = false;
+        self.account = Some(a.clone());
+        Ok(a)
+    }
+
+    /// One order from creation to the issued chain. With `fleet`, the
+    /// challenges are also published in etcd (under the lock's lease) for
+    /// every instance to answer.
+    async fn order(
+        &self,
+        account: &Account,
+        domain: &str,
+        fleet: Option<(&Fleet, &OrderLock)>,
+    ) -> Result<(String, String), AcmeError> {
         let ids = [Identifier::Dns(domain.to_string())];
         let mut order = account.new_order(&NewOrder::new(&ids)).await?;
         let mut published = Published {
@@ -791,16 +1134,33 @@ impl Manager {
                 };
                 let mut ch = a.challenge(ty).ok_or(AcmeError::NoChallenge(name))?;
                 let ka = ch.key_authorization();
-                match self.settings.challenge {
+                let shared = match self.settings.challenge {
                     Challenge::Http01 => {
                         self.tls.set_http01(&ch.token, ka.as_str());
                         published.tokens.push(ch.token.clone());
+                        match fleet {
+                            Some((f, l)) => Some(f.publish_http01(l, &ch.token, ka.as_str()).await),
+                            None => None,
+                        }
                     }
                     Challenge::TlsAlpn01 => {
                         let cert = tls::challenge_cert(domain, ka.digest().as_ref())
                             .map_err(AcmeError::Challenge)?;
                         self.tls.set_alpn01(domain, cert);
                         published.alpn = Some(domain.to_string());
+                        match fleet {
+                            Some((f, l)) => {
+                                Some(f.publish_alpn01(l, domain, ka.digest().as_ref()).await)
+                            }
+                            None => None,
+                        }
+                    }
+                };
+                if let (Some(shared), Some((f, _))) = (shared, fleet) {
+                    let rev = shared.map_err(AcmeError::Fleet)?;
+                    // The validator may reach any instance: let them all have it.
+                    if !f.wait_applied(rev).await {
+                        tracing::warn!(domain = %domain, "not every instance reported the challenge applied within {:?}; validating anyway", fleet::APPLIED_WAIT);
                     }
                 }
                 ch.set_ready().await?;
