@@ -1,7 +1,7 @@
-//! The judge's tests: score bounds of proportions (Wilson, and Newcombe's
-//! for a difference), binomial likelihoods (profiled) for a sequential
-//! probability ratio test of a difference, Mann-Whitney U on histogram
-//! buckets, and exact binomial tails. Distribution functions come from `statrs`. Pure.
+//! The judge's tests: binomial likelihoods (profiled) for the sequential
+//! probability ratio test of a difference of 5xx rates, Mann-Whitney U on
+//! histogram buckets, and exact binomial tails. Distribution functions come
+//! from `statrs`. Pure.
 
 use statrs::distribution::{Binomial, DiscreteCDF};
 use statrs::function::erf::{erfc, erfc_inv};
@@ -24,58 +24,6 @@ pub fn normal_isf(p: f64) -> f64 {
         return -Z_MAX;
     }
     (std::f64::consts::SQRT_2 * erfc_inv(2.0 * p)).clamp(-Z_MAX, Z_MAX)
-}
-
-/// Wilson score bounds of a proportion `x / n` at `z` (two one-sided bounds).
-/// `(0, 1)` for an empty sample.
-pub fn wilson(x: u64, n: u64, z: f64) -> (f64, f64) {
-    if n == 0 {
-        return (0.0, 1.0);
-    }
-    let n = n as f64;
-    let p = (x as f64 / n).min(1.0);
-    let z2 = z * z;
-    let denom = 1.0 + z2 / n;
-    let centre = p + z2 / (2.0 * n);
-    let half = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
-    (
-        ((centre - half) / denom).clamp(0.0, 1.0),
-        ((centre + half) / denom).clamp(0.0, 1.0),
-    )
-}
-
-/// Newcombe's hybrid score lower bound (his method 10) of `p1 - p2` at `z`:
-/// good coverage even with no events on either side, where a Wald interval
-/// collapses.
-pub fn newcombe_lower(x1: u64, n1: u64, x2: u64, n2: u64, z: f64) -> f64 {
-    let p1 = if n1 == 0 { 0.0 } else { x1 as f64 / n1 as f64 };
-    let p2 = if n2 == 0 { 0.0 } else { x2 as f64 / n2 as f64 };
-    let (l1, _) = wilson(x1, n1, z);
-    let (_, u2) = wilson(x2, n2, z);
-    (p1 - p2) - ((p1 - l1).powi(2) + (u2 - p2).powi(2)).sqrt()
-}
-
-/// The test of "p1 exceeds p2 by more than `delta`" as a z statistic: the
-/// z at which Newcombe's lower bound equals `delta` (the bound falls as z
-/// grows). 0 when the observed difference is not above `delta` at all.
-pub fn newcombe_z(x1: u64, n1: u64, x2: u64, n2: u64, delta: f64) -> f64 {
-    let lower = |z| newcombe_lower(x1, n1, x2, n2, z);
-    if lower(0.0) <= delta {
-        return 0.0;
-    }
-    if lower(Z_MAX) > delta {
-        return Z_MAX;
-    }
-    let (mut lo, mut hi) = (0.0, Z_MAX);
-    for _ in 0..60 {
-        let mid = (lo + hi) / 2.0;
-        if lower(mid) > delta {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    lo
 }
 
 /// Largest |log likelihood ratio| reported (keeps every number finite for
@@ -241,30 +189,6 @@ mod tests {
         assert!(close(normal_isf(0.000_25), 3.480_756, 1e-4));
         assert_eq!(normal_isf(0.0), Z_MAX);
         assert!(normal_isf(1e-300).is_finite());
-    }
-
-    #[test]
-    fn wilson_bounds_match_published_values() {
-        // Newcombe (1998), table II: 81/263 at 95 %: 0.2553 .. 0.3662.
-        let (l, u) = wilson(81, 263, 1.959_964);
-        assert!(close(l, 0.2553, 5e-4) && close(u, 0.3662, 5e-4), "{l} {u}");
-        // No events: the lower bound is 0, the upper is z^2 / (n + z^2).
-        let (l, u) = wilson(0, 100, 2.0);
-        assert_eq!(l, 0.0);
-        assert!(close(u, 4.0 / 104.0, 1e-12));
-        assert_eq!(wilson(0, 0, 2.0), (0.0, 1.0));
-    }
-
-    #[test]
-    fn newcombe_difference_matches_the_paper() {
-        // Newcombe (1998), table II, example (a): 56/70 - 48/80 at 95 %,
-        // method 10: 0.0524 .. 0.3339.
-        let l = newcombe_lower(56, 70, 48, 80, 1.959_964);
-        assert!(close(l, 0.0524, 5e-4), "{l}");
-        // The z statistic inverts the bound.
-        let z = newcombe_z(56, 70, 48, 80, 0.0524);
-        assert!(close(z, 1.96, 0.01), "{z}");
-        assert_eq!(newcombe_z(5, 100, 5, 100, 0.0), 0.0);
     }
 
     #[test]
