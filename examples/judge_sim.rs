@@ -1,6 +1,7 @@
 //! Thousands of simulated rollouts through the rollout judge, from a fixed
-//! seed: how often an identical canary is rolled back, and how often a bad
-//! one is caught by the end of the second step.
+//! seed: how often an identical canary is rolled back, how often a bad one
+//! is caught by the end of the second step, and how often a rollout holds
+//! undecided for an operator (the bound).
 //!
 //! ```sh
 //! cargo run --release --example judge_sim            # 2000 rollouts a row, seed 1
@@ -9,12 +10,13 @@
 //!
 //! Each rollout draws its requests per window n log-uniformly from 50 to
 //! 5000; every window brings n requests to the canary and n to the stable
-//! (at 100 % the canary's windows are judged against everything the stable
-//! served). Latencies are lognormal (median 10 ms, sigma 0.5), counted in
-//! the proxy's histogram buckets; 5xx answers are independent draws. The
-//! plan is the default one with steps 5, 25, 50, 100 and min_requests 50:
-//! confidence 0.99, max_error_rate_increase 0.01, max_p99_increase 0.5,
-//! p99_tolerance 10 ms, at most 5 windows a step.
+//! (at 100 % to the canary alone, judged against the stable's pooled
+//! counts of the earlier steps). Latencies are lognormal (median 10 ms,
+//! sigma 0.5), counted in the proxy's histogram buckets; 5xx answers are
+//! independent draws. The plan is the default one with steps 5, 25, 50,
+//! 100 and min_requests 50: confidence 0.99, max_error_rate_increase 0.01,
+//! max_p99_increase 0.5, p99_tolerance 10 ms, failure_limit 1. Each look
+//! is judged exactly as the runner does (`switchyard::rollout::judge::sim`).
 
 use switchyard::config::RolloutConfig;
 use switchyard::model::api::{RolloutRequest, StepSpec};
@@ -67,6 +69,18 @@ fn main() {
             bad: false,
         },
         Row {
+            name: "at the limit, +1 point 5xx (0% -> 1%)",
+            stable: at(0.0, 0.01),
+            canary: at(0.01, 0.01),
+            bad: false,
+        },
+        Row {
+            name: "at the limit, +1 point 5xx (5% -> 6%)",
+            stable: at(0.05, 0.01),
+            canary: at(0.06, 0.01),
+            bad: false,
+        },
+        Row {
             name: "+5 points 5xx (0% -> 5%)",
             stable: at(0.0, 0.01),
             canary: at(0.05, 0.01),
@@ -92,8 +106,8 @@ fn main() {
         },
     ];
     println!("{count} rollouts a row, seed {seed}, steps {:?}, n = 50..5000 requests per window and side\n", plan.steps);
-    println!("| canary | counted | all | n 50-199 | n 200-999 | n 1000-5000 | windows per rollout | goal |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| canary | counted | all | n 50-199 | n 200-999 | n 1000-5000 | bound reached | windows per rollout | goal |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (i, row) in rows.iter().enumerate() {
         let outcomes = run(
             seed + i as u64,
@@ -120,13 +134,14 @@ fn main() {
                 of.len()
             )
         };
+        let held = outcomes.iter().filter(|(_, o)| o.held_at.is_some()).count();
         let windows: f64 = outcomes
             .iter()
             .map(|(_, o)| f64::from(o.windows))
             .sum::<f64>()
             / count.max(1) as f64;
         println!(
-            "| {} | {} | {} | {} | {} | {} | {windows:.1} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.1}% ({held}/{count}) | {windows:.1} | {} |",
             row.name,
             if row.bad {
                 "caught by step 2"
@@ -137,6 +152,7 @@ fn main() {
             share(BANDS[0].0, BANDS[0].1),
             share(BANDS[1].0, BANDS[1].1),
             share(BANDS[2].0, BANDS[2].1),
+            100.0 * held as f64 / count.max(1) as f64,
             if row.bad { ">= 95%" } else { "<= 1%" }
         );
     }

@@ -547,9 +547,10 @@ pub fn render_rollout(v: &RolloutStatus) -> String {
             let outcome = serde_json::to_value(t.outcome).unwrap_or(Value::Null);
             let _ = writeln!(
                 out,
-                "    {:<16} {:<14} z {:>6.2}  p {:.2e} (fails below {:.2e})  n {}/{}  {} {:.4} vs {:.4}: {}",
+                "    {:<16} {:<14} {:<3} {:>6.2}  p {:.2e} (fails below {:.2e})  n {}/{}  {} {:.4} vs {:.4}: {}",
                 t.test,
                 t.method,
+                t.statistic_name(),
                 t.statistic,
                 t.p_value,
                 1.0 - t.confidence,

@@ -228,7 +228,7 @@ async fn identical_canaries_are_promoted_and_bad_ones_rolled_back_under_load() {
     let text = String::from_utf8_lossy(&out.stdout);
     for want in [
         "error_rate",
-        "newcombe",
+        "sprt",
         "latency",
         "mann_whitney_u",
         "confidence",

@@ -80,6 +80,7 @@ impl Control {
             failures: 0,
             waits: 0,
             looks: 0,
+            pooled: Default::default(),
             started_ms: now,
             started_by: who.to_string(),
             finished_ms: None,

@@ -160,15 +160,20 @@ pub struct Judgement {
 pub struct TestResult {
     /// `error_rate`, `latency`, `min_success_rate` or `max_p99`.
     pub test: String,
-    /// How: `newcombe` (difference of two proportions, Wilson score
-    /// bounds), `mann_whitney_u` (bucketed, ties corrected) or `binomial`.
+    /// How: `sprt` (Wald's sequential probability ratio test on the
+    /// rollout's pooled counts), `mann_whitney_u` (bucketed, ties
+    /// corrected) or `binomial`.
     pub method: String,
-    /// The test's z statistic (larger: stronger evidence against the canary).
+    /// The test's statistic, larger for stronger evidence against the
+    /// canary: the log likelihood ratio for `sprt`, a z otherwise
+    /// ([`TestResult::statistic_name`]).
     pub statistic: f64,
-    /// One-sided p-value of "the canary is no worse than allowed".
+    /// One-sided p-value of "the canary is no worse than allowed" (for
+    /// `sprt`, `1 / likelihood ratio`: valid at any look).
     pub p_value: f64,
-    /// The confidence this look needed to fail (`1 - alpha` of this test at
-    /// this look, after the rollout's alpha is split over tests and looks).
+    /// The confidence this look needed to fail: `1 - alpha` of this test
+    /// (the SPRT's share of the rollout's alpha, spent once; the other
+    /// tests' share at this look, split over tests and looks).
     pub confidence: f64,
     pub canary_n: u64,
     /// 0 for the absolute gates.
@@ -181,6 +186,19 @@ pub struct TestResult {
     pub outcome: Verdict,
 }
 
+// === impl TestResult ===
+
+impl TestResult {
+    /// What `statistic` is: `llr` (log likelihood ratio) or `z`.
+    pub fn statistic_name(&self) -> &'static str {
+        if self.method == "sprt" {
+            "llr"
+        } else {
+            "z"
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
@@ -191,6 +209,32 @@ pub enum Verdict {
     /// Enough requests, but the canary looks worse than allowed without
     /// significance: the window extends.
     Inconclusive,
+}
+
+/// One side's counts summed over windows: requests, 5xx answers, and the
+/// latency histogram's cumulative counts (one per bound of the proxy's
+/// buckets, then +Inf).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub requests: u64,
+    pub errors: u64,
+    #[serde(default)]
+    pub buckets: Vec<u64>,
+}
+
+/// The canary's and the stable's counts over a rollout's decided steps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pooled {
+    pub canary: Counts,
+    pub stable: Counts,
+    /// Steps folded in.
+    pub steps: u32,
+}
+
+impl Pooled {
+    pub fn is_empty(&self) -> bool {
+        self.steps == 0 && self.canary.requests == 0 && self.stable.requests == 0
+    }
 }
 
 /// What an operator asks of a running rollout.
@@ -223,6 +267,10 @@ pub struct Rollout {
     /// Of those, the looks: windows tested and found inconclusive.
     #[serde(default)]
     pub looks: u32,
+    /// What the decided steps of this rollout saw, pooled: every later
+    /// window is judged together with it (absent until a step is decided).
+    #[serde(default, skip_serializing_if = "Pooled::is_empty")]
+    pub pooled: Pooled,
     pub started_ms: u64,
     pub started_by: String,
     #[serde(default)]
@@ -358,6 +406,7 @@ mod tests {
             failures: 0,
             waits: 0,
             looks: 0,
+            pooled: Pooled::default(),
             awaiting_approval: false,
             started_ms: 0,
             started_by: "test".into(),

@@ -6,13 +6,15 @@
 //! start ─> smoke gate (canary backends answer the smoke path; optional webhook 2xx)
 //!       ─> for each step p < 100: (approval first if the plan asks for one)
 //!            weights canary=p stable=100-p; wait the step's duration,
-//!            sampling canary and stable over the same window; judge:
+//!            sampling canary and stable over the same window; judge it together
+//!            with the counts of the rollout's earlier steps (pooled):
 //!              too few requests -> extend the window (12 windows, then a failure)
-//!              worse than allowed but not significant -> extend (passes at 5 looks)
+//!              undecided -> extend (at 24 looks: hold, waiting for approval)
 //!              significantly worse (5xx, latency, gates) -> failure
 //!              failures == failure_limit -> roll back
-//!       ─> step 100: canary=100 stable=0, then a watch window judged against the
-//!            stable's record up to the switch; pass -> promoted, fail -> roll back
+//!       ─> step 100: canary=100 stable=0, then a watch window: the canary's pooled
+//!            counts against the stable's from the earlier steps (a blue-green
+//!            switch: its record up to the switch); pass -> promoted, fail -> roll back
 //! any time: canary without an available backend -> roll back at once
 //! ```
 //!

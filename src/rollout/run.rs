@@ -10,11 +10,11 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::judge::{judge, Judged};
-use super::MAX_WAITS;
+use super::judge::{fold, judge, Judged, Look};
+use super::{MAX_LOOKS, MAX_WAITS};
 use crate::control::{now_ms, Control};
 use crate::events::{EventKind, NewEvent};
-use crate::metrics::{FleetSample, Window};
+use crate::metrics::FleetSample;
 use crate::model::rollout::{Judgement, Rollout, Status, TestResult, Verdict};
 use crate::model::AdminError;
 
@@ -327,16 +327,18 @@ fn judge_window(
     // In a fleet: the sum of every instance's window.
     let canary_w = c.fleet_sample(&pool, &r.canary).window_since(&start.0);
     let stable_w = if at_full {
-        // Everything is on the canary: compare with the stable's record.
+        // Everything is on the canary: the judge compares with the stable's
+        // pooled counts of the earlier steps; with none (a blue-green
+        // switch), with this: the stable's record up to the switch.
         start.1.record()
     } else {
         c.fleet_sample(&pool, &r.stable).window_since(&start.1)
     };
     let window = r.waits + 1;
-    let judged = judge(&canary_w, &stable_w, &r.plan, r.looks + 1);
-    let verdict = judged.verdict;
+    let judged = judge(&canary_w, &stable_w, &r.plan, &Look::of(&r));
+    let (verdict, hold) = (judged.verdict, judged.hold);
     let reason = judged.reason.clone();
-    let j = judgement(&r, &canary_w, &stable_w, judged, window);
+    let j = judgement(&r, judged, window);
     let mut events = vec![judgement_event(&r, &j)];
     r.last = Some(j.clone());
     r.history.push(j);
@@ -360,6 +362,15 @@ fn judge_window(
                 );
                 events.push(event(EventKind::RolloutFailure, &pool, what, Value::Null));
             }
+            if hold {
+                // Undecided at the bound: keep the step's evidence, and
+                // wait for an operator (resume passes the step).
+                fold(&mut r.pooled, &canary_w, &stable_w, at_full);
+                (r.waits, r.looks, extend) = (0, 0, false);
+                r.status = Status::Paused;
+                r.awaiting_approval = true;
+                events.push(hold_event(&r, &reason));
+            }
         }
         Verdict::Fail => {
             r.failures += 1;
@@ -369,6 +380,7 @@ fn judge_window(
         Verdict::Pass => {
             r.waits = 0;
             r.looks = 0;
+            fold(&mut r.pooled, &canary_w, &stable_w, at_full);
             if at_full || r.step + 1 >= r.plan.steps.len() {
                 if c.leader_save_rollout(&mut r, None, events).is_err() {
                     return (Flow::Again, false);
@@ -419,8 +431,9 @@ fn judge_window(
     (Flow::Again, extend)
 }
 
-/// The stored record of one judgement.
-fn judgement(r: &Rollout, canary: &Window, stable: &Window, j: Judged, window: u32) -> Judgement {
+/// The stored record of one judgement (requests and rates: the pooled
+/// evidence judged).
+fn judgement(r: &Rollout, j: Judged, window: u32) -> Judgement {
     let [ce, se, cp, sp] = j.numbers;
     Judgement {
         step: r.step,
@@ -428,8 +441,8 @@ fn judgement(r: &Rollout, canary: &Window, stable: &Window, j: Judged, window: u
         at_ms: now_ms(),
         verdict: j.verdict,
         reason: j.reason,
-        canary_requests: canary.requests,
-        stable_requests: stable.requests,
+        canary_requests: j.requests[0],
+        stable_requests: j.requests[1],
         canary_error_rate: ce,
         stable_error_rate: se,
         canary_p99: cp,
@@ -481,9 +494,10 @@ pub fn tests_str(tests: &[TestResult]) -> String {
         .iter()
         .map(|t| {
             format!(
-                " {} ({}): z {:.2}, p {:.2e}, fails below {:.2e}; n {}/{}",
+                " {} ({}): {} {:.2}, p {:.2e}, fails below {:.2e}; n {}/{}",
                 t.test,
                 t.method,
+                t.statistic_name(),
                 t.statistic,
                 t.p_value,
                 1.0 - t.confidence,
@@ -508,6 +522,19 @@ fn approval_event(r: &Rollout) -> NewEvent {
         r.pool
     );
     let after = json!({ "step": r.step + 2, "percent": next });
+    event(EventKind::RolloutApproval, &r.pool, what, after)
+}
+
+/// The audit event of holding an undecided step for an operator.
+fn hold_event(r: &Rollout, why: &str) -> NewEvent {
+    let what = format!(
+        "step {}/{} ({}%) of {} undecided after {MAX_LOOKS} looks; waiting for approval: {why}",
+        r.step + 1,
+        r.plan.steps.len(),
+        r.percent(),
+        r.canary
+    );
+    let after = json!({ "step": r.step + 1, "percent": r.percent(), "undecided": true });
     event(EventKind::RolloutApproval, &r.pool, what, after)
 }
 

@@ -1,12 +1,17 @@
 //! Simulated rollouts for the judge: canary and stable windows drawn from
-//! known distributions, judged exactly as the runner does (windows of a step
-//! accumulate until a verdict; inconclusive looks pass at [`MAX_LOOKS`](super::MAX_LOOKS); too
-//! few requests for [`MAX_WAITS`] windows fail; the 100 % step is judged against the stable's record). Pure and
-//! deterministic from a seed (`examples/judge_sim.rs` prints the table).
+//! known distributions, judged exactly as the runner does: the windows of a
+//! step accumulate until a verdict, each look judged with the rollout's
+//! pooled counts of its decided steps; a pass folds the step into them; a
+//! fail counts towards `failure_limit` and restarts the step's window; too
+//! few requests for [`MAX_WAITS`] windows count as a fail; [`MAX_LOOKS`](super::MAX_LOOKS)
+//! inconclusive looks hold the rollout for an operator (where a simulated
+//! rollout stops); the 100 % step brings canary requests only, judged
+//! against the stable's pooled counts. Pure and deterministic from a seed
+//! (`examples/judge_sim.rs` prints the table).
 
-use super::{judge, MAX_WAITS};
+use super::{fold, judge, Look, MAX_WAITS};
 use crate::metrics::window::{Window, BUCKETS};
-use crate::model::rollout::{Plan, Verdict};
+use crate::model::rollout::{Plan, Pooled, Verdict};
 
 use super::stats::normal_sf;
 
@@ -25,6 +30,9 @@ pub struct Behaviour {
 pub struct Outcome {
     /// The step (0-based) whose judgement rolled it back, if any.
     pub failed_at: Option<usize>,
+    /// The step (0-based) that reached [`MAX_LOOKS`] undecided and held
+    /// for an operator, if any (the simulation stops there).
+    pub held_at: Option<usize>,
     /// Windows judged in all.
     pub windows: u32,
 }
@@ -92,7 +100,7 @@ fn empty() -> Window {
 }
 
 /// One rollout: every window brings `n` requests to each side (to the
-/// canary alone at 100 %, judged against everything the stable served).
+/// canary alone at 100 %).
 pub fn rollout(
     rng: &mut fastrand::Rng,
     plan: &Plan,
@@ -101,46 +109,60 @@ pub fn rollout(
     canary: &Behaviour,
 ) -> Outcome {
     let (sc, cc) = (bucket_cdf(stable), bucket_cdf(canary));
-    let mut record = empty();
+    let mut pooled = Pooled::default();
     let mut windows = 0;
+    let mut failures = 0;
+    let end = |failed_at, held_at, windows| Outcome {
+        failed_at,
+        held_at,
+        windows,
+    };
     for (step, &percent) in plan.steps.iter().enumerate() {
+        let full = percent >= 100;
         let (mut cw, mut sw) = (empty(), empty());
-        let stable_record = record.clone();
-        let mut looks = 0;
-        for window in 1..=MAX_WAITS {
+        let (mut waits, mut looks) = (0, 0);
+        loop {
             windows += 1;
             add(&mut cw, &draw(rng, n, canary, &cc));
-            let verdict = if percent >= 100 {
-                judge(&cw, &stable_record, plan, looks + 1).verdict
-            } else {
-                let s = draw(rng, n, stable, &sc);
-                add(&mut record, &s);
-                add(&mut sw, &s);
-                judge(&cw, &sw, plan, looks + 1).verdict
+            if !full {
+                add(&mut sw, &draw(rng, n, stable, &sc));
+            }
+            let look = Look {
+                pooled: &pooled,
+                full,
+                number: looks + 1,
             };
-            match verdict {
-                Verdict::Pass => break,
-                Verdict::Fail => {
-                    return Outcome {
-                        failed_at: Some(step),
-                        windows,
-                    }
+            let judged = judge(&cw, &sw, plan, &look);
+            if judged.hold {
+                return end(None, Some(step), windows);
+            }
+            let failed = match judged.verdict {
+                Verdict::Pass => {
+                    fold(&mut pooled, &cw, &sw, full);
+                    break;
                 }
-                Verdict::Wait if window == MAX_WAITS => {
-                    return Outcome {
-                        failed_at: Some(step),
-                        windows,
-                    }
+                Verdict::Fail => true,
+                Verdict::Wait => {
+                    waits += 1;
+                    waits >= MAX_WAITS
                 }
-                Verdict::Wait => {}
-                Verdict::Inconclusive => looks += 1,
+                Verdict::Inconclusive => {
+                    waits += 1;
+                    looks += 1;
+                    false
+                }
+            };
+            if failed {
+                failures += 1;
+                if failures >= plan.failure_limit {
+                    return end(Some(step), None, windows);
+                }
+                (cw, sw) = (empty(), empty());
+                (waits, looks) = (0, 0);
             }
         }
     }
-    Outcome {
-        failed_at: None,
-        windows,
-    }
+    end(None, None, windows)
 }
 
 /// Requests per window, log-uniform in `lo..=hi`.

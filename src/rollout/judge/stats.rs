@@ -1,6 +1,7 @@
-//! The judge's tests: score bounds of proportions (Wilson, and Newcombe's
-//! for a difference), Mann-Whitney U on histogram buckets, and exact
-//! binomial tails. Distribution functions come from `statrs`. Pure.
+//! The judge's tests: binomial likelihoods (profiled) for the sequential
+//! probability ratio test of a difference of 5xx rates, Mann-Whitney U on
+//! histogram buckets, and exact binomial tails. Distribution functions come
+//! from `statrs`. Pure.
 
 use statrs::distribution::{Binomial, DiscreteCDF};
 use statrs::function::erf::{erfc, erfc_inv};
@@ -25,56 +26,80 @@ pub fn normal_isf(p: f64) -> f64 {
     (std::f64::consts::SQRT_2 * erfc_inv(2.0 * p)).clamp(-Z_MAX, Z_MAX)
 }
 
-/// Wilson score bounds of a proportion `x / n` at `z` (two one-sided bounds).
-/// `(0, 1)` for an empty sample.
-pub fn wilson(x: u64, n: u64, z: f64) -> (f64, f64) {
-    if n == 0 {
-        return (0.0, 1.0);
-    }
-    let n = n as f64;
-    let p = (x as f64 / n).min(1.0);
-    let z2 = z * z;
-    let denom = 1.0 + z2 / n;
-    let centre = p + z2 / (2.0 * n);
-    let half = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
-    (
-        ((centre - half) / denom).clamp(0.0, 1.0),
-        ((centre + half) / denom).clamp(0.0, 1.0),
-    )
-}
+/// Largest |log likelihood ratio| reported (keeps every number finite for
+/// JSON).
+pub const LLR_MAX: f64 = 700.0;
 
-/// Newcombe's hybrid score lower bound (his method 10) of `p1 - p2` at `z`:
-/// good coverage even with no events on either side, where a Wald interval
-/// collapses.
-pub fn newcombe_lower(x1: u64, n1: u64, x2: u64, n2: u64, z: f64) -> f64 {
-    let p1 = if n1 == 0 { 0.0 } else { x1 as f64 / n1 as f64 };
-    let p2 = if n2 == 0 { 0.0 } else { x2 as f64 / n2 as f64 };
-    let (l1, _) = wilson(x1, n1, z);
-    let (_, u2) = wilson(x2, n2, z);
-    (p1 - p2) - ((p1 - l1).powi(2) + (u2 - p2).powi(2)).sqrt()
-}
-
-/// The test of "p1 exceeds p2 by more than `delta`" as a z statistic: the
-/// z at which Newcombe's lower bound equals `delta` (the bound falls as z
-/// grows). 0 when the observed difference is not above `delta` at all.
-pub fn newcombe_z(x1: u64, n1: u64, x2: u64, n2: u64, delta: f64) -> f64 {
-    let lower = |z| newcombe_lower(x1, n1, x2, n2, z);
-    if lower(0.0) <= delta {
-        return 0.0;
-    }
-    if lower(Z_MAX) > delta {
-        return Z_MAX;
-    }
-    let (mut lo, mut hi) = (0.0, Z_MAX);
-    for _ in 0..60 {
-        let mid = (lo + hi) / 2.0;
-        if lower(mid) > delta {
-            lo = mid;
+/// Binomial log-likelihood of `x` events in `n` at rate `p`, without the
+/// binomial coefficient (which cancels in a ratio); `0 ln 0 = 0`.
+pub fn binomial_ll(x: u64, n: u64, p: f64) -> f64 {
+    let x = x.min(n);
+    let term = |k: u64, q: f64| {
+        if k == 0 {
+            0.0
+        } else if q <= 0.0 {
+            f64::NEG_INFINITY
         } else {
-            hi = mid;
+            k as f64 * q.ln()
+        }
+    };
+    term(x, p) + term(n - x, 1.0 - p)
+}
+
+/// The largest joint log-likelihood of `x1 / n1` and `x2 / n2` when the
+/// first rate is exactly `d` above the second (the second rate, a nuisance,
+/// profiled out). The log-likelihood is concave in the second rate, so a
+/// bisection on its slope finds the maximum.
+pub fn profile_ll(x1: u64, n1: u64, x2: u64, n2: u64, d: f64) -> f64 {
+    let (x1, x2) = (x1.min(n1), x2.min(n2));
+    let ll = |p: f64| binomial_ll(x1, n1, p + d) + binomial_ll(x2, n2, p);
+    let (lo, hi) = ((-d).max(0.0), (1.0 - d).min(1.0));
+    if hi <= lo {
+        return ll(lo);
+    }
+    let part = |k: u64, q: f64| if k == 0 { 0.0 } else { k as f64 / q };
+    let slope = |p: f64| {
+        part(x1, p + d) - part(n1 - x1, 1.0 - p - d) + part(x2, p) - part(n2 - x2, 1.0 - p)
+    };
+    let (mut a, mut b) = (lo, hi);
+    for _ in 0..200 {
+        let m = (a + b) / 2.0;
+        if m <= a || m >= b {
+            break;
+        }
+        if slope(m) > 0.0 {
+            a = m;
+        } else {
+            b = m;
         }
     }
-    lo
+    ll((a + b) / 2.0).max(ll(lo)).max(ll(hi))
+}
+
+/// The log likelihood ratio of Wald's sequential probability ratio test of
+/// "the first rate exceeds the second by `d1`" against "by at most `d0`"
+/// (`d0 < d1`): the likelihood at `d1` over the largest at any difference
+/// up to `d0`, the second rate profiled out of both. Large: evidence of a
+/// difference of `d1` (or more); small: of `d0` or less. Clamped to
+/// [`LLR_MAX`]. 0 when a side is empty.
+pub fn sprt_llr(x1: u64, n1: u64, x2: u64, n2: u64, d0: f64, d1: f64) -> f64 {
+    if n1 == 0 || n2 == 0 {
+        return 0.0;
+    }
+    let (x1, x2) = (x1.min(n1), x2.min(n2));
+    let (p1, p2) = (x1 as f64 / n1 as f64, x2 as f64 / n2 as f64);
+    let h0 = if p1 - p2 <= d0 {
+        binomial_ll(x1, n1, p1) + binomial_ll(x2, n2, p2)
+    } else {
+        profile_ll(x1, n1, x2, n2, d0)
+    };
+    let h1 = profile_ll(x1, n1, x2, n2, d1.min(1.0));
+    let llr = h1 - h0;
+    if llr.is_nan() {
+        0.0
+    } else {
+        llr.clamp(-LLR_MAX, LLR_MAX)
+    }
 }
 
 /// A Mann-Whitney U test of "the first sample is slower".
@@ -167,30 +192,6 @@ mod tests {
     }
 
     #[test]
-    fn wilson_bounds_match_published_values() {
-        // Newcombe (1998), table II: 81/263 at 95 %: 0.2553 .. 0.3662.
-        let (l, u) = wilson(81, 263, 1.959_964);
-        assert!(close(l, 0.2553, 5e-4) && close(u, 0.3662, 5e-4), "{l} {u}");
-        // No events: the lower bound is 0, the upper is z^2 / (n + z^2).
-        let (l, u) = wilson(0, 100, 2.0);
-        assert_eq!(l, 0.0);
-        assert!(close(u, 4.0 / 104.0, 1e-12));
-        assert_eq!(wilson(0, 0, 2.0), (0.0, 1.0));
-    }
-
-    #[test]
-    fn newcombe_difference_matches_the_paper() {
-        // Newcombe (1998), table II, example (a): 56/70 - 48/80 at 95 %,
-        // method 10: 0.0524 .. 0.3339.
-        let l = newcombe_lower(56, 70, 48, 80, 1.959_964);
-        assert!(close(l, 0.0524, 5e-4), "{l}");
-        // The z statistic inverts the bound.
-        let z = newcombe_z(56, 70, 48, 80, 0.0524);
-        assert!(close(z, 1.96, 0.01), "{z}");
-        assert_eq!(newcombe_z(5, 100, 5, 100, 0.0), 0.0);
-    }
-
-    #[test]
     fn mann_whitney_on_buckets() {
         // Identical histograms: U is half the pairs, z below zero.
         let m = mann_whitney(&[10, 20, 5], &[10, 20, 5]).unwrap();
@@ -207,6 +208,39 @@ mod tests {
         assert!(mann_whitney(&[1], &[1, 1]).is_none());
         // One bucket for everything: no variance, no evidence.
         assert_eq!(mann_whitney(&[5], &[7]).unwrap().z, 0.0);
+    }
+
+    #[test]
+    fn profile_likelihood_and_the_sprt_ratio() {
+        // No nuisance left: with the second sample empty the profile is the
+        // first's likelihood at its own rate, whatever d.
+        let want = binomial_ll(3, 10, 0.3);
+        assert!(close(profile_ll(3, 10, 0, 0, 0.2), want, 1e-9));
+        // 5/100 against 5/100 with d = 0: both rates at 5 %.
+        let want = 2.0 * binomial_ll(5, 100, 0.05);
+        assert!(close(profile_ll(5, 100, 5, 100, 0.0), want, 1e-9));
+        // No errors anywhere, d = 0.05: the second rate goes to 0, the
+        // first to 5 %: 100 ln 0.95.
+        assert!(close(
+            profile_ll(0, 100, 0, 100, 0.05),
+            100.0 * 0.95f64.ln(),
+            1e-6
+        ));
+        // The SPRT ratio of the same: 0/100 and 0/100, 1 % against 5 %:
+        // ln(0.95^100 / 1) (the observed difference, 0, is within d0).
+        let llr = sprt_llr(0, 100, 0, 100, 0.01, 0.05);
+        assert!(close(llr, 100.0 * 0.95f64.ln(), 1e-6), "{llr}");
+        // 10 % against 0 % in 400 a side: strong evidence of +5 points
+        // (the stable's rate, profiled, may be above 0 %: about 8 from 200
+        // a side, twice that from 400).
+        let llr = sprt_llr(40, 400, 0, 400, 0.01, 0.05);
+        assert!(llr > 14.0 && llr < 18.0, "{llr}");
+        // Symmetric in the evidence's direction: equal rates favour d0.
+        assert!(sprt_llr(50, 1000, 50, 1000, 0.01, 0.05) < -10.0);
+        assert_eq!(sprt_llr(1, 0, 0, 10, 0.01, 0.05), 0.0);
+        // Impossible alternatives are clamped, not infinite.
+        let llr = sprt_llr(0, 10, 10, 10, 0.0, 1.0);
+        assert_eq!(llr, -LLR_MAX);
     }
 
     #[test]
