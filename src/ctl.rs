@@ -81,6 +81,11 @@ pub fn resolve_socket(explicit: Option<PathBuf>) -> PathBuf {
     PathBuf::from("/run/switchyard/admin.sock")
 }
 
+/// A value for a query string (`?pool=...`), percent-encoded.
+pub fn query_escape(v: &str) -> String {
+    form_urlencoded::byte_serialize(v.as_bytes()).collect()
+}
+
 /// One admin call, its answer read into `T`.
 pub async fn call<T: DeserializeOwned>(
     socket: &Path,

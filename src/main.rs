@@ -152,7 +152,11 @@ enum ImportFrom {
 #[derive(Subcommand)]
 enum CtlCmd {
     /// Routes, pools, versions, weights and backend health.
-    State,
+    State {
+        /// Only this pool, its routes and rollout (`GET /v1/state?pool=P`).
+        #[arg(long)]
+        pool: Option<String>,
+    },
     /// Set weights atomically: `weights app blue=90 green=10`.
     Weights {
         pool: String,
@@ -704,9 +708,12 @@ async fn ctl_run(socket: &Path, as_json: bool, cmd: CtlCmd) -> Result<String, Ct
     let out = |v: Value, human: String| if as_json { pretty(&v) } else { human };
     let none = None::<&Value>;
     match cmd {
-        CtlCmd::State => {
-            let a: ctl::Answer<StateView> =
-                ctl::call(socket, Method::GET, "/v1/state", none).await?;
+        CtlCmd::State { pool } => {
+            let path = match pool {
+                Some(p) => format!("/v1/state?pool={}", ctl::query_escape(&p)),
+                None => "/v1/state".to_string(),
+            };
+            let a: ctl::Answer<StateView> = ctl::call(socket, Method::GET, &path, none).await?;
             Ok(out(a.json, ctl::render_state(&a.typed)))
         }
         CtlCmd::Weights {
@@ -729,8 +736,9 @@ async fn ctl_run(socket: &Path, as_json: bool, cmd: CtlCmd) -> Result<String, Ct
             version,
             force,
         } => {
-            let state: ctl::Answer<StateView> =
-                ctl::call(socket, Method::GET, "/v1/state", none).await?;
+            // Only this pool: a 10,000-pool state is megabytes.
+            let path = format!("/v1/state?pool={}", ctl::query_escape(&pool));
+            let state: ctl::Answer<StateView> = ctl::call(socket, Method::GET, &path, none).await?;
             let w = ctl::switch_weights(&state.typed, &pool, &version)?;
             let path = format!(
                 "/v1/pools/{pool}/weights{}",

@@ -285,3 +285,58 @@ async fn corrupt_state_file_is_set_aside_and_the_config_serves() {
         serde_json::from_slice(&std::fs::read(p.dir.path().join("state.json")).unwrap()).unwrap();
     assert_eq!(v["pools"]["app"]["weights"]["green"], 100, "{v}");
 }
+
+/// `ctl state --pool P` (and `GET /v1/state?pool=P`) shows only that pool and
+/// its routes; an unknown pool is an error; `ctl switch` works from that view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_filtered_to_one_pool() {
+    let blue = Upstream::start("blue").await;
+    let green = Upstream::start("green").await;
+    let other = Upstream::start("other").await;
+    let mut config = pool_config(&blue, 100, &green, 0, "");
+    config.push_str(&format!(
+        "\n[[routes]]\nhost = \"other.test\"\npool = \"other\"\n\n\
+         [pools.other.versions.v1]\nweight = 1\nbackends = [\"{}\"]\n",
+        other.addr
+    ));
+    let p = Proxy::start(&config).await;
+    let all: serde_json::Value =
+        serde_json::from_slice(&p.ctl(&["--json", "state"]).stdout).unwrap();
+    assert!(all["pools"]["app"].is_object() && all["pools"]["other"].is_object());
+
+    let out = p.ctl(&["--json", "state", "--pool", "other"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let one: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pools = one["pools"].as_object().unwrap();
+    assert_eq!(pools.keys().collect::<Vec<_>>(), ["other"]);
+    let routes = one["routes"].as_array().unwrap();
+    assert!(!routes.is_empty());
+    assert!(routes.iter().all(|r| r["pool"] == "other"), "{routes:?}");
+
+    let human = p.ctl(&["state", "--pool", "app"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("blue") && !text.contains("other.test"),
+        "{text}"
+    );
+
+    let out = p.ctl(&["state", "--pool", "nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+
+    let out = p.ctl(&["switch", "app", "green"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, v) = admin(&p.socket, "GET", "/v1/state?pool=app", None)
+        .await
+        .unwrap();
+    assert_eq!(v["pools"]["app"]["versions"]["green"]["weight"], 100);
+    assert_eq!(v["pools"]["app"]["versions"]["blue"]["weight"], 0);
+}
