@@ -347,31 +347,68 @@ async fn proxy_conn(
     settings: Arc<ConnSettings>,
     stream: tokio::net::TcpStream,
     peer: Peer,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
+    // Until its first byte, a connection costs this small task and its
+    // socket: the TLS and HTTP state (several KiB) is allocated only once
+    // the client sends something, so thousands of silent sockets stay
+    // cheap (nginx allocates its buffers lazily the same way). The clock
+    // of the first head (or of the handshake) still runs from the accept.
+    let accepted = tokio::time::Instant::now();
+    let first = if peer.https {
+        crate::tls::HANDSHAKE_TIMEOUT
+    } else {
+        settings.timeouts.header
+    };
+    if *shutdown.borrow() {
+        return;
+    }
+    tokio::select! {
+        r = tokio::time::timeout(first, stream.readable()) => match r {
+            Ok(Ok(())) => {}
+            // Silent past its deadline, or the socket failed: dropped.
+            _ => return,
+        },
+        // Draining: a connection that never sent a byte has nothing to finish.
+        _ = shutdown.changed() => return,
+    }
     if !peer.https {
-        return serve_proxied(px, &settings, stream, peer, None, shutdown).await;
+        let serve = serve_proxied(px, &settings, stream, peer, None, accepted, shutdown);
+        return Box::pin(serve).await;
     }
     let tls = px.control.tls.clone();
-    let Some((stream, sni)) = tls.accept(stream, crate::tls::HANDSHAKE_TIMEOUT).await else {
+    let left = first.saturating_sub(accepted.elapsed());
+    let Some((stream, sni)) = Box::pin(tls.accept(stream, left)).await else {
         return;
     };
-    serve_proxied(px, &settings, stream, peer, Some(sni), shutdown).await
+    let now = tokio::time::Instant::now();
+    Box::pin(serve_proxied(
+        px,
+        &settings,
+        stream,
+        peer,
+        Some(sni),
+        now,
+        shutdown,
+    ))
+    .await
 }
 
 /// Serves one connection (after TLS, if any) with its [`Activity`]: the
-/// clocks of `header_timeout`, `idle_timeout` and `send_timeout` start here.
+/// clocks of `header_timeout`, `idle_timeout` and `send_timeout` start at
+/// `origin` (the accept, or the end of the TLS handshake).
 async fn serve_proxied<I>(
     px: Arc<Proxy>,
     settings: &ConnSettings,
     io: I,
     peer: Peer,
     sni: Option<crate::tls::Sni>,
+    origin: tokio::time::Instant,
     shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let activity = Activity::new();
+    let activity = Activity::since(origin);
     let svc = proxy_service(px, peer, sni, activity.clone(), settings.timeouts.body);
     let watchdog = Watchdog::new(activity.clone(), settings.timeouts);
     let io = Conn::new(io, activity);

@@ -101,8 +101,14 @@ pub struct Activity {
 impl Activity {
     /// A connection starting now (after its TLS handshake, if any).
     pub fn new() -> Arc<Activity> {
+        Activity::since(Instant::now())
+    }
+
+    /// Clocks that started at `origin` (the accept of a connection that was
+    /// left waiting for its first byte before anything else was set up).
+    pub fn since(origin: Instant) -> Arc<Activity> {
         Arc::new(Activity {
-            origin: Instant::now(),
+            origin,
             last_read: AtomicU64::new(0),
             write_blocked: AtomicU64::new(NONE),
             open: AtomicUsize::new(0),
