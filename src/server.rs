@@ -167,6 +167,8 @@ pub async fn run(
         .spawn(crate::notify::start(control.clone(), ctx.shutdown.clone()));
     start_listeners(&ctx, &proxy, config, listeners);
     start_services(&ctx, &control, config);
+    // The start's parse and first build are done: their scratch goes back.
+    crate::memory::release();
 
     wait_for_stop(&control, stop).await;
     tracing::info!(grace = ?config.server.shutdown_grace, "shutting down: no new connections, draining in-flight requests");

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("health::counter", 0),
     ("notify::message", 0),
     ("fsutil", 0),
+    ("memory", 0),
     ("providers::labels", 0),
     ("providers::rule", 0),
     // 1 live state.

@@ -33,6 +33,14 @@ impl EtcdStore {
     }
 
     fn write(&self, state: &PersistedState, fenced: bool) -> Result<(), StateError> {
+        // A watch that just lost its member (an etcd leader killed, a
+        // member restarting) reconnects within a few seconds: ride that out
+        // like a write retries a member, and refuse only past the write's
+        // own deadline. (Called on the blocking pool: sleeping is fine.)
+        let deadline = std::time::Instant::now() + super::WRITE_DEADLINE;
+        while !self.cluster.is_connected() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         if !self.cluster.is_connected() {
             return Err(StateError::Unavailable(format!(
                 "etcd is unreachable ({}): changes are refused until this instance reconnects, \

@@ -22,6 +22,14 @@ impl Control {
     /// type limit, so a slow or hostile path (a FIFO, a device) never holds
     /// up another change, and reads never wait for it at all.
     pub fn reload(&self, who: &str, force: bool) -> Result<ReloadReply, AdminError> {
+        let reply = self.reload_file(who, force);
+        // The parsed document, the old table (unless a request still holds
+        // it) and the builders' scratch are all freed by now.
+        crate::memory::release();
+        reply
+    }
+
+    fn reload_file(&self, who: &str, force: bool) -> Result<ReloadReply, AdminError> {
         let path = self
             .snapshot()
             .config_path

@@ -10,11 +10,12 @@
 //!
 //! Metric names are the constants in [`names`]; nothing else spells them.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use prometheus::core::Collector;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -54,8 +55,9 @@ pub struct Metrics {
     duration: HistogramVec,
     response: HistogramVec,
     upstream_errors: IntCounterVec,
-    backend_up: IntGaugeVec,
-    version_weight: IntGaugeVec,
+    /// `switchyard_version_weight` and `switchyard_backend_up`, rendered
+    /// from the last table's rows at each scrape.
+    table_gauges: TableGauges,
     pub rollout_canary_percent: IntGaugeVec,
     pub rollout_state: IntGaugeVec,
     pub certificate_expiry: GaugeVec,
@@ -67,8 +69,116 @@ pub struct Metrics {
     /// Requests a middleware answered itself (401, 403, 429, redirects),
     /// by middleware and status code.
     pub middleware_rejected: IntCounterVec,
-    /// Gauge label sets set by the last build, to remove stale ones.
-    gauges: Mutex<HashSet<Vec<String>>>,
+}
+
+/// The weight of every version and the state of every backend of the
+/// current table, as plain rows turned into Prometheus families only when
+/// scraped. Gauge series kept in a `GaugeVec` cost ~450 bytes each (label
+/// pairs, a hash entry, an atomic in an `Arc`) plus the bookkeeping to
+/// remove stale ones: ~18 MB at 10 000 pools of two versions. These rows
+/// are a few small strings each, replaced whole at every build, so a
+/// version or backend that is gone is simply not in the next scrape.
+#[derive(Clone)]
+struct TableGauges {
+    rows: Arc<Mutex<Arc<GaugeRows>>>,
+    descs: Arc<[Desc; 2]>,
+}
+
+#[derive(Default)]
+struct GaugeRows {
+    weights: Vec<WeightRow>,
+    backends: Vec<BackendRow>,
+}
+
+/// (pool, version, effective weight)
+type WeightRow = (Box<str>, Box<str>, i64);
+/// (pool, version, backend, in rotation)
+type BackendRow = (Box<str>, Box<str>, Box<str>, bool);
+
+fn label(name: &str, value: &str) -> LabelPair {
+    let mut l = LabelPair::default();
+    l.set_name(name.to_string());
+    l.set_value(value.to_string());
+    l
+}
+
+fn gauge_metric(labels: Vec<LabelPair>, value: i64) -> Metric {
+    let mut g = proto::Gauge::default();
+    g.set_value(value as f64);
+    let mut m = Metric::default();
+    m.set_label(labels);
+    m.set_gauge(g);
+    m
+}
+
+fn gauge_family(desc: &Desc, metrics: Vec<Metric>) -> MetricFamily {
+    let mut mf = MetricFamily::default();
+    mf.set_name(desc.fq_name.clone());
+    mf.set_help(desc.help.clone());
+    mf.set_field_type(MetricType::GAUGE);
+    mf.set_metric(metrics);
+    mf
+}
+
+impl TableGauges {
+    fn new() -> TableGauges {
+        let desc = |name: &str, help: &str, labels: &[&str]| {
+            Desc::new(
+                name.to_string(),
+                help.to_string(),
+                labels.iter().map(|l| l.to_string()).collect(),
+                Default::default(),
+            )
+            .expect("valid metric definition")
+        };
+        TableGauges {
+            rows: Arc::new(Mutex::new(Arc::new(GaugeRows::default()))),
+            descs: Arc::new([
+                desc(
+                    names::VERSION_WEIGHT,
+                    "Effective weight of a version (0 without an available backend)",
+                    &["pool", "version"],
+                ),
+                desc(
+                    names::BACKEND_UP,
+                    "1 when the backend is in rotation (healthy, not ejected)",
+                    &["pool", "version", "backend"],
+                ),
+            ]),
+        }
+    }
+
+    fn set(&self, rows: GaugeRows) {
+        *self.rows.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(rows);
+    }
+}
+
+impl Collector for TableGauges {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        // The lock only to clone the Arc: a scrape never holds up a build.
+        let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let weights = rows
+            .weights
+            .iter()
+            .map(|(p, v, w)| gauge_metric(vec![label("pool", p), label("version", v)], *w))
+            .collect();
+        let backends = rows
+            .backends
+            .iter()
+            .map(|(p, v, b, up)| {
+                let labels = vec![label("backend", b), label("pool", p), label("version", v)];
+                gauge_metric(labels, i64::from(*up))
+            })
+            .collect();
+        vec![
+            gauge_family(&self.descs[0], weights),
+            gauge_family(&self.descs[1], backends),
+        ]
+    }
 }
 
 /// Handles for one (route, pool, version). Each series is resolved on its
@@ -148,16 +258,7 @@ impl Metrics {
             "Failed attempts to get an answer from a backend, by kind",
             &["pool", "version", "backend", "kind"],
         );
-        let backend_up = gauges(
-            names::BACKEND_UP,
-            "1 when the backend is in rotation (healthy, not ejected)",
-            &["pool", "version", "backend"],
-        );
-        let version_weight = gauges(
-            names::VERSION_WEIGHT,
-            "Effective weight of a version (0 without an available backend)",
-            &["pool", "version"],
-        );
+        let table_gauges = TableGauges::new();
         let rollout_canary_percent = gauges(
             names::ROLLOUT_CANARY_PERCENT,
             "Canary traffic percent of an active rollout",
@@ -194,8 +295,7 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(response.clone()),
             Box::new(upstream_errors.clone()),
-            Box::new(backend_up.clone()),
-            Box::new(version_weight.clone()),
+            Box::new(table_gauges.clone()),
             Box::new(rollout_canary_percent.clone()),
             Box::new(rollout_state.clone()),
             Box::new(certificate_expiry.clone()),
@@ -215,8 +315,7 @@ impl Metrics {
             duration,
             response,
             upstream_errors,
-            backend_up,
-            version_weight,
+            table_gauges,
             rollout_canary_percent,
             rollout_state,
             certificate_expiry,
@@ -224,7 +323,6 @@ impl Metrics {
             access_log_dropped,
             provider_up,
             middleware_rejected,
-            gauges: Mutex::new(HashSet::new()),
         }
     }
 
@@ -255,37 +353,19 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the weight and backend gauges for a freshly built table and
-    /// removes the series of versions and backends that are gone.
+    /// Sets the weight and backend gauges for a freshly built table; the
+    /// series of versions and backends that are gone go with the old rows.
     pub fn set_gauges(&self, weights: &[(&str, &str, i64)], backends: &[(&str, &str, &str, bool)]) {
-        let mut now = HashSet::new();
-        for &(pool, version, w) in weights {
-            self.version_weight
-                .with_label_values(&[pool, version])
-                .set(w);
-            now.insert(vec!["w".to_string(), pool.to_string(), version.to_string()]);
-        }
-        for &(pool, version, backend, up) in backends {
-            self.backend_up
-                .with_label_values(&[pool, version, backend])
-                .set(i64::from(up));
-            now.insert(vec![
-                "b".to_string(),
-                pool.to_string(),
-                version.to_string(),
-                backend.to_string(),
-            ]);
-        }
-        let mut old = self.gauges.lock().unwrap_or_else(|e| e.into_inner());
-        for gone in old.difference(&now) {
-            let labels: Vec<&str> = gone[1..].iter().map(String::as_str).collect();
-            let _ = if gone[0] == "w" {
-                self.version_weight.remove_label_values(&labels)
-            } else {
-                self.backend_up.remove_label_values(&labels)
-            };
-        }
-        *old = now;
+        self.table_gauges.set(GaugeRows {
+            weights: weights
+                .iter()
+                .map(|&(p, v, w)| (p.into(), v.into(), w))
+                .collect(),
+            backends: backends
+                .iter()
+                .map(|&(p, v, b, up)| (p.into(), v.into(), b.into(), up))
+                .collect(),
+        });
     }
 
     /// The Prometheus text exposition.

@@ -6,9 +6,14 @@
 //! When a backend leaves every table, its last `Arc` drops, its idle
 //! connections drop with it and are closed.
 //!
-//! Two idle stacks per backend: plain sockets for the direct exchange of
+//! Two idle stacks per address: plain sockets for the direct exchange of
 //! [`crate::upstream::h1`] (bodiless requests, nearly all traffic), and hyper client
-//! connections for requests with a body or an upgrade.
+//! connections for requests with a body or an upgrade. The stacks of an
+//! address are shared by every backend at that address (the same origin
+//! serving several pools or versions): each request carries its own Host,
+//! so a connection is as good for one as for another, and 10 000 routes to
+//! one origin keep a handful of connections instead of one per route.
+//! Health, ejection and in-flight counts stay per backend.
 //!
 //! ```text
 //! checkout: idle stack (LIFO, warmest first) -> else connect (connect_timeout)
@@ -22,7 +27,7 @@ pub mod probe;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use std::pin::Pin;
@@ -178,6 +183,13 @@ pub struct Backend {
     consecutive_failures: AtomicU32,
     /// Requests sent and not yet finished (response body included).
     pub in_flight: AtomicUsize,
+    /// The idle connections of this backend's address.
+    conns: Arc<IdleConns>,
+}
+
+/// The idle connections to one address, shared by the backends at it.
+#[derive(Default)]
+pub struct IdleConns {
     /// Idle hyper client connections (requests with a body or an upgrade).
     idle: Mutex<Vec<Idle<Conn>>>,
     /// Idle connections for the direct exchange of [`crate::upstream::h1`].
@@ -187,7 +199,13 @@ pub struct Backend {
 // === impl Backend ===
 
 impl Backend {
+    /// A backend with idle connections of its own.
     pub fn new(key: BackendKey) -> Backend {
+        Backend::with_conns(key, Arc::default())
+    }
+
+    /// A backend using the idle connections `conns` of its address.
+    fn with_conns(key: BackendKey, conns: Arc<IdleConns>) -> Backend {
         let literal = key.addr.as_str().parse().ok();
         Backend {
             key,
@@ -198,8 +216,7 @@ impl Backend {
             ejected_until_ms: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             in_flight: AtomicUsize::new(0),
-            idle: Mutex::new(Vec::new()),
-            raw_idle: Mutex::new(Vec::new()),
+            conns,
         }
     }
 
@@ -285,7 +302,12 @@ impl Backend {
         idle_timeout: Duration,
     ) -> Result<Conn, ConnectError> {
         loop {
-            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let idle = self
+                .conns
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop();
             let Some(idle) = idle else { break };
             if idle.since.elapsed() > idle_timeout
                 || idle.conn.sender.is_closed()
@@ -335,6 +357,7 @@ impl Backend {
         if !fresh {
             loop {
                 let idle = self
+                    .conns
                     .raw_idle
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -373,18 +396,24 @@ impl Backend {
         if conn.sender.is_closed() {
             return;
         }
-        push_idle(&self.idle, conn);
+        push_idle(&self.conns.idle, conn);
     }
 
     /// Returns a direct-exchange connection whose response ended cleanly.
     pub fn checkin_raw(&self, conn: RawConn) {
-        push_idle(&self.raw_idle, conn);
+        push_idle(&self.conns.raw_idle, conn);
     }
 
-    /// Drops every idle connection (the backend is leaving, or failed).
+    /// Drops every idle connection to this backend's address (it failed,
+    /// or it is leaving every table).
     pub fn close_idle(&self) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        self.raw_idle
+        self.conns
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.conns
+            .raw_idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
@@ -401,39 +430,72 @@ fn push_idle<C>(pool: &Mutex<Vec<Idle<C>>>, conn: C) {
     }
 }
 
-/// Every backend of every table, by identity.
+/// Every backend of every table, by identity, and the idle connections of
+/// each address they use.
 #[derive(Default)]
 pub struct BackendRegistry {
-    map: Mutex<HashMap<BackendKey, Arc<Backend>>>,
+    map: Mutex<Registered>,
+}
+
+#[derive(Default)]
+struct Registered {
+    backends: HashMap<BackendKey, Arc<Backend>>,
+    /// Held by the backends at each address; gone with the last of them.
+    conns: HashMap<BackendAddr, Weak<IdleConns>>,
 }
 
 // === impl BackendRegistry ===
 
 impl BackendRegistry {
-    /// The backend for `key`, created healthy when new.
+    /// The backend for `key`, created healthy when new, sharing the idle
+    /// connections of the other backends at its address.
     pub fn get_or_create(&self, key: BackendKey) -> Arc<Backend> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(key.clone())
-            .or_insert_with(|| Arc::new(Backend::new(key)))
-            .clone()
+        let mut guard = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let r = &mut *guard;
+        if let Some(b) = r.backends.get(&key) {
+            return b.clone();
+        }
+        let conns = match r.conns.get(&key.addr).and_then(Weak::upgrade) {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(IdleConns::default());
+                r.conns.insert(key.addr.clone(), Arc::downgrade(&c));
+                c
+            }
+        };
+        let b = Arc::new(Backend::with_conns(key.clone(), conns));
+        r.backends.insert(key, b.clone());
+        b
     }
 
-    /// Forgets backends not in `keep`, closing their idle connections (in-flight
-    /// requests keep their own `Arc` and finish normally).
+    /// Forgets backends not in `keep` (in-flight requests keep their own
+    /// `Arc` and finish normally), closing the idle connections of an
+    /// address no kept backend uses.
     pub fn retain(&self, keep: &std::collections::HashSet<BackendKey>) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|k, b| {
+        let mut guard = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let r = &mut *guard;
+        let mut gone = Vec::new();
+        r.backends.retain(|k, b| {
             let kept = keep.contains(k);
             if !kept {
-                b.close_idle();
+                gone.push(b.clone());
             }
             kept
         });
+        let used: std::collections::HashSet<&BackendAddr> =
+            r.backends.keys().map(|k| &k.addr).collect();
+        for b in &gone {
+            if !used.contains(&b.key.addr) {
+                b.close_idle();
+            }
+        }
+        r.conns
+            .retain(|addr, c| used.contains(addr) || c.strong_count() > 0);
     }
 
     pub fn all(&self) -> Vec<Arc<Backend>> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<_> = map.values().cloned().collect();
+        let mut v: Vec<_> = map.backends.values().cloned().collect();
         v.sort_by(|a, b| a.key.cmp(&b.key));
         v
     }
@@ -449,6 +511,44 @@ mod tests {
             version: "v".into(),
             addr: BackendAddr::parse("127.0.0.1:1").unwrap(),
         })
+    }
+
+    fn key(pool: &str, addr: &str) -> BackendKey {
+        BackendKey {
+            pool: pool.into(),
+            version: "v".into(),
+            addr: BackendAddr::parse(addr).unwrap(),
+        }
+    }
+
+    #[test]
+    fn backends_at_one_address_share_idle_connections_and_nothing_else() {
+        let r = BackendRegistry::default();
+        let a = r.get_or_create(key("a", "127.0.0.1:1"));
+        let b = r.get_or_create(key("b", "127.0.0.1:1"));
+        let c = r.get_or_create(key("c", "127.0.0.1:2"));
+        assert!(Arc::ptr_eq(&a.conns, &b.conns));
+        assert!(!Arc::ptr_eq(&a.conns, &c.conns));
+        assert!(Arc::ptr_eq(&a, &r.get_or_create(key("a", "127.0.0.1:1"))));
+        // Health stays per backend.
+        a.record_outcome(false, 1, 0, 1000);
+        assert!(!a.is_available() && b.is_available());
+        // Dropping "a" keeps the address's connections for "b".
+        let keep = [key("b", "127.0.0.1:1"), key("c", "127.0.0.1:2")];
+        r.retain(&keep.iter().cloned().collect());
+        assert_eq!(r.all().len(), 2);
+        assert!(Arc::ptr_eq(
+            &b.conns,
+            &r.get_or_create(key("d", "127.0.0.1:1")).conns
+        ));
+        // With every backend at an address gone and dropped, the next one
+        // at it starts a new set.
+        r.retain(&std::collections::HashSet::new());
+        let weak = Arc::downgrade(&b.conns);
+        drop((a, b, c));
+        assert!(weak.upgrade().is_none());
+        let e = r.get_or_create(key("e", "127.0.0.1:1"));
+        assert_eq!(Arc::strong_count(&e.conns), 1);
     }
 
     #[test]

@@ -268,7 +268,7 @@ pub fn judge(canary: &Window, stable: &Window, plan: &Plan, look: &Look<'_>) -> 
     }
     let alpha = alpha_per_look(plan);
     let mut tests = vec![error_rate(&c, &s, plan)];
-    tests.extend(latency(&c, &s, plan, alpha));
+    tests.extend(latency(&c, &s, plan, alpha, look.full));
     if let Some(min) = plan.min_success_rate {
         tests.push(success_gate(&c, min, alpha));
     }
@@ -428,8 +428,15 @@ fn per_bucket(w: &Window) -> Vec<u64> {
 
 /// Latency: Mann-Whitney U on the buckets; the p99s decide whether the
 /// difference is big enough to act on. `None` when either side has no
-/// timed request or the buckets differ.
-fn latency(canary: &Window, stable: &Window, plan: &Plan, alpha: f64) -> Option<TestResult> {
+/// timed request or the buckets differ. `stable_frozen` (the 100 % step):
+/// the stable's sample is its past record and cannot grow.
+fn latency(
+    canary: &Window,
+    stable: &Window,
+    plan: &Plan,
+    alpha: f64,
+    stable_frozen: bool,
+) -> Option<TestResult> {
     let (a, b) = (per_bucket(canary), per_bucket(stable));
     let same_bounds = canary
         .buckets
@@ -451,8 +458,11 @@ fn latency(canary: &Window, stable: &Window, plan: &Plan, alpha: f64) -> Option<
     let (canary_n, stable_n) = (a.iter().sum::<u64>(), b.iter().sum::<u64>());
     let mut verdict = outcome(p, alpha, big_enough && m.share > 0.5);
     // Significantly slower, but the p99s are too rough yet to tell whether
-    // by enough to act on: not a pass.
-    let rough = canary_n.min(stable_n) < P99_SAMPLE;
+    // by enough to act on: not a pass. Waiting helps only the side that
+    // still gets traffic: at the 100 % step the stable's record is all
+    // there will be, and the canary's p99 is judged against it once the
+    // canary's own is sound (waiting for more would hold forever).
+    let rough = canary_n < P99_SAMPLE || (!stable_frozen && stable_n < P99_SAMPLE);
     if verdict == Verdict::Pass && m.share > 0.5 && p < alpha && rough {
         verdict = Verdict::Inconclusive;
     }

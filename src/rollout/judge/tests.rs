@@ -234,6 +234,63 @@ fn the_full_step_is_judged_against_the_earlier_steps_stable() {
 }
 
 #[test]
+fn at_the_full_step_a_small_stable_record_does_not_hold_a_slightly_slower_canary() {
+    // The fleet test's case: one earlier step with 500 stable requests; at
+    // 100 % the canary is significantly but slightly slower (one bucket,
+    // 1 -> 2.5 ms: within p99_tolerance). The stable's side cannot grow any
+    // more, so once the canary's own p99 is sound it passes; before, the
+    // window extended until the look bound held the rollout.
+    let earlier = pooled(&window(300, 0, 0.001), &window(500, 0, 0.001), 1);
+    let look = Look {
+        pooled: &earlier,
+        full: true,
+        number: 1,
+    };
+    let j = judge(
+        &window(2000, 0, 0.002),
+        &window(500, 0, 0.001),
+        &plan(),
+        &look,
+    );
+    let t = test(&j, "latency");
+    assert!(t.p_value < 1e-6, "{t:?}");
+    assert_eq!((t.canary_n, t.stable_n), (2300, 500));
+    assert_eq!(t.outcome, Verdict::Pass, "{}", j.reason);
+    assert_eq!(j.verdict, Verdict::Pass, "{}", j.reason);
+    // The canary's own sample still has to be sound.
+    let j = judge(
+        &window(300, 0, 0.002),
+        &window(500, 0, 0.001),
+        &plan(),
+        &look,
+    );
+    assert_eq!(
+        test(&j, "latency").outcome,
+        Verdict::Inconclusive,
+        "{}",
+        j.reason
+    );
+    // Not at 100 %: the stable still gets traffic, so its side waits too.
+    let look = Look {
+        full: false,
+        ..look
+    };
+    let j = judge(
+        &window(2000, 0, 0.002),
+        &window(100, 0, 0.001),
+        &plan(),
+        &look,
+    );
+    assert_eq!(test(&j, "latency").stable_n, 600);
+    assert_eq!(
+        test(&j, "latency").outcome,
+        Verdict::Inconclusive,
+        "{}",
+        j.reason
+    );
+}
+
+#[test]
 fn folding_a_step_adds_its_counts() {
     let mut p = Pooled::default();
     fold(&mut p, &window(100, 5, 0.01), &window(300, 6, 0.002), false);
