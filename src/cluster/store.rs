@@ -33,23 +33,25 @@ impl EtcdStore {
     }
 
     fn write(&self, state: &PersistedState, fenced: bool) -> Result<(), StateError> {
-        // A watch that just lost its member (an etcd leader killed, a
-        // member restarting) reconnects within a few seconds: ride that out
-        // like a write retries a member, and refuse only past the write's
-        // own deadline. (Called on the blocking pool: sleeping is fine.)
-        let deadline = std::time::Instant::now() + super::WRITE_DEADLINE;
-        while !self.cluster.is_connected() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(100));
+        // Tried even while this instance's watch is down: a watch that just
+        // lost its member (an etcd leader killed) takes seconds to come back,
+        // while the write itself retries the other members until its
+        // deadline. What etcd takes, the whole fleet sees; what it does not,
+        // nobody does (503, nothing changed).
+        match self
+            .runtime
+            .block_on(self.cluster.write_state(state, fenced))
+        {
+            Ok(_) => {}
+            Err(StateError::Unavailable(why)) if !self.cluster.is_connected() => {
+                return Err(StateError::Unavailable(format!(
+                    "etcd is unreachable ({}): changes are refused until this instance reconnects, \
+                     so that no instance routes differently from the fleet; it keeps serving the last table ({why})",
+                    self.cluster.config.etcd.join(", ")
+                )));
+            }
+            Err(e) => return Err(e),
         }
-        if !self.cluster.is_connected() {
-            return Err(StateError::Unavailable(format!(
-                "etcd is unreachable ({}): changes are refused until this instance reconnects, \
-                 so that no instance routes differently from the fleet; it keeps serving the last table",
-                self.cluster.config.etcd.join(", ")
-            )));
-        }
-        self.runtime
-            .block_on(self.cluster.write_state(state, fenced))?;
         if let Err(e) = self.cache.save(state) {
             tracing::warn!(error = %e, "cannot update the local cache of the fleet's state");
         }
