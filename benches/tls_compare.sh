@@ -10,10 +10,10 @@
 #   full hs/s        examples/tls_handshake.rs (rustls client): 16 concurrent
 #                    loops, each a new connection with a full TLS 1.3 handshake
 #                    (the client offers no session) + one GET, Connection: close
-#   resumed hs/s     the same with --resume: the loops share one client session
-#                    store and offer the server's tickets, so connections after
-#                    the first ones are TLS 1.3 resumptions (PSK + ECDHE, no
-#                    certificate, no signature); "resumed %" = the share of
+#   resumed hs/s     the same with --resume: each loop keeps the tickets the
+#                    server sent it and offers one on its next connection, so
+#                    all but the first are TLS 1.3 resumptions (PSK + ECDHE,
+#                    no certificate, no signature); "resumed %" = the share of
 #                    handshakes the server accepted as resumptions
 #   wrk close req/s  wrk -t1 -c50 -H 'Connection: close': a new connection per
 #                    request (wrk may resume sessions, so not all are full)
