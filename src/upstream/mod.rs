@@ -419,8 +419,8 @@ impl Backend {
 /// its backend at once (`peak`), are idle. A fixed cap of 256 closed
 /// connections a sustained load needed again at once: 1 000 concurrent
 /// HTTP/2 streams (forwarded as 1 000 HTTP/1.1 exchanges) opened a new
-/// backend connection for 12-15 % of the requests (HAProxy: none), and a cap
-/// of the requests in flight at the moment still 9 %, as that number swings
+/// backend connection for 15 % of the requests (HAProxy: none), and a cap
+/// of the requests in flight at the moment still 9-10 %, as that number swings
 /// within a turn of the event loop. The stack never holds more connections
 /// than were open at once anyway; after a burst they stay, idle, until
 /// taken (a stale one is dropped then) or the backend leaves.
