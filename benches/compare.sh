@@ -10,6 +10,16 @@
 #   CPU 1: the proxies under test (1 worker each) + two 1-worker nginx origins
 #          answering "blue\n" and "green\n"
 #
+# WORKERS=N (N <= CPUs) runs every proxy with N workers: switchyard
+# `workers = N`, nginx `worker_processes N`, HAProxy `nbthread N`. With N >= 2
+# the layout is LAYOUT=shared: the proxies, the origins (still 1 worker each)
+# and wrk (-t N) all on CPUs 0..N-1, the load generator competing with the
+# servers for the same cores, as on a small machine with nothing to spare
+# (this is not a "server has N cores to itself" figure). LAYOUT=shared with
+# WORKERS=1 gives the 1-worker figure on that same layout, so that the step
+# from 1 to N workers is measured with nothing else changed; LAYOUT=split
+# (the default for WORKERS=1) is the layout above.
+#
 # Every proxy does the same job: the client's Host kept, X-Forwarded-For,
 # -Proto and -Host set (switchyard always does; nginx and HAProxy are
 # configured to), upstream keep-alive.
@@ -40,6 +50,8 @@
 #        TARGETS="switchyard switchyard-hyper haproxy" benches/compare.sh
 #        TARGETS="switchyard switchyard-rules switchyard-middlewares haproxy" benches/compare.sh
 #        SWITCHYARD_BIN=/path/to/switchyard benches/compare.sh   (another build)
+#        WORKERS=2 benches/compare.sh       (2 workers each, everything on CPUs 0-1)
+#        WORKERS=1 LAYOUT=shared benches/compare.sh   (1 worker each, same layout)
 # Output: a table of medians on stdout and in bench-results/compare-<date>.txt.
 #
 # Installs nginx-light, haproxy and wrk with apt-get when missing (as root),
@@ -54,6 +66,7 @@ WARMUP=2
 CONNS=50
 HOST=app.local
 CHECK_REQUESTS=100
+WORKERS=${WORKERS:-1}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # SWITCHYARD_BIN=path measures another build (not rebuilt by this script).
@@ -69,6 +82,24 @@ die() {
 [[ $SLICE =~ ^[1-9][0-9]*$ ]] || die "SLICE must be a positive number of seconds (got '$SLICE')"
 [[ -r /proc/self/stat ]] || die "needs Linux /proc"
 (($(nproc) >= 2)) || die "needs at least 2 CPUs (wrk on CPU 0, servers on CPU 1)"
+[[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "WORKERS must be a positive integer (got '$WORKERS')"
+((WORKERS <= $(nproc))) || die "WORKERS=$WORKERS is more than the $(nproc) CPUs"
+if ((WORKERS == 1)); then LAYOUT=${LAYOUT:-split}; else LAYOUT=${LAYOUT:-shared}; fi
+case $LAYOUT in
+split)
+    ((WORKERS == 1)) || die "LAYOUT=split puts the servers on CPU 1 alone: WORKERS must be 1"
+    SERVER_CPUS=1 LOAD_CPUS=0 WRK_THREADS=1
+    LAYOUT_TEXT="wrk -t1 on CPU 0; proxies (1 worker each) + 2 origins on CPU 1"
+    ;;
+shared)
+    # The CPUs the N-worker run uses, for every process (1 worker: the same
+    # two CPUs as WORKERS=2, so the scaling step changes only the workers).
+    cpus=$((WORKERS > 2 ? WORKERS : 2))
+    SERVER_CPUS=0-$((cpus - 1)) LOAD_CPUS=$SERVER_CPUS WRK_THREADS=$cpus
+    LAYOUT_TEXT="wrk -t$WRK_THREADS, proxies ($WORKERS worker(s) each) and 2 one-worker origins all sharing CPUs $SERVER_CPUS"
+    ;;
+*) die "LAYOUT must be split or shared (got '$LAYOUT')" ;;
+esac
 
 # --- tools ------------------------------------------------------------------
 
@@ -145,7 +176,7 @@ forget_pid() {
 # While switchyard-metrics is driven: a Prometheus-like scrape every second, on CPU 0.
 SCRAPER_PID=""
 start_scraper() {
-    taskset -c 0 bash -c "while :; do curl -s --noproxy '*' -o /dev/null http://127.0.0.1:$SY_METRICS_PORT/metrics; sleep 1; done" &
+    taskset -c "$LOAD_CPUS" bash -c "while :; do curl -s --noproxy '*' -o /dev/null http://127.0.0.1:$SY_METRICS_PORT/metrics; sleep 1; done" &
     SCRAPER_PID=$!
 }
 stop_scraper() {
@@ -205,7 +236,7 @@ STARTED=""
 start() {
     local name=$1 log=$2
     shift 2
-    taskset -c 1 "$@" >"$log" 2>&1 &
+    taskset -c "$SERVER_CPUS" "$@" >"$log" 2>&1 &
     STARTED=$!
     PIDS+=("$STARTED")
     echo "$name" >"$WORK/name.$STARTED"
@@ -295,9 +326,9 @@ PORT_OF[switchyard]=$SY_PORT
 PORT_OF[nginx]=$NGINX_PORT
 PORT_OF[haproxy]=$HAPROXY_PORT
 
-nginx_common() { # DIR
+nginx_common() { # DIR [WORKERS]
     cat <<EOF
-worker_processes 1;
+worker_processes ${2:-1};
 pid $1/nginx.pid;
 error_log $1/error.log warn;
 events { worker_connections 4096; }
@@ -391,7 +422,7 @@ switchyard_base() { # DIR PORT [ROUTE_EXTRA]
     cat <<EOF
 [server]
 http = "127.0.0.1:$2"
-workers = 1
+workers = $WORKERS
 shutdown_grace = "1s"
 
 [admin]
@@ -417,7 +448,7 @@ nginx_proxy_conf() {
     local dir=$WORK/nginx
     mkdir -p "$dir"
     {
-        nginx_common "$dir"
+        nginx_common "$dir" "$WORKERS"
         cat <<EOF
 http {
     access_log off;
@@ -460,7 +491,7 @@ haproxy_conf() {
     mkdir -p "$dir"
     cat >"$dir/haproxy.cfg" <<EOF
 global
-    nbthread 1
+    nbthread $WORKERS
     maxconn 4096
 
 defaults
@@ -556,7 +587,7 @@ stop_target() { # TARGET PID
 # verify_split TARGET PORT: 100 requests must answer blue/green about 90/10.
 verify_split() {
     local target=$1 port=$2 out blue green other
-    out=$(taskset -c 0 curl -s --noproxy '*' --max-time 10 -H "Host: $HOST" \
+    out=$(taskset -c "$LOAD_CPUS" curl -s --noproxy '*' --max-time 10 -H "Host: $HOST" \
         "http://127.0.0.1:$port/split-check/[1-$CHECK_REQUESTS]" || true)
     blue=$(grep -cx blue <<<"$out" || true)
     green=$(grep -cx green <<<"$out" || true)
@@ -606,7 +637,7 @@ if awk -v l="${LOAD_BEFORE%% *}" 'BEGIN { exit !(l >= 1.0) }'; then
     echo "warning: load average is $LOAD_BEFORE; another job on this machine skews the figures (BENCH.md: ~30%)" >&2
 fi
 
-echo "switchyard vs nginx vs HAProxy: $ROUNDS round(s) x ${DURATION}s per target in ${SLICE}s slices, wrk -t1 -c$CONNS on CPU 0, servers on CPU 1"
+echo "switchyard vs nginx vs HAProxy: $ROUNDS round(s) x ${DURATION}s per target in ${SLICE}s slices; WORKERS=$WORKERS LAYOUT=$LAYOUT: $LAYOUT_TEXT"
 echo "ports: blue $BLUE_PORT green $GREEN_PORT switchyard $SY_PORT nginx $NGINX_PORT haproxy $HAPROXY_PORT"
 
 # median of the numbers on stdin ("-" when none)
@@ -635,7 +666,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         BLUE_N[$target]=0 GREEN_N[$target]=0 P50S[$target]="" P99S[$target]=""
     done
     for target in "${TARGETS[@]}"; do
-        taskset -c 0 wrk -t1 -c"$CONNS" -d"${WARMUP}s" -H "Host: $HOST" "http://127.0.0.1:${PORT_OF[$target]}/" >/dev/null
+        taskset -c "$LOAD_CPUS" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${WARMUP}s" -H "Host: $HOST" "http://127.0.0.1:${PORT_OF[$target]}/" >/dev/null
     done
     # The machine's speed drifts by tens of percent over seconds (other
     # guests: steal time). Short slices, the targets' order rotating, give
@@ -648,7 +679,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
             [[ $target == switchyard-metrics ]] && start_scraper
             read -r acc0 blue0 green0 <<<"$(origin_counters)"
             t0=$(tree_ticks "$pid")
-            out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SLICE}s" --latency -H "Host: $HOST" "http://127.0.0.1:${PORT_OF[$target]}/")
+            out=$(taskset -c "$LOAD_CPUS" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${SLICE}s" --latency -H "Host: $HOST" "http://127.0.0.1:${PORT_OF[$target]}/")
             t1=$(tree_ticks "$pid")
             read -r acc1 blue1 green1 <<<"$(origin_counters)"
             stop_scraper
@@ -723,7 +754,8 @@ RESULT=$ROOT/bench-results/compare-$STAMP.txt
     echo "# switchyard compare, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $COMMIT"
     echo "# $(nproc) CPUs; load average before $LOAD_BEFORE, after $LOAD_AFTER"
     echo "# $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), HAProxy $("$HAPROXY" -v | awk 'NR == 1 { print $3 }'), $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }'), $("$SWITCHYARD" --version)"
-    echo "# pool Host $HOST blue:90 green:10; wrk -t1 -c$CONNS on CPU 0, ${DURATION}s per target per round in ${SLICE}s slices taken in turn, after a ${WARMUP}s warm-up; proxies (1 worker each) + 2 origins on CPU 1"
+    echo "# pool Host $HOST blue:90 green:10; wrk -c$CONNS, ${DURATION}s per target per round in ${SLICE}s slices taken in turn, after a ${WARMUP}s warm-up"
+    echo "# WORKERS=$WORKERS LAYOUT=$LAYOUT: $LAYOUT_TEXT"
     echo "# medians of $ROUNDS round(s) (${TARGETS[*]}); p50/p99 per round = median of the slices' values"
     echo
     printf '| %-26s | %8s | %7s | %7s | %13s | %13s | %16s | %6s | %14s | %7s |\n' \
@@ -752,7 +784,7 @@ RESULT=$ROOT/bench-results/compare-$STAMP.txt
     done
     echo
     echo "Notes: for 'direct' the RSS and CPU columns are the blue origin's own (its CPU per request is"
-    echo "paid by every proxy too). RSS sums the process tree (nginx: master + worker); peak is VmHWM."
+    echo "paid by every proxy too). RSS sums the process tree (nginx: master + workers); peak is VmHWM."
     echo "errors = non-2xx answers + socket errors summed over all rounds. upstream conns = connections"
     echo "the origins accepted during the measured slices (direct: wrk's $CONNS; a proxy reusing upstream"
     echo "keep-alive connections opens few; switchyard, like nginx, closes the backend connection of a request"

@@ -952,7 +952,7 @@ async fn attempt(
     exchange: &mut Exchange,
     fresh: bool,
 ) -> Attempt {
-    backend.in_flight.fetch_add(1, Ordering::Relaxed);
+    backend.begin_request();
     let in_flight = InFlight(Some(backend.clone()));
     let to = Target {
         app,
