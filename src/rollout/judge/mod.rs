@@ -29,7 +29,8 @@
 //!   distribution, as Kayenta does), acted on only when the canary's p99 is
 //!   also above the stable's by `max_p99_increase` and `p99_tolerance`; a
 //!   significant slowdown whose p99s are within those passes only once both
-//!   sides have [`P99_SAMPLE`] timed requests (a p99 of fewer is too rough);
+//!   sides have [`P99_SAMPLE`] timed requests (a p99 of fewer is too rough;
+//!   at the 100 % step only the canary's side, as the stable's cannot grow);
 //! - **gates** (optional): `min_success_rate` and `max_p99`, exact binomial
 //!   tests on the canary's pooled counts.
 //!
