@@ -11,9 +11,10 @@
 //! Metric names are the constants in [`names`]; nothing else spells them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
@@ -80,7 +81,7 @@ pub struct Metrics {
 /// version or backend that is gone is simply not in the next scrape.
 #[derive(Clone)]
 struct TableGauges {
-    rows: Arc<Mutex<Arc<GaugeRows>>>,
+    rows: Arc<ArcSwap<GaugeRows>>,
     descs: Arc<[Desc; 2]>,
 }
 
@@ -132,7 +133,7 @@ impl TableGauges {
             .expect("valid metric definition")
         };
         TableGauges {
-            rows: Arc::new(Mutex::new(Arc::new(GaugeRows::default()))),
+            rows: Arc::new(ArcSwap::from_pointee(GaugeRows::default())),
             descs: Arc::new([
                 desc(
                     names::VERSION_WEIGHT,
@@ -149,7 +150,7 @@ impl TableGauges {
     }
 
     fn set(&self, rows: GaugeRows) {
-        *self.rows.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(rows);
+        self.rows.store(Arc::new(rows));
     }
 }
 
@@ -159,8 +160,8 @@ impl Collector for TableGauges {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        // The lock only to clone the Arc: a scrape never holds up a build.
-        let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // A scrape never holds up a build, nor a build a scrape.
+        let rows = self.rows.load_full();
         let weights = rows
             .weights
             .iter()
