@@ -3,8 +3,8 @@
 //! A [`Backend`] is keyed by (pool, version, address) and lives in the
 //! [`BackendRegistry`]; successive routing tables share the same `Arc`, so a
 //! weight change or a reload resets neither health nor pooled connections.
-//! When a backend leaves every table, its last `Arc` drops, its idle
-//! connections drop with it and are closed.
+//! When the last backend at an address leaves every table, the idle
+//! connections of that address drop with it and are closed.
 //!
 //! Two idle stacks per address: plain sockets for the direct exchange of
 //! [`crate::upstream::h1`] (bodiless requests, nearly all traffic), and hyper client
