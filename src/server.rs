@@ -441,6 +441,7 @@ fn proxy_service(
         let (px, activity) = (px.clone(), activity.clone());
         async move {
             let open = activity.request(req.version() == http::Version::HTTP_2);
+            let req = req.map(proxy::RequestBody::Hyper);
             let resp = if http_body::Body::is_end_stream(req.body()) {
                 proxy::handle(px, peer, req).await
             } else {
@@ -457,7 +458,7 @@ fn proxy_service(
 async fn with_body_timeout(
     px: Arc<Proxy>,
     peer: Peer,
-    req: Request<Incoming>,
+    req: Request<proxy::RequestBody>,
     activity: &Activity,
     timeout: Duration,
 ) -> Result<Response<proxy::ProxyBody>, Infallible> {

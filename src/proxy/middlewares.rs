@@ -19,9 +19,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame};
-use hyper::body::Incoming;
 
-use super::{plain, BodyError, Peer, ProxyBody};
+use super::{plain, BodyError, Peer, ProxyBody, RequestBody};
 use crate::config::{CompressConfig, Encoding, RateKey};
 use crate::middleware::auth::AuthOutcome;
 use crate::middleware::compress::{negotiate, worth_it, Encoder};
@@ -43,7 +42,7 @@ pub struct Plan<'r> {
 /// middlewares before it.
 pub async fn request_side<'r>(
     chain: &'r [std::sync::Arc<Middleware>],
-    req: &mut Request<Incoming>,
+    req: &mut Request<RequestBody>,
     peer: Peer,
     host: &str,
 ) -> Result<Plan<'r>, Response<ProxyBody>> {
@@ -66,7 +65,7 @@ pub async fn request_side<'r>(
 /// One middleware's request side; `Some` when it answers itself.
 async fn one<'r>(
     m: &'r Middleware,
-    req: &mut Request<Incoming>,
+    req: &mut Request<RequestBody>,
     peer: Peer,
     host: &str,
     plan: &mut Plan<'r>,
@@ -184,7 +183,7 @@ fn too_many(wait: std::time::Duration) -> Response<ProxyBody> {
 }
 
 /// Replaces the request's path, keeping its query.
-fn set_path(req: &mut Request<Incoming>, path: &str) {
+fn set_path(req: &mut Request<RequestBody>, path: &str) {
     let pq = match req.uri().query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),

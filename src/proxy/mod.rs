@@ -247,6 +247,43 @@ pub enum ProxyBody {
     Encoded(Box<middlewares::Encoded>),
 }
 
+/// The body of every request the proxy serves: hyper's (HTTP/2, TLS, a
+/// request with a body or an upgrade), or none at all (a bodiless request
+/// parsed by the direct HTTP/1.1 server path, see [`crate::listener::h1`]).
+pub enum RequestBody {
+    Hyper(Incoming),
+    Empty,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Hyper(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Hyper(b) => b.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Hyper(b) => b.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// Any error a response body can end with.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -527,7 +564,7 @@ impl Proxy {
 pub async fn handle(
     px: Arc<Proxy>,
     peer: Peer,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
     let table = px.control.table.load_full();
@@ -615,7 +652,7 @@ async fn serve<'t>(
     px: &Proxy,
     table: &'t RoutingTable,
     peer: Peer,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     at: &mut Recorded<'t>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let host_value = vet(&req)?;
@@ -678,7 +715,7 @@ async fn serve_pool<'t>(
     table: &'t RoutingTable,
     route: &'t Route,
     peer: Peer,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     host_value: &HeaderValue,
     at: &mut Recorded<'t>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -848,7 +885,7 @@ async fn forward(
     table: &RoutingTable,
     route: &Route,
     chosen: Chosen<'_>,
-    (req, upgrade, forwarded): (Request<Incoming>, bool, Forwarded),
+    (req, upgrade, forwarded): (Request<RequestBody>, bool, Forwarded),
     at_version: &mut Option<usize>,
 ) -> Result<(Response<ProxyBody>, usize), ProxyError> {
     let pool = &route.pool;
@@ -1360,7 +1397,7 @@ impl IpText {
 /// headers gone. Returns whether it asks for an
 /// upgrade, and the X-Forwarded-* fields to send with it.
 fn prepare_upstream(
-    req: &mut Request<Incoming>,
+    req: &mut Request<RequestBody>,
     host: &HeaderValue,
     peer: Peer,
 ) -> (bool, Forwarded) {

@@ -35,7 +35,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 
 use hyper_util::rt::TokioIo;
@@ -52,7 +51,7 @@ const MAX_IDLE: usize = 256;
 /// recorded in a [`ClientBody`]), or nothing (which lets a bodiless request
 /// be sent again on a retry).
 pub enum UpBody {
-    Client(Incoming, Arc<ClientBody>),
+    Client(crate::proxy::RequestBody, Arc<ClientBody>),
     Empty,
 }
 
