@@ -42,7 +42,7 @@ use crate::admin::{dashboard, socket, Api};
 use crate::config::{Config, ServerConfig};
 use crate::control::Control;
 use crate::listener::conn::{Activity, Conn, Expired, Timeouts, Tracked, Watchdog};
-use crate::listener::{self, Slots};
+use crate::listener::{self, h1, Slots};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Peer, Proxy};
 use crate::stats::Stats;
@@ -200,7 +200,9 @@ fn start_listeners(ctx: &Ctx, proxy: &Arc<Proxy>, config: &Config, l: Listeners)
     }
     let settings = Arc::new(ConnSettings {
         builder: http_builder(&config.server),
+        h1_builder: http_builder(&config.server).http1_only(),
         timeouts: client_timeouts(&config.server),
+        max_head: max_head(&config.server),
     });
     let slots = Slots::new(config.server.max_connections);
     for (listener, https) in [(l.http, false), (l.https, true)] {
@@ -303,7 +305,16 @@ fn local(l: &TcpListener) -> String {
 /// What every proxy connection is served with.
 struct ConnSettings {
     builder: auto::Builder<TokioExecutor>,
+    /// For a connection handed over by the direct path after it served
+    /// requests: HTTP/1.1 for good.
+    h1_builder: auto::Builder<TokioExecutor>,
     timeouts: Timeouts,
+    /// The longest HTTP/1.1 request head (hyper's read buffer limit).
+    max_head: usize,
+}
+
+fn max_head(s: &ServerConfig) -> usize {
+    s.max_header_bytes.max(8192)
 }
 
 fn client_timeouts(s: &ServerConfig) -> Timeouts {
@@ -327,7 +338,7 @@ fn http_builder(s: &ServerConfig) -> auto::Builder<TokioExecutor> {
         // (idle_timeout) and the head (header_timeout from its first byte)
         // first. A backstop only.
         .header_read_timeout(s.header_timeout.saturating_add(s.idle_timeout))
-        .max_buf_size(s.max_header_bytes.max(8192));
+        .max_buf_size(max_head(s));
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
@@ -375,7 +386,7 @@ async fn proxy_conn(
         _ = shutdown.changed() => return,
     }
     if !peer.https {
-        let serve = serve_proxied(px, &settings, stream, peer, None, accepted, shutdown);
+        let serve = serve_plain(px, settings, stream, peer, accepted, shutdown);
         return Box::pin(serve).await;
     }
     let tls = px.control.tls.clone();
@@ -394,6 +405,42 @@ async fn proxy_conn(
         shutdown,
     ))
     .await
+}
+
+/// Serves one plain-HTTP connection: simple HTTP/1.x requests on the
+/// direct path ([`h1::serve`]), the rest of the connection from the first
+/// request that is not simple with hyper (every connection with hyper when
+/// `SWITCHYARD_DIRECT_SERVER=0`). The clocks start at `origin` (the accept).
+async fn serve_plain(
+    px: Arc<Proxy>,
+    settings: Arc<ConnSettings>,
+    stream: tokio::net::TcpStream,
+    peer: Peer,
+    origin: tokio::time::Instant,
+    shutdown: watch::Receiver<bool>,
+) {
+    if !*h1::DIRECT_SERVER {
+        return serve_proxied(px, &settings, stream, peer, None, origin, shutdown).await;
+    }
+    let activity = Activity::since(origin);
+    let watchdog = Watchdog::new(activity.clone(), settings.timeouts);
+    let direct = h1::serve(
+        px.clone(),
+        stream,
+        peer,
+        activity.clone(),
+        watchdog,
+        settings.max_head,
+        shutdown.clone(),
+    );
+    let Some(h) = direct.await else { return };
+    let svc = proxy_service(px, peer, None, activity, settings.timeouts.body);
+    let builder = if h.served {
+        &settings.h1_builder
+    } else {
+        &settings.builder
+    };
+    Box::pin(serve_auto(builder, h.io, svc, h.watchdog, shutdown)).await
 }
 
 /// Serves one connection (after TLS, if any) with its [`Activity`]: the

@@ -1,0 +1,855 @@
+//! The direct HTTP/1.1 server path: plain-HTTP client connections whose
+//! requests are *simple* are served here, without hyper's server.
+//!
+//! hyper's h1 server keeps a read and a write buffer per connection (about
+//! 23 KiB once grown), builds its dispatcher state and a boxed service
+//! future per request and registers a header timer per request. Here one
+//! loop per connection reads, parses the head with httparse, runs
+//! [`crate::proxy::handle`] and writes the response itself: the head into a
+//! short-lived `Vec`, written with the first body chunk in one `writev`.
+//! Between requests the connection holds no buffer at all (reads go to the
+//! stack first; only what came is kept), and its one timer is the
+//! connection's [`Watchdog`].
+//!
+//! ```text
+//! loop: read (stack, then the bytes kept) ─> httparse ─> simple?
+//!         yes ─> Activity::request ─> proxy::handle ─> head + body frames ─> keep-alive?
+//!         no  ─> HandOver: the socket and every byte read so far, for hyper
+//! ```
+//!
+//! Simple: HTTP/1.0 or 1.1, no body (no Content-Length but `0`, no
+//! Transfer-Encoding), no `Upgrade` or `Connection: upgrade`, no `Expect`,
+//! not CONNECT, at most 100 fields, a target hyper would take and a head
+//! within the limit hyper is given. Anything else (a body, a WebSocket, a
+//! parse error, an oversized head, an HTTP/2 preface) is handed to hyper
+//! with the bytes already read, so that hyper sees the connection from that
+//! request on and gives its usual answers (400, 431, ...).
+//!
+//! The response follows hyper's server: the status line (HTTP/1.0 to an
+//! HTTP/1.0 client), the fields, `connection: close` when the connection
+//! ends after it (`keep-alive` to an HTTP/1.0 client keeping it), a
+//! `content-length` when the body's size is known, else `transfer-encoding:
+//! chunked` (HTTP/1.1) or the end of the connection (HTTP/1.0), a `date`
+//! field unless there is one (cached per second); no body after HEAD or
+//! with 204 and 304. The body streams frame by frame: the next frame is
+//! taken only once the previous one is written. A body that fails, or ends
+//! short of its length, drops the connection (as hyper does); so does a
+//! client that closes its side while a request is in flight (hyper's
+//! default without half-close).
+
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+use std::task::{ready, Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::conn::{Activity, Conn, Expired, Open, Watchdog};
+use crate::proxy::{self, Peer, Proxy, ProxyBody, RequestBody};
+
+/// Whether plain-HTTP client connections take this path (the default). A
+/// benchmark and diagnostic switch, not a setting:
+/// `SWITCHYARD_DIRECT_SERVER=0` in the environment, read once, serves every
+/// connection with hyper's server instead (benches/compare.sh's
+/// `switchyard-hyperserver` target).
+pub static DIRECT_SERVER: LazyLock<bool> =
+    LazyLock::new(|| std::env::var_os("SWITCHYARD_DIRECT_SERVER").is_none_or(|v| v != "0"));
+
+/// Most header fields in a simple request (hyper's server default; it
+/// answers more with 431).
+const MAX_HEADERS: usize = 100;
+/// Longest request target of a simple request (hyper answers a longer one
+/// with 414).
+const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
+/// The stack buffer a read goes to while the connection holds no buffer.
+const STACK_READ: usize = 8 * 1024;
+/// Growth step of a buffer holding a partial head.
+const READ_STEP: usize = 4 * 1024;
+
+// ---------------------------------------------------------------------------
+// Request heads.
+
+/// A simple request, ready for [`proxy::handle`].
+pub struct Head {
+    pub req: Request<RequestBody>,
+    /// Whether the client wants the connection kept (RFC 9112 section 9.3).
+    pub keep_alive: bool,
+}
+
+/// What the bytes at the start of a buffer are.
+pub enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// Not a simple request: hyper's.
+    Other,
+    /// A simple request, its head taken out of the buffer.
+    Simple(Head),
+}
+
+/// Parses the head at the start of `buf` (at most `max_head` bytes, the
+/// bound hyper's server is given); a simple request's head is split off the
+/// buffer, anything else leaves the buffer as it was. Public for the fuzz
+/// targets and tests.
+pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req, buf, &mut slots,
+    ) {
+        Ok(httparse::Status::Complete(n)) if n <= max_head => n,
+        Ok(httparse::Status::Partial) if buf.len() < max_head => return Parsed::Partial,
+        _ => return Parsed::Other,
+    };
+    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        return Parsed::Other;
+    };
+    if path.len() > MAX_URI_LEN {
+        return Parsed::Other;
+    }
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Other;
+    };
+    if method == Method::CONNECT {
+        return Parsed::Other;
+    }
+    let http10 = version == 0;
+    let (mut close, mut keep) = (false, false);
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    let mut fields = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let count = req.headers.len();
+    for (h, slot) in req.headers.iter().zip(fields.iter_mut()) {
+        let name = h.name.as_bytes();
+        let simple = match name.len() {
+            6 => !name.eq_ignore_ascii_case(b"expect"),
+            7 => !name.eq_ignore_ascii_case(b"upgrade"),
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        return Parsed::Other;
+                    }
+                }
+                true
+            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => h.value == b"0",
+            17 => !name.eq_ignore_ascii_case(b"transfer-encoding"),
+            _ => true,
+        };
+        if !simple {
+            return Parsed::Other;
+        }
+        let (n, nl) = at(name);
+        let (v, vl) = at(h.value);
+        *slot = (n, nl, v, vl);
+    }
+    let (p, pl) = at(path.as_bytes());
+    let keep_alive = !close && (!http10 || keep);
+
+    let head = buf.split_to(len).freeze();
+    let Some(req) = build(&head, method, (p, pl), &fields[..count], http10) else {
+        // Not something `http` takes (hyper answers it): the buffer as it was.
+        let mut back = BytesMut::with_capacity(head.len() + buf.len());
+        back.extend_from_slice(&head);
+        back.extend_from_slice(buf);
+        *buf = back;
+        return Parsed::Other;
+    };
+    Parsed::Simple(Head { req, keep_alive })
+}
+
+/// The request, its target and field values sharing the head's bytes.
+fn build(
+    head: &Bytes,
+    method: Method,
+    (p, pl): (usize, usize),
+    fields: &[(usize, usize, usize, usize)],
+    http10: bool,
+) -> Option<Request<RequestBody>> {
+    let uri = Uri::from_maybe_shared(head.slice(p..p + pl)).ok()?;
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for &(n, nl, v, vl) in fields {
+        let name = HeaderName::from_bytes(head.get(n..n + nl)?).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl)).ok()?;
+        headers.append(name, value);
+    }
+    let mut req = Request::new(RequestBody::Empty);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = if http10 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    *req.headers_mut() = headers;
+    Some(req)
+}
+
+// ---------------------------------------------------------------------------
+// Response heads.
+
+/// How a response body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 204, 304).
+    None,
+    /// This many bytes left.
+    Length(u64),
+    Chunked,
+    /// Until the connection closes (HTTP/1.0, size unknown).
+    Close,
+}
+
+/// What the head of a response says about its connection and body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoded {
+    pub framing: Framing,
+    /// Whether the connection carries another request after this one.
+    pub keep_alive: bool,
+}
+
+/// Encodes a response head for a client that sent an HTTP/1.0 request
+/// (`http10`) or a HEAD (`head`), `keep_alive` what the request and the
+/// server's state allow and `size` the body's exact size when known.
+/// Transfer-Encoding and Content-Length fields of the response are
+/// replaced by the framing chosen here (a HEAD's Content-Length is kept:
+/// it describes the GET).
+pub fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    http10: bool,
+    head: bool,
+    keep_alive: bool,
+    size: Option<u64>,
+) -> Encoded {
+    let status = parts.status;
+    let mut keep_alive = keep_alive;
+    let bodiless_status = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    if http10 {
+        out.extend_from_slice(b"HTTP/1.0 ");
+    } else if status == StatusCode::OK {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+    }
+    if http10 || status != StatusCode::OK {
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        match parts.extensions.get::<hyper::ext::ReasonPhrase>() {
+            Some(r) => out.extend_from_slice(r.as_bytes()),
+            None => out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes()),
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    let (mut said_close, mut said_keep, mut wrote_len, mut wrote_date) = (false, false, false, false);
+    for (name, value) in &parts.headers {
+        if *name == header::CONTENT_LENGTH {
+            if !head || wrote_len || bodiless_status {
+                continue;
+            }
+            wrote_len = true;
+        } else if *name == header::TRANSFER_ENCODING {
+            continue;
+        } else if *name == header::CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    said_close = true;
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    said_keep = true;
+                }
+            }
+        } else if *name == header::DATE {
+            wrote_date = true;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let length = |out: &mut Vec<u8>, n: u64| {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa(n, &mut [0; 20]));
+        out.extend_from_slice(b"\r\n");
+    };
+    let framing = if bodiless_status {
+        Framing::None
+    } else if head {
+        if let (false, Some(n @ 1..)) = (wrote_len, size) {
+            length(out, n);
+        }
+        Framing::None
+    } else if let Some(n) = size {
+        length(out, n);
+        Framing::Length(n)
+    } else if http10 {
+        keep_alive = false;
+        Framing::Close
+    } else {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Framing::Chunked
+    };
+    if !keep_alive && !http10 && !said_close {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if keep_alive && http10 && !said_keep {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    if !wrote_date {
+        out.extend_from_slice(b"date: ");
+        push_date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Encoded {
+        framing,
+        keep_alive,
+    }
+}
+
+/// `n` in decimal, in `buf`.
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+thread_local! {
+    /// The `date` value of the current second, formatted once per second
+    /// per thread (as hyper caches its own).
+    static DATE: std::cell::Cell<(u64, [u8; 29])> = const { std::cell::Cell::new((u64::MAX, [0; 29])) };
+}
+
+/// Appends the current time as an IMF-fixdate (RFC 9110 section 5.6.7).
+fn push_date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let text = DATE.with(|d| {
+        let (at, text) = d.get();
+        if at == secs {
+            return text;
+        }
+        let mut text = [b' '; 29];
+        let mut w = io::Cursor::new(&mut text[..]);
+        let _ = io::Write::write_fmt(&mut w, format_args!("{}", httpdate::HttpDate::from(now)));
+        d.set((secs, text));
+        text
+    });
+    out.extend_from_slice(&text);
+}
+
+// ---------------------------------------------------------------------------
+// Writing.
+
+/// A chunk-size line: up to 16 hex digits and CRLF.
+struct SizeLine {
+    buf: [u8; 18],
+    at: u8,
+}
+
+impl SizeLine {
+    const EMPTY: SizeLine = SizeLine {
+        buf: [0; 18],
+        at: 18,
+    };
+
+    fn new(n: usize) -> SizeLine {
+        let mut l = SizeLine::EMPTY;
+        l.at = 16;
+        l.buf[16] = b'\r';
+        l.buf[17] = b'\n';
+        let mut n = n;
+        loop {
+            l.at -= 1;
+            l.buf[l.at as usize] = b"0123456789abcdef"[n & 15];
+            n >>= 4;
+            if n == 0 {
+                return l;
+            }
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.at as usize..]
+    }
+}
+
+/// What is still to be written, in order: the head, a chunk-size line, a
+/// body chunk, a tail (a chunk's CRLF, the last chunk).
+struct Out {
+    head: Vec<u8>,
+    head_at: usize,
+    size: SizeLine,
+    data: Bytes,
+    tail: &'static [u8],
+}
+
+impl Out {
+    fn is_empty(&self) -> bool {
+        self.head_at == self.head.len()
+            && self.size.bytes().is_empty()
+            && self.data.is_empty()
+            && self.tail.is_empty()
+    }
+
+    /// Writes until everything went out (`Ready(Ok)`), the socket is full
+    /// (`Pending`) or fails.
+    fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while !self.is_empty() {
+            let slices = [
+                IoSlice::new(&self.head[self.head_at..]),
+                IoSlice::new(self.size.bytes()),
+                IoSlice::new(&self.data),
+                IoSlice::new(self.tail),
+            ];
+            let mut n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            let step = n.min(self.head.len() - self.head_at);
+            self.head_at += step;
+            n -= step;
+            let step = n.min(self.size.bytes().len());
+            self.size.at += step as u8;
+            n -= step;
+            let step = n.min(self.data.len());
+            self.data.advance(step);
+            n -= step;
+            self.tail = &self.tail[n.min(self.tail.len())..];
+        }
+        if !self.head.is_empty() {
+            // Written: the head's allocation goes now, not with the response.
+            self.head = Vec::new();
+            self.head_at = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// How a response ended on the wire.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// Complete; the connection may carry another request.
+    Done,
+    /// Complete as framed, but the connection must close (a body longer
+    /// than its length).
+    Close,
+    /// Cut: the connection is dropped.
+    Abort,
+}
+
+/// One response going out.
+struct Writer {
+    body: ProxyBody,
+    framing: Framing,
+    out: Out,
+    /// The body has ended (or there is none); what is left is in `out`.
+    body_done: bool,
+    /// Ends the request (in the connection's [`Activity`]) once written.
+    open: Option<Open>,
+    end: End,
+}
+
+impl Writer {
+    fn new(head: Vec<u8>, body: ProxyBody, framing: Framing, open: Open) -> Writer {
+        let body_done = framing == Framing::None || framing == Framing::Length(0);
+        Writer {
+            body,
+            framing,
+            out: Out {
+                head,
+                head_at: 0,
+                size: SizeLine::EMPTY,
+                data: Bytes::new(),
+                tail: b"",
+            },
+            body_done,
+            open: Some(open),
+            end: End::Done,
+        }
+    }
+
+    /// Takes body frames and writes them, one at a time (the next frame
+    /// only once the last went out); the head goes with the first frame
+    /// when it is ready, alone otherwise.
+    fn poll<W: AsyncWrite + Unpin>(&mut self, io: &mut W, cx: &mut Context<'_>) -> Poll<End> {
+        loop {
+            if !self.body_done && self.out.data.is_empty() && self.out.tail.is_empty() {
+                match Pin::new(&mut self.body).poll_frame(cx) {
+                    Poll::Pending if self.out.is_empty() => return Poll::Pending,
+                    Poll::Pending => {}
+                    Poll::Ready(Some(Ok(frame))) => {
+                        // Trailers are not sent (no `Trailer` field survives
+                        // the proxy's hop-by-hop pass).
+                        if let Ok(data) = frame.into_data() {
+                            self.queue(data);
+                        }
+                    }
+                    Poll::Ready(None) => self.finish(),
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::debug!(error = %e, "response body failed: dropping the client connection");
+                        return Poll::Ready(End::Abort);
+                    }
+                }
+            }
+            if !self.out.is_empty() {
+                if let Err(e) = ready!(self.out.poll_write(io, cx)) {
+                    tracing::debug!(error = %e, "writing to the client failed");
+                    return Poll::Ready(End::Abort);
+                }
+            } else if self.body_done {
+                self.open = None;
+                return Poll::Ready(std::mem::replace(&mut self.end, End::Abort));
+            }
+        }
+    }
+
+    /// Frames one data chunk.
+    fn queue(&mut self, mut data: Bytes) {
+        let ends = self.body.is_end_stream();
+        match &mut self.framing {
+            Framing::Length(left) => {
+                if data.len() as u64 > *left {
+                    // More than it said: what it said goes, then the
+                    // connection ends.
+                    data.truncate(*left as usize);
+                    self.end = End::Close;
+                    self.body_done = true;
+                }
+                *left -= data.len() as u64;
+                if *left == 0 {
+                    self.body_done = true;
+                } else if ends {
+                    // Short of its length: the client must not take it
+                    // for whole.
+                    self.end = End::Abort;
+                    self.body_done = true;
+                }
+                self.out.data = data;
+            }
+            Framing::Chunked => {
+                if !data.is_empty() {
+                    self.out.size = SizeLine::new(data.len());
+                    self.out.data = data;
+                    self.out.tail = if ends { b"\r\n0\r\n\r\n" } else { b"\r\n" };
+                } else if ends {
+                    self.out.tail = b"0\r\n\r\n";
+                }
+                self.body_done = ends;
+            }
+            Framing::Close => {
+                self.out.data = data;
+                self.body_done = ends;
+            }
+            Framing::None => self.body_done = true,
+        }
+    }
+
+    /// The body ended.
+    fn finish(&mut self) {
+        self.body_done = true;
+        match self.framing {
+            Framing::Chunked => self.out.tail = b"0\r\n\r\n",
+            Framing::Length(left) if left > 0 => self.end = End::Abort,
+            _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reading.
+
+/// Reads what the socket has into `buf`; `Ok(0)` at its end. A connection
+/// holding no buffer reads onto the stack and keeps only the bytes that
+/// came (a request of a few hundred bytes costs an allocation of that
+/// size, nothing while idle); a partial head grows the buffer by steps.
+fn poll_read<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() == buf.len() && buf.is_empty() {
+        let mut stack = [MaybeUninit::<u8>::uninit(); STACK_READ];
+        let mut rb = ReadBuf::uninit(&mut stack);
+        ready!(Pin::new(&mut *io).poll_read(cx, &mut rb))?;
+        buf.extend_from_slice(rb.filled());
+        return Poll::Ready(Ok(rb.filled().len()));
+    }
+    if buf.capacity() - buf.len() < READ_STEP / 4 {
+        buf.reserve(READ_STEP.max(buf.len()));
+    }
+    std::pin::pin!(tokio::io::AsyncReadExt::read_buf(io, buf)).poll(cx)
+}
+
+// ---------------------------------------------------------------------------
+// The connection.
+
+/// A connection hyper takes on from here: the socket, the bytes read and
+/// not served (they come first), its watchdog, and whether requests were
+/// served on it already (then it is HTTP/1.1 for good, no HTTP/2 preface).
+pub struct HandOver {
+    pub io: Prefixed<Conn<TcpStream>>,
+    pub watchdog: Watchdog,
+    pub served: bool,
+}
+
+/// Serves simple requests of one plain-HTTP connection until it ends
+/// (`None`) or a request is not simple (`Some`: hyper's from there).
+pub async fn serve(
+    px: Arc<Proxy>,
+    io: TcpStream,
+    peer: Peer,
+    activity: Arc<Activity>,
+    mut watchdog: Watchdog,
+    max_head: usize,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<HandOver> {
+    let mut io = Conn::new(io, activity.clone());
+    let mut buf = BytesMut::new();
+    let mut draining = *shutdown.borrow();
+    let mut served = false;
+    loop {
+        // A head.
+        let head = loop {
+            if !buf.is_empty() {
+                match parse(&mut buf, max_head) {
+                    Parsed::Simple(h) => break h,
+                    Parsed::Other => {
+                        return Some(HandOver {
+                            io: Prefixed::new(buf.freeze(), io),
+                            watchdog,
+                            served,
+                        })
+                    }
+                    Parsed::Partial => {}
+                }
+            }
+            if draining {
+                // Idle, or half a head: nothing in flight to finish.
+                let _ = io.shutdown().await;
+                return None;
+            }
+            tokio::select! {
+                biased;
+                r = poll_fn(|cx| poll_read(&mut io, &mut buf, cx)) => match r {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                },
+                e = watchdog.expired() => {
+                    log_expired(e);
+                    return None;
+                }
+                _ = shutdown.changed(), if !draining => draining = true,
+            }
+        };
+        served = true;
+        let open = activity.request(false);
+        let http10 = head.req.version() == Version::HTTP_10;
+        let is_head = head.req.method() == Method::HEAD;
+        let mut handle = Box::pin(proxy::handle(px.clone(), peer, head.req));
+        // The answer, watching for the client's end meanwhile.
+        let resp = loop {
+            let step = poll_fn(|cx| {
+                if let Poll::Ready(Ok(r)) = handle.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
+                }
+                match watch_eof(&mut io, &mut buf, cx) {
+                    Poll::Ready(()) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }
+            });
+            tokio::select! {
+                biased;
+                r = step => match r {
+                    Some(r) => break r,
+                    None => return None,
+                },
+                e = watchdog.expired() => match e {
+                    Expired::Abort(_) => {
+                        log_expired(e);
+                        return None;
+                    }
+                    Expired::Close(_) => draining = true,
+                },
+                _ = shutdown.changed(), if !draining => draining = true,
+            }
+        };
+        drop(handle);
+        let (mut parts, mut body) = resp.into_parts();
+        let mut keep = head.keep_alive && !draining;
+        if parts.status.is_informational() {
+            // hyper's server refuses a 1xx as the response: 500, closed.
+            parts = Response::new(()).into_parts().0;
+            parts.status = StatusCode::INTERNAL_SERVER_ERROR;
+            body = ProxyBody::empty();
+            keep = false;
+        }
+        let size = if body.is_end_stream() {
+            Some(0)
+        } else {
+            body.size_hint().exact()
+        };
+        let mut out = Vec::with_capacity(128 + parts.headers.len() * 48);
+        let enc = encode_head(&mut out, &parts, http10, is_head, keep, size);
+        drop(parts);
+        let body = if enc.framing == Framing::None {
+            // Dropped unread: a backend body hands its connection back.
+            drop(body);
+            ProxyBody::empty()
+        } else {
+            body
+        };
+        let mut writer = Writer::new(out, body, enc.framing, open);
+        let end = loop {
+            let step = poll_fn(|cx| {
+                if let Poll::Ready(end) = writer.poll(&mut io, cx) {
+                    return Poll::Ready(end);
+                }
+                match watch_eof(&mut io, &mut buf, cx) {
+                    Poll::Ready(()) => Poll::Ready(End::Abort),
+                    Poll::Pending => Poll::Pending,
+                }
+            });
+            tokio::select! {
+                biased;
+                end = step => break end,
+                e = watchdog.expired() => match e {
+                    Expired::Abort(_) => {
+                        log_expired(e);
+                        return None;
+                    }
+                    Expired::Close(_) => draining = true,
+                },
+                _ = shutdown.changed(), if !draining => draining = true,
+            }
+        };
+        drop(writer);
+        match end {
+            End::Abort => return None,
+            End::Done if enc.keep_alive && !draining => {}
+            End::Done | End::Close => {
+                let _ = io.shutdown().await;
+                return None;
+            }
+        }
+        if buf.is_empty() {
+            // Idle from here: no buffer held.
+            buf = BytesMut::new();
+        }
+    }
+}
+
+/// While a request is in flight: reads ahead once (the next pipelined
+/// request's bytes wait in `buf`), and resolves when the client closed its
+/// side or the connection failed (then the request is dropped, as hyper's
+/// server does without half-close).
+fn watch_eof<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    if !buf.is_empty() {
+        return Poll::Pending;
+    }
+    match poll_read(io, buf, cx) {
+        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(()),
+        Poll::Ready(Ok(_)) | Poll::Pending => Poll::Pending,
+    }
+}
+
+fn log_expired(e: Expired) {
+    match e {
+        Expired::Close(why) => {
+            tracing::debug!(reason = why.as_str(), "closing a client connection")
+        }
+        Expired::Abort(why) => {
+            tracing::debug!(reason = why.as_str(), "dropping a client connection")
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// An IO whose reads return `prefix` first: the bytes this path read before
+/// handing the connection to hyper.
+pub struct Prefixed<T> {
+    prefix: Bytes,
+    io: T,
+}
+
+impl<T> Prefixed<T> {
+    pub fn new(prefix: Bytes, io: T) -> Prefixed<T> {
+        Prefixed { prefix, io }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        if !me.prefix.is_empty() {
+            let n = me.prefix.len().min(buf.remaining());
+            buf.put_slice(&me.prefix[..n]);
+            me.prefix.advance(n);
+            if me.prefix.is_empty() {
+                me.prefix = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut me.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
