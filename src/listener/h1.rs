@@ -102,9 +102,9 @@ pub enum Parsed {
 pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
-        &mut req, buf, &mut slots,
-    ) {
+    let len = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, &mut slots)
+    {
         Ok(httparse::Status::Complete(n)) if n <= max_head => n,
         Ok(httparse::Status::Partial) if buf.len() < max_head => return Parsed::Partial,
         _ => return Parsed::Other,
@@ -253,17 +253,49 @@ pub fn encode_head(
         }
         out.extend_from_slice(b"\r\n");
     }
-    let (mut said_close, mut said_keep, mut wrote_len, mut wrote_date) = (false, false, false, false);
+    let framing = if bodiless_status || head {
+        Framing::None
+    } else if let Some(n) = size {
+        Framing::Length(n)
+    } else if http10 {
+        keep_alive = false;
+        Framing::Close
+    } else {
+        Framing::Chunked
+    };
+    let length = |out: &mut Vec<u8>, n: u64| {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa(n, &mut [0; 20]));
+        out.extend_from_slice(b"\r\n");
+    };
+    let (mut said_close, mut said_keep, mut wrote_len, mut wrote_date) =
+        (false, false, false, false);
     for (name, value) in &parts.headers {
         if *name == header::CONTENT_LENGTH {
-            if !head || wrote_len || bodiless_status {
-                continue;
+            // Where the response had it (as hyper writes it), once.
+            match framing {
+                _ if wrote_len || bodiless_status => {}
+                Framing::None => {
+                    out.extend_from_slice(b"content-length: ");
+                    out.extend_from_slice(value.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                    wrote_len = true;
+                }
+                Framing::Length(n) => {
+                    length(out, n);
+                    wrote_len = true;
+                }
+                Framing::Chunked | Framing::Close => {}
             }
-            wrote_len = true;
+            continue;
         } else if *name == header::TRANSFER_ENCODING {
             continue;
         } else if *name == header::CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            for token in value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+            {
                 if token.eq_ignore_ascii_case(b"close") {
                     said_close = true;
                     keep_alive = false;
@@ -279,32 +311,18 @@ pub fn encode_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let length = |out: &mut Vec<u8>, n: u64| {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(itoa(n, &mut [0; 20]));
-        out.extend_from_slice(b"\r\n");
-    };
-    let framing = if bodiless_status {
-        Framing::None
-    } else if head {
-        if let (false, Some(n @ 1..)) = (wrote_len, size) {
-            length(out, n);
-        }
-        Framing::None
-    } else if let Some(n) = size {
-        length(out, n);
-        Framing::Length(n)
-    } else if http10 {
-        keep_alive = false;
-        Framing::Close
-    } else {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-        Framing::Chunked
-    };
     if !keep_alive && !http10 && !said_close {
         out.extend_from_slice(b"connection: close\r\n");
     } else if keep_alive && http10 && !said_keep {
         out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    if !wrote_len {
+        match (framing, size) {
+            (Framing::None, Some(n @ 1..)) if head => length(out, n),
+            (Framing::Length(n), _) => length(out, n),
+            (Framing::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+            _ => {}
+        }
     }
     if !wrote_date {
         out.extend_from_slice(b"date: ");
@@ -378,7 +396,7 @@ impl SizeLine {
         let mut n = n;
         loop {
             l.at -= 1;
-            l.buf[l.at as usize] = b"0123456789abcdef"[n & 15];
+            l.buf[l.at as usize] = b"0123456789ABCDEF"[n & 15];
             n >>= 4;
             if n == 0 {
                 return l;
@@ -851,5 +869,248 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> (Parsed, BytesMut) {
+        let mut buf = BytesMut::from(s);
+        let p = parse(&mut buf, 8192);
+        (p, buf)
+    }
+
+    fn simple(s: &str) -> Head {
+        match parse_str(s).0 {
+            Parsed::Simple(h) => h,
+            Parsed::Partial => panic!("partial: {s:?}"),
+            Parsed::Other => panic!("not simple: {s:?}"),
+        }
+    }
+
+    #[test]
+    fn simple_requests_are_parsed_and_taken_out_of_the_buffer() {
+        let (p, rest) =
+            parse_str("GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-A: 2\r\n\r\nGET /next");
+        let Parsed::Simple(h) = p else { panic!() };
+        assert_eq!(&rest[..], b"GET /next");
+        assert_eq!(h.req.method(), Method::GET);
+        assert_eq!(h.req.uri(), "/a?b=1");
+        assert_eq!(h.req.version(), Version::HTTP_11);
+        assert_eq!(h.req.headers().get_all("x-a").iter().count(), 2);
+        assert!(h.keep_alive);
+        assert!(h.req.body().is_end_stream());
+
+        assert!(!simple("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n").keep_alive);
+        assert!(!simple("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        let h = simple("HEAD / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(h.keep_alive);
+        assert_eq!(h.req.version(), Version::HTTP_10);
+        assert!(simple("DELETE / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").keep_alive);
+        let h = simple("GET http://app.test/x HTTP/1.1\r\n\r\n");
+        assert_eq!(h.req.uri().host(), Some("app.test"));
+    }
+
+    #[test]
+    fn anything_else_is_left_whole_for_hyper() {
+        for s in [
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 00\r\n\r\n",
+            "GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.1\r\nConnection: Upgrade\r\n\r\n",
+            "PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            "CONNECT a:443 HTTP/1.1\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            "GET / HTTP/1.2\r\n\r\n",
+            "GET /\x01 HTTP/1.1\r\n\r\n",
+        ] {
+            let (p, rest) = parse_str(s);
+            assert!(matches!(p, Parsed::Other), "{s:?}");
+            assert_eq!(&rest[..], s.as_bytes(), "{s:?}");
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: 1\r\n")).collect();
+        let s = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert!(matches!(parse_str(&s).0, Parsed::Other));
+        // Over the head limit, whole or not.
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+        assert!(matches!(parse_str(&big).0, Parsed::Other));
+        assert!(matches!(parse_str(&big[..8500]).0, Parsed::Other));
+        assert!(matches!(
+            parse_str("GET / HTTP/1.1\r\nHost:").0,
+            Parsed::Partial
+        ));
+    }
+
+    fn encode(
+        resp: Response<()>,
+        http10: bool,
+        head: bool,
+        keep: bool,
+        size: Option<u64>,
+    ) -> (String, Encoded) {
+        let (parts, ()) = resp.into_parts();
+        let mut out = Vec::new();
+        let e = encode_head(&mut out, &parts, http10, head, keep, size);
+        let text = String::from_utf8(out).unwrap();
+        let (before, date) = text.split_once("date: ").expect("a date");
+        assert_eq!(date.len(), 29 + 4, "{date:?}");
+        (format!("{before}{}", &date[31..]), e)
+    }
+
+    #[test]
+    fn response_heads_say_their_framing_and_connection() {
+        let mut r = Response::new(());
+        r.headers_mut().insert("x-a", HeaderValue::from_static("1"));
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
+        r.headers_mut().insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        let (t, e) = encode(r, false, false, true, Some(5));
+        assert_eq!(t, "HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 5\r\n\r\n");
+        assert_eq!(
+            e,
+            Encoded {
+                framing: Framing::Length(5),
+                keep_alive: true
+            }
+        );
+
+        let (t, e) = encode(Response::new(()), false, false, false, None);
+        assert_eq!(
+            t,
+            "HTTP/1.1 200 OK\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        assert_eq!(
+            e,
+            Encoded {
+                framing: Framing::Chunked,
+                keep_alive: false
+            }
+        );
+
+        let (t, e) = encode(Response::new(()), true, false, true, None);
+        assert_eq!(t, "HTTP/1.0 200 OK\r\n\r\n");
+        assert_eq!(
+            e,
+            Encoded {
+                framing: Framing::Close,
+                keep_alive: false
+            }
+        );
+
+        let (t, e) = encode(Response::new(()), true, false, true, Some(0));
+        assert_eq!(
+            t,
+            "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n"
+        );
+        assert!(e.keep_alive);
+
+        // HEAD keeps the GET's length; 204 and 304 carry none.
+        let mut r = Response::new(());
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("1234"));
+        let (t, e) = encode(r, false, true, true, Some(0));
+        assert_eq!(t, "HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n");
+        assert_eq!(e.framing, Framing::None);
+        for code in [204, 304] {
+            let mut r = Response::new(());
+            *r.status_mut() = StatusCode::from_u16(code).unwrap();
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+            let (t, e) = encode(r, false, false, true, Some(5));
+            assert!(!t.contains("content-length"), "{t}");
+            assert_eq!(e.framing, Framing::None);
+        }
+
+        // The response's own close and date are kept, not doubled.
+        let mut r = Response::new(());
+        *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r.headers_mut()
+            .insert(header::DATE, HeaderValue::from_static("then"));
+        let parts = r.into_parts().0;
+        let mut out = Vec::new();
+        let e = encode_head(&mut out, &parts, false, false, true, Some(0));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ndate: then\r\ncontent-length: 0\r\n\r\n"
+        );
+        assert!(!e.keep_alive);
+    }
+
+    #[test]
+    fn chunk_size_lines_are_hex() {
+        assert_eq!(SizeLine::new(0).bytes(), b"0\r\n");
+        assert_eq!(SizeLine::new(13).bytes(), b"D\r\n");
+        assert_eq!(SizeLine::new(0x1234abcd).bytes(), b"1234ABCD\r\n");
+        assert_eq!(SizeLine::new(usize::MAX).bytes(), b"FFFFFFFFFFFFFFFF\r\n");
+        assert!(SizeLine::EMPTY.bytes().is_empty());
+        assert_eq!(itoa(0, &mut [0; 20]), b"0");
+        assert_eq!(itoa(u64::MAX, &mut [0; 20]), b"18446744073709551615");
+    }
+
+    /// A writer that takes at most `n` bytes per call.
+    struct Trickle {
+        got: Vec<u8>,
+        n: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.n);
+            self.got.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        for n in [1, 2, 3, 7, 100] {
+            let mut out = Out {
+                head: b"HEAD".to_vec(),
+                head_at: 0,
+                size: SizeLine::new(5),
+                data: Bytes::from_static(b"hello"),
+                tail: b"\r\n0\r\n\r\n",
+            };
+            let mut w = Trickle { got: Vec::new(), n };
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            assert!(matches!(
+                out.poll_write(&mut w, &mut cx),
+                Poll::Ready(Ok(()))
+            ));
+            assert_eq!(w.got, b"HEAD5\r\nhello\r\n0\r\n\r\n", "{n}");
+            assert!(out.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_prefixed_stream_reads_the_prefix_first() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut p = Prefixed::new(Bytes::from_static(b"read "), a);
+        b.write_all(b"later").await.unwrap();
+        drop(b);
+        let mut got = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut p, &mut got)
+            .await
+            .unwrap();
+        assert_eq!(got, "read later");
     }
 }
