@@ -32,7 +32,8 @@
 # headers on the route: what a typical chain costs), and
 # switchyard-hyper (the same config with SWITCHYARD_DIRECT_H1=0: every request
 # through hyper's client, not src/h1.rs's direct exchange; what that path is
-# worth).
+# worth), switchyard-hyperserver (SWITCHYARD_DIRECT_SERVER=0: every client
+# connection served by hyper's server, not src/listener/h1.rs's direct path).
 #
 # Each round starts fresh origins and every target, fresh (so "idle RSS" is
 # really idle and the peak is the round's); 100 requests through each proxy
@@ -48,6 +49,7 @@
 #        ROUNDS=1 DURATION=5 benches/compare.sh
 #        TARGETS="direct switchyard nginx haproxy haproxy-bare" benches/compare.sh
 #        TARGETS="switchyard switchyard-hyper haproxy" benches/compare.sh
+#        TARGETS="switchyard switchyard-hyperserver nginx haproxy" benches/compare.sh
 #        TARGETS="switchyard switchyard-rules switchyard-middlewares haproxy" benches/compare.sh
 #        SWITCHYARD_BIN=/path/to/switchyard benches/compare.sh   (another build)
 #        WORKERS=2 benches/compare.sh       (2 workers each, everything on CPUs 0-1)
@@ -318,7 +320,7 @@ free_port NGINX_PORT
 free_port HAPROXY_PORT
 # Every target runs at once in a round (see "measuring"): one port each.
 declare -A PORT_OF=()
-for t in switchyard switchyard-health switchyard-metrics switchyard-accesslog switchyard-hyper switchyard-rules switchyard-middlewares haproxy-bare; do
+for t in switchyard switchyard-health switchyard-metrics switchyard-accesslog switchyard-hyper switchyard-hyperserver switchyard-rules switchyard-middlewares haproxy-bare; do
     free_port new_port
     PORT_OF[$t]=$new_port
 done
@@ -374,7 +376,8 @@ EOF
 
 # switchyard_conf [VARIANT]: the plain config, or with health checks, the
 # metrics listener or the access log switched on (for the overhead figures);
-# hyper is the plain config (the variant is in the environment, see start_target).
+# hyper and hyperserver are the plain config (the variant is in the
+# environment, see start_target).
 switchyard_conf() {
     local variant=${1:-} dir=$WORK/switchyard${1:+-$1}
     mkdir -p "$dir"
@@ -383,7 +386,7 @@ switchyard_conf() {
         [[ $variant == middlewares ]] && route_extra='middlewares = ["office", "limit", "gzip", "secure"]'
         switchyard_base "$dir" "${PORT_OF[switchyard${variant:+-$variant}]}" "$route_extra"
         case $variant in
-        "" | hyper) ;;
+        "" | hyper | hyperserver) ;;
         rules)
             # Eight rule routes on the same host rank before the host-only
             # one, and match nothing wrk asks for: the worst case of a host
@@ -528,7 +531,7 @@ EOF
 
 origin_conf blue "$BLUE_PORT"
 origin_conf green "$GREEN_PORT"
-for variant in "" health metrics accesslog hyper rules middlewares; do
+for variant in "" health metrics accesslog hyper hyperserver rules middlewares; do
     switchyard_conf "$variant"
     conf=$WORK/switchyard${variant:+-$variant}/switchyard.toml
     "$SWITCHYARD" check -c "$conf" >/dev/null || die "switchyard config rejected: $("$SWITCHYARD" check -c "$conf")"
@@ -557,6 +560,8 @@ start_target() {
         local dir=$WORK/$1 env=()
         # The direct HTTP/1.1 path off: a benchmark switch (src/proxy.rs DIRECT_H1).
         [[ $1 == switchyard-hyper ]] && env=(env SWITCHYARD_DIRECT_H1=0)
+        # The direct HTTP/1.1 server path off (src/listener/h1.rs DIRECT_SERVER).
+        [[ $1 == switchyard-hyperserver ]] && env=(env SWITCHYARD_DIRECT_SERVER=0)
         start "$1" "$dir/log" "${env[@]}" "$SWITCHYARD" run -c "$dir/switchyard.toml"
         TARGET_PID=$STARTED
         TARGET_PORT=${PORT_OF[$1]}

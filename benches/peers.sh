@@ -256,6 +256,12 @@ start_target() { # TARGET: sets TARGET_PID, TARGET_PORT
         start "$dir/log" "$SWITCHYARD" run -c "$dir/switchyard.toml"
         TARGET_PORT=$SY_PORT
         ;;
+    switchyard-hyperserver)
+        # switchyard's config, served by hyper's server (src/listener/h1.rs DIRECT_SERVER).
+        mkdir -p "$dir"
+        start "$dir/log" env SWITCHYARD_DIRECT_SERVER=0 "$SWITCHYARD" run -c "$WORK/switchyard/switchyard.toml"
+        TARGET_PORT=$SY_PORT
+        ;;
     nginx)
         start "$dir/log" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" -g 'daemon off;'
         TARGET_PORT=$NGINX_PORT

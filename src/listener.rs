@@ -15,7 +15,6 @@
 //! (`shutdown`), close the tracker, wait for it (bounded by the grace).
 
 pub mod conn;
-pub mod h1;
 
 use std::future::Future;
 use std::io;

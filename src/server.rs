@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! run(control, config)
-//!  ├─ http listener ── listener::serve (max_connections) ─> conn::Conn ─> hyper auto (h1 / h2c) ─> proxy::handle
+//!  ├─ http listener ── listener::serve (max_connections) ─> conn::Conn ─> h1::serve (simple HTTP/1.x requests) ─> proxy::handle
+//!  │    └─ the rest of the connection from the first other request (a body, an upgrade, h2c, an error) ─> hyper auto ─> proxy::handle
 //!  ├─ https listener ── listener::serve ─> tls::TlsState::accept (SNI cert, ALPN) ─> conn::Conn ─> hyper auto ─> proxy::handle
 //!  │    (each proxy connection: a conn::Watchdog beside it closes it when a client
 //!  │     timeout passes; request bodies that stall get 408, see proxy_service)
@@ -19,6 +20,8 @@
 //!
 //! Every task runs on one [`TaskTracker`]: shutdown tells them all through
 //! one watch channel and waits for the tracker, bounded by the grace.
+
+pub mod h1;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -42,7 +45,7 @@ use crate::admin::{dashboard, socket, Api};
 use crate::config::{Config, ServerConfig};
 use crate::control::Control;
 use crate::listener::conn::{Activity, Conn, Expired, Timeouts, Tracked, Watchdog};
-use crate::listener::{self, h1, Slots};
+use crate::listener::{self, Slots};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Peer, Proxy};
 use crate::stats::Stats;

@@ -249,7 +249,7 @@ pub enum ProxyBody {
 
 /// The body of every request the proxy serves: hyper's (HTTP/2, TLS, a
 /// request with a body or an upgrade), or none at all (a bodiless request
-/// parsed by the direct HTTP/1.1 server path, see [`crate::listener::h1`]).
+/// parsed by the direct HTTP/1.1 server path, see `server::h1`).
 pub enum RequestBody {
     Hyper(Incoming),
     Empty,

@@ -53,7 +53,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::conn::{Activity, Conn, Expired, Open, Watchdog};
+use crate::listener::conn::{Activity, Conn, Expired, Open, Watchdog};
 use crate::proxy::{self, Peer, Proxy, ProxyBody, RequestBody};
 
 /// Whether plain-HTTP client connections take this path (the default). A
