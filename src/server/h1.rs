@@ -86,6 +86,9 @@ pub struct Head {
 }
 
 /// What the bytes at the start of a buffer are.
+// One per request, returned on the stack: boxing the request would only
+// add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed {
     /// Not a whole head yet.
     Partial,
@@ -639,83 +642,39 @@ pub async fn serve(
     io: TcpStream,
     peer: Peer,
     activity: Arc<Activity>,
-    mut watchdog: Watchdog,
+    watchdog: Watchdog,
     max_head: usize,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Option<HandOver> {
-    let mut io = Conn::new(io, activity.clone());
-    let mut buf = BytesMut::new();
-    let mut draining = *shutdown.borrow();
+    let draining = *shutdown.borrow();
+    let mut c = Client {
+        io: Conn::new(io, activity.clone()),
+        buf: BytesMut::new(),
+        draining,
+        watchdog,
+        shutdown,
+    };
     let mut served = false;
     loop {
-        // A head.
-        let head = loop {
-            if !buf.is_empty() {
-                match parse(&mut buf, max_head) {
-                    Parsed::Simple(h) => break h,
-                    Parsed::Other => {
-                        return Some(HandOver {
-                            io: Prefixed::new(buf.freeze(), io),
-                            watchdog,
-                            served,
-                        })
-                    }
-                    Parsed::Partial => {}
-                }
+        let head = match c.next_head(max_head).await {
+            Next::Head(h) => h,
+            Next::Other => {
+                return Some(HandOver {
+                    io: Prefixed::new(c.buf.freeze(), c.io),
+                    watchdog: c.watchdog,
+                    served,
+                })
             }
-            if draining {
-                // Idle, or half a head: nothing in flight to finish.
-                let _ = io.shutdown().await;
-                return None;
-            }
-            tokio::select! {
-                biased;
-                r = poll_fn(|cx| poll_read(&mut io, &mut buf, cx)) => match r {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
-                },
-                e = watchdog.expired() => {
-                    log_expired(e);
-                    return None;
-                }
-                _ = shutdown.changed(), if !draining => draining = true,
-            }
+            Next::Closed => return None,
         };
         served = true;
         let open = activity.request(false);
         let http10 = head.req.version() == Version::HTTP_10;
         let is_head = head.req.method() == Method::HEAD;
-        let mut handle = Box::pin(proxy::handle(px.clone(), peer, head.req));
-        // The answer, watching for the client's end meanwhile.
-        let resp = loop {
-            let step = poll_fn(|cx| {
-                if let Poll::Ready(Ok(r)) = handle.as_mut().poll(cx) {
-                    return Poll::Ready(Some(r));
-                }
-                match watch_eof(&mut io, &mut buf, cx) {
-                    Poll::Ready(()) => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
-                }
-            });
-            tokio::select! {
-                biased;
-                r = step => match r {
-                    Some(r) => break r,
-                    None => return None,
-                },
-                e = watchdog.expired() => match e {
-                    Expired::Abort(_) => {
-                        log_expired(e);
-                        return None;
-                    }
-                    Expired::Close(_) => draining = true,
-                },
-                _ = shutdown.changed(), if !draining => draining = true,
-            }
-        };
-        drop(handle);
+        let handle = Box::pin(proxy::handle(px.clone(), peer, head.req));
+        let resp = c.answer(handle).await?;
         let (mut parts, mut body) = resp.into_parts();
-        let mut keep = head.keep_alive && !draining;
+        let mut keep = head.keep_alive && !c.draining;
         if parts.status.is_informational() {
             // hyper's server refuses a 1xx as the response: 500, closed.
             parts = Response::new(()).into_parts().0;
@@ -731,49 +690,131 @@ pub async fn serve(
         let mut out = Vec::with_capacity(128 + parts.headers.len() * 48);
         let enc = encode_head(&mut out, &parts, http10, is_head, keep, size);
         drop(parts);
-        let body = if enc.framing == Framing::None {
+        if enc.framing == Framing::None {
             // Dropped unread: a backend body hands its connection back.
-            drop(body);
-            ProxyBody::empty()
-        } else {
-            body
-        };
-        let mut writer = Writer::new(out, body, enc.framing, open);
-        let end = loop {
+            body = ProxyBody::empty();
+        }
+        let end = c.respond(Writer::new(out, body, enc.framing, open)).await?;
+        if end != End::Done || !enc.keep_alive || c.draining {
+            if end != End::Abort {
+                let _ = c.io.shutdown().await;
+            }
+            return None;
+        }
+        if c.buf.is_empty() {
+            // Idle from here: no buffer held.
+            c.buf = BytesMut::new();
+        }
+    }
+}
+
+/// What comes next on a connection.
+#[allow(clippy::large_enum_variant)] // as `Parsed`
+enum Next {
+    Head(Head),
+    /// Not simple: the connection is hyper's from this request on.
+    Other,
+    Closed,
+}
+
+/// One connection's state between its phases.
+struct Client {
+    io: Conn<TcpStream>,
+    /// Bytes read and not yet served (pipelined requests, a partial head).
+    buf: BytesMut,
+    watchdog: Watchdog,
+    shutdown: watch::Receiver<bool>,
+    /// Shutdown began: the request in flight is finished, then the
+    /// connection closes.
+    draining: bool,
+}
+
+impl Client {
+    /// The next request's head, read under the connection's clocks.
+    async fn next_head(&mut self, max_head: usize) -> Next {
+        loop {
+            if !self.buf.is_empty() {
+                match parse(&mut self.buf, max_head) {
+                    Parsed::Simple(h) => return Next::Head(h),
+                    Parsed::Other => return Next::Other,
+                    Parsed::Partial => {}
+                }
+            }
+            if self.draining {
+                // Idle, or half a head: nothing in flight to finish.
+                let _ = self.io.shutdown().await;
+                return Next::Closed;
+            }
+            let (io, buf) = (&mut self.io, &mut self.buf);
+            tokio::select! {
+                biased;
+                r = poll_fn(|cx| poll_read(io, buf, cx)) => match r {
+                    Ok(0) | Err(_) => return Next::Closed,
+                    Ok(_) => {}
+                },
+                e = self.watchdog.expired() => {
+                    log_expired(e);
+                    return Next::Closed;
+                }
+                _ = self.shutdown.changed(), if !self.draining => self.draining = true,
+            }
+        }
+    }
+
+    /// The proxy's answer, watching the client meanwhile: `None` when the
+    /// client closed its side or a clock ran out (the request is dropped).
+    async fn answer<F>(&mut self, mut handle: Pin<Box<F>>) -> Option<Response<ProxyBody>>
+    where
+        F: Future<Output = Result<Response<ProxyBody>, std::convert::Infallible>>,
+    {
+        loop {
+            let (io, buf) = (&mut self.io, &mut self.buf);
             let step = poll_fn(|cx| {
-                if let Poll::Ready(end) = writer.poll(&mut io, cx) {
-                    return Poll::Ready(end);
+                if let Poll::Ready(Ok(r)) = handle.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
                 }
-                match watch_eof(&mut io, &mut buf, cx) {
-                    Poll::Ready(()) => Poll::Ready(End::Abort),
-                    Poll::Pending => Poll::Pending,
-                }
+                watch_eof(io, buf, cx).map(|()| None)
             });
             tokio::select! {
                 biased;
-                end = step => break end,
-                e = watchdog.expired() => match e {
-                    Expired::Abort(_) => {
-                        log_expired(e);
-                        return None;
-                    }
-                    Expired::Close(_) => draining = true,
-                },
-                _ = shutdown.changed(), if !draining => draining = true,
-            }
-        };
-        drop(writer);
-        match end {
-            End::Abort => return None,
-            End::Done if enc.keep_alive && !draining => {}
-            End::Done | End::Close => {
-                let _ = io.shutdown().await;
-                return None;
+                r = step => return r,
+                e = self.watchdog.expired() => self.expired(e)?,
+                _ = self.shutdown.changed(), if !self.draining => self.draining = true,
             }
         }
-        if buf.is_empty() {
-            // Idle from here: no buffer held.
-            buf = BytesMut::new();
+    }
+
+    /// Writes the response out: `None` when a clock ran out.
+    async fn respond(&mut self, mut writer: Writer) -> Option<End> {
+        loop {
+            let (io, buf) = (&mut self.io, &mut self.buf);
+            let step = poll_fn(|cx| {
+                if let Poll::Ready(end) = writer.poll(io, cx) {
+                    return Poll::Ready(end);
+                }
+                watch_eof(io, buf, cx).map(|()| End::Abort)
+            });
+            tokio::select! {
+                biased;
+                end = step => return Some(end),
+                e = self.watchdog.expired() => self.expired(e)?,
+                _ = self.shutdown.changed(), if !self.draining => self.draining = true,
+            }
+        }
+    }
+
+    /// A clock ran out while a request is in flight: `None` to drop the
+    /// connection.
+    fn expired(&mut self, e: Expired) -> Option<()> {
+        match e {
+            Expired::Abort(_) => {
+                log_expired(e);
+                None
+            }
+            Expired::Close(_) => {
+                self.draining = true;
+                Some(())
+            }
         }
     }
 }
