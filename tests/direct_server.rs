@@ -473,7 +473,7 @@ async fn header_timeout_cuts_a_slow_second_head() {
         // close the connection in time.
         let p = start(
             &blue,
-            "header_timeout = \"1s\"\nidle_timeout = \"120s\"",
+            "header_timeout = \"1s\"\nidle_timeout = \"300s\"",
             env,
         )
         .await;
@@ -498,9 +498,15 @@ async fn header_timeout_cuts_a_slow_second_head() {
 async fn shutdown_closes_idle_keep_alive_connections_at_once_and_finishes_requests() {
     let blue = Upstream::start("blue").await;
     for (name, env) in PATHS {
-        // A grace far above the deadline: a connection still open at the
-        // deadline was kept by the proxy, not by the end of the process.
-        let p = start(&blue, "shutdown_grace = \"120s\"", env).await;
+        // A grace and an idle timeout far above the deadline: a connection
+        // still open at the deadline was kept by the proxy, not by the end
+        // of the process or the idle clock.
+        let p = start(
+            &blue,
+            "shutdown_grace = \"300s\"\nidle_timeout = \"300s\"",
+            env,
+        )
+        .await;
         let mut idle = Raw::connect(p.http).await;
         idle.send(&get("/")).await;
         assert_eq!(idle.response(false).await.unwrap().body, b"blue\n");
