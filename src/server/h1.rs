@@ -637,7 +637,7 @@ pub struct HandOver {
 
 /// Serves simple requests of one plain-HTTP connection until it ends
 /// (`None`) or a request is not simple (`Some`: hyper's from there).
-pub async fn serve(
+pub fn serve(
     px: Arc<Proxy>,
     io: TcpStream,
     peer: Peer,
@@ -645,18 +645,30 @@ pub async fn serve(
     watchdog: Watchdog,
     max_head: usize,
     shutdown: watch::Receiver<bool>,
-) -> Option<HandOver> {
+) -> impl Future<Output = Option<HandOver>> + Send {
     let draining = *shutdown.borrow();
-    let mut c = Client {
+    let c = Client {
         io: Conn::new(io, activity.clone()),
         buf: BytesMut::new(),
         draining,
         watchdog,
         shutdown,
     };
+    // The state moves into the loop's future once (not kept twice, as the
+    // arguments of an async fn are next to what is moved out of them).
+    run(c, px, peer, activity, max_head)
+}
+
+async fn run(
+    mut c: Client,
+    px: Arc<Proxy>,
+    peer: Peer,
+    activity: Arc<Activity>,
+    max_head: usize,
+) -> Option<HandOver> {
     let mut served = false;
     loop {
-        let head = match c.next_head(max_head).await {
+        let Head { req, keep_alive } = match c.next_head(max_head).await {
             Next::Head(h) => h,
             Next::Other => {
                 return Some(HandOver {
@@ -669,33 +681,15 @@ pub async fn serve(
         };
         served = true;
         let open = activity.request(false);
-        let http10 = head.req.version() == Version::HTTP_10;
-        let is_head = head.req.method() == Method::HEAD;
-        let handle = Box::pin(proxy::handle(px.clone(), peer, head.req));
-        let resp = c.answer(handle).await?;
-        let (mut parts, mut body) = resp.into_parts();
-        let mut keep = head.keep_alive && !c.draining;
-        if parts.status.is_informational() {
-            // hyper's server refuses a 1xx as the response: 500, closed.
-            parts = Response::new(()).into_parts().0;
-            parts.status = StatusCode::INTERNAL_SERVER_ERROR;
-            body = ProxyBody::empty();
-            keep = false;
-        }
-        let size = if body.is_end_stream() {
-            Some(0)
-        } else {
-            body.size_hint().exact()
-        };
-        let mut out = Vec::with_capacity(128 + parts.headers.len() * 48);
-        let enc = encode_head(&mut out, &parts, http10, is_head, keep, size);
-        drop(parts);
-        if enc.framing == Framing::None {
-            // Dropped unread: a backend body hands its connection back.
-            body = ProxyBody::empty();
-        }
-        let end = c.respond(Writer::new(out, body, enc.framing, open)).await?;
-        if end != End::Done || !enc.keep_alive || c.draining {
+        let http10 = req.version() == Version::HTTP_10;
+        let is_head = req.method() == Method::HEAD;
+        let resp = c
+            .answer(Box::pin(proxy::handle(px.clone(), peer, req)))
+            .await?;
+        let keep = keep_alive && !c.draining;
+        let (writer, keep) = respond_with(resp, open, http10, is_head, keep);
+        let end = c.respond(writer).await?;
+        if end != End::Done || !keep || c.draining {
             if end != End::Abort {
                 let _ = c.io.shutdown().await;
             }
@@ -706,6 +700,37 @@ pub async fn serve(
             c.buf = BytesMut::new();
         }
     }
+}
+
+/// The response's head encoded and its body to stream (no body after HEAD,
+/// 204 or 304); whether the connection is kept after it.
+fn respond_with(
+    resp: Response<ProxyBody>,
+    open: Open,
+    http10: bool,
+    is_head: bool,
+    mut keep: bool,
+) -> (Writer, bool) {
+    let (mut parts, mut body) = resp.into_parts();
+    if parts.status.is_informational() {
+        // hyper's server refuses a 1xx as the response: 500, closed.
+        parts = Response::new(()).into_parts().0;
+        parts.status = StatusCode::INTERNAL_SERVER_ERROR;
+        body = ProxyBody::empty();
+        keep = false;
+    }
+    let size = if body.is_end_stream() {
+        Some(0)
+    } else {
+        body.size_hint().exact()
+    };
+    let mut out = Vec::with_capacity(128 + parts.headers.len() * 48);
+    let enc = encode_head(&mut out, &parts, http10, is_head, keep, size);
+    if enc.framing == Framing::None {
+        // Dropped unread: a backend body hands its connection back.
+        body = ProxyBody::empty();
+    }
+    (Writer::new(out, body, enc.framing, open), enc.keep_alive)
 }
 
 /// What comes next on a connection.
