@@ -247,42 +247,7 @@ pub enum ProxyBody {
     Encoded(Box<middlewares::Encoded>),
 }
 
-/// The body of every request the proxy serves: hyper's (HTTP/2, TLS, a
-/// request with a body or an upgrade), or none at all (a bodiless request
-/// parsed by the direct HTTP/1.1 server path, see `server::h1`).
-pub enum RequestBody {
-    Hyper(Incoming),
-    Empty,
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            RequestBody::Hyper(b) => Pin::new(b).poll_frame(cx),
-            RequestBody::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Hyper(b) => b.is_end_stream(),
-            RequestBody::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Hyper(b) => b.size_hint(),
-            RequestBody::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
+pub use crate::upstream::RequestBody;
 
 /// Any error a response body can end with.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;

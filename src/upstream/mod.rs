@@ -35,6 +35,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 
 use hyper_util::rt::TokioIo;
@@ -51,8 +52,45 @@ const MAX_IDLE: usize = 256;
 /// recorded in a [`ClientBody`]), or nothing (which lets a bodiless request
 /// be sent again on a retry).
 pub enum UpBody {
-    Client(crate::proxy::RequestBody, Arc<ClientBody>),
+    Client(RequestBody, Arc<ClientBody>),
     Empty,
+}
+
+/// The body of every request the proxy serves: hyper's (HTTP/2, TLS, a
+/// request with a body or an upgrade), or none at all (a bodiless request
+/// parsed by the direct HTTP/1.1 server path, see `crate::server::h1`).
+pub enum RequestBody {
+    Hyper(Incoming),
+    Empty,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Hyper(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Hyper(b) => b.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Hyper(b) => b.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
 }
 
 /// What became of a client's request body while hyper's client streamed
