@@ -505,6 +505,23 @@ impl Config {
         validate::parse(text, base)
     }
 
+    /// Takes `old`'s shared parts where they are equal to this config's: a
+    /// reload of a big file then holds one copy of each unchanged pool (and
+    /// of the routes when none changed), and the table builder recognizes
+    /// the unchanged pools by pointer. The config stays equal to itself.
+    pub fn share_unchanged(&mut self, old: &Config) {
+        if self.routes == old.routes {
+            self.routes = old.routes.clone();
+        }
+        for (name, pool) in self.pools.iter_mut() {
+            if let Some(o) = old.pools.get(name) {
+                if !Arc::ptr_eq(o, pool) && **o == **pool {
+                    *pool = o.clone();
+                }
+            }
+        }
+    }
+
     /// What is valid but probably not meant: `switchyard check` prints these
     /// on stderr and still succeeds.
     pub fn warnings(&self) -> Vec<String> {

@@ -240,7 +240,10 @@ impl Control {
     fn install_current(&self) {
         let _installing = self.installing.lock().unwrap_or_else(|e| e.into_inner());
         let view = self.view.load_full();
-        let mut table = RoutingTable::build_and_sync(
+        // Pools nothing changed are kept from the table in place.
+        let previous = self.table.load_full();
+        let mut table = RoutingTable::build_from(
+            Some(&previous),
             &view.effective,
             &self.registry,
             &view.state.canaries(),

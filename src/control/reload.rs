@@ -36,7 +36,9 @@ impl Control {
             .clone()
             .ok_or(AdminError::NoConfigFile)?;
         let started = std::time::Instant::now();
-        let file = Config::load(&path).map_err(|e| self.reload_failed(who, e.to_string()))?;
+        let mut file = Config::load(&path).map_err(|e| self.reload_failed(who, e.to_string()))?;
+        // One copy of what did not change, and the table keeps those pools.
+        file.share_unchanged(&self.snapshot().file);
         // Users files are read here, before the writer's lock, like the file.
         let previous = self.snapshot().middlewares.clone();
         let (middlewares, mw_problems) = Middlewares::build(&file, Some(&previous), &self.metrics);
