@@ -22,7 +22,7 @@ use crate::config::{
     Config, OnAllDown, PassiveConfig, PoolConfig, RouteConfig, Sticky, TlsMode, VersionConfig,
 };
 use crate::host::{self, HostPattern, MAX_HOST_LEN};
-use crate::metrics::{Metrics, RequestMetrics};
+use crate::metrics::{GaugeSource, Metrics, RequestMetrics};
 use crate::middleware::{Middleware, Middlewares};
 use crate::rules::{RequestView, RouteRules, VersionRule};
 use crate::upstream::{Backend, BackendKey, BackendRegistry};
@@ -38,9 +38,9 @@ pub struct Limits {
 /// The snapshot.
 pub struct RoutingTable {
     /// Host -> its routes, highest rank first.
-    exact: HashMap<Box<str>, Box<[usize]>>,
+    exact: HashMap<Arc<str>, RouteList>,
     /// (suffix, routes highest rank first), longest suffix first.
-    wildcards: Vec<(Box<str>, Box<[usize]>)>,
+    wildcards: Vec<(Box<str>, RouteList)>,
     routes: Vec<Route>,
     pub pools: BTreeMap<String, Arc<Pool>>,
     pub limits: Limits,
@@ -52,8 +52,9 @@ pub struct RoutingTable {
 
 /// A host's route.
 pub struct Route {
-    /// The host as configured (`app.example.com`, `*.example.com`).
-    pub host: Box<str>,
+    /// The host as configured (`app.example.com`, `*.example.com`); the
+    /// host map's key and a host-only route's label are this same string.
+    pub host: Arc<str>,
     /// The route's name in metrics and logs: the host, plus the rule when
     /// there is one ([`RouteConfig::label`]); its metric handles share it.
     pub label: Arc<str>,
@@ -208,7 +209,7 @@ impl RoutingTable {
             })
             .collect();
         registry.retain(&used);
-        set_gauges(metrics, &pools);
+        metrics.set_gauge_source(Box::new(PoolGauges(pools.values().cloned().collect())));
         let RouteIndex {
             exact,
             wildcards,
@@ -253,14 +254,14 @@ impl RoutingTable {
         let mut buf = [0u8; MAX_HOST_LEN + 2];
         let name = host::normalize(raw_host, &mut buf)?;
         if let Some(list) = self.exact.get(name) {
-            if let Some(r) = self.first_match(list, req) {
+            if let Some(r) = self.first_match(list.as_slice(), req) {
                 return Some(r);
             }
         }
         self.wildcards
             .iter()
             .filter(|(suffix, _)| name.len() > suffix.len() && name.ends_with(&**suffix))
-            .find_map(|(_, list)| self.first_match(list, req))
+            .find_map(|(_, list)| self.first_match(list.as_slice(), req))
     }
 
     #[inline]
@@ -275,31 +276,59 @@ impl RoutingTable {
     }
 }
 
-/// The weight and backend-up gauges for every version and backend.
-fn set_gauges(metrics: &Metrics, pools: &BTreeMap<String, Arc<Pool>>) {
-    let mut weights = Vec::new();
-    let mut ups = Vec::new();
-    for (name, pool) in pools {
-        for (v, w) in pool.versions.iter().zip(pool.effective_weights()) {
-            weights.push((name.as_str(), &*v.name, i64::from(w)));
-            for b in &v.backends {
-                ups.push((
-                    name.as_str(),
-                    &*v.name,
-                    b.key.addr.as_str(),
-                    b.is_available(),
-                ));
+/// The table's pools as the source of the weight and backend-up gauges:
+/// read at each scrape, nothing copied at the build.
+struct PoolGauges(Box<[Arc<Pool>]>);
+
+impl GaugeSource for PoolGauges {
+    fn weights(&self, weight: &mut dyn FnMut(&str, &str, i64)) {
+        for pool in self.0.iter() {
+            for (v, w) in pool.versions.iter().zip(pool.effective_weights()) {
+                weight(&pool.name, &v.name, i64::from(w));
             }
         }
     }
-    metrics.set_gauges(&weights, &ups);
+
+    fn backends(&self, backend: &mut dyn FnMut(&str, &str, &str, bool)) {
+        for pool in self.0.iter() {
+            for v in &pool.versions {
+                for b in &v.backends {
+                    backend(&pool.name, &v.name, b.key.addr.as_str(), b.is_available());
+                }
+            }
+        }
+    }
 }
 
 /// The host lookup part of a table.
 struct RouteIndex {
-    exact: HashMap<Box<str>, Box<[usize]>>,
-    wildcards: Vec<(Box<str>, Box<[usize]>)>,
+    exact: HashMap<Arc<str>, RouteList>,
+    wildcards: Vec<(Box<str>, RouteList)>,
     routes: Vec<Route>,
+}
+
+/// A host's routes (indexes into the table's), highest rank first: most
+/// hosts have one, kept without an allocation of its own.
+enum RouteList {
+    One([usize; 1]),
+    Many(Box<[usize]>),
+}
+
+impl RouteList {
+    fn new(list: Vec<usize>) -> RouteList {
+        match list[..] {
+            [one] => RouteList::One([one]),
+            _ => RouteList::Many(list.into()),
+        }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[usize] {
+        match self {
+            RouteList::One(one) => one,
+            RouteList::Many(many) => many,
+        }
+    }
 }
 
 impl RouteIndex {
@@ -319,7 +348,7 @@ impl RouteIndex {
             wildcards: Vec::new(),
             routes: Vec::with_capacity(config.routes.len() + previews),
         };
-        let mut exact: BTreeMap<Box<str>, Vec<usize>> = BTreeMap::new();
+        let mut exact: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
         let mut wild: BTreeMap<Box<str>, Vec<usize>> = BTreeMap::new();
         for rc in config.routes.iter() {
             let Some(pool) = pools.get(&rc.pool) else {
@@ -330,19 +359,29 @@ impl RouteIndex {
                 .iter()
                 .filter_map(|m| middlewares.get(m).cloned())
                 .collect();
-            let host = rc.host.to_string();
+            let host: Arc<str> = match &rc.host {
+                HostPattern::Exact(h) => exact
+                    .get_key_value(h.as_str())
+                    .map(|(k, _)| k.clone())
+                    .unwrap_or_else(|| h.as_str().into()),
+                HostPattern::Wildcard(_) => rc.host.to_string().into(),
+            };
             let idx = ix.push(metrics, &host, pool, rc, &chain, false);
             match &rc.host {
-                HostPattern::Exact(h) => exact.entry(h.as_str().into()).or_default().push(idx),
+                HostPattern::Exact(_) => exact.entry(host).or_default().push(idx),
                 HostPattern::Wildcard(suffix) => wild.entry(suffix.clone()).or_default().push(idx),
             }
             if let Some(p) = &rc.preview {
-                let pidx = ix.push(metrics, p.as_str(), pool, rc, &chain, true);
-                exact.entry(p.as_str().into()).or_default().push(pidx);
+                let preview: Arc<str> = exact
+                    .get_key_value(p.as_str())
+                    .map(|(k, _)| k.clone())
+                    .unwrap_or_else(|| p.as_str().into());
+                let pidx = ix.push(metrics, &preview, pool, rc, &chain, true);
+                exact.entry(preview).or_default().push(pidx);
             }
         }
         let routes = &ix.routes;
-        let ranked = |host: &str, mut list: Vec<usize>| -> Box<[usize]> {
+        let ranked = |host: &str, mut list: Vec<usize>| -> RouteList {
             list.sort_by_key(|&i| {
                 let rank = match routes[i].rules.as_deref() {
                     Some(r) => r.rank(host),
@@ -350,7 +389,7 @@ impl RouteIndex {
                 };
                 std::cmp::Reverse(rank)
             });
-            list.into()
+            RouteList::new(list)
         };
         ix.exact = exact
             .into_iter()
@@ -374,7 +413,7 @@ impl RouteIndex {
     fn push(
         &mut self,
         metrics: &Metrics,
-        host: &str,
+        host: &Arc<str>,
         pool: &Arc<Pool>,
         rc: &RouteConfig,
         chain: &[Arc<Middleware>],
@@ -382,17 +421,22 @@ impl RouteIndex {
     ) -> usize {
         static NO_VERSION: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| "".into());
         let index = self.routes.len();
-        let label: Arc<str> = rc.label(host).into();
+        let has_rules = !rc.rules.is_empty() || rc.rules.priority.is_some();
+        // A host-only route's label is its host ([`RouteConfig::label`]).
+        let label: Arc<str> = if has_rules {
+            rc.label(host).into()
+        } else {
+            host.clone()
+        };
         let per = pool
             .versions
             .iter()
             .map(|v| metrics.request_handles_shared(&label, &pool.metric_name, &v.metric_name))
             .collect();
         let unpicked = metrics.request_handles_shared(&label, &pool.metric_name, &NO_VERSION);
-        let has_rules = !rc.rules.is_empty() || rc.rules.priority.is_some();
         self.routes.push(Route {
             index,
-            host: host.into(),
+            host: host.clone(),
             label,
             rules: has_rules.then(|| Box::new(rc.rules.clone())),
             middlewares: chain.into(),
@@ -410,14 +454,14 @@ impl RouteIndex {
 // === impl Pool ===
 
 impl Pool {
-    /// A pool's versions with their backends (taken from `registry`, their
-    /// keys noted in `used`), schedules and sticky layout.
+    /// A pool's versions with their backends (taken from `registry`, each
+    /// noted in `used`), schedules and sticky layout.
     fn build(
         name: &str,
         pc: &Arc<PoolConfig>,
         canary: Option<&str>,
         registry: &BackendRegistry,
-        used: &mut HashSet<BackendKey>,
+        used: &mut HashSet<*const Backend>,
     ) -> Pool {
         let versions: Vec<Version> = pc
             .versions
@@ -488,12 +532,12 @@ impl Pool {
                 .all(|(v, &w)| w == if v.has_available() { v.weight } else { 0 })
     }
 
-    /// Adds the keys of this pool's backends to `used` (a kept pool's
-    /// backends stay in the registry).
-    fn note_backends(&self, used: &mut HashSet<BackendKey>) {
+    /// Adds this pool's backends to `used` (a kept pool's backends stay in
+    /// the registry).
+    fn note_backends(&self, used: &mut HashSet<*const Backend>) {
         for v in &self.versions {
             for b in &v.backends {
-                used.insert(b.key.clone());
+                used.insert(Arc::as_ptr(b));
             }
         }
     }
@@ -612,7 +656,7 @@ impl Version {
         name: &str,
         vc: &VersionConfig,
         registry: &BackendRegistry,
-        used: &mut HashSet<BackendKey>,
+        used: &mut HashSet<*const Backend>,
     ) -> Version {
         let backends = vc
             .backends
@@ -623,8 +667,9 @@ impl Version {
                     version: name.to_string(),
                     addr: addr.clone(),
                 };
-                used.insert(key.clone());
-                registry.get_or_create(key)
+                let b = registry.get_or_create(key);
+                used.insert(Arc::as_ptr(&b));
+                b
             })
             .collect();
         Version {

@@ -73,18 +73,30 @@ pub struct Metrics {
 }
 
 /// The weight of every version and the state of every backend of the
-/// current table, as plain rows turned into Prometheus families only when
-/// scraped. Gauge series kept in a `GaugeVec` cost ~450 bytes each (label
-/// pairs, a hash entry, an atomic in an `Arc`) plus the bookkeeping to
-/// remove stale ones: ~18 MB at 10 000 pools of two versions. These rows
-/// are a few small strings each, replaced whole at every build, so a
-/// version or backend that is gone is simply not in the next scrape.
+/// current table, read from the table's own pools only when scraped. Gauge
+/// series kept in a `GaugeVec` cost ~450 bytes each (label pairs, a hash
+/// entry, an atomic in an `Arc`) plus the bookkeeping to remove stale ones:
+/// ~18 MB at 10 000 pools of two versions; rows copied out of each table
+/// cost 100 000 small allocations a build. The source is replaced whole at
+/// every build, so a version or backend that is gone is simply not in the
+/// next scrape.
 #[derive(Clone)]
 struct TableGauges {
-    rows: Arc<ArcSwap<GaugeRows>>,
+    rows: Arc<ArcSwap<Box<dyn GaugeSource>>>,
     descs: Arc<[Desc; 2]>,
 }
 
+/// Where the weight and backend gauges are read from at a scrape: the
+/// routing table's pools (see [`Metrics::set_gauge_source`]).
+pub trait GaugeSource: Send + Sync {
+    /// Calls `weight(pool, version, effective weight)` for every version.
+    fn weights(&self, weight: &mut dyn FnMut(&str, &str, i64));
+    /// Calls `backend(pool, version, address, in rotation)` for every
+    /// backend.
+    fn backends(&self, backend: &mut dyn FnMut(&str, &str, &str, bool));
+}
+
+/// Rows given as they are ([`Metrics::set_gauges`]).
 #[derive(Default)]
 struct GaugeRows {
     weights: Vec<WeightRow>,
@@ -95,6 +107,20 @@ struct GaugeRows {
 type WeightRow = (Box<str>, Box<str>, i64);
 /// (pool, version, backend, in rotation)
 type BackendRow = (Box<str>, Box<str>, Box<str>, bool);
+
+impl GaugeSource for GaugeRows {
+    fn weights(&self, weight: &mut dyn FnMut(&str, &str, i64)) {
+        for (p, v, w) in &self.weights {
+            weight(p, v, *w);
+        }
+    }
+
+    fn backends(&self, backend: &mut dyn FnMut(&str, &str, &str, bool)) {
+        for (p, v, b, up) in &self.backends {
+            backend(p, v, b, *up);
+        }
+    }
+}
 
 fn label(name: &str, value: &str) -> LabelPair {
     let mut l = LabelPair::default();
@@ -133,7 +159,7 @@ impl TableGauges {
             .expect("valid metric definition")
         };
         TableGauges {
-            rows: Arc::new(ArcSwap::from_pointee(GaugeRows::default())),
+            rows: Arc::new(ArcSwap::from_pointee(Box::new(GaugeRows::default()))),
             descs: Arc::new([
                 desc(
                     names::VERSION_WEIGHT,
@@ -149,7 +175,7 @@ impl TableGauges {
         }
     }
 
-    fn set(&self, rows: GaugeRows) {
+    fn set(&self, rows: Box<dyn GaugeSource>) {
         self.rows.store(Arc::new(rows));
     }
 }
@@ -162,19 +188,15 @@ impl Collector for TableGauges {
     fn collect(&self) -> Vec<MetricFamily> {
         // A scrape never holds up a build, nor a build a scrape.
         let rows = self.rows.load_full();
-        let weights = rows
-            .weights
-            .iter()
-            .map(|(p, v, w)| gauge_metric(vec![label("pool", p), label("version", v)], *w))
-            .collect();
-        let backends = rows
-            .backends
-            .iter()
-            .map(|(p, v, b, up)| {
-                let labels = vec![label("backend", b), label("pool", p), label("version", v)];
-                gauge_metric(labels, i64::from(*up))
-            })
-            .collect();
+        let mut weights = Vec::new();
+        rows.weights(&mut |p, v, w| {
+            weights.push(gauge_metric(vec![label("pool", p), label("version", v)], w))
+        });
+        let mut backends = Vec::new();
+        rows.backends(&mut |p, v, b, up| {
+            let labels = vec![label("backend", b), label("pool", p), label("version", v)];
+            backends.push(gauge_metric(labels, i64::from(up)))
+        });
         vec![
             gauge_family(&self.descs[0], weights),
             gauge_family(&self.descs[1], backends),
@@ -382,10 +404,16 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the weight and backend gauges for a freshly built table; the
-    /// series of versions and backends that are gone go with the old rows.
+    /// The weight and backend gauges are read from `source` from now on
+    /// (a freshly built table's pools); the series of versions and backends
+    /// that are gone go with the old source.
+    pub fn set_gauge_source(&self, source: Box<dyn GaugeSource>) {
+        self.table_gauges.set(source);
+    }
+
+    /// Sets the weight and backend gauges to fixed rows.
     pub fn set_gauges(&self, weights: &[(&str, &str, i64)], backends: &[(&str, &str, &str, bool)]) {
-        self.table_gauges.set(GaugeRows {
+        self.table_gauges.set(Box::new(GaugeRows {
             weights: weights
                 .iter()
                 .map(|&(p, v, w)| (p.into(), v.into(), w))
@@ -394,7 +422,7 @@ impl Metrics {
                 .iter()
                 .map(|&(p, v, b, up)| (p.into(), v.into(), b.into(), up))
                 .collect(),
-        });
+        }));
     }
 
     /// The Prometheus text exposition.
