@@ -7,7 +7,11 @@
 #            backends point at a port nobody listens on: a 502/503 proves the
 #            table is installed), and VmRSS a second later (after the trim)
 #   reloads: RELOADS x `switchyard ctl reload`, one after the other; each
-#            one's wall time (the ctl round trip) and VmRSS a second after it
+#            one's wall time (the ctl round trip) and VmRSS a second after it.
+#            The file is the same each time, unless CHANGE=1: then before
+#            reload N pool p<N>'s blue weight goes from 90 to 80 (and the
+#            one changed before back to 90), so every reload reads a file
+#            that differs from the running one
 #   state:   GET /v1/state and GET /v1/state?pool=p0 through the admin socket
 #            (size, time)
 #
@@ -16,6 +20,7 @@
 #
 # Usage: benches/scale_idle.sh                 (ROUTES=10000 RELOADS=10)
 #        SWITCHYARD_BIN=/path/to/switchyard benches/scale_idle.sh   (no build)
+#        CHANGE=1 benches/scale_idle.sh       (each reload changes one pool)
 #        ENV="MALLOC_ARENA_MAX=2" benches/scale_idle.sh   (extra environment for switchyard)
 # Output: a summary on stdout and in bench-results/scale-idle-<date>.txt.
 
@@ -23,6 +28,7 @@ set -euo pipefail
 
 ROUTES=${ROUTES:-10000}
 RELOADS=${RELOADS:-10}
+CHANGE=${CHANGE:-0}
 EXTRA_ENV=${ENV:-}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -108,7 +114,8 @@ DEAD_PORT=$(pick_port)
 SOCK=$WORK/admin.sock
 CONFIG=$WORK/switchyard.toml
 
-{
+# gen_config CHANGED: the config, with pool pCHANGED's blue at weight 80.
+gen_config() {
     cat <<EOF
 [server]
 http = "127.0.0.1:$SY_PORT"
@@ -122,15 +129,16 @@ state = "$WORK/state.json"
 [metrics]
 listen = "127.0.0.1:$METRICS_PORT"
 EOF
-    awk -v n="$ROUTES" -v origin="127.0.0.1:$DEAD_PORT" 'BEGIN {
+    awk -v n="$ROUTES" -v origin="127.0.0.1:$DEAD_PORT" -v changed="$1" 'BEGIN {
         for (i = 0; i < n; i++)
             printf "\n[[routes]]\nhost = \"app%d.test\"\npool = \"p%d\"\n", i, i
         for (i = 0; i < n; i++) {
-            printf "\n[pools.p%d.versions.blue]\nweight = 90\nbackends = [\"%s\"]\n", i, origin
+            printf "\n[pools.p%d.versions.blue]\nweight = %d\nbackends = [\"%s\"]\n", i, (i == changed ? 80 : 90), origin
             printf "\n[pools.p%d.versions.green]\nweight = 10\nbackends = [\"%s\"]\n", i, origin
         }
     }'
-} >"$CONFIG"
+}
+gen_config -1 >"$CONFIG"
 CONFIG_BYTES=$(stat -c %s "$CONFIG")
 
 T0=$(now_us)
@@ -153,6 +161,9 @@ echo "$ROUTES routes ($((CONFIG_BYTES / 1024)) KiB of TOML): ready in $START_MS 
 : >"$WORK/reloads.txt"
 RSS_LIST=""
 for ((r = 1; r <= RELOADS; r++)); do
+    if [[ $CHANGE == 1 ]]; then
+        gen_config "$r" >"$CONFIG.new" && mv "$CONFIG.new" "$CONFIG"
+    fi
     t=$(now_us)
     taskset -c "$CPU_CLIENT" "$SWITCHYARD" ctl -s "$SOCK" reload >/dev/null 2>"$WORK/ctl.err" ||
         die "reload $r failed: $(cat "$WORK/ctl.err")"
@@ -187,6 +198,11 @@ RESULT=$ROOT/bench-results/scale-idle-$(date +%Y%m%d-%H%M%S).txt
 {
     echo "# switchyard at rest with $ROUTES routes and pools, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $COMMIT"
     echo "# $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $((CONFIG_BYTES / 1024)) KiB of TOML${EXTRA_ENV:+; env $EXTRA_ENV}"
+    if [[ $CHANGE == 1 ]]; then
+        echo "# each reload: the file changed (one pool's weight)"
+    else
+        echo "# each reload: the same file"
+    fi
     echo "start (spawn -> first answer):  $START_MS ms"
     echo "VmRSS after start:              $(mib "$RSS_START") MiB"
     echo "VmRSS after each reload:        $RSS_LIST"
