@@ -488,8 +488,14 @@ impl Config {
     /// [`read_config_file`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = read_config_file(path)?;
+        Config::from_file_text(path, &text)
+    }
+
+    /// Validates `text`, read from the file at `path` ([`Config::load`]
+    /// once the file is read).
+    pub fn from_file_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::from_toml_str_in(&text, base).map_err(|diagnostics| ConfigError::Invalid {
+        Config::from_toml_str_in(text, base).map_err(|diagnostics| ConfigError::Invalid {
             path: path.to_owned(),
             diagnostics,
         })
