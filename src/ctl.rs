@@ -334,7 +334,11 @@ pub fn render_state(s: &StateView) -> String {
                     } else {
                         "up"
                     };
-                    format!("{} {st}", b.addr)
+                    if b.queued > 0 {
+                        format!("{} {st} ({} queued)", b.addr, b.queued)
+                    } else {
+                        format!("{} {st}", b.addr)
+                    }
                 })
                 .collect();
             let _ = writeln!(
@@ -841,7 +845,8 @@ mod tests {
             "last_event": 0, "state_store": "memory", "version": "x", "config": null,
             "pools": {"app": {"versions": {"blue": {"weight": 100, "effective_weight": 100, "share_percent": 100.0, "in_flight": 0,
             "backends": [{"addr": "127.0.0.1:1", "available": true, "ejected": false, "health": "up", "healthy": true, "in_flight": 0},
-                {"addr": "127.0.0.1:2", "available": true, "ejected": false, "health": "unknown", "healthy": null, "in_flight": 0}]}}}}})).unwrap();
+                {"addr": "127.0.0.1:2", "available": true, "ejected": false, "health": "unknown", "healthy": null, "in_flight": 0},
+                {"addr": "127.0.0.1:3", "available": true, "ejected": false, "health": "up", "healthy": true, "in_flight": 8, "queued": 5}]}}}}})).unwrap();
         let out = render_state(&s);
         assert!(out.contains("a.test"));
         let s: StateView = serde_json::from_value(json!({"last_event": 0, "state_store": "memory", "version": "x", "config": null,
@@ -855,6 +860,7 @@ mod tests {
         );
         assert!(certs.contains("last error: connection refused"), "{certs}");
         assert!(out.contains("127.0.0.1:1 up"));
-        assert!(out.contains("127.0.0.1:2 unknown"), "{out}");
+        assert!(out.contains("127.0.0.1:2 unknown,"), "{out}");
+        assert!(out.contains("127.0.0.1:3 up (5 queued)"), "{out}");
     }
 }

@@ -104,6 +104,9 @@ pub struct Pool {
     pub retry: u32,
     pub on_all_down: OnAllDown,
     pub passive: PassiveConfig,
+    /// `max_connections_per_backend` (0: no cap) and `queue_timeout`.
+    pub max_conns: u32,
+    pub queue_timeout: Option<std::time::Duration>,
     /// The version a preview host reaches: the rollout's canary, else the
     /// first version with weight 0.
     preview: Option<usize>,
@@ -514,6 +517,8 @@ impl Pool {
             retry: pc.retry,
             on_all_down: pc.on_all_down,
             passive: pc.passive.clone(),
+            max_conns: pc.max_connections_per_backend,
+            queue_timeout: pc.queue_timeout,
             preview,
         }
     }

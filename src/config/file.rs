@@ -160,6 +160,8 @@ pub(super) struct PoolFile {
     pub(super) version_header: Option<bool>,
     pub(super) retry: S<i64>,
     pub(super) on_all_down: S<String>,
+    pub(super) max_connections_per_backend: S<i64>,
+    pub(super) queue_timeout: S<String>,
     #[serde(default)]
     pub(super) versions: BTreeMap<Spanned<String>, Spanned<VersionFile>>,
     pub(super) rollout: Option<RolloutFile>,

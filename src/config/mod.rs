@@ -305,6 +305,12 @@ pub struct PoolConfig {
     pub version_header: bool,
     pub retry: u32,
     pub on_all_down: OnAllDown,
+    /// Most requests in flight to one backend of the pool (each holds one
+    /// backend connection); more wait in a FIFO queue. 0: no cap.
+    pub max_connections_per_backend: u32,
+    /// How long a request waits in that queue before a 503; `None`: the
+    /// server's `connect_timeout`.
+    pub queue_timeout: Option<Duration>,
     pub versions: BTreeMap<String, VersionConfig>,
     pub rollout: RolloutConfig,
     /// `[[pools.P.match]]`: requests carrying a header, cookie or query

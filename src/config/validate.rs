@@ -39,6 +39,9 @@ pub(super) fn parse(text: &str, base: &Path) -> Result<Config, Vec<Diagnostic>> 
 /// The longest `header_timeout`, `idle_timeout`, `send_timeout` and
 /// `body_timeout` accepted.
 const MAX_CLIENT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Only a placeholder for a `queue_timeout` written wrong (an error is
+/// reported then); an absent one means the server's `connect_timeout`.
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Collects diagnostics while validating; turns byte spans into line:col.
 pub(super) struct Checker<'a> {
@@ -615,6 +618,16 @@ fn validate_pool(c: &mut Checker<'_>, pool: &Spanned<PoolFile>) -> PoolConfig {
         version_header: p.version_header.unwrap_or(false),
         retry: c.int(&p.retry, "retry", 0..11, 1) as u32,
         on_all_down,
+        max_connections_per_backend: c.int(
+            &p.max_connections_per_backend,
+            "max_connections_per_backend",
+            0..1_000_001,
+            0,
+        ) as u32,
+        queue_timeout: p
+            .queue_timeout
+            .as_ref()
+            .map(|_| c.client_timeout(&p.queue_timeout, "queue_timeout", QUEUE_TIMEOUT)),
         matches: validate_matches(c, &p.matches, &versions),
         versions,
         rollout,

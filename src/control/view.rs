@@ -106,6 +106,7 @@ fn pool_view(pool: &Pool) -> PoolView {
                     .to_string(),
                     healthy: b.is_known().then(|| b.is_healthy()),
                     in_flight: b.in_flight.load(Ordering::Relaxed),
+                    queued: b.queued(),
                 })
                 .collect();
             let view = VersionView {

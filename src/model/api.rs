@@ -160,6 +160,10 @@ pub struct BackendView {
     /// `null` while `health` is `unknown`.
     pub healthy: Option<bool>,
     pub in_flight: usize,
+    /// Requests waiting for one of the backend's connections (the pool's
+    /// `max_connections_per_backend`); always 0 without a cap.
+    #[serde(default)]
+    pub queued: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

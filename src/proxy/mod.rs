@@ -38,7 +38,7 @@ use crate::config::{OnAllDown, Sticky, TlsMode};
 use crate::control::Control;
 use crate::routing::{Limits, Pick, Pool, Route, RoutingTable, Version};
 use crate::upstream::h1::{self, ExchangeError, RawBody};
-use crate::upstream::{Backend, ClientBody, Conn, ConnectError, UpBody};
+use crate::upstream::{Backend, ClientBody, Conn, ConnectError, QueueTimeout, Slot, UpBody};
 
 mod middlewares;
 pub mod request;
@@ -84,6 +84,10 @@ pub enum ProxyError {
     },
     #[error("pool {pool}: backend {backend} timed out")]
     Timeout { pool: Box<str>, backend: Box<str> },
+    /// Every backend connection allowed (`max_connections_per_backend`)
+    /// stayed busy for the queue timeout.
+    #[error("pool {0}: every backend connection is busy")]
+    Busy(Box<str>),
     #[error("pool {pool}: backend {backend} failed: {source}")]
     Upstream {
         pool: Box<str>,
@@ -114,7 +118,8 @@ impl ProxyError {
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoHealthyVersion(_)
             | ProxyError::VersionDown { .. }
-            | ProxyError::NoPreview(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::NoPreview(_)
+            | ProxyError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect {
                 source: ConnectError::Timeout,
                 ..
@@ -145,6 +150,7 @@ impl ProxyError {
             } => "connect_timeout",
             ProxyError::Connect { .. } => "connect",
             ProxyError::Timeout { .. } => "timeout",
+            ProxyError::Busy(_) => "queue_timeout",
             ProxyError::Upstream { .. } | ProxyError::Exchange { .. } => "reset",
         }
     }
@@ -162,7 +168,8 @@ impl ProxyError {
             | ProxyError::ClientTimeout(_)
             | ProxyError::VersionDown { .. }
             | ProxyError::UnknownVersion { .. }
-            | ProxyError::NoPreview(_) => {
+            | ProxyError::NoPreview(_)
+            | ProxyError::Busy(_) => {
                 format!("{} {reason}: {self}\n", status.as_u16())
             }
             // Name the pool; keep backend addresses out of public answers.
@@ -192,6 +199,11 @@ impl ProxyError {
                 // bytes, which must not be read as the next request.
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            // Overloaded: a client may come back in a moment.
+            ProxyError::Busy(_) => {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             // The rest of the body is not read: the connection ends here.
             ProxyError::ClientBody(_) | ProxyError::ClientTimeout(_) => {
@@ -250,6 +262,9 @@ pub struct Finish {
     bytes: u64,
     /// The access log line to write when the response ends.
     log: Option<Box<PendingLog>>,
+    /// Under a connection cap: freed last, after the connection went back
+    /// to the idle stack, so that the next queued request reuses it.
+    slot: Option<Slot>,
 }
 
 impl Finish {
@@ -260,6 +275,7 @@ impl Finish {
             observe: None,
             bytes: 0,
             log: None,
+            slot: None,
         }
     }
 }
@@ -838,6 +854,17 @@ async fn forward(
     let pool = &route.pool;
     let strict = chosen.strict;
     let (mut vidx, mut version, mut backend) = (chosen.vidx, chosen.version, chosen.backend);
+    if pool.max_conns > 0 && !backend.has_room(pool.max_conns) {
+        // At its cap: another backend of the version with a free slot
+        // takes the request rather than it queueing here.
+        if let Some(b) = version
+            .backends
+            .iter()
+            .find(|b| b.is_available() && b.has_room(pool.max_conns))
+        {
+            backend = b.clone();
+        }
+    }
     let (mut parts, body) = req.into_parts();
     let direct = *DIRECT_H1 && body.is_end_stream() && is_idempotent(&parts.method) && !upgrade;
     let mut exchange = if direct {
@@ -952,8 +979,27 @@ async fn attempt(
     exchange: &mut Exchange,
     fresh: bool,
 ) -> Attempt {
+    let wait = pool.queue_timeout.unwrap_or(limits.connect_timeout);
+    let slot = match backend.slot(pool.max_conns, wait).await {
+        Ok(slot) => slot,
+        Err(QueueTimeout) => {
+            // Overload, not a fault: never retried (the other backends of a
+            // capped pool were full when this one was chosen) and not
+            // counted for passive ejection.
+            app.metrics.upstream_error(
+                &pool.name,
+                &version.name,
+                backend.key.addr.as_str(),
+                "queue_timeout",
+            );
+            return Attempt::Final(ProxyError::Busy(pool.name.clone()));
+        }
+    };
     backend.begin_request();
-    let in_flight = InFlight(Some(backend.clone()));
+    let in_flight = InFlight {
+        backend: Some(backend.clone()),
+        slot,
+    };
     let to = Target {
         app,
         pool,
@@ -1034,7 +1080,7 @@ impl Target<'_> {
                     });
                 }
                 self.answered(parts.status);
-                let finish = Some(Finish::new(in_flight.take(), None));
+                let finish = in_flight.finish(None);
                 Attempt::Answered(Response::from_parts(
                     parts,
                     ProxyBody::Direct { body, finish },
@@ -1104,7 +1150,7 @@ impl Target<'_> {
                 let ambiguous = parts.headers.contains_key(header::TRANSFER_ENCODING)
                     && parts.headers.contains_key(header::CONTENT_LENGTH);
                 let conn = (!ambiguous).then_some(conn);
-                let finish = Some(Finish::new(in_flight.take(), conn));
+                let finish = in_flight.finish(conn);
                 Attempt::Answered(Response::from_parts(
                     parts,
                     ProxyBody::Upstream { body, finish },
@@ -1172,19 +1218,26 @@ fn timed_out(
     err
 }
 
-/// Decrements a backend's in-flight count unless handed on to a [`Finish`].
-struct InFlight(Option<Arc<Backend>>);
+/// Decrements a backend's in-flight count (and frees its slot under a
+/// connection cap) unless handed on to a [`Finish`].
+struct InFlight {
+    backend: Option<Arc<Backend>>,
+    slot: Option<Slot>,
+}
 
 impl InFlight {
-    fn take(&mut self) -> Arc<Backend> {
-        // Only called once, on the success path, while the Option is set.
-        self.0.take().expect("in-flight guard taken once")
+    /// The [`Finish`] that ends the request when its response body ends.
+    fn finish(&mut self, sender: Option<Conn>) -> Option<Finish> {
+        let backend = self.backend.take()?;
+        let mut f = Finish::new(backend, sender);
+        f.slot = self.slot.take();
+        Some(f)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(b) = self.0.take() {
+        if let Some(b) = self.backend.take() {
             b.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
     }

@@ -475,6 +475,8 @@ fn discovered_pool(dp: &DiscoveredPool) -> PoolConfig {
         version_header: false,
         retry: 1,
         on_all_down: crate::config::OnAllDown::Unavailable,
+        max_connections_per_backend: 0,
+        queue_timeout: None,
         versions,
         matches: Vec::new(),
         rollout: RolloutConfig::default(),

@@ -188,7 +188,27 @@ pub struct Backend {
     peak_in_flight: AtomicUsize,
     /// The idle connections of this backend's address.
     conns: Arc<IdleConns>,
+    /// The pool's `max_connections_per_backend`, when it sets one: a slot
+    /// per request in flight, and the FIFO queue of those waiting for one.
+    slots: arc_swap::ArcSwapOption<Slots>,
+    /// Requests waiting in that queue now.
+    queued: AtomicUsize,
 }
+
+/// A cap on the requests in flight to one backend.
+struct Slots {
+    limit: u32,
+    sem: Arc<tokio::sync::Semaphore>,
+}
+
+/// A place among a capped backend's requests in flight, held until the
+/// response ends (then the next request in the queue goes).
+pub type Slot = tokio::sync::OwnedSemaphorePermit;
+
+/// No slot of a capped backend freed within the queue timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("every connection to the backend stayed busy for the queue timeout")]
+pub struct QueueTimeout;
 
 /// The idle connections to one address, shared by the backends at it.
 #[derive(Default)]
@@ -221,6 +241,75 @@ impl Backend {
             in_flight: AtomicUsize::new(0),
             peak_in_flight: AtomicUsize::new(0),
             conns,
+            slots: arc_swap::ArcSwapOption::empty(),
+            queued: AtomicUsize::new(0),
+        }
+    }
+
+    /// A slot for one request under a cap of `limit` requests in flight
+    /// (0: none, and no slot is needed), waiting up to `wait` in FIFO
+    /// order behind the requests already queued. A changed limit (a
+    /// reload) takes effect for the requests that start after it; the
+    /// ones in flight keep the slots they hold of the old cap.
+    pub async fn slot(&self, limit: u32, wait: Duration) -> Result<Option<Slot>, QueueTimeout> {
+        let Some(sem) = self.slots_for(limit) else {
+            return Ok(None);
+        };
+        if let Ok(p) = sem.clone().try_acquire_owned() {
+            return Ok(Some(p));
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let r = tokio::time::timeout(wait, sem.acquire_owned()).await;
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        match r {
+            Ok(Ok(p)) => Ok(Some(p)),
+            // Timed out (the semaphore is never closed).
+            _ => Err(QueueTimeout),
+        }
+    }
+
+    /// Whether a request under a cap of `limit` would get a slot at once
+    /// (none taken, nobody queued).
+    pub fn has_room(&self, limit: u32) -> bool {
+        limit == 0
+            || match &*self.slots.load() {
+                Some(s) if s.limit == limit => {
+                    s.sem.available_permits() > 0 && self.queued.load(Ordering::Relaxed) == 0
+                }
+                _ => true,
+            }
+    }
+
+    /// Requests waiting for a slot now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    fn slots_for(&self, limit: u32) -> Option<Arc<tokio::sync::Semaphore>> {
+        if limit == 0 {
+            if self.slots.load().is_some() {
+                self.slots.store(None);
+            }
+            return None;
+        }
+        if let Some(s) = &*self.slots.load() {
+            if s.limit == limit {
+                return Some(s.sem.clone());
+            }
+        }
+        let fresh = Arc::new(Slots {
+            limit,
+            sem: Arc::new(tokio::sync::Semaphore::new(limit as usize)),
+        });
+        // Two requests may race to set the cap: whichever stores first
+        // wins, and both use its semaphore.
+        self.slots.rcu(|cur| match cur {
+            Some(s) if s.limit == limit => Some(s.clone()),
+            _ => Some(fresh.clone()),
+        });
+        match &*self.slots.load() {
+            Some(s) if s.limit == limit => Some(s.sem.clone()),
+            _ => Some(fresh.sem.clone()),
         }
     }
 
