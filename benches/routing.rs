@@ -27,6 +27,11 @@
 //!   `build` makes its own metrics registry each time; `build_and_sync`
 //!   over one shared `Metrics` is what a reload or a weight change really does,
 //!   so the difference between the two is the cost of a new metrics registry.
+//! - `scale/*`: a request's routing cost (lookup, pick, metric record) on a
+//!   table of 1 route and of 10 000 (hosts spread over all of them, so each
+//!   request touches other memory: cache misses; and one host of the 10 000,
+//!   the table's size alone); and the table build at 10 000 routes from
+//!   scratch and when a reload changed nothing (every pool kept).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -260,5 +265,100 @@ fn bench_rules(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_route, bench_rules, bench_pick, bench_build);
+/// `n` routes `appI.test` -> pool `pI` of two versions (blue 90 / green 10),
+/// the shape of benches/reload_load.sh's config.
+fn scale_text(n: usize) -> String {
+    let mut t = String::from("[server]\nhttp = \"127.0.0.1:8080\"\n");
+    for i in 0..n {
+        writeln!(t, "\n[[routes]]\nhost = \"app{i}.test\"\npool = \"p{i}\"").unwrap();
+    }
+    for i in 0..n {
+        writeln!(
+            t,
+            "\n[pools.p{i}.versions.blue]\nweight = 90\nbackends = [\"127.0.0.1:9001\"]\n\n\
+             [pools.p{i}.versions.green]\nweight = 10\nbackends = [\"127.0.0.1:9001\"]"
+        )
+        .unwrap();
+    }
+    t
+}
+
+/// What a request pays for routing must not depend on how many routes
+/// there are: the host lookup, the version and backend pick and the metric
+/// record, on a table of 1 route and on one of 10 000 (hosts spread over
+/// all of them, as in reload_load.sh). Plus the table build of a reload
+/// of the 10 000-route file that changed nothing (pools kept) and from
+/// scratch.
+fn bench_scale(c: &mut Criterion) {
+    let mut g = c.benchmark_group("scale");
+    g.throughput(Throughput::Elements(1));
+    for n in [1usize, 10_000] {
+        let config = Config::from_toml_str(&scale_text(n)).expect("the scale config is valid");
+        let t = table(&config);
+        let hosts: Vec<String> = (0..n)
+            .map(|i| format!("app{}.test", (i * 7919) % n))
+            .collect();
+        for h in &hosts {
+            assert!(t.route(h).is_some(), "{h}");
+        }
+        let mut i = 0;
+        g.bench_function(format!("route_{n}_routes"), |b| {
+            b.iter(|| {
+                i = (i + 1) % hosts.len();
+                t.route(black_box(&hosts[i])).is_some()
+            })
+        });
+        // The same host every time: the table's size alone, caches warm.
+        let one = &hosts[hosts.len() / 2];
+        g.bench_function(format!("route_{n}_routes_one_host"), |b| {
+            b.iter(|| t.route(black_box(one)).is_some())
+        });
+        let mut i = 0;
+        g.bench_function(format!("request_{n}_routes"), |b| {
+            b.iter(|| {
+                i = (i + 1) % hosts.len();
+                let Some(r) = t.route(black_box(&hosts[i])) else {
+                    return false;
+                };
+                let Pick::Version(v, version) = r.pool.pick(None, false, None) else {
+                    return false;
+                };
+                let picked = version.pick_backend().is_some();
+                r.metrics[v].record(200, std::time::Duration::from_micros(300));
+                picked
+            })
+        });
+    }
+    let config = Config::from_toml_str(&scale_text(10_000)).expect("the scale config is valid");
+    let registry = BackendRegistry::default();
+    let metrics = Metrics::new();
+    let (mw, _) = switchyard::middleware::Middlewares::build(&config, None, &metrics);
+    let previous = RoutingTable::build_and_sync(&config, &registry, &HashMap::new(), &metrics, &mw);
+    g.sample_size(10);
+    g.bench_function("build_10000_routes_from_scratch", |b| {
+        b.iter(|| RoutingTable::build_and_sync(&config, &registry, &HashMap::new(), &metrics, &mw))
+    });
+    g.bench_function("build_10000_routes_nothing_changed", |b| {
+        b.iter(|| {
+            RoutingTable::build_from(
+                Some(&previous),
+                &config,
+                &registry,
+                &HashMap::new(),
+                &metrics,
+                &mw,
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_route,
+    bench_rules,
+    bench_pick,
+    bench_build,
+    bench_scale
+);
 criterion_main!(benches);

@@ -22,7 +22,7 @@ use crate::config::{
     Config, OnAllDown, PassiveConfig, PoolConfig, RouteConfig, Sticky, TlsMode, VersionConfig,
 };
 use crate::host::{self, HostPattern, MAX_HOST_LEN};
-use crate::metrics::{Metrics, RequestMetrics};
+use crate::metrics::{GaugeSource, Metrics, RequestMetrics};
 use crate::middleware::{Middleware, Middlewares};
 use crate::rules::{RequestView, RouteRules, VersionRule};
 use crate::upstream::{Backend, BackendKey, BackendRegistry};
@@ -38,9 +38,9 @@ pub struct Limits {
 /// The snapshot.
 pub struct RoutingTable {
     /// Host -> its routes, highest rank first.
-    exact: HashMap<Box<str>, Box<[usize]>>,
+    exact: HashMap<Arc<str>, RouteList>,
     /// (suffix, routes highest rank first), longest suffix first.
-    wildcards: Vec<(Box<str>, Box<[usize]>)>,
+    wildcards: Vec<(Box<str>, RouteList)>,
     routes: Vec<Route>,
     pub pools: BTreeMap<String, Arc<Pool>>,
     pub limits: Limits,
@@ -52,11 +52,12 @@ pub struct RoutingTable {
 
 /// A host's route.
 pub struct Route {
-    /// The host as configured (`app.example.com`, `*.example.com`).
-    pub host: Box<str>,
+    /// The host as configured (`app.example.com`, `*.example.com`); the
+    /// host map's key and a host-only route's label are this same string.
+    pub host: Arc<str>,
     /// The route's name in metrics and logs: the host, plus the rule when
-    /// there is one ([`RouteConfig::label`]).
-    pub label: Box<str>,
+    /// there is one ([`RouteConfig::label`]); its metric handles share it.
+    pub label: Arc<str>,
     /// Conditions beyond the host; `None` for a host-only route (nothing
     /// to check on the request path).
     pub rules: Option<Box<RouteRules>>,
@@ -71,7 +72,7 @@ pub struct Route {
     /// version with weight 0) instead of the weighted split.
     pub preview: bool,
     /// Series per version of the pool (same index as `pool.versions`).
-    pub metrics: Vec<RequestMetrics>,
+    pub metrics: Box<[RequestMetrics]>,
     /// Series for answers given before a version was chosen (`version=""`).
     pub unpicked: RequestMetrics,
 }
@@ -79,6 +80,13 @@ pub struct Route {
 /// A pool of versions sharing traffic by weight.
 pub struct Pool {
     pub name: Box<str>,
+    /// The name as the routes' metric handles share it.
+    metric_name: Arc<str>,
+    /// What the pool was built from: a later build whose pool is equal (and
+    /// whose canary and backends' availability are unchanged) keeps this
+    /// `Arc<Pool>` whole instead of building it again.
+    config: Arc<PoolConfig>,
+    canary: Option<usize>,
     pub versions: Vec<Version>,
     /// Smooth WRR over effective weights (a version without an available
     /// backend counts 0 when the table is built; one that loses its backends
@@ -107,6 +115,8 @@ pub struct Pool {
 /// One version of a pool.
 pub struct Version {
     pub name: Box<str>,
+    /// The name as the routes' metric handles share it.
+    metric_name: Arc<str>,
     /// The name as an `x-served-by` value, made once.
     pub header: http::HeaderValue,
     /// Configured weight (after runtime overrides).
@@ -165,18 +175,44 @@ impl RoutingTable {
         metrics: &Metrics,
         middlewares: &Middlewares,
     ) -> RoutingTable {
+        Self::build_from(None, config, registry, canaries, metrics, middlewares)
+    }
+
+    /// [`RoutingTable::build_and_sync`], keeping the pools of `previous`
+    /// that nothing changed: same [`PoolConfig`] (by content), same canary,
+    /// and every version's backends as available as when it was built. A
+    /// kept pool is the same `Arc<Pool>` (its schedules, round robins and
+    /// backends go on as they were); a reload of a big file that changes a
+    /// few pools builds only those.
+    pub fn build_from(
+        previous: Option<&RoutingTable>,
+        config: &Config,
+        registry: &BackendRegistry,
+        canaries: &HashMap<String, String>,
+        metrics: &Metrics,
+        middlewares: &Middlewares,
+    ) -> RoutingTable {
         let mut used = HashSet::new();
         let pools: BTreeMap<String, Arc<Pool>> = config
             .pools
             .iter()
             .map(|(name, pc)| {
                 let canary = canaries.get(name).map(String::as_str);
-                let pool = Pool::build(name, pc, canary, registry, &mut used);
-                (name.clone(), Arc::new(pool))
+                let kept = previous
+                    .and_then(|t| t.pools.get(name))
+                    .filter(|p| p.unchanged(pc, canary));
+                let pool = match kept {
+                    Some(p) => {
+                        p.note_backends(&mut used);
+                        p.clone()
+                    }
+                    None => Arc::new(Pool::build(name, pc, canary, registry, &mut used)),
+                };
+                (name.clone(), pool)
             })
             .collect();
         registry.retain(&used);
-        set_gauges(metrics, &pools);
+        metrics.set_gauge_source(Box::new(PoolGauges(pools.values().cloned().collect())));
         let RouteIndex {
             exact,
             wildcards,
@@ -221,14 +257,14 @@ impl RoutingTable {
         let mut buf = [0u8; MAX_HOST_LEN + 2];
         let name = host::normalize(raw_host, &mut buf)?;
         if let Some(list) = self.exact.get(name) {
-            if let Some(r) = self.first_match(list, req) {
+            if let Some(r) = self.first_match(list.as_slice(), req) {
                 return Some(r);
             }
         }
         self.wildcards
             .iter()
             .filter(|(suffix, _)| name.len() > suffix.len() && name.ends_with(&**suffix))
-            .find_map(|(_, list)| self.first_match(list, req))
+            .find_map(|(_, list)| self.first_match(list.as_slice(), req))
     }
 
     #[inline]
@@ -243,31 +279,59 @@ impl RoutingTable {
     }
 }
 
-/// The weight and backend-up gauges for every version and backend.
-fn set_gauges(metrics: &Metrics, pools: &BTreeMap<String, Arc<Pool>>) {
-    let mut weights = Vec::new();
-    let mut ups = Vec::new();
-    for (name, pool) in pools {
-        for (v, w) in pool.versions.iter().zip(pool.effective_weights()) {
-            weights.push((name.as_str(), &*v.name, i64::from(w)));
-            for b in &v.backends {
-                ups.push((
-                    name.as_str(),
-                    &*v.name,
-                    b.key.addr.as_str(),
-                    b.is_available(),
-                ));
+/// The table's pools as the source of the weight and backend-up gauges:
+/// read at each scrape, nothing copied at the build.
+struct PoolGauges(Box<[Arc<Pool>]>);
+
+impl GaugeSource for PoolGauges {
+    fn weights(&self, weight: &mut dyn FnMut(&str, &str, i64)) {
+        for pool in self.0.iter() {
+            for (v, w) in pool.versions.iter().zip(pool.effective_weights()) {
+                weight(&pool.name, &v.name, i64::from(w));
             }
         }
     }
-    metrics.set_gauges(&weights, &ups);
+
+    fn backends(&self, backend: &mut dyn FnMut(&str, &str, &str, bool)) {
+        for pool in self.0.iter() {
+            for v in &pool.versions {
+                for b in &v.backends {
+                    backend(&pool.name, &v.name, b.key.addr.as_str(), b.is_available());
+                }
+            }
+        }
+    }
 }
 
 /// The host lookup part of a table.
 struct RouteIndex {
-    exact: HashMap<Box<str>, Box<[usize]>>,
-    wildcards: Vec<(Box<str>, Box<[usize]>)>,
+    exact: HashMap<Arc<str>, RouteList>,
+    wildcards: Vec<(Box<str>, RouteList)>,
     routes: Vec<Route>,
+}
+
+/// A host's routes (indexes into the table's), highest rank first: most
+/// hosts have one, kept without an allocation of its own.
+enum RouteList {
+    One([usize; 1]),
+    Many(Box<[usize]>),
+}
+
+impl RouteList {
+    fn new(list: Vec<usize>) -> RouteList {
+        match list[..] {
+            [one] => RouteList::One([one]),
+            _ => RouteList::Many(list.into()),
+        }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[usize] {
+        match self {
+            RouteList::One(one) => one,
+            RouteList::Many(many) => many,
+        }
+    }
 }
 
 impl RouteIndex {
@@ -281,12 +345,13 @@ impl RouteIndex {
         metrics: &Metrics,
         middlewares: &Middlewares,
     ) -> Self {
+        let previews = config.routes.iter().filter(|r| r.preview.is_some()).count();
         let mut ix = RouteIndex {
             exact: HashMap::new(),
             wildcards: Vec::new(),
-            routes: Vec::new(),
+            routes: Vec::with_capacity(config.routes.len() + previews),
         };
-        let mut exact: BTreeMap<Box<str>, Vec<usize>> = BTreeMap::new();
+        let mut exact: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
         let mut wild: BTreeMap<Box<str>, Vec<usize>> = BTreeMap::new();
         for rc in config.routes.iter() {
             let Some(pool) = pools.get(&rc.pool) else {
@@ -297,19 +362,29 @@ impl RouteIndex {
                 .iter()
                 .filter_map(|m| middlewares.get(m).cloned())
                 .collect();
-            let host = rc.host.to_string();
+            let host: Arc<str> = match &rc.host {
+                HostPattern::Exact(h) => exact
+                    .get_key_value(h.as_str())
+                    .map(|(k, _)| k.clone())
+                    .unwrap_or_else(|| h.as_str().into()),
+                HostPattern::Wildcard(_) => rc.host.to_string().into(),
+            };
             let idx = ix.push(metrics, &host, pool, rc, &chain, false);
             match &rc.host {
-                HostPattern::Exact(h) => exact.entry(h.as_str().into()).or_default().push(idx),
+                HostPattern::Exact(_) => exact.entry(host).or_default().push(idx),
                 HostPattern::Wildcard(suffix) => wild.entry(suffix.clone()).or_default().push(idx),
             }
             if let Some(p) = &rc.preview {
-                let pidx = ix.push(metrics, p.as_str(), pool, rc, &chain, true);
-                exact.entry(p.as_str().into()).or_default().push(pidx);
+                let preview: Arc<str> = exact
+                    .get_key_value(p.as_str())
+                    .map(|(k, _)| k.clone())
+                    .unwrap_or_else(|| p.as_str().into());
+                let pidx = ix.push(metrics, &preview, pool, rc, &chain, true);
+                exact.entry(preview).or_default().push(pidx);
             }
         }
         let routes = &ix.routes;
-        let ranked = |host: &str, mut list: Vec<usize>| -> Box<[usize]> {
+        let ranked = |host: &str, mut list: Vec<usize>| -> RouteList {
             list.sort_by_key(|&i| {
                 let rank = match routes[i].rules.as_deref() {
                     Some(r) => r.rank(host),
@@ -317,7 +392,7 @@ impl RouteIndex {
                 };
                 std::cmp::Reverse(rank)
             });
-            list.into()
+            RouteList::new(list)
         };
         ix.exact = exact
             .into_iter()
@@ -341,25 +416,31 @@ impl RouteIndex {
     fn push(
         &mut self,
         metrics: &Metrics,
-        host: &str,
+        host: &Arc<str>,
         pool: &Arc<Pool>,
         rc: &RouteConfig,
         chain: &[Arc<Middleware>],
         preview: bool,
     ) -> usize {
+        static NO_VERSION: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| "".into());
         let index = self.routes.len();
-        let label = rc.label(host);
+        let has_rules = !rc.rules.is_empty() || rc.rules.priority.is_some();
+        // A host-only route's label is its host ([`RouteConfig::label`]).
+        let label: Arc<str> = if has_rules {
+            rc.label(host).into()
+        } else {
+            host.clone()
+        };
         let per = pool
             .versions
             .iter()
-            .map(|v| metrics.request_handles(&label, &pool.name, &v.name))
+            .map(|v| metrics.request_handles_shared(&label, &pool.metric_name, &v.metric_name))
             .collect();
-        let unpicked = metrics.request_handles(&label, &pool.name, "");
-        let has_rules = !rc.rules.is_empty() || rc.rules.priority.is_some();
+        let unpicked = metrics.request_handles_shared(&label, &pool.metric_name, &NO_VERSION);
         self.routes.push(Route {
             index,
-            host: host.into(),
-            label: label.into(),
+            host: host.clone(),
+            label,
             rules: has_rules.then(|| Box::new(rc.rules.clone())),
             middlewares: chain.into(),
             pool: pool.clone(),
@@ -376,14 +457,14 @@ impl RouteIndex {
 // === impl Pool ===
 
 impl Pool {
-    /// A pool's versions with their backends (taken from `registry`, their
-    /// keys noted in `used`), schedules and sticky layout.
+    /// A pool's versions with their backends (taken from `registry`, each
+    /// noted in `used`), schedules and sticky layout.
     fn build(
         name: &str,
-        pc: &PoolConfig,
+        pc: &Arc<PoolConfig>,
         canary: Option<&str>,
         registry: &BackendRegistry,
-        used: &mut HashSet<BackendKey>,
+        used: &mut HashSet<*const Backend>,
     ) -> Pool {
         let versions: Vec<Version> = pc
             .versions
@@ -423,6 +504,9 @@ impl Pool {
         Pool {
             matches,
             name: name.into(),
+            metric_name: name.into(),
+            config: pc.clone(),
+            canary,
             schedule: Schedule::new(&effective),
             scheduled: effective.clone().into(),
             configured: Schedule::new(&weights),
@@ -438,6 +522,31 @@ impl Pool {
             preview,
         }
     }
+    /// Whether a build from `pc` with `canary` would make this very pool:
+    /// the same config (the same `Arc`, or an equal one), the same canary,
+    /// and every version as available as when its schedule was made.
+    fn unchanged(&self, pc: &Arc<PoolConfig>, canary: Option<&str>) -> bool {
+        // A canary the pool does not have is ignored by a build.
+        let canary = canary.and_then(|c| self.versions.iter().position(|v| &*v.name == c));
+        (Arc::ptr_eq(&self.config, pc) || *self.config == **pc)
+            && canary == self.canary
+            && self
+                .versions
+                .iter()
+                .zip(self.scheduled.iter())
+                .all(|(v, &w)| w == if v.has_available() { v.weight } else { 0 })
+    }
+
+    /// Adds this pool's backends to `used` (a kept pool's backends stay in
+    /// the registry).
+    fn note_backends(&self, used: &mut HashSet<*const Backend>) {
+        for v in &self.versions {
+            for b in &v.backends {
+                used.insert(Arc::as_ptr(b));
+            }
+        }
+    }
+
     /// [`Pool::pick_with`] without a version rule's choice.
     #[inline]
     pub fn pick(
@@ -552,7 +661,7 @@ impl Version {
         name: &str,
         vc: &VersionConfig,
         registry: &BackendRegistry,
-        used: &mut HashSet<BackendKey>,
+        used: &mut HashSet<*const Backend>,
     ) -> Version {
         let backends = vc
             .backends
@@ -563,12 +672,14 @@ impl Version {
                     version: name.to_string(),
                     addr: addr.clone(),
                 };
-                used.insert(key.clone());
-                registry.get_or_create(key)
+                let b = registry.get_or_create(key);
+                used.insert(Arc::as_ptr(&b));
+                b
             })
             .collect();
         Version {
             name: name.into(),
+            metric_name: name.into(),
             // Names are validated ASCII; an empty value cannot happen.
             header: http::HeaderValue::from_str(name).unwrap_or(http::HeaderValue::from_static("")),
             weight: vc.weight,
@@ -730,6 +841,64 @@ backends = ["127.0.0.1:5"]
         assert!(matches!(pool.pick(None, true, None), Pick::NamedDown(_)));
         // The split is unaffected.
         assert!(matches!(pool.pick(None, false, None), Pick::Version(..)));
+    }
+
+    #[test]
+    fn a_build_keeps_the_pools_nothing_changed() {
+        let config = Config::from_toml_str(TEXT).unwrap();
+        let reg = BackendRegistry::default();
+        let metrics = Metrics::new();
+        let (mw, _) = Middlewares::build(&config, None, &metrics);
+        let none = HashMap::new();
+        let build =
+            |prev: Option<&RoutingTable>, c: &Config, canaries: &HashMap<String, String>| {
+                RoutingTable::build_from(prev, c, &reg, canaries, &metrics, &mw)
+            };
+        let t1 = build(None, &config, &none);
+        // The same file read again: equal pools, other Arcs.
+        let again = Config::from_toml_str(TEXT).unwrap();
+        let t2 = build(Some(&t1), &again, &none);
+        for name in ["app", "other"] {
+            assert!(Arc::ptr_eq(&t1.pools[name], &t2.pools[name]), "{name}");
+        }
+        // The routes point at the kept pools.
+        assert!(Arc::ptr_eq(
+            &t2.route("app.test").unwrap().pool,
+            &t2.pools["app"]
+        ));
+        // A changed weight rebuilds that pool only.
+        let changed = Config::from_toml_str(&TEXT.replace("weight = 3\n", "weight = 4\n")).unwrap();
+        let t3 = build(Some(&t2), &changed, &none);
+        assert!(!Arc::ptr_eq(&t2.pools["app"], &t3.pools["app"]));
+        assert_eq!(t3.pools["app"].version("blue").unwrap().weight, 4);
+        assert!(Arc::ptr_eq(&t2.pools["other"], &t3.pools["other"]));
+        // The backends are the registry's, kept or not.
+        assert!(Arc::ptr_eq(
+            &t2.pools["app"].version("green").unwrap().backends[0],
+            &t3.pools["app"].version("green").unwrap().backends[0]
+        ));
+        assert_eq!(reg.all().len(), 5);
+        // A canary, or a version losing its backends, rebuilds the pool.
+        let canaries = HashMap::from([("app".to_string(), "green".to_string())]);
+        let t4 = build(Some(&t3), &changed, &canaries);
+        assert!(!Arc::ptr_eq(&t3.pools["app"], &t4.pools["app"]));
+        let t5 = build(Some(&t4), &changed, &canaries);
+        assert!(Arc::ptr_eq(&t4.pools["app"], &t5.pools["app"]));
+        t5.pools["other"].versions[0].backends[0].set_healthy(false);
+        let t6 = build(Some(&t5), &changed, &canaries);
+        assert!(!Arc::ptr_eq(&t5.pools["other"], &t6.pools["other"]));
+        assert_eq!(t6.pools["other"].effective_weights(), vec![0]);
+        assert!(Arc::ptr_eq(&t5.pools["app"], &t6.pools["app"]));
+        // A pool gone from the config is gone from the registry.
+        let fewer =
+            Config::from_toml_str(&TEXT.replace("pool = \"other\"", "pool = \"app\"").replace(
+                "[pools.other.versions.v1]\nweight = 1\nbackends = [\"127.0.0.1:5\"]\n",
+                "",
+            ))
+            .unwrap();
+        let t7 = build(Some(&t6), &fewer, &canaries);
+        assert!(!t7.pools.contains_key("other"));
+        assert_eq!(reg.all().len(), 4);
     }
 
     #[test]

@@ -494,8 +494,14 @@ impl Config {
     /// [`read_config_file`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = read_config_file(path)?;
+        Config::from_file_text(path, &text)
+    }
+
+    /// Validates `text`, read from the file at `path` ([`Config::load`]
+    /// once the file is read).
+    pub fn from_file_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::from_toml_str_in(&text, base).map_err(|diagnostics| ConfigError::Invalid {
+        Config::from_toml_str_in(text, base).map_err(|diagnostics| ConfigError::Invalid {
             path: path.to_owned(),
             diagnostics,
         })
@@ -509,6 +515,23 @@ impl Config {
     /// Validates TOML text, resolving relative paths against `base`.
     pub fn from_toml_str_in(text: &str, base: &Path) -> Result<Config, Vec<Diagnostic>> {
         validate::parse(text, base)
+    }
+
+    /// Takes `old`'s shared parts where they are equal to this config's: a
+    /// reload of a big file then holds one copy of each unchanged pool (and
+    /// of the routes when none changed), and the table builder recognizes
+    /// the unchanged pools by pointer. The config stays equal to itself.
+    pub fn share_unchanged(&mut self, old: &Config) {
+        if self.routes == old.routes {
+            self.routes = old.routes.clone();
+        }
+        for (name, pool) in self.pools.iter_mut() {
+            if let Some(o) = old.pools.get(name) {
+                if !Arc::ptr_eq(o, pool) && **o == **pool {
+                    *pool = o.clone();
+                }
+            }
+        }
     }
 
     /// What is valid but probably not meant: `switchyard check` prints these

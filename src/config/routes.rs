@@ -36,7 +36,9 @@ pub(super) fn validate_routes(
     routes: &[Spanned<RouteFile>],
     cx: &RouteContext<'_>,
 ) -> Vec<RouteConfig> {
-    let mut out = Vec::new();
+    // As many as the file has (a grown Vec kept up to 64 % unused slots of
+    // ~360 bytes: 2.3 MB at 10 000 routes).
+    let mut out = Vec::with_capacity(routes.len());
     // The rules of every route so far, by host: the same host with the same
     // conditions twice is a mistake. (A map: a list scanned per route made
     // 10 000 routes cost 50 million host comparisons.)

@@ -59,6 +59,10 @@ pub struct Snapshot {
     pub config_path: Option<PathBuf>,
     /// The config as read from the file.
     pub file: Arc<Config>,
+    /// The SHA-1 of the text `file` was parsed from, when a reload parsed
+    /// it (`None` for the config read at start): a reload that reads the
+    /// very same text again takes `file` as it is instead of parsing it.
+    pub file_digest: Option<[u8; 20]>,
     /// The file plus runtime overrides: what the table is built from.
     pub effective: Arc<Config>,
     /// The runtime overrides and rollouts, as persisted.
@@ -160,6 +164,7 @@ impl Control {
             view: ArcSwap::from_pointee(Snapshot {
                 config_path,
                 file: Arc::new(file),
+                file_digest: None,
                 effective: Arc::new(effective),
                 state: Arc::new(kept),
                 middlewares: Arc::new(middlewares),
@@ -240,7 +245,10 @@ impl Control {
     fn install_current(&self) {
         let _installing = self.installing.lock().unwrap_or_else(|e| e.into_inner());
         let view = self.view.load_full();
-        let mut table = RoutingTable::build_and_sync(
+        // Pools nothing changed are kept from the table in place.
+        let previous = self.table.load_full();
+        let mut table = RoutingTable::build_from(
+            Some(&previous),
             &view.effective,
             &self.registry,
             &view.state.canaries(),
@@ -374,6 +382,7 @@ impl Control {
         self.publish(Snapshot {
             config_path: view.config_path.clone(),
             file: view.file.clone(),
+            file_digest: view.file_digest,
             effective: Arc::new(effective),
             state: Arc::new(kept),
             middlewares: view.middlewares.clone(),
@@ -443,6 +452,7 @@ impl Control {
         self.publish(Snapshot {
             config_path: view.config_path.clone(),
             file: view.file.clone(),
+            file_digest: view.file_digest,
             effective: Arc::new(effective),
             state: Arc::new(state),
             middlewares: view.middlewares.clone(),

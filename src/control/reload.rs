@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use super::{Control, Snapshot};
-use crate::config::Config;
+use sha1::{Digest, Sha1};
+
+use crate::config::{read_config_file, Config};
 use crate::events::{EventKind, NewEvent};
 use crate::middleware::Middlewares;
 use crate::model::api::ReloadReply;
@@ -36,7 +38,23 @@ impl Control {
             .clone()
             .ok_or(AdminError::NoConfigFile)?;
         let started = std::time::Instant::now();
-        let file = Config::load(&path).map_err(|e| self.reload_failed(who, e.to_string()))?;
+        let text = read_config_file(&path).map_err(|e| self.reload_failed(who, e.to_string()))?;
+        let digest: [u8; 20] = Sha1::digest(text.as_bytes()).into();
+        let running = self.snapshot();
+        let file = if running.file_digest == Some(digest) {
+            // The text the running config was parsed from: parsing and
+            // validating it again would give the same config.
+            drop(text);
+            Config::clone(&running.file)
+        } else {
+            let mut file = Config::from_file_text(&path, &text)
+                .map_err(|e| self.reload_failed(who, e.to_string()))?;
+            drop(text);
+            // One copy of what did not change, and the table keeps those pools.
+            file.share_unchanged(&running.file);
+            file
+        };
+        drop(running);
         // Users files are read here, before the writer's lock, like the file.
         let previous = self.snapshot().middlewares.clone();
         let (middlewares, mw_problems) = Middlewares::build(&file, Some(&previous), &self.metrics);
@@ -87,6 +105,7 @@ impl Control {
         self.publish(Snapshot {
             config_path: Some(path.clone()),
             file: Arc::new(file),
+            file_digest: Some(digest),
             effective: Arc::new(effective),
             state: Arc::new(kept),
             middlewares: Arc::new(middlewares),
@@ -189,4 +208,83 @@ fn listeners_differ(a: &Config, b: &Config) -> bool {
         || a.access_log != b.access_log
         || a.docker != b.docker
         || a.cluster != b.cluster
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventLog;
+    use crate::state::MemoryStore;
+
+    const TEXT: &str = r#"
+[[routes]]
+host = "a.test"
+pool = "a"
+[[routes]]
+host = "b.test"
+pool = "b"
+[pools.a.versions.blue]
+weight = 1
+backends = ["127.0.0.1:1"]
+[pools.b.versions.blue]
+weight = 1
+backends = ["127.0.0.1:2"]
+"#;
+
+    #[test]
+    fn a_reload_parses_only_a_changed_text_and_keeps_the_unchanged_pools() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switchyard.toml");
+        std::fs::write(&path, TEXT).unwrap();
+        let c = Control::new(
+            Some(path.clone()),
+            Config::load(&path).unwrap(),
+            Box::<MemoryStore>::default(),
+            EventLog::in_memory(),
+        );
+        let pool = |name: &str| c.table.load().pools[name].clone();
+        let (a0, b0) = (pool("a"), pool("b"));
+        assert_eq!(c.snapshot().file_digest, None);
+
+        // The same text: parsed once (nothing known at start), then taken as
+        // it is; every pool kept.
+        c.reload("test", false).unwrap();
+        let first = c.snapshot();
+        assert!(first.file_digest.is_some());
+        assert!(Arc::ptr_eq(&a0, &pool("a")) && Arc::ptr_eq(&b0, &pool("b")));
+        c.reload("test", false).unwrap();
+        let second = c.snapshot();
+        assert_eq!(second.file_digest, first.file_digest);
+        assert!(Arc::ptr_eq(&first.file.pools["a"], &second.file.pools["a"]));
+        assert!(Arc::ptr_eq(&first.file.routes, &second.file.routes));
+
+        // One pool changed: it alone is rebuilt, and the config follows the file.
+        std::fs::write(
+            &path,
+            TEXT.replace(
+                "weight = 1\nbackends = [\"127.0.0.1:2\"]",
+                "weight = 3\nbackends = [\"127.0.0.1:2\"]",
+            ),
+        )
+        .unwrap();
+        c.reload("test", false).unwrap();
+        let third = c.snapshot();
+        assert_ne!(third.file_digest, second.file_digest);
+        assert_eq!(third.file.pools["b"].versions["blue"].weight, 3);
+        assert!(Arc::ptr_eq(&second.file.pools["a"], &third.file.pools["a"]));
+        assert!(Arc::ptr_eq(&a0, &pool("a")));
+        assert!(!Arc::ptr_eq(&b0, &pool("b")));
+        assert_eq!(pool("b").versions[0].weight, 3);
+
+        // A bad file is refused whatever was read before, and changes nothing.
+        std::fs::write(&path, "[[routes]]\nhost = 1\n").unwrap();
+        assert!(c.reload("test", false).is_err());
+        assert_eq!(c.snapshot().file_digest, third.file_digest);
+        // Back to the first text: parsed again (it is not the running one).
+        std::fs::write(&path, TEXT).unwrap();
+        c.reload("test", false).unwrap();
+        assert_eq!(c.snapshot().file_digest, first.file_digest);
+        assert_eq!(c.snapshot().file.pools["b"].versions["blue"].weight, 1);
+        assert_eq!(pool("b").versions[0].weight, 1);
+    }
 }

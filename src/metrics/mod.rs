@@ -52,9 +52,9 @@ const COMMON_CODES: [u16; 16] = [
 /// The registry and every metric family.
 pub struct Metrics {
     pub registry: Registry,
-    requests: IntCounterVec,
-    duration: HistogramVec,
-    response: HistogramVec,
+    /// Requests, durations to the head and to the end, by route, pool
+    /// and version: shared with every [`RequestMetrics`].
+    families: Arc<Families>,
     upstream_errors: IntCounterVec,
     /// `switchyard_version_weight` and `switchyard_backend_up`, rendered
     /// from the last table's rows at each scrape.
@@ -73,18 +73,30 @@ pub struct Metrics {
 }
 
 /// The weight of every version and the state of every backend of the
-/// current table, as plain rows turned into Prometheus families only when
-/// scraped. Gauge series kept in a `GaugeVec` cost ~450 bytes each (label
-/// pairs, a hash entry, an atomic in an `Arc`) plus the bookkeeping to
-/// remove stale ones: ~18 MB at 10 000 pools of two versions. These rows
-/// are a few small strings each, replaced whole at every build, so a
-/// version or backend that is gone is simply not in the next scrape.
+/// current table, read from the table's own pools only when scraped. Gauge
+/// series kept in a `GaugeVec` cost ~450 bytes each (label pairs, a hash
+/// entry, an atomic in an `Arc`) plus the bookkeeping to remove stale ones:
+/// ~18 MB at 10 000 pools of two versions; rows copied out of each table
+/// cost 100 000 small allocations a build. The source is replaced whole at
+/// every build, so a version or backend that is gone is simply not in the
+/// next scrape.
 #[derive(Clone)]
 struct TableGauges {
-    rows: Arc<ArcSwap<GaugeRows>>,
+    rows: Arc<ArcSwap<Box<dyn GaugeSource>>>,
     descs: Arc<[Desc; 2]>,
 }
 
+/// Where the weight and backend gauges are read from at a scrape: the
+/// routing table's pools (see [`Metrics::set_gauge_source`]).
+pub trait GaugeSource: Send + Sync {
+    /// Calls `weight(pool, version, effective weight)` for every version.
+    fn weights(&self, weight: &mut dyn FnMut(&str, &str, i64));
+    /// Calls `backend(pool, version, address, in rotation)` for every
+    /// backend.
+    fn backends(&self, backend: &mut dyn FnMut(&str, &str, &str, bool));
+}
+
+/// Rows given as they are ([`Metrics::set_gauges`]).
 #[derive(Default)]
 struct GaugeRows {
     weights: Vec<WeightRow>,
@@ -95,6 +107,20 @@ struct GaugeRows {
 type WeightRow = (Box<str>, Box<str>, i64);
 /// (pool, version, backend, in rotation)
 type BackendRow = (Box<str>, Box<str>, Box<str>, bool);
+
+impl GaugeSource for GaugeRows {
+    fn weights(&self, weight: &mut dyn FnMut(&str, &str, i64)) {
+        for (p, v, w) in &self.weights {
+            weight(p, v, *w);
+        }
+    }
+
+    fn backends(&self, backend: &mut dyn FnMut(&str, &str, &str, bool)) {
+        for (p, v, b, up) in &self.backends {
+            backend(p, v, b, *up);
+        }
+    }
+}
 
 fn label(name: &str, value: &str) -> LabelPair {
     let mut l = LabelPair::default();
@@ -133,7 +159,7 @@ impl TableGauges {
             .expect("valid metric definition")
         };
         TableGauges {
-            rows: Arc::new(ArcSwap::from_pointee(GaugeRows::default())),
+            rows: Arc::new(ArcSwap::from_pointee(Box::new(GaugeRows::default()))),
             descs: Arc::new([
                 desc(
                     names::VERSION_WEIGHT,
@@ -149,7 +175,7 @@ impl TableGauges {
         }
     }
 
-    fn set(&self, rows: GaugeRows) {
+    fn set(&self, rows: Box<dyn GaugeSource>) {
         self.rows.store(Arc::new(rows));
     }
 }
@@ -162,19 +188,15 @@ impl Collector for TableGauges {
     fn collect(&self) -> Vec<MetricFamily> {
         // A scrape never holds up a build, nor a build a scrape.
         let rows = self.rows.load_full();
-        let weights = rows
-            .weights
-            .iter()
-            .map(|(p, v, w)| gauge_metric(vec![label("pool", p), label("version", v)], *w))
-            .collect();
-        let backends = rows
-            .backends
-            .iter()
-            .map(|(p, v, b, up)| {
-                let labels = vec![label("backend", b), label("pool", p), label("version", v)];
-                gauge_metric(labels, i64::from(*up))
-            })
-            .collect();
+        let mut weights = Vec::new();
+        rows.weights(&mut |p, v, w| {
+            weights.push(gauge_metric(vec![label("pool", p), label("version", v)], w))
+        });
+        let mut backends = Vec::new();
+        rows.backends(&mut |p, v, b, up| {
+            let labels = vec![label("backend", b), label("pool", p), label("version", v)];
+            backends.push(gauge_metric(labels, i64::from(up)))
+        });
         vec![
             gauge_family(&self.descs[0], weights),
             gauge_family(&self.descs[1], backends),
@@ -186,12 +208,29 @@ impl Collector for TableGauges {
 /// first use and kept for the table's life, so a table build costs no label
 /// lookups and a route that is never requested exports nothing: memory and
 /// `/metrics` grow with what is used, not with the config.
+///
+/// A handle that was never used is 72 bytes (three shared label strings, the
+/// families, an empty cell); the counters and histograms of a used one live
+/// in a [`Series`] boxed on its first answer. At 10 000 routes of two
+/// versions (three handles a route) that is ~2 MB instead of ~14 MB.
 pub struct RequestMetrics {
-    labels: [Box<str>; 3],
+    route: Arc<str>,
+    pool: Arc<str>,
+    version: Arc<str>,
+    families: Arc<Families>,
+    series: OnceLock<Box<Series>>,
+}
+
+/// The request families every handle resolves its series in.
+struct Families {
     requests: IntCounterVec,
+    duration: HistogramVec,
+    response: HistogramVec,
+}
+
+/// The resolved series of a used handle.
+struct Series {
     codes: [OnceLock<IntCounter>; COMMON_CODES.len()],
-    duration_vec: HistogramVec,
-    response_vec: HistogramVec,
     duration: OnceLock<Histogram>,
     response: OnceLock<Histogram>,
 }
@@ -312,9 +351,11 @@ impl Metrics {
         }
         Metrics {
             registry,
-            requests,
-            duration,
-            response,
+            families: Arc::new(Families {
+                requests,
+                duration,
+                response,
+            }),
             upstream_errors,
             table_gauges,
             rollout_canary_percent,
@@ -330,14 +371,23 @@ impl Metrics {
     /// Handles for one series set; called at table build, never per
     /// request. Nothing is resolved yet (see [`RequestMetrics`]).
     pub fn request_handles(&self, route: &str, pool: &str, version: &str) -> RequestMetrics {
+        self.request_handles_shared(&route.into(), &pool.into(), &version.into())
+    }
+
+    /// [`Metrics::request_handles`] with label strings shared by the
+    /// handles of a table (a route's label, a pool's and a version's name).
+    pub fn request_handles_shared(
+        &self,
+        route: &Arc<str>,
+        pool: &Arc<str>,
+        version: &Arc<str>,
+    ) -> RequestMetrics {
         RequestMetrics {
-            labels: [route.into(), pool.into(), version.into()],
-            requests: self.requests.clone(),
-            codes: Default::default(),
-            duration_vec: self.duration.clone(),
-            response_vec: self.response.clone(),
-            duration: OnceLock::new(),
-            response: OnceLock::new(),
+            route: route.clone(),
+            pool: pool.clone(),
+            version: version.clone(),
+            families: self.families.clone(),
+            series: OnceLock::new(),
         }
     }
 
@@ -354,10 +404,16 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the weight and backend gauges for a freshly built table; the
-    /// series of versions and backends that are gone go with the old rows.
+    /// The weight and backend gauges are read from `source` from now on
+    /// (a freshly built table's pools); the series of versions and backends
+    /// that are gone go with the old source.
+    pub fn set_gauge_source(&self, source: Box<dyn GaugeSource>) {
+        self.table_gauges.set(source);
+    }
+
+    /// Sets the weight and backend gauges to fixed rows.
     pub fn set_gauges(&self, weights: &[(&str, &str, i64)], backends: &[(&str, &str, &str, bool)]) {
-        self.table_gauges.set(GaugeRows {
+        self.table_gauges.set(Box::new(GaugeRows {
             weights: weights
                 .iter()
                 .map(|&(p, v, w)| (p.into(), v.into(), w))
@@ -366,7 +422,7 @@ impl Metrics {
                 .iter()
                 .map(|&(p, v, b, up)| (p.into(), v.into(), b.into(), up))
                 .collect(),
-        });
+        }));
     }
 
     /// The Prometheus text exposition.
@@ -420,7 +476,7 @@ impl Metrics {
             (p, v, code)
         }
         let mut out: HashMap<(String, String), Sample> = HashMap::new();
-        for mf in self.requests.collect() {
+        for mf in self.families.requests.collect() {
             for m in mf.get_metric() {
                 let (p, v, code) = key(m);
                 if !want(p, v) {
@@ -436,7 +492,7 @@ impl Metrics {
                 }
             }
         }
-        for mf in self.duration.collect() {
+        for mf in self.families.duration.collect() {
             for m in mf.get_metric() {
                 let (p, v, _) = key(m);
                 if !want(p, v) {
@@ -484,23 +540,37 @@ impl Default for Metrics {
 // === impl RequestMetrics ===
 
 impl RequestMetrics {
+    fn labels(&self) -> [&str; 3] {
+        [&self.route, &self.pool, &self.version]
+    }
+
+    /// The series, resolved on the first answer of this handle.
+    #[inline]
+    fn series(&self) -> &Series {
+        self.series.get_or_init(|| {
+            Box::new(Series {
+                codes: Default::default(),
+                duration: OnceLock::new(),
+                response: OnceLock::new(),
+            })
+        })
+    }
+
+    fn counter(&self, status: u16) -> IntCounter {
+        let [r, p, v] = self.labels();
+        self.families
+            .requests
+            .with_label_values(&[r, p, v, &status.to_string()])
+    }
+
     /// Counts one answer and its time to the response head. Atomics only for
     /// common codes; a rare code resolves its series once.
     #[inline]
     pub fn record(&self, status: u16, head: Duration) {
-        let [r, p, v] = &self.labels;
+        let series = self.series();
         match COMMON_CODES.iter().position(|&c| c == status) {
-            Some(i) => self.codes[i]
-                .get_or_init(|| {
-                    self.requests
-                        .with_label_values(&[&**r, &**p, &**v, &status.to_string()])
-                })
-                .inc(),
-            None => {
-                self.requests
-                    .with_label_values(&[&**r, &**p, &**v, &status.to_string()])
-                    .inc();
-            }
+            Some(i) => series.codes[i].get_or_init(|| self.counter(status)).inc(),
+            None => self.counter(status).inc(),
         }
         self.duration().observe(head.as_secs_f64());
     }
@@ -508,19 +578,17 @@ impl RequestMetrics {
     /// Time to the response head.
     #[inline]
     pub fn duration(&self) -> &Histogram {
-        self.duration.get_or_init(|| {
-            let [r, p, v] = &self.labels;
-            self.duration_vec.with_label_values(&[&**r, &**p, &**v])
-        })
+        self.series()
+            .duration
+            .get_or_init(|| self.families.duration.with_label_values(&self.labels()))
     }
 
     /// Time to the end of the response body.
     #[inline]
     pub fn response(&self) -> &Histogram {
-        self.response.get_or_init(|| {
-            let [r, p, v] = &self.labels;
-            self.response_vec.with_label_values(&[&**r, &**p, &**v])
-        })
+        self.series()
+            .response
+            .get_or_init(|| self.families.response.with_label_values(&self.labels()))
     }
 }
 

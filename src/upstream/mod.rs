@@ -627,15 +627,17 @@ impl BackendRegistry {
         b
     }
 
-    /// Forgets backends not in `keep` (in-flight requests keep their own
-    /// `Arc` and finish normally), closing the idle connections of an
-    /// address no kept backend uses.
-    pub fn retain(&self, keep: &std::collections::HashSet<BackendKey>) {
+    /// Forgets backends not in `keep`, which names backends by identity
+    /// ([`Arc::as_ptr`] of the ones this registry handed out: no key is
+    /// copied to build it), closing the idle connections of an address no
+    /// kept backend uses. In-flight requests keep their own `Arc` and finish
+    /// normally.
+    pub fn retain(&self, keep: &std::collections::HashSet<*const Backend>) {
         let mut guard = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let r = &mut *guard;
         let mut gone = Vec::new();
-        r.backends.retain(|k, b| {
-            let kept = keep.contains(k);
+        r.backends.retain(|_, b| {
+            let kept = keep.contains(&Arc::as_ptr(b));
             if !kept {
                 gone.push(b.clone());
             }
@@ -693,8 +695,7 @@ mod tests {
         a.record_outcome(false, 1, 0, 1000);
         assert!(!a.is_available() && b.is_available());
         // Dropping "a" keeps the address's connections for "b".
-        let keep = [key("b", "127.0.0.1:1"), key("c", "127.0.0.1:2")];
-        r.retain(&keep.iter().cloned().collect());
+        r.retain(&[Arc::as_ptr(&b), Arc::as_ptr(&c)].into_iter().collect());
         assert_eq!(r.all().len(), 2);
         assert!(Arc::ptr_eq(
             &b.conns,
