@@ -494,10 +494,15 @@ fn proxy_service(
         async move {
             let open = activity.request(req.version() == http::Version::HTTP_2);
             let req = req.map(proxy::RequestBody::Hyper);
+            // Boxed: hyper keeps this future inline in each HTTP/2
+            // stream's task (and moves it there by value), and
+            // `proxy::handle`'s state is ~4.5 KiB; one allocation per request
+            // on this path (TLS, HTTP/2, and what the direct path hands over)
+            // is cheaper than copying it at every step.
             let resp = if http_body::Body::is_end_stream(req.body()) {
-                proxy::handle(px, peer, req).await
+                Box::pin(proxy::handle(px, peer, req)).await
             } else {
-                with_body_timeout(px, peer, req, &activity, body_timeout).await
+                Box::pin(with_body_timeout(px, peer, req, &activity, body_timeout)).await
             };
             Ok(resp?.map(|body| Tracked::new(body, open)))
         }
