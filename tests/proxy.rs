@@ -469,3 +469,107 @@ async fn head_and_bodiless_statuses_keep_the_connection() {
     assert_eq!(blue.hits(), 30);
     assert_eq!(blue.connections(), 1);
 }
+
+/// A backend that writes each connection's response head, pauses, then
+/// either writes the body or (`None`) dies without it. Counts the heads
+/// it wrote.
+async fn staged_backend(
+    head: &'static [u8],
+    body: Option<&'static [u8]>,
+    pause: Duration,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let heads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if s.write_all(head).await.is_err() {
+                    return;
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(pause).await;
+                match body {
+                    Some(b) => {
+                        let _ = s.write_all(b).await;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    None => {
+                        let _ = s.set_zero_linger();
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_dying_between_head_and_body_costs_no_request() {
+    // The head of a small body comes, then the backend dies (a container
+    // stopped mid-response): the GET goes to the other backend, whole.
+    let (dying, heads) = staged_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n",
+        None,
+        Duration::from_millis(100),
+    )
+    .await;
+    let live = Upstream::start("live").await;
+    let config = format!(
+        r#"[server]
+http = "127.0.0.1:0"
+[[routes]]
+host = "app.test"
+pool = "app"
+[pools.app]
+retry = 1
+[pools.app.passive]
+failures = 0
+[pools.app.versions.v1]
+weight = 1
+backends = ["{dying}", "{}"]
+"#,
+        live.addr
+    );
+    let p = Proxy::start(&config).await;
+    let mut c = Client::new(p.http);
+    for i in 0..10 {
+        let a = c.get("app.test", "/").await;
+        let a = a.unwrap_or_else(|e| panic!("request {i}: {e}\n{}", p.log()));
+        assert_eq!(
+            (a.status.as_u16(), a.body.as_str()),
+            (200, "live\n"),
+            "request {i}"
+        );
+    }
+    assert!(
+        heads.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "the dying backend was tried"
+    );
+    assert_eq!(live.hits(), 10);
+
+    // A small body that is merely slow is waited for, and passes whole.
+    let (slow, _) = staged_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+        Some(b"late\n"),
+        Duration::from_millis(300),
+    )
+    .await;
+    let p = Proxy::start(&single_backend_config(slow)).await;
+    let mut c = Client::new(p.http);
+    let a = c.get("app.test", "/").await.unwrap();
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "late\n"));
+}

@@ -13,7 +13,9 @@
 //! 502, timed out 504, no available version 503. A request that never reached a
 //! backend (connect failure, or a pooled connection found closed before
 //! anything was written) is retried on another backend, preferring the same
-//! version; one that reached it is retried only when idempotent and bodiless.
+//! version; one that reached it is retried only when idempotent and bodiless
+//! (a small response body is read whole before the head is answered, so a
+//! backend dying inside it counts as such a failure).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -1067,14 +1069,24 @@ impl Target<'_> {
             Ok(x) => x,
             Err(source) => return Attempt::Failed(connect_error(pool, backend, source)),
         };
+        let deadline = tokio::time::Instant::now() + limits.request_timeout;
         let sent = conn.exchange(head, method);
-        match tokio::time::timeout(limits.request_timeout, sent).await {
+        match tokio::time::timeout_at(deadline, sent).await {
             Err(_) => self.timed_out(),
             Ok(Ok(resp)) => {
                 let (parts, mut body) = resp.into_parts();
+                // A small body is awaited before the head goes out, so that
+                // a backend dying inside it leaves the request retryable. At
+                // the deadline the response streams as it is (a slow body is
+                // the client's to wait for, not a 504).
+                let whole = tokio::time::timeout_at(deadline, body.read_small()).await;
                 // A malformed chunked body already here is a 502 now, not a
                 // response cut after its head.
-                if let Err(source) = body.check_buffered().await {
+                let checked = match whole {
+                    Ok(Ok(())) | Err(_) => body.check_buffered().await,
+                    Ok(Err(e)) => Err(e),
+                };
+                if let Err(source) = checked {
                     return Attempt::Failed(ProxyError::Exchange {
                         pool: pool.name.clone(),
                         backend: backend.key.addr.as_str().into(),

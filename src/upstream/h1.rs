@@ -629,6 +629,29 @@ impl RawBody {
         }
     }
 
+    /// Before the response head goes to the client: a body framed by a
+    /// length of at most [`PREFETCH`] bytes is read whole, waiting for it.
+    /// A backend that dies between its head and its body (a container
+    /// stopped mid-response) then fails the attempt while the request can
+    /// still be sent elsewhere, instead of cutting a response whose head the
+    /// client already has. Costs nothing when the body came with the head,
+    /// as small bodies almost always do; the caller bounds the wait.
+    pub async fn read_small(&mut self) -> Result<(), ExchangeError> {
+        let (Framing::Length(left), Some(conn)) = (&self.framing, self.conn.as_mut()) else {
+            return Ok(());
+        };
+        let left = *left;
+        if left > PREFETCH as u64 {
+            return Ok(());
+        }
+        while (conn.buf.len() as u64) < left {
+            if std::future::poll_fn(|cx| fill(conn, cx)).await? == Fill::Eof {
+                return Err(truncated());
+            }
+        }
+        Ok(())
+    }
+
     fn next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ExchangeError>>> {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
@@ -671,7 +694,8 @@ fn truncated() -> ExchangeError {
     ))
 }
 
-/// Most bytes [`RawBody::check_buffered`] reads ahead.
+/// Most bytes [`RawBody::check_buffered`] reads ahead, and the largest
+/// body [`RawBody::read_small`] waits for.
 const PREFETCH: usize = 64 * 1024;
 
 /// Walks chunked framing from `state` over `buf` without consuming it:
