@@ -33,7 +33,9 @@
 # switchyard-hyper (the same config with SWITCHYARD_DIRECT_H1=0: every request
 # through hyper's client, not src/h1.rs's direct exchange; what that path is
 # worth), switchyard-hyperserver (SWITCHYARD_DIRECT_SERVER=0: every client
-# connection served by hyper's server, not src/listener/h1.rs's direct path).
+# connection served by hyper's server, not src/listener/h1.rs's direct path),
+# switchyard-b (the plain config run by another build, SWITCHYARD_B_BIN: an
+# A/B of two builds in the same rotated rounds).
 #
 # Each round starts fresh origins and every target, fresh (so "idle RSS" is
 # really idle and the peak is the round's); 100 requests through each proxy
@@ -52,6 +54,7 @@
 #        TARGETS="switchyard switchyard-hyperserver nginx haproxy" benches/compare.sh
 #        TARGETS="switchyard switchyard-rules switchyard-middlewares haproxy" benches/compare.sh
 #        SWITCHYARD_BIN=/path/to/switchyard benches/compare.sh   (another build)
+#        SWITCHYARD_B_BIN=/path/to/other TARGETS="switchyard switchyard-b nginx" benches/compare.sh
 #        WORKERS=2 benches/compare.sh       (2 workers each, everything on CPUs 0-1)
 #        WORKERS=1 LAYOUT=shared benches/compare.sh   (1 worker each, same layout)
 # Output: a table of medians on stdout and in bench-results/compare-<date>.txt.
@@ -73,6 +76,8 @@ WORKERS=${WORKERS:-1}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # SWITCHYARD_BIN=path measures another build (not rebuilt by this script).
 SWITCHYARD=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
+# SWITCHYARD_B_BIN=path: the build the switchyard-b target runs.
+SWITCHYARD_B=${SWITCHYARD_B_BIN:-}
 
 die() {
     echo "compare.sh: $*" >&2
@@ -320,7 +325,7 @@ free_port NGINX_PORT
 free_port HAPROXY_PORT
 # Every target runs at once in a round (see "measuring"): one port each.
 declare -A PORT_OF=()
-for t in switchyard switchyard-health switchyard-metrics switchyard-accesslog switchyard-hyper switchyard-hyperserver switchyard-rules switchyard-middlewares haproxy-bare; do
+for t in switchyard switchyard-health switchyard-metrics switchyard-accesslog switchyard-hyper switchyard-hyperserver switchyard-rules switchyard-middlewares switchyard-b haproxy-bare; do
     free_port new_port
     PORT_OF[$t]=$new_port
 done
@@ -386,7 +391,7 @@ switchyard_conf() {
         [[ $variant == middlewares ]] && route_extra='middlewares = ["office", "limit", "gzip", "secure"]'
         switchyard_base "$dir" "${PORT_OF[switchyard${variant:+-$variant}]}" "$route_extra"
         case $variant in
-        "" | hyper | hyperserver) ;;
+        "" | hyper | hyperserver | b) ;;
         rules)
             # Eight rule routes on the same host rank before the host-only
             # one, and match nothing wrk asks for: the worst case of a host
@@ -531,7 +536,7 @@ EOF
 
 origin_conf blue "$BLUE_PORT"
 origin_conf green "$GREEN_PORT"
-for variant in "" health metrics accesslog hyper hyperserver rules middlewares; do
+for variant in "" health metrics accesslog hyper hyperserver rules middlewares b; do
     switchyard_conf "$variant"
     conf=$WORK/switchyard${variant:+-$variant}/switchyard.toml
     "$SWITCHYARD" check -c "$conf" >/dev/null || die "switchyard config rejected: $("$SWITCHYARD" check -c "$conf")"
@@ -562,7 +567,9 @@ start_target() {
         [[ $1 == switchyard-hyper ]] && env=(env SWITCHYARD_DIRECT_H1=0)
         # The direct HTTP/1.1 server path off (src/listener/h1.rs DIRECT_SERVER).
         [[ $1 == switchyard-hyperserver ]] && env=(env SWITCHYARD_DIRECT_SERVER=0)
-        start "$1" "$dir/log" "${env[@]}" "$SWITCHYARD" run -c "$dir/switchyard.toml"
+        local bin=$SWITCHYARD
+        [[ $1 == switchyard-b ]] && bin=$SWITCHYARD_B
+        start "$1" "$dir/log" "${env[@]}" "$bin" run -c "$dir/switchyard.toml"
         TARGET_PID=$STARTED
         TARGET_PORT=${PORT_OF[$1]}
         wait_ready "$TARGET_PID" "$TARGET_PORT" "$dir/log"
@@ -634,6 +641,11 @@ origin_counters() {
 # TARGETS="direct switchyard switchyard-health ..." picks targets; the
 # switchyard-health/-metrics/-accesslog variants give the overhead of each feature.
 read -r -a TARGETS <<<"${TARGETS:-direct switchyard nginx haproxy}"
+for t in "${TARGETS[@]}"; do
+    if [[ $t == switchyard-b ]]; then
+        [[ -x $SWITCHYARD_B ]] || die "target switchyard-b needs SWITCHYARD_B_BIN=<an executable> (got '$SWITCHYARD_B')"
+    fi
+done
 RAW=$WORK/raw.tsv
 : >"$RAW"
 STAMP=$(date +%Y%m%d-%H%M%S)

@@ -19,8 +19,8 @@
 //! | API | [`admin`] (with [`admin::dashboard`]) | command parsing, dispatch, the socket and the dashboard |
 //! | wiring | [`server`], [`ctl`], [`import`], [`demo`], the binary | listeners, signals, the CLI |
 
-// Denied everywhere; the one exception (`memory::release`, a call into
-// glibc) carries its proof.
+// Denied everywhere; the two exceptions (`memory::release` and
+// `memory::configure`, calls into glibc) carry their proofs.
 #![deny(unsafe_code)]
 #![deny(rust_2018_idioms, unused_must_use)]
 // Functions short enough to read (clippy.toml: too-many-lines-threshold).

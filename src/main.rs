@@ -493,6 +493,8 @@ fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run(config: Option<PathBuf>, ready_file: Option<&Path>) -> anyhow::Result<()> {
+    // Before the parse: its big vectors must not raise glibc's thresholds.
+    switchyard::memory::configure();
     let path = config_path(config);
     let config = Config::load(&path)?;
     let path = std::fs::canonicalize(&path).unwrap_or(path);
