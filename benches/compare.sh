@@ -31,9 +31,9 @@
 # rules costs), switchyard-middlewares (ip_allow, rate_limit, compress and
 # headers on the route: what a typical chain costs), and
 # switchyard-hyper (the same config with SWITCHYARD_DIRECT_H1=0: every request
-# through hyper's client, not src/h1.rs's direct exchange; what that path is
+# through hyper's client, not src/upstream/h1.rs's direct exchange; what that path is
 # worth), switchyard-hyperserver (SWITCHYARD_DIRECT_SERVER=0: every client
-# connection served by hyper's server, not src/listener/h1.rs's direct path),
+# connection served by hyper's server, not src/server/h1.rs's direct path),
 # switchyard-b (the plain config run by another build, SWITCHYARD_B_BIN: an
 # A/B of two builds in the same rotated rounds).
 #
@@ -563,9 +563,9 @@ start_target() {
         ;;
     switchyard | switchyard-*)
         local dir=$WORK/$1 env=()
-        # The direct HTTP/1.1 path off: a benchmark switch (src/proxy.rs DIRECT_H1).
+        # The direct HTTP/1.1 path off: a benchmark switch (src/proxy/mod.rs DIRECT_H1).
         [[ $1 == switchyard-hyper ]] && env=(env SWITCHYARD_DIRECT_H1=0)
-        # The direct HTTP/1.1 server path off (src/listener/h1.rs DIRECT_SERVER).
+        # The direct HTTP/1.1 server path off (src/server/h1.rs DIRECT_SERVER).
         [[ $1 == switchyard-hyperserver ]] && env=(env SWITCHYARD_DIRECT_SERVER=0)
         local bin=$SWITCHYARD
         [[ $1 == switchyard-b ]] && bin=$SWITCHYARD_B

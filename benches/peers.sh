@@ -257,7 +257,7 @@ start_target() { # TARGET: sets TARGET_PID, TARGET_PORT
         TARGET_PORT=$SY_PORT
         ;;
     switchyard-hyperserver)
-        # switchyard's config, served by hyper's server (src/listener/h1.rs DIRECT_SERVER).
+        # switchyard's config, served by hyper's server (src/server/h1.rs DIRECT_SERVER).
         mkdir -p "$dir"
         start "$dir/log" env SWITCHYARD_DIRECT_SERVER=0 "$SWITCHYARD" run -c "$WORK/switchyard/switchyard.toml"
         TARGET_PORT=$SY_PORT
