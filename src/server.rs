@@ -425,7 +425,10 @@ async fn serve_plain(
     shutdown: watch::Receiver<bool>,
 ) {
     if !*h1::DIRECT_SERVER {
-        return serve_proxied(px, &settings, stream, peer, None, origin, shutdown).await;
+        // Boxed: inline, hyper's connection state would size this future
+        // (and every idle connection's allocation) at ~2.5 KiB.
+        let hyper = serve_proxied(px, &settings, stream, peer, None, origin, shutdown);
+        return Box::pin(hyper).await;
     }
     let activity = Activity::since(origin);
     let watchdog = Watchdog::new(activity.clone(), settings.timeouts);

@@ -357,6 +357,14 @@ impl<T> Conn<T> {
     }
 }
 
+impl Conn<tokio::net::TcpStream> {
+    /// Waits until the socket has bytes to read or is closed, reading
+    /// nothing: a connection idle between requests waits here.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.io.readable().await
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Conn<T> {
     fn poll_read(
         self: Pin<&mut Self>,

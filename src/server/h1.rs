@@ -656,49 +656,92 @@ pub fn serve(
     };
     // The state moves into the loop's future once (not kept twice, as the
     // arguments of an async fn are next to what is moved out of them).
-    run(c, px, peer, activity, max_head)
+    serve_loop(c, px, peer, activity, max_head)
 }
 
-async fn run(
+/// Alternates between the request loop and waiting while idle. The request
+/// loop's state (a request in flight, its response being written: ~2 KiB)
+/// is boxed and freed each time the connection goes idle with nothing
+/// buffered, so an idle keep-alive connection holds only its [`Client`]
+/// and this small future (nginx frees its buffers while idle the same way).
+async fn serve_loop(
     mut c: Client,
     px: Arc<Proxy>,
     peer: Peer,
     activity: Arc<Activity>,
     max_head: usize,
 ) -> Option<HandOver> {
+    // The first bytes are there already (the accept waited for them).
     let mut served = false;
+    loop {
+        match Box::pin(run(c, &px, peer, &activity, max_head, served)).await {
+            Ran::Idle(back) => c = back,
+            Ran::HandOver(h) => return Some(h),
+            Ran::Closed => return None,
+        }
+        served = true;
+        if !c.idle().await {
+            return None;
+        }
+    }
+}
+
+/// How a turn of the request loop ended.
+enum Ran {
+    /// A response went out, the connection is kept and nothing is buffered.
+    Idle(Client),
+    /// Not simple: the connection is hyper's from this request on.
+    HandOver(HandOver),
+    Closed,
+}
+
+async fn run(
+    mut c: Client,
+    px: &Arc<Proxy>,
+    peer: Peer,
+    activity: &Arc<Activity>,
+    max_head: usize,
+    mut served: bool,
+) -> Ran {
     loop {
         let Head { req, keep_alive } = match c.next_head(max_head).await {
             Next::Head(h) => h,
             Next::Other => {
-                return Some(HandOver {
+                return Ran::HandOver(HandOver {
                     io: Prefixed::new(c.buf.freeze(), c.io),
                     watchdog: c.watchdog,
                     served,
                 })
             }
-            Next::Closed => return None,
+            Next::Closed => return Ran::Closed,
         };
         served = true;
         let open = activity.request(false);
         let http10 = req.version() == Version::HTTP_10;
         let is_head = req.method() == Method::HEAD;
-        let resp = c
+        let Some(resp) = c
             .answer(Box::pin(proxy::handle(px.clone(), peer, req)))
-            .await?;
+            .await
+        else {
+            return Ran::Closed;
+        };
         let keep = keep_alive && !c.draining;
         let (writer, keep) = respond_with(resp, open, http10, is_head, keep);
-        let end = c.respond(writer).await?;
+        let Some(end) = c.respond(writer).await else {
+            return Ran::Closed;
+        };
         if end != End::Done || !keep || c.draining {
             if end != End::Abort {
                 let _ = c.io.shutdown().await;
             }
-            return None;
+            return Ran::Closed;
         }
         if c.buf.is_empty() {
-            // Idle from here: no buffer held.
+            // Idle from here: no buffer held, and this future goes too.
             c.buf = BytesMut::new();
+            return Ran::Idle(c);
         }
+        // A pipelined request is buffered already: served in this turn.
     }
 }
 
@@ -755,6 +798,25 @@ struct Client {
 }
 
 impl Client {
+    /// Waits, between requests, until the client sends something (true) or
+    /// a clock runs out (false). A shutdown marks the connection draining
+    /// and returns true: the request loop then closes it.
+    async fn idle(&mut self) -> bool {
+        tokio::select! {
+            biased;
+            // An error shows again at the read, which closes the connection.
+            _ = self.io.readable() => true,
+            e = self.watchdog.expired() => {
+                log_expired(e);
+                false
+            }
+            _ = self.shutdown.changed(), if !self.draining => {
+                self.draining = true;
+                true
+            }
+        }
+    }
+
     /// The next request's head, read under the connection's clocks.
     async fn next_head(&mut self, max_head: usize) -> Next {
         loop {
