@@ -8,13 +8,16 @@
 //! [`crate::proxy::handle`] and writes the response itself: the head into a
 //! short-lived `Vec`, written with the first body chunk in one `writev`.
 //! Between requests the connection holds no buffer at all (reads go to the
-//! stack first; only what came is kept), and its one timer is the
-//! connection's [`Watchdog`].
+//! stack first; only what came is kept) and no request-loop state (the loop
+//! is boxed and freed when the connection goes idle; a small future waits
+//! for the next bytes), and its one timer is the connection's [`Watchdog`].
 //!
 //! ```text
-//! loop: read (stack, then the bytes kept) ─> httparse ─> simple?
-//!         yes ─> Activity::request ─> proxy::handle ─> head + body frames ─> keep-alive?
-//!         no  ─> HandOver: the socket and every byte read so far, for hyper
+//! idle wait (readable | watchdog | shutdown) ─> boxed request loop:
+//!   read (stack, then the bytes kept) ─> httparse ─> simple?
+//!     yes ─> Activity::request ─> proxy::handle ─> head + body frames ─> keep-alive?
+//!              nothing buffered ─> back to the idle wait; a pipelined head ─> loop
+//!     no  ─> HandOver: the socket and every byte read so far, for hyper
 //! ```
 //!
 //! Simple: HTTP/1.0 or 1.1, no body (no Content-Length but `0`, no
