@@ -44,7 +44,7 @@ fn route(host: &str, middlewares: &str) -> String {
 
 fn app_pool(o: &Origin) -> String {
     format!(
-        "[pools.app.versions.v1]\nweight = 1\nbackends = [\"{}\"]\n",
+        "[pools.app]\npin_header = \"X-Pin\"\n\n[pools.app.versions.v1]\nweight = 1\nbackends = [\"{}\"]\n",
         o.addr
     )
 }
@@ -510,6 +510,13 @@ add_prefix = "/app"
     assert_eq!(
         (code, header(&head, "x-frame-options")),
         (200, Some("deny"))
+    );
+    // The proxy's own answer (a pin naming no version: 404 before any
+    // backend) gets the response side too.
+    let (code, head, _) = req(&p, "secure.test", "/", &["-H", "X-Pin: nope"]);
+    assert_eq!(
+        (code, header(&head, "x-frame-options")),
+        (404, Some("deny"))
     );
 
     let (code, head, _) = req(&p, "old.test", "/a/b?c=1", &[]);

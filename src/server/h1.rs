@@ -720,12 +720,13 @@ async fn run(
         };
         served = true;
         let open = activity.request(false);
-        let http10 = req.version() == Version::HTTP_10;
-        let is_head = req.method() == Method::HEAD;
-        let Some(resp) = c
-            .answer(Box::pin(proxy::handle(px.clone(), peer, req)))
-            .await
-        else {
+        // Read by a plain function: a request this future borrowed would
+        // keep its space here while the proxy's future holds it too.
+        let (req, http10, is_head) = version_and_head(req);
+        // In this future, not boxed: this future is boxed already, and one
+        // allocation per request is cheaper than two.
+        let handling = std::pin::pin!(proxy::handle(px.clone(), peer, req));
+        let Some(resp) = c.answer(handling).await else {
             return Ran::Closed;
         };
         let keep = keep_alive && !c.draining;
@@ -746,6 +747,13 @@ async fn run(
         }
         // A pipelined request is buffered already: served in this turn.
     }
+}
+
+/// Whether the request is HTTP/1.0, and whether it is a HEAD.
+fn version_and_head<B>(req: Request<B>) -> (Request<B>, bool, bool) {
+    let http10 = req.version() == Version::HTTP_10;
+    let is_head = req.method() == Method::HEAD;
+    (req, http10, is_head)
 }
 
 /// The response's head encoded and its body to stream (no body after HEAD,
@@ -853,7 +861,7 @@ impl Client {
 
     /// The proxy's answer, watching the client meanwhile: `None` when the
     /// client closed its side or a clock ran out (the request is dropped).
-    async fn answer<F>(&mut self, mut handle: Pin<Box<F>>) -> Option<Response<ProxyBody>>
+    async fn answer<F>(&mut self, mut handle: Pin<&mut F>) -> Option<Response<ProxyBody>>
     where
         F: Future<Output = Result<Response<ProxyBody>, std::convert::Infallible>>,
     {

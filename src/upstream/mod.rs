@@ -289,12 +289,32 @@ impl Backend {
     /// reload) takes effect for the requests that start after it; the
     /// ones in flight keep the slots they hold of the old cap.
     pub async fn slot(&self, limit: u32, wait: Duration) -> Result<Option<Slot>, QueueTimeout> {
+        match self.try_slot(limit) {
+            Ok(slot) => Ok(slot),
+            Err(sem) => self.wait_slot(sem, wait).await,
+        }
+    }
+
+    /// [`Backend::slot`] without waiting: `Ok` when no cap applies or a
+    /// slot was free, else the semaphore to wait on with
+    /// [`Backend::wait_slot`]. The request path awaits the wait only when
+    /// it is needed, so its future does not carry the wait's state.
+    pub fn try_slot(&self, limit: u32) -> Result<Option<Slot>, Arc<tokio::sync::Semaphore>> {
         let Some(sem) = self.slots_for(limit) else {
             return Ok(None);
         };
-        if let Ok(p) = sem.clone().try_acquire_owned() {
-            return Ok(Some(p));
+        match sem.clone().try_acquire_owned() {
+            Ok(p) => Ok(Some(p)),
+            Err(_) => Err(sem),
         }
+    }
+
+    /// Waits up to `wait` for a slot of `sem` (from [`Backend::try_slot`]).
+    pub async fn wait_slot(
+        &self,
+        sem: Arc<tokio::sync::Semaphore>,
+        wait: Duration,
+    ) -> Result<Option<Slot>, QueueTimeout> {
         self.queued.fetch_add(1, Ordering::Relaxed);
         let r = tokio::time::timeout(wait, sem.acquire_owned()).await;
         self.queued.fetch_sub(1, Ordering::Relaxed);
