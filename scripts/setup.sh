@@ -2,7 +2,7 @@
 # Installs what switchyard's tests and tools need, idempotently: only what is
 # missing, with one `apt-get update` first. Safe to run on every CI start.
 #   scripts/setup.sh            test dependencies
-#   scripts/setup.sh bench      also the benchmark peers (nginx, HAProxy, wrk, h2load)
+#   scripts/setup.sh bench      also the benchmark peers (nginx, HAProxy, wrk, h2load, valgrind)
 set -euo pipefail
 
 # docker.io, docker-compose and busybox-static: tests/docker.rs starts its own
@@ -13,7 +13,7 @@ set -euo pipefail
 # crate's build needs protoc and the well-known .proto files.
 packages=(curl apache2-utils pebble prometheus chromium chromium-driver docker.io docker-compose busybox-static etcd-server etcd-client protobuf-compiler libprotobuf-dev)
 if [[ "${1:-}" == "bench" ]]; then
-  packages+=(nginx-light haproxy wrk nghttp2-client)
+  packages+=(nginx-light haproxy wrk nghttp2-client valgrind)
 fi
 
 missing=()

@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# benches/callgrind.sh: user-space instructions per proxied request, counted
+# by valgrind's callgrind (deterministic, unlike the CPU time of a VM that
+# shares its host): switchyard and nginx doing the same job as in
+# benches/compare.sh (a 90/10 pool of two nginx origins, Host kept,
+# X-Forwarded-For/-Proto/-Host set, upstream keep-alive).
+#
+# Each proxy runs under callgrind; 2 000 warm-up requests, then the counters
+# are zeroed, N requests are sent (h2load --h1, 10 keep-alive connections),
+# and the counters dumped: instructions / N is the figure. The origins run
+# natively. Instructions are not time (a `rep movsb` memcpy counts as one,
+# a syscall's kernel work not at all), so this tells where user-space work
+# goes and whether a change removed some, not how fast a proxy is.
+#
+# Usage: benches/callgrind.sh                       (N=20000, builds switchyard)
+#        SWITCHYARD_BIN=/path/to/switchyard benches/callgrind.sh
+#        TOP=30 benches/callgrind.sh               (also each proxy's top functions)
+# Needs valgrind, nginx and h2load (scripts/setup.sh bench installs them).
+
+set -euo pipefail
+
+N=${N:-20000}
+TOP=${TOP:-0}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SWITCHYARD=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
+NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
+
+die() {
+    echo "callgrind.sh: $*" >&2
+    exit 1
+}
+
+[[ $N =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer (got '$N')"
+[[ $TOP =~ ^[0-9]+$ ]] || die "TOP must be a number (got '$TOP')"
+for tool in valgrind callgrind_control callgrind_annotate h2load curl; do
+    command -v "$tool" >/dev/null 2>&1 || die "needs $tool (scripts/setup.sh bench installs it)"
+done
+[[ -x $NGINX ]] || die "needs nginx (scripts/setup.sh bench installs it)"
+if [[ -n ${SWITCHYARD_BIN:-} ]]; then
+    [[ -x $SWITCHYARD ]] || die "SWITCHYARD_BIN=$SWITCHYARD is not an executable"
+else
+    (cd "$ROOT" && cargo build --release --bin switchyard) || die "cargo build --release failed"
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-callgrind.XXXXXX")
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    [[ -n ${KEEP:-} ]] && echo "kept $WORK" || rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+pick_port() {
+    local p used
+    used=$(awk 'NR > 1 { split($2, a, ":"); print strtonum("0x" a[2]) }' /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -u)
+    for ((i = 0; i < 1000; i++)); do
+        p=$((20000 + RANDOM % 20000))
+        if ! grep -qx "$p" <<<"$used" && [[ " ${TAKEN:-} " != *" $p "* ]]; then
+            TAKEN="${TAKEN:-} $p"
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free port"
+}
+TAKEN=""
+BLUE_PORT=$(pick_port)
+GREEN_PORT=$(pick_port)
+SY_PORT=$(pick_port)
+NG_PORT=$(pick_port)
+HOST=app.local
+
+nginx_head() { # DIR
+    cat <<EOF
+worker_processes 1;
+pid $1/nginx.pid;
+events { worker_connections 4096; }
+EOF
+}
+temp_paths() { # DIR
+    local d
+    for d in client_body proxy fastcgi uwsgi scgi; do echo "    ${d}_temp_path $1/$d;"; done
+}
+
+mkdir -p "$WORK/origin" "$WORK/nginx" "$WORK/switchyard"
+{
+    nginx_head "$WORK/origin"
+    cat <<EOF
+http {
+    access_log off;
+$(temp_paths "$WORK/origin")
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    server { listen 127.0.0.1:$BLUE_PORT; location / { default_type text/plain; return 200 "blue\n"; } }
+    server { listen 127.0.0.1:$GREEN_PORT; location / { default_type text/plain; return 200 "green\n"; } }
+}
+EOF
+} >"$WORK/origin/nginx.conf"
+{
+    echo "master_process off;"
+    nginx_head "$WORK/nginx"
+    cat <<EOF
+http {
+    access_log off;
+$(temp_paths "$WORK/nginx")
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    upstream app_pool {
+        server 127.0.0.1:$BLUE_PORT weight=90;
+        server 127.0.0.1:$GREEN_PORT weight=10;
+        keepalive 64;
+        keepalive_requests 10000000;
+    }
+    server {
+        listen 127.0.0.1:$NG_PORT;
+        server_name $HOST;
+        location / {
+            proxy_pass http://app_pool;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+        }
+    }
+}
+EOF
+} >"$WORK/nginx/nginx.conf"
+cat >"$WORK/switchyard/switchyard.toml" <<EOF
+[server]
+http = "127.0.0.1:$SY_PORT"
+workers = 1
+shutdown_grace = "1s"
+
+[admin]
+socket = "$WORK/switchyard/admin.sock"
+state = "$WORK/switchyard/state.json"
+
+[[routes]]
+host = "$HOST"
+pool = "app"
+
+[pools.app.versions.blue]
+weight = 90
+backends = ["127.0.0.1:$BLUE_PORT"]
+
+[pools.app.versions.green]
+weight = 10
+backends = ["127.0.0.1:$GREEN_PORT"]
+EOF
+
+"$NGINX" -q -p "$WORK/origin" -c "$WORK/origin/nginx.conf" -e "$WORK/origin/error.log" -g 'daemon off;' &
+PIDS+=($!)
+
+# wait_ok PORT: until the port answers 200 for $HOST (valgrind starts slowly).
+wait_ok() {
+    for ((i = 0; i < 300; i++)); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' -H "Host: $HOST" "http://127.0.0.1:$1/" 2>/dev/null) == 200 ]] && return 0
+        sleep 0.2
+    done
+    die "nothing answers 200 on port $1"
+}
+wait_ok "$BLUE_PORT"
+wait_ok "$GREEN_PORT"
+
+load() { # PORT COUNT
+    local out
+    out=$(h2load --h1 -n "$2" -c 10 -H ":authority: $HOST" "http://127.0.0.1:$1/")
+    grep -q "status codes: $2 2xx" <<<"$out" || die "not every request got a 2xx: $(grep 'status codes' <<<"$out")"
+}
+
+# measure NAME PORT CMD...: instructions per request of CMD under callgrind.
+declare -A IR
+measure() {
+    local name=$1 port=$2 pid dump total
+    shift 2
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.out.%p" "$@" >"$WORK/$name.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_ok "$port"
+    load "$port" 2000
+    callgrind_control -z "$pid" >/dev/null
+    load "$port" "$N"
+    callgrind_control -d "$pid" >/dev/null
+    dump="$WORK/$name.out.$pid.1"
+    for ((i = 0; i < 100; i++)); do
+        [[ -s $dump ]] && break
+        sleep 0.1
+    done
+    [[ -s $dump ]] || die "no callgrind dump for $name"
+    total=$(awk -F': ' '/^summary:/ { print $2 }' "$dump")
+    [[ $total =~ ^[0-9]+$ ]] || die "no instruction total in $dump"
+    IR[$name]=$((total / N))
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    if ((TOP > 0)); then
+        echo "## $name: top $TOP functions (self instructions over the $N requests)"
+        callgrind_annotate --auto=no --threshold=100 "$dump" 2>/dev/null |
+            grep -E '^ *[0-9,]+ \( *[0-9.]+%\) ' | grep -v 'PROGRAM TOTALS' |
+            grep -v -E '__rust_begin_short_backtrace|libc_start|below main|\?\?\?:main |0x0000' |
+            head -n "$TOP"
+        echo
+    fi
+}
+
+measure switchyard "$SY_PORT" "$SWITCHYARD" run --config "$WORK/switchyard/switchyard.toml"
+measure nginx "$NG_PORT" "$NGINX" -q -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off;'
+
+commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
+echo "# callgrind, $(date -u '+%Y-%m-%d %H:%M') UTC, commit $commit, $N requests (h2load --h1 -c 10) after 2 000 warm-up"
+printf '%-12s %12s\n' "target" "instr/req"
+printf '%-12s %12s\n' switchyard "${IR[switchyard]}" nginx "${IR[nginx]}"
+awk -v a="${IR[switchyard]}" -v b="${IR[nginx]}" 'BEGIN { printf "switchyard / nginx instructions per request: %.2f\n", a / b }'
