@@ -284,21 +284,13 @@ impl Backend {
     }
 
     /// A slot for one request under a cap of `limit` requests in flight
-    /// (0: none, and no slot is needed), waiting up to `wait` in FIFO
-    /// order behind the requests already queued. A changed limit (a
-    /// reload) takes effect for the requests that start after it; the
-    /// ones in flight keep the slots they hold of the old cap.
-    pub async fn slot(&self, limit: u32, wait: Duration) -> Result<Option<Slot>, QueueTimeout> {
-        match self.try_slot(limit) {
-            Ok(slot) => Ok(slot),
-            Err(sem) => self.wait_slot(sem, wait).await,
-        }
-    }
-
-    /// [`Backend::slot`] without waiting: `Ok` when no cap applies or a
-    /// slot was free, else the semaphore to wait on with
-    /// [`Backend::wait_slot`]. The request path awaits the wait only when
-    /// it is needed, so its future does not carry the wait's state.
+    /// (0: none, and no slot is needed), without waiting: `Ok` when no cap
+    /// applies or a slot was free, else the semaphore to wait on with
+    /// [`Backend::wait_slot`], in FIFO order behind the requests already
+    /// queued. The request path awaits the wait only when it is needed, so
+    /// its future does not carry the wait's state. A changed limit (a
+    /// reload) takes effect for the requests that start after it; the ones
+    /// in flight keep the slots they hold of the old cap.
     pub fn try_slot(&self, limit: u32) -> Result<Option<Slot>, Arc<tokio::sync::Semaphore>> {
         let Some(sem) = self.slots_for(limit) else {
             return Ok(None);
