@@ -71,91 +71,23 @@ TAKEN=""
 BLUE_PORT=$(pick_port)
 GREEN_PORT=$(pick_port)
 SY_PORT=$(pick_port)
-NG_PORT=$(pick_port)
+NGINX_PORT=$(pick_port)
 HOST=app.local
+WORKERS=1
 
-nginx_head() { # DIR
-    cat <<EOF
-worker_processes 1;
-pid $1/nginx.pid;
-events { worker_connections 4096; }
-EOF
-}
-temp_paths() { # DIR
-    local d
-    for d in client_body proxy fastcgi uwsgi scgi; do echo "    ${d}_temp_path $1/$d;"; done
-}
+# The job, as benches/compare.sh configures it.
+# shellcheck source=benches/jobs.sh
+source "$ROOT/benches/jobs.sh"
+origin_conf blue "$BLUE_PORT"
+origin_conf green "$GREEN_PORT"
+nginx_proxy_conf
+mkdir -p "$WORK/switchyard"
+switchyard_base "$WORK/switchyard" "$SY_PORT" >"$WORK/switchyard/switchyard.toml"
 
-mkdir -p "$WORK/origin" "$WORK/nginx" "$WORK/switchyard"
-{
-    nginx_head "$WORK/origin"
-    cat <<EOF
-http {
-    access_log off;
-$(temp_paths "$WORK/origin")
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    server { listen 127.0.0.1:$BLUE_PORT; location / { default_type text/plain; return 200 "blue\n"; } }
-    server { listen 127.0.0.1:$GREEN_PORT; location / { default_type text/plain; return 200 "green\n"; } }
-}
-EOF
-} >"$WORK/origin/nginx.conf"
-{
-    echo "master_process off;"
-    nginx_head "$WORK/nginx"
-    cat <<EOF
-http {
-    access_log off;
-$(temp_paths "$WORK/nginx")
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    upstream app_pool {
-        server 127.0.0.1:$BLUE_PORT weight=90;
-        server 127.0.0.1:$GREEN_PORT weight=10;
-        keepalive 64;
-        keepalive_requests 10000000;
-    }
-    server {
-        listen 127.0.0.1:$NG_PORT;
-        server_name $HOST;
-        location / {
-            proxy_pass http://app_pool;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$http_host;
-        }
-    }
-}
-EOF
-} >"$WORK/nginx/nginx.conf"
-cat >"$WORK/switchyard/switchyard.toml" <<EOF
-[server]
-http = "127.0.0.1:$SY_PORT"
-workers = 1
-shutdown_grace = "1s"
-
-[admin]
-socket = "$WORK/switchyard/admin.sock"
-state = "$WORK/switchyard/state.json"
-
-[[routes]]
-host = "$HOST"
-pool = "app"
-
-[pools.app.versions.blue]
-weight = 90
-backends = ["127.0.0.1:$BLUE_PORT"]
-
-[pools.app.versions.green]
-weight = 10
-backends = ["127.0.0.1:$GREEN_PORT"]
-EOF
-
-"$NGINX" -q -p "$WORK/origin" -c "$WORK/origin/nginx.conf" -e "$WORK/origin/error.log" -g 'daemon off;' &
-PIDS+=($!)
+for origin in blue green; do
+    "$NGINX" -p "$WORK/$origin" -c "$WORK/$origin/nginx.conf" -e "$WORK/$origin/error.log" -g 'daemon off;' &
+    PIDS+=($!)
+done
 
 # wait_ok PORT: until the port answers 200 for $HOST (valgrind starts slowly).
 wait_ok() {
@@ -209,7 +141,8 @@ measure() {
 }
 
 measure switchyard "$SY_PORT" "$SWITCHYARD" run --config "$WORK/switchyard/switchyard.toml"
-measure nginx "$NG_PORT" "$NGINX" -q -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off;'
+# One process under callgrind: no master.
+measure nginx "$NGINX_PORT" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off; master_process off;'
 
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
 echo "# callgrind, $(date -u '+%Y-%m-%d %H:%M') UTC, commit $commit, $N requests (h2load --h1 -c 10) after 2 000 warm-up"
