@@ -60,7 +60,7 @@ pub struct Route {
     pub label: Arc<str>,
     /// Conditions beyond the host; `None` for a host-only route (nothing
     /// to check on the request path).
-    pub rules: Option<Box<RouteRules>>,
+    pub rules: Option<Arc<RouteRules>>,
     /// Applied in this order on the request, in reverse on the response.
     pub middlewares: Box<[Arc<Middleware>]>,
     /// Position in `RoutingTable::routes`.
@@ -441,7 +441,7 @@ impl RouteIndex {
             index,
             host: host.clone(),
             label,
-            rules: has_rules.then(|| Box::new(rc.rules.clone())),
+            rules: has_rules.then(|| rc.rules.clone()),
             middlewares: chain.into(),
             pool: pool.clone(),
             tls: rc.tls.clone(),

@@ -269,8 +269,8 @@ pub struct RouteConfig {
     pub redirect_https: bool,
     pub preview: Option<HostName>,
     /// Conditions beyond the host (path, methods, headers, query,
-    /// priority); empty for a host-only route.
-    pub rules: RouteRules,
+    /// priority); empty for a host-only route (all of which share one).
+    pub rules: Arc<RouteRules>,
     /// Names of `[middlewares.NAME]`, applied in this order.
     pub middlewares: Vec<String>,
 }
@@ -298,7 +298,8 @@ pub enum TlsMode {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
-    pub health: Option<HealthConfig>,
+    /// Boxed: most pools have none.
+    pub health: Option<Box<HealthConfig>>,
     pub passive: PassiveConfig,
     pub sticky: Option<Sticky>,
     pub pin_header: Option<http::HeaderName>,
@@ -311,12 +312,19 @@ pub struct PoolConfig {
     /// How long a request waits in that queue before a 503; `None`: the
     /// server's `connect_timeout`.
     pub queue_timeout: Option<Duration>,
-    pub versions: BTreeMap<String, VersionConfig>,
-    pub rollout: RolloutConfig,
+    /// By name. A sorted vector: a pool has a handful of versions, and a
+    /// `BTreeMap` node holds room for eleven (~630 bytes per pool).
+    pub versions: VersionMap,
+    /// Shared with every pool that leaves `[pools.P.rollout]` at its
+    /// defaults (248 bytes each otherwise).
+    pub rollout: Arc<RolloutConfig>,
     /// `[[pools.P.match]]`: requests carrying a header, cookie or query
     /// parameter go to a named version, before sticky buckets and weights.
     pub matches: Vec<VersionRule>,
 }
+
+/// A pool's versions by name, in name order.
+pub type VersionMap = litemap::LiteMap<String, VersionConfig>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionConfig {
@@ -415,6 +423,20 @@ impl Default for RolloutConfig {
             confidence: 0.99,
             min_success_rate: None,
             max_p99: None,
+        }
+    }
+}
+
+impl RolloutConfig {
+    /// `r` in an `Arc`, or, when `r` is the defaults, the one copy of them
+    /// every such pool shares.
+    pub fn shared(r: RolloutConfig) -> Arc<RolloutConfig> {
+        static DEFAULTS: std::sync::OnceLock<Arc<RolloutConfig>> = std::sync::OnceLock::new();
+        let d = DEFAULTS.get_or_init(|| Arc::new(RolloutConfig::default()));
+        if r == **d {
+            d.clone()
+        } else {
+            Arc::new(r)
         }
     }
 }
@@ -520,18 +542,48 @@ impl Config {
     /// Takes `old`'s shared parts where they are equal to this config's: a
     /// reload of a big file then holds one copy of each unchanged pool (and
     /// of the routes when none changed), and the table builder recognizes
-    /// the unchanged pools by pointer. The config stays equal to itself.
+    /// the unchanged pools by pointer. Everything else is copied afresh on
+    /// the calling thread, so that nothing this config keeps stays in the
+    /// memory of the thread that parsed it (see
+    /// [`crate::memory::on_scratch`]). The config stays equal to itself.
     pub fn share_unchanged(&mut self, old: &Config) {
-        if self.routes == old.routes {
-            self.routes = old.routes.clone();
-        }
-        for (name, pool) in self.pools.iter_mut() {
-            if let Some(o) = old.pools.get(name) {
-                if !Arc::ptr_eq(o, pool) && **o == **pool {
-                    *pool = o.clone();
-                }
-            }
-        }
+        let Config {
+            server,
+            admin,
+            metrics,
+            access_log,
+            acme,
+            cluster,
+            routes,
+            pools,
+            notify,
+            docker,
+            middlewares,
+        } = self;
+        *routes = if *routes == old.routes {
+            old.routes.clone()
+        } else {
+            Arc::new(Vec::clone(routes))
+        };
+        *pools = pools
+            .iter()
+            .map(|(name, pool)| {
+                let pool = match old.pools.get(name) {
+                    Some(o) if Arc::ptr_eq(o, pool) || **o == **pool => o.clone(),
+                    _ => Arc::new(PoolConfig::clone(pool)),
+                };
+                (name.clone(), pool)
+            })
+            .collect();
+        *server = server.clone();
+        *admin = admin.clone();
+        *metrics = metrics.clone();
+        *access_log = access_log.clone();
+        *acme = acme.clone();
+        *cluster = cluster.clone();
+        *notify = notify.clone();
+        *docker = docker.clone();
+        *middlewares = middlewares.clone();
     }
 
     /// What is valid but probably not meant: `switchyard check` prints these

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use http::header::HeaderName;
 use http::Method;
@@ -42,7 +43,7 @@ pub(super) fn validate_routes(
     // The rules of every route so far, by host: the same host with the same
     // conditions twice is a mistake. (A map: a list scanned per route made
     // 10 000 routes cost 50 million host comparisons.)
-    let mut seen: HashMap<String, Vec<RouteRules>> = HashMap::new();
+    let mut seen: HashMap<String, Vec<Arc<RouteRules>>> = HashMap::new();
     for r in routes {
         let span = r.span();
         let r = r.get_ref();
@@ -65,7 +66,7 @@ pub(super) fn validate_routes(
                 continue;
             }
         };
-        let rules = route_rules(c, r);
+        let rules = RouteRules::shared(route_rules(c, r));
         let mut once = |c: &mut Checker<'_>, name: String, at: std::ops::Range<usize>| {
             let same_host = seen.entry(name.clone()).or_default();
             if same_host.iter().any(|other| other.same_conditions(&rules)) {

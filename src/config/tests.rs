@@ -31,8 +31,11 @@ fn minimal_config_parses_with_defaults() {
     assert_eq!(c.routes[0].host.to_string(), "app.example.com");
     assert!(!c.routes[0].redirect_https);
     let app = &c.pools["app"];
-    assert_eq!(app.versions["blue"].weight, 100);
-    assert_eq!(app.versions["green"].backends[0].as_str(), "green:8080");
+    assert_eq!(app.versions.get("blue").unwrap().weight, 100);
+    assert_eq!(
+        app.versions.get("green").unwrap().backends[0].as_str(),
+        "green:8080"
+    );
     assert_eq!(app.retry, 1);
     assert_eq!(app.on_all_down, OnAllDown::Unavailable);
 }
@@ -468,4 +471,77 @@ fn cluster_section_errors_are_collected() {
     }
     let empty = format!("{MINIMAL}\n[cluster]\netcd = []\n");
     assert!(Config::from_toml_str(&empty).is_err());
+}
+
+const TWO_POOLS: &str = r#"
+[[routes]]
+host = "a.test"
+pool = "a"
+
+[[routes]]
+host = "b.test"
+pool = "b"
+path_prefix = "/api"
+
+[[routes]]
+host = "c.test"
+pool = "b"
+
+[pools.a.versions.blue]
+weight = 100
+backends = ["127.0.0.1:8081"]
+
+[pools.b.versions.blue]
+weight = 90
+backends = ["127.0.0.1:8082"]
+
+[pools.b.versions.green]
+weight = 10
+backends = ["127.0.0.1:8083"]
+
+[pools.b.rollout]
+steps = [10, 100]
+"#;
+
+#[test]
+fn share_unchanged_keeps_old_pools_and_copies_the_rest_afresh() {
+    let old = Config::from_toml_str(TWO_POOLS).unwrap();
+    let mut new = Config::from_toml_str(&TWO_POOLS.replace("weight = 90", "weight = 80")).unwrap();
+    let parsed = new.clone();
+    new.share_unchanged(&old);
+    // Unchanged: the old config's own pool and routes.
+    assert!(Arc::ptr_eq(&new.pools["a"], &old.pools["a"]));
+    assert!(Arc::ptr_eq(&new.routes, &old.routes));
+    // Changed: equal to what was parsed, but a copy of it (made on the
+    // calling thread, not the parser's).
+    assert_eq!(new, parsed);
+    assert!(!Arc::ptr_eq(&new.pools["b"], &parsed.pools["b"]));
+    assert_eq!(new.pools["b"].versions.get("blue").unwrap().weight, 80);
+    // Changed routes are copied too.
+    let mut moved = Config::from_toml_str(&TWO_POOLS.replace("c.test", "d.test")).unwrap();
+    let parsed = moved.clone();
+    moved.share_unchanged(&old);
+    assert_eq!(moved, parsed);
+    assert!(!Arc::ptr_eq(&moved.routes, &parsed.routes));
+}
+
+#[test]
+fn defaults_are_shared_and_versions_stay_in_name_order() {
+    let c = Config::from_toml_str(TWO_POOLS).unwrap();
+    // Host-only routes share one empty rule set; a route with rules has its own.
+    assert!(Arc::ptr_eq(&c.routes[0].rules, &c.routes[2].rules));
+    assert!(c.routes[0].rules.is_empty() && !c.routes[1].rules.is_empty());
+    // Pools at the default rollout share one; pool b has its own steps.
+    let other = Config::from_toml_str(MINIMAL).unwrap();
+    assert!(Arc::ptr_eq(
+        &c.pools["a"].rollout,
+        &other.pools["app"].rollout
+    ));
+    assert_eq!(*c.pools["a"].rollout, RolloutConfig::default());
+    assert_eq!(c.pools["b"].rollout.steps, vec![10, 100]);
+    // Versions iterate by name, whatever the file's order.
+    let text = TWO_POOLS.replace("[pools.b.versions.blue]", "[pools.b.versions.zz]");
+    let c = Config::from_toml_str(&text).unwrap();
+    let names: Vec<&str> = c.pools["b"].versions.keys().map(String::as_str).collect();
+    assert_eq!(names, ["green", "zz"]);
 }

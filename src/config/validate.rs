@@ -572,7 +572,7 @@ fn validate_access_log(
 fn validate_pool(c: &mut Checker<'_>, pool: &Spanned<PoolFile>) -> PoolConfig {
     let p = pool.get_ref();
     let versions = validate_versions(c, pool.span(), &p.versions);
-    let health = p.health.as_ref().map(|h| validate_health(c, h));
+    let health = p.health.as_ref().map(|h| Box::new(validate_health(c, h)));
     let passive = match &p.passive {
         None => PassiveConfig::default(),
         Some(ps) => {
@@ -630,7 +630,7 @@ fn validate_pool(c: &mut Checker<'_>, pool: &Spanned<PoolFile>) -> PoolConfig {
             .map(|_| c.client_timeout(&p.queue_timeout, "queue_timeout", QUEUE_TIMEOUT)),
         matches: validate_matches(c, &p.matches, &versions),
         versions,
-        rollout,
+        rollout: RolloutConfig::shared(rollout),
     }
 }
 
@@ -639,7 +639,7 @@ fn validate_pool(c: &mut Checker<'_>, pool: &Spanned<PoolFile>) -> PoolConfig {
 fn validate_matches(
     c: &mut Checker<'_>,
     matches: &[Spanned<crate::rules::VersionMatchSpec>],
-    versions: &BTreeMap<String, VersionConfig>,
+    versions: &VersionMap,
 ) -> Vec<crate::rules::VersionRule> {
     if matches.len() > crate::rules::MAX_VERSION_RULES {
         c.err(
@@ -673,7 +673,7 @@ fn validate_versions(
     c: &mut Checker<'_>,
     span: Range<usize>,
     versions: &BTreeMap<Spanned<String>, Spanned<VersionFile>>,
-) -> BTreeMap<String, VersionConfig> {
+) -> VersionMap {
     if versions.is_empty() {
         c.err(
             span.clone(),
@@ -683,7 +683,7 @@ fn validate_versions(
     if versions.len() > MAX_VERSIONS {
         c.err(span, format!("a pool has at most {MAX_VERSIONS} versions"));
     }
-    let mut out = BTreeMap::new();
+    let mut out = VersionMap::with_capacity(versions.len());
     for (vname, v) in versions {
         if !valid_name(vname.get_ref()) {
             c.err(
@@ -703,7 +703,7 @@ fn validate_versions(
                 format!("version {} needs at least one backend", vname.get_ref()),
             );
         }
-        let mut backends = Vec::new();
+        let mut backends = Vec::with_capacity(v.backends.len());
         for b in &v.backends {
             match BackendAddr::parse(b.get_ref()) {
                 Ok(a) => backends.push(a),

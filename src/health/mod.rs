@@ -141,7 +141,7 @@ fn checked_backends(c: &Control) -> HashMap<BackendKey, (HealthConfig, Arc<Backe
         };
         for v in &pool.versions {
             for b in &v.backends {
-                wanted.insert(b.key.clone(), (hc.clone(), b.clone()));
+                wanted.insert(b.key.clone(), (HealthConfig::clone(&hc), b.clone()));
             }
         }
     }

@@ -433,7 +433,7 @@ pub fn merge_discovered(
                 redirect_https: tls != TlsMode::None,
                 tls: tls.clone(),
                 preview: None,
-                rules: crate::rules::RouteRules::default(),
+                rules: crate::rules::RouteRules::shared(Default::default()),
                 middlewares: Vec::new(),
             });
         }
@@ -468,7 +468,7 @@ fn discovered_pool(dp: &DiscoveredPool) -> PoolConfig {
             .versions
             .values()
             .find_map(|v| v.health.as_ref())
-            .map(HealthSpec::to_config),
+            .map(|h| Box::new(h.to_config())),
         passive: PassiveConfig::default(),
         sticky: None,
         pin_header: Some(http::HeaderName::from_static(DISCOVERED_PIN_HEADER)),
@@ -479,7 +479,7 @@ fn discovered_pool(dp: &DiscoveredPool) -> PoolConfig {
         queue_timeout: None,
         versions,
         matches: Vec::new(),
-        rollout: RolloutConfig::default(),
+        rollout: RolloutConfig::shared(RolloutConfig::default()),
     }
 }
 
@@ -549,8 +549,8 @@ backends = ["127.0.0.1:1"]
         assert!(matches!(&c[0], Change::VersionAdded { weight: 0, .. }));
         let mut cfg = file();
         merge_discovered(&mut cfg, &s.discovered, &mut Vec::new());
-        assert_eq!(cfg.pools["app"].versions["blue"].weight, 100);
-        assert_eq!(cfg.pools["app"].versions["green"].weight, 0);
+        assert_eq!(cfg.pools["app"].versions.get("blue").unwrap().weight, 100);
+        assert_eq!(cfg.pools["app"].versions.get("green").unwrap().weight, 0);
         assert_eq!(cfg.routes.len(), 2);
     }
 
@@ -564,14 +564,19 @@ backends = ["127.0.0.1:1"]
         assert!(matches!(&c[0], Change::BackendDown { .. }));
         let mut cfg = file();
         merge_discovered(&mut cfg, &s.discovered, &mut Vec::new());
-        assert!(cfg.pools["app"].versions["blue"].backends.is_empty());
-        assert_eq!(cfg.pools["app"].versions["blue"].weight, 7);
+        assert!(cfg.pools["app"]
+            .versions
+            .get("blue")
+            .unwrap()
+            .backends
+            .is_empty());
+        assert_eq!(cfg.pools["app"].versions.get("blue").unwrap().weight, 7);
         // It comes back: same weight, whatever its label says now.
         let mut f = found("3", "app", "blue", Some("127.0.0.1:83"));
         f.weight = Some(50);
         let (c, _) = apply_container(&mut s, &file(), "docker", "3", &[f]);
         assert_eq!(c.len(), 1);
-        assert_eq!(s.discovered["app"].versions["blue"].weight, 7);
+        assert_eq!(s.discovered["app"].versions.get("blue").unwrap().weight, 7);
     }
 
     #[test]
@@ -585,7 +590,12 @@ backends = ["127.0.0.1:1"]
             &[found("1", "app", "blue", None)],
         );
         assert_eq!(c.len(), 1);
-        assert!(s.discovered["app"].versions["blue"].containers.is_empty());
+        assert!(s.discovered["app"]
+            .versions
+            .get("blue")
+            .unwrap()
+            .containers
+            .is_empty());
     }
 
     #[test]

@@ -309,8 +309,8 @@ backends = ["127.0.0.1:2"]
     fn runtime_weights_win_while_the_file_keeps_its_weights() {
         let (c, kept, notes) =
             apply_overrides(&file(), &weights_override(&[("blue", 0), ("green", 100)]));
-        assert_eq!(c.pools["app"].versions["green"].weight, 100);
-        assert_eq!(c.pools["app"].versions["blue"].weight, 0);
+        assert_eq!(c.pools["app"].versions.get("green").unwrap().weight, 100);
+        assert_eq!(c.pools["app"].versions.get("blue").unwrap().weight, 0);
         assert!(notes.is_empty());
         assert_eq!(kept.pools["app"].weights.len(), 2);
     }
@@ -320,7 +320,7 @@ backends = ["127.0.0.1:2"]
         let edited = Config::from_toml_str(&FILE.replace("weight = 100", "weight = 50")).unwrap();
         let (c, kept, notes) =
             apply_overrides(&edited, &weights_override(&[("blue", 0), ("green", 100)]));
-        assert_eq!(c.pools["app"].versions["blue"].weight, 50);
+        assert_eq!(c.pools["app"].versions.get("blue").unwrap().weight, 50);
         assert!(kept.pools.is_empty());
         assert_eq!(notes.len(), 1);
     }
@@ -341,7 +341,7 @@ backends = ["127.0.0.1:2"]
         s.pools.insert("app".into(), o);
         s.pools.insert("gone".into(), PoolOverrides::default());
         let (c, kept, notes) = apply_overrides(&file(), &s);
-        assert_eq!(c.pools["app"].versions["v2"].weight, 5);
+        assert_eq!(c.pools["app"].versions.get("v2").unwrap().weight, 5);
         assert!(!c.pools["app"].versions.contains_key("green"));
         assert_eq!(
             kept.pools["app"].removed.len(),
