@@ -300,6 +300,8 @@ pub struct Watchdog {
     activity: Arc<Activity>,
     timeouts: Timeouts,
     sleep: Pin<Box<Sleep>>,
+    /// `sleep` is set to the wake-up of the last check and has not fired.
+    armed: bool,
     closing: Option<u64>,
 }
 
@@ -310,6 +312,7 @@ impl Watchdog {
             activity,
             timeouts,
             sleep: Box::pin(tokio::time::sleep_until(first)),
+            armed: false,
             closing: None,
         }
     }
@@ -317,13 +320,24 @@ impl Watchdog {
     /// Resolves when a deadline passed. Cancel-safe: call it again after
     /// another branch of a `select!` won. After a `Close`, the connection has
     /// `header_timeout` to finish before an `Abort(Closing)`.
+    ///
+    /// A check sets the timer no later than its time plus the shortest
+    /// timeout, and every clock starts at the moment of its event (see the
+    /// module doc), so no clock started since can end before the timer
+    /// fires: until it does, a new call (each `select!` round of a
+    /// connection makes one, several per request) only waits on it, without
+    /// reading the clock, checking or re-setting the timer.
     pub async fn expired(&mut self) -> Expired {
         loop {
+            if self.armed {
+                self.sleep.as_mut().await;
+                self.armed = false;
+            }
             let now = self.activity.now();
             match self.activity.check(&self.timeouts, self.closing, now) {
                 Verdict::Wait(at) => {
                     self.sleep.as_mut().reset(self.activity.at(at));
-                    self.sleep.as_mut().await;
+                    self.armed = true;
                 }
                 Verdict::Close(why) => {
                     self.closing = Some(now);
