@@ -79,9 +79,8 @@ pub struct Route {
 
 /// A pool of versions sharing traffic by weight.
 pub struct Pool {
-    pub name: Box<str>,
-    /// The name as the routes' metric handles share it.
-    metric_name: Arc<str>,
+    /// Shared with the routes' metric handles and the backends' keys.
+    pub name: Arc<str>,
     /// What the pool was built from: a later build whose pool is equal (and
     /// whose canary and backends' availability are unchanged) keeps this
     /// `Arc<Pool>` whole instead of building it again.
@@ -114,9 +113,8 @@ pub struct Pool {
 
 /// One version of a pool.
 pub struct Version {
-    pub name: Box<str>,
-    /// The name as the routes' metric handles share it.
-    metric_name: Arc<str>,
+    /// Shared with the routes' metric handles and the backends' keys.
+    pub name: Arc<str>,
     /// The name as an `x-served-by` value, made once.
     pub header: http::HeaderValue,
     /// Configured weight (after runtime overrides).
@@ -434,9 +432,9 @@ impl RouteIndex {
         let per = pool
             .versions
             .iter()
-            .map(|v| metrics.request_handles_shared(&label, &pool.metric_name, &v.metric_name))
+            .map(|v| metrics.request_handles_shared(&label, &pool.name, &v.name))
             .collect();
-        let unpicked = metrics.request_handles_shared(&label, &pool.metric_name, &NO_VERSION);
+        let unpicked = metrics.request_handles_shared(&label, &pool.name, &NO_VERSION);
         self.routes.push(Route {
             index,
             host: host.clone(),
@@ -466,10 +464,11 @@ impl Pool {
         registry: &BackendRegistry,
         used: &mut HashSet<*const Backend>,
     ) -> Pool {
+        let name: Arc<str> = name.into();
         let versions: Vec<Version> = pc
             .versions
             .iter()
-            .map(|(vname, vc)| Version::build(name, vname, vc, registry, used))
+            .map(|(vname, vc)| Version::build(&name, vname, vc, registry, used))
             .collect();
         let weights: Vec<u32> = versions.iter().map(|v| v.weight).collect();
         let effective: Vec<u32> = versions
@@ -503,8 +502,7 @@ impl Pool {
             .collect();
         Pool {
             matches,
-            name: name.into(),
-            metric_name: name.into(),
+            name,
             config: pc.clone(),
             canary,
             schedule: Schedule::new(&effective),
@@ -657,19 +655,20 @@ impl Pool {
 
 impl Version {
     fn build(
-        pool: &str,
+        pool: &Arc<str>,
         name: &str,
         vc: &VersionConfig,
         registry: &BackendRegistry,
         used: &mut HashSet<*const Backend>,
     ) -> Version {
+        let name: Arc<str> = name.into();
         let backends = vc
             .backends
             .iter()
             .map(|addr| {
                 let key = BackendKey {
-                    pool: pool.to_string(),
-                    version: name.to_string(),
+                    pool: pool.clone(),
+                    version: name.clone(),
                     addr: addr.clone(),
                 };
                 let b = registry.get_or_create(key);
@@ -678,10 +677,10 @@ impl Version {
             })
             .collect();
         Version {
-            name: name.into(),
-            metric_name: name.into(),
             // Names are validated ASCII; an empty value cannot happen.
-            header: http::HeaderValue::from_str(name).unwrap_or(http::HeaderValue::from_static("")),
+            header: http::HeaderValue::from_str(&name)
+                .unwrap_or(http::HeaderValue::from_static("")),
+            name,
             weight: vc.weight,
             backends,
             rr: RoundRobin::default(),
@@ -787,7 +786,7 @@ backends = ["127.0.0.1:5"]
         assert_eq!(counts["green"], 100);
         assert!(!counts.contains_key("grey"));
 
-        for b in reg.all().iter().filter(|b| b.key.version == "blue") {
+        for b in reg.all().iter().filter(|b| &*b.key.version == "blue") {
             b.set_healthy(false);
         }
         for _ in 0..10 {

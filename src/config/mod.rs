@@ -336,7 +336,9 @@ pub struct VersionConfig {
 /// a DNS name (a Compose service, say) resolved when connecting.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendAddr {
-    text: Box<str>,
+    /// Shared by the config, the backend and the registry's key (a clone
+    /// copies no text).
+    text: Arc<str>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -185,7 +185,7 @@ pub async fn sweep_ejections(c: Arc<Control>, mut shutdown: watch::Receiver<bool
             .map(|(name, _)| name.as_str())
             .collect();
         for b in c.registry.all() {
-            if !checked.contains(b.key.pool.as_str()) && b.expire_ejection(now) {
+            if !checked.contains(&*b.key.pool) && b.expire_ejection(now) {
                 c.backend_restored("proxy", &b, " after its ejection time");
             }
         }

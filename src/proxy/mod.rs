@@ -59,48 +59,48 @@ pub enum ProxyError {
     /// The client's request body failed (malformed framing, the client gone
     /// mid-upload): the client's fault, never the backend's.
     #[error("pool {0}: the request body from the client failed")]
-    ClientBody(Box<str>),
+    ClientBody(Arc<str>),
     /// The upload was still waiting for the client at `request_timeout`.
     #[error("pool {0}: the client's upload stalled")]
-    ClientTimeout(Box<str>),
+    ClientTimeout(Arc<str>),
     #[error("no route for host")]
     NoRoute,
     #[error("host does not match the TLS server name of this connection")]
     Misdirected,
     #[error("pool {0}: no healthy version")]
-    NoHealthyVersion(Box<str>),
+    NoHealthyVersion(Arc<str>),
     /// The pin header or a preview host named this version, and it has no
     /// available backend (or none of them could be reached).
     #[error("pool {pool}: version {version} has no available backend")]
-    VersionDown { pool: Box<str>, version: Box<str> },
+    VersionDown { pool: Arc<str>, version: Arc<str> },
     /// The pin header names no version of the pool.
     #[error("pool {pool} has no version {version:?}")]
-    UnknownVersion { pool: Box<str>, version: Box<str> },
+    UnknownVersion { pool: Arc<str>, version: Arc<str> },
     /// A preview host of a pool with nothing to preview.
     #[error("pool {0} has no version to preview (no rollout canary, no version at weight 0)")]
-    NoPreview(Box<str>),
+    NoPreview(Arc<str>),
     #[error("pool {pool}: backend {backend} unreachable: {source}")]
     Connect {
-        pool: Box<str>,
-        backend: Box<str>,
+        pool: Arc<str>,
+        backend: Arc<str>,
         source: ConnectError,
     },
     #[error("pool {pool}: backend {backend} timed out")]
-    Timeout { pool: Box<str>, backend: Box<str> },
+    Timeout { pool: Arc<str>, backend: Arc<str> },
     /// Every backend connection allowed (`max_connections_per_backend`)
     /// stayed busy for the queue timeout.
     #[error("pool {0}: every backend connection is busy")]
-    Busy(Box<str>),
+    Busy(Arc<str>),
     #[error("pool {pool}: backend {backend} failed: {source}")]
     Upstream {
-        pool: Box<str>,
-        backend: Box<str>,
+        pool: Arc<str>,
+        backend: Arc<str>,
         source: hyper::Error,
     },
     #[error("pool {pool}: backend {backend} failed: {source}")]
     Exchange {
-        pool: Box<str>,
-        backend: Box<str>,
+        pool: Arc<str>,
+        backend: Arc<str>,
         source: ExchangeError,
     },
 }
@@ -1636,8 +1636,8 @@ mod tests {
 
     #[test]
     fn every_error_maps_to_its_status() {
-        let p: Box<str> = "app".into();
-        let b: Box<str> = "127.0.0.1:1".into();
+        let p: Arc<str> = "app".into();
+        let b: Arc<str> = "127.0.0.1:1".into();
         assert_eq!(ProxyError::NoHost.status(), 400);
         assert_eq!(ProxyError::NoRoute.status(), 404);
         assert_eq!(ProxyError::Misdirected.status(), 421);

@@ -161,8 +161,10 @@ impl Body for UpBody {
 /// Identity of a backend across routing tables.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendKey {
-    pub pool: String,
-    pub version: String,
+    /// The names as the routing table's pool and version hold them: a key
+    /// (the backend's own and the registry's copy) copies no text.
+    pub pool: Arc<str>,
+    pub version: Arc<str>,
     pub addr: BackendAddr,
 }
 
