@@ -133,6 +133,21 @@ pub fn normalize<'a>(raw: &str, buf: &'a mut [u8; MAX_HOST_LEN + 2]) -> Option<&
     normalize_checked(raw, buf).ok()
 }
 
+/// A host name's bytes (letters, digits, `-`, `.`, `_`) to their lower
+/// case; 0 for every other byte.
+static HOST_BYTE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_' {
+            t[i] = b.to_ascii_lowercase();
+        }
+        i += 1;
+    }
+    t
+};
+
 fn normalize_checked<'a>(
     raw: &str,
     buf: &'a mut [u8; MAX_HOST_LEN + 2],
@@ -156,23 +171,28 @@ fn normalize_checked<'a>(
             return Err(HostError::BadIpv6);
         }
     }
+    // Empty labels (a leading, trailing or doubled dot), noted on the way.
+    let mut empty_label = false;
+    let mut after_dot = true;
     for (i, b) in host.bytes().enumerate() {
-        let ok = b.is_ascii_alphanumeric()
-            || b == b'-'
-            || b == b'.'
-            || b == b'_'
-            || (bracketed && (b == b':' || b == b'[' || b == b']'));
-        if !ok {
-            let c = host[i..].chars().next().unwrap_or('?');
-            return Err(HostError::BadChar(c));
-        }
-        buf[i] = b.to_ascii_lowercase();
+        let lower = match HOST_BYTE[usize::from(b)] {
+            0 if bracketed && (b == b':' || b == b'[' || b == b']') => b,
+            0 => {
+                let c = host[i..].chars().next().unwrap_or('?');
+                return Err(HostError::BadChar(c));
+            }
+            lower => lower,
+        };
+        let dot = b == b'.';
+        empty_label |= dot && after_dot;
+        after_dot = dot;
+        buf[i] = lower;
     }
     if !bracketed {
         if host.len() > MAX_HOST_LEN {
             return Err(HostError::TooLong);
         }
-        if host.starts_with('.') || host.ends_with('.') || host.contains("..") {
+        if empty_label || after_dot {
             return Err(HostError::EmptyLabel);
         }
     }
@@ -183,6 +203,72 @@ fn normalize_checked<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The checks as first written (a comparison chain per byte, then a
+    /// search for empty labels), to hold the table-driven loop to them.
+    fn reference(raw: &str) -> Result<String, HostError> {
+        let host = strip_port(raw.trim());
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if host.is_empty() {
+            return Err(HostError::Empty);
+        }
+        if host.len() > MAX_HOST_LEN + 2 {
+            return Err(HostError::TooLong);
+        }
+        let bracketed = host.starts_with('[');
+        if bracketed {
+            let inner = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+            if inner
+                .and_then(|h| h.parse::<std::net::Ipv6Addr>().ok())
+                .is_none()
+            {
+                return Err(HostError::BadIpv6);
+            }
+        }
+        for (i, b) in host.bytes().enumerate() {
+            let ok = b.is_ascii_alphanumeric()
+                || b == b'-'
+                || b == b'.'
+                || b == b'_'
+                || (bracketed && (b == b':' || b == b'[' || b == b']'));
+            if !ok {
+                return Err(HostError::BadChar(host[i..].chars().next().unwrap_or('?')));
+            }
+        }
+        if !bracketed {
+            if host.len() > MAX_HOST_LEN {
+                return Err(HostError::TooLong);
+            }
+            if host.starts_with('.') || host.ends_with('.') || host.contains("..") {
+                return Err(HostError::EmptyLabel);
+            }
+        }
+        Ok(host.to_ascii_lowercase())
+    }
+
+    #[test]
+    fn normalizing_agrees_with_the_reference_checks() {
+        let alphabet = [
+            "a", "Z", "7", ".", "-", "_", ":", "[", "]", " ", "/", "é", "::1", "8080",
+        ];
+        let mut inputs = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = inputs
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |a| format!("{s}{a}")))
+                .collect();
+            inputs.extend(longer);
+        }
+        inputs.push("a".repeat(MAX_HOST_LEN));
+        inputs.push("a".repeat(MAX_HOST_LEN + 1));
+        inputs.push(format!("{}.", "a".repeat(MAX_HOST_LEN + 1)));
+        inputs.push(format!("[{}]", "1:".repeat(130)));
+        let mut buf = [0u8; MAX_HOST_LEN + 2];
+        for raw in &inputs {
+            let got = normalize_checked(raw, &mut buf).map(str::to_string);
+            assert_eq!(got, reference(raw), "{raw:?}");
+        }
+    }
 
     #[test]
     fn normalizes_case_port_and_trailing_dot() {

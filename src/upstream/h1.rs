@@ -356,7 +356,17 @@ pub(crate) const HOP_BY_HOP: [&str; 7] = [
 
 /// Whether a field name (in any case) is one of [`HOP_BY_HOP`].
 pub(crate) fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+    // By length first: one comparison for most names (two for lengths 7
+    // and 10), instead of seven per field of every response.
+    let n = name.as_bytes();
+    match n.len() {
+        2 => n.eq_ignore_ascii_case(b"te"),
+        7 => n.eq_ignore_ascii_case(b"trailer") || n.eq_ignore_ascii_case(b"upgrade"),
+        10 => n.eq_ignore_ascii_case(b"connection") || n.eq_ignore_ascii_case(b"keep-alive"),
+        16 => n.eq_ignore_ascii_case(b"proxy-connection"),
+        17 => n.eq_ignore_ascii_case(b"transfer-encoding"),
+        _ => false,
+    }
 }
 
 /// Connection tokens remembered for leaving their fields out; a response
@@ -428,23 +438,33 @@ impl<'h> Hop<'h> {
 
 /// The Content-Length, when there is one; several must agree.
 fn content_length(raw: &[httparse::Header<'_>]) -> Result<Option<u64>, ExchangeError> {
+    const INVALID: ExchangeError = ExchangeError::Invalid("invalid content-length");
     let mut found = None;
     for h in raw
         .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .filter(|h| h.name.len() == 14 && h.name.eq_ignore_ascii_case("content-length"))
     {
-        let s = std::str::from_utf8(h.value)
-            .map_err(|_| ExchangeError::Invalid("invalid content-length"))?;
-        for part in s.split(',') {
-            // OWS only: `str::trim` would also take Unicode spaces (a
-            // no-break space after the digits) for padding.
-            let part = part.trim_matches([' ', '\t']);
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(ExchangeError::Invalid("invalid content-length"));
+        for part in h.value.split(|&b| b == b',') {
+            // OWS only (spaces and tabs): not a Unicode space after the
+            // digits, not a sign.
+            let part = match part.iter().position(|&b| b != b' ' && b != b'\t') {
+                Some(start) => &part[start..],
+                None => return Err(INVALID),
+            };
+            let end = part
+                .iter()
+                .rposition(|&b| b != b' ' && b != b'\t')
+                .map_or(0, |i| i + 1);
+            let mut n: u64 = 0;
+            for &b in &part[..end] {
+                if !b.is_ascii_digit() {
+                    return Err(INVALID);
+                }
+                n = n
+                    .checked_mul(10)
+                    .and_then(|n| n.checked_add(u64::from(b - b'0')))
+                    .ok_or(INVALID)?;
             }
-            let n: u64 = part
-                .parse()
-                .map_err(|_| ExchangeError::Invalid("invalid content-length"))?;
             if found.is_some_and(|f| f != n) {
                 return Err(ExchangeError::Invalid("conflicting content-length"));
             }
@@ -871,6 +891,69 @@ impl Body for RawBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_names_in_any_case_and_no_others() {
+        for h in HOP_BY_HOP {
+            assert!(is_hop_by_hop(h), "{h}");
+            assert!(is_hop_by_hop(&h.to_ascii_uppercase()), "{h}");
+        }
+        for other in [
+            "",
+            "t",
+            "tf",
+            "content-length",
+            "x-upgrade",
+            "upgrades",
+            "connectio",
+            "keep_alive",
+            "transfer-encodin",
+            "proxy-connections",
+            "date",
+        ] {
+            assert!(!is_hop_by_hop(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn content_length_is_digits_with_ows_and_agreeing_copies() {
+        fn cl(values: &[&[u8]]) -> Result<Option<u64>, &'static str> {
+            let raw: Vec<httparse::Header<'_>> = values
+                .iter()
+                .map(|v| httparse::Header {
+                    name: "Content-Length",
+                    value: v,
+                })
+                .collect();
+            content_length(&raw).map_err(|e| match e {
+                ExchangeError::Invalid(m) => m,
+                _ => "other",
+            })
+        }
+        assert_eq!(cl(&[]), Ok(None));
+        assert_eq!(cl(&[b"0"]), Ok(Some(0)));
+        assert_eq!(cl(&[b" \t42\t "]), Ok(Some(42)));
+        assert_eq!(cl(&[b"7, 7", b"7"]), Ok(Some(7)));
+        assert_eq!(cl(&[b"18446744073709551615"]), Ok(Some(u64::MAX)));
+        assert_eq!(cl(&[b"1", b"2"]), Err("conflicting content-length"));
+        assert_eq!(cl(&[b"3,4"]), Err("conflicting content-length"));
+        for bad in [
+            &b""[..],
+            b" ",
+            b"+1",
+            b"-1",
+            b"1 2",
+            b"0x10",
+            b"1,",
+            b",1",
+            b"12a",
+            b"18446744073709551616",
+            "1\u{a0}".as_bytes(),
+            b"\xff",
+        ] {
+            assert_eq!(cl(&[bad]), Err("invalid content-length"), "{bad:?}");
+        }
+    }
     use http::header;
     use http_body_util::BodyExt;
     use tokio::io::AsyncReadExt;
