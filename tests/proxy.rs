@@ -452,6 +452,40 @@ X-Hop: secret\r\nProxy-Connection: keep-alive\r\nX-End: kept\r\nContent-Length: 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_field_naming_many_fields_takes_them_all_out() {
+    // More names than the direct exchange keeps track of while it reads the
+    // head: the proxy's own pass takes the rest out.
+    let names: Vec<String> = (0..12).map(|i| format!("X-H{i}")).collect();
+    let mut reply = format!(
+        "HTTP/1.1 200 OK\r\nConnection: keep-alive, {}\r\n",
+        names.join(", ")
+    );
+    for n in &names {
+        reply.push_str(&format!("{n}: secret\r\n"));
+    }
+    reply.push_str("X-End: kept\r\nContent-Length: 3\r\n\r\nok\n");
+    let reply: &'static [u8] = Box::leak(reply.into_bytes().into_boxed_slice());
+    let (addr, served) = one_shot_backend(reply, Duration::from_millis(20)).await;
+    let p = Proxy::start(&single_backend_config(addr)).await;
+    let mut c = Client::new(p.http);
+    for _ in 0..2 {
+        let a = c.get("app.test", "/").await.unwrap();
+        assert_eq!(a.status, 200);
+        assert_eq!(a.body, "ok\n");
+        assert_eq!(a.headers["x-end"], "kept");
+        for n in &names {
+            assert!(
+                a.headers.get(n.as_str()).is_none(),
+                "{n} passed: {:?}",
+                a.headers
+            );
+        }
+        assert!(a.headers.get("connection").is_none(), "{:?}", a.headers);
+    }
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_and_bodiless_statuses_keep_the_connection() {
     let (blue, _g, p) = basic().await;
     let mut c = Client::new(p.http);
