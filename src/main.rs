@@ -496,12 +496,12 @@ fn run(config: Option<PathBuf>, ready_file: Option<&Path>) -> anyhow::Result<()>
     // Before the parse: its big vectors must not raise glibc's thresholds.
     switchyard::memory::configure();
     let path = config_path(config);
-    let config = Config::load(&path)?;
+    let (config, source) = Config::load_source(&path)?;
     let path = std::fs::canonicalize(&path).unwrap_or(path);
     let rt = runtime(config.server.workers)?;
     rt.block_on(async {
         let events = EventLog::open(&events_path(&config.admin.state));
-        let app = Arc::new(control_for(&path, config, events).await?);
+        let app = Arc::new(control_for(&path, config, events).await?.with_source(source));
         // The control holds the one copy of the file's config from here on
         // (at 10 000 routes a copy is tens of megabytes).
         let config = app.snapshot().file.clone();

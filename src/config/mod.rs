@@ -13,6 +13,7 @@
 //! | `notify.rs` | `[[notify]]`: file model, model, validation |
 //! | `routes.rs` | `[[routes]]`: hosts, rules, TLS, middlewares; shadowed routes |
 //! | `middleware.rs` | `[middlewares.NAME]`: the model and its validation |
+//! | `incremental.rs` | reloads that re-read only the pools an edit touched |
 //!
 //! Pure: the only I/O is [`Config::load`] reading the file. Every error carries
 //! the line and column of the offending value so `switchyard check` can print
@@ -31,6 +32,7 @@ use crate::host::{HostName, HostPattern};
 use crate::rules::{RouteRules, VersionRule};
 
 mod file;
+mod incremental;
 mod middleware;
 mod notify;
 mod read;
@@ -39,6 +41,7 @@ mod routes;
 mod tests;
 mod validate;
 
+pub use incremental::ConfigSource;
 pub use middleware::{
     parse_cidr, BasicAuthConfig, CompressConfig, Encoding, HeadersConfig, IpAllowConfig,
     MiddlewareConfig, RateKey, RateLimitConfig, RedirectRegexConfig, DEFAULT_COMPRESS_TYPES,
@@ -519,6 +522,18 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = read_config_file(path)?;
         Config::from_file_text(path, &text)
+    }
+
+    /// [`Config::load`], and the file's text indexed for the next reload
+    /// (see [`ConfigSource::reparse`]).
+    pub fn load_source(path: &Path) -> Result<(Config, ConfigSource), ConfigError> {
+        Config::parse_source(path, read_config_file(path)?)
+    }
+
+    /// [`Config::from_file_text`], and the text indexed for the next reload.
+    pub fn parse_source(path: &Path, text: String) -> Result<(Config, ConfigSource), ConfigError> {
+        let config = Config::from_file_text(path, &text)?;
+        Ok((config, ConfigSource::index(text)))
     }
 
     /// Validates `text`, read from the file at `path` ([`Config::load`]

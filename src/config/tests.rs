@@ -545,3 +545,299 @@ fn defaults_are_shared_and_versions_stay_in_name_order() {
     let names: Vec<&str> = c.pools["b"].versions.keys().map(String::as_str).collect();
     assert_eq!(names, ["green", "zz"]);
 }
+
+// ---------------------------------------------------------------------------
+// Reloads that re-read only the pools an edit touched (incremental.rs): the
+// result must be what the full parse gives, whatever the edit.
+
+const SECTIONS: &str = r#"# a config with every kind of pool section
+[server]
+http = "127.0.0.1:8080"
+
+[[routes]]
+host = "a.test"
+pool = "a"
+
+[[routes]]
+host = "b.test"
+pool = "b"
+path_prefix = "/api"
+
+[[routes]]
+host = "c.test"
+pool = "c.d"
+
+[pools.a]
+retry = 2
+health = { path = "/health", interval = "2s" }
+
+[pools.a.versions.blue]
+weight = 90
+backends = ["127.0.0.1:8081"]
+
+[pools.a.versions.green]
+weight = 10   # the canary
+backends = [
+  "127.0.0.1:8082",
+  "[::1]:8083",
+]
+
+[[pools.a.match]]
+header = "X-Beta"
+version = "green"
+
+[ pools . b .versions.v1 ]
+weight = 1
+backends = ["127.0.0.1:9001"]
+
+[pools.b.rollout]
+steps = [1, 5, { percent = 25, duration = "15m" }, 100]
+step_duration = "5m"
+
+[pools."c.d".versions.only]
+weight = 5
+backends = ['127.0.0.1:9100']
+
+[pools.b.versions.v2]
+weight = 0
+backends = ["127.0.0.1:9002"]
+"#;
+
+/// Reads `new` after `old` both ways. When the pools-only path takes it, its
+/// config and index must be the full parse's; returns whether it took it.
+fn reread(old: &str, new: &str) -> bool {
+    let running = Config::from_toml_str(old).expect("the old text is valid");
+    let source = ConfigSource::index(old.to_owned());
+    let full = Config::from_toml_str(new);
+    match source.reparse(&running, new.to_owned()) {
+        Ok((config, next)) => {
+            let full = full.unwrap_or_else(|d| {
+                panic!("the pools-only path took a text the full parse refuses ({d:?}):\n{new}")
+            });
+            assert_eq!(config, full, "edit of:\n{new}");
+            assert_eq!(next.text(), new);
+            assert!(next.incremental());
+            assert_eq!(
+                next.layout(),
+                ConfigSource::index(new.to_owned()).layout(),
+                "the moved index is not the new text's:\n{new}"
+            );
+            true
+        }
+        Err(back) => {
+            assert_eq!(back, new);
+            false
+        }
+    }
+}
+
+#[test]
+fn an_index_names_each_sections_pool() {
+    let s = ConfigSource::index(SECTIONS.to_owned());
+    let layout = s.layout().expect("indexed");
+    let pools: Vec<Option<&str>> = layout.iter().map(|(_, p)| p.as_deref()).collect();
+    assert_eq!(
+        pools,
+        [
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some("a"),
+            Some("a"),
+            Some("a"),
+            Some("a"),
+            Some("b"),
+            Some("b"),
+            Some("c.d"),
+            Some("b"),
+        ]
+    );
+    for (start, _) in &layout[1..] {
+        assert_eq!(SECTIONS.as_bytes()[*start as usize], b'[');
+    }
+}
+
+#[test]
+fn edits_inside_pools_are_read_again_alone_and_give_the_full_parse() {
+    let fast = |from: &str, to: &str| {
+        assert!(SECTIONS.contains(from), "{from}");
+        SECTIONS.replacen(from, to, 1)
+    };
+    let taken = [
+        // a weight, backends, a comment, a multi-line array
+        fast("weight = 90", "weight = 80"),
+        fast("\"127.0.0.1:9001\"", "\"127.0.0.1:9009\", \"127.0.0.1:9010\""),
+        fast("weight = 10   # the canary", "weight = 10"),
+        fast("  \"[::1]:8083\",\n", ""),
+        // the pool's own table, health, rules, rollout
+        fast("retry = 2", "retry = 3\non_all_down = \"fail_open\""),
+        fast("interval = \"2s\"", "interval = \"5s\""),
+        fast("header = \"X-Beta\"", "cookie = \"beta\""),
+        fast("{ percent = 25, duration = \"15m\" }", "50"),
+        // a quoted name, a spaced header
+        fast("weight = 5", "weight = 6"),
+        fast("weight = 1\n", "weight = 2\n"),
+        // a version added after another, one taken away
+        fast(
+            "\n[[pools.a.match]]",
+            "\n[pools.a.versions.red]\nweight = 0\nbackends = [\"127.0.0.1:8084\"]\n\n[[pools.a.match]]",
+        ),
+        fast(
+            "[pools.b.versions.v2]\nweight = 0\nbackends = [\"127.0.0.1:9002\"]\n",
+            "",
+        ),
+        // a version moved from one pool to another
+        fast("[pools.b.versions.v2]", "[pools.\"c.d\".versions.v2]"),
+        // Windows line ends in the edit
+        fast("weight = 90\n", "weight = 70\r\n"),
+    ];
+    for (i, text) in taken.iter().enumerate() {
+        assert!(
+            reread(SECTIONS, text),
+            "edit {i} should be read pools-only:\n{text}"
+        );
+    }
+    let full = [
+        // outside the pools
+        fast("host = \"b.test\"", "host = \"bb.test\""),
+        fast("http = \"127.0.0.1:8080\"", "http = \"127.0.0.1:8090\""),
+        // a new pool, a route inserted among the pools
+        fast("[pools.b.versions.v2]", "[pools.e.versions.v2]"),
+        fast(
+            "\n[pools.b.rollout]",
+            "\n[[routes]]\nhost = \"e.test\"\npool = \"a\"\n\n[pools.b.rollout]",
+        ),
+        // errors, which the full parse reports
+        fast("weight = 90", "weight = -1"),
+        fast("weight = 90", "weight = 90\nweight = 91"),
+        fast("retry = 2", "retry = 2\nversions.blue.weight = 1"),
+        fast("weight = 5", "weight = 5\nnote = \"\"\""),
+        fast("weight = 1\n", "weight = 1"),
+        fast("[pools.b.versions.v2]", "[pools.b.versions.v1]"),
+        fast("version = \"green\"", "version = \"ghost\""),
+    ];
+    for (i, text) in full.iter().enumerate() {
+        assert!(
+            !reread(SECTIONS, text),
+            "edit {i} needs the full parse:\n{text}"
+        );
+    }
+    // The same text is not an edit.
+    assert!(!reread(SECTIONS, SECTIONS));
+}
+
+#[test]
+fn pool_keys_outside_pool_sections_turn_the_pools_only_path_off() {
+    for extra in [
+        "pools.a.retry = 3\n",
+        "pools = { }\n",
+        "[pools]\na.retry = 3\n",
+    ] {
+        let (head, tail) = SECTIONS.split_at(SECTIONS.find("[server]").unwrap());
+        let old = if extra.starts_with('[') {
+            format!("{SECTIONS}{extra}")
+        } else {
+            format!("{head}{extra}{tail}")
+        };
+        let Ok(_) = Config::from_toml_str(&old) else {
+            continue;
+        };
+        assert!(ConfigSource::index(old.clone()).layout().is_none(), "{old}");
+        assert!(!reread(
+            &old,
+            &old.replacen("weight = 90", "weight = 80", 1)
+        ));
+    }
+    // A bare [pools] header with no keys keeps it on.
+    let old = format!("{SECTIONS}[pools]\n");
+    assert!(reread(&old, &old.replacen("weight = 90", "weight = 80", 1)));
+}
+
+#[test]
+fn generated_edits_give_what_the_full_parse_gives() {
+    // Single edits of a valid text (lines dropped, doubled, swapped, bytes
+    // changed or added), each read both ways; an edit that gives a valid
+    // text becomes the next base now and then.
+    const BITS: &[&str] = &[
+        "[",
+        "]",
+        "=",
+        ".",
+        "\"",
+        "'",
+        "#",
+        "\n",
+        "{",
+        "}",
+        ",",
+        "0",
+        "7",
+        "a",
+        " ",
+        "[[",
+        "\"\"\"",
+        "pools.",
+        "[pools.a.versions.x]\n",
+        "weight = 3\n",
+        "[pools.b.versions.v1]\n",
+        "backends = [\"127.0.0.1:1\"]\n",
+        "[[routes]]\n",
+        "[pools.a]\n",
+        "versions.blue.weight = 2\n",
+    ];
+    let mut seed: u64 = 0x5eed_1234_abcd_0001;
+    let mut rand = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let mut base = SECTIONS.to_owned();
+    let (mut taken, mut tried) = (0, 0);
+    for _ in 0..3000 {
+        let lines: Vec<&str> = base.split_inclusive('\n').collect();
+        let i = rand(lines.len());
+        let j = rand(lines.len());
+        let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        match rand(6) {
+            0 => {
+                out.remove(i);
+            }
+            1 => out.insert(i, lines[i].to_owned()),
+            2 => out.swap(i, j),
+            3 | 4 => {
+                let line = &mut out[i];
+                let at = rand(line.len() + 1);
+                if line.is_char_boundary(at) {
+                    line.insert_str(at, BITS[rand(BITS.len())]);
+                }
+            }
+            _ => {
+                let line = &mut out[i];
+                if !line.is_empty() {
+                    let at = rand(line.len());
+                    if line.is_char_boundary(at) && line.is_char_boundary(at + 1) {
+                        line.remove(at);
+                    }
+                }
+            }
+        }
+        let new: String = out.concat();
+        let valid = Config::from_toml_str(&new).is_ok();
+        tried += usize::from(valid);
+        if reread(&base, &new) {
+            taken += 1;
+        }
+        if valid && rand(4) == 0 {
+            base = new;
+        }
+    }
+    // Most edits land in pool sections: the path is exercised, not bypassed.
+    eprintln!("pools-only path: {taken} of {tried} valid edits");
+    assert!(
+        taken * 4 > tried,
+        "pools-only path: {taken} of {tried} valid edits"
+    );
+}

@@ -50,6 +50,19 @@ pub(super) struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
+    /// A checker for `text`, with nothing reported yet.
+    pub(super) fn new(text: &'a str) -> Self {
+        Checker {
+            text,
+            diags: Vec::new(),
+        }
+    }
+
+    /// Nothing has been reported.
+    pub(super) fn is_clean(&self) -> bool {
+        self.diags.is_empty()
+    }
+
     pub(super) fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
         let (line, col) = line_col(self.text, span.start);
         self.diags.push(Diagnostic {
@@ -569,7 +582,7 @@ fn validate_access_log(
 }
 
 /// One `[pools.NAME]`.
-fn validate_pool(c: &mut Checker<'_>, pool: &Spanned<PoolFile>) -> PoolConfig {
+pub(super) fn validate_pool(c: &mut Checker<'_>, pool: &Spanned<PoolFile>) -> PoolConfig {
     let p = pool.get_ref();
     let versions = validate_versions(c, pool.span(), &p.versions);
     let health = p.health.as_ref().map(|h| Box::new(validate_health(c, h)));

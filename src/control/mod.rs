@@ -40,7 +40,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{broadcast, watch, Notify};
 
 use crate::cluster::Cluster;
-use crate::config::{Config, PassiveConfig};
+use crate::config::{Config, ConfigSource, PassiveConfig};
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::metrics::FleetSample;
 use crate::metrics::Metrics;
@@ -59,10 +59,11 @@ pub struct Snapshot {
     pub config_path: Option<PathBuf>,
     /// The config as read from the file.
     pub file: Arc<Config>,
-    /// The SHA-1 of the text `file` was parsed from, when a reload parsed
-    /// it (`None` for the config read at start): a reload that reads the
-    /// very same text again takes `file` as it is instead of parsing it.
-    pub file_digest: Option<[u8; 20]>,
+    /// The text `file` was read from, indexed (`None` when not known): a
+    /// reload that reads the very same text again takes `file` as it is,
+    /// and one that changed only some pools' sections re-reads those alone
+    /// (see [`ConfigSource::reparse`]).
+    pub source: Option<Arc<ConfigSource>>,
     /// The file plus runtime overrides: what the table is built from.
     pub effective: Arc<Config>,
     /// The runtime overrides and rollouts, as persisted.
@@ -164,7 +165,7 @@ impl Control {
             view: ArcSwap::from_pointee(Snapshot {
                 config_path,
                 file: Arc::new(file),
-                file_digest: None,
+                source: None,
                 effective: Arc::new(effective),
                 state: Arc::new(kept),
                 middlewares: Arc::new(middlewares),
@@ -182,6 +183,17 @@ impl Control {
             cluster: None,
             solo_leader: watch::Sender::new(true),
         }
+    }
+
+    /// The text the file's config was read from (see [`Config::load_source`]):
+    /// the first reload then re-reads only what changed.
+    pub fn with_source(self, source: ConfigSource) -> Control {
+        let view = self.snapshot();
+        self.view.store(Arc::new(Snapshot {
+            source: Some(Arc::new(source)),
+            ..(*view).clone()
+        }));
+        self
     }
 
     /// `[cluster]`: this instance is one of a fleet sharing its state
@@ -382,7 +394,7 @@ impl Control {
         self.publish(Snapshot {
             config_path: view.config_path.clone(),
             file: view.file.clone(),
-            file_digest: view.file_digest,
+            source: view.source.clone(),
             effective: Arc::new(effective),
             state: Arc::new(kept),
             middlewares: view.middlewares.clone(),
@@ -452,7 +464,7 @@ impl Control {
         self.publish(Snapshot {
             config_path: view.config_path.clone(),
             file: view.file.clone(),
-            file_digest: view.file_digest,
+            source: view.source.clone(),
             effective: Arc::new(effective),
             state: Arc::new(state),
             middlewares: view.middlewares.clone(),

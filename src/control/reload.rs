@@ -3,9 +3,8 @@
 use std::sync::Arc;
 
 use super::{Control, Snapshot};
-use sha1::{Digest, Sha1};
 
-use crate::config::{read_config_file, Config};
+use crate::config::{read_config_file, Config, ConfigSource};
 use crate::events::{EventKind, NewEvent};
 use crate::middleware::Middlewares;
 use crate::model::api::ReloadReply;
@@ -39,23 +38,21 @@ impl Control {
             .ok_or(AdminError::NoConfigFile)?;
         let started = std::time::Instant::now();
         let text = read_config_file(&path).map_err(|e| self.reload_failed(who, e.to_string()))?;
-        let digest: [u8; 20] = Sha1::digest(text.as_bytes()).into();
         let running = self.snapshot();
-        let file = if running.file_digest == Some(digest) {
-            // The text the running config was parsed from: parsing and
-            // validating it again would give the same config.
-            drop(text);
-            Config::clone(&running.file)
-        } else {
-            // The parse's transient (a document many times the text) lives
-            // and dies on the scratch thread, in memory of its own.
-            let at = path.clone();
-            let mut file = crate::memory::on_scratch(move || Config::from_file_text(&at, &text))
-                .map_err(|e| self.reload_failed(who, e.to_string()))?;
-            // One copy of what did not change, and the table keeps those
-            // pools; the rest copied into this thread's memory.
-            file.share_unchanged(&running.file);
-            file
+        let (file, source) = match running.source.as_ref() {
+            // The text the running config was read from: reading it again
+            // would give the same config.
+            Some(source) if source.text() == text => {
+                drop(text);
+                (Config::clone(&running.file), source.clone())
+            }
+            // Only some pools' sections changed: those pools alone are read
+            // again, on this thread (the rest of the config is shared).
+            Some(source) => match source.reparse(&running.file, text) {
+                Ok((file, source)) => (file, Arc::new(source)),
+                Err(text) => self.parse_all(who, &path, text, &running.file)?,
+            },
+            None => self.parse_all(who, &path, text, &running.file)?,
         };
         drop(running);
         // Users files are read here, before the writer's lock, like the file.
@@ -108,7 +105,7 @@ impl Control {
         self.publish(Snapshot {
             config_path: Some(path.clone()),
             file: Arc::new(file),
-            file_digest: Some(digest),
+            source: Some(source.clone()),
             effective: Arc::new(effective),
             state: Arc::new(kept),
             middlewares: Arc::new(middlewares),
@@ -118,6 +115,7 @@ impl Control {
             read_ms = read.as_millis() as u64,
             overrides_ms = (applied - read).as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
+            pools_only = source.incremental(),
             "config reloaded"
         );
         for (pool, note) in notes {
@@ -133,6 +131,27 @@ impl Control {
             notes: notes_out,
             reloaded: path.display().to_string(),
         })
+    }
+
+    /// The whole file parsed and validated, its text indexed.
+    fn parse_all(
+        &self,
+        who: &str,
+        path: &std::path::Path,
+        text: String,
+        running: &Config,
+    ) -> Result<(Config, Arc<ConfigSource>), AdminError> {
+        // The parse's transient (a document many times the text) lives and
+        // dies on the scratch thread, in memory of its own.
+        let at = path.to_owned();
+        let (mut file, mut source) =
+            crate::memory::on_scratch(move || Config::parse_source(&at, text))
+                .map_err(|e| self.reload_failed(who, e.to_string()))?;
+        // One copy of what did not change, and the table keeps those pools;
+        // the rest copied into this thread's memory.
+        file.share_unchanged(running);
+        source.rehome();
+        Ok((file, Arc::new(source)))
     }
 
     /// Counts and records a refused reload; the running config is kept.
@@ -246,50 +265,63 @@ backends = ["127.0.0.1:2"]
             EventLog::in_memory(),
         );
         let pool = |name: &str| c.table.load().pools[name].clone();
+        let source = || c.snapshot().source.clone().expect("a source");
         let (a0, b0) = (pool("a"), pool("b"));
-        assert_eq!(c.snapshot().file_digest, None);
+        assert!(c.snapshot().source.is_none());
 
         // The same text: parsed once (nothing known at start), then taken as
         // it is; every pool kept.
         c.reload("test", false).unwrap();
         let first = c.snapshot();
-        assert!(first.file_digest.is_some());
+        assert!(!source().incremental());
         assert!(Arc::ptr_eq(&a0, &pool("a")) && Arc::ptr_eq(&b0, &pool("b")));
         c.reload("test", false).unwrap();
         let second = c.snapshot();
-        assert_eq!(second.file_digest, first.file_digest);
+        assert!(Arc::ptr_eq(
+            second.source.as_ref().unwrap(),
+            first.source.as_ref().unwrap()
+        ));
         assert!(Arc::ptr_eq(&first.file.pools["a"], &second.file.pools["a"]));
         assert!(Arc::ptr_eq(&first.file.routes, &second.file.routes));
 
-        // One pool changed: it alone is rebuilt, and the config follows the file.
-        std::fs::write(
-            &path,
-            TEXT.replace(
-                "weight = 1\nbackends = [\"127.0.0.1:2\"]",
-                "weight = 3\nbackends = [\"127.0.0.1:2\"]",
-            ),
-        )
-        .unwrap();
+        // One pool changed: it alone is read again and rebuilt, and the
+        // config follows the file.
+        let b3 = TEXT.replace(
+            "weight = 1\nbackends = [\"127.0.0.1:2\"]",
+            "weight = 3\nbackends = [\"127.0.0.1:2\"]",
+        );
+        std::fs::write(&path, &b3).unwrap();
         c.reload("test", false).unwrap();
         let third = c.snapshot();
-        assert_ne!(third.file_digest, second.file_digest);
+        assert!(source().incremental(), "only pool b's section changed");
+        assert_eq!(source().text(), b3);
         assert_eq!(
             third.file.pools["b"].versions.get("blue").unwrap().weight,
             3
         );
+        assert_eq!(*third.file, Config::from_file_text(&path, &b3).unwrap());
         assert!(Arc::ptr_eq(&second.file.pools["a"], &third.file.pools["a"]));
+        assert!(Arc::ptr_eq(&second.file.routes, &third.file.routes));
         assert!(Arc::ptr_eq(&a0, &pool("a")));
         assert!(!Arc::ptr_eq(&b0, &pool("b")));
         assert_eq!(pool("b").versions[0].weight, 3);
 
-        // A bad file is refused whatever was read before, and changes nothing.
+        // A bad file is refused whatever was read before, and changes
+        // nothing: an error in a pool's section, then anywhere.
+        std::fs::write(&path, b3.replace("weight = 3", "weight = -3")).unwrap();
+        let e = c.reload("test", false).unwrap_err().to_string();
+        assert!(e.contains("weight"), "{e}");
         std::fs::write(&path, "[[routes]]\nhost = 1\n").unwrap();
         assert!(c.reload("test", false).is_err());
-        assert_eq!(c.snapshot().file_digest, third.file_digest);
-        // Back to the first text: parsed again (it is not the running one).
+        assert!(Arc::ptr_eq(
+            c.snapshot().source.as_ref().unwrap(),
+            third.source.as_ref().unwrap()
+        ));
+        // Back to the first text: pool b read again.
         std::fs::write(&path, TEXT).unwrap();
         c.reload("test", false).unwrap();
-        assert_eq!(c.snapshot().file_digest, first.file_digest);
+        assert!(source().incremental());
+        assert_eq!(source().text(), TEXT);
         assert_eq!(
             c.snapshot().file.pools["b"]
                 .versions
@@ -299,5 +331,16 @@ backends = ["127.0.0.1:2"]
             1
         );
         assert_eq!(pool("b").versions[0].weight, 1);
+
+        // A route changed: the whole file is read again.
+        let moved = TEXT.replace("host = \"b.test\"", "host = \"c.test\"");
+        std::fs::write(&path, &moved).unwrap();
+        c.reload("test", false).unwrap();
+        assert!(!source().incremental());
+        assert_eq!(
+            *c.snapshot().file,
+            Config::from_file_text(&path, &moved).unwrap()
+        );
+        assert_eq!(c.snapshot().file.routes[1].host.to_string(), "c.test");
     }
 }

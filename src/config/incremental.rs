@@ -1,0 +1,518 @@
+//! Reloads that re-read only what an edit touched.
+//!
+//! A reload of a 10 000-route file that changes one pool used to parse and
+//! validate the whole file again: toml's document, the file model and the
+//! validation of every pool and route, ~70 ms of work and a ~70 MB transient
+//! for one changed weight. [`ConfigSource`] keeps the text the running config
+//! was read from, and where each table section of it starts (`[...]` or
+//! `[[...]]` up to the next header) and which pool it belongs to
+//! (`[pools.NAME...]`). A new text is then compared with the old one:
+//!
+//! ```text
+//! old  |  same prefix  |  edit  |  same suffix  |
+//!      |<- sections ->|<-region->|<- sections ->|     region: the sections the edit touches
+//! ```
+//!
+//! When the region holds pool sections only, and every pool it names exists,
+//! each of those pools is read again from its own sections alone (a small
+//! document of `[pools.NAME...]` sections, validated like the file's), and
+//! the running config is taken with those pools replaced. Anything else (an
+//! edit in a route, in `[server]`, a new or removed pool, a region that does
+//! not read on its own, a file whose pools are not all in their own
+//! sections) gets the full parse, which also reports the errors: the
+//! incremental path never reports one, it just gives up.
+//!
+//! Why the result is what the full parse would give, given that the old text
+//! was valid and parsed to the running config:
+//! - The region starts at a header of the old text and ends where the next
+//!   one starts, both in bytes the edit left alone, and it must read on its
+//!   own without error, ending on a line break: so the new text still splits
+//!   into the same sections outside it, and into the region's own inside it.
+//! - The file's pools come only from `[pools.NAME...]` sections (checked when
+//!   the old text is indexed: no `pools` key at the root, no keys under a bare
+//!   `[pools]`). A pool's sections define paths under `pools.NAME` only, so
+//!   whether they conflict (a table defined twice, a dotted key over a
+//!   header) depends on that pool's sections alone, which the small document
+//!   holds in file order.
+//! - Validation reads a pool on its own; what else looks at pools (routes
+//!   naming them) sees the same set of names.
+//!
+//! The differential tests in `tests.rs` hold the two paths to the same
+//! result over hand-picked and generated edits.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use toml_parser::decoder::Encoding;
+use toml_parser::parser::{EventReceiver, RecursionGuard};
+use toml_parser::{ErrorSink, ParseError, Raw, Source, Span};
+
+use super::file::PoolsFile;
+use super::validate::{validate_pool, Checker};
+use super::Config;
+
+/// A section that is no pool's (`[server]`, `[[routes]]`, the root).
+const NO_POOL: u32 = u32::MAX;
+/// How deep arrays and inline tables may nest in a region (toml's own limit
+/// is of the same order); deeper gets the full parse, which refuses it.
+const MAX_DEPTH: u32 = 64;
+
+/// The text a config was read from, indexed for the next reload.
+pub struct ConfigSource {
+    text: String,
+    index: Option<Index>,
+    incremental: bool,
+}
+
+struct Index {
+    /// In text order; the first is the root (offset 0, maybe empty).
+    sections: Vec<Section>,
+    /// Pool names, `pool` ids into `names_end`: name `i` is
+    /// `names[names_end[i - 1]..names_end[i]]`.
+    names: String,
+    names_end: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Section {
+    start: u32,
+    pool: u32,
+}
+
+impl Index {
+    fn name(&self, id: u32) -> &str {
+        let i = id as usize;
+        let start = if i == 0 {
+            0
+        } else {
+            self.names_end[i - 1] as usize
+        };
+        &self.names[start..self.names_end[i] as usize]
+    }
+
+    fn id(&self, name: &str) -> Option<u32> {
+        (0..self.names_end.len() as u32).find(|&i| self.name(i) == name)
+    }
+}
+
+impl std::fmt::Debug for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigSource")
+            .field("bytes", &self.text.len())
+            .field("sections", &self.index.as_ref().map(|ix| ix.sections.len()))
+            .field("incremental", &self.incremental)
+            .finish()
+    }
+}
+
+impl ConfigSource {
+    /// Indexes `text`, which parsed to a valid config. A text the index
+    /// cannot split cleanly (pool keys outside pool sections) is kept too: a
+    /// reload of the same text is still recognized.
+    pub fn index(text: String) -> ConfigSource {
+        let index = build_index(&text);
+        ConfigSource {
+            text,
+            index,
+            incremental: false,
+        }
+    }
+
+    /// The text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Made by [`ConfigSource::reparse`], not by a full parse.
+    pub fn incremental(&self) -> bool {
+        self.incremental
+    }
+
+    /// Each section's start and pool name, for tests.
+    #[cfg(test)]
+    pub(super) fn layout(&self) -> Option<Vec<(u32, Option<String>)>> {
+        let ix = self.index.as_ref()?;
+        Some(
+            ix.sections
+                .iter()
+                .map(|s| {
+                    (
+                        s.start,
+                        (s.pool != NO_POOL).then(|| ix.name(s.pool).to_owned()),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Copies the index into the calling thread's memory (it is built on
+    /// the parse's scratch thread, see [`crate::memory::on_scratch`]).
+    pub fn rehome(&mut self) {
+        if let Some(ix) = &mut self.index {
+            ix.sections = ix.sections.clone();
+            ix.names = ix.names.clone();
+            ix.names_end = ix.names_end.clone();
+        }
+    }
+
+    /// The config `new_text` gives, when it differs from this source's text
+    /// only inside sections of existing pools: `running` (the config this
+    /// source's text gave) with those pools read again, and the new text's
+    /// source. `Err` gives the text back: it needs the full parse.
+    pub fn reparse(
+        &self,
+        running: &Config,
+        new_text: String,
+    ) -> Result<(Config, ConfigSource), String> {
+        match self.try_reparse(running, &new_text) {
+            Some((config, index)) => Ok((
+                config,
+                ConfigSource {
+                    text: new_text,
+                    index: Some(index),
+                    incremental: true,
+                },
+            )),
+            None => Err(new_text),
+        }
+    }
+
+    fn try_reparse(&self, running: &Config, new: &str) -> Option<(Config, Index)> {
+        let ix = self.index.as_ref()?;
+        let old = self.text.as_str();
+        u32::try_from(new.len()).ok()?;
+        let (a, old_end) = edit(old.as_bytes(), new.as_bytes())?;
+        // The sections the edit touches: an edit that starts right at a
+        // header also touches the section before it (text added at its end).
+        let containing = |pos: usize| ix.sections.partition_point(|s| s.start as usize <= pos) - 1;
+        let k1 = containing(a.saturating_sub(1));
+        let k2 = if old_end > a {
+            containing(old_end - 1)
+        } else {
+            k1
+        };
+        if ix.sections[k1..=k2].iter().any(|s| s.pool == NO_POOL) {
+            return None;
+        }
+        let start = ix.sections[k1].start as usize;
+        let old_stop = ix
+            .sections
+            .get(k2 + 1)
+            .map_or(old.len(), |s| s.start as usize);
+        let new_stop = (old_stop + new.len()).checked_sub(old.len())?;
+        let region = new.get(start..new_stop)?;
+        if new_stop < new.len() && !region.trim_end_matches([' ', '\t']).ends_with('\n') {
+            return None;
+        }
+        // The region on its own: headers only, of pools that exist.
+        let scan = scan(region, &mut |name| ix.id(name))?;
+        if scan.sections.get(1).map(|s| s.start) != Some(0)
+            || scan.sections[1..].iter().any(|s| s.pool == NO_POOL)
+        {
+            return None;
+        }
+        let mut sections = Vec::with_capacity(ix.sections.len() + scan.sections.len());
+        sections.extend_from_slice(&ix.sections[..k1]);
+        sections.extend(scan.sections[1..].iter().map(|s| Section {
+            start: s.start + start as u32,
+            pool: s.pool,
+        }));
+        sections.extend(ix.sections[k2 + 1..].iter().map(|s| Section {
+            start: (s.start as usize + new.len() - old.len()) as u32,
+            pool: s.pool,
+        }));
+        let mut touched: Vec<u32> = ix.sections[k1..=k2]
+            .iter()
+            .chain(&scan.sections[1..])
+            .map(|s| s.pool)
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let mut config = running.clone();
+        for id in touched {
+            let name = ix.name(id);
+            let pool = read_pool(new, &sections, id, name)?;
+            *config.pools.get_mut(name)? = Arc::new(pool);
+        }
+        Some((
+            config,
+            Index {
+                sections,
+                names: ix.names.clone(),
+                names_end: ix.names_end.clone(),
+            },
+        ))
+    }
+}
+
+/// Pool `name` (id `id`) read from its sections of `text` alone, when they
+/// parse and validate without a diagnostic.
+fn read_pool(text: &str, sections: &[Section], id: u32, name: &str) -> Option<super::PoolConfig> {
+    let mut doc = String::new();
+    for (i, s) in sections.iter().enumerate() {
+        if s.pool != id {
+            continue;
+        }
+        let stop = sections.get(i + 1).map_or(text.len(), |n| n.start as usize);
+        let piece = text.get(s.start as usize..stop)?;
+        doc.push_str(piece);
+        if !piece.ends_with('\n') {
+            doc.push('\n');
+        }
+    }
+    let file: PoolsFile = toml::from_str(&doc).ok()?;
+    let mut pools = file.pools.iter();
+    let (found, pool) = pools.next()?;
+    if pools.next().is_some() || found.get_ref() != name {
+        return None;
+    }
+    let mut c = Checker::new(&doc);
+    let pool = validate_pool(&mut c, pool);
+    c.is_clean().then_some(pool)
+}
+
+/// Where `old` and `new` differ: `(a, old_end)`, the edit replacing
+/// `old[a..old_end]`; `None` when they are equal.
+fn edit(old: &[u8], new: &[u8]) -> Option<(usize, usize)> {
+    if old == new {
+        return None;
+    }
+    let a = common_prefix(old, new);
+    let b = common_suffix(&old[a..], &new[a..]);
+    Some((a, old.len() - b))
+}
+
+fn common_prefix(x: &[u8], y: &[u8]) -> usize {
+    const STEP: usize = 128;
+    let n = x.len().min(y.len());
+    let mut i = 0;
+    while i + STEP <= n && x[i..i + STEP] == y[i..i + STEP] {
+        i += STEP;
+    }
+    while i < n && x[i] == y[i] {
+        i += 1;
+    }
+    i
+}
+
+fn common_suffix(x: &[u8], y: &[u8]) -> usize {
+    const STEP: usize = 128;
+    let n = x.len().min(y.len());
+    let (xl, yl) = (x.len(), y.len());
+    let mut i = 0;
+    while i + STEP <= n && x[xl - i - STEP..xl - i] == y[yl - i - STEP..yl - i] {
+        i += STEP;
+    }
+    while i < n && x[xl - i - 1] == y[yl - i - 1] {
+        i += 1;
+    }
+    i
+}
+
+/// The index of a text that parsed: every section, with its pool.
+fn build_index(text: &str) -> Option<Index> {
+    u32::try_from(text.len()).ok()?;
+    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut names = String::new();
+    let mut names_end = Vec::new();
+    let scan = scan(text, &mut |name| {
+        if let Some(&id) = ids.get(name) {
+            return Some(id);
+        }
+        let id = u32::try_from(names_end.len()).ok()?;
+        names.push_str(name);
+        names_end.push(u32::try_from(names.len()).ok()?);
+        ids.insert(name.to_owned(), id);
+        Some(id)
+    })?;
+    scan.pools_clean.then_some(Index {
+        sections: scan.sections,
+        names,
+        names_end,
+    })
+}
+
+struct Scan {
+    sections: Vec<Section>,
+    /// No pool key outside `[pools.NAME...]` sections.
+    pools_clean: bool,
+}
+
+/// Splits `text` into sections (the root first), naming each pool section's
+/// pool through `pool_id` (`None`: give up). `None` when the text does not
+/// parse.
+fn scan(text: &str, pool_id: &mut dyn FnMut(&str) -> Option<u32>) -> Option<Scan> {
+    let source = Source::new(text);
+    let tokens = source.lex().into_vec();
+    let mut scanner = Scanner {
+        text,
+        pool_id,
+        sections: vec![Section {
+            start: 0,
+            pool: NO_POOL,
+        }],
+        pools_clean: true,
+        failed: false,
+        depth: 0,
+        header: None,
+        keys: Vec::new(),
+        kind: Kind::Root,
+        statement_start: true,
+    };
+    let mut errors = Failed(false);
+    {
+        let mut guard = RecursionGuard::new(&mut scanner, MAX_DEPTH);
+        toml_parser::parser::parse_document(&tokens, &mut guard, &mut errors);
+    }
+    if errors.0 || scanner.failed {
+        return None;
+    }
+    Some(Scan {
+        sections: scanner.sections,
+        pools_clean: scanner.pools_clean,
+    })
+}
+
+struct Failed(bool);
+
+impl ErrorSink for Failed {
+    fn report_error(&mut self, _error: ParseError) {
+        self.0 = true;
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Root,
+    /// A bare `[pools]`.
+    Pools,
+    Other,
+}
+
+struct Scanner<'t, 'f> {
+    text: &'t str,
+    pool_id: &'f mut dyn FnMut(&str) -> Option<u32>,
+    sections: Vec<Section>,
+    pools_clean: bool,
+    failed: bool,
+    /// Inside arrays and inline tables.
+    depth: u32,
+    /// The open header's start.
+    header: Option<usize>,
+    /// The open header's keys.
+    keys: Vec<(Span, Option<Encoding>)>,
+    kind: Kind,
+    /// The next key at depth 0 begins a key/value line.
+    statement_start: bool,
+}
+
+impl Scanner<'_, '_> {
+    fn decode(&mut self, (span, encoding): (Span, Option<Encoding>)) -> Option<Cow<'_, str>> {
+        let raw = self.text.get(span.start()..span.end())?;
+        let mut out = Cow::Borrowed("");
+        let mut failed = Failed(false);
+        Raw::new_unchecked(raw, encoding, span).decode_key(&mut out, &mut failed);
+        (!failed.0).then_some(out)
+    }
+
+    fn open(&mut self, span: Span) {
+        self.header = Some(span.start());
+        self.keys.clear();
+    }
+
+    fn close(&mut self) {
+        let Some(start) = self.header.take() else {
+            self.failed = true;
+            return;
+        };
+        let keys = std::mem::take(&mut self.keys);
+        let first = keys
+            .first()
+            .and_then(|&k| self.decode(k).map(|k| k == "pools"));
+        let (kind, pool) = match (first, keys.len()) {
+            (None, _) => {
+                self.failed = true;
+                (Kind::Other, NO_POOL)
+            }
+            (Some(true), 1) => (Kind::Pools, NO_POOL),
+            (Some(true), _) => {
+                let id = match self.decode(keys[1]).map(Cow::into_owned) {
+                    Some(name) => (self.pool_id)(&name),
+                    None => None,
+                };
+                match id {
+                    Some(id) => (Kind::Other, id),
+                    None => {
+                        self.failed = true;
+                        (Kind::Other, NO_POOL)
+                    }
+                }
+            }
+            (Some(false), _) => (Kind::Other, NO_POOL),
+        };
+        self.keys = keys;
+        self.kind = kind;
+        self.statement_start = true;
+        match u32::try_from(start) {
+            Ok(start) => self.sections.push(Section { start, pool }),
+            Err(_) => self.failed = true,
+        }
+    }
+}
+
+impl EventReceiver for Scanner<'_, '_> {
+    fn std_table_open(&mut self, span: Span, _error: &mut dyn ErrorSink) {
+        self.open(span);
+    }
+    fn std_table_close(&mut self, _span: Span, _error: &mut dyn ErrorSink) {
+        self.close();
+    }
+    fn array_table_open(&mut self, span: Span, _error: &mut dyn ErrorSink) {
+        self.open(span);
+    }
+    fn array_table_close(&mut self, _span: Span, _error: &mut dyn ErrorSink) {
+        self.close();
+    }
+    fn inline_table_open(&mut self, _span: Span, _error: &mut dyn ErrorSink) -> bool {
+        self.depth += 1;
+        true
+    }
+    fn inline_table_close(&mut self, _span: Span, _error: &mut dyn ErrorSink) {
+        self.depth = self.depth.saturating_sub(1);
+    }
+    fn array_open(&mut self, _span: Span, _error: &mut dyn ErrorSink) -> bool {
+        self.depth += 1;
+        true
+    }
+    fn array_close(&mut self, _span: Span, _error: &mut dyn ErrorSink) {
+        self.depth = self.depth.saturating_sub(1);
+    }
+    fn simple_key(&mut self, span: Span, encoding: Option<Encoding>, _error: &mut dyn ErrorSink) {
+        if self.header.is_some() {
+            self.keys.push((span, encoding));
+            return;
+        }
+        if self.depth > 0 || !self.statement_start {
+            return;
+        }
+        self.statement_start = false;
+        match self.kind {
+            Kind::Root => match self.decode((span, encoding)) {
+                Some(k) if k != "pools" => {}
+                Some(_) => self.pools_clean = false,
+                None => self.failed = true,
+            },
+            Kind::Pools => self.pools_clean = false,
+            Kind::Other => {}
+        }
+    }
+    fn newline(&mut self, _span: Span, _error: &mut dyn ErrorSink) {
+        if self.depth == 0 {
+            self.statement_start = true;
+        }
+    }
+    fn error(&mut self, _span: Span, _error: &mut dyn ErrorSink) {
+        self.failed = true;
+    }
+}
