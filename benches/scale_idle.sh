@@ -11,7 +11,11 @@
 #            The file is the same each time, unless CHANGE=1: then before
 #            reload N pool p<N>'s blue weight goes from 90 to 80 (and the
 #            one changed before back to 90), so every reload reads a file
-#            that differs from the running one
+#            that differs from the running one. CHANGE=route: route N gets
+#            path_prefix = "/v2" instead (the one before loses it).
+#            CHANGE=full: a comment at the top of the file changes, which
+#            the proxy cannot tell from any other edit outside the pools
+#            and routes: every reload parses and validates the whole file
 #   state:   GET /v1/state and GET /v1/state?pool=p0 through the admin socket
 #            (size, time)
 #
@@ -21,6 +25,8 @@
 # Usage: benches/scale_idle.sh                 (ROUTES=10000 RELOADS=10)
 #        SWITCHYARD_BIN=/path/to/switchyard benches/scale_idle.sh   (no build)
 #        CHANGE=1 benches/scale_idle.sh       (each reload changes one pool)
+#        CHANGE=route benches/scale_idle.sh   (each reload changes one route)
+#        CHANGE=full benches/scale_idle.sh    (each reload re-reads the whole file)
 #        ENV="MALLOC_ARENA_MAX=2" benches/scale_idle.sh   (extra environment for switchyard)
 # Output: a summary on stdout and in bench-results/scale-idle-<date>.txt.
 
@@ -29,6 +35,10 @@ set -euo pipefail
 ROUTES=${ROUTES:-10000}
 RELOADS=${RELOADS:-10}
 CHANGE=${CHANGE:-0}
+case $CHANGE in
+    0 | 1 | route | full) ;;
+    *) echo "scale_idle.sh: CHANGE must be 0, 1, route or full (got '$CHANGE')" >&2 && exit 1 ;;
+esac
 EXTRA_ENV=${ENV:-}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -114,8 +124,16 @@ DEAD_PORT=$(pick_port)
 SOCK=$WORK/admin.sock
 CONFIG=$WORK/switchyard.toml
 
-# gen_config CHANGED: the config, with pool pCHANGED's blue at weight 80.
+# gen_config CHANGED: the config, with pool pCHANGED's blue at weight 80
+# (CHANGE=1), route CHANGED on path_prefix "/v2" (CHANGE=route), or revision
+# CHANGED in the first line (CHANGE=full).
 gen_config() {
+    local pool=-1 route=-1
+    case $CHANGE in
+        1) pool=$1 ;;
+        route) route=$1 ;;
+        full) echo "# revision $1" ;;
+    esac
     cat <<EOF
 [server]
 http = "127.0.0.1:$SY_PORT"
@@ -129,9 +147,9 @@ state = "$WORK/state.json"
 [metrics]
 listen = "127.0.0.1:$METRICS_PORT"
 EOF
-    awk -v n="$ROUTES" -v origin="127.0.0.1:$DEAD_PORT" -v changed="$1" 'BEGIN {
+    awk -v n="$ROUTES" -v origin="127.0.0.1:$DEAD_PORT" -v changed="$pool" -v route="$route" 'BEGIN {
         for (i = 0; i < n; i++)
-            printf "\n[[routes]]\nhost = \"app%d.test\"\npool = \"p%d\"\n", i, i
+            printf "\n[[routes]]\nhost = \"app%d.test\"\npool = \"p%d\"\n%s", i, i, (i == route ? "path_prefix = \"/v2\"\n" : "")
         for (i = 0; i < n; i++) {
             printf "\n[pools.p%d.versions.blue]\nweight = %d\nbackends = [\"%s\"]\n", i, (i == changed ? 80 : 90), origin
             printf "\n[pools.p%d.versions.green]\nweight = 10\nbackends = [\"%s\"]\n", i, origin
@@ -161,7 +179,7 @@ echo "$ROUTES routes ($((CONFIG_BYTES / 1024)) KiB of TOML): ready in $START_MS 
 : >"$WORK/reloads.txt"
 RSS_LIST=""
 for ((r = 1; r <= RELOADS; r++)); do
-    if [[ $CHANGE == 1 ]]; then
+    if [[ $CHANGE != 0 ]]; then
         gen_config "$r" >"$CONFIG.new" && mv "$CONFIG.new" "$CONFIG"
     fi
     t=$(now_us)
@@ -178,7 +196,7 @@ RSS_END=$(status_kib VmRSS "$SY_PID")
 HWM=$(status_kib VmHWM "$SY_PID")
 read -r R_MIN R_MED R_MAX <<<"$(min_med_max <"$WORK/reloads.txt")"
 # The proxy's own account of its last reloads (read = parse + validate).
-LOGGED=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/log" | grep -o 'read_ms=[0-9]* overrides_ms=[0-9]* total_ms=[0-9]*' | tail -n 3 | tr '\n' ';' || true)
+LOGGED=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/log" | grep -o 'read_ms=[0-9]* overrides_ms=[0-9]* total_ms=[0-9]* incremental=[a-z]*' | tail -n 3 | tr '\n' ';' || true)
 
 state() { # QUERY -> "ms bytes"
     taskset -c "$CPU_CLIENT" curl -s --max-time 60 -o /dev/null --unix-socket "$SOCK" \
@@ -200,6 +218,10 @@ RESULT=$ROOT/bench-results/scale-idle-$(date +%Y%m%d-%H%M%S).txt
     echo "# $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); $((CONFIG_BYTES / 1024)) KiB of TOML${EXTRA_ENV:+; env $EXTRA_ENV}"
     if [[ $CHANGE == 1 ]]; then
         echo "# each reload: the file changed (one pool's weight)"
+    elif [[ $CHANGE == route ]]; then
+        echo "# each reload: the file changed (one route's path_prefix)"
+    elif [[ $CHANGE == full ]]; then
+        echo "# each reload: the file changed (a comment at the top: the whole file parsed)"
     else
         echo "# each reload: the same file"
     fi

@@ -39,6 +39,13 @@ pub(super) struct PoolsFile {
     pub(super) pools: BTreeMap<Spanned<String>, Spanned<PoolFile>>,
 }
 
+/// A document of `[[routes]]` sections only (see `incremental.rs`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RoutesFile {
+    pub(super) routes: Vec<Spanned<RouteFile>>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ProvidersFile {

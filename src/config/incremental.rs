@@ -4,23 +4,27 @@
 //! validate the whole file again: toml's document, the file model and the
 //! validation of every pool and route, ~70 ms of work and a ~70 MB transient
 //! for one changed weight. [`ConfigSource`] keeps the text the running config
-//! was read from, and where each table section of it starts (`[...]` or
-//! `[[...]]` up to the next header) and which pool it belongs to
-//! (`[pools.NAME...]`). A new text is then compared with the old one:
+//! was read from, where each table section of it starts (`[...]` or `[[...]]`
+//! up to the next header), and what each one is: part of a pool
+//! (`[pools.NAME...]`), one route (`[[routes]]`), or anything else. A new
+//! text is then compared with the old one:
 //!
 //! ```text
 //! old  |  same prefix  |  edit  |  same suffix  |
 //!      |<- sections ->|<-region->|<- sections ->|     region: the sections the edit touches
 //! ```
 //!
-//! When the region holds pool sections only, and every pool it names exists,
-//! each of those pools is read again from its own sections alone (a small
-//! document of `[pools.NAME...]` sections, validated like the file's), and
-//! the running config is taken with those pools replaced. Anything else (an
-//! edit in a route, in `[server]`, a new or removed pool, a region that does
-//! not read on its own, a file whose pools are not all in their own
-//! sections) gets the full parse, which also reports the errors: the
-//! incremental path never reports one, it just gives up.
+//! When the region, before and after the edit, holds only pool sections of
+//! pools that exist and whole `[[routes]]` sections, each pool it touches is
+//! read again from its own sections alone (a small document of
+//! `[pools.NAME...]` sections, validated like the file's), its routes are
+//! read and validated from the region's `[[routes]]` sections and put in the
+//! place of the old ones, and the running config is taken with those parts
+//! replaced. Anything else (an edit in `[server]` or `[middlewares]`, a new
+//! or removed pool, a region that does not read on its own, a file whose
+//! pools or routes are not all in their own sections) gets the full parse,
+//! which also reports the errors: this path never reports one, it just gives
+//! up.
 //!
 //! Why the result is what the full parse would give, given that the old text
 //! was valid and parsed to the running config:
@@ -28,32 +32,46 @@
 //!   one starts, both in bytes the edit left alone, and it must read on its
 //!   own without error, ending on a line break: so the new text still splits
 //!   into the same sections outside it, and into the region's own inside it.
-//! - The file's pools come only from `[pools.NAME...]` sections (checked when
-//!   the old text is indexed: no `pools` key at the root, no keys under a bare
-//!   `[pools]`). A pool's sections define paths under `pools.NAME` only, so
-//!   whether they conflict (a table defined twice, a dotted key over a
-//!   header) depends on that pool's sections alone, which the small document
-//!   holds in file order.
-//! - Validation reads a pool on its own; what else looks at pools (routes
-//!   naming them) sees the same set of names.
+//! - Pools come only from `[pools.NAME...]` sections and routes only from
+//!   `[[routes]]` sections (checked when the old text is indexed: no `pools`
+//!   or `routes` key at the root, no keys under a bare `[pools]`; a route
+//!   sub-table section, `[routes.x]`, is never part of a region, and routes
+//!   are read again only when the first one after the region has a route
+//!   of its own in between: it belongs to the last route before it). A
+//!   pool's sections define paths under `pools.NAME` only, so whether they
+//!   conflict (a table defined twice, a dotted key over a header) depends
+//!   on that pool's sections alone, which the small document holds in file
+//!   order; a `[[routes]]` section is one whole route.
+//! - Validation reads a pool on its own; a route against the set of pool
+//!   names (unchanged), the middlewares, `[acme]` and `server.https` (all
+//!   outside the region), and every other route for a host routed twice
+//!   (checked again over the new list).
 //!
 //! The differential tests in `tests.rs` hold the two paths to the same
 //! result over hand-picked and generated edits.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use toml_parser::decoder::Encoding;
 use toml_parser::parser::{EventReceiver, RecursionGuard};
 use toml_parser::{ErrorSink, ParseError, Raw, Source, Span};
 
-use super::file::PoolsFile;
+use super::file::{PoolsFile, RoutesFile};
+use super::routes::{routed_twice, validate_routes, RouteContext};
 use super::validate::{validate_pool, Checker};
 use super::Config;
 
-/// A section that is no pool's (`[server]`, `[[routes]]`, the root).
+/// What a section is: below [`ROUTE_PART`], the id of the pool it is part of.
+/// Anything else (`[server]`, the root, ...).
 const NO_POOL: u32 = u32::MAX;
+/// One `[[routes]]`: a whole route.
+const ROUTE: u32 = u32::MAX - 1;
+/// A route's sub-table (`[routes.x]`, `[[routes.x]]`): part of the route
+/// before it.
+const ROUTE_PART: u32 = u32::MAX - 2;
 /// How deep arrays and inline tables may nest in a region (toml's own limit
 /// is of the same order); deeper gets the full parse, which refuses it.
 const MAX_DEPTH: u32 = 64;
@@ -61,6 +79,8 @@ const MAX_DEPTH: u32 = 64;
 /// The text a config was read from, indexed for the next reload.
 pub struct ConfigSource {
     text: String,
+    /// What relative paths in the text resolve against.
+    base: PathBuf,
     index: Option<Index>,
     incremental: bool,
 }
@@ -68,7 +88,7 @@ pub struct ConfigSource {
 struct Index {
     /// In text order; the first is the root (offset 0, maybe empty).
     sections: Vec<Section>,
-    /// Pool names, `pool` ids into `names_end`: name `i` is
+    /// Pool names, pool ids into `names_end`: name `i` is
     /// `names[names_end[i - 1]..names_end[i]]`.
     names: String,
     names_end: Vec<u32>,
@@ -77,7 +97,15 @@ struct Index {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Section {
     start: u32,
+    /// A pool id, [`ROUTE`], [`ROUTE_PART`] or [`NO_POOL`].
     pool: u32,
+}
+
+impl Section {
+    /// A pool's or a whole route's: may be part of a region.
+    fn movable(&self) -> bool {
+        self.pool < ROUTE_PART || self.pool == ROUTE
+    }
 }
 
 impl Index {
@@ -107,13 +135,15 @@ impl std::fmt::Debug for ConfigSource {
 }
 
 impl ConfigSource {
-    /// Indexes `text`, which parsed to a valid config. A text the index
-    /// cannot split cleanly (pool keys outside pool sections) is kept too: a
-    /// reload of the same text is still recognized.
-    pub fn index(text: String) -> ConfigSource {
+    /// Indexes `text`, which parsed to a valid config with relative paths
+    /// resolved against `base`. A text the index cannot split cleanly (pool
+    /// or route keys outside their sections) is kept too: a reload of the
+    /// same text is still recognized.
+    pub fn index(text: String, base: &Path) -> ConfigSource {
         let index = build_index(&text);
         ConfigSource {
             text,
+            base: base.to_owned(),
             index,
             incremental: false,
         }
@@ -137,10 +167,13 @@ impl ConfigSource {
             ix.sections
                 .iter()
                 .map(|s| {
-                    (
-                        s.start,
-                        (s.pool != NO_POOL).then(|| ix.name(s.pool).to_owned()),
-                    )
+                    let what = match s.pool {
+                        NO_POOL => None,
+                        ROUTE => Some("[[routes]]".to_owned()),
+                        ROUTE_PART => Some("[routes.*]".to_owned()),
+                        id => Some(ix.name(id).to_owned()),
+                    };
+                    (s.start, what)
                 })
                 .collect(),
         )
@@ -157,9 +190,10 @@ impl ConfigSource {
     }
 
     /// The config `new_text` gives, when it differs from this source's text
-    /// only inside sections of existing pools: `running` (the config this
-    /// source's text gave) with those pools read again, and the new text's
-    /// source. `Err` gives the text back: it needs the full parse.
+    /// only inside sections of existing pools and whole routes: `running`
+    /// (the config this source's text gave) with those pools and routes
+    /// read again, and the new text's source. `Err` gives the text back: it
+    /// needs the full parse.
     pub fn reparse(
         &self,
         running: &Config,
@@ -170,6 +204,7 @@ impl ConfigSource {
                 config,
                 ConfigSource {
                     text: new_text,
+                    base: self.base.clone(),
                     index: Some(index),
                     incremental: true,
                 },
@@ -192,7 +227,8 @@ impl ConfigSource {
         } else {
             k1
         };
-        if ix.sections[k1..=k2].iter().any(|s| s.pool == NO_POOL) {
+        let old_region = &ix.sections[k1..=k2];
+        if !old_region.iter().all(Section::movable) {
             return None;
         }
         let start = ix.sections[k1].start as usize;
@@ -205,16 +241,18 @@ impl ConfigSource {
         if new_stop < new.len() && !region.trim_end_matches([' ', '\t']).ends_with('\n') {
             return None;
         }
-        // The region on its own: headers only, of pools that exist.
+        // The region on its own: headers only, of pools that exist and of
+        // whole routes.
         let scan = scan(region, &mut |name| ix.id(name))?;
-        if scan.sections.get(1).map(|s| s.start) != Some(0)
-            || scan.sections[1..].iter().any(|s| s.pool == NO_POOL)
+        let new_region = &scan.sections[1..];
+        if new_region.first().map(|s| s.start) != Some(0)
+            || !new_region.iter().all(Section::movable)
         {
             return None;
         }
-        let mut sections = Vec::with_capacity(ix.sections.len() + scan.sections.len());
+        let mut sections = Vec::with_capacity(ix.sections.len() + new_region.len());
         sections.extend_from_slice(&ix.sections[..k1]);
-        sections.extend(scan.sections[1..].iter().map(|s| Section {
+        sections.extend(new_region.iter().map(|s| Section {
             start: s.start + start as u32,
             pool: s.pool,
         }));
@@ -222,10 +260,11 @@ impl ConfigSource {
             start: (s.start as usize + new.len() - old.len()) as u32,
             pool: s.pool,
         }));
-        let mut touched: Vec<u32> = ix.sections[k1..=k2]
+        let mut touched: Vec<u32> = old_region
             .iter()
-            .chain(&scan.sections[1..])
+            .chain(new_region)
             .map(|s| s.pool)
+            .filter(|&p| p < ROUTE_PART)
             .collect();
         touched.sort_unstable();
         touched.dedup();
@@ -234,6 +273,40 @@ impl ConfigSource {
             let name = ix.name(id);
             let pool = read_pool(new, &sections, id, name)?;
             *config.pools.get_mut(name)? = Arc::new(pool);
+        }
+        let gone = old_region.iter().filter(|s| s.pool == ROUTE).count();
+        let came: Vec<&str> = new_region
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.pool == ROUTE)
+            .map(|(i, s)| {
+                let stop = new_region
+                    .get(i + 1)
+                    .map_or(region.len(), |n| n.start as usize);
+                &region[s.start as usize..stop]
+            })
+            .collect();
+        if gone > 0 || !came.is_empty() {
+            // A `[routes.x]` is part of the last route before it, wherever
+            // it is: the first one after the region must have a route of
+            // its own in between.
+            let next = ix.sections[k2 + 1..]
+                .iter()
+                .find(|s| s.pool == ROUTE || s.pool == ROUTE_PART);
+            if next.is_some_and(|s| s.pool == ROUTE_PART) {
+                return None;
+            }
+            let before = ix.sections[..k1].iter().filter(|s| s.pool == ROUTE).count();
+            let fresh = read_routes(&config, &came, &self.base)?;
+            let kept_after = running.routes.get(before + gone..)?;
+            let mut routes = Vec::with_capacity(before + fresh.len() + kept_after.len());
+            routes.extend_from_slice(running.routes.get(..before)?);
+            routes.extend(fresh);
+            routes.extend_from_slice(kept_after);
+            if routed_twice(&routes) {
+                return None;
+            }
+            config.routes = Arc::new(routes);
         }
         Some((
             config,
@@ -244,6 +317,37 @@ impl ConfigSource {
             },
         ))
     }
+}
+
+/// The routes of `[[routes]]` sections `texts`, read and validated against
+/// `config` (its pools, middlewares, `[acme]` and `server.https`), when
+/// they give no diagnostic.
+fn read_routes(config: &Config, texts: &[&str], base: &Path) -> Option<Vec<super::RouteConfig>> {
+    let mut doc = String::new();
+    for piece in texts {
+        doc.push_str(piece);
+        if !piece.ends_with('\n') {
+            doc.push('\n');
+        }
+    }
+    let file: RoutesFile = toml::from_str(&doc).ok()?;
+    if file.routes.len() != texts.len() {
+        return None;
+    }
+    let has_pool = |name: &str| config.pools.contains_key(name);
+    let mut c = Checker::new(&doc);
+    let routes = validate_routes(
+        &mut c,
+        &file.routes,
+        &RouteContext {
+            has_pool: &has_pool,
+            middlewares: &config.middlewares,
+            acme: config.acme.is_some(),
+            https: config.server.https.is_some(),
+            base,
+        },
+    );
+    c.is_clean().then_some(routes)
 }
 
 /// Pool `name` (id `id`) read from its sections of `text` alone, when they
@@ -335,7 +439,7 @@ fn build_index(text: &str) -> Option<Index> {
 
 struct Scan {
     sections: Vec<Section>,
-    /// No pool key outside `[pools.NAME...]` sections.
+    /// No pool or route key outside their own sections.
     pools_clean: bool,
 }
 
@@ -398,8 +502,8 @@ struct Scanner<'t, 'f> {
     failed: bool,
     /// Inside arrays and inline tables.
     depth: u32,
-    /// The open header's start.
-    header: Option<usize>,
+    /// The open header's start, and whether it is an array's (`[[`).
+    header: Option<(usize, bool)>,
     /// The open header's keys.
     keys: Vec<(Span, Option<Encoding>)>,
     kind: Kind,
@@ -416,40 +520,42 @@ impl Scanner<'_, '_> {
         (!failed.0).then_some(out)
     }
 
-    fn open(&mut self, span: Span) {
-        self.header = Some(span.start());
+    fn open(&mut self, span: Span, array: bool) {
+        self.header = Some((span.start(), array));
         self.keys.clear();
     }
 
     fn close(&mut self) {
-        let Some(start) = self.header.take() else {
+        let Some((start, array)) = self.header.take() else {
             self.failed = true;
             return;
         };
         let keys = std::mem::take(&mut self.keys);
         let first = keys
             .first()
-            .and_then(|&k| self.decode(k).map(|k| k == "pools"));
-        let (kind, pool) = match (first, keys.len()) {
+            .and_then(|&k| self.decode(k).map(Cow::into_owned));
+        let (kind, pool) = match (first.as_deref(), keys.len()) {
             (None, _) => {
                 self.failed = true;
                 (Kind::Other, NO_POOL)
             }
-            (Some(true), 1) => (Kind::Pools, NO_POOL),
-            (Some(true), _) => {
+            (Some("pools"), 1) => (Kind::Pools, NO_POOL),
+            (Some("pools"), _) => {
                 let id = match self.decode(keys[1]).map(Cow::into_owned) {
                     Some(name) => (self.pool_id)(&name),
                     None => None,
                 };
                 match id {
-                    Some(id) => (Kind::Other, id),
-                    None => {
+                    Some(id) if id < ROUTE_PART => (Kind::Other, id),
+                    _ => {
                         self.failed = true;
                         (Kind::Other, NO_POOL)
                     }
                 }
             }
-            (Some(false), _) => (Kind::Other, NO_POOL),
+            (Some("routes"), 1) if array => (Kind::Other, ROUTE),
+            (Some("routes"), _) => (Kind::Other, ROUTE_PART),
+            (Some(_), _) => (Kind::Other, NO_POOL),
         };
         self.keys = keys;
         self.kind = kind;
@@ -463,13 +569,13 @@ impl Scanner<'_, '_> {
 
 impl EventReceiver for Scanner<'_, '_> {
     fn std_table_open(&mut self, span: Span, _error: &mut dyn ErrorSink) {
-        self.open(span);
+        self.open(span, false);
     }
     fn std_table_close(&mut self, _span: Span, _error: &mut dyn ErrorSink) {
         self.close();
     }
     fn array_table_open(&mut self, span: Span, _error: &mut dyn ErrorSink) {
-        self.open(span);
+        self.open(span, true);
     }
     fn array_table_close(&mut self, _span: Span, _error: &mut dyn ErrorSink) {
         self.close();
@@ -499,7 +605,7 @@ impl EventReceiver for Scanner<'_, '_> {
         self.statement_start = false;
         match self.kind {
             Kind::Root => match self.decode((span, encoding)) {
-                Some(k) if k != "pools" => {}
+                Some(k) if k != "pools" && k != "routes" => {}
                 Some(_) => self.pools_clean = false,
                 None => self.failed = true,
             },

@@ -533,7 +533,8 @@ impl Config {
     /// [`Config::from_file_text`], and the text indexed for the next reload.
     pub fn parse_source(path: &Path, text: String) -> Result<(Config, ConfigSource), ConfigError> {
         let config = Config::from_file_text(path, &text)?;
-        Ok((config, ConfigSource::index(text)))
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok((config, ConfigSource::index(text, base)))
     }
 
     /// Validates `text`, read from the file at `path` ([`Config::load`]

@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::file::*;
 use super::validate::{resolve, Checker};
-use super::{MiddlewareConfig, PoolConfig, RouteConfig, TlsMode};
+use super::{MiddlewareConfig, RouteConfig, TlsMode};
 use crate::host::{HostName, HostPattern};
 use crate::rules::{PathRule, Pattern, RouteRules, ValueMatch};
 
@@ -20,7 +20,8 @@ pub const MAX_PRIORITY: i64 = 1_000_000_000;
 
 /// What a route is checked against.
 pub(super) struct RouteContext<'a> {
-    pub(super) pools: &'a BTreeMap<String, PoolConfig>,
+    /// A pool of this name exists.
+    pub(super) has_pool: &'a dyn Fn(&str) -> bool,
     pub(super) middlewares: &'a BTreeMap<String, MiddlewareConfig>,
     /// An `[acme]` section exists.
     pub(super) acme: bool,
@@ -47,7 +48,7 @@ pub(super) fn validate_routes(
     for r in routes {
         let span = r.span();
         let r = r.get_ref();
-        if !cx.pools.contains_key(r.pool.get_ref()) {
+        if !(cx.has_pool)(r.pool.get_ref()) {
             c.err(
                 r.pool.span(),
                 format!(
@@ -100,6 +101,24 @@ pub(super) fn validate_routes(
         });
     }
     out
+}
+
+/// Some host (or preview host) is routed twice with the same conditions:
+/// what [`validate_routes`] reports, over routes already validated.
+pub(super) fn routed_twice(routes: &[RouteConfig]) -> bool {
+    let mut seen: HashMap<String, Vec<&RouteRules>> = HashMap::with_capacity(routes.len());
+    let hosts = routes.iter().flat_map(|r| {
+        let preview = r.preview.as_ref().map(|p| (p.to_string(), &*r.rules));
+        std::iter::once((r.host.to_string(), &*r.rules)).chain(preview)
+    });
+    for (name, rules) in hosts {
+        let same_host = seen.entry(name).or_default();
+        if same_host.iter().any(|other| other.same_conditions(rules)) {
+            return true;
+        }
+        same_host.push(rules);
+    }
+    false
 }
 
 /// A route's conditions beyond the host.

@@ -553,6 +553,7 @@ fn defaults_are_shared_and_versions_stay_in_name_order() {
 const SECTIONS: &str = r#"# a config with every kind of pool section
 [server]
 http = "127.0.0.1:8080"
+https = "127.0.0.1:8443"
 
 [[routes]]
 host = "a.test"
@@ -566,6 +567,17 @@ path_prefix = "/api"
 [[routes]]
 host = "c.test"
 pool = "c.d"
+
+[[routes]]
+host = "t.test"
+pool = "a"
+[routes.tls]
+cert = "t.pem"
+key = "t.key"
+
+[[routes]]
+host = "u.test"
+pool = "a"
 
 [pools.a]
 retry = 2
@@ -603,23 +615,23 @@ weight = 0
 backends = ["127.0.0.1:9002"]
 "#;
 
-/// Reads `new` after `old` both ways. When the pools-only path takes it, its
+/// Reads `new` after `old` both ways. When the incremental path takes it, its
 /// config and index must be the full parse's; returns whether it took it.
 fn reread(old: &str, new: &str) -> bool {
     let running = Config::from_toml_str(old).expect("the old text is valid");
-    let source = ConfigSource::index(old.to_owned());
+    let source = ConfigSource::index(old.to_owned(), Path::new(""));
     let full = Config::from_toml_str(new);
     match source.reparse(&running, new.to_owned()) {
         Ok((config, next)) => {
             let full = full.unwrap_or_else(|d| {
-                panic!("the pools-only path took a text the full parse refuses ({d:?}):\n{new}")
+                panic!("the incremental path took a text the full parse refuses ({d:?}):\n{new}")
             });
             assert_eq!(config, full, "edit of:\n{new}");
             assert_eq!(next.text(), new);
             assert!(next.incremental());
             assert_eq!(
                 next.layout(),
-                ConfigSource::index(new.to_owned()).layout(),
+                ConfigSource::index(new.to_owned(), Path::new("")).layout(),
                 "the moved index is not the new text's:\n{new}"
             );
             true
@@ -633,17 +645,21 @@ fn reread(old: &str, new: &str) -> bool {
 
 #[test]
 fn an_index_names_each_sections_pool() {
-    let s = ConfigSource::index(SECTIONS.to_owned());
+    let s = ConfigSource::index(SECTIONS.to_owned(), Path::new(""));
     let layout = s.layout().expect("indexed");
-    let pools: Vec<Option<&str>> = layout.iter().map(|(_, p)| p.as_deref()).collect();
+    let what: Vec<Option<&str>> = layout.iter().map(|(_, p)| p.as_deref()).collect();
+    let route = Some("[[routes]]");
     assert_eq!(
-        pools,
+        what,
         [
             None,
             None,
-            None,
-            None,
-            None,
+            route,
+            route,
+            route,
+            route,
+            Some("[routes.*]"),
+            route,
             Some("a"),
             Some("a"),
             Some("a"),
@@ -660,7 +676,7 @@ fn an_index_names_each_sections_pool() {
 }
 
 #[test]
-fn edits_inside_pools_are_read_again_alone_and_give_the_full_parse() {
+fn edits_inside_pools_and_routes_are_read_again_alone_and_give_the_full_parse() {
     let fast = |from: &str, to: &str| {
         assert!(SECTIONS.contains(from), "{from}");
         SECTIONS.replacen(from, to, 1)
@@ -692,22 +708,46 @@ fn edits_inside_pools_are_read_again_alone_and_give_the_full_parse() {
         fast("[pools.b.versions.v2]", "[pools.\"c.d\".versions.v2]"),
         // Windows line ends in the edit
         fast("weight = 90\n", "weight = 70\r\n"),
+        // routes: changed, added, removed, moved among the pools
+        fast("host = \"b.test\"", "host = \"bb.test\""),
+        fast("path_prefix = \"/api\"", "path = \"/api/v2\"\nmethods = [\"GET\"]"),
+        fast(
+            "[[routes]]\nhost = \"c.test\"",
+            "[[routes]]\nhost = \"n.test\"\npool = \"b\"\npreview = \"pre.n.test\"\n\n[[routes]]\nhost = \"c.test\"",
+        ),
+        fast("[[routes]]\nhost = \"b.test\"\npool = \"b\"\npath_prefix = \"/api\"\n\n", ""),
+        fast(
+            "\n[pools.b.rollout]",
+            "\n[[routes]]\nhost = \"e.test\"\npool = \"a\"\n\n[pools.b.rollout]",
+        ),
+        fast("host = \"u.test\"\npool = \"a\"", "host = \"u.test\"\npool = \"c.d\""),
+        // a route and a pool in one edit
+        fast(
+            "host = \"u.test\"\npool = \"a\"\n\n[pools.a]\nretry = 2",
+            "host = \"u.test\"\npool = \"b\"\n\n[pools.a]\nretry = 4",
+        ),
     ];
     for (i, text) in taken.iter().enumerate() {
         assert!(
             reread(SECTIONS, text),
-            "edit {i} should be read pools-only:\n{text}"
+            "edit {i} should be read incrementally:\n{text}"
         );
     }
     let full = [
-        // outside the pools
-        fast("host = \"b.test\"", "host = \"bb.test\""),
+        // outside the pools and routes
         fast("http = \"127.0.0.1:8080\"", "http = \"127.0.0.1:8090\""),
-        // a new pool, a route inserted among the pools
+        // a new pool; a route with a sub-table, or next to one
         fast("[pools.b.versions.v2]", "[pools.e.versions.v2]"),
+        fast("cert = \"t.pem\"", "cert = \"t2.pem\""),
+        fast("host = \"t.test\"", "host = \"t2.test\""),
+        // route errors, which the full parse reports
+        fast("host = \"u.test\"", "host = \"a.test\""),
+        fast("pool = \"c.d\"", "pool = \"nope\""),
+        fast("pool = \"c.d\"", "pool = \"c.d\"\nmiddlewares = [\"nope\"]"),
+        fast("pool = \"c.d\"", "pool = \"c.d\"\ntls = \"acme\""),
         fast(
-            "\n[pools.b.rollout]",
-            "\n[[routes]]\nhost = \"e.test\"\npool = \"a\"\n\n[pools.b.rollout]",
+            "host = \"c.test\"",
+            "host = \"c.test\"\npreview = \"a.test\"",
         ),
         // errors, which the full parse reports
         fast("weight = 90", "weight = -1"),
@@ -726,14 +766,19 @@ fn edits_inside_pools_are_read_again_alone_and_give_the_full_parse() {
     }
     // The same text is not an edit.
     assert!(!reread(SECTIONS, SECTIONS));
+    // A route's sub-table after another section is still that route's.
+    let apart = "[server]\nhttps = \"127.0.0.1:8443\"\n[[routes]]\nhost = \"a.test\"\npool = \"a\"\n[pools.a.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n[routes.tls]\ncert = \"a.pem\"\nkey = \"a.key\"\n";
+    let c = Config::from_toml_str(apart).unwrap();
+    assert!(matches!(c.routes[0].tls, TlsMode::Files { .. }));
+    assert!(!reread(apart, &apart.replace("a.test", "b.test")));
+    assert!(reread(apart, &apart.replace("weight = 1", "weight = 2")));
 }
 
 #[test]
-fn pool_keys_outside_pool_sections_turn_the_pools_only_path_off() {
+fn pool_or_route_keys_outside_their_sections_turn_the_incremental_path_off() {
     for extra in [
-        "pools.a.retry = 3\n",
-        "pools = { }\n",
-        "[pools]\na.retry = 3\n",
+        "pools.z.versions.v = { weight = 1, backends = [\"127.0.0.1:1\"] }\n",
+        "[pools]\nz.versions.v = { weight = 1, backends = [\"127.0.0.1:1\"] }\n",
     ] {
         let (head, tail) = SECTIONS.split_at(SECTIONS.find("[server]").unwrap());
         let old = if extra.starts_with('[') {
@@ -741,15 +786,24 @@ fn pool_keys_outside_pool_sections_turn_the_pools_only_path_off() {
         } else {
             format!("{head}{extra}{tail}")
         };
-        let Ok(_) = Config::from_toml_str(&old) else {
-            continue;
-        };
-        assert!(ConfigSource::index(old.clone()).layout().is_none(), "{old}");
+        assert!(Config::from_toml_str(&old).unwrap().pools.contains_key("z"));
+        assert!(
+            ConfigSource::index(old.clone(), Path::new(""))
+                .layout()
+                .is_none(),
+            "{old}"
+        );
         assert!(!reread(
             &old,
             &old.replacen("weight = 90", "weight = 80", 1)
         ));
     }
+    let inline = "routes = [{ host = \"r.test\", pool = \"a\" }]\n[pools.a.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n";
+    assert_eq!(Config::from_toml_str(inline).unwrap().routes.len(), 1);
+    assert!(ConfigSource::index(inline.to_owned(), Path::new(""))
+        .layout()
+        .is_none());
+    assert!(!reread(inline, &inline.replace("weight = 1", "weight = 2")));
     // A bare [pools] header with no keys keeps it on.
     let old = format!("{SECTIONS}[pools]\n");
     assert!(reread(&old, &old.replacen("weight = 90", "weight = 80", 1)));
@@ -835,9 +889,9 @@ fn generated_edits_give_what_the_full_parse_gives() {
         }
     }
     // Most edits land in pool sections: the path is exercised, not bypassed.
-    eprintln!("pools-only path: {taken} of {tried} valid edits");
+    eprintln!("incremental path: {taken} of {tried} valid edits");
     assert!(
         taken * 4 > tried,
-        "pools-only path: {taken} of {tried} valid edits"
+        "incremental path: {taken} of {tried} valid edits"
     );
 }

@@ -243,7 +243,7 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
         c,
         &file.routes,
         &super::routes::RouteContext {
-            pools: &pools,
+            has_pool: &|name| pools.contains_key(name),
             middlewares: &middlewares,
             acme: acme.is_some(),
             https: server.https.is_some(),

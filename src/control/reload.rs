@@ -115,7 +115,7 @@ impl Control {
             read_ms = read.as_millis() as u64,
             overrides_ms = (applied - read).as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
-            pools_only = source.incremental(),
+            incremental = source.incremental(),
             "config reloaded"
         );
         for (pool, note) in notes {
@@ -332,15 +332,24 @@ backends = ["127.0.0.1:2"]
         );
         assert_eq!(pool("b").versions[0].weight, 1);
 
-        // A route changed: the whole file is read again.
+        // A route changed: read again alone too.
         let moved = TEXT.replace("host = \"b.test\"", "host = \"c.test\"");
         std::fs::write(&path, &moved).unwrap();
         c.reload("test", false).unwrap();
-        assert!(!source().incremental());
+        assert!(source().incremental());
         assert_eq!(
             *c.snapshot().file,
             Config::from_file_text(&path, &moved).unwrap()
         );
         assert_eq!(c.snapshot().file.routes[1].host.to_string(), "c.test");
+        // An edit outside the pools and routes: the whole file is read again.
+        let noted = format!("# noted\n{moved}");
+        std::fs::write(&path, &noted).unwrap();
+        c.reload("test", false).unwrap();
+        assert!(!source().incremental());
+        assert_eq!(
+            *c.snapshot().file,
+            Config::from_file_text(&path, &noted).unwrap()
+        );
     }
 }
