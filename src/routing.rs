@@ -13,7 +13,7 @@
 //! pooled connections, counters) is not in the table but behind `Arc`s that
 //! successive tables share.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use crate::host::{self, HostPattern, MAX_HOST_LEN};
 use crate::metrics::{GaugeSource, Metrics, RequestMetrics};
 use crate::middleware::{Middleware, Middlewares};
 use crate::rules::{RequestView, RouteRules, VersionRule};
-use crate::upstream::{Backend, BackendKey, BackendRegistry};
+use crate::upstream::{Backend, BackendKey, BackendRegistry, BackendSet};
 
 /// Per-request limits that a reload may change.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +42,8 @@ pub struct RoutingTable {
     /// (suffix, routes highest rank first), longest suffix first.
     wildcards: Vec<(Box<str>, RouteList)>,
     routes: Vec<Route>,
+    /// The routes `routes` were made from (see [`RoutingTable::build_from`]).
+    route_configs: Arc<Vec<RouteConfig>>,
     pub pools: BTreeMap<String, Arc<Pool>>,
     pub limits: Limits,
     /// HTTPS port for redirects (when an https entrypoint exists).
@@ -51,6 +53,7 @@ pub struct RoutingTable {
 }
 
 /// A host's route.
+#[derive(Clone)]
 pub struct Route {
     /// The host as configured (`app.example.com`, `*.example.com`); the
     /// host map's key and a host-only route's label are this same string.
@@ -190,16 +193,26 @@ impl RoutingTable {
         metrics: &Metrics,
         middlewares: &Middlewares,
     ) -> RoutingTable {
-        let mut used = HashSet::new();
+        let backends: usize = config
+            .pools
+            .values()
+            .flat_map(|p| p.versions.values())
+            .map(|v| v.backends.len())
+            .sum();
+        let mut used = BackendSet::with_capacity_and_hasher(backends, Default::default());
+        // Both maps are in name order: the previous pool of a name is found
+        // by walking the two together, not by a lookup per pool.
+        let mut before = previous.map(|t| t.pools.iter().peekable());
         let pools: BTreeMap<String, Arc<Pool>> = config
             .pools
             .iter()
             .map(|(name, pc)| {
                 let canary = canaries.get(name).map(String::as_str);
-                let kept = previous
-                    .and_then(|t| t.pools.get(name))
-                    .filter(|p| p.unchanged(pc, canary));
-                let pool = match kept {
+                let old = before.as_mut().and_then(|it| {
+                    while it.next_if(|(n, _)| n.as_str() < name.as_str()).is_some() {}
+                    it.next_if(|(n, _)| *n == name).map(|(_, p)| p)
+                });
+                let pool = match old.filter(|p| p.unchanged(pc, canary)) {
                     Some(p) => {
                         p.note_backends(&mut used);
                         p.clone()
@@ -211,15 +224,25 @@ impl RoutingTable {
             .collect();
         registry.retain(&used);
         metrics.set_gauge_source(Box::new(PoolGauges(pools.values().cloned().collect())));
+        // The same routes (by identity) with the same pool names: the host
+        // index is the previous one, and only the routes whose pool or
+        // middlewares changed are made again.
+        let same_routes = previous.filter(|t| {
+            Arc::ptr_eq(&t.route_configs, &config.routes) && t.pools.keys().eq(pools.keys())
+        });
         let RouteIndex {
             exact,
             wildcards,
             routes,
-        } = RouteIndex::build(config, &pools, metrics, middlewares);
+        } = match same_routes {
+            Some(t) => RouteIndex::renew(t, config, &pools, metrics, middlewares),
+            None => RouteIndex::build(config, &pools, metrics, middlewares),
+        };
         RoutingTable {
             exact,
             wildcards,
             routes,
+            route_configs: config.routes.clone(),
             pools,
             limits: Limits {
                 connect_timeout: config.server.connect_timeout,
@@ -301,6 +324,15 @@ impl GaugeSource for PoolGauges {
     }
 }
 
+/// A route's middlewares, in its order (names `middlewares` lacks are
+/// skipped: validation refuses them).
+fn chain_of(rc: &RouteConfig, middlewares: &Middlewares) -> Box<[Arc<Middleware>]> {
+    rc.middlewares
+        .iter()
+        .filter_map(|m| middlewares.get(m).cloned())
+        .collect()
+}
+
 /// The host lookup part of a table.
 struct RouteIndex {
     exact: HashMap<Arc<str>, RouteList>,
@@ -310,6 +342,7 @@ struct RouteIndex {
 
 /// A host's routes (indexes into the table's), highest rank first: most
 /// hosts have one, kept without an allocation of its own.
+#[derive(Clone)]
 enum RouteList {
     One([usize; 1]),
     Many(Box<[usize]>),
@@ -355,11 +388,7 @@ impl RouteIndex {
             let Some(pool) = pools.get(&rc.pool) else {
                 continue;
             };
-            let chain: Box<[Arc<Middleware>]> = rc
-                .middlewares
-                .iter()
-                .filter_map(|m| middlewares.get(m).cloned())
-                .collect();
+            let chain = chain_of(rc, middlewares);
             let host: Arc<str> = match &rc.host {
                 HostPattern::Exact(h) => exact
                     .get_key_value(h.as_str())
@@ -407,6 +436,57 @@ impl RouteIndex {
             })
             .collect();
         ix.wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+        ix
+    }
+
+    /// [`RouteIndex::build`] for the same routes (the same `Arc`) and the
+    /// same pool names as `previous`'s: its host index is taken as it is,
+    /// and so is each route whose pool (by identity) and middlewares are
+    /// unchanged, metric handles and all; the others are made again.
+    fn renew(
+        previous: &RoutingTable,
+        config: &Config,
+        pools: &BTreeMap<String, Arc<Pool>>,
+        metrics: &Metrics,
+        middlewares: &Middlewares,
+    ) -> Self {
+        let mut ix = RouteIndex {
+            exact: previous.exact.clone(),
+            wildcards: previous.wildcards.clone(),
+            routes: Vec::with_capacity(previous.routes.len()),
+        };
+        // The same walk as `build`'s: a route per configured route whose
+        // pool exists, then one for its preview host.
+        let mut old = previous.routes.iter();
+        for rc in config.routes.iter() {
+            let Some(pool) = pools.get(&rc.pool) else {
+                continue;
+            };
+            let chain = chain_of(rc, middlewares);
+            for preview in [false, true] {
+                if preview && rc.preview.is_none() {
+                    continue;
+                }
+                let Some(before) = old.next() else {
+                    // Cannot happen (same routes, same pools); a full
+                    // build is the safe answer if it ever did.
+                    return RouteIndex::build(config, pools, metrics, middlewares);
+                };
+                let same = Arc::ptr_eq(&before.pool, pool)
+                    && before.middlewares.len() == chain.len()
+                    && before
+                        .middlewares
+                        .iter()
+                        .zip(&chain)
+                        .all(|(a, b)| Arc::ptr_eq(a, b));
+                if same {
+                    ix.routes.push(before.clone());
+                } else {
+                    let host = before.host.clone();
+                    ix.push(metrics, &host, pool, rc, &chain, preview);
+                }
+            }
+        }
         ix
     }
 
@@ -462,7 +542,7 @@ impl Pool {
         pc: &Arc<PoolConfig>,
         canary: Option<&str>,
         registry: &BackendRegistry,
-        used: &mut HashSet<*const Backend>,
+        used: &mut BackendSet,
     ) -> Pool {
         let name: Arc<str> = name.into();
         let versions: Vec<Version> = pc
@@ -537,7 +617,7 @@ impl Pool {
 
     /// Adds this pool's backends to `used` (a kept pool's backends stay in
     /// the registry).
-    fn note_backends(&self, used: &mut HashSet<*const Backend>) {
+    fn note_backends(&self, used: &mut BackendSet) {
         for v in &self.versions {
             for b in &v.backends {
                 used.insert(Arc::as_ptr(b));
@@ -659,7 +739,7 @@ impl Version {
         name: &str,
         vc: &VersionConfig,
         registry: &BackendRegistry,
-        used: &mut HashSet<*const Backend>,
+        used: &mut BackendSet,
     ) -> Version {
         let name: Arc<str> = name.into();
         let backends = vc
@@ -898,6 +978,81 @@ backends = ["127.0.0.1:5"]
         let t7 = build(Some(&t6), &fewer, &canaries);
         assert!(!t7.pools.contains_key("other"));
         assert_eq!(reg.all().len(), 4);
+    }
+
+    #[test]
+    fn a_build_with_the_same_routes_keeps_their_index_and_remakes_the_changed_ones() {
+        let text = format!(
+            "{TEXT}[[routes]]\nhost = \"mw.test\"\npool = \"other\"\nmiddlewares = [\"h\"]\n\
+             [middlewares.h.headers]\nframe_deny = true\n"
+        );
+        let config = Config::from_toml_str(&text).unwrap();
+        let reg = BackendRegistry::default();
+        let metrics = Metrics::new();
+        let (mw, _) = Middlewares::build(&config, None, &metrics);
+        let none = HashMap::new();
+        let t1 = RoutingTable::build_from(None, &config, &reg, &none, &metrics, &mw);
+        let host = |t: &RoutingTable, h: &str| t.route(h).unwrap().host.clone();
+
+        // Pool "app" changes; the routes are the same Arc.
+        let mut changed = config.clone();
+        let mut app = PoolConfig::clone(&config.pools["app"]);
+        app.versions.get_mut("blue").unwrap().weight = 9;
+        changed.pools.insert("app".into(), Arc::new(app));
+        let t2 = RoutingTable::build_from(Some(&t1), &changed, &reg, &none, &metrics, &mw);
+        // The host index is the previous one (its keys are the same Arcs).
+        for h in ["app.test", "next.app.test", "x.test", "mw.test"] {
+            assert!(Arc::ptr_eq(&host(&t1, h), &host(&t2, h)), "{h}");
+        }
+        // Routes of the changed pool point at the new pool, the others at
+        // the kept one, and every lookup finds what a full build finds.
+        let full = RoutingTable::build_from(None, &changed, &reg, &none, &metrics, &mw);
+        for h in [
+            "app.test",
+            "next.app.test",
+            "x.test",
+            "x.deep.test",
+            "mw.test",
+        ] {
+            let (r, f) = (t2.route(h).unwrap(), full.route(h).unwrap());
+            assert!(Arc::ptr_eq(&r.pool, &t2.pools[&*r.pool.name]), "{h}");
+            assert_eq!(
+                (&r.label, &r.pool.name, r.preview, r.index, r.metrics.len()),
+                (&f.label, &f.pool.name, f.preview, f.index, f.metrics.len()),
+                "{h}"
+            );
+        }
+        assert!(!Arc::ptr_eq(&t1.pools["app"], &t2.pools["app"]));
+        assert!(Arc::ptr_eq(&t1.pools["other"], &t2.pools["other"]));
+        assert_eq!(
+            t2.route("app.test")
+                .unwrap()
+                .pool
+                .version("blue")
+                .unwrap()
+                .weight,
+            9
+        );
+        assert_eq!(t2.routes().len(), t1.routes().len());
+
+        // A changed middleware is picked up by its route.
+        let mw2_text = text.replace(
+            "frame_deny = true",
+            "frame_deny = false\ncontent_type_nosniff = true",
+        );
+        let mut mw_changed = changed.clone();
+        mw_changed.middlewares = Config::from_toml_str(&mw2_text).unwrap().middlewares;
+        let (mw2, _) = Middlewares::build(&mw_changed, Some(&mw), &metrics);
+        let t3 = RoutingTable::build_from(Some(&t2), &mw_changed, &reg, &none, &metrics, &mw2);
+        let chain = &t3.route("mw.test").unwrap().middlewares;
+        assert_eq!(chain.len(), 1);
+        assert!(Arc::ptr_eq(&chain[0], mw2.get("h").unwrap()));
+        assert!(!Arc::ptr_eq(&chain[0], mw.get("h").unwrap()));
+
+        // Other routes (another Arc): a full build, new index.
+        let other = Config::from_toml_str(&text).unwrap();
+        let t4 = RoutingTable::build_from(Some(&t3), &other, &reg, &none, &metrics, &mw2);
+        assert!(!Arc::ptr_eq(&host(&t3, "x.test"), &host(&t4, "x.test")));
     }
 
     #[test]

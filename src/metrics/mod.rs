@@ -205,7 +205,8 @@ impl Collector for TableGauges {
 }
 
 /// Handles for one (route, pool, version). Each series is resolved on its
-/// first use and kept for the table's life, so a table build costs no label
+/// first use and kept for the table's life (and the next table's, for a
+/// route it takes over unchanged), so a table build costs no label
 /// lookups and a route that is never requested exports nothing: memory and
 /// `/metrics` grow with what is used, not with the config.
 ///
@@ -213,6 +214,7 @@ impl Collector for TableGauges {
 /// families, an empty cell); the counters and histograms of a used one live
 /// in a [`Series`] boxed on its first answer. At 10 000 routes of two
 /// versions (three handles a route) that is ~2 MB instead of ~14 MB.
+#[derive(Clone)]
 pub struct RequestMetrics {
     route: Arc<str>,
     pool: Arc<str>,
@@ -229,6 +231,7 @@ struct Families {
 }
 
 /// The resolved series of a used handle.
+#[derive(Clone)]
 struct Series {
     codes: [OnceLock<IntCounter>; COMMON_CODES.len()],
     duration: OnceLock<Histogram>,

@@ -603,6 +603,11 @@ fn push_idle<C>(pool: &Mutex<Vec<Idle<C>>>, conn: C, peak: usize) {
     }
 }
 
+/// Backends by identity ([`Arc::as_ptr`] of the registry's): what a table
+/// build uses, hashed with a fast hasher (the pointers are the registry's
+/// own, not input).
+pub type BackendSet = std::collections::HashSet<*const Backend, foldhash::fast::RandomState>;
+
 /// Every backend of every table, by identity, and the idle connections of
 /// each address they use.
 #[derive(Default)]
@@ -646,7 +651,7 @@ impl BackendRegistry {
     /// copied to build it), closing the idle connections of an address no
     /// kept backend uses. In-flight requests keep their own `Arc` and finish
     /// normally.
-    pub fn retain(&self, keep: &std::collections::HashSet<*const Backend>) {
+    pub fn retain(&self, keep: &BackendSet) {
         let mut guard = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let r = &mut *guard;
         let mut gone = Vec::new();
@@ -657,6 +662,12 @@ impl BackendRegistry {
             }
             kept
         });
+        if gone.is_empty() {
+            // Nothing to close: every address keeps the backends it had. (An
+            // address whose last backend went while a request held its
+            // connections stays listed until a retain that drops something.)
+            return;
+        }
         let used: std::collections::HashSet<&BackendAddr> =
             r.backends.keys().map(|k| &k.addr).collect();
         for b in &gone {
@@ -717,7 +728,7 @@ mod tests {
         ));
         // With every backend at an address gone and dropped, the next one
         // at it starts a new set.
-        r.retain(&std::collections::HashSet::new());
+        r.retain(&BackendSet::default());
         let weak = Arc::downgrade(&b.conns);
         drop((a, b, c));
         assert!(weak.upgrade().is_none());
