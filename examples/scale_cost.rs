@@ -1,11 +1,13 @@
 //! Where a reload's time goes at scale: `cargo run --release --example
 //! scale_cost -- CONFIG` times reading, TOML parsing, validation and the
-//! table build of a config file (the one benches/scale_idle.sh writes).
+//! table build of a config file (the one benches/scale_idle.sh writes), and
+//! what a reload that changes one pool's weight reads instead (the text's
+//! index, built at each full read, and the pool read again alone).
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use switchyard::config::{read_config_file, Config};
+use switchyard::config::{read_config_file, Config, ConfigSource};
 use switchyard::metrics::Metrics;
 use switchyard::middleware::Middlewares;
 use switchyard::routing::RoutingTable;
@@ -47,13 +49,25 @@ fn main() {
         );
         let rebuild = t.elapsed();
         let t = Instant::now();
+        let source = ConfigSource::index(text.clone(), Path::new("/"));
+        let index = t.elapsed();
+        // One pool's weight changed, read again alone.
+        let edited = text.replacen("weight = 90", "weight = 80", 1);
+        let t = Instant::now();
+        let partial = source.reparse(&config, edited).map(|(c, _)| c);
+        let reread = t.elapsed();
+        assert!(
+            partial.is_ok(),
+            "the first pool's weight is not 90 in this file"
+        );
+        let t = Instant::now();
         drop(table);
         drop(table2);
         drop(config);
         drop(again);
         let dropped = t.elapsed();
         println!(
-            "round {round}: read {read:?}, DeTable::parse {parse:?}, parse+validate {load:?}, table build {build:?}, share_unchanged {share:?}, rebuild from it {rebuild:?}, drops {dropped:?}"
+            "round {round}: read {read:?}, DeTable::parse {parse:?}, parse+validate {load:?}, table build {build:?}, share_unchanged {share:?}, rebuild from it {rebuild:?}, index the text {index:?}, one pool re-read {reread:?}, drops {dropped:?}"
         );
     }
 }
