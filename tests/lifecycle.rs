@@ -116,6 +116,88 @@ async fn reload_applies_a_good_file_and_keeps_the_table_on_a_bad_one() {
     assert_eq!(c.get("new.test", "/").await.unwrap().status, 200);
 }
 
+/// The proxy's `config reloaded` lines, ANSI colours taken out: whether
+/// each read only what changed (`incremental=true`).
+fn reloads_logged(p: &Proxy) -> Vec<bool> {
+    let log = p.log();
+    let mut plain = String::new();
+    let mut chars = log.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\x1b' {
+            // CSI: ESC [ ... final byte in @..~
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(ch);
+        }
+    }
+    plain
+        .lines()
+        .filter(|l| l.contains("config reloaded"))
+        .map(|l| l.contains("incremental=true"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_only_the_pools_and_routes_an_edit_touched() {
+    let blue = Upstream::start("blue").await;
+    let green = Upstream::start("green").await;
+    let p = Proxy::start(&pool_config(&blue, 100, &green, 0, "")).await;
+    let mut c = Client::new(p.http);
+    let text = std::fs::read_to_string(&p.config_path).unwrap();
+    let reload = |text: &str| {
+        std::fs::write(&p.config_path, text).unwrap();
+        let out = p.ctl(&["reload"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    // The pool's weights swapped: read alone, and served at once.
+    let swapped = text
+        .replace("weight = 100", "weight = X")
+        .replace("weight = 0\n", "weight = 100\n")
+        .replace("weight = X", "weight = 0");
+    assert_ne!(swapped, text);
+    reload(&swapped);
+    assert_eq!(p.weights("app").await["green"], 100);
+    assert_eq!(c.get("app.test", "/").await.unwrap().body, "green\n");
+    assert_eq!(reloads_logged(&p), [true]);
+
+    // A route added after the other: read alone too.
+    let routed = swapped.replacen(
+        "\n[pools.app]\n",
+        "\n[[routes]]\nhost = \"new.test\"\npool = \"app\"\n\n[pools.app]\n",
+        1,
+    );
+    assert_ne!(routed, swapped);
+    reload(&routed);
+    assert_eq!(c.get("new.test", "/").await.unwrap().body, "green\n");
+    assert_eq!(reloads_logged(&p), [true, true]);
+
+    // A bad weight in the pool: refused with the full read's diagnostic,
+    // line and all; nothing changes.
+    let bad = routed.replacen("weight = 100", "weight = -1", 1);
+    std::fs::write(&p.config_path, &bad).unwrap();
+    let out = p.ctl(&["reload"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = bad.lines().position(|l| l == "weight = -1").unwrap() + 1;
+    assert!(err.contains(&format!("switchyard.toml:{line}:")), "{err}");
+    assert_eq!(c.get("app.test", "/").await.unwrap().body, "green\n");
+
+    // An edit outside the pools and routes: the whole file is read.
+    reload(&format!("# edited\n{routed}"));
+    assert_eq!(reloads_logged(&p), [true, true, false]);
+    assert_eq!(c.get("new.test", "/").await.unwrap().status, 200);
+    assert_eq!(p.weights("app").await["green"], 100);
+}
+
 /// A config text with the running proxy's admin section.
 fn with_admin_of(p: &Proxy, config: &str) -> String {
     format!(
