@@ -14,17 +14,17 @@
 //!      |<- sections ->|<-region->|<- sections ->|     region: the sections the edit touches
 //! ```
 //!
-//! When the region, before and after the edit, holds only pool sections of
-//! pools that exist and whole `[[routes]]` sections, each pool it touches is
-//! read again from its own sections alone (a small document of
-//! `[pools.NAME...]` sections, validated like the file's), its routes are
-//! read and validated from the region's `[[routes]]` sections and put in the
-//! place of the old ones, and the running config is taken with those parts
-//! replaced. Anything else (an edit in `[server]` or `[middlewares]`, a new
-//! or removed pool, a region that does not read on its own, a file whose
-//! pools or routes are not all in their own sections) gets the full parse,
-//! which also reports the errors: this path never reports one, it just gives
-//! up.
+//! When the region, before and after the edit, holds only pool sections and
+//! whole `[[routes]]` sections (at most [`MAX_REGION`] of them), each pool it
+//! touches is read again from its own sections alone (a small document of
+//! `[pools.NAME...]` sections, validated like the file's; a pool with no
+//! section left is removed, a new name added), its routes are read and
+//! validated from the region's `[[routes]]` sections and put in the place of
+//! the old ones, and the running config is taken with those parts replaced.
+//! Anything else (an edit in `[server]` or `[middlewares]`, a region that
+//! does not read on its own, two edits far apart, a file whose pools or
+//! routes are not all in their own sections) gets the full parse, which also
+//! reports the errors: this path never reports one, it just gives up.
 //!
 //! Why the result is what the full parse would give, given that the old text
 //! was valid and parsed to the running config:
@@ -42,10 +42,11 @@
 //!   conflict (a table defined twice, a dotted key over a header) depends
 //!   on that pool's sections alone, which the small document holds in file
 //!   order; a `[[routes]]` section is one whole route.
-//! - Validation reads a pool on its own; a route against the set of pool
-//!   names (unchanged), the middlewares, `[acme]` and `server.https` (all
-//!   outside the region), and every other route for a host routed twice
-//!   (checked again over the new list).
+//! - Validation reads a pool on its own (and checks a new pool's name); a
+//!   route against the pools (the new set), the middlewares, `[acme]` and
+//!   `server.https` (all outside the region), and every other route for a
+//!   host routed twice (checked again over the new list). When a pool went,
+//!   every route is checked for naming one that exists.
 //!
 //! The differential tests in `tests.rs` hold the two paths to the same
 //! result over hand-picked and generated edits.
@@ -72,6 +73,11 @@ const ROUTE: u32 = u32::MAX - 1;
 /// A route's sub-table (`[routes.x]`, `[[routes.x]]`): part of the route
 /// before it.
 const ROUTE_PART: u32 = u32::MAX - 2;
+/// Most sections a region may have, before or after the edit: an edit that
+/// spans more (two edits far apart, say) is cheaper to read whole.
+const MAX_REGION: usize = 256;
+/// Most bytes a region may have.
+const MAX_REGION_BYTES: usize = 256 * 1024;
 /// How deep arrays and inline tables may nest in a region (toml's own limit
 /// is of the same order); deeper gets the full parse, which refuses it.
 const MAX_DEPTH: u32 = 64;
@@ -190,7 +196,7 @@ impl ConfigSource {
     }
 
     /// The config `new_text` gives, when it differs from this source's text
-    /// only inside sections of existing pools and whole routes: `running`
+    /// only inside sections of pools and whole routes: `running`
     /// (the config this source's text gave) with those pools and routes
     /// read again, and the new text's source. `Err` gives the text back: it
     /// needs the full parse.
@@ -228,7 +234,7 @@ impl ConfigSource {
             k1
         };
         let old_region = &ix.sections[k1..=k2];
-        if !old_region.iter().all(Section::movable) {
+        if old_region.len() > MAX_REGION || !old_region.iter().all(Section::movable) {
             return None;
         }
         let start = ix.sections[k1].start as usize;
@@ -241,15 +247,36 @@ impl ConfigSource {
         if new_stop < new.len() && !region.trim_end_matches([' ', '\t']).ends_with('\n') {
             return None;
         }
-        // The region on its own: headers only, of pools that exist and of
-        // whole routes.
-        let scan = scan(region, &mut |name| ix.id(name))?;
+        if region.len() > MAX_REGION_BYTES {
+            return None;
+        }
+        // The region on its own: headers only, of pools (new names get new
+        // ids) and of whole routes.
+        let known = ix.names_end.len();
+        let mut added: Vec<String> = Vec::new();
+        let scan = scan(region, &mut |name| {
+            if let Some(id) = ix.id(name) {
+                return Some(id);
+            }
+            if let Some(i) = added.iter().position(|n| n == name) {
+                return u32::try_from(known + i).ok();
+            }
+            added.push(name.to_owned());
+            u32::try_from(known + added.len() - 1)
+                .ok()
+                .filter(|&id| id < ROUTE_PART)
+        })?;
         let new_region = &scan.sections[1..];
         if new_region.first().map(|s| s.start) != Some(0)
+            || new_region.len() > MAX_REGION
             || !new_region.iter().all(Section::movable)
         {
             return None;
         }
+        let name_of = |id: u32| match (id as usize).checked_sub(known) {
+            None => ix.name(id),
+            Some(i) => added[i].as_str(),
+        };
         let mut sections = Vec::with_capacity(ix.sections.len() + new_region.len());
         sections.extend_from_slice(&ix.sections[..k1]);
         sections.extend(new_region.iter().map(|s| Section {
@@ -268,11 +295,29 @@ impl ConfigSource {
             .collect();
         touched.sort_unstable();
         touched.dedup();
+        // Each touched pool's sections, in file order, found in one pass.
+        let mut pieces: Vec<Vec<&str>> = vec![Vec::new(); touched.len()];
+        for (i, s) in sections.iter().enumerate() {
+            if let Ok(t) = touched.binary_search(&s.pool) {
+                let stop = sections.get(i + 1).map_or(new.len(), |n| n.start as usize);
+                pieces[t].push(new.get(s.start as usize..stop)?);
+            }
+        }
         let mut config = running.clone();
-        for id in touched {
-            let name = ix.name(id);
-            let pool = read_pool(new, &sections, id, name)?;
-            *config.pools.get_mut(name)? = Arc::new(pool);
+        let mut removed = false;
+        for (&id, pieces) in touched.iter().zip(&pieces) {
+            let name = name_of(id);
+            if pieces.is_empty() {
+                // Every section of the pool went.
+                config.pools.remove(name)?;
+                removed = true;
+                continue;
+            }
+            if !super::valid_name(name) {
+                return None;
+            }
+            let pool = read_pool(pieces, name)?;
+            config.pools.insert(name.to_owned(), Arc::new(pool));
         }
         let gone = old_region.iter().filter(|s| s.pool == ROUTE).count();
         let came: Vec<&str> = new_region
@@ -308,12 +353,27 @@ impl ConfigSource {
             }
             config.routes = Arc::new(routes);
         }
+        // A removed pool must be one no route names.
+        if removed
+            && config
+                .routes
+                .iter()
+                .any(|r| !config.pools.contains_key(&r.pool))
+        {
+            return None;
+        }
+        let mut names = ix.names.clone();
+        let mut names_end = ix.names_end.clone();
+        for name in &added {
+            names.push_str(name);
+            names_end.push(u32::try_from(names.len()).ok()?);
+        }
         Some((
             config,
             Index {
                 sections,
-                names: ix.names.clone(),
-                names_end: ix.names_end.clone(),
+                names,
+                names_end,
             },
         ))
     }
@@ -350,16 +410,11 @@ fn read_routes(config: &Config, texts: &[&str], base: &Path) -> Option<Vec<super
     c.is_clean().then_some(routes)
 }
 
-/// Pool `name` (id `id`) read from its sections of `text` alone, when they
-/// parse and validate without a diagnostic.
-fn read_pool(text: &str, sections: &[Section], id: u32, name: &str) -> Option<super::PoolConfig> {
+/// Pool `name` read from its sections alone (`pieces`, in file order), when
+/// they parse and validate without a diagnostic.
+fn read_pool(pieces: &[&str], name: &str) -> Option<super::PoolConfig> {
     let mut doc = String::new();
-    for (i, s) in sections.iter().enumerate() {
-        if s.pool != id {
-            continue;
-        }
-        let stop = sections.get(i + 1).map_or(text.len(), |n| n.start as usize);
-        let piece = text.get(s.start as usize..stop)?;
+    for piece in pieces {
         doc.push_str(piece);
         if !piece.ends_with('\n') {
             doc.push('\n');

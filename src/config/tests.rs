@@ -721,6 +721,12 @@ fn edits_inside_pools_and_routes_are_read_again_alone_and_give_the_full_parse() 
             "\n[[routes]]\nhost = \"e.test\"\npool = \"a\"\n\n[pools.b.rollout]",
         ),
         fast("host = \"u.test\"\npool = \"a\"", "host = \"u.test\"\npool = \"c.d\""),
+        // a pool added (with its route next to it)
+        fast("[pools.b.versions.v2]", "[pools.e.versions.v2]"),
+        fast(
+            "[[routes]]\nhost = \"u.test\"",
+            "[[routes]]\nhost = \"new.test\"\npool = \"new\"\n\n[pools.new.versions.one]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n\n[[routes]]\nhost = \"u.test\"",
+        ),
         // a route and a pool in one edit
         fast(
             "host = \"u.test\"\npool = \"a\"\n\n[pools.a]\nretry = 2",
@@ -736,8 +742,7 @@ fn edits_inside_pools_and_routes_are_read_again_alone_and_give_the_full_parse() 
     let full = [
         // outside the pools and routes
         fast("http = \"127.0.0.1:8080\"", "http = \"127.0.0.1:8090\""),
-        // a new pool; a route with a sub-table, or next to one
-        fast("[pools.b.versions.v2]", "[pools.e.versions.v2]"),
+        // a route with a sub-table, or next to one
         fast("cert = \"t.pem\"", "cert = \"t2.pem\""),
         fast("host = \"t.test\"", "host = \"t2.test\""),
         // route errors, which the full parse reports
@@ -757,6 +762,12 @@ fn edits_inside_pools_and_routes_are_read_again_alone_and_give_the_full_parse() 
         fast("weight = 1\n", "weight = 1"),
         fast("[pools.b.versions.v2]", "[pools.b.versions.v1]"),
         fast("version = \"green\"", "version = \"ghost\""),
+        // a pool removed while a route still names it; a bad new name
+        fast(
+            "[pools.\"c.d\".versions.only]\nweight = 5\nbackends = ['127.0.0.1:9100']\n",
+            "",
+        ),
+        fast("[pools.b.versions.v2]", "[pools.\"e e\".versions.v2]"),
     ];
     for (i, text) in full.iter().enumerate() {
         assert!(
@@ -766,6 +777,11 @@ fn edits_inside_pools_and_routes_are_read_again_alone_and_give_the_full_parse() 
     }
     // The same text is not an edit.
     assert!(!reread(SECTIONS, SECTIONS));
+    // A pool no route names, added at the end and removed again.
+    let spare =
+        format!("{SECTIONS}\n[pools.spare.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n");
+    assert!(reread(SECTIONS, &spare));
+    assert!(reread(&spare, SECTIONS));
     // A route's sub-table after another section is still that route's.
     let apart = "[server]\nhttps = \"127.0.0.1:8443\"\n[[routes]]\nhost = \"a.test\"\npool = \"a\"\n[pools.a.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n[routes.tls]\ncert = \"a.pem\"\nkey = \"a.key\"\n";
     let c = Config::from_toml_str(apart).unwrap();
@@ -807,6 +823,23 @@ fn pool_or_route_keys_outside_their_sections_turn_the_incremental_path_off() {
     // A bare [pools] header with no keys keeps it on.
     let old = format!("{SECTIONS}[pools]\n");
     assert!(reread(&old, &old.replacen("weight = 90", "weight = 80", 1)));
+}
+
+#[test]
+fn an_edit_spanning_many_sections_is_read_whole() {
+    let mut text = String::from("[server]\nhttp = \"127.0.0.1:8080\"\n");
+    for i in 0..300 {
+        text.push_str(&format!(
+            "\n[pools.p{i}.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n"
+        ));
+    }
+    // The first and the last pool: one region of 300 sections.
+    let mut both = text.replacen("weight = 1", "weight = 2", 1);
+    let last = both.rfind("weight = 1").unwrap();
+    both.replace_range(last..last + "weight = 1".len(), "weight = 3");
+    assert!(!reread(&text, &both));
+    // Each alone is read alone.
+    assert!(reread(&text, &text.replacen("weight = 1", "weight = 2", 1)));
 }
 
 #[test]
