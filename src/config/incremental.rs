@@ -221,127 +221,38 @@ impl ConfigSource {
 
     fn try_reparse(&self, running: &Config, new: &str) -> Option<(Config, Index)> {
         let ix = self.index.as_ref()?;
-        let old = self.text.as_str();
-        u32::try_from(new.len()).ok()?;
-        let (a, old_end) = edit(old.as_bytes(), new.as_bytes())?;
-        // The sections the edit touches: an edit that starts right at a
-        // header also touches the section before it (text added at its end).
-        let containing = |pos: usize| ix.sections.partition_point(|s| s.start as usize <= pos) - 1;
-        let k1 = containing(a.saturating_sub(1));
-        let k2 = if old_end > a {
-            containing(old_end - 1)
-        } else {
-            k1
-        };
-        let old_region = &ix.sections[k1..=k2];
-        if old_region.len() > MAX_REGION || !old_region.iter().all(Section::movable) {
-            return None;
-        }
-        let start = ix.sections[k1].start as usize;
-        let old_stop = ix
-            .sections
-            .get(k2 + 1)
-            .map_or(old.len(), |s| s.start as usize);
-        let new_stop = (old_stop + new.len()).checked_sub(old.len())?;
-        let region = new.get(start..new_stop)?;
-        if new_stop < new.len() && !region.trim_end_matches([' ', '\t']).ends_with('\n') {
-            return None;
-        }
-        if region.len() > MAX_REGION_BYTES {
-            return None;
-        }
-        // The region on its own: headers only, of pools (new names get new
-        // ids) and of whole routes.
-        let known = ix.names_end.len();
-        let mut added: Vec<String> = Vec::new();
-        let scan = scan(region, &mut |name| {
-            if let Some(id) = ix.id(name) {
-                return Some(id);
-            }
-            if let Some(i) = added.iter().position(|n| n == name) {
-                return u32::try_from(known + i).ok();
-            }
-            added.push(name.to_owned());
-            u32::try_from(known + added.len() - 1)
-                .ok()
-                .filter(|&id| id < ROUTE_PART)
-        })?;
-        let new_region = &scan.sections[1..];
-        if new_region.first().map(|s| s.start) != Some(0)
-            || new_region.len() > MAX_REGION
-            || !new_region.iter().all(Section::movable)
-        {
-            return None;
-        }
-        let name_of = |id: u32| match (id as usize).checked_sub(known) {
-            None => ix.name(id),
-            Some(i) => added[i].as_str(),
+        let r = Region::find(ix, &self.text, new)?;
+        let new_region = &r.scan.sections[1..];
+        let old_region = &ix.sections[r.k1..=r.k2];
+        let shift = |s: &Section| Section {
+            start: (s.start as usize + new.len() - self.text.len()) as u32,
+            pool: s.pool,
         };
         let mut sections = Vec::with_capacity(ix.sections.len() + new_region.len());
-        sections.extend_from_slice(&ix.sections[..k1]);
+        sections.extend_from_slice(&ix.sections[..r.k1]);
         sections.extend(new_region.iter().map(|s| Section {
-            start: s.start + start as u32,
+            start: s.start + r.start as u32,
             pool: s.pool,
         }));
-        sections.extend(ix.sections[k2 + 1..].iter().map(|s| Section {
-            start: (s.start as usize + new.len() - old.len()) as u32,
-            pool: s.pool,
-        }));
-        let mut touched: Vec<u32> = old_region
-            .iter()
-            .chain(new_region)
-            .map(|s| s.pool)
-            .filter(|&p| p < ROUTE_PART)
-            .collect();
-        touched.sort_unstable();
-        touched.dedup();
-        // Each touched pool's sections, in file order, found in one pass.
-        let mut pieces: Vec<Vec<&str>> = vec![Vec::new(); touched.len()];
-        for (i, s) in sections.iter().enumerate() {
-            if let Ok(t) = touched.binary_search(&s.pool) {
-                let stop = sections.get(i + 1).map_or(new.len(), |n| n.start as usize);
-                pieces[t].push(new.get(s.start as usize..stop)?);
-            }
-        }
+        sections.extend(ix.sections[r.k2 + 1..].iter().map(shift));
         let mut config = running.clone();
-        let mut removed = false;
-        for (&id, pieces) in touched.iter().zip(&pieces) {
-            let name = name_of(id);
-            if pieces.is_empty() {
-                // Every section of the pool went.
-                config.pools.remove(name)?;
-                removed = true;
-                continue;
-            }
-            if !super::valid_name(name) {
-                return None;
-            }
-            let pool = read_pool(pieces, name)?;
-            config.pools.insert(name.to_owned(), Arc::new(pool));
-        }
+        let removed = r.reread_pools(ix, old_region, &sections, new, &mut config)?;
         let gone = old_region.iter().filter(|s| s.pool == ROUTE).count();
-        let came: Vec<&str> = new_region
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.pool == ROUTE)
-            .map(|(i, s)| {
-                let stop = new_region
-                    .get(i + 1)
-                    .map_or(region.len(), |n| n.start as usize);
-                &region[s.start as usize..stop]
-            })
-            .collect();
+        let came = r.routes();
         if gone > 0 || !came.is_empty() {
             // A `[routes.x]` is part of the last route before it, wherever
             // it is: the first one after the region must have a route of
             // its own in between.
-            let next = ix.sections[k2 + 1..]
+            let next = ix.sections[r.k2 + 1..]
                 .iter()
                 .find(|s| s.pool == ROUTE || s.pool == ROUTE_PART);
             if next.is_some_and(|s| s.pool == ROUTE_PART) {
                 return None;
             }
-            let before = ix.sections[..k1].iter().filter(|s| s.pool == ROUTE).count();
+            let before = ix.sections[..r.k1]
+                .iter()
+                .filter(|s| s.pool == ROUTE)
+                .count();
             let fresh = read_routes(&config, &came, &self.base)?;
             let kept_after = running.routes.get(before + gone..)?;
             let mut routes = Vec::with_capacity(before + fresh.len() + kept_after.len());
@@ -364,7 +275,7 @@ impl ConfigSource {
         }
         let mut names = ix.names.clone();
         let mut names_end = ix.names_end.clone();
-        for name in &added {
+        for name in &r.added {
             names.push_str(name);
             names_end.push(u32::try_from(names.len()).ok()?);
         }
@@ -408,6 +319,153 @@ fn read_routes(config: &Config, texts: &[&str], base: &Path) -> Option<Vec<super
         },
     );
     c.is_clean().then_some(routes)
+}
+
+/// The sections an edit touches: old sections `k1..=k2`, which start at
+/// `start` in both texts; in the new text, `region`, scanned on its own.
+struct Region<'t> {
+    k1: usize,
+    k2: usize,
+    start: usize,
+    region: &'t str,
+    scan: Scan,
+    /// Pool names the region brings, ids from `known` on.
+    added: Vec<String>,
+    known: usize,
+}
+
+impl<'t> Region<'t> {
+    /// The region of the edit from `old` to `new`, when it holds pool
+    /// sections and whole routes only, reads on its own, and is small.
+    fn find(ix: &Index, old: &str, new: &'t str) -> Option<Region<'t>> {
+        u32::try_from(new.len()).ok()?;
+        let (a, old_end) = edit(old.as_bytes(), new.as_bytes())?;
+        // The sections the edit touches: an edit that starts right at a
+        // header also touches the section before it (text added at its end).
+        let containing = |pos: usize| ix.sections.partition_point(|s| s.start as usize <= pos) - 1;
+        let k1 = containing(a.saturating_sub(1));
+        let k2 = if old_end > a {
+            containing(old_end - 1)
+        } else {
+            k1
+        };
+        let old_region = &ix.sections[k1..=k2];
+        if old_region.len() > MAX_REGION || !old_region.iter().all(Section::movable) {
+            return None;
+        }
+        let start = ix.sections[k1].start as usize;
+        let old_stop = ix
+            .sections
+            .get(k2 + 1)
+            .map_or(old.len(), |s| s.start as usize);
+        let new_stop = (old_stop + new.len()).checked_sub(old.len())?;
+        let region = new.get(start..new_stop)?;
+        if region.len() > MAX_REGION_BYTES
+            || (new_stop < new.len() && !region.trim_end_matches([' ', '\t']).ends_with('\n'))
+        {
+            return None;
+        }
+        // The region on its own: headers only, of pools (new names get new
+        // ids) and of whole routes.
+        let known = ix.names_end.len();
+        let mut added: Vec<String> = Vec::new();
+        let scan = scan(region, &mut |name| {
+            if let Some(id) = ix.id(name) {
+                return Some(id);
+            }
+            if let Some(i) = added.iter().position(|n| n == name) {
+                return u32::try_from(known + i).ok();
+            }
+            added.push(name.to_owned());
+            u32::try_from(known + added.len() - 1)
+                .ok()
+                .filter(|&id| id < ROUTE_PART)
+        })?;
+        let new_region = &scan.sections[1..];
+        if new_region.first().map(|s| s.start) != Some(0)
+            || new_region.len() > MAX_REGION
+            || !new_region.iter().all(Section::movable)
+        {
+            return None;
+        }
+        Some(Region {
+            k1,
+            k2,
+            start,
+            region,
+            scan,
+            added,
+            known,
+        })
+    }
+
+    fn name<'a>(&'a self, ix: &'a Index, id: u32) -> &'a str {
+        match (id as usize).checked_sub(self.known) {
+            None => ix.name(id),
+            Some(i) => &self.added[i],
+        }
+    }
+
+    /// Reads again, into `config`, each pool with a section in the region
+    /// before or after the edit, from its sections of `new` (`sections`, the
+    /// new text's index). `Some(true)` when a pool was removed.
+    fn reread_pools(
+        &self,
+        ix: &Index,
+        old_region: &[Section],
+        sections: &[Section],
+        new: &str,
+        config: &mut Config,
+    ) -> Option<bool> {
+        let mut touched: Vec<u32> = old_region
+            .iter()
+            .chain(&self.scan.sections[1..])
+            .map(|s| s.pool)
+            .filter(|&p| p < ROUTE_PART)
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        // Each touched pool's sections, in file order, found in one pass.
+        let mut pieces: Vec<Vec<&str>> = vec![Vec::new(); touched.len()];
+        for (i, s) in sections.iter().enumerate() {
+            if let Ok(t) = touched.binary_search(&s.pool) {
+                let stop = sections.get(i + 1).map_or(new.len(), |n| n.start as usize);
+                pieces[t].push(new.get(s.start as usize..stop)?);
+            }
+        }
+        let mut removed = false;
+        for (&id, pieces) in touched.iter().zip(&pieces) {
+            let name = self.name(ix, id);
+            if pieces.is_empty() {
+                // Every section of the pool went.
+                config.pools.remove(name)?;
+                removed = true;
+                continue;
+            }
+            if !super::valid_name(name) {
+                return None;
+            }
+            let pool = read_pool(pieces, name)?;
+            config.pools.insert(name.to_owned(), Arc::new(pool));
+        }
+        Some(removed)
+    }
+
+    /// The text of each `[[routes]]` section in the region, in order.
+    fn routes(&self) -> Vec<&'t str> {
+        let new_region = &self.scan.sections[1..];
+        new_region
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.pool == ROUTE)
+            .map(|(i, s)| {
+                let stop = new_region
+                    .get(i + 1)
+                    .map_or(self.region.len(), |n| n.start as usize);
+                &self.region[s.start as usize..stop]
+            })
+            .collect()
+    }
 }
 
 /// Pool `name` read from its sections alone (`pieces`, in file order), when
