@@ -13,9 +13,9 @@
 #            one changed before back to 90), so every reload reads a file
 #            that differs from the running one. CHANGE=route: route N gets
 #            path_prefix = "/v2" instead (the one before loses it).
-#            CHANGE=full: a comment at the top of the file changes, which
-#            the proxy cannot tell from any other edit outside the pools
-#            and routes: every reload parses and validates the whole file
+#            CHANGE=full: pools p<N> and p<ROUTES-1-N> both change, two
+#            edits too far apart for the proxy to read only what changed:
+#            every reload parses and validates the whole file
 #   state:   GET /v1/state and GET /v1/state?pool=p0 through the admin socket
 #            (size, time)
 #
@@ -26,7 +26,7 @@
 #        SWITCHYARD_BIN=/path/to/switchyard benches/scale_idle.sh   (no build)
 #        CHANGE=1 benches/scale_idle.sh       (each reload changes one pool)
 #        CHANGE=route benches/scale_idle.sh   (each reload changes one route)
-#        CHANGE=full benches/scale_idle.sh    (each reload re-reads the whole file)
+#        CHANGE=full benches/scale_idle.sh    (each reload reads the whole file)
 #        ENV="MALLOC_ARENA_MAX=2" benches/scale_idle.sh   (extra environment for switchyard)
 # Output: a summary on stdout and in bench-results/scale-idle-<date>.txt.
 
@@ -125,14 +125,14 @@ SOCK=$WORK/admin.sock
 CONFIG=$WORK/switchyard.toml
 
 # gen_config CHANGED: the config, with pool pCHANGED's blue at weight 80
-# (CHANGE=1), route CHANGED on path_prefix "/v2" (CHANGE=route), or revision
-# CHANGED in the first line (CHANGE=full).
+# (CHANGE=1; CHANGE=full: pool p(ROUTES-1-CHANGED)'s too), or route CHANGED
+# on path_prefix "/v2" (CHANGE=route).
 gen_config() {
-    local pool=-1 route=-1
+    local pool=-1 far=-1 route=-1
     case $CHANGE in
         1) pool=$1 ;;
         route) route=$1 ;;
-        full) echo "# revision $1" ;;
+        full) pool=$1 far=$((ROUTES - 1 - $1)) ;;
     esac
     cat <<EOF
 [server]
@@ -147,11 +147,11 @@ state = "$WORK/state.json"
 [metrics]
 listen = "127.0.0.1:$METRICS_PORT"
 EOF
-    awk -v n="$ROUTES" -v origin="127.0.0.1:$DEAD_PORT" -v changed="$pool" -v route="$route" 'BEGIN {
+    awk -v n="$ROUTES" -v origin="127.0.0.1:$DEAD_PORT" -v changed="$pool" -v far="$far" -v route="$route" 'BEGIN {
         for (i = 0; i < n; i++)
             printf "\n[[routes]]\nhost = \"app%d.test\"\npool = \"p%d\"\n%s", i, i, (i == route ? "path_prefix = \"/v2\"\n" : "")
         for (i = 0; i < n; i++) {
-            printf "\n[pools.p%d.versions.blue]\nweight = %d\nbackends = [\"%s\"]\n", i, (i == changed ? 80 : 90), origin
+            printf "\n[pools.p%d.versions.blue]\nweight = %d\nbackends = [\"%s\"]\n", i, (i == changed || i == far ? 80 : 90), origin
             printf "\n[pools.p%d.versions.green]\nweight = 10\nbackends = [\"%s\"]\n", i, origin
         }
     }'
@@ -221,7 +221,7 @@ RESULT=$ROOT/bench-results/scale-idle-$(date +%Y%m%d-%H%M%S).txt
     elif [[ $CHANGE == route ]]; then
         echo "# each reload: the file changed (one route's path_prefix)"
     elif [[ $CHANGE == full ]]; then
-        echo "# each reload: the file changed (a comment at the top: the whole file parsed)"
+        echo "# each reload: the file changed (two pools far apart: the whole file parsed)"
     else
         echo "# each reload: the same file"
     fi
