@@ -191,9 +191,14 @@ async fn a_reload_reads_only_the_pools_and_routes_an_edit_touched() {
     assert!(err.contains(&format!("switchyard.toml:{line}:")), "{err}");
     assert_eq!(c.get("app.test", "/").await.unwrap().body, "green\n");
 
-    // An edit outside the pools and routes: the whole file is read.
+    // A comment at the top: read without the pools and routes.
     reload(&format!("# edited\n{routed}"));
-    assert_eq!(reloads_logged(&p), [true, true, false]);
+    assert_eq!(reloads_logged(&p), [true, true, true]);
+    // A pool written as a root key: the whole file is read.
+    reload(&format!(
+        "pools.z.versions.v = {{ weight = 1, backends = [\"127.0.0.1:9\"] }}\n{routed}"
+    ));
+    assert_eq!(reloads_logged(&p), [true, true, true, false]);
     assert_eq!(c.get("new.test", "/").await.unwrap().status, 200);
     assert_eq!(p.weights("app").await["green"], 100);
 }

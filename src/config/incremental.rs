@@ -14,17 +14,21 @@
 //!      |<- sections ->|<-region->|<- sections ->|     region: the sections the edit touches
 //! ```
 //!
-//! When the region, before and after the edit, holds only pool sections and
-//! whole `[[routes]]` sections (at most [`MAX_REGION`] of them), each pool it
-//! touches is read again from its own sections alone (a small document of
+//! When the region, before and after the edit, holds at most [`MAX_REGION`]
+//! sections and no route sub-table (`[routes.x]`), each pool it touches is
+//! read again from its own sections alone (a small document of
 //! `[pools.NAME...]` sections, validated like the file's; a pool with no
 //! section left is removed, a new name added), its routes are read and
 //! validated from the region's `[[routes]]` sections and put in the place of
-//! the old ones, and the running config is taken with those parts replaced.
-//! Anything else (an edit in `[server]` or `[middlewares]`, a region that
-//! does not read on its own, two edits far apart, a file whose pools or
-//! routes are not all in their own sections) gets the full parse, which also
-//! reports the errors: this path never reports one, it just gives up.
+//! the old ones, and when it touches any other section (`[server]`,
+//! `[middlewares.x]`, the root, ...) all of those are read again together,
+//! as a document of their own; the running config is taken with those parts
+//! replaced. Anything else (a region that does not read on its own, two
+//! edits far apart, a change to whether `[acme]` or `server.https` exists or
+//! to the middleware names, which the routes are checked against, a file
+//! whose pools or routes are not all in their own sections) gets the full
+//! parse, which also reports the errors: this path never reports one, it
+//! just gives up.
 //!
 //! Why the result is what the full parse would give, given that the old text
 //! was valid and parsed to the running config:
@@ -43,10 +47,11 @@
 //!   on that pool's sections alone, which the small document holds in file
 //!   order; a `[[routes]]` section is one whole route.
 //! - Validation reads a pool on its own (and checks a new pool's name); a
-//!   route against the pools (the new set), the middlewares, `[acme]` and
-//!   `server.https` (all outside the region), and every other route for a
-//!   host routed twice (checked again over the new list). When a pool went,
-//!   every route is checked for naming one that exists.
+//!   route against the pools (the new set), the middleware names, whether
+//!   `[acme]` and `server.https` exist (kept as they were), and every other
+//!   route for a host routed twice (checked again over the new list). When
+//!   a pool went, every route is checked for naming one that exists. The
+//!   other sections are validated together and look at nothing else.
 //!
 //! The differential tests in `tests.rs` hold the two paths to the same
 //! result over hand-picked and generated edits.
@@ -66,7 +71,7 @@ use super::validate::{validate_pool, Checker};
 use super::Config;
 
 /// What a section is: below [`ROUTE_PART`], the id of the pool it is part of.
-/// Anything else (`[server]`, the root, ...).
+/// [`NO_POOL`]: anything else (`[server]`, the root, ...).
 const NO_POOL: u32 = u32::MAX;
 /// One `[[routes]]`: a whole route.
 const ROUTE: u32 = u32::MAX - 1;
@@ -108,9 +113,9 @@ struct Section {
 }
 
 impl Section {
-    /// A pool's or a whole route's: may be part of a region.
-    fn movable(&self) -> bool {
-        self.pool < ROUTE_PART || self.pool == ROUTE
+    /// May be part of a region: anything but a route's sub-table.
+    fn readable(&self) -> bool {
+        self.pool != ROUTE_PART
     }
 }
 
@@ -222,7 +227,7 @@ impl ConfigSource {
     fn try_reparse(&self, running: &Config, new: &str) -> Option<(Config, Index)> {
         let ix = self.index.as_ref()?;
         let r = Region::find(ix, &self.text, new)?;
-        let new_region = &r.scan.sections[1..];
+        let new_region = r.sections();
         let old_region = &ix.sections[r.k1..=r.k2];
         let shift = |s: &Section| Section {
             start: (s.start as usize + new.len() - self.text.len()) as u32,
@@ -263,6 +268,13 @@ impl ConfigSource {
                 return None;
             }
             config.routes = Arc::new(routes);
+        }
+        if old_region
+            .iter()
+            .chain(new_region)
+            .any(|s| s.pool == NO_POOL)
+        {
+            read_others(new, &sections, &self.base, &mut config)?;
         }
         // A removed pool must be one no route names.
         if removed
@@ -343,14 +355,20 @@ impl<'t> Region<'t> {
         // The sections the edit touches: an edit that starts right at a
         // header also touches the section before it (text added at its end).
         let containing = |pos: usize| ix.sections.partition_point(|s| s.start as usize <= pos) - 1;
-        let k1 = containing(a.saturating_sub(1));
+        let first = containing(a.saturating_sub(1));
         let k2 = if old_end > a {
             containing(old_end - 1)
         } else {
-            k1
+            first
+        };
+        // From the top of the file: the root (maybe empty) too.
+        let k1 = if ix.sections[first].start == 0 {
+            0
+        } else {
+            first
         };
         let old_region = &ix.sections[k1..=k2];
-        if old_region.len() > MAX_REGION || !old_region.iter().all(Section::movable) {
+        if old_region.len() > MAX_REGION || !old_region.iter().all(Section::readable) {
             return None;
         }
         let start = ix.sections[k1].start as usize;
@@ -381,10 +399,17 @@ impl<'t> Region<'t> {
                 .ok()
                 .filter(|&id| id < ROUTE_PART)
         })?;
-        let new_region = &scan.sections[1..];
-        if new_region.first().map(|s| s.start) != Some(0)
+        // A region from the top of the file holds the root; any other starts
+        // with a header (its root is empty).
+        let new_region = if k1 == 0 {
+            &scan.sections[..]
+        } else {
+            &scan.sections[1..]
+        };
+        if (k1 > 0 && new_region.first().map(|s| s.start) != Some(0))
             || new_region.len() > MAX_REGION
-            || !new_region.iter().all(Section::movable)
+            || !new_region.iter().all(Section::readable)
+            || !scan.pools_clean
         {
             return None;
         }
@@ -397,6 +422,15 @@ impl<'t> Region<'t> {
             added,
             known,
         })
+    }
+
+    /// The region's sections in the new text (offsets from `start`).
+    fn sections(&self) -> &[Section] {
+        if self.k1 == 0 {
+            &self.scan.sections
+        } else {
+            &self.scan.sections[1..]
+        }
     }
 
     fn name<'a>(&'a self, ix: &'a Index, id: u32) -> &'a str {
@@ -419,7 +453,7 @@ impl<'t> Region<'t> {
     ) -> Option<bool> {
         let mut touched: Vec<u32> = old_region
             .iter()
-            .chain(&self.scan.sections[1..])
+            .chain(self.sections())
             .map(|s| s.pool)
             .filter(|&p| p < ROUTE_PART)
             .collect();
@@ -453,7 +487,7 @@ impl<'t> Region<'t> {
 
     /// The text of each `[[routes]]` section in the region, in order.
     fn routes(&self) -> Vec<&'t str> {
-        let new_region = &self.scan.sections[1..];
+        let new_region = self.sections();
         new_region
             .iter()
             .enumerate()
@@ -466,6 +500,55 @@ impl<'t> Region<'t> {
             })
             .collect()
     }
+}
+
+/// Everything but the pools and routes (`[server]`, `[middlewares.*]`, the
+/// root, ...) read again from those sections of `text` alone, into
+/// `config`, when they validate and leave the routes valid: `[acme]` and
+/// `server.https` there or not as before, the same middleware names.
+fn read_others(text: &str, sections: &[Section], base: &Path, config: &mut Config) -> Option<()> {
+    let mut doc = String::new();
+    for (i, s) in sections.iter().enumerate() {
+        if s.pool != NO_POOL {
+            continue;
+        }
+        let stop = sections.get(i + 1).map_or(text.len(), |n| n.start as usize);
+        let piece = text.get(s.start as usize..stop)?;
+        doc.push_str(piece);
+        if !piece.ends_with('\n') {
+            doc.push('\n');
+        }
+    }
+    let others = Config::from_toml_str_in(&doc, base).ok()?;
+    if others.acme.is_some() != config.acme.is_some()
+        || others.server.https.is_some() != config.server.https.is_some()
+        || !others.middlewares.keys().eq(config.middlewares.keys())
+    {
+        return None;
+    }
+    let Config {
+        server,
+        admin,
+        metrics,
+        access_log,
+        acme,
+        cluster,
+        routes: _,
+        pools: _,
+        notify,
+        docker,
+        middlewares,
+    } = others;
+    config.server = server;
+    config.admin = admin;
+    config.metrics = metrics;
+    config.access_log = access_log;
+    config.acme = acme;
+    config.cluster = cluster;
+    config.notify = notify;
+    config.docker = docker;
+    config.middlewares = middlewares;
+    Some(())
 }
 
 /// Pool `name` read from its sections alone (`pieces`, in file order), when

@@ -13,7 +13,7 @@
 //! | `notify.rs` | `[[notify]]`: file model, model, validation |
 //! | `routes.rs` | `[[routes]]`: hosts, rules, TLS, middlewares; shadowed routes |
 //! | `middleware.rs` | `[middlewares.NAME]`: the model and its validation |
-//! | `incremental.rs` | reloads that re-read only the pools an edit touched |
+//! | `incremental.rs` | reloads that re-read only the sections an edit touched |
 //!
 //! Pure: the only I/O is [`Config::load`] reading the file. Every error carries
 //! the line and column of the offending value so `switchyard check` can print

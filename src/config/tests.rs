@@ -547,7 +547,7 @@ fn defaults_are_shared_and_versions_stay_in_name_order() {
 }
 
 // ---------------------------------------------------------------------------
-// Reloads that re-read only the pools an edit touched (incremental.rs): the
+// Reloads that re-read only the sections an edit touched (incremental.rs): the
 // result must be what the full parse gives, whatever the edit.
 
 const SECTIONS: &str = r#"# a config with every kind of pool section
@@ -571,6 +571,7 @@ pool = "c.d"
 [[routes]]
 host = "t.test"
 pool = "a"
+middlewares = ["h"]
 [routes.tls]
 cert = "t.pem"
 key = "t.key"
@@ -613,6 +614,9 @@ backends = ['127.0.0.1:9100']
 [pools.b.versions.v2]
 weight = 0
 backends = ["127.0.0.1:9002"]
+
+[middlewares.h.headers]
+frame_deny = true
 "#;
 
 /// Reads `new` after `old` both ways. When the incremental path takes it, its
@@ -668,6 +672,7 @@ fn an_index_names_each_sections_pool() {
             Some("b"),
             Some("c.d"),
             Some("b"),
+            None,
         ]
     );
     for (start, _) in &layout[1..] {
@@ -676,7 +681,7 @@ fn an_index_names_each_sections_pool() {
 }
 
 #[test]
-fn edits_inside_pools_and_routes_are_read_again_alone_and_give_the_full_parse() {
+fn edits_read_incrementally_give_what_the_full_parse_gives() {
     let fast = |from: &str, to: &str| {
         assert!(SECTIONS.contains(from), "{from}");
         SECTIONS.replacen(from, to, 1)
@@ -727,6 +732,15 @@ fn edits_inside_pools_and_routes_are_read_again_alone_and_give_the_full_parse() 
             "[[routes]]\nhost = \"u.test\"",
             "[[routes]]\nhost = \"new.test\"\npool = \"new\"\n\n[pools.new.versions.one]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n\n[[routes]]\nhost = \"u.test\"",
         ),
+        // the other sections: a server setting, a section added, a
+        // middleware's content, a comment at the top
+        fast("http = \"127.0.0.1:8080\"", "http = \"127.0.0.1:8090\""),
+        fast(
+            "https = \"127.0.0.1:8443\"\n",
+            "https = \"127.0.0.1:8443\"\n\n[metrics]\nlisten = \"127.0.0.1:9090\"\n",
+        ),
+        fast("frame_deny = true", "frame_deny = false\ncontent_type_nosniff = true"),
+        format!("# edited\n{SECTIONS}"),
         // a route and a pool in one edit
         fast(
             "host = \"u.test\"\npool = \"a\"\n\n[pools.a]\nretry = 2",
@@ -739,9 +753,29 @@ fn edits_inside_pools_and_routes_are_read_again_alone_and_give_the_full_parse() 
             "edit {i} should be read incrementally:\n{text}"
         );
     }
+}
+
+#[test]
+fn edits_the_incremental_path_cannot_take_get_the_full_parse() {
+    let fast = |from: &str, to: &str| {
+        assert!(SECTIONS.contains(from), "{from}");
+        SECTIONS.replacen(from, to, 1)
+    };
     let full = [
-        // outside the pools and routes
-        fast("http = \"127.0.0.1:8080\"", "http = \"127.0.0.1:8090\""),
+        // what the routes are checked against: [acme], server.https, the
+        // middleware names
+        fast(
+            "[server]",
+            "[acme]\nemail = \"ops@example.com\"\n\n[server]",
+        ),
+        fast("https = \"127.0.0.1:8443\"\n", ""),
+        fast("[middlewares.h.headers]", "[middlewares.h2.headers]"),
+        fast(
+            "[middlewares.h.headers]",
+            "[middlewares.g.headers]\nframe_deny = true\n\n[middlewares.h.headers]",
+        ),
+        // a pool written as a root key
+        format!("pools.z.versions.v = {{ weight = 1, backends = [\"127.0.0.1:1\"] }}\n{SECTIONS}"),
         // a route with a sub-table, or next to one
         fast("cert = \"t.pem\"", "cert = \"t2.pem\""),
         fast("host = \"t.test\"", "host = \"t2.test\""),
@@ -775,8 +809,21 @@ fn edits_inside_pools_and_routes_are_read_again_alone_and_give_the_full_parse() 
             "edit {i} needs the full parse:\n{text}"
         );
     }
+}
+
+#[test]
+fn whole_file_edge_cases_read_both_ways_agree() {
     // The same text is not an edit.
     assert!(!reread(SECTIONS, SECTIONS));
+    // A file that starts with a header, edited inside that section and
+    // above it (a generated edit found the first one moving the index).
+    let headed = SECTIONS.split_once('\n').unwrap().1;
+    assert!(headed.starts_with("[server]"));
+    assert!(reread(
+        headed,
+        &headed.replacen("https = ", "# note\nhttps = ", 1)
+    ));
+    assert!(reread(headed, &format!("# top\n{headed}")));
     // A pool no route names, added at the end and removed again.
     let spare =
         format!("{SECTIONS}\n[pools.spare.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n");
@@ -848,6 +895,12 @@ fn generated_edits_give_what_the_full_parse_gives() {
     // changed or added), each read both ways; an edit that gives a valid
     // text becomes the next base now and then.
     const BITS: &[&str] = &[
+        "[server]\n",
+        "http = \"127.0.0.1:1\"\n",
+        "# c\n",
+        "[metrics]\n",
+        "listen = \"127.0.0.1:2\"\n",
+        "frame_deny = false\n",
         "[",
         "]",
         "=",

@@ -61,7 +61,7 @@ pub struct Snapshot {
     pub file: Arc<Config>,
     /// The text `file` was read from, indexed (`None` when not known): a
     /// reload that reads the very same text again takes `file` as it is,
-    /// and one that changed only some pools' sections re-reads those alone
+    /// and one whose edit stayed in a few sections re-reads what those make
     /// (see [`ConfigSource::reparse`]).
     pub source: Option<Arc<ConfigSource>>,
     /// The file plus runtime overrides: what the table is built from.

@@ -46,8 +46,9 @@ impl Control {
                 drop(text);
                 (Config::clone(&running.file), source.clone())
             }
-            // Only some pools' sections changed: those pools alone are read
-            // again, on this thread (the rest of the config is shared).
+            // An edit in a few sections: what they make (pools, routes, the
+            // rest) is read again on this thread, the rest of the config
+            // shared; anything else gives the text back for a full read.
             Some(source) => match source.reparse(&running.file, text) {
                 Ok((file, source)) => (file, Arc::new(source)),
                 Err(text) => self.parse_all(who, &path, text, &running.file)?,
@@ -342,8 +343,13 @@ backends = ["127.0.0.1:2"]
             Config::from_file_text(&path, &moved).unwrap()
         );
         assert_eq!(c.snapshot().file.routes[1].host.to_string(), "c.test");
-        // An edit outside the pools and routes: the whole file is read again.
-        let noted = format!("# noted\n{moved}");
+        // A comment at the top: read without the pools and routes.
+        std::fs::write(&path, format!("# noted\n{moved}")).unwrap();
+        c.reload("test", false).unwrap();
+        assert!(source().incremental());
+        // A pool as a root key: the whole file is read again.
+        let noted =
+            format!("pools.z.versions.v = {{ weight = 1, backends = [\"127.0.0.1:3\"] }}\n{moved}");
         std::fs::write(&path, &noted).unwrap();
         c.reload("test", false).unwrap();
         assert!(!source().incremental());
