@@ -378,8 +378,11 @@ impl<'t> Region<'t> {
             .map_or(old.len(), |s| s.start as usize);
         let new_stop = (old_stop + new.len()).checked_sub(old.len())?;
         let region = new.get(start..new_stop)?;
+        // The next section must still start a line: the region ends with a
+        // line break, or is empty at the top of the file.
+        let tail = region.trim_end_matches([' ', '\t']);
         if region.len() > MAX_REGION_BYTES
-            || (new_stop < new.len() && !region.trim_end_matches([' ', '\t']).ends_with('\n'))
+            || (new_stop < new.len() && !tail.ends_with('\n') && !(start == 0 && tail.is_empty()))
         {
             return None;
         }

@@ -824,6 +824,8 @@ fn whole_file_edge_cases_read_both_ways_agree() {
         &headed.replacen("https = ", "# note\nhttps = ", 1)
     ));
     assert!(reread(headed, &format!("# top\n{headed}")));
+    assert!(reread(&format!("# top\n{headed}"), headed));
+    assert!(reread(&format!("  # top\n  {headed}"), headed));
     // A pool no route names, added at the end and removed again.
     let spare =
         format!("{SECTIONS}\n[pools.spare.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n");
