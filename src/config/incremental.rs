@@ -243,7 +243,7 @@ impl ConfigSource {
         let mut config = running.clone();
         let removed = r.reread_pools(ix, old_region, &sections, new, &mut config)?;
         let gone = old_region.iter().filter(|s| s.pool == ROUTE).count();
-        let came = r.routes();
+        let came = r.routes()?;
         if gone > 0 || !came.is_empty() {
             // A `[routes.x]` is part of the last route before it, wherever
             // it is: the first one after the region must have a route of
@@ -306,13 +306,7 @@ impl ConfigSource {
 /// `config` (its pools, middlewares, `[acme]` and `server.https`), when
 /// they give no diagnostic.
 fn read_routes(config: &Config, texts: &[&str], base: &Path) -> Option<Vec<super::RouteConfig>> {
-    let mut doc = String::new();
-    for piece in texts {
-        doc.push_str(piece);
-        if !piece.ends_with('\n') {
-            doc.push('\n');
-        }
-    }
+    let doc = document(texts);
     let file: RoutesFile = toml::from_str(&doc).ok()?;
     if file.routes.len() != texts.len() {
         return None;
@@ -466,8 +460,7 @@ impl<'t> Region<'t> {
         let mut pieces: Vec<Vec<&str>> = vec![Vec::new(); touched.len()];
         for (i, s) in sections.iter().enumerate() {
             if let Ok(t) = touched.binary_search(&s.pool) {
-                let stop = sections.get(i + 1).map_or(new.len(), |n| n.start as usize);
-                pieces[t].push(new.get(s.start as usize..stop)?);
+                pieces[t].push(section_text(new, sections, i)?);
             }
         }
         let mut removed = false;
@@ -489,18 +482,11 @@ impl<'t> Region<'t> {
     }
 
     /// The text of each `[[routes]]` section in the region, in order.
-    fn routes(&self) -> Vec<&'t str> {
+    fn routes(&self) -> Option<Vec<&'t str>> {
         let new_region = self.sections();
-        new_region
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.pool == ROUTE)
-            .map(|(i, s)| {
-                let stop = new_region
-                    .get(i + 1)
-                    .map_or(self.region.len(), |n| n.start as usize);
-                &self.region[s.start as usize..stop]
-            })
+        (0..new_region.len())
+            .filter(|&i| new_region[i].pool == ROUTE)
+            .map(|i| section_text(self.region, new_region, i))
             .collect()
     }
 }
@@ -510,18 +496,11 @@ impl<'t> Region<'t> {
 /// `config`, when they validate and leave the routes valid: `[acme]` and
 /// `server.https` there or not as before, the same middleware names.
 fn read_others(text: &str, sections: &[Section], base: &Path, config: &mut Config) -> Option<()> {
-    let mut doc = String::new();
-    for (i, s) in sections.iter().enumerate() {
-        if s.pool != NO_POOL {
-            continue;
-        }
-        let stop = sections.get(i + 1).map_or(text.len(), |n| n.start as usize);
-        let piece = text.get(s.start as usize..stop)?;
-        doc.push_str(piece);
-        if !piece.ends_with('\n') {
-            doc.push('\n');
-        }
-    }
+    let pieces = (0..sections.len())
+        .filter(|&i| sections[i].pool == NO_POOL)
+        .map(|i| section_text(text, sections, i))
+        .collect::<Option<Vec<&str>>>()?;
+    let doc = document(&pieces);
     let others = Config::from_toml_str_in(&doc, base).ok()?;
     if others.acme.is_some() != config.acme.is_some()
         || others.server.https.is_some() != config.server.https.is_some()
@@ -529,41 +508,37 @@ fn read_others(text: &str, sections: &[Section], base: &Path, config: &mut Confi
     {
         return None;
     }
-    let Config {
-        server,
-        admin,
-        metrics,
-        access_log,
-        acme,
-        cluster,
-        routes: _,
-        pools: _,
-        notify,
-        docker,
-        middlewares,
-    } = others;
-    config.server = server;
-    config.admin = admin;
-    config.metrics = metrics;
-    config.access_log = access_log;
-    config.acme = acme;
-    config.cluster = cluster;
-    config.notify = notify;
-    config.docker = docker;
-    config.middlewares = middlewares;
+    // Everything from the other sections; the pools and routes kept.
+    *config = Config {
+        routes: std::mem::take(&mut config.routes),
+        pools: std::mem::take(&mut config.pools),
+        ..others
+    };
     Some(())
 }
 
-/// Pool `name` read from its sections alone (`pieces`, in file order), when
-/// they parse and validate without a diagnostic.
-fn read_pool(pieces: &[&str], name: &str) -> Option<super::PoolConfig> {
-    let mut doc = String::new();
+/// Section `i` of `text` (indexed by `sections`): up to the next one's start.
+fn section_text<'t>(text: &'t str, sections: &[Section], i: usize) -> Option<&'t str> {
+    let stop = sections.get(i + 1).map_or(text.len(), |n| n.start as usize);
+    text.get(sections.get(i)?.start as usize..stop)
+}
+
+/// Sections read on their own, as one document: each ends a line.
+fn document(pieces: &[&str]) -> String {
+    let mut doc = String::with_capacity(pieces.iter().map(|p| p.len() + 1).sum());
     for piece in pieces {
         doc.push_str(piece);
         if !piece.ends_with('\n') {
             doc.push('\n');
         }
     }
+    doc
+}
+
+/// Pool `name` read from its sections alone (`pieces`, in file order), when
+/// they parse and validate without a diagnostic.
+fn read_pool(pieces: &[&str], name: &str) -> Option<super::PoolConfig> {
+    let doc = document(pieces);
     let file: PoolsFile = toml::from_str(&doc).ok()?;
     let mut pools = file.pools.iter();
     let (found, pool) = pools.next()?;
