@@ -13,9 +13,12 @@
 #            one changed before back to 90), so every reload reads a file
 #            that differs from the running one. CHANGE=route: route N gets
 #            path_prefix = "/v2" instead (the one before loses it).
-#            CHANGE=full: pools p<N> and p<ROUTES-1-N> both change, two
-#            edits too far apart for the proxy to read only what changed:
-#            every reload parses and validates the whole file
+#            CHANGE=far: pools p<N> and p<ROUTES-1-N> both change, two
+#            edits too far apart for one region: the proxy indexes the new
+#            text and matches its sections with the old ones.
+#            CHANGE=full: pool p<N> and a route's sub-table (a last route
+#            with [routes.headers], there in this mode only) change: every
+#            reload parses and validates the whole file
 #   state:   GET /v1/state and GET /v1/state?pool=p0 through the admin socket
 #            (size, time)
 #
@@ -26,6 +29,7 @@
 #        SWITCHYARD_BIN=/path/to/switchyard benches/scale_idle.sh   (no build)
 #        CHANGE=1 benches/scale_idle.sh       (each reload changes one pool)
 #        CHANGE=route benches/scale_idle.sh   (each reload changes one route)
+#        CHANGE=far benches/scale_idle.sh     (each reload changes two pools far apart)
 #        CHANGE=full benches/scale_idle.sh    (each reload reads the whole file)
 #        ENV="MALLOC_ARENA_MAX=2" benches/scale_idle.sh   (extra environment for switchyard)
 # Output: a summary on stdout and in bench-results/scale-idle-<date>.txt.
@@ -36,8 +40,8 @@ ROUTES=${ROUTES:-10000}
 RELOADS=${RELOADS:-10}
 CHANGE=${CHANGE:-0}
 case $CHANGE in
-    0 | 1 | route | full) ;;
-    *) echo "scale_idle.sh: CHANGE must be 0, 1, route or full (got '$CHANGE')" >&2 && exit 1 ;;
+    0 | 1 | route | far | full) ;;
+    *) echo "scale_idle.sh: CHANGE must be 0, 1, route, far or full (got '$CHANGE')" >&2 && exit 1 ;;
 esac
 EXTRA_ENV=${ENV:-}
 
@@ -125,14 +129,15 @@ SOCK=$WORK/admin.sock
 CONFIG=$WORK/switchyard.toml
 
 # gen_config CHANGED: the config, with pool pCHANGED's blue at weight 80
-# (CHANGE=1; CHANGE=full: pool p(ROUTES-1-CHANGED)'s too), or route CHANGED
-# on path_prefix "/v2" (CHANGE=route).
+# (CHANGE=1; CHANGE=far: pool p(ROUTES-1-CHANGED)'s too; CHANGE=full: and a
+# last route's [routes.headers] on CHANGED), or route CHANGED on path_prefix
+# "/v2" (CHANGE=route).
 gen_config() {
     local pool=-1 far=-1 route=-1
     case $CHANGE in
-        1) pool=$1 ;;
+        1 | full) pool=$1 ;;
         route) route=$1 ;;
-        full) pool=$1 far=$((ROUTES - 1 - $1)) ;;
+        far) pool=$1 far=$((ROUTES - 1 - $1)) ;;
     esac
     cat <<EOF
 [server]
@@ -155,6 +160,9 @@ EOF
             printf "\n[pools.p%d.versions.green]\nweight = 10\nbackends = [\"%s\"]\n", i, origin
         }
     }'
+    if [[ $CHANGE == full ]]; then
+        printf '\n[[routes]]\nhost = "canary.test"\npool = "p0"\n[routes.headers]\nX-Canary = "%s"\n' "$1"
+    fi
 }
 gen_config -1 >"$CONFIG"
 CONFIG_BYTES=$(stat -c %s "$CONFIG")
@@ -220,8 +228,10 @@ RESULT=$ROOT/bench-results/scale-idle-$(date +%Y%m%d-%H%M%S).txt
         echo "# each reload: the file changed (one pool's weight)"
     elif [[ $CHANGE == route ]]; then
         echo "# each reload: the file changed (one route's path_prefix)"
+    elif [[ $CHANGE == far ]]; then
+        echo "# each reload: the file changed (two pools far apart: sections matched)"
     elif [[ $CHANGE == full ]]; then
-        echo "# each reload: the file changed (two pools far apart: the whole file parsed)"
+        echo "# each reload: the file changed (a pool and a route's sub-table: the whole file parsed)"
     else
         echo "# each reload: the same file"
     fi

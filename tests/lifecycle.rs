@@ -192,13 +192,38 @@ async fn a_reload_reads_only_the_pools_and_routes_an_edit_touched() {
     assert_eq!(c.get("app.test", "/").await.unwrap().body, "green\n");
 
     // A comment at the top: read without the pools and routes.
-    reload(&format!("# edited\n{routed}"));
+    let edited = format!("# edited\n{routed}");
+    reload(&edited);
     assert_eq!(reloads_logged(&p), [true, true, true]);
+    // 300 pools no route names yet, added at the end: too many sections
+    // for one region, matched section by section.
+    let mut spare = edited.clone();
+    for i in 0..300 {
+        spare.push_str(&format!(
+            "\n[pools.spare{i}.versions.v]\nweight = 1\nbackends = [\"{}\"]\n",
+            green.addr
+        ));
+    }
+    reload(&spare);
+    assert_eq!(reloads_logged(&p), [true, true, true, true]);
+    // Two edits 300 sections apart: a route among the routes, its pool at
+    // the end of the file.
+    let far = spare.replacen(
+        "\n[pools.app]\n",
+        "\n[[routes]]\nhost = \"far.test\"\npool = \"far\"\n\n[pools.app]\n",
+        1,
+    ) + &format!(
+        "\n[pools.far.versions.v]\nweight = 1\nbackends = [\"{}\"]\n",
+        blue.addr
+    );
+    reload(&far);
+    assert_eq!(reloads_logged(&p), [true, true, true, true, true]);
+    assert_eq!(c.get("far.test", "/").await.unwrap().body, "blue\n");
     // A pool written as a root key: the whole file is read.
     reload(&format!(
         "pools.z.versions.v = {{ weight = 1, backends = [\"127.0.0.1:9\"] }}\n{routed}"
     ));
-    assert_eq!(reloads_logged(&p), [true, true, true, false]);
+    assert_eq!(reloads_logged(&p), [true, true, true, true, true, false]);
     assert_eq!(c.get("new.test", "/").await.unwrap().status, 200);
     assert_eq!(p.weights("app").await["green"], 100);
 }

@@ -15,51 +15,61 @@
 //! ```
 //!
 //! When the region, before and after the edit, holds at most [`MAX_REGION`]
-//! sections and no route sub-table (`[routes.x]`), each pool it touches is
-//! read again from its own sections alone (a small document of
+//! sections and no route sub-table (`[routes.x]`), and reads on its own, it
+//! is the one hunk of the edit. Otherwise (two edits far apart, say) the new
+//! text is indexed whole and its sections matched with the old ones by
+//! their text (a Myers diff over sections); the runs that differ are the
+//! hunks, when they hold no route sub-table and at most [`MAX_DIFF`]
+//! sections. Then each pool with a section in a hunk, before or after the
+//! edit, is read again from all its sections (a small document of
 //! `[pools.NAME...]` sections, validated like the file's; a pool with no
-//! section left is removed, a new name added), its routes are read and
-//! validated from the region's `[[routes]]` sections and put in the place of
-//! the old ones, and when it touches any other section (`[server]`,
+//! section left is removed, a new name added); the routes of the hunks'
+//! `[[routes]]` sections are read, validated and put in the place of the
+//! old ones; and when a hunk holds any other section (`[server]`,
 //! `[middlewares.x]`, the root, ...) all of those are read again together,
-//! as a document of their own; the running config is taken with those parts
-//! replaced. Anything else (a region that does not read on its own, two
-//! edits far apart, a change to whether `[acme]` or `server.https` exists or
-//! to the middleware names, which the routes are checked against, a file
-//! whose pools or routes are not all in their own sections) gets the full
-//! parse, which also reports the errors: this path never reports one, it
-//! just gives up.
+//! as a document of their own, and every route is checked against them
+//! again (its middlewares declared, `[acme]` and `server.https` there if
+//! it needs them). The running config is taken with those parts replaced.
+//! Anything else (a text that does not parse, a file whose pools or routes
+//! are not all in their own sections, a route sub-table in a hunk, too
+//! many sections changed) gets the full parse, which also reports the
+//! errors: this path never reports one, it just gives up.
 //!
 //! Why the result is what the full parse would give, given that the old text
 //! was valid and parsed to the running config:
-//! - The region starts at a header of the old text and ends where the next
-//!   one starts, both in bytes the edit left alone, and it must read on its
-//!   own without error, ending on a line break: so the new text still splits
-//!   into the same sections outside it, and into the region's own inside it.
+//! - Outside the hunks, the new text splits into the same sections as the
+//!   old one, in the same order. For a region: it starts at a header of
+//!   the old text and ends where the next one starts, both in bytes the
+//!   edit left alone, and it reads on its own without error, ending on a
+//!   line break. For the section match: both texts are split by the same
+//!   parse, and the sections it matches have the same text.
 //! - Pools come only from `[pools.NAME...]` sections and routes only from
-//!   `[[routes]]` sections (checked when the old text is indexed: no `pools`
-//!   or `routes` key at the root, no keys under a bare `[pools]`; a route
-//!   sub-table section, `[routes.x]`, is never part of a region, and routes
-//!   are read again only when the first one after the region has a route
-//!   of its own in between: it belongs to the last route before it). A
-//!   pool's sections define paths under `pools.NAME` only, so whether they
+//!   `[[routes]]` sections (checked when a text is indexed: no `pools` or
+//!   `routes` key at the root, no keys under a bare `[pools]`; a route
+//!   sub-table section, `[routes.x]`, is never part of a hunk, and routes
+//!   are read again only when the first one after the hunk has a route of
+//!   its own in between: it belongs to the last route before it). A pool's
+//!   sections define paths under `pools.NAME` only, so whether they
 //!   conflict (a table defined twice, a dotted key over a header) depends
 //!   on that pool's sections alone, which the small document holds in file
 //!   order; a `[[routes]]` section is one whole route.
 //! - Validation reads a pool on its own (and checks a new pool's name); a
 //!   route against the pools (the new set), the middleware names, whether
-//!   `[acme]` and `server.https` exist (kept as they were), and every other
-//!   route for a host routed twice (checked again over the new list). When
-//!   a pool went, every route is checked for naming one that exists. The
-//!   other sections are validated together and look at nothing else.
+//!   `[acme]` and `server.https` exist, and every other route for a host
+//!   routed twice (checked again over the new list). When a pool went or
+//!   the other sections were read again, every route is checked for what
+//!   it needs of them. The other sections are validated together and look
+//!   at nothing else.
 //!
 //! The differential tests in `tests.rs` hold the two paths to the same
 //! result over hand-picked and generated edits.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use toml_parser::decoder::Encoding;
 use toml_parser::parser::{EventReceiver, RecursionGuard};
@@ -83,6 +93,13 @@ const ROUTE_PART: u32 = u32::MAX - 2;
 const MAX_REGION: usize = 256;
 /// Most bytes a region may have.
 const MAX_REGION_BYTES: usize = 256 * 1024;
+/// Most sections the runs of a section match may have, old and new
+/// together, and most bytes of new text.
+const MAX_DIFF: usize = 1024;
+const MAX_DIFF_BYTES: usize = 1024 * 1024;
+/// How long the section match may search for a short edit script: past
+/// it, the script it gives is too long to take.
+const MAX_DIFF_TIME: Duration = Duration::from_millis(20);
 /// How deep arrays and inline tables may nest in a region (toml's own limit
 /// is of the same order); deeper gets the full parse, which refuses it.
 const MAX_DEPTH: u32 = 64;
@@ -226,86 +243,269 @@ impl ConfigSource {
 
     fn try_reparse(&self, running: &Config, new: &str) -> Option<(Config, Index)> {
         let ix = self.index.as_ref()?;
-        let r = Region::find(ix, &self.text, new)?;
-        let new_region = r.sections();
-        let old_region = &ix.sections[r.k1..=r.k2];
-        let shift = |s: &Section| Section {
-            start: (s.start as usize + new.len() - self.text.len()) as u32,
-            pool: s.pool,
-        };
-        let mut sections = Vec::with_capacity(ix.sections.len() + new_region.len());
-        sections.extend_from_slice(&ix.sections[..r.k1]);
-        sections.extend(new_region.iter().map(|s| Section {
-            start: s.start + r.start as u32,
-            pool: s.pool,
-        }));
-        sections.extend(ix.sections[r.k2 + 1..].iter().map(shift));
-        let mut config = running.clone();
-        let removed = r.reread_pools(ix, old_region, &sections, new, &mut config)?;
-        let gone = old_region.iter().filter(|s| s.pool == ROUTE).count();
-        let came = r.routes()?;
-        if gone > 0 || !came.is_empty() {
+        u32::try_from(new.len()).ok()?;
+        if new == self.text {
+            return None;
+        }
+        match Region::find(ix, &self.text, new) {
+            Some(r) => {
+                let (nix, hunk) = r.index(ix, self.text.len(), new)?;
+                let config = apply(running, &self.base, ix, new, &nix, &[hunk])?;
+                Some((config, nix))
+            }
+            None => self.by_sections(running, new),
+        }
+    }
+
+    /// The edit read section by section: the new text indexed whole, its
+    /// sections matched with the old ones by their text, and the runs that
+    /// differ (several edits far apart, say) read again.
+    fn by_sections(&self, running: &Config, new: &str) -> Option<(Config, Index)> {
+        let ix = self.index.as_ref()?;
+        let nix = build_index(new)?;
+        let hunks = diff(ix, &self.text, &nix, new)?;
+        if hunks.is_empty() {
+            return None;
+        }
+        let config = apply(running, &self.base, ix, new, &nix, &hunks)?;
+        Some((config, nix))
+    }
+
+    /// [`ConfigSource::reparse`] that skips the region and goes straight to
+    /// the section match, for tests.
+    #[cfg(test)]
+    pub(super) fn reparse_by_sections(&self, running: &Config, new: &str) -> Option<Config> {
+        self.by_sections(running, new).map(|(config, _)| config)
+    }
+}
+
+/// Each section's text.
+fn texts<'t>(ix: &Index, text: &'t str) -> Option<Vec<&'t str>> {
+    (0..ix.sections.len())
+        .map(|i| section_text(text, &ix.sections, i))
+        .collect()
+}
+
+/// A run of sections an edit replaced: old sections `old` by new `new`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Hunk {
+    old: Range<usize>,
+    new: Range<usize>,
+}
+
+/// The runs of sections that differ between two indexed texts, in order,
+/// when they are few and small and hold no route sub-table.
+fn diff(ix: &Index, old: &str, nix: &Index, new: &str) -> Option<Vec<Hunk>> {
+    let (olds, news) = (texts(ix, old)?, texts(nix, new)?);
+    let deadline = Instant::now() + MAX_DIFF_TIME;
+    let ops = similar::capture_diff_slices_deadline(
+        similar::Algorithm::Myers,
+        &olds,
+        &news,
+        Some(deadline),
+    );
+    let mut hunks: Vec<Hunk> = Vec::new();
+    for op in &ops {
+        let (tag, o, n) = op.as_tag_tuple();
+        if tag == similar::DiffTag::Equal {
+            continue;
+        }
+        match hunks.last_mut() {
+            Some(h) if h.old.end == o.start && h.new.end == n.start => {
+                h.old.end = o.end;
+                h.new.end = n.end;
+            }
+            _ => hunks.push(Hunk { old: o, new: n }),
+        }
+    }
+    let (mut count, mut bytes) = (0, 0);
+    for h in &hunks {
+        count += h.old.len() + h.new.len();
+        bytes += h.new.clone().map(|i| news[i].len()).sum::<usize>();
+        let sections = ix.sections[h.old.clone()]
+            .iter()
+            .chain(&nix.sections[h.new.clone()]);
+        if !sections.clone().all(Section::readable) {
+            return None;
+        }
+    }
+    (count <= MAX_DIFF && bytes <= MAX_DIFF_BYTES).then_some(hunks)
+}
+
+/// `running` (the config the old text, indexed by `ix`, gave) with what
+/// `hunks` replaced read again from `new` (indexed by `nix`): each pool with
+/// a section in a hunk, before or after, from all its sections; the routes
+/// of the hunks in the place of the old ones; and, when a hunk holds any
+/// other section, all of those. `None` when something does not read,
+/// validate or fit.
+fn apply(
+    running: &Config,
+    base: &Path,
+    ix: &Index,
+    new: &str,
+    nix: &Index,
+    hunks: &[Hunk],
+) -> Option<Config> {
+    let mut config = running.clone();
+    let removed = reread_pools(ix, new, nix, hunks, &mut config)?;
+    let others = hunks.iter().any(|h| {
+        ix.sections[h.old.clone()]
+            .iter()
+            .chain(&nix.sections[h.new.clone()])
+            .any(|s| s.pool == NO_POOL)
+    });
+    if others {
+        read_others(new, &nix.sections, base, &mut config)?;
+    }
+    reread_routes(running, base, ix, new, nix, hunks, &mut config)?;
+    // What the routes are checked against may have changed: a pool gone,
+    // middlewares, `[acme]`, `server.https`.
+    if (removed || others) && !config.routes.iter().all(|r| fits(r, &config)) {
+        return None;
+    }
+    Some(config)
+}
+
+/// A route validated against another config still valid against `config`:
+/// its pool and middlewares there, `[acme]` and `server.https` if it needs
+/// them.
+fn fits(route: &super::RouteConfig, config: &Config) -> bool {
+    config.pools.contains_key(&route.pool)
+        && route
+            .middlewares
+            .iter()
+            .all(|m| config.middlewares.contains_key(m))
+        && (route.tls != super::TlsMode::Acme || config.acme.is_some())
+        && (route.tls == super::TlsMode::None || config.server.https.is_some())
+}
+
+/// Reads again, into `config`, each pool with a section in a hunk (before
+/// or after the edit), from all its sections in `new`. `Some(true)` when a
+/// pool was removed.
+fn reread_pools(
+    ix: &Index,
+    new: &str,
+    nix: &Index,
+    hunks: &[Hunk],
+    config: &mut Config,
+) -> Option<bool> {
+    let pools = |ix: &Index, r: &Range<usize>| -> Vec<u32> {
+        ix.sections[r.clone()]
+            .iter()
+            .map(|s| s.pool)
+            .filter(|&p| p < ROUTE_PART)
+            .collect()
+    };
+    // The touched pools, as ids of the new index; those it has no section
+    // of went.
+    let mut touched: Vec<u32> = Vec::new();
+    let mut gone: Vec<&str> = Vec::new();
+    for h in hunks {
+        touched.extend(pools(nix, &h.new));
+        for id in pools(ix, &h.old) {
+            let name = ix.name(id);
+            match nix.id(name) {
+                Some(id) => touched.push(id),
+                None => gone.push(name),
+            }
+        }
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    // Each touched pool's sections, in file order, found in one pass.
+    let mut pieces: Vec<Vec<&str>> = vec![Vec::new(); touched.len()];
+    for (i, s) in nix.sections.iter().enumerate() {
+        if let Ok(t) = touched.binary_search(&s.pool) {
+            pieces[t].push(section_text(new, &nix.sections, i)?);
+        }
+    }
+    for (&id, pieces) in touched.iter().zip(&pieces) {
+        let name = nix.name(id);
+        if pieces.is_empty() {
+            gone.push(name);
+            continue;
+        }
+        if !super::valid_name(name) {
+            return None;
+        }
+        let pool = read_pool(pieces, name)?;
+        config.pools.insert(name.to_owned(), Arc::new(pool));
+    }
+    gone.sort_unstable();
+    gone.dedup();
+    for name in &gone {
+        config.pools.remove(*name)?;
+    }
+    Some(!gone.is_empty())
+}
+
+/// Puts the routes of the hunks' `[[routes]]` sections in `new`, read and
+/// validated against `config`, in the place of those of the old sections.
+fn reread_routes(
+    running: &Config,
+    base: &Path,
+    ix: &Index,
+    new: &str,
+    nix: &Index,
+    hunks: &[Hunk],
+    config: &mut Config,
+) -> Option<()> {
+    let is_route = |s: &Section| s.pool == ROUTE;
+    let came: Vec<&str> = hunks
+        .iter()
+        .flat_map(|h| h.new.clone())
+        .filter(|&i| is_route(&nix.sections[i]))
+        .map(|i| section_text(new, &nix.sections, i))
+        .collect::<Option<_>>()?;
+    let any_gone = hunks
+        .iter()
+        .any(|h| ix.sections[h.old.clone()].iter().any(is_route));
+    if came.is_empty() && !any_gone {
+        return Some(());
+    }
+    let mut fresh = read_routes(config, &came, base)?.into_iter();
+    let mut routes = Vec::with_capacity(running.routes.len() + came.len());
+    // Walk the old sections: the routes between hunks are kept, each
+    // hunk's replaced by its own.
+    let (mut at, mut kept) = (0, 0);
+    for h in hunks {
+        let before = ix.sections[at..h.old.start].iter().filter(|s| is_route(s));
+        let n = before.count();
+        routes.extend_from_slice(running.routes.get(kept..kept + n)?);
+        let gone = ix.sections[h.old.clone()].iter().filter(|s| is_route(s));
+        let gone = gone.count();
+        kept += n + gone;
+        let came = nix.sections[h.new.clone()].iter().filter(|s| is_route(s));
+        let came = came.count();
+        if came > 0 || gone > 0 {
             // A `[routes.x]` is part of the last route before it, wherever
-            // it is: the first one after the region must have a route of
-            // its own in between.
-            let next = ix.sections[r.k2 + 1..]
+            // it is: the first one after the hunk must have a route of its
+            // own in between.
+            let next = ix.sections[h.old.end..]
                 .iter()
                 .find(|s| s.pool == ROUTE || s.pool == ROUTE_PART);
             if next.is_some_and(|s| s.pool == ROUTE_PART) {
                 return None;
             }
-            let before = ix.sections[..r.k1]
-                .iter()
-                .filter(|s| s.pool == ROUTE)
-                .count();
-            let fresh = read_routes(&config, &came, &self.base)?;
-            let kept_after = running.routes.get(before + gone..)?;
-            let mut routes = Vec::with_capacity(before + fresh.len() + kept_after.len());
-            routes.extend_from_slice(running.routes.get(..before)?);
-            routes.extend(fresh);
-            routes.extend_from_slice(kept_after);
-            if routed_twice(&routes) {
-                return None;
-            }
-            config.routes = Arc::new(routes);
         }
-        if old_region
-            .iter()
-            .chain(new_region)
-            .any(|s| s.pool == NO_POOL)
-        {
-            read_others(new, &sections, &self.base, &mut config)?;
-        }
-        // A removed pool must be one no route names.
-        if removed
-            && config
-                .routes
-                .iter()
-                .any(|r| !config.pools.contains_key(&r.pool))
-        {
-            return None;
-        }
-        let mut names = ix.names.clone();
-        let mut names_end = ix.names_end.clone();
-        for name in &r.added {
-            names.push_str(name);
-            names_end.push(u32::try_from(names.len()).ok()?);
-        }
-        Some((
-            config,
-            Index {
-                sections,
-                names,
-                names_end,
-            },
-        ))
+        routes.extend(fresh.by_ref().take(came));
+        at = h.old.end;
     }
+    routes.extend_from_slice(running.routes.get(kept..)?);
+    if routed_twice(&routes) {
+        return None;
+    }
+    config.routes = Arc::new(routes);
+    Some(())
 }
 
 /// The routes of `[[routes]]` sections `texts`, read and validated against
 /// `config` (its pools, middlewares, `[acme]` and `server.https`), when
 /// they give no diagnostic.
 fn read_routes(config: &Config, texts: &[&str], base: &Path) -> Option<Vec<super::RouteConfig>> {
+    if texts.is_empty() {
+        return Some(Vec::new());
+    }
     let doc = document(texts);
     let file: RoutesFile = toml::from_str(&doc).ok()?;
     if file.routes.len() != texts.len() {
@@ -328,22 +528,21 @@ fn read_routes(config: &Config, texts: &[&str], base: &Path) -> Option<Vec<super
 }
 
 /// The sections an edit touches: old sections `k1..=k2`, which start at
-/// `start` in both texts; in the new text, `region`, scanned on its own.
-struct Region<'t> {
+/// `start` in both texts; in the new text, `scan`, read on its own.
+struct Region {
     k1: usize,
     k2: usize,
     start: usize,
-    region: &'t str,
     scan: Scan,
-    /// Pool names the region brings, ids from `known` on.
+    /// Pool names the region brings, in the order of their ids (after the
+    /// old index's).
     added: Vec<String>,
-    known: usize,
 }
 
-impl<'t> Region<'t> {
+impl Region {
     /// The region of the edit from `old` to `new`, when it holds pool
     /// sections and whole routes only, reads on its own, and is small.
-    fn find(ix: &Index, old: &str, new: &'t str) -> Option<Region<'t>> {
+    fn find(ix: &Index, old: &str, new: &str) -> Option<Region> {
         u32::try_from(new.len()).ok()?;
         let (a, old_end) = edit(old.as_bytes(), new.as_bytes())?;
         // The sections the edit touches: an edit that starts right at a
@@ -414,10 +613,8 @@ impl<'t> Region<'t> {
             k1,
             k2,
             start,
-            region,
             scan,
             added,
-            known,
         })
     }
 
@@ -430,71 +627,46 @@ impl<'t> Region<'t> {
         }
     }
 
-    fn name<'a>(&'a self, ix: &'a Index, id: u32) -> &'a str {
-        match (id as usize).checked_sub(self.known) {
-            None => ix.name(id),
-            Some(i) => &self.added[i],
-        }
-    }
-
-    /// Reads again, into `config`, each pool with a section in the region
-    /// before or after the edit, from its sections of `new` (`sections`, the
-    /// new text's index). `Some(true)` when a pool was removed.
-    fn reread_pools(
-        &self,
-        ix: &Index,
-        old_region: &[Section],
-        sections: &[Section],
-        new: &str,
-        config: &mut Config,
-    ) -> Option<bool> {
-        let mut touched: Vec<u32> = old_region
-            .iter()
-            .chain(self.sections())
-            .map(|s| s.pool)
-            .filter(|&p| p < ROUTE_PART)
-            .collect();
-        touched.sort_unstable();
-        touched.dedup();
-        // Each touched pool's sections, in file order, found in one pass.
-        let mut pieces: Vec<Vec<&str>> = vec![Vec::new(); touched.len()];
-        for (i, s) in sections.iter().enumerate() {
-            if let Ok(t) = touched.binary_search(&s.pool) {
-                pieces[t].push(section_text(new, sections, i)?);
-            }
-        }
-        let mut removed = false;
-        for (&id, pieces) in touched.iter().zip(&pieces) {
-            let name = self.name(ix, id);
-            if pieces.is_empty() {
-                // Every section of the pool went.
-                config.pools.remove(name)?;
-                removed = true;
-                continue;
-            }
-            if !super::valid_name(name) {
-                return None;
-            }
-            let pool = read_pool(pieces, name)?;
-            config.pools.insert(name.to_owned(), Arc::new(pool));
-        }
-        Some(removed)
-    }
-
-    /// The text of each `[[routes]]` section in the region, in order.
-    fn routes(&self) -> Option<Vec<&'t str>> {
+    /// The new text's index (the old one with the region's sections in
+    /// place and the pools it brings named) and the hunk.
+    fn index(&self, ix: &Index, old_len: usize, new: &str) -> Option<(Index, Hunk)> {
         let new_region = self.sections();
-        (0..new_region.len())
-            .filter(|&i| new_region[i].pool == ROUTE)
-            .map(|i| section_text(self.region, new_region, i))
-            .collect()
+        let shift = |s: &Section| Section {
+            start: (s.start as usize + new.len() - old_len) as u32,
+            pool: s.pool,
+        };
+        let mut sections = Vec::with_capacity(ix.sections.len() + new_region.len());
+        sections.extend_from_slice(&ix.sections[..self.k1]);
+        sections.extend(new_region.iter().map(|s| Section {
+            start: s.start + self.start as u32,
+            pool: s.pool,
+        }));
+        sections.extend(ix.sections[self.k2 + 1..].iter().map(shift));
+        let mut names = ix.names.clone();
+        let mut names_end = ix.names_end.clone();
+        for name in &self.added {
+            names.push_str(name);
+            names_end.push(u32::try_from(names.len()).ok()?);
+        }
+        let hunk = Hunk {
+            old: self.k1..self.k2 + 1,
+            new: self.k1..self.k1 + new_region.len(),
+        };
+        Some((
+            Index {
+                sections,
+                names,
+                names_end,
+            },
+            hunk,
+        ))
     }
 }
 
 /// Everything but the pools and routes (`[server]`, `[middlewares.*]`, the
 /// root, ...) read again from those sections of `text` alone, into
-/// `config`, when they validate and leave the routes valid: `[acme]` and
-/// `server.https` there or not as before, the same middleware names.
+/// `config`, when they validate (the routes are checked against them
+/// after).
 fn read_others(text: &str, sections: &[Section], base: &Path, config: &mut Config) -> Option<()> {
     let pieces = (0..sections.len())
         .filter(|&i| sections[i].pool == NO_POOL)
@@ -502,12 +674,6 @@ fn read_others(text: &str, sections: &[Section], base: &Path, config: &mut Confi
         .collect::<Option<Vec<&str>>>()?;
     let doc = document(&pieces);
     let others = Config::from_toml_str_in(&doc, base).ok()?;
-    if others.acme.is_some() != config.acme.is_some()
-        || others.server.https.is_some() != config.server.https.is_some()
-        || !others.middlewares.keys().eq(config.middlewares.keys())
-    {
-        return None;
-    }
     // Everything from the other sections; the pools and routes kept.
     *config = Config {
         routes: std::mem::take(&mut config.routes),

@@ -621,10 +621,18 @@ frame_deny = true
 
 /// Reads `new` after `old` both ways. When the incremental path takes it, its
 /// config and index must be the full parse's; returns whether it took it.
+/// The section match on its own (the path for edits far apart) is held to
+/// the full parse too.
 fn reread(old: &str, new: &str) -> bool {
     let running = Config::from_toml_str(old).expect("the old text is valid");
     let source = ConfigSource::index(old.to_owned(), Path::new(""));
     let full = Config::from_toml_str(new);
+    if let Some(config) = source.reparse_by_sections(&running, new) {
+        let full = full.as_ref().unwrap_or_else(|d| {
+            panic!("the section match took a text the full parse refuses ({d:?}):\n{new}")
+        });
+        assert_eq!(&config, full, "edit (by sections) of:\n{new}");
+    }
     match source.reparse(&running, new.to_owned()) {
         Ok((config, next)) => {
             let full = full.unwrap_or_else(|d| {
@@ -645,6 +653,14 @@ fn reread(old: &str, new: &str) -> bool {
             false
         }
     }
+}
+
+/// Whether the section match alone takes `new` after `old` (what it gives
+/// is checked by [`reread`]).
+fn by_sections(old: &str, new: &str) -> bool {
+    let running = Config::from_toml_str(old).expect("the old text is valid");
+    let source = ConfigSource::index(old.to_owned(), Path::new(""));
+    source.reparse_by_sections(&running, new).is_some()
 }
 
 #[test]
@@ -741,6 +757,16 @@ fn edits_read_incrementally_give_what_the_full_parse_gives() {
         ),
         fast("frame_deny = true", "frame_deny = false\ncontent_type_nosniff = true"),
         format!("# edited\n{SECTIONS}"),
+        // what the routes are checked against, changed in a way that keeps
+        // them valid: [acme] added, a middleware added
+        fast(
+            "[server]",
+            "[acme]\nemail = \"ops@example.com\"\n\n[server]",
+        ),
+        fast(
+            "[middlewares.h.headers]",
+            "[middlewares.g.headers]\nframe_deny = true\n\n[middlewares.h.headers]",
+        ),
         // a route and a pool in one edit
         fast(
             "host = \"u.test\"\npool = \"a\"\n\n[pools.a]\nretry = 2",
@@ -762,18 +788,10 @@ fn edits_the_incremental_path_cannot_take_get_the_full_parse() {
         SECTIONS.replacen(from, to, 1)
     };
     let full = [
-        // what the routes are checked against: [acme], server.https, the
-        // middleware names
-        fast(
-            "[server]",
-            "[acme]\nemail = \"ops@example.com\"\n\n[server]",
-        ),
+        // what the routes are checked against, taken from under a route:
+        // server.https (route t.test has tls), a middleware (t.test's)
         fast("https = \"127.0.0.1:8443\"\n", ""),
         fast("[middlewares.h.headers]", "[middlewares.h2.headers]"),
-        fast(
-            "[middlewares.h.headers]",
-            "[middlewares.g.headers]\nframe_deny = true\n\n[middlewares.h.headers]",
-        ),
         // a pool written as a root key
         format!("pools.z.versions.v = {{ weight = 1, backends = [\"127.0.0.1:1\"] }}\n{SECTIONS}"),
         // a route with a sub-table, or next to one
@@ -874,27 +892,137 @@ fn pool_or_route_keys_outside_their_sections_turn_the_incremental_path_off() {
     assert!(reread(&old, &old.replacen("weight = 90", "weight = 80", 1)));
 }
 
-#[test]
-fn an_edit_spanning_many_sections_is_read_whole() {
+/// `[server]`, then `n` pools of one version, each with its route, all the
+/// routes first.
+fn many_pools(n: usize) -> String {
     let mut text = String::from("[server]\nhttp = \"127.0.0.1:8080\"\n");
-    for i in 0..300 {
+    for i in 0..n {
+        text.push_str(&format!(
+            "\n[[routes]]\nhost = \"p{i}.test\"\npool = \"p{i}\"\n"
+        ));
+    }
+    for i in 0..n {
         text.push_str(&format!(
             "\n[pools.p{i}.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n"
         ));
     }
-    // The first and the last pool: one region of 300 sections.
+    text
+}
+
+#[test]
+fn edits_far_apart_are_read_by_sections() {
+    let text = many_pools(300);
+    // The first and the last pool: one region of 300 sections, too many;
+    // matched section by section, two runs of one.
     let mut both = text.replacen("weight = 1", "weight = 2", 1);
     let last = both.rfind("weight = 1").unwrap();
     both.replace_range(last..last + "weight = 1".len(), "weight = 3");
-    assert!(!reread(&text, &both));
+    assert!(reread(&text, &both));
+    assert!(by_sections(&text, &both));
     // Each alone is read alone.
     assert!(reread(&text, &text.replacen("weight = 1", "weight = 2", 1)));
+    // A new route among the routes and its pool at the end; then both
+    // taken away again.
+    let added = text.replacen(
+        "\n[[routes]]\nhost = \"p7.test\"",
+        "\n[[routes]]\nhost = \"new.test\"\npool = \"new\"\n\n[[routes]]\nhost = \"p7.test\"",
+        1,
+    ) + "\n[pools.new.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:2\"]\n";
+    assert!(reread(&text, &added));
+    assert!(reread(&added, &text));
+    // A route's pool renamed, in the route and in the pool's header.
+    let renamed =
+        text.replacen("pool = \"p9\"", "pool = \"q9\"", 1)
+            .replacen("[pools.p9.", "[pools.q9.", 1);
+    assert!(reread(&text, &renamed));
+    // Two routes swapped; the first and the last route changed.
+    let swapped = text
+        .replacen(
+            "host = \"p3.test\"\npool = \"p3\"",
+            "host = \"p4.test\"\npool = \"p4\"X",
+            1,
+        )
+        .replacen(
+            "host = \"p4.test\"\npool = \"p4\"\n",
+            "host = \"p3.test\"\npool = \"p3\"\n",
+            1,
+        )
+        .replacen("\"p4\"X", "\"p4\"", 1);
+    assert_ne!(swapped, text);
+    assert!(reread(&text, &swapped));
+    let ends = text
+        .replacen("host = \"p0.test\"", "host = \"first.test\"", 1)
+        .replacen("host = \"p299.test\"", "host = \"last.test\"", 1)
+        .replacen("http = \"127.0.0.1:8080\"", "http = \"127.0.0.1:8081\"", 1);
+    assert!(reread(&text, &ends));
+    // Two edits, each fine alone, together a host routed twice: the full
+    // parse reports it.
+    let twice = text
+        .replacen("host = \"p0.test\"", "host = \"dup.test\"", 1)
+        .replacen("host = \"p299.test\"", "host = \"dup.test\"", 1);
+    assert!(!reread(&text, &twice));
+    // A pool removed at the end while a route far away still names it.
+    let orphan = text.replacen(
+        "[pools.p299.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n",
+        "",
+        1,
+    );
+    let orphan = orphan.replacen("weight = 1", "weight = 2", 1);
+    assert!(!reread(&text, &orphan));
+    // An edit of every pool: 600 sections matched, taken; 1 200 are too
+    // many, the whole file is read.
+    assert!(reread(&text, &text.replace("weight = 1", "weight = 2")));
+    let all = many_pools(600).replace("weight = 1", "weight = 2");
+    assert!(!reread(&many_pools(600), &all));
+}
+
+#[test]
+fn what_routes_are_checked_against_is_checked_again_when_it_changes() {
+    let acme = format!(
+        "[acme]\nemail = \"ops@example.com\"\n\n{}",
+        SECTIONS.replacen(
+            "host = \"u.test\"\npool = \"a\"",
+            "host = \"u.test\"\npool = \"a\"\ntls = \"acme\"",
+            1
+        )
+    );
+    assert!(Config::from_toml_str(&acme).is_ok());
+    // [acme] taken away while a route uses it.
+    assert!(!reread(
+        &acme,
+        &acme.replacen("[acme]\nemail = \"ops@example.com\"\n", "", 1)
+    ));
+    // A middleware no route uses, renamed.
+    let spare = format!("{SECTIONS}\n[middlewares.spare.headers]\nframe_deny = true\n");
+    assert!(reread(
+        &spare,
+        &spare.replacen("middlewares.spare.", "middlewares.other.", 1)
+    ));
+    // One in use by route u.test, renamed in its section only: the full
+    // parse reports the route; renamed in the route too: taken.
+    let used = spare.replacen(
+        "host = \"u.test\"\npool = \"a\"",
+        "host = \"u.test\"\npool = \"a\"\nmiddlewares = [\"spare\"]",
+        1,
+    );
+    let section = used.replacen("middlewares.spare.", "middlewares.other.", 1);
+    assert!(Config::from_toml_str(&section).is_err());
+    assert!(!reread(&used, &section));
+    let both = section.replacen("middlewares = [\"spare\"]", "middlewares = [\"other\"]", 1);
+    assert!(reread(&used, &both));
+    // Route t.test's middleware: the route has a [routes.tls] after it, so
+    // the whole file is read.
+    let renamed = SECTIONS
+        .replacen("[middlewares.h.headers]", "[middlewares.k.headers]", 1)
+        .replacen("middlewares = [\"h\"]", "middlewares = [\"k\"]", 1);
+    assert!(Config::from_toml_str(&renamed).is_ok());
+    assert!(!reread(SECTIONS, &renamed));
 }
 
 #[test]
 fn generated_edits_give_what_the_full_parse_gives() {
-    // Single edits of a valid text (lines dropped, doubled, swapped, bytes
-    // changed or added), each read both ways; an edit that gives a valid
+    // Edits of a valid text (lines dropped, doubled, swapped, bytes changed
+    // or added; one to three at a time), each read both ways; an edit that gives a valid
     // text becomes the next base now and then.
     const BITS: &[&str] = &[
         "[server]\n",
@@ -939,28 +1067,36 @@ fn generated_edits_give_what_the_full_parse_gives() {
     let mut base = SECTIONS.to_owned();
     let (mut taken, mut tried) = (0, 0);
     for _ in 0..3000 {
-        let lines: Vec<&str> = base.split_inclusive('\n').collect();
-        let i = rand(lines.len());
-        let j = rand(lines.len());
-        let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-        match rand(6) {
-            0 => {
-                out.remove(i);
+        // One edit, or two or three anywhere (the section match's case).
+        let mut out: Vec<String> = base.split_inclusive('\n').map(str::to_owned).collect();
+        let edits = [1, 1, 2, 3][rand(4)];
+        for _ in 0..edits {
+            if out.is_empty() {
+                break;
             }
-            1 => out.insert(i, lines[i].to_owned()),
-            2 => out.swap(i, j),
-            3 | 4 => {
-                let line = &mut out[i];
-                let at = rand(line.len() + 1);
-                if line.is_char_boundary(at) {
-                    line.insert_str(at, BITS[rand(BITS.len())]);
+            let i = rand(out.len());
+            let j = rand(out.len());
+            match rand(6) {
+                0 => {
+                    out.remove(i);
                 }
-            }
-            _ => {
-                let line = &mut out[i];
-                if !line.is_empty() {
-                    let at = rand(line.len());
-                    if line.is_char_boundary(at) && line.is_char_boundary(at + 1) {
+                1 => out.insert(i, out[i].clone()),
+                2 => out.swap(i, j),
+                3 | 4 => {
+                    let piece = BITS[rand(BITS.len())];
+                    let line = &mut out[i];
+                    let at = rand(line.len() + 1);
+                    if line.is_char_boundary(at) {
+                        line.insert_str(at, piece);
+                    }
+                }
+                _ => {
+                    let at = rand(out[i].len().max(1));
+                    let line = &mut out[i];
+                    if !line.is_empty()
+                        && line.is_char_boundary(at)
+                        && line.is_char_boundary(at + 1)
+                    {
                         line.remove(at);
                     }
                 }
