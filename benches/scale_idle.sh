@@ -16,9 +16,11 @@
 #            CHANGE=far: pools p<N> and p<ROUTES-1-N> both change, two
 #            edits too far apart for one region: the proxy indexes the new
 #            text and matches its sections with the old ones.
-#            CHANGE=full: pool p<N> and a route's sub-table (a last route
-#            with [routes.headers], there in this mode only) change: every
-#            reload parses and validates the whole file
+#            CHANGE=part: pool p<N> and a route's sub-table (a last route
+#            with [routes.headers], there in this mode only) change.
+#            CHANGE=full: every pool's green weight changes (10 and 11 in
+#            turn): too many sections for the section match, every reload
+#            parses and validates the whole file
 #   state:   GET /v1/state and GET /v1/state?pool=p0 through the admin socket
 #            (size, time)
 #
@@ -30,7 +32,8 @@
 #        CHANGE=1 benches/scale_idle.sh       (each reload changes one pool)
 #        CHANGE=route benches/scale_idle.sh   (each reload changes one route)
 #        CHANGE=far benches/scale_idle.sh     (each reload changes two pools far apart)
-#        CHANGE=full benches/scale_idle.sh    (each reload reads the whole file)
+#        CHANGE=part benches/scale_idle.sh    (each reload changes a pool and a route's sub-table)
+#        CHANGE=full benches/scale_idle.sh    (each reload changes every pool: a whole read)
 #        ENV="MALLOC_ARENA_MAX=2" benches/scale_idle.sh   (extra environment for switchyard)
 # Output: a summary on stdout and in bench-results/scale-idle-<date>.txt.
 
@@ -40,8 +43,8 @@ ROUTES=${ROUTES:-10000}
 RELOADS=${RELOADS:-10}
 CHANGE=${CHANGE:-0}
 case $CHANGE in
-    0 | 1 | route | far | full) ;;
-    *) echo "scale_idle.sh: CHANGE must be 0, 1, route, far or full (got '$CHANGE')" >&2 && exit 1 ;;
+    0 | 1 | route | far | part | full) ;;
+    *) echo "scale_idle.sh: CHANGE must be 0, 1, route, far, part or full (got '$CHANGE')" >&2 && exit 1 ;;
 esac
 EXTRA_ENV=${ENV:-}
 
@@ -129,15 +132,16 @@ SOCK=$WORK/admin.sock
 CONFIG=$WORK/switchyard.toml
 
 # gen_config CHANGED: the config, with pool pCHANGED's blue at weight 80
-# (CHANGE=1; CHANGE=far: pool p(ROUTES-1-CHANGED)'s too; CHANGE=full: and a
+# (CHANGE=1; CHANGE=far: pool p(ROUTES-1-CHANGED)'s too; CHANGE=part: and a
 # last route's [routes.headers] on CHANGED), or route CHANGED on path_prefix
-# "/v2" (CHANGE=route).
+# "/v2" (CHANGE=route), or every green at 10 + CHANGED % 2 (CHANGE=full).
 gen_config() {
-    local pool=-1 far=-1 route=-1
+    local pool=-1 far=-1 route=-1 green=10
     case $CHANGE in
-        1 | full) pool=$1 ;;
+        1 | part) pool=$1 ;;
         route) route=$1 ;;
         far) pool=$1 far=$((ROUTES - 1 - $1)) ;;
+        full) ((${1} < 0)) || green=$((10 + $1 % 2)) ;;
     esac
     cat <<EOF
 [server]
@@ -152,15 +156,15 @@ state = "$WORK/state.json"
 [metrics]
 listen = "127.0.0.1:$METRICS_PORT"
 EOF
-    awk -v n="$ROUTES" -v origin="127.0.0.1:$DEAD_PORT" -v changed="$pool" -v far="$far" -v route="$route" 'BEGIN {
+    awk -v n="$ROUTES" -v origin="127.0.0.1:$DEAD_PORT" -v changed="$pool" -v far="$far" -v route="$route" -v green="$green" 'BEGIN {
         for (i = 0; i < n; i++)
             printf "\n[[routes]]\nhost = \"app%d.test\"\npool = \"p%d\"\n%s", i, i, (i == route ? "path_prefix = \"/v2\"\n" : "")
         for (i = 0; i < n; i++) {
             printf "\n[pools.p%d.versions.blue]\nweight = %d\nbackends = [\"%s\"]\n", i, (i == changed || i == far ? 80 : 90), origin
-            printf "\n[pools.p%d.versions.green]\nweight = 10\nbackends = [\"%s\"]\n", i, origin
+            printf "\n[pools.p%d.versions.green]\nweight = %d\nbackends = [\"%s\"]\n", i, green, origin
         }
     }'
-    if [[ $CHANGE == full ]]; then
+    if [[ $CHANGE == part ]]; then
         printf '\n[[routes]]\nhost = "canary.test"\npool = "p0"\n[routes.headers]\nX-Canary = "%s"\n' "$1"
     fi
 }
@@ -230,8 +234,10 @@ RESULT=$ROOT/bench-results/scale-idle-$(date +%Y%m%d-%H%M%S).txt
         echo "# each reload: the file changed (one route's path_prefix)"
     elif [[ $CHANGE == far ]]; then
         echo "# each reload: the file changed (two pools far apart: sections matched)"
+    elif [[ $CHANGE == part ]]; then
+        echo "# each reload: the file changed (a pool and a route's sub-table: sections matched)"
     elif [[ $CHANGE == full ]]; then
-        echo "# each reload: the file changed (a pool and a route's sub-table: the whole file parsed)"
+        echo "# each reload: the file changed (every pool's green weight: the whole file parsed)"
     else
         echo "# each reload: the same file"
     fi

@@ -219,11 +219,28 @@ async fn a_reload_reads_only_the_pools_and_routes_an_edit_touched() {
     reload(&far);
     assert_eq!(reloads_logged(&p), [true, true, true, true, true]);
     assert_eq!(c.get("far.test", "/").await.unwrap().body, "blue\n");
+    // A sub-table for that route: the route is read again with it.
+    let headed = far.replacen(
+        "pool = \"far\"\n",
+        "pool = \"far\"\n[routes.headers]\nX-Far = \"1\"\n",
+        1,
+    );
+    reload(&headed);
+    assert_eq!(reloads_logged(&p), [true, true, true, true, true, true]);
+    assert_eq!(c.get("far.test", "/").await.unwrap().status, 404);
+    let r = c
+        .request("GET", "far.test", "/", &[("X-Far", "1")], "")
+        .await
+        .unwrap();
+    assert_eq!(r.body, "blue\n");
     // A pool written as a root key: the whole file is read.
     reload(&format!(
         "pools.z.versions.v = {{ weight = 1, backends = [\"127.0.0.1:9\"] }}\n{routed}"
     ));
-    assert_eq!(reloads_logged(&p), [true, true, true, true, true, false]);
+    assert_eq!(
+        reloads_logged(&p),
+        [true, true, true, true, true, true, false]
+    );
     assert_eq!(c.get("new.test", "/").await.unwrap().status, 200);
     assert_eq!(p.weights("app").await["green"], 100);
 }

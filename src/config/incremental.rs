@@ -16,11 +16,13 @@
 //!
 //! When the region, before and after the edit, holds at most [`MAX_REGION`]
 //! sections and no route sub-table (`[routes.x]`), and reads on its own, it
-//! is the one hunk of the edit. Otherwise (two edits far apart, say) the new
-//! text is indexed whole and its sections matched with the old ones by
-//! their text (a Myers diff over sections); the runs that differ are the
-//! hunks, when they hold no route sub-table and at most [`MAX_DIFF`]
-//! sections. Then each pool with a section in a hunk, before or after the
+//! is the one hunk of the edit. Otherwise (two edits far apart, a route's
+//! sub-table, say) the new text is indexed whole and its sections matched
+//! with the old ones by their text (a Myers diff over sections); the runs
+//! that differ are the hunks, grown over matched sections until each route
+//! (its `[[routes]]` and the sub-tables after it, wherever they are) is
+//! either all matched or all in one hunk, on both sides, when they hold at
+//! most [`MAX_DIFF`] sections. Then each pool with a section in a hunk, before or after the
 //! edit, is read again from all its sections (a small document of
 //! `[pools.NAME...]` sections, validated like the file's; a pool with no
 //! section left is removed, a new name added); the routes of the hunks'
@@ -31,8 +33,8 @@
 //! again (its middlewares declared, `[acme]` and `server.https` there if
 //! it needs them). The running config is taken with those parts replaced.
 //! Anything else (a text that does not parse, a file whose pools or routes
-//! are not all in their own sections, a route sub-table in a hunk, too
-//! many sections changed) gets the full parse, which also reports the
+//! are not all in their own sections, too many sections changed) gets the
+//! full parse, which also reports the
 //! errors: this path never reports one, it just gives up.
 //!
 //! Why the result is what the full parse would give, given that the old text
@@ -45,10 +47,13 @@
 //!   parse, and the sections it matches have the same text.
 //! - Pools come only from `[pools.NAME...]` sections and routes only from
 //!   `[[routes]]` sections (checked when a text is indexed: no `pools` or
-//!   `routes` key at the root, no keys under a bare `[pools]`; a route
-//!   sub-table section, `[routes.x]`, is never part of a hunk, and routes
-//!   are read again only when the first one after the hunk has a route of
-//!   its own in between: it belongs to the last route before it). A pool's
+//!   `routes` key at the root, no keys under a bare `[pools]`). A route
+//!   sub-table section, `[routes.x]`, belongs to the last `[[routes]]`
+//!   before it, wherever it is: a region holds none, and the section
+//!   match keeps each route whole in one hunk or wholly matched, so the
+//!   routes a hunk reads are whole and a matched route is the same one in
+//!   both texts (checked again when a hunk's routes are read: the first
+//!   route section after it is not a sub-table). A pool's
 //!   sections define paths under `pools.NAME` only, so whether they
 //!   conflict (a table defined twice, a dotted key over a header) depends
 //!   on that pool's sections alone, which the small document holds in file
@@ -100,6 +105,8 @@ const MAX_DIFF_BYTES: usize = 1024 * 1024;
 /// How long the section match may search for a short edit script: past
 /// it, the script it gives is too long to take.
 const MAX_DIFF_TIME: Duration = Duration::from_millis(20);
+/// Most times the section match grows its runs to hold whole routes.
+const MAX_SETTLE: usize = 64;
 /// How deep arrays and inline tables may nest in a region (toml's own limit
 /// is of the same order); deeper gets the full parse, which refuses it.
 const MAX_DEPTH: u32 = 64;
@@ -247,14 +254,15 @@ impl ConfigSource {
         if new == self.text {
             return None;
         }
-        match Region::find(ix, &self.text, new) {
-            Some(r) => {
+        // One region when the edit makes one; otherwise (or when its
+        // routes need a sub-table outside it) the section match.
+        Region::find(ix, &self.text, new)
+            .and_then(|r| {
                 let (nix, hunk) = r.index(ix, self.text.len(), new)?;
                 let config = apply(running, &self.base, ix, new, &nix, &[hunk])?;
                 Some((config, nix))
-            }
-            None => self.by_sections(running, new),
-        }
+            })
+            .or_else(|| self.by_sections(running, new))
     }
 
     /// The edit read section by section: the new text indexed whole, its
@@ -294,9 +302,24 @@ struct Hunk {
 }
 
 /// The runs of sections that differ between two indexed texts, in order,
-/// when they are few and small and hold no route sub-table.
+/// grown to hold whole routes, when they are few and small.
 fn diff(ix: &Index, old: &str, nix: &Index, new: &str) -> Option<Vec<Hunk>> {
     let (olds, news) = (texts(ix, old)?, texts(nix, new)?);
+    // Sections only one text has: at least that many differ (a diff of an
+    // edit to every pool would run to its deadline to find out).
+    let mut count: HashMap<&str, i64, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(olds.len(), Default::default());
+    for t in &olds {
+        *count.entry(t).or_default() += 1;
+    }
+    for t in &news {
+        *count.entry(t).or_default() -= 1;
+    }
+    let unmatched: u64 = count.values().map(|c| c.unsigned_abs()).sum();
+    if unmatched > MAX_DIFF as u64 {
+        return None;
+    }
+    drop(count);
     let deadline = Instant::now() + MAX_DIFF_TIME;
     let ops = similar::capture_diff_slices_deadline(
         similar::Algorithm::Myers,
@@ -304,32 +327,93 @@ fn diff(ix: &Index, old: &str, nix: &Index, new: &str) -> Option<Vec<Hunk>> {
         &news,
         Some(deadline),
     );
-    let mut hunks: Vec<Hunk> = Vec::new();
+    // The sections matched, as (old, new) pairs in order.
+    let mut pairs: Vec<(usize, usize)> = Vec::with_capacity(olds.len().min(news.len()));
     for op in &ops {
-        let (tag, o, n) = op.as_tag_tuple();
-        if tag == similar::DiffTag::Equal {
-            continue;
-        }
-        match hunks.last_mut() {
-            Some(h) if h.old.end == o.start && h.new.end == n.start => {
-                h.old.end = o.end;
-                h.new.end = n.end;
-            }
-            _ => hunks.push(Hunk { old: o, new: n }),
+        if let (similar::DiffTag::Equal, o, n) = op.as_tag_tuple() {
+            pairs.extend(o.zip(n));
         }
     }
+    // Each route read whole: a route (its `[[routes]]` and the sub-tables
+    // after it) with a section in a hunk has all of them in that hunk.
+    let mut rounds = 0;
+    let hunks = loop {
+        let hunks = hunks_between(&pairs, olds.len(), news.len());
+        let old_split = split_route(&ix.sections, &hunks, |h| &h.old)?;
+        let new_split = split_route(&nix.sections, &hunks, |h| &h.new)?;
+        let (old_range, new_range) = match (old_split, new_split) {
+            (None, None) => break hunks,
+            (Some(r), _) => (r, 0..0),
+            (None, Some(r)) => (0..0, r),
+        };
+        rounds += 1;
+        if rounds > MAX_SETTLE {
+            return None;
+        }
+        pairs.retain(|(o, n)| !old_range.contains(o) && !new_range.contains(n));
+    };
     let (mut count, mut bytes) = (0, 0);
     for h in &hunks {
         count += h.old.len() + h.new.len();
         bytes += h.new.clone().map(|i| news[i].len()).sum::<usize>();
-        let sections = ix.sections[h.old.clone()]
-            .iter()
-            .chain(&nix.sections[h.new.clone()]);
-        if !sections.clone().all(Section::readable) {
-            return None;
-        }
     }
     (count <= MAX_DIFF && bytes <= MAX_DIFF_BYTES).then_some(hunks)
+}
+
+/// The runs of sections between matched pairs: the hunks.
+fn hunks_between(pairs: &[(usize, usize)], olds: usize, news: usize) -> Vec<Hunk> {
+    let mut hunks = Vec::new();
+    let (mut o, mut n) = (0, 0);
+    for &(po, pn) in pairs.iter().chain(&[(olds, news)]) {
+        if po > o || pn > n {
+            hunks.push(Hunk {
+                old: o..po,
+                new: n..pn,
+            });
+        }
+        (o, n) = (po + 1, pn + 1);
+    }
+    hunks
+}
+
+/// The sections, on one side (`side` picks the hunks' range of it), of the
+/// first route that is partly in a hunk and partly elsewhere: from its
+/// `[[routes]]` to its last sub-table. `None` inside: none is; `None`: a
+/// sub-table with no route before it.
+fn split_route(
+    sections: &[Section],
+    hunks: &[Hunk],
+    side: impl Fn(&Hunk) -> &Range<usize>,
+) -> Option<Option<Range<usize>>> {
+    // Where each section is: `None` matched, `Some(k)` in hunk k.
+    let mut place = vec![None; sections.len()];
+    for (k, h) in hunks.iter().enumerate() {
+        for p in &mut place[side(h).clone()] {
+            *p = Some(k);
+        }
+    }
+    // The route being walked: its first section, last section, and whether
+    // its sections are all in one place so far.
+    let mut route: Option<(usize, usize, bool)> = None;
+    let split = |(first, last, whole): (usize, usize, bool)| -> Option<Range<usize>> {
+        (!whole).then_some(first..last + 1)
+    };
+    for (i, s) in sections.iter().enumerate() {
+        match s.pool {
+            ROUTE => {
+                if let Some(r) = route.and_then(split) {
+                    return Some(Some(r));
+                }
+                route = Some((i, i, true));
+            }
+            ROUTE_PART => {
+                let (first, _, whole) = route?;
+                route = Some((first, i, whole && place[i] == place[first]));
+            }
+            _ => {}
+        }
+    }
+    Some(route.and_then(split))
 }
 
 /// `running` (the config the old text, indexed by `ix`, gave) with what
@@ -451,20 +535,27 @@ fn reread_routes(
     config: &mut Config,
 ) -> Option<()> {
     let is_route = |s: &Section| s.pool == ROUTE;
+    // The hunks' routes, sub-tables and all (each route is whole in one
+    // hunk, see `diff`).
     let came: Vec<&str> = hunks
         .iter()
         .flat_map(|h| h.new.clone())
-        .filter(|&i| is_route(&nix.sections[i]))
+        .filter(|&i| matches!(nix.sections[i].pool, ROUTE | ROUTE_PART))
         .map(|i| section_text(new, &nix.sections, i))
         .collect::<Option<_>>()?;
+    let count = hunks
+        .iter()
+        .flat_map(|h| &nix.sections[h.new.clone()])
+        .filter(|s| is_route(s))
+        .count();
     let any_gone = hunks
         .iter()
         .any(|h| ix.sections[h.old.clone()].iter().any(is_route));
     if came.is_empty() && !any_gone {
         return Some(());
     }
-    let mut fresh = read_routes(config, &came, base)?.into_iter();
-    let mut routes = Vec::with_capacity(running.routes.len() + came.len());
+    let mut fresh = read_routes(config, &came, count, base)?.into_iter();
+    let mut routes = Vec::with_capacity(running.routes.len() + count);
     // Walk the old sections: the routes between hunks are kept, each
     // hunk's replaced by its own.
     let (mut at, mut kept) = (0, 0);
@@ -499,16 +590,21 @@ fn reread_routes(
     Some(())
 }
 
-/// The routes of `[[routes]]` sections `texts`, read and validated against
-/// `config` (its pools, middlewares, `[acme]` and `server.https`), when
-/// they give no diagnostic.
-fn read_routes(config: &Config, texts: &[&str], base: &Path) -> Option<Vec<super::RouteConfig>> {
+/// The `count` routes of `[[routes]]` sections and their sub-tables
+/// `texts`, read and validated against `config` (its pools, middlewares,
+/// `[acme]` and `server.https`), when they give no diagnostic.
+fn read_routes(
+    config: &Config,
+    texts: &[&str],
+    count: usize,
+    base: &Path,
+) -> Option<Vec<super::RouteConfig>> {
     if texts.is_empty() {
         return Some(Vec::new());
     }
     let doc = document(texts);
     let file: RoutesFile = toml::from_str(&doc).ok()?;
-    if file.routes.len() != texts.len() {
+    if file.routes.len() != count {
         return None;
     }
     let has_pool = |name: &str| config.pools.contains_key(name);

@@ -767,6 +767,16 @@ fn edits_read_incrementally_give_what_the_full_parse_gives() {
             "[middlewares.h.headers]",
             "[middlewares.g.headers]\nframe_deny = true\n\n[middlewares.h.headers]",
         ),
+        // a route with a sub-table, or next to one (read whole, by
+        // sections)
+        fast("cert = \"t.pem\"", "cert = \"t2.pem\""),
+        fast("host = \"t.test\"", "host = \"t2.test\""),
+        fast("[routes.tls]\ncert = \"t.pem\"\nkey = \"t.key\"\n", ""),
+        fast(
+            "host = \"u.test\"\npool = \"a\"\n",
+            "host = \"u.test\"\npool = \"a\"\n[routes.headers]\nx-a = \"1\"\n",
+        ),
+        fast("[[routes]]\nhost = \"u.test\"\npool = \"a\"\n", ""),
         // a route and a pool in one edit
         fast(
             "host = \"u.test\"\npool = \"a\"\n\n[pools.a]\nretry = 2",
@@ -794,9 +804,6 @@ fn edits_the_incremental_path_cannot_take_get_the_full_parse() {
         fast("[middlewares.h.headers]", "[middlewares.h2.headers]"),
         // a pool written as a root key
         format!("pools.z.versions.v = {{ weight = 1, backends = [\"127.0.0.1:1\"] }}\n{SECTIONS}"),
-        // a route with a sub-table, or next to one
-        fast("cert = \"t.pem\"", "cert = \"t2.pem\""),
-        fast("host = \"t.test\"", "host = \"t2.test\""),
         // route errors, which the full parse reports
         fast("host = \"u.test\"", "host = \"a.test\""),
         fast("pool = \"c.d\"", "pool = \"nope\""),
@@ -853,7 +860,8 @@ fn whole_file_edge_cases_read_both_ways_agree() {
     let apart = "[server]\nhttps = \"127.0.0.1:8443\"\n[[routes]]\nhost = \"a.test\"\npool = \"a\"\n[pools.a.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n[routes.tls]\ncert = \"a.pem\"\nkey = \"a.key\"\n";
     let c = Config::from_toml_str(apart).unwrap();
     assert!(matches!(c.routes[0].tls, TlsMode::Files { .. }));
-    assert!(!reread(apart, &apart.replace("a.test", "b.test")));
+    assert!(reread(apart, &apart.replace("a.test", "b.test")));
+    assert!(reread(apart, &apart.replace("a.pem", "b.pem")));
     assert!(reread(apart, &apart.replace("weight = 1", "weight = 2")));
 }
 
@@ -969,6 +977,39 @@ fn edits_far_apart_are_read_by_sections() {
     );
     let orphan = orphan.replacen("weight = 1", "weight = 2", 1);
     assert!(!reread(&text, &orphan));
+    // The last route's sub-table at the end of the file, 300 sections
+    // after it: an edit of either reads both.
+    let part = format!("{text}[routes.headers]\nx-a = \"1\"\n");
+    assert!(
+        Config::from_toml_str(&part).unwrap().routes[299]
+            .rules
+            .headers
+            .len()
+            == 1
+    );
+    assert!(reread(
+        &part,
+        &part.replacen("host = \"p299.test\"", "host = \"q.test\"", 1)
+    ));
+    assert!(reread(
+        &part,
+        &part.replacen("x-a = \"1\"", "x-a = \"2\"", 1)
+    ));
+    assert!(reread(&part, &text));
+    assert!(reread(&text, &part));
+    // A route added last takes the sub-table from the one before.
+    let taken = part.replacen(
+        "\n[pools.p0.versions.v]",
+        "\n[[routes]]\nhost = \"last.test\"\npool = \"p0\"\n\n[pools.p0.versions.v]",
+        1,
+    );
+    assert!(reread(&part, &taken));
+    let big = many_pools(600);
+    let big_part = format!("{big}[routes.headers]\nx-a = \"1\"\n");
+    assert!(!reread(
+        &big_part,
+        &big_part.replacen("host = \"p599.test\"", "host = \"q.test\"", 1)
+    ));
     // An edit of every pool: 600 sections matched, taken; 1 200 are too
     // many, the whole file is read.
     assert!(reread(&text, &text.replace("weight = 1", "weight = 2")));
@@ -1010,13 +1051,12 @@ fn what_routes_are_checked_against_is_checked_again_when_it_changes() {
     assert!(!reread(&used, &section));
     let both = section.replacen("middlewares = [\"spare\"]", "middlewares = [\"other\"]", 1);
     assert!(reread(&used, &both));
-    // Route t.test's middleware: the route has a [routes.tls] after it, so
-    // the whole file is read.
+    // Route t.test's middleware (the route has a [routes.tls] after it).
     let renamed = SECTIONS
         .replacen("[middlewares.h.headers]", "[middlewares.k.headers]", 1)
         .replacen("middlewares = [\"h\"]", "middlewares = [\"k\"]", 1);
     assert!(Config::from_toml_str(&renamed).is_ok());
-    assert!(!reread(SECTIONS, &renamed));
+    assert!(reread(SECTIONS, &renamed));
 }
 
 #[test]
