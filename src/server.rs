@@ -27,6 +27,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -358,97 +359,114 @@ fn http_builder(s: &ServerConfig) -> auto::Builder<TokioExecutor> {
 /// connection's own task, so a slow client cannot stall the accept loop),
 /// then HTTP/1.1 or HTTP/2 under the client timeouts, closed gracefully at
 /// shutdown.
-async fn proxy_conn(
+///
+/// This future is the connection's task for its whole life, so it is kept
+/// small: an async block, not an async fn (whose arguments its state holds
+/// twice, once as passed and once as moved into its body:
+/// rust-lang/rust#62958), and every phase with a large state (the wait for
+/// the first byte, TLS, serving) boxed and freed when it ends.
+#[allow(clippy::manual_async_fn)] // an async fn would hold its arguments twice (see above)
+fn proxy_conn(
     px: Arc<Proxy>,
     settings: Arc<ConnSettings>,
     stream: tokio::net::TcpStream,
     peer: Peer,
     mut shutdown: watch::Receiver<bool>,
     // Held until the connection ends: its `max_connections` slot.
-    _permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    // Until its first byte, a connection costs this small task and its
-    // socket: the TLS and HTTP state (several KiB) is allocated only once
-    // the client sends something, so thousands of silent sockets stay
-    // cheap (nginx allocates its buffers lazily the same way). The clock
-    // of the first head (or of the handshake) still runs from the accept.
-    let accepted = tokio::time::Instant::now();
-    let first = if peer.https {
-        crate::tls::HANDSHAKE_TIMEOUT
-    } else {
-        settings.timeouts.header
-    };
-    if *shutdown.borrow() {
-        return;
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let _slot = &permit;
+        // Until its first byte, a connection costs this small task and its
+        // socket: the TLS and HTTP state (several KiB) is allocated only once
+        // the client sends something, so thousands of silent sockets stay
+        // cheap (nginx allocates its buffers lazily the same way). The clock
+        // of the first head (or of the handshake) still runs from the accept.
+        let accepted = tokio::time::Instant::now();
+        let first = if peer.https {
+            crate::tls::HANDSHAKE_TIMEOUT
+        } else {
+            settings.timeouts.header
+        };
+        if *shutdown.borrow() {
+            return;
+        }
+        let woke = Box::pin(async {
+            tokio::select! {
+                // Silent past its deadline, or the socket failed: dropped.
+                r = tokio::time::timeout(first, stream.readable()) => matches!(r, Ok(Ok(()))),
+                // Draining: a connection that never sent a byte has nothing
+                // to finish.
+                _ = shutdown.changed() => false,
+            }
+        });
+        if !woke.await {
+            return;
+        }
+        if !peer.https {
+            return serve_plain(px, settings, stream, peer, accepted, shutdown).await;
+        }
+        let tls = px.control.tls.clone();
+        let left = first.saturating_sub(accepted.elapsed());
+        let Some((stream, sni)) = Box::pin(tls.accept(stream, left)).await else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        Box::pin(serve_proxied(
+            px,
+            &settings,
+            stream,
+            peer,
+            Some(sni),
+            now,
+            shutdown,
+        ))
+        .await
     }
-    tokio::select! {
-        r = tokio::time::timeout(first, stream.readable()) => match r {
-            Ok(Ok(())) => {}
-            // Silent past its deadline, or the socket failed: dropped.
-            _ => return,
-        },
-        // Draining: a connection that never sent a byte has nothing to finish.
-        _ = shutdown.changed() => return,
-    }
-    if !peer.https {
-        let serve = serve_plain(px, settings, stream, peer, accepted, shutdown);
-        return Box::pin(serve).await;
-    }
-    let tls = px.control.tls.clone();
-    let left = first.saturating_sub(accepted.elapsed());
-    let Some((stream, sni)) = Box::pin(tls.accept(stream, left)).await else {
-        return;
-    };
-    let now = tokio::time::Instant::now();
-    Box::pin(serve_proxied(
-        px,
-        &settings,
-        stream,
-        peer,
-        Some(sni),
-        now,
-        shutdown,
-    ))
-    .await
 }
 
 /// Serves one plain-HTTP connection: simple HTTP/1.x requests on the
 /// direct path ([`h1::serve`]), the rest of the connection from the first
 /// request that is not simple with hyper (every connection with hyper when
 /// `SWITCHYARD_DIRECT_SERVER=0`). The clocks start at `origin` (the accept).
-async fn serve_plain(
+/// One allocation: the direct path's future, with what the hand-over
+/// needs in it once.
+fn serve_plain(
     px: Arc<Proxy>,
     settings: Arc<ConnSettings>,
     stream: tokio::net::TcpStream,
     peer: Peer,
     origin: tokio::time::Instant,
     shutdown: watch::Receiver<bool>,
-) {
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     if !*h1::DIRECT_SERVER {
-        // Boxed: inline, hyper's connection state would size this future
-        // (and every idle connection's allocation) at ~2.5 KiB.
-        let hyper = serve_proxied(px, &settings, stream, peer, None, origin, shutdown);
-        return Box::pin(hyper).await;
+        return Box::pin(async move {
+            serve_proxied(px, &settings, stream, peer, None, origin, shutdown).await
+        });
     }
     let activity = Activity::since(origin);
     let watchdog = Watchdog::new(activity.clone(), settings.timeouts);
+    let max_head = settings.max_head;
     let direct = h1::serve(
         px.clone(),
         stream,
         peer,
-        activity.clone(),
         watchdog,
-        settings.max_head,
+        max_head,
         shutdown.clone(),
+        move |h: h1::HandOver| {
+            let svc = proxy_service(px, peer, None, activity, settings.timeouts.body);
+            async move {
+                let builder = if h.served {
+                    &settings.h1_builder
+                } else {
+                    &settings.builder
+                };
+                serve_auto(builder, h.io, svc, h.watchdog, shutdown).await
+            }
+        },
     );
-    let Some(h) = direct.await else { return };
-    let svc = proxy_service(px, peer, None, activity, settings.timeouts.body);
-    let builder = if h.served {
-        &settings.h1_builder
-    } else {
-        &settings.builder
-    };
-    Box::pin(serve_auto(builder, h.io, svc, h.watchdog, shutdown)).await
+    Box::pin(direct)
 }
 
 /// Serves one connection (after TLS, if any) with its [`Activity`]: the

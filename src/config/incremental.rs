@@ -378,8 +378,8 @@ fn hunks_between(pairs: &[(usize, usize)], olds: usize, news: usize) -> Vec<Hunk
 
 /// The sections, on one side (`side` picks the hunks' range of it), of the
 /// first route that is partly in a hunk and partly elsewhere: from its
-/// `[[routes]]` to its last sub-table. `None` inside: none is; `None`: a
-/// sub-table with no route before it.
+/// `[[routes]]` to its last sub-table. `Some(None)`: every route is whole
+/// in one place; `None`: a sub-table has no route before it.
 fn split_route(
     sections: &[Section],
     hunks: &[Hunk],

@@ -317,6 +317,11 @@ impl Watchdog {
         }
     }
 
+    /// The connection's clocks this watchdog reads.
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+
     /// Resolves when a deadline passed. Cancel-safe: call it again after
     /// another branch of a `select!` won. After a `Close`, the connection has
     /// `header_timeout` to finish before an `Abort(Closing)`.

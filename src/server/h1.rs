@@ -649,18 +649,24 @@ pub struct HandOver {
     pub served: bool,
 }
 
-/// Serves simple requests of one plain-HTTP connection until it ends
-/// (`None`) or a request is not simple (`Some`: hyper's from there).
-pub fn serve(
+/// Serves simple requests of one plain-HTTP connection until it ends, or
+/// until a request is not simple: then the connection is `hand_over`'s
+/// (hyper's) from there. Its clocks are the watchdog's.
+pub fn serve<H, F>(
     px: Arc<Proxy>,
     io: TcpStream,
     peer: Peer,
-    activity: Arc<Activity>,
     watchdog: Watchdog,
     max_head: usize,
     shutdown: watch::Receiver<bool>,
-) -> impl Future<Output = Option<HandOver>> + Send {
+    hand_over: H,
+) -> impl Future<Output = ()> + Send
+where
+    H: FnOnce(HandOver) -> F + Send,
+    F: Future<Output = ()> + Send,
+{
     let draining = *shutdown.borrow();
+    let activity = watchdog.activity().clone();
     let c = Client {
         io: Conn::new(io, activity.clone()),
         buf: BytesMut::new(),
@@ -670,7 +676,7 @@ pub fn serve(
     };
     // The state moves into the loop's future once (not kept twice, as the
     // arguments of an async fn are next to what is moved out of them).
-    serve_loop(c, px, peer, activity, max_head)
+    serve_loop(c, px, peer, activity, max_head, hand_over)
 }
 
 /// Alternates between the request loop and waiting while idle. The request
@@ -678,24 +684,35 @@ pub fn serve(
 /// is boxed and freed each time the connection goes idle with nothing
 /// buffered, so an idle keep-alive connection holds only its [`Client`]
 /// and this small future (nginx frees its buffers while idle the same way).
-async fn serve_loop(
+/// An async block, not an async fn: the state holds the client once, not
+/// once as passed and once as moved in (rust-lang/rust#62958); and the
+/// hand-over's future is boxed, not beside the loop's.
+#[allow(clippy::manual_async_fn)] // an async fn would hold its arguments twice (see above)
+fn serve_loop<H, F>(
     mut c: Client,
     px: Arc<Proxy>,
     peer: Peer,
     activity: Arc<Activity>,
     max_head: usize,
-) -> Option<HandOver> {
-    // The first bytes are there already (the accept waited for them).
-    let mut served = false;
-    loop {
-        match Box::pin(run(c, &px, peer, &activity, max_head, served)).await {
-            Ran::Idle(back) => c = back,
-            Ran::HandOver(h) => return Some(h),
-            Ran::Closed => return None,
-        }
-        served = true;
-        if !c.idle().await {
-            return None;
+    hand_over: H,
+) -> impl Future<Output = ()> + Send
+where
+    H: FnOnce(HandOver) -> F + Send,
+    F: Future<Output = ()> + Send,
+{
+    async move {
+        // The first bytes are there already (the accept waited for them).
+        let mut served = false;
+        loop {
+            match Box::pin(run(c, &px, peer, &activity, max_head, served)).await {
+                Ran::Idle(back) => c = back,
+                Ran::HandOver(h) => return Box::pin(hand_over(h)).await,
+                Ran::Closed => return,
+            }
+            served = true;
+            if !c.idle().await {
+                return;
+            }
         }
     }
 }
