@@ -377,10 +377,14 @@ impl<T> Conn<T> {
 }
 
 impl Conn<tokio::net::TcpStream> {
-    /// Waits until the socket has bytes to read or is closed, reading
-    /// nothing: a connection idle between requests waits here.
-    pub async fn readable(&self) -> io::Result<()> {
-        self.io.readable().await
+    /// Ready when the socket has bytes to read or is closed, reading
+    /// nothing: a connection idle between requests waits here. A poll, not
+    /// tokio's `readable()` future: that one carries a waiter node (~150
+    /// bytes in the idle connection's state); this registers the waker in
+    /// the socket's own read slot (this connection's task is its only
+    /// reader).
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io.poll_read_ready(cx)
     }
 }
 

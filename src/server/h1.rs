@@ -703,17 +703,21 @@ where
     async move {
         // The first bytes are there already (the accept waited for them).
         let mut served = false;
-        loop {
+        // The hand-over is awaited after the loop: awaited in a match arm,
+        // it would keep the matched `Ran` (200 bytes) in this future's
+        // state, idle connections included.
+        let h = loop {
             match Box::pin(run(c, &px, peer, &activity, max_head, served)).await {
                 Ran::Idle(back) => c = back,
-                Ran::HandOver(h) => return Box::pin(hand_over(h)).await,
+                Ran::HandOver(h) => break h,
                 Ran::Closed => return,
             }
             served = true;
             if !c.idle().await {
                 return;
             }
-        }
+        };
+        Box::pin(hand_over(h)).await
     }
 }
 
@@ -846,7 +850,7 @@ impl Client {
         tokio::select! {
             biased;
             // An error shows again at the read, which closes the connection.
-            _ = self.io.readable() => true,
+            _ = poll_fn(|cx| self.io.poll_readable(cx)) => true,
             e = self.watchdog.expired() => {
                 log_expired(e);
                 false
