@@ -286,6 +286,8 @@ to_ms() { # wrk's "245.00us" / "1.23ms" / "1.02s" in ms
 run_wrk() {
     local out rps p99 errs
     out=$(taskset -c 0 wrk -t1 -c"$WRK_CONNS" -d"${DURATION}s" --timeout "$WRK_TIMEOUT" --latency -H "Host: $HOST" "http://127.0.0.1:$1/" 2>&1) || true
+    # WRK_LOG=FILE: wrk's whole output (the latency distribution) appended.
+    [[ -z ${WRK_LOG:-} ]] || echo "$out" >>"$WRK_LOG"
     rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")
     p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
     errs=$(awk -F'[ ,]+' '/Socket errors:/ { s += $5 + $7 + $9 + $11 } /Non-2xx or 3xx responses:/ { s += $NF } END { print s + 0 }' <<<"$out")

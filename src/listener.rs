@@ -27,6 +27,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::unconstrained;
 use tokio_util::task::TaskTracker;
 
 /// Something that accepts connections.
@@ -72,20 +73,53 @@ pub async fn serve<L, H, F>(
     listener: L,
     slots: Slots,
     tracker: TaskTracker,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     handle: H,
 ) where
     L: Listen,
     H: Fn(L::Conn, L::Peer, OwnedSemaphorePermit) -> F + Send + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
+    accept_loop(
+        name,
+        listener,
+        slots,
+        tracker,
+        shutdown,
+        handle,
+        ACCEPT_BATCH,
+    )
+    .await;
+}
+
+/// [`serve`], letting the tasks run after each `batch` connections.
+async fn accept_loop<L, H, F>(
+    name: &'static str,
+    listener: L,
+    slots: Slots,
+    tracker: TaskTracker,
+    mut shutdown: watch::Receiver<bool>,
+    handle: H,
+    batch: u32,
+) where
+    L: Listen,
+    H: Fn(L::Conn, L::Peer, OwnedSemaphorePermit) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut in_turn = 0;
     loop {
+        // Out of tokio's cooperative budget (128 operations a turn): a
+        // crowd connecting at once is taken from the kernel's backlog in
+        // batches of ACCEPT_BATCH, not 128 at a time between turns of every
+        // connection already served. A backlog left to fill overflows, and a
+        // client whose handshake the kernel then dropped waits seconds for
+        // its retransmission.
         let permit = tokio::select! {
-            p = slots.0.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            p = unconstrained(slots.0.clone().acquire_owned()) => match p { Ok(p) => p, Err(_) => return },
             _ = shutdown.changed() => return,
         };
         let (conn, peer) = tokio::select! {
-            r = listener.accept() => match r {
+            r = unconstrained(listener.accept()) => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -97,8 +131,20 @@ pub async fn serve<L, H, F>(
             _ = shutdown.changed() => return,
         };
         tracker.spawn(handle(conn, peer, permit));
+        in_turn += 1;
+        if in_turn >= batch {
+            // The connections accepted get their turn.
+            in_turn = 0;
+            tokio::task::yield_now().await;
+        }
     }
 }
+
+/// Connections a listener accepts before it lets the others run, when the
+/// kernel's backlog holds that many (HAProxy's `tune.maxaccept` is 64 per
+/// listener and event-loop pass; a tokio turn costs more than a pass, so
+/// more here).
+const ACCEPT_BATCH: u32 = 512;
 
 /// Serves one HTTP/1.1 connection: the client has `header_timeout` for each
 /// request head (and for the next one on an idle keep-alive connection); at
@@ -135,4 +181,66 @@ pub async fn http1<I, S, B>(
         _ = shutdown.changed() => conn.as_mut().graceful_shutdown(),
     }
     let _ = conn.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A crowd already in the backlog is accepted in batches: the first
+    /// connection's handler runs only after `batch` accepts (not after
+    /// tokio's budget of 128), and every connection is served.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_crowd_in_the_backlog_is_accepted_in_batches() {
+        const CROWD: usize = 300;
+        const BATCH: u32 = 200;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1024).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Every handshake completes in the kernel before the first accept.
+        let mut clients = Vec::new();
+        for _ in 0..CROWD {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let seen_first = Arc::new(AtomicUsize::new(usize::MAX));
+        let (_stop, shutdown) = watch::channel(false);
+        let tracker = TaskTracker::new();
+        let (a, s) = (accepted.clone(), seen_first.clone());
+        let handle = move |mut conn: TcpStream, _, _permit| {
+            a.fetch_add(1, Ordering::SeqCst);
+            let (a, s) = (a.clone(), s.clone());
+            // The first handler to run notes how many were accepted by then.
+            async move {
+                let _ = s.compare_exchange(
+                    usize::MAX,
+                    a.load(Ordering::SeqCst),
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+                let _ = conn.write_all(b"ok").await;
+            }
+        };
+        tokio::spawn(accept_loop(
+            "test",
+            listener,
+            Slots::new(CROWD * 2),
+            tracker,
+            shutdown,
+            handle,
+            BATCH,
+        ));
+        for mut c in clients {
+            let mut buf = Vec::new();
+            c.read_to_end(&mut buf).await.unwrap();
+            assert_eq!(buf, b"ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), CROWD);
+        assert_eq!(seen_first.load(Ordering::SeqCst), BATCH as usize);
+    }
 }

@@ -87,12 +87,13 @@ pub struct Listeners {
 pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
     // First: a bad dashboard token file stops the start before anything binds.
     let dashboard = dashboard::bind(&config.admin).await?;
+    let backlog = proxy_backlog(config.server.max_connections);
     let http = match config.server.http {
-        Some(a) => Some(bind_tcp(a).await?),
+        Some(a) => Some(bind_tcp(a, backlog).await?),
         None => None,
     };
     let https = match config.server.https {
-        Some(a) => Some(bind_tcp(a).await?),
+        Some(a) => Some(bind_tcp(a, backlog).await?),
         None => None,
     };
     let admin = socket::bind(&config.admin.socket).map_err(|source| ServerError::Bind {
@@ -100,7 +101,7 @@ pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
         source,
     })?;
     let metrics = match &config.metrics {
-        Some(m) => Some(bind_tcp(m.listen).await?),
+        Some(m) => Some(bind_tcp(m.listen, METRICS_BACKLOG).await?),
         None => None,
     };
     Ok(Listeners {
@@ -113,7 +114,23 @@ pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
     })
 }
 
-async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+/// The metrics listener's backlog: a scraper or two, not a crowd.
+const METRICS_BACKLOG: u32 = 128;
+
+/// The proxy listeners' accept backlog: as deep as the connections the
+/// listener may hold (`max_connections`), so that a crowd connecting at once
+/// (a restart of every client, a burst) queues in the kernel instead of
+/// overflowing it. An overflow drops the handshake's last ACK, and the
+/// client, which believes itself connected and has sent its request, waits
+/// for the retransmitted SYN-ACK: one, three, seven seconds. The kernel caps
+/// the value at `net.core.somaxconn` (4096 on current kernels).
+fn proxy_backlog(max_connections: usize) -> u32 {
+    u32::try_from(max_connections)
+        .unwrap_or(u32::MAX)
+        .clamp(1024, 65_535)
+}
+
+async fn bind_tcp(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServerError> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()
     } else {
@@ -123,7 +140,7 @@ async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ServerError> {
         s.set_reuseaddr(true)?;
         s.set_nodelay(true)?;
         s.bind(addr)?;
-        s.listen(1024)
+        s.listen(backlog)
     };
     socket.and_then(bind).map_err(|source| ServerError::Bind {
         addr: addr.to_string(),
