@@ -195,10 +195,10 @@ async fn a_reload_reads_only_the_pools_and_routes_an_edit_touched() {
     let edited = format!("# edited\n{routed}");
     reload(&edited);
     assert_eq!(reloads_logged(&p), [true, true, true]);
-    // 300 pools no route names yet, added at the end: too many sections
+    // 600 pools no route names yet, added at the end: too many sections
     // for one region, matched section by section.
     let mut spare = edited.clone();
-    for i in 0..300 {
+    for i in 0..600 {
         spare.push_str(&format!(
             "\n[pools.spare{i}.versions.v]\nweight = 1\nbackends = [\"{}\"]\n",
             green.addr
@@ -206,7 +206,7 @@ async fn a_reload_reads_only_the_pools_and_routes_an_edit_touched() {
     }
     reload(&spare);
     assert_eq!(reloads_logged(&p), [true, true, true, true]);
-    // Two edits 300 sections apart: a route among the routes, its pool at
+    // Two edits 600 sections apart: a route among the routes, its pool at
     // the end of the file.
     let far = spare.replacen(
         "\n[pools.app]\n",
@@ -233,13 +233,21 @@ async fn a_reload_reads_only_the_pools_and_routes_an_edit_touched() {
         .await
         .unwrap();
     assert_eq!(r.body, "blue\n");
+    // Every spare pool's weight and the far one's changed at once, in
+    // place: 1 202 sections, more than a diff takes, read one by one.
+    let every = headed.replace("weight = 1\n", "weight = 2\n");
+    assert_eq!(every.matches("weight = 2\n").count(), 601);
+    reload(&every);
+    assert_eq!(reloads_logged(&p), [true; 7]);
+    assert_eq!(p.weights("far").await["v"], 2);
+    assert_eq!(p.weights("spare599").await["v"], 2);
     // A pool written as a root key: the whole file is read.
     reload(&format!(
         "pools.z.versions.v = {{ weight = 1, backends = [\"127.0.0.1:9\"] }}\n{routed}"
     ));
     assert_eq!(
         reloads_logged(&p),
-        [true, true, true, true, true, true, false]
+        [true, true, true, true, true, true, true, false]
     );
     assert_eq!(c.get("new.test", "/").await.unwrap().status, 200);
     assert_eq!(p.weights("app").await["green"], 100);

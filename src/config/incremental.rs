@@ -18,12 +18,15 @@
 //! sections and no route sub-table (`[routes.x]`), and reads on its own, it
 //! is the one hunk of the edit. Otherwise (two edits far apart, a route's
 //! sub-table, say) the new text is indexed whole and its sections matched
-//! with the old ones by their text (a Myers diff over sections); the runs
-//! that differ are the hunks, grown over matched sections until each route
-//! (its `[[routes]]` and the sub-tables after it, wherever they are) is
-//! either all matched or all in one hunk, on both sides, when they hold at
-//! most [`MAX_DIFF`] sections. Then each pool with a section in a hunk, before or after the
-//! edit, is read again from all its sections (a small document of
+//! with the old ones by their text: each with the one at its place when the
+//! edit is in place (as many sections, and no other match could leave fewer
+//! unmatched: a weight changed in every pool, say), otherwise by a Myers
+//! diff over sections. The runs that differ are the hunks, grown over
+//! matched sections until each route (its `[[routes]]` and the sub-tables
+//! after it, wherever they are) is either all matched or all in one hunk,
+//! on both sides; those of a diff must hold at most [`MAX_DIFF`] sections.
+//! Then each pool with a section in a hunk, before or after the edit, is
+//! read again from all its sections (a small document of
 //! `[pools.NAME...]` sections, validated like the file's; a pool with no
 //! section left is removed, a new name added); the routes of the hunks'
 //! `[[routes]]` sections are read, validated and put in the place of the
@@ -33,7 +36,7 @@
 //! again (its middlewares declared, `[acme]` and `server.https` there if
 //! it needs them). The running config is taken with those parts replaced.
 //! Anything else (a text that does not parse, a file whose pools or routes
-//! are not all in their own sections, too many sections changed) gets the
+//! are not all in their own sections, too many sections changed by a diff) gets the
 //! full parse, which also reports the
 //! errors: this path never reports one, it just gives up.
 //!
@@ -98,8 +101,9 @@ const ROUTE_PART: u32 = u32::MAX - 2;
 const MAX_REGION: usize = 256;
 /// Most bytes a region may have.
 const MAX_REGION_BYTES: usize = 256 * 1024;
-/// Most sections the runs of a section match may have, old and new
-/// together, and most bytes of new text.
+/// Most sections the runs of a diff may have, old and new together, and
+/// most bytes of new text. An edit in place has no such limit: its sections
+/// read one by one cost less than the whole text (README, Performance).
 const MAX_DIFF: usize = 1024;
 const MAX_DIFF_BYTES: usize = 1024 * 1024;
 /// How long the section match may search for a short edit script: past
@@ -156,6 +160,21 @@ impl Index {
 
     fn id(&self, name: &str) -> Option<u32> {
         (0..self.names_end.len() as u32).find(|&i| self.name(i) == name)
+    }
+
+    /// [`Index::id`] for `lookups` names: a search of the names each time
+    /// for a few, a map of them for many (an edit to every pool).
+    fn finder(&self, lookups: usize) -> impl FnMut(&str) -> Option<u32> + '_ {
+        let map: Option<HashMap<&str, u32, foldhash::fast::RandomState>> =
+            (lookups > 16).then(|| {
+                (0..self.names_end.len() as u32)
+                    .map(|i| (self.name(i), i))
+                    .collect()
+            });
+        move |name| match &map {
+            Some(map) => map.get(name).copied(),
+            None => self.id(name),
+        }
     }
 }
 
@@ -316,22 +335,36 @@ fn diff(ix: &Index, old: &str, nix: &Index, new: &str) -> Option<Vec<Hunk>> {
         *count.entry(t).or_default() -= 1;
     }
     let unmatched: u64 = count.values().map(|c| c.unsigned_abs()).sum();
-    if unmatched > MAX_DIFF as u64 {
-        return None;
-    }
     drop(count);
-    let deadline = Instant::now() + MAX_DIFF_TIME;
-    let ops = similar::capture_diff_slices_deadline(
-        similar::Algorithm::Myers,
-        &olds,
-        &news,
-        Some(deadline),
-    );
     // The sections matched, as (old, new) pairs in order.
-    let mut pairs: Vec<(usize, usize)> = Vec::with_capacity(olds.len().min(news.len()));
-    for op in &ops {
-        if let (similar::DiffTag::Equal, o, n) = op.as_tag_tuple() {
-            pairs.extend(o.zip(n));
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    // Edits in place (sections changed, none added, removed or moved: a
+    // weight changed in every pool, say): each section matched with the
+    // one at its place, when no match can leave fewer sections unmatched
+    // (those only one text has, counted above).
+    let in_place = olds.len() == news.len() && {
+        pairs = (0..olds.len())
+            .filter(|&i| olds[i] == news[i])
+            .map(|i| (i, i))
+            .collect();
+        2 * (olds.len() - pairs.len()) as u64 == unmatched
+    };
+    if !in_place {
+        if unmatched > MAX_DIFF as u64 {
+            return None;
+        }
+        let deadline = Instant::now() + MAX_DIFF_TIME;
+        let ops = similar::capture_diff_slices_deadline(
+            similar::Algorithm::Myers,
+            &olds,
+            &news,
+            Some(deadline),
+        );
+        pairs = Vec::with_capacity(olds.len().min(news.len()));
+        for op in &ops {
+            if let (similar::DiffTag::Equal, o, n) = op.as_tag_tuple() {
+                pairs.extend(o.zip(n));
+            }
         }
     }
     // Each route read whole: a route (its `[[routes]]` and the sub-tables
@@ -357,7 +390,7 @@ fn diff(ix: &Index, old: &str, nix: &Index, new: &str) -> Option<Vec<Hunk>> {
         count += h.old.len() + h.new.len();
         bytes += h.new.clone().map(|i| news[i].len()).sum::<usize>();
     }
-    (count <= MAX_DIFF && bytes <= MAX_DIFF_BYTES).then_some(hunks)
+    (in_place || (count <= MAX_DIFF && bytes <= MAX_DIFF_BYTES)).then_some(hunks)
 }
 
 /// The runs of sections between matched pairs: the hunks.
@@ -483,15 +516,17 @@ fn reread_pools(
     // The touched pools, as ids of the new index; those it has no section
     // of went.
     let mut touched: Vec<u32> = Vec::new();
-    let mut gone: Vec<&str> = Vec::new();
+    let mut olds: Vec<&str> = Vec::new();
     for h in hunks {
         touched.extend(pools(nix, &h.new));
-        for id in pools(ix, &h.old) {
-            let name = ix.name(id);
-            match nix.id(name) {
-                Some(id) => touched.push(id),
-                None => gone.push(name),
-            }
+        olds.extend(pools(ix, &h.old).into_iter().map(|id| ix.name(id)));
+    }
+    let mut gone: Vec<&str> = Vec::new();
+    let mut find = nix.finder(olds.len());
+    for name in olds {
+        match find(name) {
+            Some(id) => touched.push(id),
+            None => gone.push(name),
         }
     }
     touched.sort_unstable();

@@ -1004,17 +1004,51 @@ fn edits_far_apart_are_read_by_sections() {
         1,
     );
     assert!(reread(&part, &taken));
+}
+
+#[test]
+fn edits_in_place_are_read_by_sections_however_many() {
+    let text = many_pools(300);
     let big = many_pools(600);
     let big_part = format!("{big}[routes.headers]\nx-a = \"1\"\n");
-    assert!(!reread(
-        &big_part,
-        &big_part.replacen("host = \"p599.test\"", "host = \"q.test\"", 1)
-    ));
-    // An edit of every pool: 600 sections matched, taken; 1 200 are too
-    // many, the whole file is read.
+    let far_host = big_part.replacen("host = \"p599.test\"", "host = \"q.test\"", 1);
+    // In place: the last route and its sub-table 601 sections apart, and
+    // every pool between them, read by sections.
+    assert!(by_sections(&big_part, &far_host));
+    assert!(reread(&big_part, &far_host));
+    // With a route added at the top too, no longer in place: the run that
+    // holds the last route whole is too long for the diff, the whole file
+    // is read.
+    let added = far_host.replacen(
+        "\n[[routes]]",
+        "\n[[routes]]\nhost = \"new.test\"\npool = \"p0\"\n\n[[routes]]",
+        1,
+    );
+    assert!(Config::from_toml_str(&added).is_ok());
+    assert!(!reread(&big_part, &added));
+    // An edit of every pool, in place: taken, 300 or 600 sections.
     assert!(reread(&text, &text.replace("weight = 1", "weight = 2")));
-    let all = many_pools(600).replace("weight = 1", "weight = 2");
-    assert!(!reread(&many_pools(600), &all));
+    let all = big.replace("weight = 1", "weight = 2");
+    assert!(by_sections(&big, &all));
+    assert!(reread(&big, &all));
+    // Every pool and a pool added: not in place, and 1 201 sections only
+    // one text has are too many for the diff.
+    let grown =
+        format!("{all}\n[pools.extra.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n");
+    assert!(Config::from_toml_str(&grown).is_ok());
+    assert!(!by_sections(&big, &grown));
+    assert!(!reread(&big, &grown));
+    // Two sections that trade places keep the count, but are not an edit
+    // in place: the diff matches them.
+    let a = "\n[pools.p1.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n";
+    let b = "\n[pools.p2.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n";
+    let traded = big
+        .replacen(a, "@A@", 1)
+        .replacen(b, a, 1)
+        .replacen("@A@", b, 1);
+    assert_ne!(traded, big);
+    assert!(by_sections(&big, &traded));
+    assert!(reread(&big, &traded));
 }
 
 #[test]
