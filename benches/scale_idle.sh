@@ -19,8 +19,10 @@
 #            CHANGE=part: pool p<N> and a route's sub-table (a last route
 #            with [routes.headers], there in this mode only) change.
 #            CHANGE=full: every pool's green weight changes (10 and 11 in
-#            turn): too many sections for the section match, every reload
-#            parses and validates the whole file
+#            turn): an edit in place, each section read at its place.
+#            CHANGE=whole: the same, and a pool added (then removed) at
+#            the end: not in place, too many sections for the diff, every
+#            reload reads the whole file (section by section when it can)
 #   state:   GET /v1/state and GET /v1/state?pool=p0 through the admin socket
 #            (size, time)
 #
@@ -33,7 +35,8 @@
 #        CHANGE=route benches/scale_idle.sh   (each reload changes one route)
 #        CHANGE=far benches/scale_idle.sh     (each reload changes two pools far apart)
 #        CHANGE=part benches/scale_idle.sh    (each reload changes a pool and a route's sub-table)
-#        CHANGE=full benches/scale_idle.sh    (each reload changes every pool: a whole read)
+#        CHANGE=full benches/scale_idle.sh    (each reload changes every pool, in place)
+#        CHANGE=whole benches/scale_idle.sh   (every pool and a pool added or removed: a whole read)
 #        ENV="MALLOC_ARENA_MAX=2" benches/scale_idle.sh   (extra environment for switchyard)
 # Output: a summary on stdout and in bench-results/scale-idle-<date>.txt.
 
@@ -43,8 +46,8 @@ ROUTES=${ROUTES:-10000}
 RELOADS=${RELOADS:-10}
 CHANGE=${CHANGE:-0}
 case $CHANGE in
-    0 | 1 | route | far | part | full) ;;
-    *) echo "scale_idle.sh: CHANGE must be 0, 1, route, far, part or full (got '$CHANGE')" >&2 && exit 1 ;;
+    0 | 1 | route | far | part | full | whole) ;;
+    *) echo "scale_idle.sh: CHANGE must be 0, 1, route, far, part, full or whole (got '$CHANGE')" >&2 && exit 1 ;;
 esac
 EXTRA_ENV=${ENV:-}
 
@@ -134,14 +137,16 @@ CONFIG=$WORK/switchyard.toml
 # gen_config CHANGED: the config, with pool pCHANGED's blue at weight 80
 # (CHANGE=1; CHANGE=far: pool p(ROUTES-1-CHANGED)'s too; CHANGE=part: and a
 # last route's [routes.headers] on CHANGED), or route CHANGED on path_prefix
-# "/v2" (CHANGE=route), or every green at 10 + CHANGED % 2 (CHANGE=full).
+# "/v2" (CHANGE=route), or every green at 10 + CHANGED % 2 (CHANGE=full;
+# CHANGE=whole: and pool extra at the end when CHANGED is odd).
 gen_config() {
-    local pool=-1 far=-1 route=-1 green=10
+    local pool=-1 far=-1 route=-1 green=10 extra=0
     case $CHANGE in
         1 | part) pool=$1 ;;
         route) route=$1 ;;
         far) pool=$1 far=$((ROUTES - 1 - $1)) ;;
         full) ((${1} < 0)) || green=$((10 + $1 % 2)) ;;
+        whole) ((${1} < 0)) || green=$((10 + $1 % 2)) extra=$(($1 % 2)) ;;
     esac
     cat <<EOF
 [server]
@@ -164,6 +169,9 @@ EOF
             printf "\n[pools.p%d.versions.green]\nweight = %d\nbackends = [\"%s\"]\n", i, green, origin
         }
     }'
+    if ((extra)); then
+        printf '\n[pools.extra.versions.v]\nweight = 1\nbackends = ["127.0.0.1:%s"]\n' "$DEAD_PORT"
+    fi
     if [[ $CHANGE == part ]]; then
         printf '\n[[routes]]\nhost = "canary.test"\npool = "p0"\n[routes.headers]\nX-Canary = "%s"\n' "$1"
     fi
@@ -237,7 +245,9 @@ RESULT=$ROOT/bench-results/scale-idle-$(date +%Y%m%d-%H%M%S).txt
     elif [[ $CHANGE == part ]]; then
         echo "# each reload: the file changed (a pool and a route's sub-table: sections matched)"
     elif [[ $CHANGE == full ]]; then
-        echo "# each reload: the file changed (every pool's green weight: the whole file parsed)"
+        echo "# each reload: the file changed (every pool's green weight: an edit in place)"
+    elif [[ $CHANGE == whole ]]; then
+        echo "# each reload: the file changed (every pool's green weight, a pool added or removed: a whole read)"
     else
         echo "# each reload: the same file"
     fi

@@ -119,6 +119,14 @@ async fn reload_applies_a_good_file_and_keeps_the_table_on_a_bad_one() {
 /// The proxy's `config reloaded` lines, ANSI colours taken out: whether
 /// each read only what changed (`incremental=true`).
 fn reloads_logged(p: &Proxy) -> Vec<bool> {
+    reload_lines(p)
+        .iter()
+        .map(|l| l.contains("incremental=true"))
+        .collect()
+}
+
+/// The proxy's `config reloaded` lines, ANSI colours taken out.
+fn reload_lines(p: &Proxy) -> Vec<String> {
     let log = p.log();
     let mut plain = String::new();
     let mut chars = log.chars();
@@ -137,7 +145,7 @@ fn reloads_logged(p: &Proxy) -> Vec<bool> {
     plain
         .lines()
         .filter(|l| l.contains("config reloaded"))
-        .map(|l| l.contains("incremental=true"))
+        .map(str::to_owned)
         .collect()
 }
 
@@ -241,14 +249,31 @@ async fn a_reload_reads_only_the_pools_and_routes_an_edit_touched() {
     assert_eq!(reloads_logged(&p), [true; 7]);
     assert_eq!(p.weights("far").await["v"], 2);
     assert_eq!(p.weights("spare599").await["v"], 2);
+    // And a pool added too: not in place, too many sections for a diff.
+    // The whole text is read, section by section.
+    let grown = format!(
+        "{every}\n[pools.grown.versions.v]\nweight = 1\nbackends = [\"{}\"]\n",
+        blue.addr
+    )
+    .replace("weight = 2\n", "weight = 3\n");
+    reload(&grown);
+    let last = reload_lines(&p).pop().unwrap();
+    assert!(
+        last.contains("incremental=false") && last.contains("whole_by_sections=true"),
+        "{last}"
+    );
+    assert_eq!(p.weights("far").await["v"], 3);
+    assert_eq!(p.weights("grown").await["v"], 1);
     // A pool written as a root key: the whole file is read.
     reload(&format!(
         "pools.z.versions.v = {{ weight = 1, backends = [\"127.0.0.1:9\"] }}\n{routed}"
     ));
     assert_eq!(
         reloads_logged(&p),
-        [true, true, true, true, true, true, true, false]
+        [true, true, true, true, true, true, true, false, false]
     );
+    let last = reload_lines(&p).pop().unwrap();
+    assert!(last.contains("whole_by_sections=false"), "{last}");
     assert_eq!(c.get("new.test", "/").await.unwrap().status, 200);
     assert_eq!(p.weights("app").await["green"], 100);
 }

@@ -122,6 +122,8 @@ pub struct ConfigSource {
     base: PathBuf,
     index: Option<Index>,
     incremental: bool,
+    /// Read whole, but section by section ([`ConfigSource::read`]).
+    whole_by_sections: bool,
 }
 
 struct Index {
@@ -200,7 +202,38 @@ impl ConfigSource {
             base: base.to_owned(),
             index,
             incremental: false,
+            whole_by_sections: false,
         }
+    }
+
+    /// The config `text` gives, read section by section: what the root
+    /// and the other sections make, read together; each pool from its own
+    /// sections; the routes, validated against them. The same config as
+    /// the full parse (the argument is the module's: this is an edit whose
+    /// one hunk is the whole text, from an empty one), at less cost: many
+    /// small documents read faster than one big one, and the transient is
+    /// that of one pool. `Err` gives the text back for the full parse (a
+    /// text that does not split cleanly into sections, or with any error:
+    /// the full parse reports it).
+    pub fn read(text: String, base: &Path) -> Result<(Config, ConfigSource), String> {
+        match read_by_sections(&text, base) {
+            Some((config, index)) => Ok((
+                config,
+                ConfigSource {
+                    text,
+                    base: base.to_owned(),
+                    index: Some(index),
+                    incremental: false,
+                    whole_by_sections: true,
+                },
+            )),
+            None => Err(text),
+        }
+    }
+
+    /// Read whole, section by section ([`ConfigSource::read`]).
+    pub fn whole_by_sections(&self) -> bool {
+        self.whole_by_sections
     }
 
     /// The text.
@@ -243,67 +276,106 @@ impl ConfigSource {
         }
     }
 
-    /// The config `new_text` gives, when it differs from this source's text
-    /// only inside sections of pools and whole routes: `running`
-    /// (the config this source's text gave) with those pools and routes
-    /// read again, and the new text's source. `Err` gives the text back: it
-    /// needs the full parse.
+    /// The config `new_text` gives, read section by section, and the new
+    /// text's source. When it differs from this source's text only inside
+    /// sections of pools, whole routes or the other sections: `running`
+    /// (the config this source's text gave) with those parts read again
+    /// ([`ConfigSource::incremental`]). Otherwise the whole text, when it
+    /// splits cleanly into sections ([`ConfigSource::read`]). `Err` gives
+    /// the text back: it needs the full parse.
     pub fn reparse(
         &self,
         running: &Config,
         new_text: String,
     ) -> Result<(Config, ConfigSource), String> {
-        match self.try_reparse(running, &new_text) {
+        let (read, incremental) = match self.try_reparse(running, &new_text) {
+            Ok(read) => (Some(read), true),
+            // The new text's index, when the section match made it.
+            Err(nix) => {
+                let nix = nix.or_else(|| build_index(&new_text));
+                let read = nix.and_then(|nix| read_indexed(&new_text, &self.base, nix));
+                (read, false)
+            }
+        };
+        match read {
             Some((config, index)) => Ok((
                 config,
                 ConfigSource {
                     text: new_text,
                     base: self.base.clone(),
                     index: Some(index),
-                    incremental: true,
+                    incremental,
+                    whole_by_sections: !incremental,
                 },
             )),
             None => Err(new_text),
         }
     }
 
-    fn try_reparse(&self, running: &Config, new: &str) -> Option<(Config, Index)> {
-        let ix = self.index.as_ref()?;
-        u32::try_from(new.len()).ok()?;
-        if new == self.text {
-            return None;
+    /// The edit read incrementally, or the new text's index when the
+    /// section match made one and could not take the edit.
+    fn try_reparse(&self, running: &Config, new: &str) -> Result<(Config, Index), Option<Index>> {
+        let Some(ix) = self.index.as_ref() else {
+            return Err(None);
+        };
+        if u32::try_from(new.len()).is_err() || new == self.text {
+            return Err(None);
         }
         // One region when the edit makes one; otherwise (or when its
         // routes need a sub-table outside it) the section match.
-        Region::find(ix, &self.text, new)
-            .and_then(|r| {
-                let (nix, hunk) = r.index(ix, self.text.len(), new)?;
-                let config = apply(running, &self.base, ix, new, &nix, &[hunk])?;
-                Some((config, nix))
-            })
-            .or_else(|| self.by_sections(running, new))
+        let region = Region::find(ix, &self.text, new).and_then(|r| {
+            let (nix, hunk) = r.index(ix, self.text.len(), new)?;
+            let config = apply(running, &self.base, ix, new, &nix, &[hunk])?;
+            Some((config, nix))
+        });
+        if let Some(read) = region {
+            return Ok(read);
+        }
+        let nix = build_index(new).ok_or(None)?;
+        match self.by_sections(running, new, &nix) {
+            Some(config) => Ok((config, nix)),
+            None => Err(Some(nix)),
+        }
     }
 
-    /// The edit read section by section: the new text indexed whole, its
-    /// sections matched with the old ones by their text, and the runs that
-    /// differ (several edits far apart, say) read again.
-    fn by_sections(&self, running: &Config, new: &str) -> Option<(Config, Index)> {
+    /// The edit read section by section: the new text indexed whole
+    /// (`nix`), its sections matched with the old ones by their text, and
+    /// the runs that differ (several edits far apart, say) read again.
+    fn by_sections(&self, running: &Config, new: &str, nix: &Index) -> Option<Config> {
         let ix = self.index.as_ref()?;
-        let nix = build_index(new)?;
-        let hunks = diff(ix, &self.text, &nix, new)?;
+        let hunks = diff(ix, &self.text, nix, new)?;
         if hunks.is_empty() {
             return None;
         }
-        let config = apply(running, &self.base, ix, new, &nix, &hunks)?;
-        Some((config, nix))
+        apply(running, &self.base, ix, new, nix, &hunks)
     }
 
     /// [`ConfigSource::reparse`] that skips the region and goes straight to
     /// the section match, for tests.
     #[cfg(test)]
     pub(super) fn reparse_by_sections(&self, running: &Config, new: &str) -> Option<Config> {
-        self.by_sections(running, new).map(|(config, _)| config)
+        self.by_sections(running, new, &build_index(new)?)
     }
+}
+
+/// [`ConfigSource::read`]: the text as an edit of an empty one, all of it
+/// one hunk.
+fn read_by_sections(text: &str, base: &Path) -> Option<(Config, Index)> {
+    u32::try_from(text.len()).ok()?;
+    read_indexed(text, base, build_index(text)?)
+}
+
+/// [`read_by_sections`] with the text's index, `nix`.
+fn read_indexed(text: &str, base: &Path, nix: Index) -> Option<(Config, Index)> {
+    u32::try_from(text.len()).ok()?;
+    let ix = build_index("")?;
+    let empty = Config::from_toml_str_in("", base).ok()?;
+    let hunk = Hunk {
+        old: 0..ix.sections.len(),
+        new: 0..nix.sections.len(),
+    };
+    let config = apply(&empty, base, &ix, text, &nix, &[hunk])?;
+    Some((config, nix))
 }
 
 /// Each section's text.

@@ -531,7 +531,25 @@ impl Config {
     }
 
     /// [`Config::from_file_text`], and the text indexed for the next reload.
+    /// The text is read section by section when it can be
+    /// ([`ConfigSource::read`]: the same config, sooner), and parsed whole
+    /// otherwise, which also reports its errors.
     pub fn parse_source(path: &Path, text: String) -> Result<(Config, ConfigSource), ConfigError> {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let text = match ConfigSource::read(text, base) {
+            Ok(read) => return Ok(read),
+            Err(text) => text,
+        };
+        let config = Config::from_file_text(path, &text)?;
+        Ok((config, ConfigSource::index(text, base)))
+    }
+
+    /// [`Config::parse_source`] parsing the whole text (never section by
+    /// section).
+    pub fn parse_source_whole(
+        path: &Path,
+        text: String,
+    ) -> Result<(Config, ConfigSource), ConfigError> {
         let config = Config::from_file_text(path, &text)?;
         let base = path.parent().unwrap_or(Path::new("."));
         Ok((config, ConfigSource::index(text, base)))
@@ -602,6 +620,22 @@ impl Config {
         *notify = notify.clone();
         *docker = docker.clone();
         *middlewares = middlewares.clone();
+    }
+
+    /// Takes `old`'s pools (and routes) where they are equal to this
+    /// config's, as [`Config::share_unchanged`] does, and copies nothing
+    /// else: for a config read on the calling thread.
+    pub fn share_equal(&mut self, old: &Config) {
+        if *self.routes == *old.routes {
+            self.routes = old.routes.clone();
+        }
+        for (name, pool) in self.pools.iter_mut() {
+            if let Some(o) = old.pools.get(name) {
+                if **o == **pool {
+                    *pool = o.clone();
+                }
+            }
+        }
     }
 
     /// What is valid but probably not meant: `switchyard check` prints these

@@ -627,6 +627,7 @@ fn reread(old: &str, new: &str) -> bool {
     let running = Config::from_toml_str(old).expect("the old text is valid");
     let source = ConfigSource::index(old.to_owned(), Path::new(""));
     let full = Config::from_toml_str(new);
+    read_whole(new, &full);
     if let Some(config) = source.reparse_by_sections(&running, new) {
         let full = full.as_ref().unwrap_or_else(|d| {
             panic!("the section match took a text the full parse refuses ({d:?}):\n{new}")
@@ -640,19 +641,66 @@ fn reread(old: &str, new: &str) -> bool {
             });
             assert_eq!(config, full, "edit of:\n{new}");
             assert_eq!(next.text(), new);
-            assert!(next.incremental());
+            assert!(next.incremental() != next.whole_by_sections());
             assert_eq!(
                 next.layout(),
                 ConfigSource::index(new.to_owned(), Path::new("")).layout(),
                 "the moved index is not the new text's:\n{new}"
             );
-            true
+            next.incremental()
         }
         Err(back) => {
             assert_eq!(back, new);
             false
         }
     }
+}
+
+/// Reads `text` whole, section by section: when that path takes it, its
+/// config and index must be the full parse's (`full`). Returns whether it
+/// took it.
+fn read_whole(text: &str, full: &Result<Config, Vec<super::Diagnostic>>) -> bool {
+    match ConfigSource::read(text.to_owned(), Path::new("")) {
+        Ok((config, source)) => {
+            let full = full.as_ref().unwrap_or_else(|d| {
+                panic!("the read by sections took a text the full parse refuses ({d:?}):\n{text}")
+            });
+            assert_eq!(&config, full, "read by sections:\n{text}");
+            assert_eq!(source.text(), text);
+            assert!(source.whole_by_sections() && !source.incremental());
+            assert_eq!(
+                source.layout(),
+                ConfigSource::index(text.to_owned(), Path::new("")).layout()
+            );
+            true
+        }
+        Err(back) => {
+            assert_eq!(back, text);
+            false
+        }
+    }
+}
+
+#[test]
+fn a_text_is_read_whole_by_sections_when_it_splits_cleanly() {
+    for text in [SECTIONS.to_owned(), many_pools(300)] {
+        assert!(read_whole(&text, &Config::from_toml_str(&text)));
+    }
+    // An empty file, and one of other sections only.
+    assert!(read_whole("", &Config::from_toml_str("")));
+    let others = "[server]\nhttp = \"127.0.0.1:1\"\n";
+    assert!(read_whole(others, &Config::from_toml_str(others)));
+    // A pool written as a root key, and a text with an error: the full
+    // parse's.
+    let root =
+        format!("pools.z.versions.v = {{ weight = 1, backends = [\"127.0.0.1:9\"] }}\n{SECTIONS}");
+    assert!(Config::from_toml_str(&root).is_ok());
+    assert!(!read_whole(&root, &Config::from_toml_str(&root)));
+    let bad = SECTIONS.replacen("weight = 10", "weight = -1", 1);
+    assert!(!read_whole(&bad, &Config::from_toml_str(&bad)));
+    // A route's sub-table before any route: refused by both.
+    let early = format!("[routes.headers]\nx = \"1\"\n{SECTIONS}");
+    assert!(!read_whole(&early, &Config::from_toml_str(&early)));
 }
 
 /// Whether the section match alone takes `new` after `old` (what it gives
@@ -1139,7 +1187,7 @@ fn generated_edits_give_what_the_full_parse_gives() {
         (seed % n as u64) as usize
     };
     let mut base = SECTIONS.to_owned();
-    let (mut taken, mut tried) = (0, 0);
+    let (mut taken, mut tried, mut whole) = (0, 0, 0);
     for _ in 0..3000 {
         // One edit, or two or three anywhere (the section match's case).
         let mut out: Vec<String> = base.split_inclusive('\n').map(str::to_owned).collect();
@@ -1177,8 +1225,10 @@ fn generated_edits_give_what_the_full_parse_gives() {
             }
         }
         let new: String = out.concat();
-        let valid = Config::from_toml_str(&new).is_ok();
+        let full = Config::from_toml_str(&new);
+        let valid = full.is_ok();
         tried += usize::from(valid);
+        whole += usize::from(read_whole(&new, &full));
         if reread(&base, &new) {
             taken += 1;
         }
@@ -1187,7 +1237,11 @@ fn generated_edits_give_what_the_full_parse_gives() {
         }
     }
     // Most edits land in pool sections: the path is exercised, not bypassed.
-    eprintln!("incremental path: {taken} of {tried} valid edits");
+    eprintln!("incremental path: {taken} of {tried} valid edits; read whole by sections: {whole}");
+    assert!(
+        whole * 4 > tried * 3,
+        "read whole by sections: {whole} of {tried} valid texts"
+    );
     assert!(
         taken * 4 > tried,
         "incremental path: {taken} of {tried} valid edits"

@@ -50,10 +50,15 @@ impl Control {
             // rest) is read again on this thread, the rest of the config
             // shared; anything else gives the text back for a full read.
             Some(source) => match source.reparse(&running.file, text) {
-                Ok((file, source)) => (file, Arc::new(source)),
-                Err(text) => self.parse_all(who, &path, text, &running.file)?,
+                Ok((mut file, source)) => {
+                    if source.whole_by_sections() {
+                        file.share_equal(&running.file);
+                    }
+                    (file, Arc::new(source))
+                }
+                Err(text) => self.parse_all(who, &path, text, &running.file, false)?,
             },
-            None => self.parse_all(who, &path, text, &running.file)?,
+            None => self.parse_all(who, &path, text, &running.file, true)?,
         };
         drop(running);
         // Users files are read here, before the writer's lock, like the file.
@@ -117,6 +122,7 @@ impl Control {
             overrides_ms = (applied - read).as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
             incremental = source.incremental(),
+            whole_by_sections = source.whole_by_sections(),
             "config reloaded"
         );
         for (pool, note) in notes {
@@ -134,19 +140,35 @@ impl Control {
         })
     }
 
-    /// The whole file parsed and validated, its text indexed.
+    /// The whole file read and validated, its text indexed: section by
+    /// section when `by_sections` and it can be, parsed whole otherwise.
     fn parse_all(
         &self,
         who: &str,
         path: &std::path::Path,
         text: String,
         running: &Config,
+        by_sections: bool,
     ) -> Result<(Config, Arc<ConfigSource>), AdminError> {
-        // The parse's transient (a document many times the text) lives and
-        // dies on the scratch thread, in memory of its own.
+        // Section by section, on this thread (the transient is one
+        // pool's), unless `reparse` tried.
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        let text = match by_sections {
+            true => match ConfigSource::read(text, base) {
+                Ok((mut file, source)) => {
+                    file.share_equal(running);
+                    return Ok((file, Arc::new(source)));
+                }
+                Err(text) => text,
+            },
+            false => text,
+        };
+        // Parsed whole (and its errors reported): the parse's transient (a
+        // document many times the text) lives and dies on the scratch
+        // thread, in memory of its own.
         let at = path.to_owned();
         let (mut file, mut source) =
-            crate::memory::on_scratch(move || Config::parse_source(&at, text))
+            crate::memory::on_scratch(move || Config::parse_source_whole(&at, text))
                 .map_err(|e| self.reload_failed(who, e.to_string()))?;
         // One copy of what did not change, and the table keeps those pools;
         // the rest copied into this thread's memory.
