@@ -69,7 +69,14 @@
 //!   it needs of them. The other sections are validated together and look
 //!   at nothing else.
 //!
-//! The differential tests in `tests.rs` hold the two paths to the same
+//! A whole read (at start, or a reload these cannot take) is the same
+//! thing from an empty text: one hunk that is all of the new one
+//! ([`ConfigSource::read`]). Many small documents read faster than one
+//! big one (35 ms for 10 000 pools one by one, 48-99 ms as one document),
+//! and the transient is one pool's. A text that does not split cleanly
+//! into sections, or has an error, gets the full parse.
+//!
+//! The differential tests in `tests.rs` hold the paths to the same
 //! result over hand-picked and generated edits.
 
 use std::borrow::Cow;
