@@ -198,6 +198,14 @@ mod tests {
     async fn a_crowd_in_the_backlog_is_accepted_in_batches() {
         const CROWD: usize = 300;
         const BATCH: u32 = 200;
+        // The crowd must fit in the backlog, which the kernel caps.
+        let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        assert!(
+            cap.is_some_and(|c| c >= CROWD),
+            "net.core.somaxconn is {cap:?}: this test needs at least {CROWD}"
+        );
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let listener = socket.listen(1024).unwrap();
