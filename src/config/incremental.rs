@@ -368,7 +368,6 @@ impl ConfigSource {
 /// [`ConfigSource::read`]: the text as an edit of an empty one, all of it
 /// one hunk.
 fn read_by_sections(text: &str, base: &Path) -> Option<(Config, Index)> {
-    u32::try_from(text.len()).ok()?;
     read_indexed(text, base, build_index(text)?)
 }
 
@@ -415,37 +414,24 @@ fn diff(ix: &Index, old: &str, nix: &Index, new: &str) -> Option<Vec<Hunk>> {
     }
     let unmatched: u64 = count.values().map(|c| c.unsigned_abs()).sum();
     drop(count);
-    // The sections matched, as (old, new) pairs in order.
-    let mut pairs: Vec<(usize, usize)> = Vec::new();
     // Edits in place (sections changed, none added, removed or moved: a
     // weight changed in every pool, say): each section matched with the
     // one at its place, when no match can leave fewer sections unmatched
     // (those only one text has, counted above).
-    let in_place = olds.len() == news.len() && {
-        pairs = (0..olds.len())
-            .filter(|&i| olds[i] == news[i])
-            .map(|i| (i, i))
-            .collect();
-        2 * (olds.len() - pairs.len()) as u64 == unmatched
+    let at_place = (olds.len() == news.len())
+        .then(|| {
+            (0..olds.len())
+                .filter(|&i| olds[i] == news[i])
+                .map(|i| (i, i))
+                .collect::<Vec<_>>()
+        })
+        .filter(|pairs| 2 * (olds.len() - pairs.len()) as u64 == unmatched);
+    let in_place = at_place.is_some();
+    // The sections matched, as (old, new) pairs in order.
+    let mut pairs = match at_place {
+        Some(pairs) => pairs,
+        None => myers_pairs(&olds, &news, unmatched)?,
     };
-    if !in_place {
-        if unmatched > MAX_DIFF as u64 {
-            return None;
-        }
-        let deadline = Instant::now() + MAX_DIFF_TIME;
-        let ops = similar::capture_diff_slices_deadline(
-            similar::Algorithm::Myers,
-            &olds,
-            &news,
-            Some(deadline),
-        );
-        pairs = Vec::with_capacity(olds.len().min(news.len()));
-        for op in &ops {
-            if let (similar::DiffTag::Equal, o, n) = op.as_tag_tuple() {
-                pairs.extend(o.zip(n));
-            }
-        }
-    }
     // Each route read whole: a route (its `[[routes]]` and the sub-tables
     // after it) with a section in a hunk has all of them in that hunk.
     let mut rounds = 0;
@@ -470,6 +456,28 @@ fn diff(ix: &Index, old: &str, nix: &Index, new: &str) -> Option<Vec<Hunk>> {
         bytes += h.new.clone().map(|i| news[i].len()).sum::<usize>();
     }
     (in_place || (count <= MAX_DIFF && bytes <= MAX_DIFF_BYTES)).then_some(hunks)
+}
+
+/// The sections a Myers diff matches, as (old, new) pairs in order, when
+/// `unmatched` (sections only one side has) is few enough to search for.
+fn myers_pairs(olds: &[&str], news: &[&str], unmatched: u64) -> Option<Vec<(usize, usize)>> {
+    if unmatched > MAX_DIFF as u64 {
+        return None;
+    }
+    let deadline = Instant::now() + MAX_DIFF_TIME;
+    let ops = similar::capture_diff_slices_deadline(
+        similar::Algorithm::Myers,
+        olds,
+        news,
+        Some(deadline),
+    );
+    let mut pairs = Vec::with_capacity(olds.len().min(news.len()));
+    for op in &ops {
+        if let (similar::DiffTag::Equal, o, n) = op.as_tag_tuple() {
+            pairs.extend(o.zip(n));
+        }
+    }
+    Some(pairs)
 }
 
 /// The runs of sections between matched pairs: the hunks.

@@ -536,12 +536,10 @@ impl Config {
     /// otherwise, which also reports its errors.
     pub fn parse_source(path: &Path, text: String) -> Result<(Config, ConfigSource), ConfigError> {
         let base = path.parent().unwrap_or(Path::new("."));
-        let text = match ConfigSource::read(text, base) {
-            Ok(read) => return Ok(read),
-            Err(text) => text,
-        };
-        let config = Config::from_file_text(path, &text)?;
-        Ok((config, ConfigSource::index(text, base)))
+        match ConfigSource::read(text, base) {
+            Ok(read) => Ok(read),
+            Err(text) => Config::parse_source_whole(path, text),
+        }
     }
 
     /// [`Config::parse_source`] parsing the whole text (never section by

@@ -153,15 +153,16 @@ impl Control {
         // Section by section, on this thread (the transient is one
         // pool's), unless `reparse` tried.
         let base = path.parent().unwrap_or(std::path::Path::new("."));
-        let text = match by_sections {
-            true => match ConfigSource::read(text, base) {
+        let text = if by_sections {
+            match ConfigSource::read(text, base) {
                 Ok((mut file, source)) => {
                     file.share_equal(running);
                     return Ok((file, Arc::new(source)));
                 }
                 Err(text) => text,
-            },
-            false => text,
+            }
+        } else {
+            text
         };
         // Parsed whole (and its errors reported): the parse's transient (a
         // document many times the text) lives and dies on the scratch
