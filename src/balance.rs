@@ -13,7 +13,9 @@
 //! weighted round robin does. A weight of 0 never appears in the schedule, so
 //! it can never be chosen, not even when a pick walks past unavailable entries.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Longest schedule built. Weights whose reduced sum exceeds this are scaled
 /// down proportionally (each non-zero weight keeps at least one slot), which
@@ -25,9 +27,13 @@ pub const MAX_SCHEDULE: u64 = 1 << 16;
 pub const STICKY_BUCKETS: u32 = 10_000;
 
 /// A precomputed smooth weighted round-robin cycle over entry indices.
+///
+/// The cycle depends on the weights alone, so pools with the same weights
+/// (and successive builds of a pool whose weights did not change) share
+/// one; each schedule has a cursor of its own.
 #[derive(Debug)]
 pub struct Schedule {
-    seq: Box<[u16]>,
+    seq: Arc<[u16]>,
     cursor: AtomicUsize,
 }
 
@@ -59,7 +65,16 @@ impl Schedule {
             seq.push(best as u16);
         }
         Schedule {
-            seq: seq.into_boxed_slice(),
+            seq: seq.into(),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// A schedule over the same cycle, with a cursor of its own at the
+    /// cycle's start: what [`Schedule::new`] of the same weights gives.
+    pub fn share(&self) -> Schedule {
+        Schedule {
+            seq: self.seq.clone(),
             cursor: AtomicUsize::new(0),
         }
     }
@@ -100,6 +115,25 @@ impl Schedule {
     /// The raw cycle, for tests and benchmarks.
     pub fn sequence(&self) -> &[u16] {
         &self.seq
+    }
+}
+
+/// The schedules of one table build, by weights: pools with the same
+/// weights (most of a big config's, 90/10 or 100/0) share one cycle.
+#[derive(Default)]
+pub struct Schedules(HashMap<Box<[u32]>, Schedule, foldhash::fast::RandomState>);
+
+impl Schedules {
+    /// A schedule for `weights`: [`Schedule::new`]'s, over a cycle made
+    /// once per distinct weights.
+    pub fn get(&mut self, weights: &[u32]) -> Schedule {
+        if let Some(s) = self.0.get(weights) {
+            return s.share();
+        }
+        let s = Schedule::new(weights);
+        let out = s.share();
+        self.0.insert(weights.into(), s);
+        out
     }
 }
 
@@ -217,6 +251,23 @@ mod tests {
             c[s.pick(|_| true).unwrap()] += 1;
         }
         c
+    }
+
+    #[test]
+    fn equal_weights_share_a_cycle_with_cursors_of_their_own() {
+        let mut cache = Schedules::default();
+        let a = cache.get(&[90, 10]);
+        let b = cache.get(&[90, 10]);
+        let c = cache.get(&[3, 1]);
+        assert!(Arc::ptr_eq(&a.seq, &b.seq));
+        assert!(!Arc::ptr_eq(&a.seq, &c.seq));
+        assert_eq!(a.sequence(), Schedule::new(&[90, 10]).sequence());
+        assert_eq!(c.sequence(), &[0, 0, 1, 0]);
+        // Picks on one do not move the other's cursor.
+        assert_eq!(counts(&a, 7, 2), vec![6, 1]);
+        assert_eq!(b.pick(|_| true), Some(usize::from(b.sequence()[0])));
+        let shared = a.share();
+        assert_eq!(shared.pick(|_| true), Some(usize::from(a.sequence()[0])));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::balance::{RoundRobin, Schedule, StickyRanges};
+use crate::balance::{RoundRobin, Schedule, Schedules, StickyRanges};
 use crate::config::{
     Config, OnAllDown, PassiveConfig, PoolConfig, RouteConfig, Sticky, TlsMode, VersionConfig,
 };
@@ -200,6 +200,7 @@ impl RoutingTable {
             .map(|v| v.backends.len())
             .sum();
         let mut used = BackendSet::with_capacity_and_hasher(backends, Default::default());
+        let mut schedules = Schedules::default();
         // Both maps are in name order: the previous pool of a name is found
         // by walking the two together, not by a lookup per pool.
         let mut before = previous.map(|t| t.pools.iter().peekable());
@@ -217,7 +218,15 @@ impl RoutingTable {
                         p.note_backends(&mut used);
                         p.clone()
                     }
-                    None => Arc::new(Pool::build(name, pc, canary, registry, &mut used)),
+                    None => Arc::new(Pool::build(
+                        name,
+                        pc,
+                        canary,
+                        registry,
+                        &mut used,
+                        old.map(|p| &**p),
+                        &mut schedules,
+                    )),
                 };
                 (name.clone(), pool)
             })
@@ -441,8 +450,9 @@ impl RouteIndex {
 
     /// [`RouteIndex::build`] for the same routes (the same `Arc`) and the
     /// same pool names as `previous`'s: its host index is taken as it is,
-    /// and so is each route whose pool (by identity) and middlewares are
-    /// unchanged, metric handles and all; the others are made again.
+    /// and so is each route, metric handles and all, given its pool and
+    /// middlewares as they are now; only a route whose pool's versions
+    /// changed (names or order) is made again, with new handles.
     fn renew(
         previous: &RoutingTable,
         config: &Config,
@@ -472,15 +482,30 @@ impl RouteIndex {
                     // build is the safe answer if it ever did.
                     return RouteIndex::build(config, pools, metrics, middlewares);
                 };
-                let same = Arc::ptr_eq(&before.pool, pool)
-                    && before.middlewares.len() == chain.len()
+                let same_chain = before.middlewares.len() == chain.len()
                     && before
                         .middlewares
                         .iter()
                         .zip(&chain)
                         .all(|(a, b)| Arc::ptr_eq(a, b));
-                if same {
-                    ix.routes.push(before.clone());
+                // A route's series are named by its label, pool and
+                // versions: with the same versions, in the same order, the
+                // handles are the ones it has.
+                let same_series = Arc::ptr_eq(&before.pool, pool)
+                    || (before.pool.versions.len() == pool.versions.len()
+                        && before
+                            .pool
+                            .versions
+                            .iter()
+                            .zip(&pool.versions)
+                            .all(|(a, b)| a.name == b.name));
+                if same_series {
+                    let mut route = before.clone();
+                    route.pool = pool.clone();
+                    if !same_chain {
+                        route.middlewares = chain.clone();
+                    }
+                    ix.routes.push(route);
                 } else {
                     let host = before.host.clone();
                     ix.push(metrics, &host, pool, rc, &chain, preview);
@@ -536,19 +561,32 @@ impl RouteIndex {
 
 impl Pool {
     /// A pool's versions with their backends (taken from `registry`, each
-    /// noted in `used`), schedules and sticky layout.
+    /// noted in `used`), schedules (from `schedules`) and sticky layout.
+    ///
+    /// `old` is the previous table's pool of this name, if any: its names,
+    /// `x-served-by` values and backends are taken where the config did not
+    /// change them (a weight change in every pool of a big config then
+    /// makes only schedules), and so are its schedules' cycles.
     fn build(
         name: &str,
         pc: &Arc<PoolConfig>,
         canary: Option<&str>,
         registry: &BackendRegistry,
         used: &mut BackendSet,
+        old: Option<&Pool>,
+        schedules: &mut Schedules,
     ) -> Pool {
-        let name: Arc<str> = name.into();
+        let name: Arc<str> = match old {
+            Some(o) => o.name.clone(),
+            None => name.into(),
+        };
         let versions: Vec<Version> = pc
             .versions
             .iter()
-            .map(|(vname, vc)| Version::build(&name, vname, vc, registry, used))
+            .map(|(vname, vc)| {
+                let before = old.and_then(|o| o.versions.iter().find(|v| &*v.name == vname));
+                Version::build(&name, vname, vc, registry, used, before)
+            })
             .collect();
         let weights: Vec<u32> = versions.iter().map(|v| v.weight).collect();
         let effective: Vec<u32> = versions
@@ -580,14 +618,29 @@ impl Pool {
                 Some((m.clone(), i))
             })
             .collect();
+        let schedule = match old {
+            Some(o) if *o.scheduled == *effective => o.schedule.share(),
+            _ => schedules.get(&effective),
+        };
         Pool {
             matches,
             name,
             config: pc.clone(),
             canary,
-            schedule: Schedule::new(&effective),
-            scheduled: effective.clone().into(),
-            configured: Schedule::new(&weights),
+            configured: match old {
+                Some(o)
+                    if o.versions
+                        .iter()
+                        .map(|v| v.weight)
+                        .eq(weights.iter().copied()) =>
+                {
+                    o.configured.share()
+                }
+                _ if weights == effective => schedule.share(),
+                _ => schedules.get(&weights),
+            },
+            schedule,
+            scheduled: effective.into(),
             versions,
             sticky,
             pin_header: pc.pin_header.clone(),
@@ -734,32 +787,63 @@ impl Pool {
 // === impl Version ===
 
 impl Version {
+    /// A version with its backends, each noted in `used`. `old` is the
+    /// previous table's version of this name in this pool: its name and
+    /// header are shared, and its backends taken as they are when the
+    /// config lists the same addresses in the same order (the registry
+    /// holds every backend of the previous table, so a lookup would give
+    /// these very backends).
     fn build(
         pool: &Arc<str>,
         name: &str,
         vc: &VersionConfig,
         registry: &BackendRegistry,
         used: &mut BackendSet,
+        old: Option<&Version>,
     ) -> Version {
-        let name: Arc<str> = name.into();
-        let backends = vc
-            .backends
-            .iter()
-            .map(|addr| {
-                let key = BackendKey {
-                    pool: pool.clone(),
-                    version: name.clone(),
-                    addr: addr.clone(),
-                };
-                let b = registry.get_or_create(key);
-                used.insert(Arc::as_ptr(&b));
-                b
-            })
-            .collect();
+        let (name, header) = match old {
+            Some(o) => (o.name.clone(), o.header.clone()),
+            None => {
+                let name: Arc<str> = name.into();
+                // Names are validated ASCII; an empty value cannot happen.
+                let header = http::HeaderValue::from_str(&name)
+                    .unwrap_or(http::HeaderValue::from_static(""));
+                (name, header)
+            }
+        };
+        let same_backends = old.is_some_and(|o| {
+            o.backends.len() == vc.backends.len()
+                && o.backends
+                    .iter()
+                    .zip(&vc.backends)
+                    .all(|(b, a)| b.key.addr == *a)
+        });
+        let backends = match old {
+            Some(o) if same_backends => o
+                .backends
+                .iter()
+                .inspect(|b| {
+                    used.insert(Arc::as_ptr(b));
+                })
+                .cloned()
+                .collect(),
+            _ => vc
+                .backends
+                .iter()
+                .map(|addr| {
+                    let key = BackendKey {
+                        pool: pool.clone(),
+                        version: name.clone(),
+                        addr: addr.clone(),
+                    };
+                    let b = registry.get_or_create(key);
+                    used.insert(Arc::as_ptr(&b));
+                    b
+                })
+                .collect(),
+        };
         Version {
-            // Names are validated ASCII; an empty value cannot happen.
-            header: http::HeaderValue::from_str(&name)
-                .unwrap_or(http::HeaderValue::from_static("")),
+            header,
             name,
             weight: vc.weight,
             backends,
@@ -978,6 +1062,102 @@ backends = ["127.0.0.1:5"]
         let t7 = build(Some(&t6), &fewer, &canaries);
         assert!(!t7.pools.contains_key("other"));
         assert_eq!(reg.all().len(), 4);
+    }
+
+    #[test]
+    fn a_changed_pool_takes_what_did_not_change_from_the_old_one() {
+        let config = Config::from_toml_str(TEXT).unwrap();
+        let reg = BackendRegistry::default();
+        let metrics = Metrics::new();
+        let (mw, _) = Middlewares::build(&config, None, &metrics);
+        let none = HashMap::new();
+        let t1 = RoutingTable::build_from(None, &config, &reg, &none, &metrics, &mw);
+        let seq = |s: &Schedule| s.sequence().as_ptr();
+
+        // A weight changes: the same versions and backends, new schedules.
+        let weights = Config::from_toml_str(&TEXT.replace("weight = 3\n", "weight = 5\n")).unwrap();
+        let t2 = RoutingTable::build_from(Some(&t1), &weights, &reg, &none, &metrics, &mw);
+        let (a, b) = (&t1.pools["app"], &t2.pools["app"]);
+        assert!(!Arc::ptr_eq(a, b));
+        assert!(Arc::ptr_eq(&a.name, &b.name));
+        for (va, vb) in a.versions.iter().zip(&b.versions) {
+            assert!(Arc::ptr_eq(&va.name, &vb.name));
+            assert_eq!(va.header, vb.header);
+            assert_eq!(va.backends.len(), vb.backends.len());
+            for (ba, bb) in va.backends.iter().zip(&vb.backends) {
+                assert!(Arc::ptr_eq(ba, bb));
+            }
+        }
+        assert_eq!(b.version("blue").unwrap().weight, 5);
+        assert_ne!(seq(&a.schedule), seq(&b.schedule));
+        assert_eq!(
+            b.schedule.sequence(),
+            Schedule::new(&[5, 1, 0]).sequence(),
+            "the new weights' cycle"
+        );
+        // Every backend up: the configured schedule is the same cycle.
+        assert_eq!(seq(&b.schedule), seq(&b.configured));
+        // The routes of the changed pool point at it, with series for the
+        // same versions, as a full build would make them.
+        let full = RoutingTable::build_from(None, &weights, &reg, &none, &metrics, &mw);
+        for h in ["app.test", "next.app.test", "x.deep.test"] {
+            let (r, f) = (t2.route(h).unwrap(), full.route(h).unwrap());
+            assert!(Arc::ptr_eq(&r.pool, b), "{h}");
+            assert_eq!(
+                (&r.label, r.index, r.metrics.len()),
+                (&f.label, f.index, f.metrics.len())
+            );
+        }
+        assert_eq!(reg.all().len(), 5);
+
+        // A pool whose weights did not change keeps its cycle when rebuilt
+        // for another reason (a backend added to a version).
+        let more = Config::from_toml_str(&TEXT.replace(
+            "backends = [\"127.0.0.1:3\"]",
+            "backends = [\"127.0.0.1:3\", \"127.0.0.1:6\"]",
+        ))
+        .unwrap();
+        let t3 = RoutingTable::build_from(Some(&t1), &more, &reg, &none, &metrics, &mw);
+        let c = &t3.pools["app"];
+        assert_eq!(seq(&a.schedule), seq(&c.schedule));
+        // The changed version's backends are the registry's: the kept
+        // address keeps its backend, the new one is new.
+        let (ga, gc) = (a.version("green").unwrap(), c.version("green").unwrap());
+        assert!(Arc::ptr_eq(&ga.backends[0], &gc.backends[0]));
+        assert_eq!(gc.backends[1].key.addr.to_string(), "127.0.0.1:6");
+        assert_eq!(reg.all().len(), 6);
+        // The unchanged versions still share theirs.
+        assert!(Arc::ptr_eq(
+            &a.version("blue").unwrap().backends[1],
+            &c.version("blue").unwrap().backends[1]
+        ));
+
+        // A version renamed: the route's series follow the new names.
+        let renamed =
+            Config::from_toml_str(&TEXT.replace("versions.grey]", "versions.gray]")).unwrap();
+        let t4 = RoutingTable::build_from(Some(&t1), &renamed, &reg, &none, &metrics, &mw);
+        let full = RoutingTable::build_from(None, &renamed, &reg, &none, &metrics, &mw);
+        let names = |t: &RoutingTable| -> Vec<String> {
+            t.pools["app"]
+                .versions
+                .iter()
+                .map(|v| v.name.to_string())
+                .collect()
+        };
+        assert_eq!(names(&t4), names(&full));
+        assert!(t4.pools["app"].version("gray").is_some());
+        let series = |t: &RoutingTable| -> Vec<[String; 3]> {
+            t.route("app.test")
+                .unwrap()
+                .metrics
+                .iter()
+                .map(|m| m.labels().map(str::to_string))
+                .collect()
+        };
+        assert_eq!(series(&t4), series(&full));
+        assert!(series(&t4).iter().any(|l| l[2] == "gray"));
+        // And with the same names, the series a weight change keeps.
+        assert_eq!(series(&t2), series(&t1));
     }
 
     #[test]

@@ -543,7 +543,7 @@ impl Default for Metrics {
 // === impl RequestMetrics ===
 
 impl RequestMetrics {
-    fn labels(&self) -> [&str; 3] {
+    pub(crate) fn labels(&self) -> [&str; 3] {
         [&self.route, &self.pool, &self.version]
     }
 
