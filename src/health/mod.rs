@@ -16,7 +16,7 @@
 
 pub mod counter;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -158,8 +158,8 @@ pub async fn rebuilder(c: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         let c = c.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || c.rebuild()).await {
-            tracing::error!(error = %e, "table rebuild failed");
+        if crate::memory::control(move || c.rebuild()).await.is_err() {
+            tracing::error!("table rebuild failed (a panic)");
         }
     }
 }
@@ -176,16 +176,15 @@ pub async fn sweep_ejections(c: Arc<Control>, mut shutdown: watch::Receiver<bool
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
+        let ejected = c.registry.ejected();
+        if ejected.is_empty() {
+            continue;
+        }
         let now = c.now_ms();
         let config = c.effective_config();
-        let checked: HashSet<&str> = config
-            .pools
-            .iter()
-            .filter(|(_, p)| p.health.is_some())
-            .map(|(name, _)| name.as_str())
-            .collect();
-        for b in c.registry.all() {
-            if !checked.contains(&*b.key.pool) && b.expire_ejection(now) {
+        let checked = |pool: &str| config.pools.get(pool).is_some_and(|p| p.health.is_some());
+        for b in ejected {
+            if !checked(&b.key.pool) && b.expire_ejection(now) {
                 c.backend_restored("proxy", &b, " after its ejection time");
             }
         }

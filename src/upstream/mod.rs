@@ -679,6 +679,22 @@ impl BackendRegistry {
             .retain(|addr, c| used.contains(addr) || c.strong_count() > 0);
     }
 
+    /// The backends passive checks have ejected, in key order: what the
+    /// once-a-second sweep looks at, without copying or sorting the others
+    /// (20 000 at 10 000 pools).
+    pub fn ejected(&self) -> Vec<Arc<Backend>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = map
+            .backends
+            .values()
+            .filter(|b| b.is_ejected())
+            .cloned()
+            .collect();
+        drop(map);
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
     pub fn all(&self) -> Vec<Arc<Backend>> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let mut v: Vec<_> = map.backends.values().cloned().collect();
