@@ -975,17 +975,26 @@ fn common_suffix(x: &[u8], y: &[u8]) -> usize {
 /// The index of a text that parsed: every section, with its pool.
 fn build_index(text: &str) -> Option<Index> {
     u32::try_from(text.len()).ok()?;
-    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut ids: HashMap<Box<str>, u32, foldhash::fast::RandomState> = HashMap::default();
     let mut names = String::new();
-    let mut names_end = Vec::new();
+    let mut names_end: Vec<u32> = Vec::new();
     let scan = scan(text, &mut |name| {
+        // A pool's sections usually follow each other: the last name
+        // first, then the map.
+        if let Some(&end) = names_end.last() {
+            let last = names_end.len() - 1;
+            let start = last.checked_sub(1).map_or(0, |i| names_end[i] as usize);
+            if names.get(start..end as usize) == Some(name) {
+                return u32::try_from(last).ok();
+            }
+        }
         if let Some(&id) = ids.get(name) {
             return Some(id);
         }
         let id = u32::try_from(names_end.len()).ok()?;
         names.push_str(name);
         names_end.push(u32::try_from(names.len()).ok()?);
-        ids.insert(name.to_owned(), id);
+        ids.insert(name.into(), id);
         Some(id)
     })?;
     scan.pools_clean.then_some(Index {
@@ -1036,6 +1045,15 @@ fn scan(text: &str, pool_id: &mut dyn FnMut(&str) -> Option<u32>) -> Option<Scan
     })
 }
 
+/// A key's name: borrowed from `text`, or decoded (escapes) into a copy.
+fn decode_key(text: &str, (span, encoding): (Span, Option<Encoding>)) -> Option<Cow<'_, str>> {
+    let raw = text.get(span.start()..span.end())?;
+    let mut out = Cow::Borrowed("");
+    let mut failed = Failed(false);
+    Raw::new_unchecked(raw, encoding, span).decode_key(&mut out, &mut failed);
+    (!failed.0).then_some(out)
+}
+
 struct Failed(bool);
 
 impl ErrorSink for Failed {
@@ -1070,12 +1088,8 @@ struct Scanner<'t, 'f> {
 }
 
 impl Scanner<'_, '_> {
-    fn decode(&mut self, (span, encoding): (Span, Option<Encoding>)) -> Option<Cow<'_, str>> {
-        let raw = self.text.get(span.start()..span.end())?;
-        let mut out = Cow::Borrowed("");
-        let mut failed = Failed(false);
-        Raw::new_unchecked(raw, encoding, span).decode_key(&mut out, &mut failed);
-        (!failed.0).then_some(out)
+    fn decode(&self, key: (Span, Option<Encoding>)) -> Option<Cow<'_, str>> {
+        decode_key(self.text, key)
     }
 
     fn open(&mut self, span: Span, array: bool) {
@@ -1089,9 +1103,10 @@ impl Scanner<'_, '_> {
             return;
         };
         let keys = std::mem::take(&mut self.keys);
-        let first = keys
-            .first()
-            .and_then(|&k| self.decode(k).map(Cow::into_owned));
+        // Keys borrow the text (a quoted key with escapes is decoded into
+        // a copy); the scanner's other fields stay free to change.
+        let text = self.text;
+        let first = keys.first().and_then(|&k| decode_key(text, k));
         let (kind, pool) = match (first.as_deref(), keys.len()) {
             (None, _) => {
                 self.failed = true;
@@ -1099,7 +1114,7 @@ impl Scanner<'_, '_> {
             }
             (Some("pools"), 1) => (Kind::Pools, NO_POOL),
             (Some("pools"), _) => {
-                let id = match self.decode(keys[1]).map(Cow::into_owned) {
+                let id = match decode_key(text, keys[1]) {
                     Some(name) => (self.pool_id)(&name),
                     None => None,
                 };

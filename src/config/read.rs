@@ -50,7 +50,7 @@ pub fn read_config_file(path: &Path) -> Result<String, ConfigError> {
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(too_large(path));
     }
-    let bytes = read_at_most(file, MAX_CONFIG_BYTES).map_err(read_err)?;
+    let bytes = read_at_most(file, meta.len(), MAX_CONFIG_BYTES).map_err(read_err)?;
     let Some(bytes) = bytes else {
         // It grew between the fstat and the read.
         return Err(too_large(path));
@@ -64,8 +64,12 @@ pub fn read_config_file(path: &Path) -> Result<String, ConfigError> {
 }
 
 /// All of `file` when it has at most `max` bytes, `None` when it has more.
-fn read_at_most(file: File, max: u64) -> io::Result<Option<Vec<u8>>> {
-    let mut bytes = Vec::new();
+/// `expected` (its size when it was looked at, at most `max`) sizes the
+/// buffer: a 2 MB file is read without growing it, and a file that grew
+/// since is still read whole.
+fn read_at_most(file: File, expected: u64, max: u64) -> io::Result<Option<Vec<u8>>> {
+    let capacity = usize::try_from(expected.min(max)).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(capacity.saturating_add(1));
     file.take(max + 1).read_to_end(&mut bytes)?;
     Ok((bytes.len() as u64 <= max).then_some(bytes))
 }
@@ -198,9 +202,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         std::fs::write(&p, b"0123456789").unwrap();
-        let at = |max| read_at_most(File::open(&p).unwrap(), max).unwrap();
-        assert_eq!(at(10).as_deref(), Some(&b"0123456789"[..]));
-        assert_eq!(at(9), None);
+        let at = |expected, max| read_at_most(File::open(&p).unwrap(), expected, max).unwrap();
+        assert_eq!(at(10, 10).as_deref(), Some(&b"0123456789"[..]));
+        assert_eq!(at(10, 9), None);
+        // A file that grew (or shrank) since its size was taken is read
+        // whole all the same.
+        assert_eq!(at(4, 10).as_deref(), Some(&b"0123456789"[..]));
+        assert_eq!(at(4, 9), None);
+        assert_eq!(at(20, 10).as_deref(), Some(&b"0123456789"[..]));
     }
 
     #[test]
