@@ -496,7 +496,12 @@ fn run(config: Option<PathBuf>, ready_file: Option<&Path>) -> anyhow::Result<()>
     // Before the parse: its big vectors must not raise glibc's thresholds.
     switchyard::memory::configure();
     let path = config_path(config);
-    let (config, source) = Config::load_source(&path)?;
+    // Read and built on the control thread, where every later generation
+    // of the config and the table is built too (see memory::on_control).
+    let (config, source) = {
+        let path = path.clone();
+        switchyard::memory::on_control(move || Config::load_source(&path))?
+    };
     let path = std::fs::canonicalize(&path).unwrap_or(path);
     let rt = runtime(config.server.workers)?;
     rt.block_on(async {
@@ -509,6 +514,9 @@ fn run(config: Option<PathBuf>, ready_file: Option<&Path>) -> anyhow::Result<()>
         write_ready_file(ready_file, &listeners)?;
         tracing::info!(config = %path.display(), state = %config.admin.state.display(), "switchyard {} started", env!("CARGO_PKG_VERSION"));
         switchyard::server::run(app, &config, listeners, std::future::pending()).await?;
+        // A change still running on the control thread (a reload, say)
+        // finishes before the process exits.
+        let _ = switchyard::memory::control(|| ()).await;
         tracing::info!("stopped");
         Ok(())
     })
@@ -519,7 +527,7 @@ fn run(config: Option<PathBuf>, ready_file: Option<&Path>) -> anyhow::Result<()>
 async fn control_for(path: &Path, config: Config, events: EventLog) -> anyhow::Result<Control> {
     let Some(cc) = &config.cluster else {
         let store = Box::new(FileStore::new(&config.admin.state));
-        return Ok(Control::new(Some(path.to_owned()), config, store, events));
+        return build_control(path, config, store, events).await;
     };
     let cluster = Arc::new(Cluster::new(cc).await?);
     let store = Box::new(EtcdStore::new(
@@ -527,7 +535,23 @@ async fn control_for(path: &Path, config: Config, events: EventLog) -> anyhow::R
         &config.admin.state,
         tokio::runtime::Handle::current(),
     ));
-    Ok(Control::new(Some(path.to_owned()), config, store, events).clustered(cluster))
+    Ok(build_control(path, config, store, events)
+        .await?
+        .clustered(cluster))
+}
+
+/// `Control::new` on the control thread (its first table is the first
+/// generation of what every change rebuilds there).
+async fn build_control(
+    path: &Path,
+    config: Config,
+    store: Box<dyn switchyard::state::StateStore>,
+    events: EventLog,
+) -> anyhow::Result<Control> {
+    let path = path.to_owned();
+    switchyard::memory::control(move || Control::new(Some(path), config, store, events))
+        .await
+        .map_err(|_| anyhow::anyhow!("building the routing table failed (a panic)"))
 }
 
 /// `--ready-file`: once every listener is bound (connections queue from

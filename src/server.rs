@@ -234,7 +234,12 @@ fn start_listeners(ctx: &Ctx, proxy: &Arc<Proxy>, config: &Config, l: Listeners)
         control.set_bound(name, addr);
         if https {
             if let Ok(a) = listener.local_addr() {
-                control.set_https_port(a.port());
+                // Built on the control thread like every table (see
+                // memory::on_control), and waited for: the http listener's
+                // redirects name this port from its first request. Nothing
+                // else is queued there yet at this point of the start.
+                let (c, port) = (control.clone(), a.port());
+                crate::memory::on_control(move || c.set_https_port(port));
             }
         }
         let (proxy, settings, shutdown) = (proxy.clone(), settings.clone(), ctx.shutdown.clone());
@@ -696,10 +701,10 @@ async fn wait_for_stop(control: &Arc<Control>, stop: impl Future<Output = ()>) {
             _ = hup.recv() => {
                 let c = control.clone();
                 tokio::spawn(async move {
-                    match tokio::task::spawn_blocking(move || c.reload("signal:SIGHUP", false)).await {
+                    match crate::memory::control(move || c.reload("signal:SIGHUP", false)).await {
                         Ok(Ok(_)) => tracing::info!("reloaded on SIGHUP"),
                         Ok(Err(e)) => tracing::error!(error = %e, "reload on SIGHUP refused; the running config is kept"),
-                        Err(e) => tracing::error!(error = %e, "reload task failed"),
+                        Err(_) => tracing::error!("reload task failed (a panic)"),
                     }
                 });
             }

@@ -41,14 +41,24 @@ pub enum Reply {
     Match(MatchReply),
 }
 
-/// Runs `f` on the blocking pool: changes fsync, and big reads build large
-/// answers; neither may hold up a runtime worker.
-async fn blocking<T: Send + 'static>(
+/// Runs a read on the blocking pool: big reads build large answers, which
+/// must not hold up a runtime worker.
+async fn read<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AdminError> + Send + 'static,
 ) -> Result<T, AdminError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| AdminError::Internal(format!("admin task failed: {e}")))?
+}
+
+/// Runs a change on the control thread ([`crate::memory::on_control`]):
+/// changes fsync, and build tables that must live in the control's memory.
+async fn change<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AdminError> + Send + 'static,
+) -> Result<T, AdminError> {
+    crate::memory::control(f)
+        .await
+        .map_err(|_| AdminError::Internal("admin change failed (a panic; see the log)".into()))?
 }
 
 /// Runs a parsed command.
@@ -61,31 +71,31 @@ pub async fn dispatch(api: &Api, cmd: AdminCommand, who: String) -> Result<Reply
                     return Err(AdminError::UnknownPool(p.clone()));
                 }
             }
-            blocking(move || Ok(Reply::State(Box::new(c.state_view(pool.as_deref()))))).await
+            read(move || Ok(Reply::State(Box::new(c.state_view(pool.as_deref()))))).await
         }
         AdminCommand::Stats => {
             let stats = api.stats.clone();
-            blocking(move || Ok(Reply::Stats(crate::stats::view(&stats, &c)))).await
+            read(move || Ok(Reply::Stats(crate::stats::view(&stats, &c)))).await
         }
         AdminCommand::Events { since } => Ok(Reply::Events(EventsReply {
             events: c.events.since(since),
         })),
         AdminCommand::GetMatch { pool } => c.matches(&pool).map(Reply::Match),
         AdminCommand::SetMatch { pool, rules } => {
-            blocking(move || c.set_matches(&pool, &rules, &who).map(Reply::Match)).await
+            change(move || c.set_matches(&pool, &rules, &who).map(Reply::Match)).await
         }
         AdminCommand::RolloutStatus { pool } => {
             c.rollout_status(&pool).map(|r| Reply::Rollout(Box::new(r)))
         }
         AdminCommand::RolloutStart { pool, request } => {
-            blocking(move || {
+            change(move || {
                 c.start_rollout(&pool, &request, &who)
                     .map(|r| Reply::Rollout(Box::new(r)))
             })
             .await
         }
         AdminCommand::RolloutAction { pool, action } => {
-            blocking(move || {
+            change(move || {
                 c.act_on_rollout(&pool, action, &who)
                     .map(|r| Reply::Rollout(Box::new(r)))
             })
@@ -99,7 +109,7 @@ pub async fn dispatch(api: &Api, cmd: AdminCommand, who: String) -> Result<Reply
             weights,
             force,
         } => {
-            blocking(move || {
+            change(move || {
                 c.set_weights(&pool, &weights, force, &who)
                     .map(Reply::Weights)
             })
@@ -112,14 +122,14 @@ pub async fn dispatch(api: &Api, cmd: AdminCommand, who: String) -> Result<Reply
             weight,
             force,
         } => {
-            blocking(move || {
+            change(move || {
                 c.put_version(&pool, &version, &backends, weight, force, &who)
                     .map(Reply::Version)
             })
             .await
         }
         AdminCommand::Reload { force } => {
-            blocking(move || c.reload(&who, force).map(Reply::Reload)).await
+            change(move || c.reload(&who, force).map(Reply::Reload)).await
         }
     }
 }
@@ -142,7 +152,7 @@ async fn delete_version(
         .map(|v| v.backends.clone())
         .unwrap_or_default();
     let (c2, p, v) = (c.clone(), pool.clone(), version.clone());
-    blocking(move || c2.delete_version(&p, &v, &who)).await?;
+    change(move || c2.delete_version(&p, &v, &who)).await?;
     let in_flight = |bs: &[Arc<Backend>]| -> usize {
         bs.iter().map(|b| b.in_flight.load(Ordering::Relaxed)).sum()
     };

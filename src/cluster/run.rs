@@ -211,9 +211,9 @@ async fn reread(control: &Arc<Control>, cluster: &Arc<Cluster>) -> Result<i64, F
         w.snapshot(acme);
     }
     let c = control.clone();
-    tokio::task::spawn_blocking(move || c.apply_shared(state.0, state.1, true))
+    crate::memory::control(move || c.apply_shared(state.0, state.1, true))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| "applying the fleet's state failed (a panic)".to_string())?;
     cluster.note_applied(rev);
     Ok(rev)
 }
@@ -290,7 +290,7 @@ async fn on_event(control: &Arc<Control>, cluster: &Arc<Cluster>, ev: &etcd_clie
             PersistedState::default()
         };
         let c = control.clone();
-        let _ = tokio::task::spawn_blocking(move || c.apply_shared(state, rev, false)).await;
+        let _ = crate::memory::control(move || c.apply_shared(state, rev, false)).await;
     } else if let Some(name) = key.strip_prefix(&cluster.key("instances/")) {
         let record = put
             .then(|| serde_json::from_slice::<InstanceRecord>(kv.value()).ok())

@@ -249,8 +249,11 @@ impl Control {
     /// Publishes a new snapshot and installs its table. Called by writers,
     /// with `writer` held, after the state is durable.
     fn publish(&self, snapshot: Snapshot) {
-        self.view.store(Arc::new(snapshot));
+        let old = self.view.swap(Arc::new(snapshot));
         self.install_current();
+        // The replaced config (10 000 pools in a big file) is freed on the
+        // scratch thread, not before the change is acknowledged.
+        crate::memory::later(move || drop(old));
     }
 
     /// Builds the table of the current snapshot and swaps it in.
@@ -271,8 +274,11 @@ impl Control {
             0 => {}
             bound => table.https_port = Some(bound),
         }
-        self.table.store(Arc::new(table));
+        let old = self.table.swap(Arc::new(table));
         self.table_changed.notify_one();
+        // Requests still holding the old table keep it; otherwise it is
+        // freed on the scratch thread, off the path of the change.
+        crate::memory::later(move || drop(old));
     }
 
     /// Rebuilds the table from the current snapshot (after a health change,

@@ -24,9 +24,10 @@ impl Control {
     /// up another change, and reads never wait for it at all.
     pub fn reload(&self, who: &str, force: bool) -> Result<ReloadReply, AdminError> {
         let reply = self.reload_file(who, force);
-        // The parsed document, the old table (unless a request still holds
-        // it) and the builders' scratch are all freed by now.
-        crate::memory::release();
+        // The parsed document and the builders' scratch are freed by now;
+        // the old table and config (unless a request still holds the table)
+        // are freed on the scratch thread before this runs there.
+        crate::memory::later(crate::memory::release);
         reply
     }
 

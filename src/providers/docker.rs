@@ -248,12 +248,13 @@ fn leaves(action: &str, signal: Option<&str>) -> Option<String> {
     }
 }
 
-/// Runs a control call (it may fsync) off the runtime's workers.
+/// Runs a control call (it may fsync, and builds the table) on the control
+/// thread ([`crate::memory::on_control`]), off the runtime's workers.
 async fn blocking<F>(f: F) -> Result<(), String>
 where
     F: FnOnce() -> Result<(), crate::model::AdminError> + Send + 'static,
 {
-    match tokio::task::spawn_blocking(f).await {
+    match crate::memory::control(f).await {
         Ok(Ok(())) => Ok(()),
         // A change control refused (the state file cannot be written): log
         // it and go on; the next resync tries again.
@@ -261,7 +262,7 @@ where
             tracing::error!(provider = NAME, error = %e, "discovery change not applied");
             Ok(())
         }
-        Err(e) => Err(format!("discovery task failed: {e}")),
+        Err(_) => Err("discovery task failed (a panic)".to_string()),
     }
 }
 

@@ -263,14 +263,15 @@ async fn turn(
     }
 }
 
-/// Runs `f` (which writes the store, and so fsyncs) on the blocking pool,
-/// never on a runtime worker. `None` when the runtime is shutting down.
+/// Runs `f` (which writes the store, and so fsyncs, and builds the table)
+/// on the control thread ([`crate::memory::on_control`]), never on a
+/// runtime worker. `None` when `f` panicked.
 async fn off<T: Send + 'static>(
     c: &Arc<Control>,
     f: impl FnOnce(&Control) -> T + Send + 'static,
 ) -> Option<T> {
     let c = c.clone();
-    tokio::task::spawn_blocking(move || f(&c)).await.ok()
+    crate::memory::control(move || f(&c)).await.ok()
 }
 
 /// Waits out the step's window, watching the canary's health and admin
