@@ -7,7 +7,9 @@
 #            backends point at a port nobody listens on: a 502/503 proves the
 #            table is installed), and VmRSS a second later (after the trim)
 #   reloads: RELOADS x `switchyard ctl reload`, one after the other; each
-#            one's wall time (the ctl round trip) and VmRSS a second after it.
+#            one's wall time (the ctl round trip) and VmRSS a second after it,
+#            and the mean CPU time switchyard spent during the round trips
+#            (steal time left out; work deferred past the answer too).
 #            The file is the same each time, unless CHANGE=1: then before
 #            reload N pool p<N>'s blue weight goes from 90 to 80 (and the
 #            one changed before back to 90), so every reload reads a file
@@ -198,14 +200,22 @@ echo "$ROUTES routes ($((CONFIG_BYTES / 1024)) KiB of TOML): ready in $START_MS 
 
 : >"$WORK/reloads.txt"
 RSS_LIST=""
+# The CPU time switchyard's threads spent between the ctl's start and its
+# answer (utime + stime, in clock ticks): unlike the round trip, it leaves
+# out the time the VM's CPU was taken by other guests (steal).
+CPU_TICKS=0
+TICK_HZ=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 for ((r = 1; r <= RELOADS; r++)); do
     if [[ $CHANGE != 0 ]]; then
         gen_config "$r" >"$CONFIG.new" && mv "$CONFIG.new" "$CONFIG"
     fi
+    c0=$(cpu_ticks "$SY_PID")
     t=$(now_us)
     taskset -c "$CPU_CLIENT" "$SWITCHYARD" ctl -s "$SOCK" reload >/dev/null 2>"$WORK/ctl.err" ||
         die "reload $r failed: $(cat "$WORK/ctl.err")"
     took=$(ms_since "$t")
+    CPU_TICKS=$((CPU_TICKS + $(cpu_ticks "$SY_PID") - c0))
     echo "$took" >>"$WORK/reloads.txt"
     sleep 1
     rss=$(status_kib VmRSS "$SY_PID")
@@ -256,6 +266,9 @@ RESULT=$ROOT/bench-results/scale-idle-$(date +%Y%m%d-%H%M%S).txt
     echo "VmRSS after each reload:        $RSS_LIST"
     echo "VmRSS after $RELOADS reloads:          $(mib "$RSS_END") MiB (peak VmHWM $(mib "$HWM") MiB)"
     echo "a reload (ctl round trip):      min $R_MIN / median $R_MED / max $R_MAX ms"
+    if ((RELOADS > 0)); then
+        echo "CPU during a reload (mean):     $(awk -v t="$CPU_TICKS" -v hz="$TICK_HZ" -v n="$RELOADS" 'BEGIN { printf "%.0f", t * 1000 / hz / n }') ms (utime + stime while the ctl waited)"
+    fi
     echo "logged (last 3):                $LOGGED"
     echo "GET /v1/state:                  $ST_BYTES bytes in $ST_MS ms"
     echo "GET /v1/state?pool=p0:          $SP_BYTES bytes in $SP_MS ms"
