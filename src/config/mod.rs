@@ -594,7 +594,7 @@ impl Config {
             docker,
             middlewares,
         } = self;
-        *routes = if *routes == old.routes {
+        *routes = if Arc::ptr_eq(routes, &old.routes) || *routes == old.routes {
             old.routes.clone()
         } else {
             Arc::new(Vec::clone(routes))
