@@ -40,6 +40,9 @@
 #        CHANGE=full benches/scale_idle.sh    (each reload changes every pool, in place)
 #        CHANGE=whole benches/scale_idle.sh   (every pool and a pool added or removed: a whole read)
 #        ENV="MALLOC_ARENA_MAX=2" benches/scale_idle.sh   (extra environment for switchyard)
+#        CALLGRIND=1 CHANGE=full RELOADS=4 benches/scale_idle.sh   (switchyard under
+#            valgrind's callgrind: user-space instructions per reload, which
+#            the VM's noise does not move; its times and RSS are valgrind's)
 # Output: a summary on stdout and in bench-results/scale-idle-<date>.txt.
 
 set -euo pipefail
@@ -52,6 +55,7 @@ case $CHANGE in
     *) echo "scale_idle.sh: CHANGE must be 0, 1, route, far, part, full or whole (got '$CHANGE')" >&2 && exit 1 ;;
 esac
 EXTRA_ENV=${ENV:-}
+CALLGRIND=${CALLGRIND:-}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SWITCHYARD=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
@@ -183,7 +187,14 @@ CONFIG_BYTES=$(stat -c %s "$CONFIG")
 
 T0=$(now_us)
 # shellcheck disable=SC2086 # EXTRA_ENV is a list of NAME=VALUE words
-taskset -c "$CPU_SY" env RUST_LOG=info $EXTRA_ENV "$SWITCHYARD" run -c "$CONFIG" >"$WORK/log" 2>&1 &
+RUNNER=()
+if [[ -n $CALLGRIND ]]; then
+    # Instructions inside the reloads only (every thread's share of
+    # Control::reload_file: the read, the table build, the swap).
+    RUNNER=(valgrind --tool=callgrind "--callgrind-out-file=$WORK/callgrind.out"
+        --collect-atstart=no "--toggle-collect=*reload_file*")
+fi
+taskset -c "$CPU_SY" env RUST_LOG=info $EXTRA_ENV "${RUNNER[@]}" "$SWITCHYARD" run -c "$CONFIG" >"$WORK/log" 2>&1 &
 SY_PID=$!
 while :; do
     kill -0 "$SY_PID" 2>/dev/null || die "switchyard exited at startup: $(tail -n 20 "$WORK/log")"
@@ -236,6 +247,16 @@ state() { # QUERY -> "ms bytes"
 read -r ST_MS ST_BYTES <<<"$(state "")"
 read -r SP_MS SP_BYTES <<<"$(state "?pool=p0")"
 kill -0 "$SY_PID" 2>/dev/null || die "switchyard died: $(tail -n 20 "$WORK/log")"
+IR_PER_RELOAD=""
+if [[ -n $CALLGRIND ]] && ((RELOADS > 0)); then
+    # Stopped here so that callgrind writes its counts.
+    kill -TERM "$SY_PID"
+    wait "$SY_PID" 2>/dev/null || true
+    SY_PID=""
+    IR=$(grep -o 'Collected : [0-9]*' "$WORK/log" | tail -n 1 | awk '{ print $3 }')
+    [[ -n $IR ]] || die "no callgrind count in the log: $(tail -n 20 "$WORK/log")"
+    IR_PER_RELOAD=$((IR / RELOADS))
+fi
 
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if ! git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null; then
@@ -272,6 +293,9 @@ RESULT=$ROOT/bench-results/scale-idle-$(date +%Y%m%d-%H%M%S).txt
     echo "logged (last 3):                $LOGGED"
     echo "GET /v1/state:                  $ST_BYTES bytes in $ST_MS ms"
     echo "GET /v1/state?pool=p0:          $SP_BYTES bytes in $SP_MS ms"
+    if [[ -n $IR_PER_RELOAD ]]; then
+        echo "instructions per reload:        $IR_PER_RELOAD (callgrind, inside Control::reload_file; times and RSS above are valgrind's)"
+    fi
 } >"$RESULT"
 echo
 cat "$RESULT"
