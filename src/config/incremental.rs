@@ -158,13 +158,7 @@ impl Section {
 
 impl Index {
     fn name(&self, id: u32) -> &str {
-        let i = id as usize;
-        let start = if i == 0 {
-            0
-        } else {
-            self.names_end[i - 1] as usize
-        };
-        &self.names[start..self.names_end[i] as usize]
+        name_in(&self.names, &self.names_end, id as usize)
     }
 
     fn id(&self, name: &str) -> Option<u32> {
@@ -981,10 +975,8 @@ fn build_index(text: &str) -> Option<Index> {
     let scan = scan(text, &mut |name| {
         // A pool's sections usually follow each other: the last name
         // first, then the map.
-        if let Some(&end) = names_end.last() {
-            let last = names_end.len() - 1;
-            let start = last.checked_sub(1).map_or(0, |i| names_end[i] as usize);
-            if names.get(start..end as usize) == Some(name) {
+        if let Some(last) = names_end.len().checked_sub(1) {
+            if name_in(&names, &names_end, last) == name {
                 return u32::try_from(last).ok();
             }
         }
@@ -1002,6 +994,13 @@ fn build_index(text: &str) -> Option<Index> {
         names,
         names_end,
     })
+}
+
+/// Name `i` of `names`, the names one after the other, each ending at its
+/// entry of `ends`.
+fn name_in<'n>(names: &'n str, ends: &[u32], i: usize) -> &'n str {
+    let start = i.checked_sub(1).map_or(0, |j| ends[j] as usize);
+    &names[start..ends[i] as usize]
 }
 
 struct Scan {
@@ -1088,10 +1087,6 @@ struct Scanner<'t, 'f> {
 }
 
 impl Scanner<'_, '_> {
-    fn decode(&self, key: (Span, Option<Encoding>)) -> Option<Cow<'_, str>> {
-        decode_key(self.text, key)
-    }
-
     fn open(&mut self, span: Span, array: bool) {
         self.header = Some((span.start(), array));
         self.keys.clear();
@@ -1177,7 +1172,7 @@ impl EventReceiver for Scanner<'_, '_> {
         }
         self.statement_start = false;
         match self.kind {
-            Kind::Root => match self.decode((span, encoding)) {
+            Kind::Root => match decode_key(self.text, (span, encoding)) {
                 Some(k) if k != "pools" && k != "routes" => {}
                 Some(_) => self.pools_clean = false,
                 None => self.failed = true,
