@@ -120,10 +120,21 @@ pub fn strip_port(raw: &str) -> &str {
             None => raw,
         };
     }
-    match raw.rfind(':') {
-        // One colon: host:port. Several colons without brackets: a bare IPv6 literal.
-        Some(i) if raw[..i].find(':').is_none() => &raw[..i],
-        _ => raw,
+    // One colon: host:port. Several colons without brackets: a bare IPv6
+    // literal. One pass over the bytes (this runs for every request).
+    let mut colon = None;
+    for (i, &b) in raw.as_bytes().iter().enumerate() {
+        if b == b':' {
+            if colon.is_some() {
+                return raw;
+            }
+            colon = Some(i);
+        }
+    }
+    match colon {
+        // A byte index of an ASCII ':' is a char boundary.
+        Some(i) => raw.get(..i).unwrap_or(raw),
+        None => raw,
     }
 }
 

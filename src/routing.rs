@@ -286,6 +286,13 @@ impl RoutingTable {
     pub fn route_for(&self, raw_host: &str, req: &RequestView<'_>) -> Option<&Route> {
         let mut buf = [0u8; MAX_HOST_LEN + 2];
         let name = host::normalize(raw_host, &mut buf)?;
+        self.route_for_name(name, req)
+    }
+
+    /// [`route_for`](Self::route_for) for a name [`host::normalize`]
+    /// returned.
+    #[inline]
+    pub fn route_for_name(&self, name: &str, req: &RequestView<'_>) -> Option<&Route> {
         if let Some(list) = self.exact.get(name) {
             if let Some(r) = self.first_match(list.as_slice(), req) {
                 return Some(r);

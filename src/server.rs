@@ -22,6 +22,7 @@
 //! one watch channel and waits for the tracker, bounded by the grace.
 
 pub mod h1;
+mod streams;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -35,8 +36,9 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use streams::{StreamExec, Streams};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -330,10 +332,10 @@ fn local(l: &TcpListener) -> String {
 
 /// What every proxy connection is served with.
 struct ConnSettings {
-    builder: auto::Builder<TokioExecutor>,
+    builder: auto::Builder<StreamExec>,
     /// For a connection handed over by the direct path after it served
     /// requests: HTTP/1.1 for good.
-    h1_builder: auto::Builder<TokioExecutor>,
+    h1_builder: auto::Builder<StreamExec>,
     timeouts: Timeouts,
     /// The longest HTTP/1.1 request head (hyper's read buffer limit).
     max_head: usize,
@@ -354,8 +356,10 @@ fn client_timeouts(s: &ServerConfig) -> Timeouts {
 
 /// The HTTP server settings shared by every proxy connection. The client
 /// timeouts are the connection's [`Watchdog`]'s; hyper's own are backstops.
-fn http_builder(s: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
+///
+/// HTTP/2 streams run inside their connection's task ([`streams`]).
+fn http_builder(s: &ServerConfig) -> auto::Builder<StreamExec> {
+    let mut b = auto::Builder::new(StreamExec);
     b.http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
@@ -529,11 +533,8 @@ fn proxy_service(
     Future: Send + 'static,
 > + Send
        + 'static {
-    hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        if let Some(sni) = &sni {
-            req.extensions_mut().insert(sni.clone());
-        }
-        let (px, activity) = (px.clone(), activity.clone());
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (px, activity, sni) = (px.clone(), activity.clone(), sni.clone());
         async move {
             let open = activity.request(req.version() == http::Version::HTTP_2);
             let req = req.map(proxy::RequestBody::Hyper);
@@ -543,9 +544,17 @@ fn proxy_service(
             // on this path (TLS, HTTP/2, and what the direct path hands over)
             // is cheaper than copying it at every step.
             let resp = if http_body::Body::is_end_stream(req.body()) {
-                Box::pin(proxy::handle(px, peer, req)).await
+                Box::pin(proxy::handle(px, peer, sni, req)).await
             } else {
-                Box::pin(with_body_timeout(px, peer, req, &activity, body_timeout)).await
+                Box::pin(with_body_timeout(
+                    px,
+                    peer,
+                    sni,
+                    req,
+                    &activity,
+                    body_timeout,
+                ))
+                .await
             };
             Ok(resp?.map(|body| Tracked::new(body, open)))
         }
@@ -558,6 +567,7 @@ fn proxy_service(
 async fn with_body_timeout(
     px: Arc<Proxy>,
     peer: Peer,
+    sni: Option<crate::tls::Sni>,
     req: Request<proxy::RequestBody>,
     activity: &Activity,
     timeout: Duration,
@@ -566,7 +576,7 @@ async fn with_body_timeout(
     let start = tokio::time::Instant::now();
     tokio::select! {
         biased;
-        r = proxy::handle(px, peer, req) => r,
+        r = proxy::handle(px, peer, sni, req) => r,
         () = activity.read_stalled(start, timeout) => {
             tracing::debug!(client = %peer.addr, "request body stalled for body_timeout: 408");
             let mut r = proxy::plain(
@@ -585,7 +595,7 @@ async fn with_body_timeout(
 /// Drives one connection until it ends, a client timeout passes (see
 /// [`Watchdog`]) or shutdown (then it finishes in-flight requests).
 async fn serve_auto<I, S>(
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &auto::Builder<StreamExec>,
     io: I,
     svc: S,
     mut watchdog: Watchdog,
@@ -602,13 +612,15 @@ async fn serve_auto<I, S>(
 {
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
+    // Its HTTP/2 streams, polled by this task (dropped with it).
+    let mut streams = Streams::default();
     let mut draining = *shutdown.borrow();
     if draining {
         conn.as_mut().graceful_shutdown();
     }
     loop {
         tokio::select! {
-            r = conn.as_mut() => {
+            r = streams.drive(conn.as_mut()) => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "client connection ended with an error");
                 }

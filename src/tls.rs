@@ -412,23 +412,28 @@ impl ResolvesServerCert for OneCert {
 // ---------------------------------------------------------------------------
 // Shared TLS state.
 
-/// The server name a TLS connection asked for, attached to each of its
-/// requests so the proxy can refuse a Host the certificate was not chosen for.
+/// The server name a TLS connection asked for, handed to each of its
+/// requests so the proxy can refuse a Host the certificate was not chosen
+/// for. Normalized once, at the handshake; a name that is not a host name
+/// is kept as "", which no normalized Host is.
 #[derive(Debug, Clone)]
-pub struct Sni(pub Arc<str>);
+pub struct Sni(Arc<str>);
 
 impl Sni {
+    pub fn new(server_name: &str) -> Sni {
+        let mut buf = [0u8; MAX_HOST_LEN + 2];
+        Sni(host::normalize(server_name, &mut buf).unwrap_or("").into())
+    }
+
     /// Whether a raw Host value (any case, maybe a port) names this SNI.
     pub fn matches(&self, raw_host: &str) -> bool {
-        let mut a = [0u8; MAX_HOST_LEN + 2];
-        let mut b = [0u8; MAX_HOST_LEN + 2];
-        match (
-            host::normalize(raw_host, &mut a),
-            host::normalize(&self.0, &mut b),
-        ) {
-            (Some(h), Some(s)) => h == s,
-            _ => false,
-        }
+        let mut buf = [0u8; MAX_HOST_LEN + 2];
+        host::normalize(raw_host, &mut buf).is_some_and(|h| self.matches_normalized(h))
+    }
+
+    /// Whether a host name [`host::normalize`] returned names this SNI.
+    pub fn matches_normalized(&self, host: &str) -> bool {
+        !self.0.is_empty() && *self.0 == *host
     }
 }
 
@@ -726,7 +731,7 @@ impl TlsState {
                 return None;
             }
             match start.into_stream(self.server_config.clone()).await {
-                Ok(s) => Some((s, Sni(sni?))),
+                Ok(s) => Some((s, Sni::new(&sni?))),
                 Err(e) => {
                     tracing::debug!(sni = ?sni, error = %e, "TLS handshake failed");
                     None
@@ -855,11 +860,15 @@ mod tests {
 
     #[test]
     fn sni_matches_host_ignoring_case_and_port() {
-        let s = Sni("app.test".into());
+        let s = Sni::new("App.test");
         assert!(s.matches("App.Test:8443"));
         assert!(s.matches("app.test."));
+        assert!(s.matches_normalized("app.test"));
+        assert!(!s.matches_normalized("App.test"));
         assert!(!s.matches("other.test"));
         assert!(!s.matches(""));
+        // A server name that is no host name matches nothing.
+        assert!(!Sni::new("bad name").matches("bad name"));
     }
 
     #[test]

@@ -362,6 +362,76 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
     assert!(!p.socket.exists(), "admin socket removed at exit");
 }
 
+/// The same over HTTP/2, whose streams run inside their connection's task:
+/// the drain waits for each of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_http2_streams_then_exits_0() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let blue = Upstream::start("blue").await;
+    let green = Upstream::start("green").await;
+    let config = pool_config(&blue, 100, &green, 0, "")
+        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"10m\"");
+    let mut p = Proxy::start(&config).await;
+    let s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut tx = tx.clone();
+        held.push(tokio::spawn(async move {
+            let req = http::Request::get("http://app.test/held")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let r = tx.send_request(req).await.unwrap();
+            let status = r.status();
+            let b = r.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&b).into_owned())
+        }));
+    }
+    assert!(
+        eventually(DEADLINE, || async {
+            p.state().await["pools"]["app"]["versions"]["blue"]["in_flight"] == 3
+        })
+        .await
+    );
+    p.signal("TERM");
+    let addr = p.http;
+    assert!(
+        eventually(DEADLINE, || async move {
+            tokio::net::TcpStream::connect(addr).await.is_err()
+        })
+        .await
+    );
+    assert!(held.iter().all(|h| !h.is_finished()));
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "exited with HTTP/2 streams in flight"
+    );
+    blue.release(3);
+    for h in held {
+        let (status, body) = h.await.unwrap();
+        assert_eq!(status, 200, "in-flight stream finished");
+        assert_eq!(body, "blue held\nblue released\n");
+    }
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < DEADLINE, "did not exit");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_blue_and_switches_to_green() {
     let dir = tempfile::tempdir().unwrap();

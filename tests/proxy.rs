@@ -216,6 +216,44 @@ async fn http2_prior_knowledge_on_the_http_entrypoint() {
     }
 }
 
+/// HTTP/2 streams run inside their connection's task (src/server/streams.rs):
+/// 150 requests at once on one connection, each with its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_http2_streams_on_one_connection_each_get_their_answer() {
+    let (_b, _g, p) = basic().await;
+    let s = TcpStream::connect(p.http).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..150 {
+        let mut tx = tx.clone();
+        set.spawn(async move {
+            tx.ready().await.unwrap();
+            // A body each: the streams' request bodies go through too.
+            let req = http::Request::post("http://app.test/echo")
+                .body(Full::new(Bytes::from(format!("stream {i}"))))
+                .unwrap();
+            let r = tx.send_request(req).await.unwrap();
+            let status = r.status();
+            let b = r.into_body().collect().await.unwrap().to_bytes();
+            (i, status, String::from_utf8_lossy(&b).into_owned())
+        });
+    }
+    let mut seen = 0;
+    while let Some(r) = set.join_next().await {
+        let (i, status, body) = r.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body, format!("stream {i}"));
+        seen += 1;
+    }
+    assert_eq!(seen, 150);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failure_is_retried_on_another_backend() {
     let dead = dead_addr();

@@ -39,7 +39,9 @@ use crate::accesslog::{AccessLog, Entry};
 use crate::balance::sticky_bucket;
 use crate::config::{OnAllDown, Sticky, TlsMode};
 use crate::control::Control;
+use crate::host::MAX_HOST_LEN;
 use crate::routing::{Limits, Pick, Pool, Route, RoutingTable, Version};
+use crate::tls::Sni;
 use crate::upstream::h1::{self, ExchangeError, RawBody};
 use crate::upstream::{Backend, ClientBody, Conn, ConnectError, QueueTimeout, Slot, UpBody};
 
@@ -539,9 +541,13 @@ impl Proxy {
 /// and a request cost ~16 KB of memcpy (now 1.2 KB; `-Zprint-type-sizes`
 /// on nightly shows the layout). The rare paths (middlewares, a capped
 /// backend's queue, hyper's client) are boxed for the same reason.
+///
+/// `sni` is the server name of the TLS connection the request came on
+/// (`None` on plain HTTP): a request for another host is refused.
 pub async fn handle(
     px: Arc<Proxy>,
     peer: Peer,
+    sni: Option<Sni>,
     req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
@@ -552,7 +558,7 @@ pub async fn handle(
     // The match picks a future, and its statement ends before the await:
     // a match around the awaits (or in the await's statement) would keep
     // its scrutinee, the request, in this future.
-    let serving = match next_step(&px, &table, peer, req, &mut at) {
+    let serving = match next_step(&px, &table, peer, sni.as_ref(), req, &mut at) {
         Next::Done(r) => Either::Left(std::future::ready(r)),
         Next::Pool(route, planned) => Either::Right(Either::Left(serve_pool(
             &px, &table, route, planned, &mut at,
@@ -667,10 +673,11 @@ fn next_step<'t>(
     px: &Proxy,
     table: &'t RoutingTable,
     peer: Peer,
+    sni: Option<&Sni>,
     req: Request<RequestBody>,
     at: &mut Recorded<'t>,
 ) -> Next<'t> {
-    match route_request(px, table, peer, req, at) {
+    match route_request(px, table, peer, sni, req, at) {
         Err(e) => Next::Done(Err(e)),
         Ok(Routed::Answer(resp)) => Next::Done(Ok(resp)),
         Ok(Routed::Route(req, host_value, route)) => {
@@ -698,18 +705,20 @@ fn route_request<'t>(
     px: &Proxy,
     table: &'t RoutingTable,
     peer: Peer,
+    sni: Option<&Sni>,
     req: Request<RequestBody>,
     at: &mut Recorded<'t>,
 ) -> Result<Routed<'t>, ProxyError> {
     let host_value = vet(&req)?;
     let host = host_value.to_str().map_err(|_| ProxyError::NoHost)?;
+    // Normalized once: the SNI check and the route lookup both use it.
+    let mut buf = [0u8; MAX_HOST_LEN + 2];
+    let name = crate::host::normalize(host, &mut buf);
     if peer.https {
         // The certificate was chosen for the SNI name: another Host on this
         // connection (HTTP/2 coalescing, domain fronting) is misdirected.
-        if let Some(sni) = req.extensions().get::<crate::tls::Sni>() {
-            if !sni.matches(host) {
-                return Err(ProxyError::Misdirected);
-            }
+        if sni.is_some_and(|sni| !name.is_some_and(|n| sni.matches_normalized(n))) {
+            return Err(ProxyError::Misdirected);
         }
     } else if let Some(token) = req.uri().path().strip_prefix(ACME_PREFIX) {
         // ACME HTTP-01; an unknown token goes to the backend like any path.
@@ -724,7 +733,9 @@ fn route_request<'t>(
         query: req.uri().query(),
         headers: req.headers(),
     };
-    let route = table.route_for(host, &view).ok_or(ProxyError::NoRoute)?;
+    let route = name
+        .and_then(|name| table.route_for_name(name, &view))
+        .ok_or(ProxyError::NoRoute)?;
     at.route = Some(route);
     if !peer.https
         && route.redirect_https

@@ -757,7 +757,7 @@ async fn run(
         let (req, http10, is_head) = version_and_head(req);
         // In this future, not boxed: this future is boxed already, and one
         // allocation per request is cheaper than two.
-        let handling = std::pin::pin!(proxy::handle(px.clone(), peer, req));
+        let handling = std::pin::pin!(proxy::handle(px.clone(), peer, None, req));
         let Some(resp) = c.answer(handling).await else {
             return Ran::Closed;
         };

@@ -1,0 +1,216 @@
+//! The HTTP/2 streams of a client connection, run inside the connection's
+//! own task.
+//!
+//! hyper's HTTP/2 server hands each stream's future to its executor. With
+//! hyper-util's `TokioExecutor` that is a `tokio::spawn` per request: a task
+//! cell aligned to 128 bytes (glibc serves it through `posix_memalign`, its
+//! slowest path, ~1 000 instructions), the future copied into it, a trip
+//! through the scheduler's queue at each wake-up, and the cell freed again.
+//! nginx and HAProxy run a connection's streams inside the connection.
+//! [`Streams`] does the same: the connection's task polls the connection,
+//! takes the streams it started, and polls those in a `FuturesUnordered`
+//! (which polls only the streams that were woken).
+//!
+//! How the futures get there: [`StreamExec::execute`] is only ever called
+//! from inside the connection's poll, on the thread running it. [`Streams`]
+//! puts an empty list in a thread-local slot around that poll; `execute`
+//! pushes into it. Outside such a poll (no slot), `execute` spawns a task as
+//! before, so nothing is ever lost.
+//!
+//! What changes for a stream: it runs on the thread of its connection (as in
+//! nginx and HAProxy), and when the connection ends, its unfinished streams
+//! are dropped with it (their client is gone; a graceful end waits for them
+//! first, as hyper's connection future does).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+thread_local! {
+    /// Set (to an empty list) while a connection is polled by [`Streams`].
+    static STARTED: Cell<Option<Vec<StreamFuture>>> = const { Cell::new(None) };
+}
+
+/// hyper's executor for the proxy's client connections.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StreamExec;
+
+impl<F> hyper::rt::Executor<F> for StreamExec
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        match STARTED.take() {
+            Some(mut started) => {
+                started.push(Box::pin(fut));
+                STARTED.set(Some(started));
+            }
+            None => {
+                tokio::spawn(fut);
+            }
+        }
+    }
+}
+
+/// The streams a connection started, polled by its task.
+#[derive(Default)]
+pub struct Streams {
+    running: FuturesUnordered<StreamFuture>,
+    /// The list lent to [`STARTED`] (kept for its capacity).
+    spare: Vec<StreamFuture>,
+}
+
+impl Streams {
+    /// Drives `conn` and the streams it starts until `conn` ends.
+    pub fn drive<'a, C>(
+        &'a mut self,
+        mut conn: Pin<&'a mut C>,
+    ) -> impl Future<Output = C::Output> + 'a
+    where
+        C: Future,
+    {
+        std::future::poll_fn(move |cx| self.poll(conn.as_mut(), cx))
+    }
+
+    fn poll<C: Future>(&mut self, mut conn: Pin<&mut C>, cx: &mut Context<'_>) -> Poll<C::Output> {
+        // Twice at most: streams that answered on the first pass queued
+        // frames, which the connection's second poll writes now rather
+        // than on the next wake-up.
+        for _ in 0..2 {
+            let outer = STARTED.replace(Some(std::mem::take(&mut self.spare)));
+            let polled = conn.as_mut().poll(cx);
+            let started = STARTED.replace(outer).unwrap_or_default();
+            if let Poll::Ready(out) = polled {
+                self.spare = started;
+                return Poll::Ready(out);
+            }
+            let fresh = !started.is_empty();
+            self.adopt(started);
+            let finished = self.poll_streams(cx);
+            if !fresh && finished == 0 {
+                break;
+            }
+        }
+        Poll::Pending
+    }
+
+    fn adopt(&mut self, mut started: Vec<StreamFuture>) {
+        for fut in started.drain(..) {
+            self.running.push(fut);
+        }
+        self.spare = started;
+    }
+
+    /// Polls the woken streams; how many finished.
+    fn poll_streams(&mut self, cx: &mut Context<'_>) -> usize {
+        let mut finished = 0;
+        // Pending once no stream is ready (or after FuturesUnordered's
+        // own budget, when it has woken this task to come back); None
+        // when there are none.
+        while let Poll::Ready(Some(())) = self.running.poll_next_unpin(cx) {
+            finished += 1;
+        }
+        finished
+    }
+
+    /// Streams started and not finished.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::rt::Executor;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A stand-in for hyper's connection: starts `n` streams through the
+    /// executor on its first poll, each waiting for a message, then ends
+    /// once they all finished.
+    struct FakeConn {
+        n: usize,
+        started: bool,
+        done: Arc<AtomicUsize>,
+        rxs: Vec<tokio::sync::oneshot::Receiver<()>>,
+    }
+
+    impl Future for FakeConn {
+        type Output = usize;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<usize> {
+            if !self.started {
+                self.started = true;
+                for rx in std::mem::take(&mut self.rxs) {
+                    let done = self.done.clone();
+                    StreamExec.execute(async move {
+                        let _ = rx.await;
+                        done.fetch_add(1, Ordering::SeqCst);
+                    });
+                }
+            }
+            let done = self.done.load(Ordering::SeqCst);
+            if done == self.n {
+                Poll::Ready(done)
+            } else {
+                // Woken by the streams' progress: they share this task.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_run_in_the_connection_task_until_it_ends() {
+        let n = 5;
+        let mut txs = Vec::new();
+        let mut rxs = Vec::new();
+        for _ in 0..n {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            txs.push(tx);
+            rxs.push(rx);
+        }
+        let done = Arc::new(AtomicUsize::new(0));
+        let conn = FakeConn {
+            n,
+            started: false,
+            done: done.clone(),
+            rxs,
+        };
+        tokio::pin!(conn);
+        let mut streams = Streams::default();
+        // Nothing answered yet: the streams wait in the set, not in tasks.
+        let first = futures_util::poll!(streams.drive(conn.as_mut()));
+        assert!(first.is_pending());
+        assert_eq!(streams.len(), n);
+        for tx in txs {
+            tx.send(()).unwrap();
+        }
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            streams.drive(conn.as_mut()),
+        )
+        .await
+        .expect("the connection ends once its streams finished");
+        assert_eq!(out, n);
+        assert_eq!(streams.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn outside_a_connection_poll_a_stream_is_spawned() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        StreamExec.execute(async move {
+            let _ = tx.send(7);
+        });
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), rx)
+            .await
+            .expect("the spawned stream ran");
+        assert_eq!(got.unwrap(), 7);
+    }
+}
