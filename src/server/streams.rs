@@ -60,7 +60,9 @@ where
 /// The streams a connection started, polled by its task.
 #[derive(Default)]
 pub struct Streams {
-    running: FuturesUnordered<StreamFuture>,
+    /// Made at the first stream: an HTTP/1.1 connection never needs one
+    /// (an empty `FuturesUnordered` is two allocations).
+    running: Option<FuturesUnordered<StreamFuture>>,
     /// The list lent to [`STARTED`] (kept for its capacity).
     spare: Vec<StreamFuture>,
 }
@@ -100,8 +102,11 @@ impl Streams {
     }
 
     fn adopt(&mut self, mut started: Vec<StreamFuture>) {
-        for fut in started.drain(..) {
-            self.running.push(fut);
+        if !started.is_empty() {
+            let running = self.running.get_or_insert_with(FuturesUnordered::new);
+            for fut in started.drain(..) {
+                running.push(fut);
+            }
         }
         self.spare = started;
     }
@@ -109,10 +114,13 @@ impl Streams {
     /// Polls the woken streams; how many finished.
     fn poll_streams(&mut self, cx: &mut Context<'_>) -> usize {
         let mut finished = 0;
+        let Some(running) = self.running.as_mut() else {
+            return 0;
+        };
         // Pending once no stream is ready (or after FuturesUnordered's
         // own budget, when it has woken this task to come back); None
         // when there are none.
-        while let Poll::Ready(Some(())) = self.running.poll_next_unpin(cx) {
+        while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {
             finished += 1;
         }
         finished
@@ -121,7 +129,7 @@ impl Streams {
     /// Streams started and not finished.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.running.len()
+        self.running.as_ref().map_or(0, FuturesUnordered::len)
     }
 }
 
