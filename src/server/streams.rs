@@ -25,9 +25,12 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::task::AtomicWaker;
 
 type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -60,11 +63,55 @@ where
 /// The streams a connection started, polled by its task.
 #[derive(Default)]
 pub struct Streams {
-    /// Made at the first stream: an HTTP/1.1 connection never needs one
-    /// (an empty `FuturesUnordered` is two allocations).
-    running: Option<FuturesUnordered<StreamFuture>>,
+    /// Made at the first stream (an HTTP/1.1 connection never needs one).
+    running: Option<Running>,
     /// The list lent to [`STARTED`] (kept for its capacity).
     spare: Vec<StreamFuture>,
+}
+
+/// An HTTP/2 connection's streams, and the waker its connection is polled
+/// with from then on: the task wakes for a stream as often as for the
+/// connection, and hyper's connection poll is not cheap (it reads, pings,
+/// sweeps reset streams and flushes), so it is polled only when something
+/// it waits on woke it.
+struct Running {
+    streams: FuturesUnordered<StreamFuture>,
+    wake: Arc<ConnWake>,
+    waker: Waker,
+}
+
+/// Notes that the connection was woken, and wakes the task.
+struct ConnWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for ConnWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl Running {
+    fn new() -> Running {
+        // Woken at first: the connection was last polled with the task's
+        // own waker, so its next poll must register this one (a future that
+        // returns Pending wakes the waker of that poll).
+        let wake = Arc::new(ConnWake {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        Running {
+            streams: FuturesUnordered::new(),
+            waker: Waker::from(wake.clone()),
+            wake,
+        }
+    }
 }
 
 impl Streams {
@@ -80,19 +127,28 @@ impl Streams {
     }
 
     fn poll<C: Future>(&mut self, mut conn: Pin<&mut C>, cx: &mut Context<'_>) -> Poll<C::Output> {
+        if let Some(r) = &self.running {
+            r.wake.task.register(cx.waker());
+        }
         // Twice at most: streams that answered on the first pass queued
         // frames, which the connection's second poll writes now rather
         // than on the next wake-up.
         for _ in 0..2 {
-            let outer = STARTED.replace(Some(std::mem::take(&mut self.spare)));
-            let polled = conn.as_mut().poll(cx);
-            let started = STARTED.replace(outer).unwrap_or_default();
-            if let Poll::Ready(out) = polled {
-                self.spare = started;
-                return Poll::Ready(out);
+            let mut fresh = false;
+            if self.conn_woken() {
+                let outer = STARTED.replace(Some(std::mem::take(&mut self.spare)));
+                let polled = match &self.running {
+                    Some(r) => conn.as_mut().poll(&mut Context::from_waker(&r.waker)),
+                    None => conn.as_mut().poll(cx),
+                };
+                let started = STARTED.replace(outer).unwrap_or_default();
+                if let Poll::Ready(out) = polled {
+                    self.spare = started;
+                    return Poll::Ready(out);
+                }
+                fresh = !started.is_empty();
+                self.adopt(started, cx);
             }
-            let fresh = !started.is_empty();
-            self.adopt(started);
             let finished = self.poll_streams(cx);
             if !fresh && finished == 0 {
                 break;
@@ -101,11 +157,25 @@ impl Streams {
         Poll::Pending
     }
 
-    fn adopt(&mut self, mut started: Vec<StreamFuture>) {
+    /// Whether the connection is to be polled (and the mark taken).
+    fn conn_woken(&self) -> bool {
+        match &self.running {
+            Some(r) => r.wake.woken.swap(false, Ordering::AcqRel),
+            // Until its first stream, the connection is polled with the
+            // task's waker: each wake-up is its own.
+            None => true,
+        }
+    }
+
+    fn adopt(&mut self, mut started: Vec<StreamFuture>, cx: &Context<'_>) {
         if !started.is_empty() {
-            let running = self.running.get_or_insert_with(FuturesUnordered::new);
+            let running = self.running.get_or_insert_with(|| {
+                let r = Running::new();
+                r.wake.task.register(cx.waker());
+                r
+            });
             for fut in started.drain(..) {
-                running.push(fut);
+                running.streams.push(fut);
             }
         }
         self.spare = started;
@@ -120,7 +190,7 @@ impl Streams {
         // Pending once no stream is ready (or after FuturesUnordered's
         // own budget, when it has woken this task to come back); None
         // when there are none.
-        while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {
+        while let Poll::Ready(Some(())) = running.streams.poll_next_unpin(cx) {
             finished += 1;
         }
         finished
@@ -129,7 +199,7 @@ impl Streams {
     /// Streams started and not finished.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.running.as_ref().map_or(0, FuturesUnordered::len)
+        self.running.as_ref().map_or(0, |r| r.streams.len())
     }
 }
 
@@ -208,6 +278,61 @@ mod tests {
         .expect("the connection ends once its streams finished");
         assert_eq!(out, n);
         assert_eq!(streams.len(), 0);
+    }
+
+    /// Starts one stream on its first poll, then waits on nothing of its
+    /// own; counts its polls.
+    struct QuietConn {
+        polls: Arc<AtomicUsize>,
+        rx: Option<tokio::sync::oneshot::Receiver<()>>,
+        done: Arc<AtomicUsize>,
+    }
+
+    impl Future for QuietConn {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            if let Some(rx) = self.rx.take() {
+                let done = self.done.clone();
+                StreamExec.execute(async move {
+                    let _ = rx.await;
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wake_up_for_a_stream_alone_does_not_poll_the_connection() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let conn = QuietConn {
+            polls: polls.clone(),
+            rx: Some(rx),
+            done: done.clone(),
+        };
+        tokio::pin!(conn);
+        let mut streams = Streams::default();
+        assert!(futures_util::poll!(streams.drive(conn.as_mut())).is_pending());
+        // Polled with the task's waker, then once more with its own (so
+        // that what it waits on wakes that one).
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+        tx.send(()).unwrap();
+        assert!(futures_util::poll!(streams.drive(conn.as_mut())).is_pending());
+        assert_eq!(done.load(Ordering::SeqCst), 1, "the stream ran");
+        assert_eq!(streams.len(), 0);
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            2,
+            "the connection was not woken"
+        );
+        // Its own waker does bring it back.
+        let r = streams.running.as_ref().expect("made at the first stream");
+        r.waker.wake_by_ref();
+        assert!(futures_util::poll!(streams.drive(conn.as_mut())).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
