@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# benches/callgrind_h2.sh: user-space instructions per HTTP/2 request over
+# TLS, counted by valgrind's callgrind, for switchyard and HAProxy doing the
+# job of benches/tls_compare.sh (the same ECDSA P-256 certificate, one nginx
+# origin over HTTP/1.1, 1 worker/thread each).
+#
+# Each proxy runs under callgrind; 1 000 warm-up requests, then the counters
+# are zeroed, N requests are sent (h2load -c10 -mM over TLS, ALPN h2) and
+# the counters dumped: instructions / N is the figure. As in
+# benches/callgrind.sh, instructions are not time (a syscall's kernel work
+# counts nothing, a `rep movsb` one): this says where user-space work goes
+# and whether a change removed some; benches/tls_compare.sh says how fast.
+#
+# Usage: benches/callgrind_h2.sh                   (N=20000, M="1 100", builds switchyard)
+#        SWITCHYARD_BIN=/path/to/switchyard M=100 benches/callgrind_h2.sh
+#        TOP=30 benches/callgrind_h2.sh           (also each proxy's top functions)
+# Needs valgrind, nginx, haproxy, h2load, openssl (scripts/setup.sh bench).
+
+set -euo pipefail
+
+N=${N:-20000}
+TOP=${TOP:-0}
+read -r -a STREAMS <<<"${M:-1 100}"
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SWITCHYARD=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
+PATH=$PATH:/usr/sbin:/sbin
+
+die() {
+    echo "callgrind_h2.sh: $*" >&2
+    exit 1
+}
+
+[[ $N =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer (got '$N')"
+[[ $TOP =~ ^[0-9]+$ ]] || die "TOP must be a number (got '$TOP')"
+for m in "${STREAMS[@]}"; do
+    [[ $m =~ ^[1-9][0-9]*$ ]] || die "M must be positive integers (got '$m')"
+done
+for tool in valgrind callgrind_annotate callgrind_control h2load nginx haproxy openssl curl python3; do
+    command -v "$tool" >/dev/null 2>&1 || die "needs $tool (scripts/setup.sh bench installs it)"
+done
+if [[ -n ${SWITCHYARD_BIN:-} ]]; then
+    [[ -x $SWITCHYARD ]] || die "SWITCHYARD_BIN=$SWITCHYARD is not an executable"
+else
+    (cd "$ROOT" && cargo build --release --bin switchyard -q) || die "cargo build --release failed"
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-callgrind-h2.XXXXXX")
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    [[ -n ${KEEP:-} ]] && echo "kept $WORK" || rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=bench-ca -addext basicConstraints=critical,CA:TRUE \
+    -addext keyUsage=critical,keyCertSign -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+    -keyout "$WORK/key.pem" -out "$WORK/leaf.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$WORK/ext.cnf"
+openssl x509 -req -in "$WORK/leaf.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" \
+    -CAcreateserial -days 2 -extfile "$WORK/ext.cnf" -out "$WORK/cert.pem" 2>/dev/null
+cat "$WORK/cert.pem" "$WORK/key.pem" >"$WORK/haproxy.pem"
+
+ORIGIN=$(free_port)
+mkdir -p "$WORK/origin"
+cat >"$WORK/origin/nginx.conf" <<EOF
+worker_processes 1;
+pid $WORK/origin/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:$ORIGIN;
+        keepalive_requests 1000000;
+        location / { return 200 "blue\n"; }
+    }
+}
+EOF
+nginx -p "$WORK/origin" -c "$WORK/origin/nginx.conf" -e "$WORK/origin/error.log" -g 'daemon off;' &
+PIDS+=($!)
+
+SY_PORT=$(free_port)
+cat >"$WORK/switchyard.toml" <<EOF
+[server]
+http = "127.0.0.1:$(free_port)"
+https = "127.0.0.1:$SY_PORT"
+workers = 1
+
+[admin]
+socket = "$WORK/admin.sock"
+state = "$WORK/state.json"
+
+[[routes]]
+host = "localhost"
+pool = "app"
+tls = { cert = "$WORK/cert.pem", key = "$WORK/key.pem" }
+redirect_https = false
+
+[pools.app.versions.blue]
+weight = 100
+backends = ["127.0.0.1:$ORIGIN"]
+EOF
+
+HA_PORT=$(free_port)
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 8000
+    tune.ssl.cachesize 20000
+defaults
+    mode http
+    timeout connect 3s
+    timeout client 30s
+    timeout server 30s
+frontend fe
+    bind 127.0.0.1:$HA_PORT ssl crt $WORK/haproxy.pem alpn h2,http/1.1
+    default_backend be
+backend be
+    http-reuse always
+    server origin 127.0.0.1:$ORIGIN
+EOF
+
+# wait_ok PORT: until the port answers 200 over TLS (valgrind starts slowly).
+wait_ok() {
+    for ((i = 0; i < 300; i++)); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' --cacert "$WORK/ca.pem" \
+            --resolve "localhost:$1:127.0.0.1" "https://localhost:$1/" 2>/dev/null) == 200 ]] && return 0
+        sleep 0.2
+    done
+    die "nothing answers 200 on port $1"
+}
+
+load() { # PORT COUNT STREAMS
+    local out
+    out=$(h2load -t1 -c10 -m"$3" -n "$2" --connect-to="127.0.0.1:$1" "https://localhost:$1/" 2>&1)
+    grep -q '^Application protocol: h2$' <<<"$out" || die "no h2 on port $1: $out"
+    grep -q "status codes: $2 2xx" <<<"$out" || die "not every request got a 2xx: $(grep 'status codes' <<<"$out")"
+}
+
+# measure NAME PORT STREAMS CMD...: instructions per request under callgrind.
+declare -A IR
+measure() {
+    local name=$1 port=$2 m=$3 pid dump total
+    shift 3
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/$name-$m.out.%p" "$@" >"$WORK/$name-$m.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_ok "$port"
+    load "$port" 1000 "$m"
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    load "$port" "$N" "$m"
+    callgrind_control -d "$pid" >/dev/null 2>&1
+    dump="$WORK/$name-$m.out.$pid.1"
+    for ((i = 0; i < 100; i++)); do
+        [[ -s $dump ]] && break
+        sleep 0.1
+    done
+    [[ -s $dump ]] || die "no callgrind dump for $name"
+    total=$(awk -F': ' '/^summary:/ { print $2 }' "$dump")
+    [[ $total =~ ^[0-9]+$ ]] || die "no instruction total in $dump"
+    IR[$name-$m]=$((total / N))
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    if ((TOP > 0)); then
+        echo "## $name, $m stream(s) per connection: top $TOP functions (self instructions over the $N requests)"
+        callgrind_annotate --auto=no --threshold=100 "$dump" 2>/dev/null |
+            grep -E '^ *[0-9,]+ \( *[0-9.]+%\) ' | grep -v 'PROGRAM TOTALS' |
+            grep -v -E '__rust_begin_short_backtrace|libc_start|below main|\?\?\?:main |0x0000' |
+            head -n "$TOP"
+        echo
+    fi
+}
+
+for m in "${STREAMS[@]}"; do
+    RUST_LOG=warn measure switchyard "$SY_PORT" "$m" "$SWITCHYARD" run --config "$WORK/switchyard.toml"
+    measure haproxy "$HA_PORT" "$m" haproxy -db -f "$WORK/haproxy.cfg"
+done
+
+commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
+echo "# callgrind, HTTP/2 over TLS, $(date -u '+%Y-%m-%d %H:%M') UTC, commit $commit, $N requests (h2load -c10 -mM) after 1 000 warm-up"
+printf '%-10s %12s %12s %8s\n' "streams" "switchyard" "HAProxy" "ratio"
+for m in "${STREAMS[@]}"; do
+    awk -v m="$m" -v a="${IR[switchyard-$m]}" -v b="${IR[haproxy-$m]}" \
+        'BEGIN { printf "%-10s %12d %12d %8.2f\n", "-m" m, a, b, a / b }'
+done
