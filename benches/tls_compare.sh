@@ -43,6 +43,10 @@
 # Usage: benches/tls_compare.sh               (ROUNDS=1 DURATION=10 H2_CONNS=10)
 #        ROUNDS=3 DURATION=5 benches/tls_compare.sh
 #        TARGETS="switchyard haproxy" benches/tls_compare.sh
+#        BASE_BIN=/path/to/other/switchyard TARGETS="switchyard base haproxy" \
+#            benches/tls_compare.sh        (another build as target "base", in the
+#                                           same rounds: an A/B the VM's drift
+#                                           between runs cannot blur)
 #        SWITCHYARD_BIN=/path/to/switchyard HANDSHAKE_BIN=/path/to/tls_handshake \
 #            benches/tls_compare.sh        (prebuilt binaries, nothing is built)
 # Needs nginx, haproxy, wrk, h2load, openssl (scripts/setup.sh bench installs them).
@@ -68,7 +72,8 @@ die() {
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive number of seconds (got '$DURATION')"
 [[ $H2_CONNS =~ ^[1-9][0-9]*$ ]] || die "H2_CONNS must be a positive integer (got '$H2_CONNS')"
 for t in "${TARGETS[@]}"; do
-    [[ $t == switchyard || $t == nginx || $t == haproxy ]] || die "unknown target $t"
+    [[ $t == switchyard || $t == nginx || $t == haproxy || $t == base ]] || die "unknown target $t"
+    [[ $t != base || -x ${BASE_BIN:-} ]] || die "target base needs BASE_BIN=<a switchyard binary>"
 done
 for t in nginx haproxy wrk h2load openssl taskset curl python3; do
     command -v "$t" >/dev/null || die "$t is missing: run scripts/setup.sh bench"
@@ -143,6 +148,10 @@ PIDS+=($!)
 wait_port "$ORIGIN"
 
 # --- the proxies -------------------------------------------------------------
+start_base() { # PORT
+    SWITCHYARD=$BASE_BIN start_switchyard "$1"
+}
+
 start_switchyard() { # PORT
     local http
     http=$(free_port)
