@@ -626,14 +626,18 @@ async fn serve_auto<I, S>(
                 }
                 return;
             }
+            // The next round's drive polls the connection, which acts on
+            // the shutdown (conn_changed: even when nothing woke it).
             _ = shutdown.changed(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
+                streams.conn_changed();
             }
             e = watchdog.expired() => match e {
                 Expired::Close(why) => {
                     tracing::debug!(reason = why.as_str(), "closing a client connection");
                     conn.as_mut().graceful_shutdown();
+                    streams.conn_changed();
                 }
                 Expired::Abort(why) => {
                     tracing::debug!(reason = why.as_str(), "dropping a client connection");

@@ -432,6 +432,54 @@ async fn sigterm_finishes_in_flight_http2_streams_then_exits_0() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// An idle HTTP/2 connection (its streams done) is told to go away at
+/// once on SIGTERM, and the process exits: it does not wait for the
+/// connection's idle timeout (10 minutes here, as is the grace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_an_idle_http2_connection_at_once() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let blue = Upstream::start("blue").await;
+    let green = Upstream::start("green").await;
+    let config = pool_config(&blue, 100, &green, 0, "idle_timeout = \"10m\"")
+        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"10m\"");
+    let mut p = Proxy::start(&config).await;
+    let s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    let client_conn = tokio::spawn(conn);
+    for _ in 0..2 {
+        let req = http::Request::get("http://app.test/")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let r = tx.send_request(req).await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.into_body().collect().await.unwrap();
+    }
+    p.signal("TERM");
+    // GOAWAY, then the connection ends: the client's side finishes.
+    tokio::time::timeout(DEADLINE, client_conn)
+        .await
+        .expect("the idle HTTP/2 connection was closed")
+        .unwrap()
+        .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < DEADLINE, "did not exit");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_blue_and_switches_to_green() {
     let dir = tempfile::tempdir().unwrap();

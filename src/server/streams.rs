@@ -157,6 +157,17 @@ impl Streams {
         Poll::Pending
     }
 
+    /// Has the connection polled by the next [`drive`](Self::drive), for
+    /// what was done to it outside its poll: hyper's `graceful_shutdown`
+    /// only sets a state that the next poll acts on (sending GOAWAY), and
+    /// an idle connection would otherwise wait for its client or a timer
+    /// to wake it.
+    pub fn conn_changed(&self) {
+        if let Some(r) = &self.running {
+            r.wake.woken.store(true, Ordering::Release);
+        }
+    }
+
     /// Whether the connection is to be polled (and the mark taken).
     fn conn_woken(&self) -> bool {
         match &self.running {
