@@ -4,7 +4,6 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use support::*;
 
@@ -350,14 +349,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
     let a = slow.await.unwrap().unwrap();
     assert_eq!(a.status, 200, "in-flight request finished");
     assert_eq!(a.body, "blue held\nblue released\n");
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = p.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t.elapsed() < DEADLINE, "did not exit");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let status = p.wait_exit().await;
     assert_eq!(status.code(), Some(0));
     assert!(!p.socket.exists(), "admin socket removed at exit");
 }
@@ -368,21 +360,13 @@ async fn sigterm_finishes_in_flight_requests_then_exits_0() {
 async fn sigterm_finishes_in_flight_http2_streams_then_exits_0() {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
 
     let blue = Upstream::start("blue").await;
     let green = Upstream::start("green").await;
     let config = pool_config(&blue, 100, &green, 0, "")
         .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"10m\"");
     let mut p = Proxy::start(&config).await;
-    let s = tokio::net::TcpStream::connect(p.http).await.unwrap();
-    let (tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-        TokioExecutor::new(),
-        TokioIo::new(s),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (tx, _conn) = h2c(p.http).await;
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut tx = tx.clone();
@@ -421,14 +405,7 @@ async fn sigterm_finishes_in_flight_http2_streams_then_exits_0() {
         assert_eq!(status, 200, "in-flight stream finished");
         assert_eq!(body, "blue held\nblue released\n");
     }
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = p.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t.elapsed() < DEADLINE, "did not exit");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let status = p.wait_exit().await;
     assert_eq!(status.code(), Some(0));
 }
 
@@ -439,21 +416,13 @@ async fn sigterm_finishes_in_flight_http2_streams_then_exits_0() {
 async fn sigterm_closes_an_idle_http2_connection_at_once() {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
 
     let blue = Upstream::start("blue").await;
     let green = Upstream::start("green").await;
     let config = pool_config(&blue, 100, &green, 0, "idle_timeout = \"10m\"")
         .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"10m\"");
     let mut p = Proxy::start(&config).await;
-    let s = tokio::net::TcpStream::connect(p.http).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-        TokioExecutor::new(),
-        TokioIo::new(s),
-    )
-    .await
-    .unwrap();
-    let client_conn = tokio::spawn(conn);
+    let (mut tx, client_conn) = h2c(p.http).await;
     for _ in 0..2 {
         let req = http::Request::get("http://app.test/")
             .body(Full::new(Bytes::new()))
@@ -469,14 +438,7 @@ async fn sigterm_closes_an_idle_http2_connection_at_once() {
         .expect("the idle HTTP/2 connection was closed")
         .unwrap()
         .unwrap();
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = p.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t.elapsed() < DEADLINE, "did not exit");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let status = p.wait_exit().await;
     assert_eq!(status.code(), Some(0));
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -196,14 +196,7 @@ async fn upgrades_pass_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_prior_knowledge_on_the_http_entrypoint() {
     let (_b, _g, p) = basic().await;
-    let s = TcpStream::connect(p.http).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-        TokioExecutor::new(),
-        TokioIo::new(s),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut tx, _conn) = h2c(p.http).await;
     for _ in 0..3 {
         let req = http::Request::get("http://app.test/")
             .body(Full::new(Bytes::new()))
@@ -221,14 +214,7 @@ async fn http2_prior_knowledge_on_the_http_entrypoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_http2_streams_on_one_connection_each_get_their_answer() {
     let (_b, _g, p) = basic().await;
-    let s = TcpStream::connect(p.http).await.unwrap();
-    let (tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-        TokioExecutor::new(),
-        TokioIo::new(s),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (tx, _conn) = h2c(p.http).await;
     let mut set = tokio::task::JoinSet::new();
     for i in 0..150 {
         let mut tx = tx.clone();

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -351,15 +350,7 @@ async fn one_host_per_request_on_http1() {
 }
 
 async fn h2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
-    let s = TcpStream::connect(addr).await.unwrap();
-    let (tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-        TokioExecutor::new(),
-        TokioIo::new(s),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    tx
+    h2c(addr).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

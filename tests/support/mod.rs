@@ -462,6 +462,18 @@ impl Proxy {
         assert!(ok, "kill -{sig} failed");
     }
 
+    /// Waits (up to [`DEADLINE`]) for the process to exit; its status.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(t.elapsed() < DEADLINE, "did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -747,6 +759,24 @@ pub async fn start_resetting() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 }
 
 /// Runs `switchyard` with arguments and returns its output.
+/// An HTTP/2 client connection with prior knowledge (h2c) to `addr`, and
+/// the task driving it (it ends when the server closes the connection).
+pub async fn h2c(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    (tx, tokio::spawn(conn))
+}
+
 pub fn run_bin(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().unwrap()
 }
