@@ -60,74 +60,21 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj /CN=bench-ca -addext basicConstraints=critical,CA:TRUE \
-    -addext keyUsage=critical,keyCertSign -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
-    -keyout "$WORK/key.pem" -out "$WORK/leaf.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$WORK/ext.cnf"
-openssl x509 -req -in "$WORK/leaf.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" \
-    -CAcreateserial -days 2 -extfile "$WORK/ext.cnf" -out "$WORK/cert.pem" 2>/dev/null
-cat "$WORK/cert.pem" "$WORK/key.pem" >"$WORK/haproxy.pem"
+# The job of benches/tls_compare.sh.
+# shellcheck source=benches/tls_jobs.sh
+source "$ROOT/benches/tls_jobs.sh"
+tls_certs
 
 ORIGIN=$(free_port)
-mkdir -p "$WORK/origin"
-cat >"$WORK/origin/nginx.conf" <<EOF
-worker_processes 1;
-pid $WORK/origin/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    server {
-        listen 127.0.0.1:$ORIGIN;
-        keepalive_requests 1000000;
-        location / { return 200 "blue\n"; }
-    }
-}
-EOF
+origin_tls_conf "$ORIGIN"
 nginx -p "$WORK/origin" -c "$WORK/origin/nginx.conf" -e "$WORK/origin/error.log" -g 'daemon off;' &
 PIDS+=($!)
 
 SY_PORT=$(free_port)
-cat >"$WORK/switchyard.toml" <<EOF
-[server]
-http = "127.0.0.1:$(free_port)"
-https = "127.0.0.1:$SY_PORT"
-workers = 1
-
-[admin]
-socket = "$WORK/admin.sock"
-state = "$WORK/state.json"
-
-[[routes]]
-host = "localhost"
-pool = "app"
-tls = { cert = "$WORK/cert.pem", key = "$WORK/key.pem" }
-redirect_https = false
-
-[pools.app.versions.blue]
-weight = 100
-backends = ["127.0.0.1:$ORIGIN"]
-EOF
+switchyard_tls_conf "$SY_PORT" "$(free_port)" "$ORIGIN" >"$WORK/switchyard.toml"
 
 HA_PORT=$(free_port)
-cat >"$WORK/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 8000
-    tune.ssl.cachesize 20000
-defaults
-    mode http
-    timeout connect 3s
-    timeout client 30s
-    timeout server 30s
-frontend fe
-    bind 127.0.0.1:$HA_PORT ssl crt $WORK/haproxy.pem alpn h2,http/1.1
-    default_backend be
-backend be
-    http-reuse always
-    server origin 127.0.0.1:$ORIGIN
-EOF
+haproxy_tls_conf "$HA_PORT" "$ORIGIN" >"$WORK/haproxy.cfg"
 
 # wait_ok PORT: until the port answers 200 over TLS (valgrind starts slowly).
 wait_ok() {

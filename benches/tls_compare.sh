@@ -116,32 +116,13 @@ wait_port() { # PORT
 }
 
 # --- the certificate ---------------------------------------------------------
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj /CN=bench-ca -addext basicConstraints=critical,CA:TRUE \
-    -addext keyUsage=critical,keyCertSign -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
-    -keyout "$WORK/key.pem" -out "$WORK/leaf.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$WORK/ext.cnf"
-openssl x509 -req -in "$WORK/leaf.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" \
-    -CAcreateserial -days 2 -extfile "$WORK/ext.cnf" -out "$WORK/cert.pem" 2>/dev/null
-cat "$WORK/cert.pem" "$WORK/key.pem" >"$WORK/haproxy.pem"
+# shellcheck source=benches/tls_jobs.sh
+source "$ROOT/benches/tls_jobs.sh"
+tls_certs
 
 # --- the origin --------------------------------------------------------------
 ORIGIN=$(free_port)
-mkdir -p "$WORK/origin"
-cat >"$WORK/origin/nginx.conf" <<EOF
-worker_processes 1;
-pid $WORK/origin/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    server {
-        listen 127.0.0.1:$ORIGIN;
-        keepalive_requests 1000000;
-        location / { return 200 "blue\n"; }
-    }
-}
-EOF
+origin_tls_conf "$ORIGIN"
 taskset -c 1 nginx -p "$WORK/origin" -c "$WORK/origin/nginx.conf" -e "$WORK/origin/error.log" \
     -g 'daemon off;' &
 PIDS+=($!)
@@ -155,26 +136,7 @@ start_base() { # PORT
 start_switchyard() { # PORT
     local http
     http=$(free_port)
-    cat >"$WORK/switchyard.toml" <<EOF
-[server]
-http = "127.0.0.1:$http"
-https = "127.0.0.1:$1"
-workers = 1
-
-[admin]
-socket = "$WORK/admin.sock"
-state = "$WORK/state.json"
-
-[[routes]]
-host = "localhost"
-pool = "app"
-tls = { cert = "$WORK/cert.pem", key = "$WORK/key.pem" }
-redirect_https = false
-
-[pools.app.versions.blue]
-weight = 100
-backends = ["127.0.0.1:$ORIGIN"]
-EOF
+    switchyard_tls_conf "$1" "$http" "$ORIGIN" >"$WORK/switchyard.toml"
     RUST_LOG=warn taskset -c 1 "$SWITCHYARD" run -c "$WORK/switchyard.toml" 2>"$WORK/switchyard.log" &
     PIDS+=($!)
 }
@@ -211,23 +173,7 @@ EOF
 }
 
 start_haproxy() { # PORT
-    cat >"$WORK/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 8000
-    tune.ssl.cachesize 20000
-defaults
-    mode http
-    timeout connect 3s
-    timeout client 30s
-    timeout server 30s
-frontend fe
-    bind 127.0.0.1:$1 ssl crt $WORK/haproxy.pem alpn h2,http/1.1
-    default_backend be
-backend be
-    http-reuse always
-    server origin 127.0.0.1:$ORIGIN
-EOF
+    haproxy_tls_conf "$1" "$ORIGIN" >"$WORK/haproxy.cfg"
     taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
     PIDS+=($!)
 }
