@@ -338,6 +338,39 @@ mod tests {
     }
 
     #[test]
+    fn strip_port_agrees_with_the_two_searches_it_replaced() {
+        fn before(raw: &str) -> &str {
+            if raw.starts_with('[') {
+                return strip_port(raw);
+            }
+            match raw.rfind(':') {
+                Some(i) if raw[..i].find(':').is_none() => &raw[..i],
+                _ => raw,
+            }
+        }
+        for raw in [
+            "",
+            ":",
+            "::",
+            "a",
+            "a:",
+            ":1",
+            "a:1",
+            "a:1:",
+            "a::1",
+            "::1",
+            "1:2:3",
+            "é:1",
+            "a.b:é",
+            "a:b:c:d",
+            "host.test:443",
+            "[::1]:1",
+        ] {
+            assert_eq!(strip_port(raw), before(raw), "{raw:?}");
+        }
+    }
+
+    #[test]
     fn strip_port_cases() {
         assert_eq!(strip_port("a:1"), "a");
         assert_eq!(strip_port("a"), "a");
