@@ -4,6 +4,10 @@
 # job of benches/tls_compare.sh (the same ECDSA P-256 certificate, one nginx
 # origin over HTTP/1.1, 1 worker/thread each).
 #
+# HAProxy does switchyard's job (benches/tls_jobs.sh: unknown hosts 404, Host
+# kept, X-Forwarded-For/-Proto/-Host set); PEERS="haproxy haproxy-bare" also
+# counts HAProxy without those rules.
+#
 # Each proxy runs under callgrind; 1 000 warm-up requests, then the counters
 # are zeroed, N requests are sent (h2load -c10 -mM over TLS, ALPN h2) and
 # the counters dumped: instructions / N is the figure. As in
@@ -14,6 +18,7 @@
 # Usage: benches/callgrind_h2.sh                   (N=20000, M="1 100", builds switchyard)
 #        SWITCHYARD_BIN=/path/to/switchyard M=100 benches/callgrind_h2.sh
 #        TOP=30 benches/callgrind_h2.sh           (also each proxy's top functions)
+#        PEERS="haproxy haproxy-bare" benches/callgrind_h2.sh
 # Needs valgrind, nginx, haproxy, h2load, openssl (scripts/setup.sh bench).
 
 set -euo pipefail
@@ -21,6 +26,7 @@ set -euo pipefail
 N=${N:-20000}
 TOP=${TOP:-0}
 read -r -a STREAMS <<<"${M:-1 100}"
+read -r -a PEERS <<<"${PEERS:-haproxy}"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SWITCHYARD=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
 PATH=$PATH:/usr/sbin:/sbin
@@ -34,6 +40,9 @@ die() {
 [[ $TOP =~ ^[0-9]+$ ]] || die "TOP must be a number (got '$TOP')"
 for m in "${STREAMS[@]}"; do
     [[ $m =~ ^[1-9][0-9]*$ ]] || die "M must be positive integers (got '$m')"
+done
+for p in "${PEERS[@]}"; do
+    [[ $p == haproxy || $p == haproxy-bare ]] || die "PEERS: haproxy and/or haproxy-bare (got '$p')"
 done
 for tool in valgrind callgrind_annotate callgrind_control h2load nginx haproxy openssl curl python3; do
     command -v "$tool" >/dev/null 2>&1 || die "needs $tool (scripts/setup.sh bench installs it)"
@@ -73,8 +82,12 @@ PIDS+=($!)
 SY_PORT=$(free_port)
 switchyard_tls_conf "$SY_PORT" "$(free_port)" "$ORIGIN" >"$WORK/switchyard.toml"
 
-HA_PORT=$(free_port)
-haproxy_tls_conf "$HA_PORT" "$ORIGIN" >"$WORK/haproxy.cfg"
+declare -A PORT_OF
+for p in "${PEERS[@]}"; do
+    PORT_OF[$p]=$(free_port)
+    [[ $p == haproxy-bare ]] && how=bare || how=job
+    haproxy_tls_conf "${PORT_OF[$p]}" "$ORIGIN" "$how" >"$WORK/$p.cfg"
+done
 
 # wait_ok PORT: until the port answers 200 over TLS (valgrind starts slowly).
 wait_ok() {
@@ -129,13 +142,20 @@ measure() {
 
 for m in "${STREAMS[@]}"; do
     RUST_LOG=warn measure switchyard "$SY_PORT" "$m" "$SWITCHYARD" run --config "$WORK/switchyard.toml"
-    measure haproxy "$HA_PORT" "$m" haproxy -db -f "$WORK/haproxy.cfg"
+    for p in "${PEERS[@]}"; do
+        measure "$p" "${PORT_OF[$p]}" "$m" haproxy -db -f "$WORK/$p.cfg"
+    done
 done
 
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
 echo "# callgrind, HTTP/2 over TLS, $(date -u '+%Y-%m-%d %H:%M') UTC, commit $commit, $N requests (h2load -c10 -mM) after 1 000 warm-up"
-printf '%-10s %12s %12s %8s\n' "streams" "switchyard" "HAProxy" "ratio"
+printf '%-10s %12s' "streams" "switchyard"
+for p in "${PEERS[@]}"; do printf ' %14s %8s' "$p" "ratio"; done
+echo
 for m in "${STREAMS[@]}"; do
-    awk -v m="$m" -v a="${IR[switchyard-$m]}" -v b="${IR[haproxy-$m]}" \
-        'BEGIN { printf "%-10s %12d %12d %8.2f\n", "-m" m, a, b, a / b }'
+    printf '%-10s %12d' "-m$m" "${IR[switchyard-$m]}"
+    for p in "${PEERS[@]}"; do
+        awk -v a="${IR[switchyard-$m]}" -v b="${IR[$p-$m]}" 'BEGIN { printf " %14d %8.2f", b, a / b }'
+    done
+    echo
 done

@@ -3,6 +3,13 @@
 # nginx and HAProxy, with the same ECDSA P-256 certificate, on this machine?
 # HTTP/1.1 and HTTP/2 over TLS, full and resumed handshakes.
 #
+# Every proxy does the job of benches/compare.sh (benches/tls_jobs.sh):
+# unknown hosts get 404, the client's Host kept, X-Forwarded-For/-Proto/-Host
+# set (switchyard always does; nginx and HAProxy are configured to; before
+# 2026-12-07 they were not, and this script compared switchyard with a bare
+# HAProxy and nginx). Target haproxy-bare is HAProxy without those rules, for
+# reference.
+#
 # Loopback only, free ports, every process started here and stopped by pid on
 # exit. Servers (the proxy under test, 1 worker/thread, and a 1-worker nginx
 # origin answering "blue\n") on CPU 1; clients on CPU 0.
@@ -22,6 +29,11 @@
 #                    h2, checked), 1 or 100 concurrent streams per connection;
 #                    req/s, h2load's mean request time and the p99 of the
 #                    per-request times of its --log-file
+#   CPU us/req       the server's CPU time (user + system, all its threads and
+#                    processes, from /proc) per request: over the keep-alive
+#                    run, and over each h2 run after h2load's warm-up second.
+#                    Steadier than req/s on a VM whose steal time varies
+#                    within seconds.
 #
 # Resumption, as each server is configured here (the same for both rows; only
 # the client decides whether it resumes):
@@ -43,6 +55,7 @@
 # Usage: benches/tls_compare.sh               (ROUNDS=1 DURATION=10 H2_CONNS=10)
 #        ROUNDS=3 DURATION=5 benches/tls_compare.sh
 #        TARGETS="switchyard haproxy" benches/tls_compare.sh
+#        TARGETS="switchyard nginx haproxy haproxy-bare" benches/tls_compare.sh
 #        BASE_BIN=/path/to/other/switchyard TARGETS="switchyard base haproxy" \
 #            benches/tls_compare.sh        (another build as target "base", in the
 #                                           same rounds: an A/B the VM's drift
@@ -72,7 +85,8 @@ die() {
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive number of seconds (got '$DURATION')"
 [[ $H2_CONNS =~ ^[1-9][0-9]*$ ]] || die "H2_CONNS must be a positive integer (got '$H2_CONNS')"
 for t in "${TARGETS[@]}"; do
-    [[ $t == switchyard || $t == nginx || $t == haproxy || $t == base ]] || die "unknown target $t"
+    [[ $t == switchyard || $t == nginx || $t == haproxy || $t == haproxy-bare || $t == base ]] ||
+        die "unknown target $t"
     [[ $t != base || -x ${BASE_BIN:-} ]] || die "target base needs BASE_BIN=<a switchyard binary>"
 done
 for t in nginx haproxy wrk h2load openssl taskset curl python3; do
@@ -115,6 +129,11 @@ wait_port() { # PORT
     die "nothing listens on $1"
 }
 
+# tree_pids, tree_ticks
+# shellcheck source=benches/proc.sh
+source "$ROOT/benches/proc.sh"
+CLK_TCK=$(getconf CLK_TCK)
+
 # --- the certificate ---------------------------------------------------------
 # shellcheck source=benches/tls_jobs.sh
 source "$ROOT/benches/tls_jobs.sh"
@@ -142,40 +161,20 @@ start_switchyard() { # PORT
 }
 
 start_nginx() { # PORT
-    mkdir -p "$WORK/nginx"
-    cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    upstream origin { server 127.0.0.1:$ORIGIN; keepalive 64; }
-    server {
-        listen 127.0.0.1:$1 ssl http2;
-        ssl_certificate $WORK/cert.pem;
-        ssl_certificate_key $WORK/key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_session_cache shared:SSL:10m;
-        ssl_session_tickets on;
-        keepalive_requests 1000000;
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-        }
-    }
-}
-EOF
+    nginx_tls_conf "$1" "$ORIGIN"
     taskset -c 1 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" \
         -g 'daemon off;' &
     PIDS+=($!)
 }
 
-start_haproxy() { # PORT
-    haproxy_tls_conf "$1" "$ORIGIN" >"$WORK/haproxy.cfg"
+start_haproxy() { # PORT [bare]
+    haproxy_tls_conf "$1" "$ORIGIN" "${2:-}" >"$WORK/haproxy.cfg"
     taskset -c 1 haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
     PIDS+=($!)
+}
+
+start_haproxy-bare() { # PORT
+    start_haproxy "$1" bare
 }
 
 stop_last() {
@@ -185,11 +184,21 @@ stop_last() {
     unset 'PIDS[-1]'
 }
 
-wrk_rps() { # PORT [extra wrk args...]
+# wrk_rps PORT [extra wrk args...]: "req/s requests"
+wrk_rps() {
     local port=$1
     shift
     taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" "$@" "https://localhost:$port/" 2>&1 |
-        awk '/Requests\/sec/ {printf "%.0f", $2} /Non-2xx|Socket errors/ {print "  (" $0 ")" > "/dev/stderr"}'
+        awk '/Requests\/sec/ { rps = $2 } / requests in / { n = $1 }
+            /Non-2xx|Socket errors/ { print "  (" $0 ")" > "/dev/stderr" }
+            END { printf "%.0f %d\n", rps, n }'
+}
+
+# cpu_us TICKS_BEFORE TICKS_AFTER REQUESTS: the server's CPU time (user +
+# system, all its threads and processes) per request, in microseconds.
+cpu_us() {
+    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$CLK_TCK" \
+        'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / hz / n; else print "-" }'
 }
 
 # handshakes PORT [--resume]: "per_second resumed_percent"
@@ -203,23 +212,32 @@ handshakes() {
               printf "%d %.0f\n", v["per_second"], pct }' <<<"$out"
 }
 
-# h2 PORT STREAMS: "req/s mean_ms p99_ms" from h2load over HTTP/2 (ALPN h2 checked).
+# h2 PORT STREAMS SERVER_PID: "req/s mean_ms p99_ms cpu_us_per_request" from
+# h2load over HTTP/2 (ALPN h2 checked).
+# The CPU per request counts the server's ticks from the end of h2load's
+# warm-up second to its end, over the requests of that time.
 h2() {
-    local port=$1 m=$2 out log=$WORK/h2load.log
+    local port=$1 m=$2 server=$3 out log=$WORK/h2load.log loader t0 t1
     rm -f "$log"
-    out=$(taskset -c 0 h2load -t1 -c"$H2_CONNS" -m"$m" -D"$DURATION" --warm-up-time=1 \
-        --connect-to="127.0.0.1:$port" --log-file="$log" "https://localhost:$port/" 2>&1) ||
-        die "h2load failed against port $port: $out"
+    taskset -c 0 h2load -t1 -c"$H2_CONNS" -m"$m" -D"$DURATION" --warm-up-time=1 \
+        --connect-to="127.0.0.1:$port" --log-file="$log" "https://localhost:$port/" >"$WORK/h2load.out" 2>&1 &
+    loader=$!
+    sleep 1
+    t0=$(tree_ticks "$server")
+    wait "$loader" || die "h2load failed against port $port: $(cat "$WORK/h2load.out")"
+    t1=$(tree_ticks "$server")
+    out=$(cat "$WORK/h2load.out")
     grep -q '^Application protocol: h2$' <<<"$out" || die "h2load did not negotiate h2 on port $port:
 $out"
     awk '/^requests:/ && $10 + $12 + $14 > 0 { print "  (h2load -m'"$m"': " $0 ")" > "/dev/stderr" }' <<<"$out"
-    local rps mean p99
+    local rps mean p99 done
+    done=$(awk '/^requests:/ { print $2 }' <<<"$out")
     rps=$(awk '/^finished in/ { printf "%.0f", $4 }' <<<"$out")
     mean=$(awk '/^time for request:/ { v = $6; n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
         if (u == "us") n /= 1000; else if (u == "s") n *= 1000; printf "%.2f", n }' <<<"$out")
     p99=$(awk -F'\t' '{ print $3 }' "$log" | sort -n | awk '{ v[NR] = $1 } END {
         if (NR == 0) { print "-"; exit } i = int(NR * 0.99); if (i < 1) i = 1; printf "%.2f", v[i] / 1000 }')
-    echo "$rps $mean $p99"
+    echo "$rps $mean $p99 $(cpu_us "$t0" "$t1" "$done")"
 }
 
 RAW=$WORK/raw.tsv
@@ -237,11 +255,16 @@ for ((round = 0; round < ROUNDS; round++)); do
         [[ $body == blue ]] || die "$target answered '$body'"
         read -r full _ <<<"$(handshakes "$port")"
         read -r resumed resumed_pct <<<"$(handshakes "$port" --resume)"
-        nc=$(wrk_rps "$port" -H 'Connection: close')
-        ka=$(wrk_rps "$port")
-        read -r h1rps h1mean h1p99 <<<"$(h2 "$port" 1)"
-        read -r h100rps h100mean h100p99 <<<"$(h2 "$port" 100)"
-        row="$((round + 1))	$target	$full	$resumed	$resumed_pct	$nc	$ka	$h1rps	$h1mean	$h1p99	$h100rps	$h100mean	$h100p99"
+        read -r nc _ <<<"$(wrk_rps "$port" -H 'Connection: close')"
+        # CPU per request: the server's ticks (all its processes and
+        # threads) around the keep-alive run, and within each h2 run.
+        server=${PIDS[-1]}
+        t0=$(tree_ticks "$server")
+        read -r ka ka_n <<<"$(wrk_rps "$port")"
+        ka_cpu=$(cpu_us "$t0" "$(tree_ticks "$server")" "$ka_n")
+        read -r h1rps h1mean h1p99 h1cpu <<<"$(h2 "$port" 1 "$server")"
+        read -r h100rps h100mean h100p99 h100cpu <<<"$(h2 "$port" 100 "$server")"
+        row="$((round + 1))	$target	$full	$resumed	$resumed_pct	$nc	$ka	$h1rps	$h1mean	$h1p99	$h100rps	$h100mean	$h100p99	$ka_cpu	$h1cpu	$h100cpu"
         echo "$row" >>"$RAW"
         echo "  round $((round + 1)): $row" >&2
         stop_last
@@ -261,25 +284,26 @@ COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
     echo "# $(nginx -v 2>&1 | sed 's/^nginx version: //'), HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }'), $(h2load --version | head -1), $("$SWITCHYARD" --version)"
     echo "# medians of $ROUNDS round(s), ${DURATION}s each; handshakes: $HS_CONNS loops; wrk -t1 -c$CONNS; h2load -t1 -c$H2_CONNS"
     echo
-    echo "| server | full hs/s | resumed hs/s | resumed % | wrk close req/s | keep-alive req/s |"
-    echo "|---|---:|---:|---:|---:|---:|"
-    for t in "${TARGETS[@]}"; do
-        echo "| $t | $(median "$t" 3) | $(median "$t" 4) | $(median "$t" 5) | $(median "$t" 6) | $(median "$t" 7) |"
-    done
-    echo
-    echo "| server | h2 m=1 req/s | mean ms | p99 ms | h2 m=100 req/s | mean ms | p99 ms |"
+    echo "| server | full hs/s | resumed hs/s | resumed % | wrk close req/s | keep-alive req/s | keep-alive CPU us/req |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
     for t in "${TARGETS[@]}"; do
-        echo "| $t | $(median "$t" 8) | $(median "$t" 9) | $(median "$t" 10) | $(median "$t" 11) | $(median "$t" 12) | $(median "$t" 13) |"
+        echo "| $t | $(median "$t" 3) | $(median "$t" 4) | $(median "$t" 5) | $(median "$t" 6) | $(median "$t" 7) | $(median "$t" 14) |"
+    done
+    echo
+    echo "| server | h2 m=1 req/s | mean ms | p99 ms | CPU us/req | h2 m=100 req/s | mean ms | p99 ms | CPU us/req |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for t in "${TARGETS[@]}"; do
+        echo "| $t | $(median "$t" 8) | $(median "$t" 9) | $(median "$t" 10) | $(median "$t" 15) | $(median "$t" 11) | $(median "$t" 12) | $(median "$t" 13) | $(median "$t" 16) |"
     done
     echo
     for t in "${TARGETS[@]}"; do
         [[ $t == switchyard ]] && continue
         echo "switchyard / $t: full hs $(ratio "$(median switchyard 3)" "$(median "$t" 3)"), resumed hs $(ratio "$(median switchyard 4)" "$(median "$t" 4)"), keep-alive $(ratio "$(median switchyard 7)" "$(median "$t" 7)"), h2 m=1 $(ratio "$(median switchyard 8)" "$(median "$t" 8)"), h2 m=100 $(ratio "$(median switchyard 11)" "$(median "$t" 11)")"
+        echo "  CPU per request, switchyard / $t: keep-alive $(ratio "$(median switchyard 14)" "$(median "$t" 14)"), h2 m=1 $(ratio "$(median switchyard 15)" "$(median "$t" 15)"), h2 m=100 $(ratio "$(median switchyard 16)" "$(median "$t" 16)")"
     done
     echo
     echo "## per round"
-    printf 'round\ttarget\tfull_hs\tresumed_hs\tresumed_pct\twrk_close\tkeepalive\th2m1_rps\th2m1_mean_ms\th2m1_p99_ms\th2m100_rps\th2m100_mean_ms\th2m100_p99_ms\n'
+    printf 'round\ttarget\tfull_hs\tresumed_hs\tresumed_pct\twrk_close\tkeepalive\th2m1_rps\th2m1_mean_ms\th2m1_p99_ms\th2m100_rps\th2m100_mean_ms\th2m100_p99_ms\tkeepalive_cpu_us\th2m1_cpu_us\th2m100_cpu_us\n'
     cat "$RAW"
 } >"$WORK/result.txt"
 cat "$WORK/result.txt"

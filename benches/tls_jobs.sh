@@ -6,7 +6,8 @@
 # front of it.
 #
 # The sourcing script sets WORK (the temp dir) first. It gets: tls_certs,
-# origin_tls_conf, switchyard_tls_conf and haproxy_tls_conf.
+# origin_tls_conf, switchyard_tls_conf, haproxy_tls_conf and
+# nginx_tls_conf.
 
 tls_certs() { # -> $WORK/ca.pem, cert.pem, key.pem, haproxy.pem (cert + key)
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -60,7 +61,18 @@ backends = ["127.0.0.1:$3"]
 EOF
 }
 
-haproxy_tls_conf() { # PORT ORIGIN_PORT -> stdout (resumption: its defaults, said out loud)
+haproxy_tls_conf() { # PORT ORIGIN_PORT [bare] -> stdout (resumption: its defaults, said out loud)
+    # The job switchyard does on every request, as in benches/compare.sh:
+    # unknown hosts get 404, the client's Host kept (HAProxy keeps it by
+    # itself; over HTTP/2 it makes it from :authority), X-Forwarded-For,
+    # -Proto and -Host set. "bare" leaves those rules out (less work than
+    # switchyard does), for reference.
+    local job='    acl is_app hdr(host),field(1,:) -i localhost
+    http-request deny deny_status 404 unless is_app
+    option forwardfor
+    http-request set-header X-Forwarded-Proto https
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]'
+    [[ ${3:-} == bare ]] && job="    # bare: no host check, no X-Forwarded-*"
     cat <<EOF
 global
     nbthread 1
@@ -73,9 +85,48 @@ defaults
     timeout server 30s
 frontend fe
     bind 127.0.0.1:$1 ssl crt $WORK/haproxy.pem alpn h2,http/1.1
+$job
     default_backend be
 backend be
     http-reuse always
     server origin 127.0.0.1:$2
+EOF
+}
+
+nginx_tls_conf() { # PORT ORIGIN_PORT -> $WORK/nginx/nginx.conf
+    # The same job as HAProxy's above: unknown hosts 404, Host kept,
+    # X-Forwarded-For/-Proto/-Host set.
+    mkdir -p "$WORK/nginx"
+    cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    upstream origin { server 127.0.0.1:$2; keepalive 64; }
+    ssl_certificate $WORK/cert.pem;
+    ssl_certificate_key $WORK/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_tickets on;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$1 ssl http2 default_server;
+        return 404;
+    }
+    server {
+        listen 127.0.0.1:$1 ssl http2;
+        server_name localhost;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+        }
+    }
+}
 EOF
 }
