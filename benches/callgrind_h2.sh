@@ -4,9 +4,10 @@
 # job of benches/tls_compare.sh (the same ECDSA P-256 certificate, one nginx
 # origin over HTTP/1.1, 1 worker/thread each).
 #
-# HAProxy does switchyard's job (benches/tls_jobs.sh: unknown hosts 404, Host
-# kept, X-Forwarded-For/-Proto/-Host set); PEERS="haproxy haproxy-bare" also
-# counts HAProxy without those rules.
+# The peers do switchyard's job (benches/tls_jobs.sh: unknown hosts 404, Host
+# kept, X-Forwarded-For/-Proto/-Host set): HAProxy by default; PEERS= adds
+# nginx (one process: master_process off) and haproxy-bare (HAProxy without
+# those rules).
 #
 # Each proxy runs under callgrind; 1 000 warm-up requests, then the counters
 # are zeroed, N requests are sent (h2load -c10 -mM over TLS, ALPN h2) and
@@ -18,7 +19,7 @@
 # Usage: benches/callgrind_h2.sh                   (N=20000, M="1 100", builds switchyard)
 #        SWITCHYARD_BIN=/path/to/switchyard M=100 benches/callgrind_h2.sh
 #        TOP=30 benches/callgrind_h2.sh           (also each proxy's top functions)
-#        PEERS="haproxy haproxy-bare" benches/callgrind_h2.sh
+#        PEERS="haproxy nginx haproxy-bare" benches/callgrind_h2.sh
 # Needs valgrind, nginx, haproxy, h2load, openssl (scripts/setup.sh bench).
 
 set -euo pipefail
@@ -42,7 +43,8 @@ for m in "${STREAMS[@]}"; do
     [[ $m =~ ^[1-9][0-9]*$ ]] || die "M must be positive integers (got '$m')"
 done
 for p in "${PEERS[@]}"; do
-    [[ $p == haproxy || $p == haproxy-bare ]] || die "PEERS: haproxy and/or haproxy-bare (got '$p')"
+    [[ $p == haproxy || $p == nginx || $p == haproxy-bare ]] ||
+        die "PEERS: haproxy, nginx and/or haproxy-bare (got '$p')"
 done
 for tool in valgrind callgrind_annotate callgrind_control h2load nginx haproxy openssl curl python3; do
     command -v "$tool" >/dev/null 2>&1 || die "needs $tool (scripts/setup.sh bench installs it)"
@@ -85,8 +87,11 @@ switchyard_tls_conf "$SY_PORT" "$(free_port)" "$ORIGIN" >"$WORK/switchyard.toml"
 declare -A PORT_OF
 for p in "${PEERS[@]}"; do
     PORT_OF[$p]=$(free_port)
-    [[ $p == haproxy-bare ]] && how=bare || how=job
-    haproxy_tls_conf "${PORT_OF[$p]}" "$ORIGIN" "$how" >"$WORK/$p.cfg"
+    case $p in
+    nginx) nginx_tls_conf "${PORT_OF[$p]}" "$ORIGIN" ;;
+    haproxy) haproxy_tls_conf "${PORT_OF[$p]}" "$ORIGIN" job >"$WORK/$p.cfg" ;;
+    haproxy-bare) haproxy_tls_conf "${PORT_OF[$p]}" "$ORIGIN" bare >"$WORK/$p.cfg" ;;
+    esac
 done
 
 # wait_ok PORT: until the port answers 200 over TLS (valgrind starts slowly).
@@ -143,7 +148,12 @@ measure() {
 for m in "${STREAMS[@]}"; do
     RUST_LOG=warn measure switchyard "$SY_PORT" "$m" "$SWITCHYARD" run --config "$WORK/switchyard.toml"
     for p in "${PEERS[@]}"; do
-        measure "$p" "${PORT_OF[$p]}" "$m" haproxy -db -f "$WORK/$p.cfg"
+        if [[ $p == nginx ]]; then
+            measure nginx "${PORT_OF[$p]}" "$m" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" \
+                -e "$WORK/nginx/error.log" -g 'daemon off; master_process off;'
+        else
+            measure "$p" "${PORT_OF[$p]}" "$m" haproxy -db -f "$WORK/$p.cfg"
+        fi
     done
 done
 

@@ -384,6 +384,125 @@ async fn one_host_and_one_cookie_field_on_http2() {
     assert_eq!(internal.hits(), 0);
 }
 
+/// A backend that records each request head it reads (lowercased) and
+/// answers 200 `ok` on the same connection.
+async fn head_recorder() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut b = [0u8; 16384];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&b[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + len {
+                        match s.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    buf.drain(..end + 4 + len);
+                    let _ = tx.send(head);
+                    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if s.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+async fn next_head(heads: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(DEADLINE, heads.recv())
+        .await
+        .expect("the backend saw no request")
+        .expect("the recorder is gone")
+}
+
+/// What a backend must see of a request whose host came from its target
+/// (`:authority`, an absolute-form URI): origin form, exactly one Host, the
+/// routed one, written before the X-Forwarded-* fields.
+fn assert_upstream_head(head: &str, line: &str) {
+    let lines: Vec<&str> = head.lines().collect();
+    assert_eq!(lines[0], line, "{head}");
+    let hosts: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("host:"))
+        .collect();
+    assert_eq!(hosts.len(), 1, "one Host field: {head}");
+    assert_eq!(lines[hosts[0]], "host: app.test", "{head}");
+    let xff = lines
+        .iter()
+        .position(|l| l.starts_with("x-forwarded-for:"))
+        .expect("x-forwarded-for");
+    assert!(hosts[0] < xff, "Host before X-Forwarded-*: {head}");
+    assert!(lines.contains(&"x-forwarded-host: app.test"), "{head}");
+    assert!(lines.contains(&"x-forwarded-proto: http"), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_authority_reaches_the_backend_as_origin_form_and_one_host() {
+    let (addr, mut heads) = head_recorder().await;
+    let p = Proxy::start(&one_pool(addr, "")).await;
+
+    // HTTP/2: a GET (the direct exchange) and a POST with a body (hyper's
+    // client), with :authority only, then with a Host that agrees with it.
+    let mut tx = h2(p.http).await;
+    for host in [None, Some("APP.test")] {
+        for (method, body) in [("GET", ""), ("POST", "hi")] {
+            let mut req = http::Request::builder()
+                .method(method)
+                .uri("http://app.test/p?q=1");
+            if let Some(h) = host {
+                req = req.header("host", h);
+            }
+            let req = req.body(Full::new(Bytes::from(body))).unwrap();
+            let r = tx.send_request(req).await.unwrap();
+            assert_eq!(r.status(), 200, "{method} host {host:?}");
+            let line = format!("{} /p?q=1 http/1.1", method.to_lowercase());
+            assert_upstream_head(&next_head(&mut heads).await, &line);
+        }
+    }
+
+    // HTTP/1.1 absolute form, without a Host field and with an agreeing one.
+    for (method, extra) in [
+        ("GET", ""),
+        ("POST", "Content-Length: 2\r\n"),
+        ("GET", "Host: app.test\r\n"),
+        ("POST", "Host: app.test\r\nContent-Length: 2\r\n"),
+    ] {
+        let body = if method == "POST" { "hi" } else { "" };
+        let req = format!(
+            "{method} http://app.test/p?q=1 HTTP/1.1\r\n{extra}Connection: close\r\n\r\n{body}"
+        );
+        let r = raw(p.http, req.as_bytes(), DEADLINE).await;
+        assert_eq!(
+            status_of(&r),
+            200,
+            "{req:?}: {}",
+            String::from_utf8_lossy(&r)
+        );
+        let line = format!("{} /p?q=1 http/1.1", method.to_lowercase());
+        assert_upstream_head(&next_head(&mut heads).await, &line);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 3. Response framing and reuse; late bytes.
 

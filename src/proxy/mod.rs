@@ -961,12 +961,21 @@ impl Exchange {
         let (mut parts, body) = req.into_parts();
         let direct = *DIRECT_H1 && body.is_end_stream() && is_idempotent(&parts.method) && !upgrade;
         if direct {
+            // The path and query of an absolute-form target are its
+            // origin form: written as they are, no URI built for them.
             let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             Exchange::Direct {
                 head: forwarded.encode_head(&parts.method, path, &parts.headers),
                 method: parts.method,
             }
         } else {
+            // hyper's client writes the URI it is given: origin form.
+            if parts.uri.authority().is_some() || parts.uri.scheme().is_some() {
+                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                if let Ok(u) = Uri::try_from(path) {
+                    parts.uri = u;
+                }
+            }
             forwarded.insert_into(&mut parts.headers);
             // One allocation, for requests with a body or an upgrade only.
             let state = Arc::new(ClientBody::default());
@@ -1430,6 +1439,10 @@ struct Forwarded {
     client: IpText,
     https: bool,
     host: HeaderValue,
+    /// Whether the upstream request needs a Host field the client's head
+    /// does not have (HTTP/2's `:authority`, or absolute form without a
+    /// Host): written before the X-Forwarded-* fields, not put in the map.
+    add_host: bool,
 }
 
 impl Forwarded {
@@ -1448,15 +1461,22 @@ impl Forwarded {
             Some(prior) => &[prior.as_bytes(), b", ", ip],
             None => &[ip],
         };
-        let set: [(&HeaderName, &[&[u8]]); 3] = [
+        let host: &[&[u8]] = &[self.host.as_bytes()];
+        let set: [(&HeaderName, &[&[u8]]); 4] = [
+            (&header::HOST, host),
             (&X_FORWARDED_FOR, for_),
             (&X_FORWARDED_PROTO, &[self.proto()]),
-            (&X_FORWARDED_HOST, &[self.host.as_bytes()]),
+            (&X_FORWARDED_HOST, host),
         ];
-        h1::encode_head(method, path, headers, &set)
+        // Without a Host to add, the client's (in the map) stays where it is.
+        let set = if self.add_host { &set[..] } else { &set[1..] };
+        h1::encode_head(method, path, headers, set)
     }
 
     fn insert_into(self, headers: &mut HeaderMap) {
+        if self.add_host {
+            headers.insert(header::HOST, self.host.clone());
+        }
         let ip = self.client.as_bytes();
         let for_ = match &self.prior_for {
             Some(prior) => HeaderValue::from_bytes(&[prior.as_bytes(), b", ", ip].concat()),
@@ -1522,10 +1542,11 @@ impl IpText {
     }
 }
 
-/// Turns a client request into the upstream one: origin-form URI, HTTP/1.1,
-/// Host set to the request's host, HTTP/2 cookie fields joined, hop-by-hop
-/// headers gone. Returns whether it asks for an
-/// upgrade, and the X-Forwarded-* fields to send with it.
+/// Turns a client request into the upstream one: HTTP/1.1, HTTP/2 cookie
+/// fields joined, hop-by-hop headers gone. Returns whether it asks for an
+/// upgrade, and the fields to send with it: X-Forwarded-*, and Host (the
+/// request's host) where the client's head has none to keep. The URI is
+/// made origin-form by [`Exchange::new`].
 fn prepare_upstream(
     req: &mut Request<RequestBody>,
     host: &HeaderValue,
@@ -1539,23 +1560,15 @@ fn prepare_upstream(
     };
     let http2 = req.version() == http::Version::HTTP_2;
     let has_authority = req.uri().authority().is_some();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    if has_authority || req.uri().scheme().is_some() {
-        if let Ok(u) = Uri::try_from(path) {
-            *req.uri_mut() = u;
-        }
-    }
     *req.version_mut() = http::Version::HTTP_11;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     // The host that routed the request is the one the backend is told
     // (request_host refused a differing Host); origin-form requests carry
-    // it in their one Host field already.
-    if has_authority || !headers.contains_key(header::HOST) {
+    // it in their one Host field already. A Host beside an authority is
+    // replaced in its place; none at all is added by the encoder.
+    let add_host = !headers.contains_key(header::HOST);
+    if has_authority && !add_host {
         headers.insert(header::HOST, host.clone());
     }
     if http2 {
@@ -1570,6 +1583,7 @@ fn prepare_upstream(
         client: IpText::new(peer.addr.ip()),
         https: peer.https,
         host: host.clone(),
+        add_host,
     };
     (upgrade, forwarded)
 }
