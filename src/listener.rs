@@ -15,6 +15,7 @@
 //! (`shutdown`), close the tracker, wait for it (bounded by the grace).
 
 pub mod conn;
+pub mod gate;
 
 use std::future::Future;
 use std::io;

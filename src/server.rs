@@ -48,6 +48,7 @@ use crate::admin::{dashboard, socket, Api};
 use crate::config::{Config, ServerConfig};
 use crate::control::Control;
 use crate::listener::conn::{Activity, Conn, Expired, Timeouts, Tracked, Watchdog};
+use crate::listener::gate::Gate;
 use crate::listener::{self, Slots};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Peer, Proxy};
@@ -618,6 +619,10 @@ async fn serve_auto<I, S>(
     if draining {
         conn.as_mut().graceful_shutdown();
     }
+    // Polled only when the signal woke it (a poll of tokio's `Notified`
+    // takes the waiters' lock; the task wakes for every read and stream).
+    let gate = Gate::default();
+    let mut stop = std::pin::pin!(shutdown.changed());
     loop {
         tokio::select! {
             r = streams.drive(conn.as_mut()) => {
@@ -628,7 +633,7 @@ async fn serve_auto<I, S>(
             }
             // The next round's drive polls the connection, which acts on
             // the shutdown (conn_changed: even when nothing woke it).
-            _ = shutdown.changed(), if !draining => {
+            _ = std::future::poll_fn(|cx| gate.poll(cx, |cx| stop.as_mut().poll(cx))), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
                 streams.conn_changed();

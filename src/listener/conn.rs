@@ -28,16 +28,19 @@
 //! before now plus its timeout, so the watchdog never sleeps past the
 //! shortest timeout and misses nothing.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use super::gate::Gated;
 
 /// The client-side timeouts (`[server]` keys of the same names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +99,21 @@ pub struct Activity {
     bodies_waiting: AtomicUsize,
     /// The last time a waiting body was polled again, or began waiting.
     body_moved: AtomicU64,
+    /// The watchdog's timer, polled only when it fired (the connection's
+    /// task wakes far more often than its deadlines pass): the Activity is
+    /// the timer's waker, so that this costs no allocation of its own.
+    timer: Gated,
+}
+
+/// The waker of the connection's watchdog timer.
+impl Wake for Activity {
+    fn wake(self: Arc<Self>) {
+        self.timer.wake();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.timer.wake();
+    }
 }
 
 impl Activity {
@@ -118,6 +136,7 @@ impl Activity {
             head_began: AtomicU64::new(NONE),
             bodies_waiting: AtomicUsize::new(0),
             body_moved: AtomicU64::new(0),
+            timer: Gated::new(),
         })
     }
 
@@ -332,10 +351,22 @@ impl Watchdog {
     /// fires: until it does, a new call (each `select!` round of a
     /// connection makes one, several per request) only waits on it, without
     /// reading the clock, checking or re-setting the timer.
-    pub async fn expired(&mut self) -> Expired {
+    pub fn expired(&mut self) -> impl Future<Output = Expired> + '_ {
+        std::future::poll_fn(move |cx| self.poll_expired(cx))
+    }
+
+    /// [`expired`](Self::expired) as a poll. The timer itself is polled
+    /// only when it fired (or was just set): between, a poll costs one
+    /// compare-and-swap ([`Gated`]).
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<Expired> {
         loop {
             if self.armed {
-                self.sleep.as_mut().await;
+                let (activity, sleep) = (&self.activity, &mut self.sleep);
+                ready!(activity.timer.poll(
+                    cx,
+                    || Waker::from(activity.clone()),
+                    |cx| sleep.as_mut().poll(cx)
+                ));
                 self.armed = false;
             }
             let now = self.activity.now();
@@ -343,12 +374,14 @@ impl Watchdog {
                 Verdict::Wait(at) => {
                     self.sleep.as_mut().reset(self.activity.at(at));
                     self.armed = true;
+                    // Polled next, to register the timer's waker.
+                    self.activity.timer.mark();
                 }
                 Verdict::Close(why) => {
                     self.closing = Some(now);
-                    return Expired::Close(why);
+                    return Poll::Ready(Expired::Close(why));
                 }
-                Verdict::Abort(why) => return Expired::Abort(why),
+                Verdict::Abort(why) => return Poll::Ready(Expired::Abort(why)),
             }
         }
     }
