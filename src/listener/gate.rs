@@ -13,7 +13,8 @@
 //! A [`Gated`] future is polled with a waker of its own, which notes that
 //! it fired and wakes the task. Until then, the task's polls of it only
 //! register the task's waker (one compare-and-swap) and return `Pending`.
-//! [`Streams`](crate::server::streams) polls a connection the same way.
+//! [`Streams`](crate::server::streams) polls an HTTP/2 connection through a
+//! [`Gate`] too: its task wakes for every stream.
 //!
 //! Correctness rests on one rule: the inner future is polled at its first
 //! poll, after its own waker fired, after it returned `Ready`, and after
@@ -67,7 +68,18 @@ impl Gated {
     /// Registers the task's waker; whether the inner future is to be
     /// polled (and the note taken).
     pub fn take(&self, cx: &Context<'_>) -> bool {
+        self.register(cx);
+        self.fired()
+    }
+
+    /// The task to wake when the inner future's waker fires.
+    pub fn register(&self, cx: &Context<'_>) {
         self.task.register(cx.waker());
+    }
+
+    /// Whether the inner future's waker fired (or it was marked) since
+    /// the last call; the note is taken.
+    pub fn fired(&self) -> bool {
         self.fired.swap(false, Ordering::AcqRel)
     }
 
@@ -92,10 +104,23 @@ impl Gated {
     }
 }
 
-/// A [`Gated`] of its own (one allocation), for a future polled in a
-/// `select!` beside busier ones.
-#[derive(Debug, Default)]
-pub struct Gate(Arc<GateWake>);
+/// A [`Gated`] of its own (one allocation) and its waker, for a future
+/// polled in a `select!` beside busier ones.
+#[derive(Debug)]
+pub struct Gate {
+    wake: Arc<GateWake>,
+    waker: Waker,
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        let wake = Arc::new(GateWake(Gated::new()));
+        Gate {
+            waker: Waker::from(wake.clone()),
+            wake,
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct GateWake(Gated);
@@ -118,7 +143,17 @@ impl Gate {
         cx: &Context<'_>,
         f: impl FnOnce(&mut Context<'_>) -> Poll<T>,
     ) -> Poll<T> {
-        self.0 .0.poll(cx, || Waker::from(self.0.clone()), f)
+        self.wake.0.poll(cx, || self.waker.clone(), f)
+    }
+
+    /// The flag and the task to wake, for a caller that polls by hand.
+    pub fn gated(&self) -> &Gated {
+        &self.wake.0
+    }
+
+    /// The waker to poll the inner future with.
+    pub fn waker(&self) -> &Waker {
+        &self.waker
     }
 }
 

@@ -25,12 +25,11 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use futures_util::task::AtomicWaker;
+
+use crate::listener::gate::Gate;
 
 type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -76,40 +75,17 @@ pub struct Streams {
 /// it waits on woke it.
 struct Running {
     streams: FuturesUnordered<StreamFuture>,
-    wake: Arc<ConnWake>,
-    waker: Waker,
-}
-
-/// Notes that the connection was woken, and wakes the task.
-struct ConnWake {
-    woken: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl Wake for ConnWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
-    }
+    conn: Gate,
 }
 
 impl Running {
     fn new() -> Running {
-        // Woken at first: the connection was last polled with the task's
-        // own waker, so its next poll must register this one (a future that
-        // returns Pending wakes the waker of that poll).
-        let wake = Arc::new(ConnWake {
-            woken: AtomicBool::new(true),
-            task: AtomicWaker::new(),
-        });
+        // A gate is fired at first: the connection was last polled with
+        // the task's own waker, so its next poll must register the gate's
+        // (a future that returns Pending wakes the waker of that poll).
         Running {
             streams: FuturesUnordered::new(),
-            waker: Waker::from(wake.clone()),
-            wake,
+            conn: Gate::default(),
         }
     }
 }
@@ -128,7 +104,7 @@ impl Streams {
 
     fn poll<C: Future>(&mut self, mut conn: Pin<&mut C>, cx: &mut Context<'_>) -> Poll<C::Output> {
         if let Some(r) = &self.running {
-            r.wake.task.register(cx.waker());
+            r.conn.gated().register(cx);
         }
         // Twice at most: streams that answered on the first pass queued
         // frames, which the connection's second poll writes now rather
@@ -138,7 +114,7 @@ impl Streams {
             if self.conn_woken() {
                 let outer = STARTED.replace(Some(std::mem::take(&mut self.spare)));
                 let polled = match &self.running {
-                    Some(r) => conn.as_mut().poll(&mut Context::from_waker(&r.waker)),
+                    Some(r) => conn.as_mut().poll(&mut Context::from_waker(r.conn.waker())),
                     None => conn.as_mut().poll(cx),
                 };
                 let started = STARTED.replace(outer).unwrap_or_default();
@@ -164,14 +140,14 @@ impl Streams {
     /// to wake it.
     pub fn conn_changed(&self) {
         if let Some(r) = &self.running {
-            r.wake.woken.store(true, Ordering::Release);
+            r.conn.gated().mark();
         }
     }
 
     /// Whether the connection is to be polled (and the mark taken).
     fn conn_woken(&self) -> bool {
         match &self.running {
-            Some(r) => r.wake.woken.swap(false, Ordering::AcqRel),
+            Some(r) => r.conn.gated().fired(),
             // Until its first stream, the connection is polled with the
             // task's waker: each wake-up is its own.
             None => true,
@@ -182,7 +158,7 @@ impl Streams {
         if !started.is_empty() {
             let running = self.running.get_or_insert_with(|| {
                 let r = Running::new();
-                r.wake.task.register(cx.waker());
+                r.conn.gated().register(cx);
                 r
             });
             for fut in started.drain(..) {
@@ -341,7 +317,7 @@ mod tests {
         );
         // Its own waker does bring it back.
         let r = streams.running.as_ref().expect("made at the first stream");
-        r.waker.wake_by_ref();
+        r.conn.waker().wake_by_ref();
         assert!(futures_util::poll!(streams.drive(conn.as_mut())).is_pending());
         assert_eq!(polls.load(Ordering::SeqCst), 3);
     }
