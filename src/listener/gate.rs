@@ -30,30 +30,25 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
 
-/// A future's wake-up, noted, and the task to wake.
-#[derive(Debug)]
-pub struct Gated {
-    fired: AtomicBool,
-    task: AtomicWaker,
+/// A future's wake-up flag and the task to wake, wherever they are stored
+/// ([`GateCell`], or fields of a larger struct: the connection's
+/// `Activity` keeps its flag beside its other flags, so that it stays in
+/// its allocator size class).
+#[derive(Debug, Clone, Copy)]
+pub struct Gated<'a> {
+    fired: &'a AtomicBool,
+    task: &'a AtomicWaker,
 }
 
-impl Default for Gated {
-    fn default() -> Gated {
-        Gated::new()
-    }
-}
-
-impl Gated {
-    /// Fired at first: the inner future has never been polled.
-    pub fn new() -> Gated {
-        Gated {
-            fired: AtomicBool::new(true),
-            task: AtomicWaker::new(),
-        }
+impl<'a> Gated<'a> {
+    /// The gate made of these two: the flag starts true (the inner future
+    /// has never been polled).
+    pub fn new(fired: &'a AtomicBool, task: &'a AtomicWaker) -> Gated<'a> {
+        Gated { fired, task }
     }
 
     /// The inner future's waker fired: notes it and wakes the task.
-    pub fn wake(&self) {
+    pub fn wake(self) {
         self.fired.store(true, Ordering::Release);
         self.task.wake();
     }
@@ -61,25 +56,25 @@ impl Gated {
     /// Has the inner future polled at the next [`poll`](Self::poll), for
     /// what was done to it from outside (a reset deadline, a graceful
     /// close).
-    pub fn mark(&self) {
+    pub fn mark(self) {
         self.fired.store(true, Ordering::Release);
     }
 
     /// Registers the task's waker; whether the inner future is to be
     /// polled (and the note taken).
-    pub fn take(&self, cx: &Context<'_>) -> bool {
+    pub fn take(self, cx: &Context<'_>) -> bool {
         self.register(cx);
         self.fired()
     }
 
     /// The task to wake when the inner future's waker fires.
-    pub fn register(&self, cx: &Context<'_>) {
+    pub fn register(self, cx: &Context<'_>) {
         self.task.register(cx.waker());
     }
 
     /// Whether the inner future's waker fired (or it was marked) since
     /// the last call; the note is taken.
-    pub fn fired(&self) -> bool {
+    pub fn fired(self) -> bool {
         self.fired.swap(false, Ordering::AcqRel)
     }
 
@@ -87,7 +82,7 @@ impl Gated {
     /// (one that calls [`wake`](Self::wake)), when it is due; else
     /// `Pending`. After `Ready`, the next poll polls it again.
     pub fn poll<T>(
-        &self,
+        self,
         cx: &Context<'_>,
         own: impl FnOnce() -> Waker,
         f: impl FnOnce(&mut Context<'_>) -> Poll<T>,
@@ -104,6 +99,28 @@ impl Gated {
     }
 }
 
+/// A gate's own storage.
+#[derive(Debug)]
+pub struct GateCell {
+    fired: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Default for GateCell {
+    fn default() -> GateCell {
+        GateCell {
+            fired: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        }
+    }
+}
+
+impl GateCell {
+    pub fn gated(&self) -> Gated<'_> {
+        Gated::new(&self.fired, &self.task)
+    }
+}
+
 /// A [`Gated`] of its own (one allocation) and its waker, for a future
 /// polled in a `select!` beside busier ones.
 #[derive(Debug)]
@@ -114,7 +131,7 @@ pub struct Gate {
 
 impl Default for Gate {
     fn default() -> Gate {
-        let wake = Arc::new(GateWake(Gated::new()));
+        let wake = Arc::new(GateWake(GateCell::default()));
         Gate {
             waker: Waker::from(wake.clone()),
             wake,
@@ -123,15 +140,15 @@ impl Default for Gate {
 }
 
 #[derive(Debug, Default)]
-struct GateWake(Gated);
+struct GateWake(GateCell);
 
 impl Wake for GateWake {
     fn wake(self: Arc<Self>) {
-        self.0.wake();
+        self.0.gated().wake();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.0.wake();
+        self.0.gated().wake();
     }
 }
 
@@ -143,12 +160,12 @@ impl Gate {
         cx: &Context<'_>,
         f: impl FnOnce(&mut Context<'_>) -> Poll<T>,
     ) -> Poll<T> {
-        self.wake.0.poll(cx, || self.waker.clone(), f)
+        self.wake.0.gated().poll(cx, || self.waker.clone(), f)
     }
 
     /// The flag and the task to wake, for a caller that polls by hand.
-    pub fn gated(&self) -> &Gated {
-        &self.wake.0
+    pub fn gated(&self) -> Gated<'_> {
+        self.wake.0.gated()
     }
 
     /// The waker to poll the inner future with.
@@ -220,7 +237,8 @@ mod tests {
 
     #[test]
     fn after_ready_or_a_mark_the_next_poll_goes_through() {
-        let g = Gated::new();
+        let cell = GateCell::default();
+        let g = cell.gated();
         let cx = Context::from_waker(Waker::noop());
         let own = || Waker::noop().clone();
         let calls = std::cell::Cell::new(0);
