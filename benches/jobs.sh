@@ -8,6 +8,22 @@
 # BLUE_PORT, GREEN_PORT and NGINX_PORT. It gets: nginx_common,
 # nginx_temp_paths, origin_conf, switchyard_base and nginx_proxy_conf.
 
+nginx_job_location() { # UPSTREAM: the location every nginx of the benches proxies with
+    cat <<EOF
+        location / {
+            proxy_pass http://$1;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # The job switchyard does on every request: the client's Host
+            # kept, X-Forwarded-For/-Proto/-Host set.
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+        }
+EOF
+}
+
 nginx_common() { # DIR [WORKERS]
     cat <<EOF
 worker_processes ${2:-1};
@@ -106,17 +122,7 @@ $(nginx_temp_paths "$dir")
     server {
         listen 127.0.0.1:$NGINX_PORT;
         server_name $HOST;
-        location / {
-            proxy_pass http://app_pool;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            # The job switchyard does on every request: the client's Host
-            # kept, X-Forwarded-For/-Proto/-Host set.
-            proxy_set_header Host \$http_host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$http_host;
-        }
+$(nginx_job_location app_pool)
     }
 }
 EOF

@@ -7,7 +7,10 @@
 #
 # The sourcing script sets WORK (the temp dir) first. It gets: tls_certs,
 # origin_tls_conf, switchyard_tls_conf, haproxy_tls_conf and
-# nginx_tls_conf.
+# nginx_tls_conf (and what benches/jobs.sh defines, sourced here).
+
+# shellcheck source=benches/jobs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/jobs.sh"
 
 tls_certs() { # -> $WORK/ca.pem, cert.pem, key.pem, haproxy.pem (cert + key)
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -95,7 +98,7 @@ EOF
 
 nginx_tls_conf() { # PORT ORIGIN_PORT -> $WORK/nginx/nginx.conf
     # The same job as HAProxy's above: unknown hosts 404, Host kept,
-    # X-Forwarded-For/-Proto/-Host set.
+    # X-Forwarded-For/-Proto/-Host set (nginx_job_location, benches/jobs.sh).
     mkdir -p "$WORK/nginx"
     cat >"$WORK/nginx/nginx.conf" <<EOF
 worker_processes 1;
@@ -117,15 +120,7 @@ http {
     server {
         listen 127.0.0.1:$1 ssl http2;
         server_name localhost;
-        location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$http_host;
-        }
+$(nginx_job_location origin)
     }
 }
 EOF

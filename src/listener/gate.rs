@@ -41,8 +41,8 @@ pub struct Gated<'a> {
 }
 
 impl<'a> Gated<'a> {
-    /// The gate made of these two: the flag starts true (the inner future
-    /// has never been polled).
+    /// The gate made of these two. The flag is to start true: the inner
+    /// future has never been polled.
     pub fn new(fired: &'a AtomicBool, task: &'a AtomicWaker) -> Gated<'a> {
         Gated { fired, task }
     }
@@ -116,6 +116,7 @@ impl Default for GateCell {
 }
 
 impl GateCell {
+    /// The gate this storage holds.
     pub fn gated(&self) -> Gated<'_> {
         Gated::new(&self.fired, &self.task)
     }
