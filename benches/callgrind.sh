@@ -42,17 +42,9 @@ else
     (cd "$ROOT" && cargo build --release --bin switchyard) || die "cargo build --release failed"
 fi
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-callgrind.XXXXXX")
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    [[ -n ${KEEP:-} ]] && echo "kept $WORK" || rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=benches/callgrind_lib.sh
+source "$ROOT/benches/callgrind_lib.sh"
+cg_setup switchyard-callgrind
 
 pick_port() {
     local p used
@@ -106,43 +98,9 @@ load() { # PORT COUNT
     grep -q "status codes: $2 2xx" <<<"$out" || die "not every request got a 2xx: $(grep 'status codes' <<<"$out")"
 }
 
-# measure NAME PORT CMD...: instructions per request of CMD under callgrind.
-declare -A IR
-measure() {
-    local name=$1 port=$2 pid dump total
-    shift 2
-    valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.out.%p" "$@" >"$WORK/$name.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    wait_ok "$port"
-    load "$port" 2000
-    callgrind_control -z "$pid" >/dev/null
-    load "$port" "$N"
-    callgrind_control -d "$pid" >/dev/null
-    dump="$WORK/$name.out.$pid.1"
-    for ((i = 0; i < 100; i++)); do
-        [[ -s $dump ]] && break
-        sleep 0.1
-    done
-    [[ -s $dump ]] || die "no callgrind dump for $name"
-    total=$(awk -F': ' '/^summary:/ { print $2 }' "$dump")
-    [[ $total =~ ^[0-9]+$ ]] || die "no instruction total in $dump"
-    IR[$name]=$((total / N))
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    if ((TOP > 0)); then
-        echo "## $name: top $TOP functions (self instructions over the $N requests)"
-        callgrind_annotate --auto=no --threshold=100 "$dump" 2>/dev/null |
-            grep -E '^ *[0-9,]+ \( *[0-9.]+%\) ' | grep -v 'PROGRAM TOTALS' |
-            grep -v -E '__rust_begin_short_backtrace|libc_start|below main|\?\?\?:main |0x0000' |
-            head -n "$TOP"
-        echo
-    fi
-}
-
-measure switchyard "$SY_PORT" "$SWITCHYARD" run --config "$WORK/switchyard/switchyard.toml"
+cg_measure switchyard "$SY_PORT" 2000 switchyard "$SWITCHYARD" run --config "$WORK/switchyard/switchyard.toml"
 # One process under callgrind: no master.
-measure nginx "$NGINX_PORT" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off; master_process off;'
+cg_measure nginx "$NGINX_PORT" 2000 nginx "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off; master_process off;'
 
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
 echo "# callgrind, $(date -u '+%Y-%m-%d %H:%M') UTC, commit $commit, $N requests (h2load --h1 -c 10) after 2 000 warm-up"

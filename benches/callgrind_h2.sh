@@ -55,17 +55,9 @@ else
     (cd "$ROOT" && cargo build --release --bin switchyard -q) || die "cargo build --release failed"
 fi
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-callgrind-h2.XXXXXX")
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    [[ -n ${KEEP:-} ]] && echo "kept $WORK" || rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# shellcheck source=benches/callgrind_lib.sh
+source "$ROOT/benches/callgrind_lib.sh"
+cg_setup switchyard-callgrind-h2
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -104,55 +96,24 @@ wait_ok() {
     die "nothing answers 200 on port $1"
 }
 
-load() { # PORT COUNT STREAMS
+load() { # PORT COUNT (STREAMS per connection: set by the loop below)
     local out
-    out=$(h2load -t1 -c10 -m"$3" -n "$2" --connect-to="127.0.0.1:$1" "https://localhost:$1/" 2>&1)
+    out=$(h2load -t1 -c10 -m"$STREAMS_NOW" -n "$2" --connect-to="127.0.0.1:$1" "https://localhost:$1/" 2>&1)
     grep -q '^Application protocol: h2$' <<<"$out" || die "no h2 on port $1: $out"
     grep -q "status codes: $2 2xx" <<<"$out" || die "not every request got a 2xx: $(grep 'status codes' <<<"$out")"
 }
 
-# measure NAME PORT STREAMS CMD...: instructions per request under callgrind.
-declare -A IR
-measure() {
-    local name=$1 port=$2 m=$3 pid dump total
-    shift 3
-    valgrind --tool=callgrind --callgrind-out-file="$WORK/$name-$m.out.%p" "$@" >"$WORK/$name-$m.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    wait_ok "$port"
-    load "$port" 1000 "$m"
-    callgrind_control -z "$pid" >/dev/null 2>&1
-    load "$port" "$N" "$m"
-    callgrind_control -d "$pid" >/dev/null 2>&1
-    dump="$WORK/$name-$m.out.$pid.1"
-    for ((i = 0; i < 100; i++)); do
-        [[ -s $dump ]] && break
-        sleep 0.1
-    done
-    [[ -s $dump ]] || die "no callgrind dump for $name"
-    total=$(awk -F': ' '/^summary:/ { print $2 }' "$dump")
-    [[ $total =~ ^[0-9]+$ ]] || die "no instruction total in $dump"
-    IR[$name-$m]=$((total / N))
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    if ((TOP > 0)); then
-        echo "## $name, $m stream(s) per connection: top $TOP functions (self instructions over the $N requests)"
-        callgrind_annotate --auto=no --threshold=100 "$dump" 2>/dev/null |
-            grep -E '^ *[0-9,]+ \( *[0-9.]+%\) ' | grep -v 'PROGRAM TOTALS' |
-            grep -v -E '__rust_begin_short_backtrace|libc_start|below main|\?\?\?:main |0x0000' |
-            head -n "$TOP"
-        echo
-    fi
-}
-
 for m in "${STREAMS[@]}"; do
-    RUST_LOG=warn measure switchyard "$SY_PORT" "$m" "$SWITCHYARD" run --config "$WORK/switchyard.toml"
+    STREAMS_NOW=$m
+    RUST_LOG=warn cg_measure "switchyard-$m" "$SY_PORT" 1000 "switchyard, $m stream(s) per connection" \
+        "$SWITCHYARD" run --config "$WORK/switchyard.toml"
     for p in "${PEERS[@]}"; do
         if [[ $p == nginx ]]; then
-            measure nginx "${PORT_OF[$p]}" "$m" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" \
+            cg_measure "nginx-$m" "${PORT_OF[$p]}" 1000 "nginx, $m stream(s) per connection" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" \
                 -e "$WORK/nginx/error.log" -g 'daemon off; master_process off;'
         else
-            measure "$p" "${PORT_OF[$p]}" "$m" haproxy -db -f "$WORK/$p.cfg"
+            cg_measure "$p-$m" "${PORT_OF[$p]}" 1000 "$p, $m stream(s) per connection" \
+                haproxy -db -f "$WORK/$p.cfg"
         fi
     done
 done
