@@ -45,7 +45,9 @@
 # time from other guests), and short alternating slices give every target
 # the same share of good and bad moments. Per round and target: req/s = all
 # requests / all slice time, p50/p99 = the median of the slices' values,
-# CPU = the target's CPU time / requests. The table gives medians of rounds.
+# CPU = the target's CPU time / requests (user + kernel; the per-round rows
+# also give the user-space part, and the summary both parts against nginx
+# and HAProxy). The table gives medians of rounds.
 #
 # Usage: benches/compare.sh                    (ROUNDS=3 DURATION=10 SLICE=1)
 #        ROUNDS=1 DURATION=5 benches/compare.sh
@@ -526,7 +528,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     BLUE_PID=$STARTED
     start_nginx green "$GREEN_PORT"
     GREEN_PID=$STARTED
-    declare -A PID_OF=() IDLE=() REQS=() SECS=() TICKS=() ERRS=() UPC=() BLUE_N=() GREEN_N=() P50S=() P99S=()
+    declare -A PID_OF=() IDLE=() REQS=() SECS=() TICKS=() UTICKS=() ERRS=() UPC=() BLUE_N=() GREEN_N=() P50S=() P99S=()
     # Every target up at once (each fresh, idle until driven), so that the
     # slices below can alternate between them.
     for target in "${TARGETS[@]}"; do
@@ -535,7 +537,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         PORT_OF[$target]=$TARGET_PORT
         IDLE[$target]=$(tree_mem_mib VmRSS "$TARGET_PID")
         [[ $target == direct ]] || verify_split "$target" "$TARGET_PORT"
-        REQS[$target]=0 SECS[$target]=0 TICKS[$target]=0 ERRS[$target]=0 UPC[$target]=0
+        REQS[$target]=0 SECS[$target]=0 TICKS[$target]=0 UTICKS[$target]=0 ERRS[$target]=0 UPC[$target]=0
         BLUE_N[$target]=0 GREEN_N[$target]=0 P50S[$target]="" P99S[$target]=""
     done
     for target in "${TARGETS[@]}"; do
@@ -551,9 +553,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
             pid=${PID_OF[$target]}
             [[ $target == switchyard-metrics ]] && start_scraper
             read -r acc0 blue0 green0 <<<"$(origin_counters)"
-            t0=$(tree_ticks "$pid")
+            read -r t0 u0 <<<"$(tree_ticks_split "$pid")"
             out=$(taskset -c "$LOAD_CPUS" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${SLICE}s" --latency -H "Host: $HOST" "http://127.0.0.1:${PORT_OF[$target]}/")
-            t1=$(tree_ticks "$pid")
+            read -r t1 u1 <<<"$(tree_ticks_split "$pid")"
             read -r acc1 blue1 green1 <<<"$(origin_counters)"
             stop_scraper
             read -r requests secs <<<"$(awk '/ requests in / { sub(/s,?$/, "", $4); print $1, $4 }' <<<"$out")"
@@ -564,6 +566,7 @@ $out"
             REQS[$target]=$((REQS[$target] + requests))
             SECS[$target]=$(awk -v a="${SECS[$target]}" -v b="$secs" 'BEGIN { print a + b }')
             TICKS[$target]=$((TICKS[$target] + t1 - t0))
+            UTICKS[$target]=$((UTICKS[$target] + u1 - u0))
             ERRS[$target]=$((ERRS[$target] + ${non2xx:-0} + ${sockerr:-0}))
             # Minus the status reads themselves (one connection and one request each).
             UPC[$target]=$((UPC[$target] + acc1 - acc0 - 2))
@@ -583,10 +586,12 @@ $out"
         p50=$(tr ' ' '\n' <<<"${P50S[$target]}" | grep . | median_of)
         p99=$(tr ' ' '\n' <<<"${P99S[$target]}" | grep . | median_of)
         cpu=$(awk -v d="${TICKS[$target]}" -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", d * 1e6 / hz / n }')
+        # The user-space share of it (the rest is the kernel's: sockets, wake-ups).
+        ucpu=$(awk -v d="${UTICKS[$target]}" -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", d * 1e6 / hz / n }')
         green_pct=$(awk -v b="${BLUE_N[$target]}" -v g="${GREEN_N[$target]}" 'BEGIN { if (b + g > 0) printf "%.1f", 100 * g / (b + g); else print "-" }')
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$target" "$rps" "$p50" "$p99" "${IDLE[$target]}" "$peak" "$cpu" "${ERRS[$target]}" "${UPC[$target]}" "$green_pct" "$requests" >>"$RAW"
-        printf '  %-20s %8s req/s  p50 %6s ms  p99 %6s ms  idle %5s MiB  peak %5s MiB  cpu %6s us/req  errors %s  upstream conns %s  green %s%%\n' \
-            "$target" "$rps" "$p50" "$p99" "${IDLE[$target]}" "$peak" "$cpu" "${ERRS[$target]}" "${UPC[$target]}" "$green_pct"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$target" "$rps" "$p50" "$p99" "${IDLE[$target]}" "$peak" "$cpu" "${ERRS[$target]}" "${UPC[$target]}" "$green_pct" "$requests" "$ucpu" >>"$RAW"
+        printf '  %-20s %8s req/s  p50 %6s ms  p99 %6s ms  idle %5s MiB  peak %5s MiB  cpu %6s us/req (user %s)  errors %s  upstream conns %s  green %s%%\n' \
+            "$target" "$rps" "$p50" "$p99" "${IDLE[$target]}" "$peak" "$cpu" "$ucpu" "${ERRS[$target]}" "${UPC[$target]}" "$green_pct"
     done
     stop_pid "$BLUE_PID"
     forget_pid "$BLUE_PID"
@@ -651,6 +656,10 @@ RESULT=$ROOT/bench-results/compare-$STAMP.txt
     fi
     echo "switchyard / haproxy CPU per request: $(ratio "$(median switchyard 8)" "$(median haproxy 8)")"
     echo "switchyard / nginx   CPU per request: $(ratio "$(median switchyard 8)" "$(median nginx 8)")"
+    for p in nginx haproxy; do
+        [[ " ${TARGETS[*]} " == *" $p "* ]] || continue
+        echo "CPU us/req, user + kernel: switchyard $(median switchyard 13) + $(awk -v a="$(median switchyard 8)" -v b="$(median switchyard 13)" 'BEGIN { printf "%.1f", a - b }'), $p $(median "$p" 13) + $(awk -v a="$(median "$p" 8)" -v b="$(median "$p" 13)" 'BEGIN { printf "%.1f", a - b }') (medians of rounds)"
+    done
     for t in "${TARGETS[@]}"; do
         [[ $t == switchyard-* ]] || continue
         echo "$t / switchyard req/s: $(ratio "$(median "$t" 3)" "$sy"), CPU per request: $(ratio "$(median "$t" 8)" "$(median switchyard 8)")"
@@ -675,7 +684,7 @@ RESULT=$ROOT/bench-results/compare-$STAMP.txt
     done
     echo
     echo "## per round"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' round target "req/s" p50_ms p99_ms idle_mib peak_mib cpu_us_per_req errors upstream_conns green_pct requests
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' round target "req/s" p50_ms p99_ms idle_mib peak_mib cpu_us_per_req errors upstream_conns green_pct requests user_us_per_req
     cat "$RAW"
 } >"$RESULT"
 

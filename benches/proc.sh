@@ -28,13 +28,22 @@ tree_pids() {
 
 # tree_ticks PID: utime + stime (clock ticks, all threads) summed over the tree.
 tree_ticks() {
-    local root=$1 total=0 pid line
+    local total user
+    read -r total user <<<"$(tree_ticks_split "$1")"
+    echo "$total"
+}
+
+# tree_ticks_split PID: "TOTAL USER", utime + stime and utime alone (clock
+# ticks, all threads) summed over the tree: the kernel's share is the rest.
+tree_ticks_split() {
+    local root=$1 total=0 user=0 pid line
     local -a fields
     for pid in $(tree_pids "$root"); do
         read -r line 2>/dev/null <"/proc/$pid/stat" || continue
         read -r -a fields <<<"${line##*) }"
         # fields[0] is stat's field 3 (state): utime (14) and stime (15) are 11 and 12.
         total=$((total + fields[11] + fields[12]))
+        user=$((user + fields[11]))
     done
-    echo "$total"
+    echo "$total $user"
 }
