@@ -409,10 +409,16 @@ fn h1_head(pieces: &[&[u8]], method: &Method) -> HeadOutcome {
                     Framing::Eof => BodyFraming::Eof,
                     _ => panic!("a new head's body framing is mid-body or done"),
                 };
+                // The fields as a map, as everything but the direct
+                // server's writer sees them (a line the map refuses is a
+                // refused head, as before the fields were kept as lines).
+                let Ok(headers) = h.fields.into_map() else {
+                    return HeadOutcome::Invalid;
+                };
                 return HeadOutcome::Head {
                     consumed: fed - buf.len(),
                     status: h.status.as_u16(),
-                    headers: h.headers,
+                    headers,
                     framing,
                     keep_alive: h.keep_alive,
                 };

@@ -253,7 +253,11 @@ fn start_listeners(ctx: &Ctx, proxy: &Arc<Proxy>, config: &Config, l: Listeners)
             ctx.tracker.clone(),
             ctx.shutdown.clone(),
             move |stream, addr, permit| {
-                let peer = Peer { addr, https };
+                let peer = Peer {
+                    addr,
+                    https,
+                    raw_fields: false,
+                };
                 // The connection's task is this future itself (an async
                 // block around it would hold it twice: ~0.7 KiB more per
                 // connection).

@@ -29,6 +29,13 @@ const REUSED: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nreused";
 /// connection would hand to the next request.
 const STRAY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray";
 
+/// A response whose fields the proxy must pass on as they are, but for the
+/// hop-by-hop ones (Connection, what it names, Keep-Alive): names in mixed
+/// case, padding, a bare LF line end, a repeated field, its own Date.
+const FIELDS: &[u8] = b"HTTP/1.1 200 OK\r\nDate: Mon, 07 Dec 2026 08:00:00 GMT\r\n\
+X-Mixed-Case:   padded value\r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret\r\n\
+Keep-Alive: timeout=5\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nContent-Length: 2\r\n\r\nok";
+
 /// Malformed chunked bodies (after a `Transfer-Encoding: chunked` head).
 fn malformed_chunked() -> Vec<Vec<u8>> {
     let mut big_trailers = b"5\r\nhello\r\n0\r\n".to_vec();
@@ -135,11 +142,14 @@ async fn scripted_conn(
     let mut first = true;
     while let Some(line) = read_request(&mut s, &mut buf).await {
         let path = line.split(' ').nth(1).unwrap_or("/").to_string();
-        // The late-bytes answers are scripted on any request of a
-        // connection (a clean pooled connection may carry them); every
+        // The late-bytes answers (a clean pooled connection may carry them)
+        // and `/fields` are scripted on any request of a connection; every
         // other path answers `reused` after the first request.
-        let late_any_time = matches!(path.as_str(), "/head-late" | "/204-late" | "/cl-extra");
-        if !first && !late_any_time {
+        let any_time = matches!(
+            path.as_str(),
+            "/head-late" | "/204-late" | "/cl-extra" | "/fields"
+        );
+        if !first && !any_time {
             s.write_all(REUSED).await?;
             continue;
         }
@@ -154,6 +164,7 @@ async fn scripted_conn(
 5\r\nhello\r\n0\r\n\r\n",
                 false,
             ),
+            "/fields" => (FIELDS, false),
             "/big-head" => {
                 let mut big = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
                 big.resize(big.len() + 70 * 1024, b'a');
@@ -505,6 +516,83 @@ async fn a_target_authority_reaches_the_backend_as_origin_form_and_one_host() {
 
 // ---------------------------------------------------------------------------
 // 3. Response framing and reuse; late bytes.
+
+/// A raw response's head lines, lowercased names, each checked to end in
+/// CRLF; and its body.
+fn head_fields(resp: &[u8]) -> (Vec<(String, String)>, Vec<u8>) {
+    let end = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head end: {}", String::from_utf8_lossy(resp)));
+    let head = &resp[..end + 2];
+    let mut fields = Vec::new();
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        if line.is_empty() {
+            continue;
+        }
+        let line = line
+            .strip_suffix(b"\r")
+            .unwrap_or_else(|| panic!("a bare LF line end: {}", String::from_utf8_lossy(head)));
+        let line = String::from_utf8_lossy(line);
+        let (n, v) = line.split_once(':').unwrap();
+        fields.push((n.to_ascii_lowercase(), v.trim().to_string()));
+    }
+    (fields, resp[end + 4..].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_fields_reach_the_client_as_sent_less_the_hop_by_hop_ones() {
+    let b = Scripted::start().await;
+    let plain = one_pool(b.addr, "");
+    let served_by = one_pool(b.addr, "version_header = true");
+    // The direct server writes the fields as they came; the others (hyper's
+    // client, and a pool that adds x-served-by) go through a header map.
+    let [direct, hyper] = both_paths(&plain).await;
+    let marked = Proxy::start(&served_by).await;
+    let mut heads = Vec::new();
+    for (p, method) in [
+        (&direct, "GET"),
+        (&hyper, "GET"),
+        (&marked, "GET"),
+        (&direct, "HEAD"),
+    ] {
+        let req =
+            format!("{method} /fields HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
+        let resp = raw(p.http, req.as_bytes(), DEADLINE).await;
+        assert_eq!(status_of(&resp), 200, "{}", String::from_utf8_lossy(&resp));
+        let (fields, body) = head_fields(&resp);
+        let mut fields: Vec<_> = fields
+            .into_iter()
+            .filter(|(n, _)| n != "x-served-by" || p.http != marked.http)
+            .collect();
+        // Order between different names is the writer's; of one name, the
+        // backend's.
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            fields,
+            [
+                ("connection", "close"),
+                ("content-length", "2"),
+                ("date", "Mon, 07 Dec 2026 08:00:00 GMT"),
+                ("set-cookie", "a=1"),
+                ("set-cookie", "b=2"),
+                ("x-mixed-case", "padded value"),
+            ]
+            .map(|(n, v)| (n.to_string(), v.to_string())),
+            "{method} through {}",
+            String::from_utf8_lossy(&resp)
+        );
+        assert_eq!(body, if method == "HEAD" { &b""[..] } else { b"ok" });
+        heads.push(resp);
+    }
+    // The direct server passes the names in the backend's case.
+    let direct_head = String::from_utf8_lossy(&heads[0]).to_string();
+    assert!(
+        direct_head.contains("\r\nX-Mixed-Case: padded value\r\n"),
+        "{direct_head}"
+    );
+    assert!(String::from_utf8_lossy(&heads[2]).contains("x-served-by: v1\r\n"));
+}
 
 /// Both backend paths: the direct exchange (default) and hyper's client
 /// (`SWITCHYARD_DIRECT_H1=0`).

@@ -386,6 +386,16 @@ impl ProxyBody {
         ProxyBody::Full(None)
     }
 
+    /// A direct exchange's response fields, when they were left as the
+    /// backend sent them (`Peer::raw_fields`): the response's header map
+    /// is then empty, and the writer writes these.
+    pub fn take_raw_fields(&mut self) -> Option<crate::upstream::h1::RawFields> {
+        match self {
+            ProxyBody::Direct { body, .. } => body.take_fields(),
+            _ => None,
+        }
+    }
+
     /// What happens at the end of a backend's body, when this is one.
     fn finish_mut(&mut self) -> Option<&mut Finish> {
         match self {
@@ -492,6 +502,11 @@ impl Body for ProxyBody {
 pub struct Peer {
     pub addr: SocketAddr,
     pub https: bool,
+    /// The connection's writer takes a direct exchange's response fields
+    /// as the backend sent them ([`crate::upstream::h1::RawFields`]; the
+    /// direct HTTP/1.1 server): a response that nothing here changes then
+    /// skips the header map both ways.
+    pub raw_fields: bool,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -888,6 +903,12 @@ fn plan<'t>(
 
     let (upgrade, forwarded) = prepare_upstream(&mut req, host_value, peer);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    // The response's fields stay as the backend sent them when nothing
+    // below changes them (serve_pool, the middlewares' response side).
+    let raw = peer.raw_fields
+        && route.middlewares.is_empty()
+        && !pool.version_header
+        && set_cookie.is_none();
     Ok(Planned {
         chosen: Chosen {
             vidx,
@@ -895,7 +916,7 @@ fn plan<'t>(
             backend,
             strict,
         },
-        exchange: Exchange::new(req, upgrade, forwarded),
+        exchange: Exchange::new(req, upgrade, forwarded, raw),
         client_upgrade,
         set_cookie,
     })
@@ -948,7 +969,13 @@ struct Chosen<'a> {
 enum Exchange {
     /// Bodiless, idempotent, no upgrade: the encoded head is written directly
     /// ([`crate::upstream::h1`]); it can be sent again as often as a retry needs.
-    Direct { method: Method, head: Vec<u8> },
+    /// `raw`: the response's fields may stay as the backend sent them
+    /// (nothing changes them on the way and the writer takes them so).
+    Direct {
+        method: Method,
+        head: Vec<u8>,
+        raw: bool,
+    },
     /// Through hyper's client (a body to stream, or an upgrade). `None` once
     /// the request has been handed over and cannot be sent again.
     /// Boxed: the request head is large, and this variant is the rarer one.
@@ -957,7 +984,7 @@ enum Exchange {
 
 impl Exchange {
     /// The direct exchange when the request allows it, else hyper's.
-    fn new(req: Request<RequestBody>, upgrade: bool, forwarded: Forwarded) -> Exchange {
+    fn new(req: Request<RequestBody>, upgrade: bool, forwarded: Forwarded, raw: bool) -> Exchange {
         let (mut parts, body) = req.into_parts();
         let direct = *DIRECT_H1 && body.is_end_stream() && is_idempotent(&parts.method) && !upgrade;
         if direct {
@@ -967,6 +994,7 @@ impl Exchange {
             Exchange::Direct {
                 head: forwarded.encode_head(&parts.method, path, &parts.headers),
                 method: parts.method,
+                raw,
             }
         } else {
             // hyper's client writes the URI it is given: origin form.
@@ -1172,8 +1200,8 @@ async fn attempt(
         // Boxed (the direct one fits glibc's per-thread cache, under 1 KiB):
         // inline, they would be part of, and copied with, every future
         // above this one.
-        Exchange::Direct { method, head } => {
-            Box::pin(to.direct(method, head, fresh, in_flight)).await
+        Exchange::Direct { method, head, raw } => {
+            Box::pin(to.direct(method, head, *raw, fresh, in_flight)).await
         }
         Exchange::Hyper(req, state) => Box::pin(to.hyper(req, state, in_flight)).await,
     }
@@ -1216,6 +1244,7 @@ impl Target<'_> {
         &self,
         method: &Method,
         head: &[u8],
+        raw: bool,
         fresh: bool,
         mut in_flight: InFlight,
     ) -> Attempt {
@@ -1236,7 +1265,7 @@ impl Target<'_> {
         match tokio::time::timeout_at(deadline, sent).await {
             Err(_) => self.timed_out(),
             Ok(Ok(resp)) => {
-                let (parts, mut body) = resp.into_parts();
+                let (mut parts, mut body) = resp.into_parts();
                 // A small body is awaited before the head goes out, so that
                 // a backend dying inside it leaves the request retryable. At
                 // the deadline the response streams as it is (a slow body is
@@ -1248,6 +1277,15 @@ impl Target<'_> {
                     Ok(Ok(())) | Err(_) => body.check_buffered().await,
                     Ok(Err(e)) => Err(e),
                 };
+                // The header map, unless the fields can go out as they came.
+                let checked = checked.and_then(|()| match body.take_fields() {
+                    Some(f) if raw && f.is_clean() => {
+                        body.put_fields(f);
+                        Ok(())
+                    }
+                    Some(f) => f.into_map().map(|h| parts.headers = h),
+                    None => Ok(()),
+                });
                 if let Err(source) = checked {
                     return Attempt::Failed(ProxyError::Exchange {
                         pool: pool.name.clone(),

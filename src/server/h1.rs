@@ -58,6 +58,7 @@ use tokio::sync::watch;
 
 use crate::listener::conn::{Activity, Conn, Expired, Open, Watchdog};
 use crate::proxy::{self, Peer, Proxy, ProxyBody, RequestBody};
+use crate::upstream::h1::RawFields;
 
 /// Whether plain-HTTP client connections take this path (the default). A
 /// benchmark and diagnostic switch, not a setting:
@@ -242,10 +243,12 @@ pub struct Encoded {
 /// server's state allow and `size` the body's exact size when known.
 /// Transfer-Encoding and Content-Length fields of the response are
 /// replaced by the framing chosen here (a HEAD's Content-Length is kept:
-/// it describes the GET).
+/// it describes the GET). `raw`: the fields as a backend sent them, in the
+/// place of `parts.headers` (then empty).
 pub fn encode_head(
     out: &mut Vec<u8>,
     parts: &http::response::Parts,
+    raw: Option<&RawFields>,
     http10: bool,
     head: bool,
     keep_alive: bool,
@@ -254,22 +257,7 @@ pub fn encode_head(
     let status = parts.status;
     let mut keep_alive = keep_alive;
     let bodiless_status = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-    if http10 {
-        out.extend_from_slice(b"HTTP/1.0 ");
-    } else if status == StatusCode::OK {
-        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
-    } else {
-        out.extend_from_slice(b"HTTP/1.1 ");
-    }
-    if http10 || status != StatusCode::OK {
-        out.extend_from_slice(status.as_str().as_bytes());
-        out.push(b' ');
-        match parts.extensions.get::<hyper::ext::ReasonPhrase>() {
-            Some(r) => out.extend_from_slice(r.as_bytes()),
-            None => out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes()),
-        }
-        out.extend_from_slice(b"\r\n");
-    }
+    push_status_line(out, parts, http10);
     let framing = if bodiless_status || head {
         Framing::None
     } else if let Some(n) = size {
@@ -287,6 +275,18 @@ pub fn encode_head(
     };
     let (mut said_close, mut said_keep, mut wrote_len, mut wrote_date) =
         (false, false, false, false);
+    if let Some(raw) = raw {
+        // Without hop-by-hop fields (Connection among them) and with any
+        // Content-Length apart: only the framing and Date to settle.
+        out.extend_from_slice(raw.lines());
+        wrote_date = raw.has_date();
+        if let (Framing::None, false, Some(v)) = (framing, bodiless_status, raw.content_length()) {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
+            wrote_len = true;
+        }
+    }
     for (name, value) in &parts.headers {
         if *name == header::CONTENT_LENGTH {
             // Where the response had it (as hyper writes it), once.
@@ -351,6 +351,27 @@ pub fn encode_head(
         framing,
         keep_alive,
     }
+}
+
+/// `HTTP/1.x CODE REASON`: the backend's reason phrase when hyper's client
+/// kept one, else the code's canonical one.
+fn push_status_line(out: &mut Vec<u8>, parts: &http::response::Parts, http10: bool) {
+    let status = parts.status;
+    if http10 {
+        out.extend_from_slice(b"HTTP/1.0 ");
+    } else if status == StatusCode::OK {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        return;
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+    }
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    match parts.extensions.get::<hyper::ext::ReasonPhrase>() {
+        Some(r) => out.extend_from_slice(r.as_bytes()),
+        None => out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `n` in decimal, in `buf`.
@@ -757,6 +778,11 @@ async fn run(
         let (req, http10, is_head) = version_and_head(req);
         // In this future, not boxed: this future is boxed already, and one
         // allocation per request is cheaper than two.
+        // This writer takes a backend's fields as they came (`Peer::raw_fields`).
+        let peer = Peer {
+            raw_fields: true,
+            ..peer
+        };
         let handling = std::pin::pin!(proxy::handle(px.clone(), peer, None, req));
         let Some(resp) = c.answer(handling).await else {
             return Ran::Closed;
@@ -812,8 +838,11 @@ fn respond_with(
     } else {
         body.size_hint().exact()
     };
-    let mut out = Vec::with_capacity(128 + parts.headers.len() * 48);
-    let enc = encode_head(&mut out, &parts, http10, is_head, keep, size);
+    let raw = body.take_raw_fields();
+    let mut out = Vec::with_capacity(
+        128 + parts.headers.len() * 48 + raw.as_ref().map_or(0, |r| r.lines().len()),
+    );
+    let enc = encode_head(&mut out, &parts, raw.as_ref(), http10, is_head, keep, size);
     if enc.framing == Framing::None {
         // Dropped unread: a backend body hands its connection back.
         body = ProxyBody::empty();
@@ -1145,7 +1174,7 @@ mod tests {
     ) -> (String, Encoded) {
         let (parts, ()) = resp.into_parts();
         let mut out = Vec::new();
-        let e = encode_head(&mut out, &parts, http10, head, keep, size);
+        let e = encode_head(&mut out, &parts, None, http10, head, keep, size);
         let text = String::from_utf8(out).unwrap();
         let (before, date) = text.split_once("date: ").expect("a date");
         assert_eq!(date.len(), 29 + 4, "{date:?}");
@@ -1228,7 +1257,7 @@ mod tests {
             .insert(header::DATE, HeaderValue::from_static("then"));
         let parts = r.into_parts().0;
         let mut out = Vec::new();
-        let e = encode_head(&mut out, &parts, false, false, true, Some(0));
+        let e = encode_head(&mut out, &parts, None, false, false, true, Some(0));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ndate: then\r\ncontent-length: 0\r\n\r\n"

@@ -36,8 +36,6 @@ use tokio::net::TcpStream;
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a response head.
 const MAX_HEADERS: usize = 128;
-/// Heads with at most this many fields (nearly all) are indexed on the stack.
-const FEW_HEADERS: usize = 24;
 /// Longest chunk-size line or trailer line.
 const MAX_LINE: usize = 4096;
 /// Most trailer bytes skipped after the last chunk.
@@ -160,13 +158,15 @@ impl RawConn {
             if !self.buf.is_empty() {
                 received = true;
                 if let Some(h) = parse_head(&mut self.buf, method)? {
+                    // The fields stay in the body until someone needs them
+                    // as a map (see `RawFields`): the header map is empty.
                     let mut resp = Response::new(RawBody {
                         conn: Some(self),
                         framing: h.framing,
                         keep_alive: h.keep_alive,
+                        fields: Some(h.fields),
                     });
                     *resp.status_mut() = h.status;
-                    *resp.headers_mut() = h.headers;
                     return Ok(resp);
                 }
             }
@@ -253,43 +253,37 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, E
             keep_alive = false;
             Framing::Eof
         };
-        // Where each kept field sits in the head, so that the values can
-        // share the head's bytes once it is split off the buffer (no copy).
-        let base = buf.as_ptr() as usize;
-        // On the stack for the usual few (a zeroed array of MAX_HEADERS
-        // cost a 2 KB memset per response).
-        let mut few = [(0u32, 0u32, 0u32, 0u32); FEW_HEADERS];
-        let mut many = Vec::new();
-        let fields: &mut [(u32, u32, u32, u32)] = if raw.len() <= FEW_HEADERS {
-            &mut few[..raw.len()]
-        } else {
-            many.resize(raw.len(), (0, 0, 0, 0));
-            &mut many
-        };
-        let mut count = 0;
+        // The kept fields as `name: value` lines, Content-Length last (see
+        // `RawFields`): one buffer, instead of a header map of names looked
+        // up and values sharing the read buffer (an allocation or two, and
+        // two atomic operations per field).
+        let mut lines = BytesMut::with_capacity(len + 2 * raw.len());
+        let mut lengths = Vec::new();
+        let mut date = false;
         for h in raw.iter().filter(|h| !hop.drops(h.name)) {
-            // Offsets within the buffer (at most MAX_HEAD plus one read) fit u32.
-            fields[count] = (
-                (h.name.as_ptr() as usize - base) as u32,
-                h.name.len() as u32,
-                (h.value.as_ptr() as usize - base) as u32,
-                h.value.len() as u32,
-            );
-            count += 1;
+            if h.name.len() == 14 && h.name.eq_ignore_ascii_case("content-length") {
+                lengths.push(h.value);
+                continue;
+            }
+            date |= h.name.len() == 4 && h.name.eq_ignore_ascii_case("date");
+            push_line(&mut lines, h.name.as_bytes(), h.value);
         }
-        let bytes = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
-        for &(n, nl, v, vl) in &fields[..count] {
-            let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
-            let name = HeaderName::from_bytes(&bytes[n..n + nl])
-                .map_err(|_| ExchangeError::Invalid("invalid header name"))?;
-            let value = HeaderValue::from_maybe_shared(bytes.slice(v..v + vl))
-                .map_err(|_| ExchangeError::Invalid("invalid header value"))?;
-            headers.append(name, value);
+        let lines_end = lines.len();
+        for v in lengths {
+            push_line(&mut lines, b"content-length", v);
         }
+        let fields = RawFields {
+            lines: lines.freeze(),
+            lines_end,
+            date,
+            // A Connection field kept (it named too many others to drop
+            // them here) leaves the rest to the proxy's pass over a map.
+            clean: !hop.overflow,
+        };
+        buf.advance(len);
         return Ok(Some(Head {
             status,
-            headers,
+            fields,
             framing,
             keep_alive,
         }));
@@ -301,10 +295,88 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, E
 pub struct Head {
     pub status: StatusCode,
     /// Without the hop-by-hop fields and those Connection names.
-    pub headers: HeaderMap,
+    pub fields: RawFields,
     pub framing: Framing,
     /// Whether the connection can carry another request after the body.
     pub keep_alive: bool,
+}
+
+/// `name: value` and a line end.
+fn push_line(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A backend response's fields as it sent them, less the hop-by-hop ones
+/// and those its Connection field names: `name: value\r\n` lines (names in
+/// the backend's case, values as httparse delimited them), any
+/// Content-Length fields last.
+///
+/// The direct HTTP/1.1 server writes them to its client as they are
+/// (`crate::server::h1`), with its own framing fields; everything else that
+/// looks at a response's fields (middlewares, `x-served-by`, a sticky
+/// cookie, hyper's servers) has them parsed into the response's header map
+/// first ([`RawFields::into_map`], `crate::proxy`). httparse checked every
+/// name (token characters) and value (no control characters but tab)
+/// against the same grammar as `http`'s types, and line ends were
+/// normalized to CRLF, so the lines are safe to pass on as they are.
+#[derive(Debug, Clone)]
+pub struct RawFields {
+    lines: Bytes,
+    /// Where the Content-Length lines start.
+    lines_end: usize,
+    date: bool,
+    clean: bool,
+}
+
+impl RawFields {
+    /// The fields but Content-Length, as lines to write.
+    pub fn lines(&self) -> &[u8] {
+        &self.lines[..self.lines_end]
+    }
+
+    /// The first Content-Length value, when the backend sent one (kept for
+    /// a HEAD's answer, which describes the GET; the other framings are the
+    /// writer's own).
+    pub fn content_length(&self) -> Option<&[u8]> {
+        let first = self.lines[self.lines_end..].split(|&b| b == b'\n').next()?;
+        let value = first.strip_prefix(b"content-length: ")?;
+        Some(value.strip_suffix(b"\r").unwrap_or(value))
+    }
+
+    /// Whether the backend sent a Date field.
+    pub fn has_date(&self) -> bool {
+        self.date
+    }
+
+    /// Whether the lines can go out as they are: false when the response's
+    /// Connection field was kept for the proxy's own pass over a map.
+    pub fn is_clean(&self) -> bool {
+        self.clean
+    }
+
+    /// The fields as a header map, in order.
+    pub fn into_map(self) -> Result<HeaderMap, ExchangeError> {
+        let mut headers = HeaderMap::new();
+        for line in self.lines.split(|&b| b == b'\n') {
+            let Some(line) = line.strip_suffix(b"\r") else {
+                continue;
+            };
+            let (name, value) = line
+                .iter()
+                .position(|&b| b == b':')
+                .and_then(|i| Some((&line[..i], line.get(i + 2..)?)))
+                .ok_or(ExchangeError::Invalid("invalid header line"))?;
+            let name = HeaderName::from_bytes(name)
+                .map_err(|_| ExchangeError::Invalid("invalid header name"))?;
+            let value = HeaderValue::from_bytes(value)
+                .map_err(|_| ExchangeError::Invalid("invalid header value"))?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
 }
 
 fn is_closed(e: &io::Error) -> bool {
@@ -602,9 +674,21 @@ pub struct RawBody {
     conn: Option<RawConn>,
     framing: Framing,
     keep_alive: bool,
+    /// The response's fields, until taken (see [`RawFields`]).
+    fields: Option<RawFields>,
 }
 
 impl RawBody {
+    /// The response's fields as the backend sent them, once.
+    pub fn take_fields(&mut self) -> Option<RawFields> {
+        self.fields.take()
+    }
+
+    /// Puts taken fields back, for the writer.
+    pub fn put_fields(&mut self, fields: RawFields) {
+        self.fields = Some(fields);
+    }
+
     /// The connection, when the body has been read to its clean end and it
     /// can carry another request.
     pub fn take_idle(&mut self) -> Option<RawConn> {
@@ -998,8 +1082,9 @@ mod tests {
         let head = encode_head(&method, "/p?q=1", &h, &[(&xff, &[b"10.0.0.1"])]);
         let resp = RawConn::new(io).exchange(&head, &method).await?;
         let status = resp.status();
-        let headers = resp.headers().clone();
+        assert!(resp.headers().is_empty(), "the fields stay in the body");
         let mut body = resp.into_body();
+        let headers = body.take_fields().unwrap().into_map()?;
         let mut data = BytesMut::new();
         while let Some(f) = body.frame().await {
             data.extend_from_slice(&f?.into_data().unwrap_or_default());
@@ -1244,8 +1329,8 @@ Content-Length: 0\r\n\r\n",
     }
 
     #[test]
-    fn heads_with_more_fields_than_the_stack_index_keep_them_all() {
-        for n in [FEW_HEADERS, FEW_HEADERS + 1, MAX_HEADERS - 2] {
+    fn heads_with_many_fields_keep_them_all() {
+        for n in [24, 25, MAX_HEADERS - 2] {
             let mut input = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n".to_vec();
             for i in 0..n {
                 input.extend_from_slice(format!("X-{i}: v{i}\r\n").as_bytes());
@@ -1253,10 +1338,11 @@ Content-Length: 0\r\n\r\n",
             input.extend_from_slice(b"Content-Length: 0\r\n\r\n");
             let head = head_of(&input, &Method::GET).unwrap().unwrap();
             // Connection is hop-by-hop: gone; the rest kept, in order.
-            assert_eq!(head.headers.len(), n + 1, "{n}");
-            assert!(head.headers.get(header::CONNECTION).is_none());
+            let headers = head.fields.into_map().unwrap();
+            assert_eq!(headers.len(), n + 1, "{n}");
+            assert!(headers.get(header::CONNECTION).is_none());
             for i in [0, n / 2, n - 1] {
-                assert_eq!(head.headers[format!("x-{i}")], format!("v{i}"), "{n}");
+                assert_eq!(headers[format!("x-{i}")], format!("v{i}"), "{n}");
             }
         }
     }
@@ -1365,8 +1451,9 @@ Content-Length: 0\r\n\r\n",
         .unwrap();
         assert!(matches!(h.framing, Framing::Chunked(Chunk::Size)));
         assert!(!h.keep_alive);
-        assert!(!h.headers.contains_key(header::CONTENT_LENGTH));
-        assert!(h.headers.contains_key("x"));
+        let headers = h.fields.into_map().unwrap();
+        assert!(!headers.contains_key(header::CONTENT_LENGTH));
+        assert!(headers.contains_key("x"));
         // HTTP/1.0 knows no transfer codings.
         assert!(head_of(
             b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
