@@ -260,14 +260,41 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, E
         let mut lines = BytesMut::with_capacity(len + 2 * raw.len());
         let mut lengths = Vec::new();
         let mut date = false;
+        // Lines already written `name: value\r\n` are copied from the head
+        // as they are, each run of them in one copy (usually one or two per
+        // response); others are rebuilt that way.
+        let head = &buf[..];
+        // Offsets in the head (wrapping: a slice from elsewhere, which
+        // httparse does not give, fails the checks below instead).
+        let at = |s: &[u8]| (s.as_ptr() as usize).wrapping_sub(head.as_ptr() as usize);
+        let mut run = 0..0;
         for h in raw.iter().filter(|h| !hop.drops(h.name)) {
             if h.name.len() == 14 && h.name.eq_ignore_ascii_case("content-length") {
                 lengths.push(h.value);
                 continue;
             }
             date |= h.name.len() == 4 && h.name.eq_ignore_ascii_case("date");
-            push_line(&mut lines, h.name.as_bytes(), h.value);
+            let start = at(h.name.as_bytes());
+            let colon = start.wrapping_add(h.name.len());
+            let value = at(h.value);
+            let end = value.wrapping_add(h.value.len());
+            let canonical = value == colon.wrapping_add(2)
+                && end <= head.len()
+                && head.get(colon..value) == Some(b": ")
+                && head.get(end..end.saturating_add(2)) == Some(b"\r\n");
+            if canonical && run.end == start && !run.is_empty() {
+                run.end = end + 2;
+                continue;
+            }
+            lines.extend_from_slice(&head[run.clone()]);
+            if canonical {
+                run = start..end + 2;
+            } else {
+                run = 0..0;
+                push_line(&mut lines, h.name.as_bytes(), h.value);
+            }
         }
+        lines.extend_from_slice(&head[run]);
         let lines_end = lines.len();
         for v in lengths {
             push_line(&mut lines, b"content-length", v);
@@ -1439,6 +1466,38 @@ Content-Length: 0\r\n\r\n",
         // Incomplete but well-formed so far: more is needed, no error.
         assert!(!scan_chunked(Chunk::Size, b"5\r\nhel").unwrap());
         assert!(!scan_chunked(Chunk::Size, b"5\r\nhello\r\n0\r\nX-T").unwrap());
+    }
+
+    #[test]
+    fn kept_fields_are_lines_as_sent_with_line_ends_made_crlf() {
+        let h = head_of(
+            b"HTTP/1.1 200 OK\r\nServer: s\r\nDate: d\r\nContent-Length: 2\r\n\
+X-A:tight\r\nX-B:   padded\nConnection: keep-alive, X-Gone\r\nX-Gone: 1\r\n\
+X-C: c\r\nX-D: d\r\n\r\nok",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        let f = h.fields;
+        assert_eq!(
+            std::str::from_utf8(f.lines()).unwrap(),
+            "Server: s\r\nDate: d\r\nX-A: tight\r\nX-B: padded\r\nX-C: c\r\nX-D: d\r\n"
+        );
+        assert!(f.has_date() && f.is_clean());
+        assert_eq!(f.content_length(), Some(&b"2"[..]));
+        let map = f.into_map().unwrap();
+        assert_eq!(map.len(), 7);
+        assert_eq!(map["x-b"], "padded");
+        assert_eq!(map[header::CONTENT_LENGTH], "2");
+        // Connection naming more fields than are dropped here stays, for
+        // the proxy's pass over a map.
+        let mut many = b"HTTP/1.1 200 OK\r\nConnection: a1".to_vec();
+        for i in 2..=MAX_NAMED + 1 {
+            many.extend_from_slice(format!(", a{i}").as_bytes());
+        }
+        many.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+        let f = head_of(&many, &Method::GET).unwrap().unwrap().fields;
+        assert!(!f.is_clean() && !f.has_date());
     }
 
     #[test]
