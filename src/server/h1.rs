@@ -276,16 +276,32 @@ pub fn encode_head(
     let (mut said_close, mut said_keep, mut wrote_len, mut wrote_date) =
         (false, false, false, false);
     if let Some(raw) = raw {
-        // Without hop-by-hop fields (Connection among them) and with any
-        // Content-Length apart: only the framing and Date to settle.
-        out.extend_from_slice(raw.lines());
-        wrote_date = raw.has_date();
-        if let (Framing::None, false, Some(v)) = (framing, bodiless_status, raw.content_length()) {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(v);
-            out.extend_from_slice(b"\r\n");
-            wrote_len = true;
+        // Without hop-by-hop fields (Connection among them) and with at
+        // most one Content-Length: only the framing and Date to settle, as
+        // for a map below.
+        let lines = raw.lines();
+        match raw.length_line() {
+            None => out.extend_from_slice(lines),
+            Some(at) => {
+                out.extend_from_slice(&lines[..at.start]);
+                match (framing, raw.content_length()) {
+                    _ if bodiless_status => {}
+                    (Framing::None, Some(v)) => {
+                        out.extend_from_slice(b"content-length: ");
+                        out.extend_from_slice(v);
+                        out.extend_from_slice(b"\r\n");
+                        wrote_len = true;
+                    }
+                    (Framing::Length(n), _) => {
+                        length(out, n);
+                        wrote_len = true;
+                    }
+                    _ => {}
+                }
+                out.extend_from_slice(&lines[at.end..]);
+            }
         }
+        wrote_date = raw.has_date();
     }
     for (name, value) in &parts.headers {
         if *name == header::CONTENT_LENGTH {

@@ -258,8 +258,11 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, E
         // up and values sharing the read buffer (an allocation or two, and
         // two atomic operations per field).
         let mut lines = BytesMut::with_capacity(len + 2 * raw.len());
-        let mut lengths = Vec::new();
         let mut date = false;
+        // Where the first Content-Length line is, and whether another one
+        // follows (agreeing copies: then the fields take the map's way).
+        let mut length: Option<(u32, u32)> = None;
+        let mut lengths_more = false;
         // Lines already written `name: value\r\n` are copied from the head
         // as they are, each run of them in one copy (usually one or two per
         // response); others are rebuilt that way.
@@ -269,10 +272,6 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, E
         let at = |s: &[u8]| (s.as_ptr() as usize).wrapping_sub(head.as_ptr() as usize);
         let mut run = 0..0;
         for h in raw.iter().filter(|h| !hop.drops(h.name)) {
-            if h.name.len() == 14 && h.name.eq_ignore_ascii_case("content-length") {
-                lengths.push(h.value);
-                continue;
-            }
             date |= h.name.len() == 4 && h.name.eq_ignore_ascii_case("date");
             let start = at(h.name.as_bytes());
             let colon = start.wrapping_add(h.name.len());
@@ -282,30 +281,40 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, E
                 && end <= head.len()
                 && head.get(colon..value) == Some(b": ")
                 && head.get(end..end.saturating_add(2)) == Some(b"\r\n");
-            if canonical && run.end == start && !run.is_empty() {
+            // Where this line lands in `lines`, and its length.
+            let line = if canonical && run.end == start && !run.is_empty() {
+                let at_line = lines.len() + run.len();
                 run.end = end + 2;
-                continue;
-            }
-            lines.extend_from_slice(&head[run.clone()]);
-            if canonical {
-                run = start..end + 2;
+                (at_line, end + 2 - start)
             } else {
-                run = 0..0;
-                push_line(&mut lines, h.name.as_bytes(), h.value);
+                lines.extend_from_slice(&head[run.clone()]);
+                let at_line = lines.len();
+                if canonical {
+                    run = start..end + 2;
+                    (at_line, end + 2 - start)
+                } else {
+                    run = 0..0;
+                    push_line(&mut lines, h.name.as_bytes(), h.value);
+                    (at_line, lines.len() - at_line)
+                }
+            };
+            if h.name.len() == 14 && h.name.eq_ignore_ascii_case("content-length") {
+                // Within MAX_HEAD plus one read: fits u32.
+                match length {
+                    None => length = Some((line.0 as u32, line.1 as u32)),
+                    Some(_) => lengths_more = true,
+                }
             }
         }
         lines.extend_from_slice(&head[run]);
-        let lines_end = lines.len();
-        for v in lengths {
-            push_line(&mut lines, b"content-length", v);
-        }
         let fields = RawFields {
             lines: lines.freeze(),
-            lines_end,
+            length,
             date,
             // A Connection field kept (it named too many others to drop
-            // them here) leaves the rest to the proxy's pass over a map.
-            clean: !hop.overflow,
+            // them here), or several Content-Length fields, leave the
+            // fields to the proxy's pass over a map.
+            clean: !hop.overflow && !lengths_more,
         };
         buf.advance(len);
         return Ok(Some(Head {
@@ -337,40 +346,47 @@ fn push_line(out: &mut BytesMut, name: &[u8], value: &[u8]) {
 }
 
 /// A backend response's fields as it sent them, less the hop-by-hop ones
-/// and those its Connection field names: `name: value\r\n` lines (names in
-/// the backend's case, values as httparse delimited them), any
-/// Content-Length fields last.
+/// and those its Connection field names: `name: value\r\n` lines in the
+/// backend's order (names in its case, values as httparse delimited them).
 ///
 /// The direct HTTP/1.1 server writes them to its client as they are
-/// (`crate::server::h1`), with its own framing fields; everything else that
-/// looks at a response's fields (middlewares, `x-served-by`, a sticky
-/// cookie, hyper's servers) has them parsed into the response's header map
-/// first ([`RawFields::into_map`], `crate::proxy`). httparse checked every
-/// name (token characters) and value (no control characters but tab)
-/// against the same grammar as `http`'s types, and line ends were
-/// normalized to CRLF, so the lines are safe to pass on as they are.
+/// (`crate::server::h1`), with its own framing in the place of the
+/// Content-Length line; everything else that looks at a response's fields
+/// (middlewares, `x-served-by`, a sticky cookie, hyper's servers) has them
+/// parsed into the response's header map first ([`RawFields::into_map`],
+/// `crate::proxy`). httparse checked every name (token characters) and
+/// value (no control characters but tab) against the same grammar as
+/// `http`'s types, and line ends were made CRLF, so the lines are safe to
+/// pass on as they are.
 #[derive(Debug, Clone)]
 pub struct RawFields {
     lines: Bytes,
-    /// Where the Content-Length lines start.
-    lines_end: usize,
+    /// The first Content-Length line: where it starts in `lines`, its length.
+    length: Option<(u32, u32)>,
     date: bool,
     clean: bool,
 }
 
 impl RawFields {
-    /// The fields but Content-Length, as lines to write.
+    /// The fields, as lines to write.
     pub fn lines(&self) -> &[u8] {
-        &self.lines[..self.lines_end]
+        &self.lines
     }
 
-    /// The first Content-Length value, when the backend sent one (kept for
-    /// a HEAD's answer, which describes the GET; the other framings are the
+    /// Where the Content-Length line is in [`lines`](Self::lines), when
+    /// there is one.
+    pub fn length_line(&self) -> Option<std::ops::Range<usize>> {
+        self.length
+            .map(|(at, len)| at as usize..at as usize + len as usize)
+    }
+
+    /// The Content-Length value, when the backend sent one (kept for a
+    /// HEAD's answer, which describes the GET; the other framings are the
     /// writer's own).
     pub fn content_length(&self) -> Option<&[u8]> {
-        let first = self.lines[self.lines_end..].split(|&b| b == b'\n').next()?;
-        let value = first.strip_prefix(b"content-length: ")?;
-        Some(value.strip_suffix(b"\r").unwrap_or(value))
+        let line = self.lines.get(self.length_line()?)?;
+        let value = &line[line.iter().position(|&b| b == b':')? + 1..];
+        Some(value.trim_ascii())
     }
 
     /// Whether the backend sent a Date field.
@@ -379,7 +395,8 @@ impl RawFields {
     }
 
     /// Whether the lines can go out as they are: false when the response's
-    /// Connection field was kept for the proxy's own pass over a map.
+    /// Connection field was kept for the proxy's own pass over a map, or
+    /// when it has several Content-Length fields (a map writes one).
     pub fn is_clean(&self) -> bool {
         self.clean
     }
@@ -1479,12 +1496,12 @@ X-C: c\r\nX-D: d\r\n\r\nok",
         .unwrap()
         .unwrap();
         let f = h.fields;
-        assert_eq!(
-            std::str::from_utf8(f.lines()).unwrap(),
-            "Server: s\r\nDate: d\r\nX-A: tight\r\nX-B: padded\r\nX-C: c\r\nX-D: d\r\n"
-        );
+        let lines = "Server: s\r\nDate: d\r\nContent-Length: 2\r\nX-A: tight\r\n\
+X-B: padded\r\nX-C: c\r\nX-D: d\r\n";
+        assert_eq!(std::str::from_utf8(f.lines()).unwrap(), lines);
         assert!(f.has_date() && f.is_clean());
         assert_eq!(f.content_length(), Some(&b"2"[..]));
+        assert_eq!(&lines[f.length_line().unwrap()], "Content-Length: 2\r\n");
         let map = f.into_map().unwrap();
         assert_eq!(map.len(), 7);
         assert_eq!(map["x-b"], "padded");
@@ -1498,6 +1515,23 @@ X-C: c\r\nX-D: d\r\n\r\nok",
         many.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
         let f = head_of(&many, &Method::GET).unwrap().unwrap().fields;
         assert!(!f.is_clean() && !f.has_date());
+        // So do agreeing copies of Content-Length (written once, by a map).
+        let f = head_of(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX: 1\r\ncontent-length: 2\r\n\r\nok",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap()
+        .fields;
+        assert!(!f.is_clean());
+        assert_eq!(
+            f.into_map()
+                .unwrap()
+                .get_all(header::CONTENT_LENGTH)
+                .iter()
+                .count(),
+            2
+        );
     }
 
     #[test]
