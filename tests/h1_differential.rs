@@ -224,7 +224,13 @@ async fn via_h1(method: &Method, addr: SocketAddr) -> Seen {
     let Ok(resp) = RawConn::new(io).exchange(&head, method).await else {
         return Seen::NoResponse;
     };
-    let (parts, mut body) = resp.into_parts();
+    let (mut parts, mut body) = resp.into_parts();
+    // The fields stay in the body, as lines, until asked for as a map.
+    assert!(parts.headers.is_empty());
+    match body.take_fields().map(|f| f.into_map()) {
+        Some(Ok(headers)) => parts.headers = headers,
+        _ => return Seen::NoResponse,
+    }
     let data = read_body(&mut body).await;
     let reuse = match (&data, body.take_idle()) {
         // The pool's checks: take_idle at the body's end (proxy.rs

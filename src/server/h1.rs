@@ -276,31 +276,7 @@ pub fn encode_head(
     let (mut said_close, mut said_keep, mut wrote_len, mut wrote_date) =
         (false, false, false, false);
     if let Some(raw) = raw {
-        // Without hop-by-hop fields (Connection among them) and with at
-        // most one Content-Length: only the framing and Date to settle, as
-        // for a map below.
-        let lines = raw.lines();
-        match raw.length_line() {
-            None => out.extend_from_slice(lines),
-            Some(at) => {
-                out.extend_from_slice(&lines[..at.start]);
-                match (framing, raw.content_length()) {
-                    _ if bodiless_status => {}
-                    (Framing::None, Some(v)) => {
-                        out.extend_from_slice(b"content-length: ");
-                        out.extend_from_slice(v);
-                        out.extend_from_slice(b"\r\n");
-                        wrote_len = true;
-                    }
-                    (Framing::Length(n), _) => {
-                        length(out, n);
-                        wrote_len = true;
-                    }
-                    _ => {}
-                }
-                out.extend_from_slice(&lines[at.end..]);
-            }
-        }
+        wrote_len = push_raw_fields(out, raw, framing, bodiless_status);
         wrote_date = raw.has_date();
     }
     for (name, value) in &parts.headers {
@@ -367,6 +343,43 @@ pub fn encode_head(
         framing,
         keep_alive,
     }
+}
+
+/// A backend's fields as it sent them ([`RawFields`]: no hop-by-hop fields,
+/// Connection among them, and at most one Content-Length), with the framing
+/// in the place of the Content-Length line, as [`encode_head`] writes a map's:
+/// the backend's value for a HEAD (it describes the GET), the body's length,
+/// or nothing. Whether a Content-Length went out.
+fn push_raw_fields(
+    out: &mut Vec<u8>,
+    raw: &RawFields,
+    framing: Framing,
+    bodiless_status: bool,
+) -> bool {
+    let lines = raw.lines();
+    let Some(at) = raw.length_line() else {
+        out.extend_from_slice(lines);
+        return false;
+    };
+    out.extend_from_slice(&lines[..at.start]);
+    let wrote = match (framing, raw.content_length()) {
+        _ if bodiless_status => false,
+        (Framing::None, Some(v)) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
+            true
+        }
+        (Framing::Length(n), _) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa(n, &mut [0; 20]));
+            out.extend_from_slice(b"\r\n");
+            true
+        }
+        _ => false,
+    };
+    out.extend_from_slice(&lines[at.end..]);
+    wrote
 }
 
 /// `HTTP/1.x CODE REASON`: the backend's reason phrase when hyper's client

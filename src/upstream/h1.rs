@@ -253,69 +253,11 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, E
             keep_alive = false;
             Framing::Eof
         };
-        // The kept fields as `name: value` lines, Content-Length last (see
-        // `RawFields`): one buffer, instead of a header map of names looked
-        // up and values sharing the read buffer (an allocation or two, and
-        // two atomic operations per field).
-        let mut lines = BytesMut::with_capacity(len + 2 * raw.len());
-        let mut date = false;
-        // Where the first Content-Length line is, and whether another one
-        // follows (agreeing copies: then the fields take the map's way).
-        let mut length: Option<(u32, u32)> = None;
-        let mut lengths_more = false;
-        // Lines already written `name: value\r\n` are copied from the head
-        // as they are, each run of them in one copy (usually one or two per
-        // response); others are rebuilt that way.
-        let head = &buf[..];
-        // Offsets in the head (wrapping: a slice from elsewhere, which
-        // httparse does not give, fails the checks below instead).
-        let at = |s: &[u8]| (s.as_ptr() as usize).wrapping_sub(head.as_ptr() as usize);
-        let mut run = 0..0;
-        for h in raw.iter().filter(|h| !hop.drops(h.name)) {
-            date |= h.name.len() == 4 && h.name.eq_ignore_ascii_case("date");
-            let start = at(h.name.as_bytes());
-            let colon = start.wrapping_add(h.name.len());
-            let value = at(h.value);
-            let end = value.wrapping_add(h.value.len());
-            let canonical = value == colon.wrapping_add(2)
-                && end <= head.len()
-                && head.get(colon..value) == Some(b": ")
-                && head.get(end..end.saturating_add(2)) == Some(b"\r\n");
-            // Where this line lands in `lines`, and its length.
-            let line = if canonical && run.end == start && !run.is_empty() {
-                let at_line = lines.len() + run.len();
-                run.end = end + 2;
-                (at_line, end + 2 - start)
-            } else {
-                lines.extend_from_slice(&head[run.clone()]);
-                let at_line = lines.len();
-                if canonical {
-                    run = start..end + 2;
-                    (at_line, end + 2 - start)
-                } else {
-                    run = 0..0;
-                    push_line(&mut lines, h.name.as_bytes(), h.value);
-                    (at_line, lines.len() - at_line)
-                }
-            };
-            if h.name.len() == 14 && h.name.eq_ignore_ascii_case("content-length") {
-                // Within MAX_HEAD plus one read: fits u32.
-                match length {
-                    None => length = Some((line.0 as u32, line.1 as u32)),
-                    Some(_) => lengths_more = true,
-                }
-            }
-        }
-        lines.extend_from_slice(&head[run]);
-        let fields = RawFields {
-            lines: lines.freeze(),
-            length,
-            date,
-            // A Connection field kept (it named too many others to drop
-            // them here), or several Content-Length fields, leave the
-            // fields to the proxy's pass over a map.
-            clean: !hop.overflow && !lengths_more,
-        };
+        // The kept fields as `name: value` lines (see `RawFields`): one
+        // buffer, instead of a header map of names looked up and values
+        // sharing the read buffer (an allocation or two, and two atomic
+        // operations per field).
+        let fields = raw_fields(&buf[..len], raw, &hop);
         buf.advance(len);
         return Ok(Some(Head {
             status,
@@ -323,6 +265,69 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, E
             framing,
             keep_alive,
         }));
+    }
+}
+
+/// A head's kept fields (`head` is the head's bytes, `raw` its fields as
+/// httparse found them in it) as [`RawFields`].
+fn raw_fields(head: &[u8], raw: &[httparse::Header<'_>], hop: &Hop<'_>) -> RawFields {
+    let mut lines = BytesMut::with_capacity(head.len() + 2 * raw.len());
+    let mut date = false;
+    // Where the first Content-Length line is, and whether another one
+    // follows (agreeing copies: then the fields take the map's way).
+    let mut length: Option<(u32, u32)> = None;
+    let mut lengths_more = false;
+    // Lines already written `name: value\r\n` are copied from the head
+    // as they are, each run of them in one copy (usually one or two per
+    // response); others are rebuilt that way.
+    // Offsets in the head (wrapping: a slice from elsewhere, which
+    // httparse does not give, fails the checks below instead).
+    let at = |s: &[u8]| (s.as_ptr() as usize).wrapping_sub(head.as_ptr() as usize);
+    let mut run = 0..0;
+    for h in raw.iter().filter(|h| !hop.drops(h.name)) {
+        date |= h.name.len() == 4 && h.name.eq_ignore_ascii_case("date");
+        let start = at(h.name.as_bytes());
+        let colon = start.wrapping_add(h.name.len());
+        let value = at(h.value);
+        let end = value.wrapping_add(h.value.len());
+        let canonical = value == colon.wrapping_add(2)
+            && end <= head.len()
+            && head.get(colon..value) == Some(b": ")
+            && head.get(end..end.saturating_add(2)) == Some(b"\r\n");
+        // Where this line lands in `lines`, and its length.
+        let line = if canonical && run.end == start && !run.is_empty() {
+            let at_line = lines.len() + run.len();
+            run.end = end + 2;
+            (at_line, end + 2 - start)
+        } else {
+            lines.extend_from_slice(&head[run.clone()]);
+            let at_line = lines.len();
+            if canonical {
+                run = start..end + 2;
+                (at_line, end + 2 - start)
+            } else {
+                run = 0..0;
+                push_line(&mut lines, h.name.as_bytes(), h.value);
+                (at_line, lines.len() - at_line)
+            }
+        };
+        if h.name.len() == 14 && h.name.eq_ignore_ascii_case("content-length") {
+            // Within MAX_HEAD plus one read: fits u32.
+            match length {
+                None => length = Some((line.0 as u32, line.1 as u32)),
+                Some(_) => lengths_more = true,
+            }
+        }
+    }
+    lines.extend_from_slice(&head[run]);
+    RawFields {
+        lines: lines.freeze(),
+        length,
+        date,
+        // A Connection field kept (it named too many others to drop
+        // them here), or several Content-Length fields, leave the
+        // fields to the proxy's pass over a map.
+        clean: !hop.overflow && !lengths_more,
     }
 }
 
