@@ -1261,10 +1261,9 @@ impl Target<'_> {
             Err(source) => return Attempt::Failed(connect_error(pool, backend, source)),
         };
         let deadline = tokio::time::Instant::now() + limits.request_timeout;
-        let sent = conn.exchange(head, method);
-        match tokio::time::timeout_at(deadline, sent).await {
-            Err(_) => self.timed_out(),
-            Ok(Ok(resp)) => {
+        match conn.exchange_until(head, method, Some(deadline)).await {
+            Err(ExchangeError::TimedOut) => self.timed_out(),
+            Ok(resp) => {
                 let (mut parts, mut body) = resp.into_parts();
                 // A small body is awaited before the head goes out, so that
                 // a backend dying inside it leaves the request retryable. At
@@ -1300,7 +1299,7 @@ impl Target<'_> {
                     ProxyBody::Direct { body, finish },
                 ))
             }
-            Ok(Err(source)) => {
+            Err(source) => {
                 let stale = reused && source.nothing_received();
                 let e = ProxyError::Exchange {
                     pool: pool.name.clone(),

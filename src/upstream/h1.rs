@@ -30,6 +30,7 @@ use http::{Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 /// Largest response head accepted from a backend (both paths: hyper's
 /// client is given the same bound).
@@ -54,6 +55,9 @@ pub enum ExchangeError {
     Io(#[from] io::Error),
     #[error("invalid response from backend: {0}")]
     Invalid(&'static str),
+    /// No response head by the deadline given ([`RawConn::exchange_until`]).
+    #[error("no response in time")]
+    TimedOut,
 }
 
 impl ExchangeError {
@@ -113,6 +117,9 @@ pub fn encode_head(
 pub struct RawConn {
     io: TcpStream,
     buf: BytesMut,
+    /// The response deadline's timer, kept from one request to the next
+    /// (see [`RawConn::exchange_until`]).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl RawConn {
@@ -120,6 +127,7 @@ impl RawConn {
         RawConn {
             io,
             buf: BytesMut::new(),
+            timer: None,
         }
     }
 
@@ -144,10 +152,66 @@ impl RawConn {
 
     /// Sends an encoded bodiless request and reads the response head.
     pub async fn exchange(
-        mut self,
+        self,
         head: &[u8],
         method: &Method,
     ) -> Result<Response<RawBody>, ExchangeError> {
+        self.exchange_until(head, method, None).await
+    }
+
+    /// [`exchange`](Self::exchange), the response head due by `deadline`
+    /// ([`ExchangeError::TimedOut`] after it).
+    ///
+    /// The timer is the connection's own, kept from one request to the
+    /// next: tokio moves a timer's deadline later with one
+    /// compare-and-swap, where a new timer per request (`timeout_at`) took
+    /// the timer wheel's lock to register and again to deregister, about
+    /// 500 instructions per request. A kept timer that fires while its
+    /// connection is idle wakes the task that last waited on it once.
+    pub async fn exchange_until(
+        mut self,
+        head: &[u8],
+        method: &Method,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Response<RawBody>, ExchangeError> {
+        let mut timer = deadline.map(|d| match self.timer.take() {
+            Some(mut t) => {
+                t.as_mut().reset(d);
+                t
+            }
+            None => Box::pin(tokio::time::sleep_until(d)),
+        });
+        let read = {
+            let mut work = std::pin::pin!(self.read_head(head, method));
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = work.as_mut().poll(cx) {
+                    return Poll::Ready(r);
+                }
+                match timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+                    Some(Poll::Ready(())) => Poll::Ready(Err(ExchangeError::TimedOut)),
+                    _ => Poll::Pending,
+                }
+            })
+            .await
+        };
+        let h = read?;
+        if timer.is_some() {
+            self.timer = timer;
+        }
+        // The fields stay in the body until someone needs them as a map
+        // (see `RawFields`): the header map is empty.
+        let mut resp = Response::new(RawBody {
+            framing: h.framing,
+            keep_alive: h.keep_alive,
+            fields: Some(h.fields),
+            conn: Some(self),
+        });
+        *resp.status_mut() = h.status;
+        Ok(resp)
+    }
+
+    /// Writes the request head and reads the response head.
+    async fn read_head(&mut self, head: &[u8], method: &Method) -> Result<Head, ExchangeError> {
         match self.io.write_all(head).await {
             Ok(()) => {}
             Err(e) if is_closed(&e) => return Err(ExchangeError::Closed),
@@ -158,16 +222,7 @@ impl RawConn {
             if !self.buf.is_empty() {
                 received = true;
                 if let Some(h) = parse_head(&mut self.buf, method)? {
-                    // The fields stay in the body until someone needs them
-                    // as a map (see `RawFields`): the header map is empty.
-                    let mut resp = Response::new(RawBody {
-                        conn: Some(self),
-                        framing: h.framing,
-                        keep_alive: h.keep_alive,
-                        fields: Some(h.fields),
-                    });
-                    *resp.status_mut() = h.status;
-                    return Ok(resp);
+                    return Ok(h);
                 }
             }
             match std::future::poll_fn(|cx| poll_fill(&mut self.io, &mut self.buf, cx)).await {
@@ -1148,6 +1203,46 @@ mod tests {
             .as_bytes()
         );
         Ok((status, headers, data.freeze(), reusable))
+    }
+
+    #[tokio::test]
+    async fn a_connection_keeps_its_deadline_timer_from_one_request_to_the_next() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        // Answers the first request, then holds the connection silent.
+        let backend = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 1024];
+            while !got.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut b).await.unwrap();
+                got.extend_from_slice(&b[..n]);
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        });
+        let head = encode_head(&Method::GET, "/", &HeaderMap::new(), &[]);
+        let soon = || tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        let conn = RawConn::new(TcpStream::connect(addr).await.unwrap());
+        let resp = conn
+            .exchange_until(&head, &Method::GET, Some(soon()))
+            .await
+            .unwrap();
+        let mut body = resp.into_body();
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "ok"
+        );
+        assert!(body.frame().await.is_none());
+        let conn = body.take_idle().expect("reusable");
+        assert!(conn.timer.is_some(), "the timer stays with the connection");
+        // The same timer, moved earlier this time: the silence times out.
+        let past = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+        let r = conn.exchange_until(&head, &Method::GET, Some(past)).await;
+        assert!(matches!(r, Err(ExchangeError::TimedOut)), "{:?}", r.err());
+        backend.abort();
     }
 
     #[tokio::test]
