@@ -463,19 +463,24 @@ impl RawFields {
 
     /// The fields as a header map, in order.
     pub fn into_map(self) -> Result<HeaderMap, ExchangeError> {
-        let mut headers = HeaderMap::new();
-        for line in self.lines.split(|&b| b == b'\n') {
-            let Some(line) = line.strip_suffix(b"\r") else {
-                continue;
+        // About 48 bytes a field: one allocation for most heads.
+        let mut headers = HeaderMap::with_capacity(self.lines.len() / 48 + 1);
+        let mut at = 0;
+        while let Some(eol) = self.lines[at..].iter().position(|&b| b == b'\n') {
+            let line = at..at + eol;
+            at = line.end + 1;
+            // `name: value\r`
+            let text = &self.lines[line.clone()];
+            let (Some(colon), Some(b'\r')) = (text.iter().position(|&b| b == b':'), text.last())
+            else {
+                return Err(ExchangeError::Invalid("invalid header line"));
             };
-            let (name, value) = line
-                .iter()
-                .position(|&b| b == b':')
-                .and_then(|i| Some((&line[..i], line.get(i + 2..)?)))
-                .ok_or(ExchangeError::Invalid("invalid header line"))?;
-            let name = HeaderName::from_bytes(name)
+            let name = HeaderName::from_bytes(&text[..colon])
                 .map_err(|_| ExchangeError::Invalid("invalid header name"))?;
-            let value = HeaderValue::from_bytes(value)
+            // The value shares the lines' buffer: no copy.
+            let end = line.end - 1;
+            let start = (line.start + colon + 2).min(end);
+            let value = HeaderValue::from_maybe_shared(self.lines.slice(start..end))
                 .map_err(|_| ExchangeError::Invalid("invalid header value"))?;
             headers.append(name, value);
         }
