@@ -395,13 +395,22 @@ fn splits(data: &[u8], bytewise: usize) -> Vec<Vec<&[u8]>> {
 
 /// Feeds `pieces` to `h1::parse_head` the way `RawConn::exchange` does:
 /// append a read, parse, until a head, a refusal or the end of the stream.
+/// Both forms of the fields (a map; lines for the direct server's writer)
+/// must give the same outcome, and the same map.
 fn h1_head(pieces: &[&[u8]], method: &Method) -> HeadOutcome {
+    let map = h1_head_as(pieces, method, false);
+    let lines = h1_head_as(pieces, method, true);
+    assert_eq!(map, lines, "the two forms of a head's fields differ");
+    map
+}
+
+fn h1_head_as(pieces: &[&[u8]], method: &Method, lines: bool) -> HeadOutcome {
     let mut buf = BytesMut::new();
     let mut fed = 0;
     for piece in pieces {
         buf.extend_from_slice(piece);
         fed += piece.len();
-        match h1::parse_head(&mut buf, method) {
+        match h1::parse_head(&mut buf, method, lines) {
             Ok(Some(h)) => {
                 let framing = match h.framing {
                     Framing::Length(n) => BodyFraming::Length(n),
@@ -409,9 +418,8 @@ fn h1_head(pieces: &[&[u8]], method: &Method) -> HeadOutcome {
                     Framing::Eof => BodyFraming::Eof,
                     _ => panic!("a new head's body framing is mid-body or done"),
                 };
-                // The fields as a map, as everything but the direct
-                // server's writer sees them (a line the map refuses is a
-                // refused head, as before the fields were kept as lines).
+                // A line the map refuses is a refused head, as the map form
+                // refuses it.
                 let Ok(headers) = h.fields.into_map() else {
                     return HeadOutcome::Invalid;
                 };

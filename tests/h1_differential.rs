@@ -221,11 +221,14 @@ async fn via_h1(method: &Method, addr: SocketAddr) -> Seen {
     let io = TcpStream::connect(addr).await.unwrap();
     io.set_nodelay(true).unwrap();
     let head = h1::encode_head(method, "/", &request_headers(), &[]);
-    let Ok(resp) = RawConn::new(io).exchange(&head, method).await else {
+    // The fields as lines (the direct server's form), read as a map here.
+    let Ok(resp) = RawConn::new(io)
+        .exchange_until(&head, method, None, true)
+        .await
+    else {
         return Seen::NoResponse;
     };
     let (mut parts, mut body) = resp.into_parts();
-    // The fields stay in the body, as lines, until asked for as a map.
     assert!(parts.headers.is_empty());
     match body.take_fields().map(|f| f.into_map()) {
         Some(Ok(headers)) => parts.headers = headers,

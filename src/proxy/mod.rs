@@ -1261,7 +1261,7 @@ impl Target<'_> {
             Err(source) => return Attempt::Failed(connect_error(pool, backend, source)),
         };
         let deadline = tokio::time::Instant::now() + limits.request_timeout;
-        match conn.exchange_until(head, method, Some(deadline)).await {
+        match conn.exchange_until(head, method, Some(deadline), raw).await {
             Err(ExchangeError::TimedOut) => self.timed_out(),
             Ok(resp) => {
                 let (mut parts, mut body) = resp.into_parts();
@@ -1276,9 +1276,10 @@ impl Target<'_> {
                     Ok(Ok(())) | Err(_) => body.check_buffered().await,
                     Ok(Err(e)) => Err(e),
                 };
-                // The header map, unless the fields can go out as they came.
+                // Lines only when asked for: into the header map after all
+                // when the proxy has a pass to make over them.
                 let checked = checked.and_then(|()| match body.take_fields() {
-                    Some(f) if raw && f.is_clean() => {
+                    Some(f) if f.is_clean() => {
                         body.put_fields(f);
                         Ok(())
                     }

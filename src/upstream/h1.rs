@@ -37,6 +37,8 @@ use tokio::time::Sleep;
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a response head.
 const MAX_HEADERS: usize = 128;
+/// Heads with at most this many fields (nearly all) are indexed on the stack.
+const FEW_HEADERS: usize = 24;
 /// Longest chunk-size line or trailer line.
 const MAX_LINE: usize = 4096;
 /// Most trailer bytes skipped after the last chunk.
@@ -156,11 +158,13 @@ impl RawConn {
         head: &[u8],
         method: &Method,
     ) -> Result<Response<RawBody>, ExchangeError> {
-        self.exchange_until(head, method, None).await
+        self.exchange_until(head, method, None, false).await
     }
 
     /// [`exchange`](Self::exchange), the response head due by `deadline`
-    /// ([`ExchangeError::TimedOut`] after it).
+    /// ([`ExchangeError::TimedOut`] after it); with `lines`, its fields are
+    /// left in the body as the backend sent them ([`RawBody::take_fields`])
+    /// and the response's header map is empty.
     ///
     /// The timer is the connection's own, kept from one request to the
     /// next: tokio moves a timer's deadline later with one
@@ -173,6 +177,7 @@ impl RawConn {
         head: &[u8],
         method: &Method,
         deadline: Option<tokio::time::Instant>,
+        lines: bool,
     ) -> Result<Response<RawBody>, ExchangeError> {
         let mut timer = deadline.map(|d| match self.timer.take() {
             Some(mut t) => {
@@ -182,7 +187,7 @@ impl RawConn {
             None => Box::pin(tokio::time::sleep_until(d)),
         });
         let read = {
-            let mut work = std::pin::pin!(self.read_head(head, method));
+            let mut work = std::pin::pin!(self.read_head(head, method, lines));
             std::future::poll_fn(|cx| {
                 if let Poll::Ready(r) = work.as_mut().poll(cx) {
                     return Poll::Ready(r);
@@ -198,20 +203,28 @@ impl RawConn {
         if timer.is_some() {
             self.timer = timer;
         }
-        // The fields stay in the body until someone needs them as a map
-        // (see `RawFields`): the header map is empty.
+        let (map, lines) = match h.fields {
+            Fields::Map(map) => (map, None),
+            Fields::Lines(lines) => (HeaderMap::new(), Some(lines)),
+        };
         let mut resp = Response::new(RawBody {
             framing: h.framing,
             keep_alive: h.keep_alive,
-            fields: Some(h.fields),
+            fields: lines,
             conn: Some(self),
         });
         *resp.status_mut() = h.status;
+        *resp.headers_mut() = map;
         Ok(resp)
     }
 
     /// Writes the request head and reads the response head.
-    async fn read_head(&mut self, head: &[u8], method: &Method) -> Result<Head, ExchangeError> {
+    async fn read_head(
+        &mut self,
+        head: &[u8],
+        method: &Method,
+        lines: bool,
+    ) -> Result<Head, ExchangeError> {
         match self.io.write_all(head).await {
             Ok(()) => {}
             Err(e) if is_closed(&e) => return Err(ExchangeError::Closed),
@@ -221,7 +234,7 @@ impl RawConn {
         loop {
             if !self.buf.is_empty() {
                 received = true;
-                if let Some(h) = parse_head(&mut self.buf, method)? {
+                if let Some(h) = parse_head(&mut self.buf, method, lines)? {
                     return Ok(h);
                 }
             }
@@ -241,7 +254,11 @@ impl RawConn {
 /// longer than `MAX_HEAD` is refused however it arrives (one read or many).
 /// Public for the fuzz targets only (`fuzz/checks.rs`).
 #[doc(hidden)]
-pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ExchangeError> {
+pub fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+    lines: bool,
+) -> Result<Option<Head>, ExchangeError> {
     loop {
         let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut []);
@@ -279,47 +296,123 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, E
         // The hop-by-hop fields describe this connection: read what they
         // say, then leave them (and the fields Connection names) out.
         let hop = Hop::read(raw);
-        // With both Transfer-Encoding and Content-Length, Transfer-Encoding
-        // frames the body and Content-Length is left out; the message may be
-        // an attempt at response splitting, so the connection is not reused
-        // (RFC 9112 section 6.3, item 3).
-        let mut keep_alive = http11 && !hop.close && !(hop.chunked.is_some() && hop.length);
-        let framing = if *method == Method::HEAD
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-        {
-            Framing::Length(0)
-        } else if let Some(chunked) = hop.chunked {
-            // HTTP/1.0 has no transfer codings: faulty framing (section 6.1).
-            if !http11 {
-                return Err(ExchangeError::Invalid(
-                    "transfer-encoding in an HTTP/1.0 response",
-                ));
-            }
-            if chunked {
-                Framing::Chunked(Chunk::Size)
-            } else {
-                keep_alive = false;
-                Framing::Eof
-            }
-        } else if let Some(cl) = content_length(raw)? {
-            Framing::Length(cl)
+        let (framing, keep_alive) = framing(method, status, http11, &hop, raw)?;
+        let fields = if lines {
+            // As `name: value` lines (see `RawFields`): one buffer, instead
+            // of a header map of names looked up and values sharing the read
+            // buffer (an allocation or two, and two atomic operations per
+            // field).
+            let fields = raw_fields(&buf[..len], raw, &hop);
+            buf.advance(len);
+            Fields::Lines(fields)
         } else {
-            keep_alive = false;
-            Framing::Eof
+            // Where each kept field sits in the head, so that the values can
+            // share the head's bytes once it is split off the buffer (no copy).
+            let base = buf.as_ptr() as usize;
+            // On the stack for the usual few (a zeroed array of MAX_HEADERS
+            // cost a 2 KB memset per response).
+            let mut few = [(0u32, 0u32, 0u32, 0u32); FEW_HEADERS];
+            let mut many = Vec::new();
+            let at: &mut [(u32, u32, u32, u32)] = if raw.len() <= FEW_HEADERS {
+                &mut few[..raw.len()]
+            } else {
+                many.resize(raw.len(), (0, 0, 0, 0));
+                &mut many
+            };
+            let mut count = 0;
+            for h in raw.iter().filter(|h| !hop.drops(h.name)) {
+                // Offsets within the buffer (at most MAX_HEAD plus one read) fit u32.
+                at[count] = (
+                    (h.name.as_ptr() as usize - base) as u32,
+                    h.name.len() as u32,
+                    (h.value.as_ptr() as usize - base) as u32,
+                    h.value.len() as u32,
+                );
+                count += 1;
+            }
+            Fields::Map(header_map(buf.split_to(len).freeze(), &at[..count])?)
         };
-        // The kept fields as `name: value` lines (see `RawFields`): one
-        // buffer, instead of a header map of names looked up and values
-        // sharing the read buffer (an allocation or two, and two atomic
-        // operations per field).
-        let fields = raw_fields(&buf[..len], raw, &hop);
-        buf.advance(len);
         return Ok(Some(Head {
             status,
             fields,
             framing,
             keep_alive,
         }));
+    }
+}
+
+/// How the body of a final response is framed, and whether its connection
+/// can carry another request after it (RFC 9112 section 6.3).
+fn framing(
+    method: &Method,
+    status: StatusCode,
+    http11: bool,
+    hop: &Hop<'_>,
+    raw: &[httparse::Header<'_>],
+) -> Result<(Framing, bool), ExchangeError> {
+    // With both Transfer-Encoding and Content-Length, Transfer-Encoding
+    // frames the body and Content-Length is left out; the message may be
+    // an attempt at response splitting, so the connection is not reused
+    // (RFC 9112 section 6.3, item 3).
+    let mut keep_alive = http11 && !hop.close && !(hop.chunked.is_some() && hop.length);
+    let framing = if *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Length(0)
+    } else if let Some(chunked) = hop.chunked {
+        // HTTP/1.0 has no transfer codings: faulty framing (section 6.1).
+        if !http11 {
+            return Err(ExchangeError::Invalid(
+                "transfer-encoding in an HTTP/1.0 response",
+            ));
+        }
+        if chunked {
+            Framing::Chunked(Chunk::Size)
+        } else {
+            keep_alive = false;
+            Framing::Eof
+        }
+    } else if let Some(cl) = content_length(raw)? {
+        Framing::Length(cl)
+    } else {
+        keep_alive = false;
+        Framing::Eof
+    };
+    Ok((framing, keep_alive))
+}
+
+/// The fields at `at` (name offset and length, value offset and length)
+/// of a head, `bytes`, as a header map whose values share its bytes.
+fn header_map(bytes: Bytes, at: &[(u32, u32, u32, u32)]) -> Result<HeaderMap, ExchangeError> {
+    let mut headers = HeaderMap::with_capacity(at.len());
+    for &(n, nl, v, vl) in at {
+        let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
+        let name = HeaderName::from_bytes(&bytes[n..n + nl])
+            .map_err(|_| ExchangeError::Invalid("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(v..v + vl))
+            .map_err(|_| ExchangeError::Invalid("invalid header value"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// A response head's kept fields, in one of two forms.
+#[derive(Debug)]
+pub enum Fields {
+    /// A header map (for everything but the direct server's writer).
+    Map(HeaderMap),
+    /// Lines as the backend sent them (the direct server's writer).
+    Lines(RawFields),
+}
+
+impl Fields {
+    /// The fields as a header map, whichever the form.
+    pub fn into_map(self) -> Result<HeaderMap, ExchangeError> {
+        match self {
+            Fields::Map(map) => Ok(map),
+            Fields::Lines(lines) => lines.into_map(),
+        }
     }
 }
 
@@ -391,7 +484,7 @@ fn raw_fields(head: &[u8], raw: &[httparse::Header<'_>], hop: &Hop<'_>) -> RawFi
 pub struct Head {
     pub status: StatusCode,
     /// Without the hop-by-hop fields and those Connection names.
-    pub fields: RawFields,
+    pub fields: Fields,
     pub framing: Framing,
     /// Whether the connection can carry another request after the body.
     pub keep_alive: bool,
@@ -1191,9 +1284,9 @@ mod tests {
         let head = encode_head(&method, "/p?q=1", &h, &[(&xff, &[b"10.0.0.1"])]);
         let resp = RawConn::new(io).exchange(&head, &method).await?;
         let status = resp.status();
-        assert!(resp.headers().is_empty(), "the fields stay in the body");
+        let headers = resp.headers().clone();
         let mut body = resp.into_body();
-        let headers = body.take_fields().unwrap().into_map()?;
+        assert!(body.take_fields().is_none(), "a map was asked for");
         let mut data = BytesMut::new();
         while let Some(f) = body.frame().await {
             data.extend_from_slice(&f?.into_data().unwrap_or_default());
@@ -1232,7 +1325,7 @@ mod tests {
         let soon = || tokio::time::Instant::now() + std::time::Duration::from_secs(30);
         let conn = RawConn::new(TcpStream::connect(addr).await.unwrap());
         let resp = conn
-            .exchange_until(&head, &Method::GET, Some(soon()))
+            .exchange_until(&head, &Method::GET, Some(soon()), false)
             .await
             .unwrap();
         let mut body = resp.into_body();
@@ -1245,7 +1338,9 @@ mod tests {
         assert!(conn.timer.is_some(), "the timer stays with the connection");
         // The same timer, moved earlier this time: the silence times out.
         let past = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
-        let r = conn.exchange_until(&head, &Method::GET, Some(past)).await;
+        let r = conn
+            .exchange_until(&head, &Method::GET, Some(past), false)
+            .await;
         assert!(matches!(r, Err(ExchangeError::TimedOut)), "{:?}", r.err());
         backend.abort();
     }
@@ -1474,7 +1569,18 @@ Content-Length: 0\r\n\r\n",
     }
 
     fn head_of(input: &[u8], method: &Method) -> Result<Option<Head>, ExchangeError> {
-        parse_head(&mut BytesMut::from(input), method)
+        parse_head(&mut BytesMut::from(input), method, false)
+    }
+
+    /// A head's fields as lines.
+    fn lines_of(input: &[u8], method: &Method) -> RawFields {
+        match parse_head(&mut BytesMut::from(input), method, true) {
+            Ok(Some(Head {
+                fields: Fields::Lines(lines),
+                ..
+            })) => lines,
+            _ => panic!("no lines"),
+        }
     }
 
     #[test]
@@ -1592,15 +1698,10 @@ Content-Length: 0\r\n\r\n",
 
     #[test]
     fn kept_fields_are_lines_as_sent_with_line_ends_made_crlf() {
-        let h = head_of(
-            b"HTTP/1.1 200 OK\r\nServer: s\r\nDate: d\r\nContent-Length: 2\r\n\
+        let input = b"HTTP/1.1 200 OK\r\nServer: s\r\nDate: d\r\nContent-Length: 2\r\n\
 X-A:tight\r\nX-B:   padded\nConnection: keep-alive, X-Gone\r\nX-Gone: 1\r\n\
-X-C: c\r\nX-D: d\r\n\r\nok",
-            &Method::GET,
-        )
-        .unwrap()
-        .unwrap();
-        let f = h.fields;
+X-C: c\r\nX-D: d\r\n\r\nok";
+        let f = lines_of(input, &Method::GET);
         let lines = "Server: s\r\nDate: d\r\nContent-Length: 2\r\nX-A: tight\r\n\
 X-B: padded\r\nX-C: c\r\nX-D: d\r\n";
         assert_eq!(std::str::from_utf8(f.lines()).unwrap(), lines);
@@ -1611,6 +1712,9 @@ X-B: padded\r\nX-C: c\r\nX-D: d\r\n";
         assert_eq!(map.len(), 7);
         assert_eq!(map["x-b"], "padded");
         assert_eq!(map[header::CONTENT_LENGTH], "2");
+        // The same map as the map form of the head.
+        let direct = head_of(input, &Method::GET).unwrap().unwrap().fields;
+        assert_eq!(direct.into_map().unwrap(), map);
         // Connection naming more fields than are dropped here stays, for
         // the proxy's pass over a map.
         let mut many = b"HTTP/1.1 200 OK\r\nConnection: a1".to_vec();
@@ -1618,16 +1722,13 @@ X-B: padded\r\nX-C: c\r\nX-D: d\r\n";
             many.extend_from_slice(format!(", a{i}").as_bytes());
         }
         many.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
-        let f = head_of(&many, &Method::GET).unwrap().unwrap().fields;
+        let f = lines_of(&many, &Method::GET);
         assert!(!f.is_clean() && !f.has_date());
         // So do agreeing copies of Content-Length (written once, by a map).
-        let f = head_of(
+        let f = lines_of(
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX: 1\r\ncontent-length: 2\r\n\r\nok",
             &Method::GET,
-        )
-        .unwrap()
-        .unwrap()
-        .fields;
+        );
         assert!(!f.is_clean());
         assert_eq!(
             f.into_map()
