@@ -1268,13 +1268,15 @@ impl Target<'_> {
                 // A small body is awaited before the head goes out, so that
                 // a backend dying inside it leaves the request retryable. At
                 // the deadline the response streams as it is (a slow body is
-                // the client's to wait for, not a 504).
-                let whole = tokio::time::timeout_at(deadline, body.read_small()).await;
+                // the client's to wait for, not a 504). The connection's own
+                // timer keeps the deadline: no timer of its own here (whose
+                // 100 bytes put this future over glibc's per-thread cache).
+                let whole = body.read_small().await;
                 // A malformed chunked body already here is a 502 now, not a
                 // response cut after its head.
                 let checked = match whole {
-                    Ok(Ok(())) | Err(_) => body.check_buffered().await,
-                    Ok(Err(e)) => Err(e),
+                    Ok(()) => body.check_buffered().await,
+                    Err(e) => Err(e),
                 };
                 // Lines only when asked for: into the header map after all
                 // when the proxy has a pass to make over them.

@@ -952,7 +952,12 @@ impl RawBody {
     /// stopped mid-response) then fails the attempt while the request can
     /// still be sent elsewhere, instead of cutting a response whose head the
     /// client already has. Costs nothing when the body came with the head,
-    /// as small bodies almost always do; the caller bounds the wait.
+    /// as small bodies almost always do.
+    ///
+    /// The wait ends at the deadline of the exchange that gave this body
+    /// ([`RawConn::exchange_until`], on the connection's own timer): then
+    /// `Ok`, and the body streams as it is. Without a deadline, it waits
+    /// for the body or the connection's end.
     pub async fn read_small(&mut self) -> Result<(), ExchangeError> {
         let (Framing::Length(left), Some(conn)) = (&self.framing, self.conn.as_mut()) else {
             return Ok(());
@@ -962,8 +967,23 @@ impl RawBody {
             return Ok(());
         }
         while (conn.buf.len() as u64) < left {
-            if std::future::poll_fn(|cx| fill(conn, cx)).await? == Fill::Eof {
-                return Err(truncated());
+            let filled = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = fill(conn, cx) {
+                    return Poll::Ready(Some(r));
+                }
+                match conn.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+                    Some(Poll::Ready(())) => Poll::Ready(None),
+                    _ => Poll::Pending,
+                }
+            })
+            .await;
+            match filled {
+                None => return Ok(()),
+                Some(r) => {
+                    if r? == Fill::Eof {
+                        return Err(truncated());
+                    }
+                }
             }
         }
         Ok(())
@@ -1342,6 +1362,38 @@ mod tests {
             .exchange_until(&head, &Method::GET, Some(past), false)
             .await;
         assert!(matches!(r, Err(ExchangeError::TimedOut)), "{:?}", r.err());
+        backend.abort();
+    }
+
+    #[tokio::test]
+    async fn a_small_body_is_awaited_until_the_exchanges_deadline_then_streams() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        // The head and part of a small body, then silence.
+        let backend = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut b = [0u8; 1024];
+            let _ = s.read(&mut b).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe")
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        });
+        let head = encode_head(&Method::GET, "/", &HeaderMap::new(), &[]);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(300);
+        let conn = RawConn::new(TcpStream::connect(addr).await.unwrap());
+        let resp = conn
+            .exchange_until(&head, &Method::GET, Some(deadline), false)
+            .await
+            .unwrap();
+        let mut body = resp.into_body();
+        // Not an error and no hang: at the deadline the body streams as it is.
+        body.read_small().await.unwrap();
+        assert!(tokio::time::Instant::now() >= deadline);
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "he"
+        );
         backend.abort();
     }
 
