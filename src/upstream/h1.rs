@@ -1266,8 +1266,16 @@ mod tests {
     use tokio::net::TcpListener;
 
     /// A backend that reads one request head and answers `reply` (in pieces,
-    /// to exercise partial reads), then keeps the connection open.
+    /// to exercise partial reads), then keeps the connection open a while.
     async fn backend(reply: Vec<&'static [u8]>) -> (TcpStream, tokio::task::JoinHandle<Vec<u8>>) {
+        backend_holding(reply, std::time::Duration::from_millis(50)).await
+    }
+
+    /// [`backend`], silent for `hold` after its answer.
+    async fn backend_holding(
+        reply: Vec<&'static [u8]>,
+        hold: std::time::Duration,
+    ) -> (TcpStream, tokio::task::JoinHandle<Vec<u8>>) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let task = tokio::spawn(async move {
@@ -1286,7 +1294,7 @@ mod tests {
                 s.flush().await.unwrap();
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(hold).await;
             got
         });
         (TcpStream::connect(addr).await.unwrap(), task)
@@ -1325,25 +1333,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_keeps_its_deadline_timer_from_one_request_to_the_next() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
         // Answers the first request, then holds the connection silent.
-        let backend = tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            let mut got = Vec::new();
-            let mut b = [0u8; 1024];
-            while !got.ends_with(b"\r\n\r\n") {
-                let n = s.read(&mut b).await.unwrap();
-                got.extend_from_slice(&b[..n]);
-            }
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                .await
-                .unwrap();
-            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-        });
+        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let (io, backend) = backend_holding(vec![reply], std::time::Duration::from_secs(60)).await;
         let head = encode_head(&Method::GET, "/", &HeaderMap::new(), &[]);
         let soon = || tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        let conn = RawConn::new(TcpStream::connect(addr).await.unwrap());
+        let conn = RawConn::new(io);
         let resp = conn
             .exchange_until(&head, &Method::GET, Some(soon()), false)
             .await
@@ -1367,21 +1362,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_small_body_is_awaited_until_the_exchanges_deadline_then_streams() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
         // The head and part of a small body, then silence.
-        let backend = tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            let mut b = [0u8; 1024];
-            let _ = s.read(&mut b).await.unwrap();
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe")
-                .await
-                .unwrap();
-            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-        });
+        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe";
+        let (io, backend) = backend_holding(vec![reply], std::time::Duration::from_secs(60)).await;
         let head = encode_head(&Method::GET, "/", &HeaderMap::new(), &[]);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(300);
-        let conn = RawConn::new(TcpStream::connect(addr).await.unwrap());
+        let conn = RawConn::new(io);
         let resp = conn
             .exchange_until(&head, &Method::GET, Some(deadline), false)
             .await
