@@ -428,8 +428,9 @@ fn raw_fields(head: &[u8], raw: &[httparse::Header<'_>], hop: &Hop<'_>) -> RawFi
     // Lines already written `name: value\r\n` are copied from the head
     // as they are, each run of them in one copy (usually one or two per
     // response); others are rebuilt that way.
-    // Offsets in the head (wrapping: a slice from elsewhere, which
-    // httparse does not give, fails the checks below instead).
+    //
+    // Offsets in the head, wrapping: a slice from elsewhere (which httparse
+    // does not give) fails the checks below instead of being sliced.
     let at = |s: &[u8]| (s.as_ptr() as usize).wrapping_sub(head.as_ptr() as usize);
     let mut run = 0..0;
     for h in raw.iter().filter(|h| !hop.drops(h.name)) {
@@ -438,7 +439,8 @@ fn raw_fields(head: &[u8], raw: &[httparse::Header<'_>], hop: &Hop<'_>) -> RawFi
         let colon = start.wrapping_add(h.name.len());
         let value = at(h.value);
         let end = value.wrapping_add(h.value.len());
-        let canonical = value == colon.wrapping_add(2)
+        let canonical = start < colon
+            && value == colon.wrapping_add(2)
             && end <= head.len()
             && head.get(colon..value) == Some(b": ")
             && head.get(end..end.saturating_add(2)) == Some(b"\r\n");
