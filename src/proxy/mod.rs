@@ -1264,7 +1264,7 @@ impl Target<'_> {
         match conn.exchange_until(head, method, Some(deadline), raw).await {
             Err(ExchangeError::TimedOut) => self.timed_out(),
             Ok(resp) => {
-                let (mut parts, mut body) = resp.into_parts();
+                let (parts, mut body) = resp.into_parts();
                 // A small body is awaited before the head goes out, so that
                 // a backend dying inside it leaves the request retryable. At
                 // the deadline the response streams as it is (a slow body is
@@ -1278,16 +1278,6 @@ impl Target<'_> {
                     Ok(()) => body.check_buffered().await,
                     Err(e) => Err(e),
                 };
-                // Lines only when asked for: into the header map after all
-                // when the proxy has a pass to make over them.
-                let checked = checked.and_then(|()| match body.take_fields() {
-                    Some(f) if f.is_clean() => {
-                        body.put_fields(f);
-                        Ok(())
-                    }
-                    Some(f) => f.into_map().map(|h| parts.headers = h),
-                    None => Ok(()),
-                });
                 if let Err(source) = checked {
                     return Attempt::Failed(ProxyError::Exchange {
                         pool: pool.name.clone(),

@@ -297,7 +297,10 @@ pub fn parse_head(
         // say, then leave them (and the fields Connection names) out.
         let hop = Hop::read(raw);
         let (framing, keep_alive) = framing(method, status, http11, &hop, raw)?;
-        let fields = if lines {
+        // Lines unless the proxy has a pass to make over the fields: a
+        // Connection field kept (it named too many others to drop them
+        // here), or several Content-Length fields (a map writes one).
+        let fields = if lines && !hop.overflow && hop.lengths <= 1 {
             // As `name: value` lines (see `RawFields`): one buffer, instead
             // of a header map of names looked up and values sharing the read
             // buffer (an allocation or two, and two atomic operations per
@@ -354,7 +357,7 @@ fn framing(
     // frames the body and Content-Length is left out; the message may be
     // an attempt at response splitting, so the connection is not reused
     // (RFC 9112 section 6.3, item 3).
-    let mut keep_alive = http11 && !hop.close && !(hop.chunked.is_some() && hop.length);
+    let mut keep_alive = http11 && !hop.close && !(hop.chunked.is_some() && hop.lengths > 0);
     let framing = if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -421,10 +424,8 @@ impl Fields {
 fn raw_fields(head: &[u8], raw: &[httparse::Header<'_>], hop: &Hop<'_>) -> RawFields {
     let mut lines = BytesMut::with_capacity(head.len() + 2 * raw.len());
     let mut date = false;
-    // Where the first Content-Length line is, and whether another one
-    // follows (agreeing copies: then the fields take the map's way).
+    // Where the Content-Length line is (there is at most one).
     let mut length: Option<(u32, u32)> = None;
-    let mut lengths_more = false;
     // Lines already written `name: value\r\n` are copied from the head
     // as they are, each run of them in one copy (usually one or two per
     // response); others are rebuilt that way.
@@ -463,10 +464,7 @@ fn raw_fields(head: &[u8], raw: &[httparse::Header<'_>], hop: &Hop<'_>) -> RawFi
         };
         if h.name.len() == 14 && h.name.eq_ignore_ascii_case("content-length") {
             // Within MAX_HEAD plus one read: fits u32.
-            match length {
-                None => length = Some((line.0 as u32, line.1 as u32)),
-                Some(_) => lengths_more = true,
-            }
+            length = Some((line.0 as u32, line.1 as u32));
         }
     }
     lines.extend_from_slice(&head[run]);
@@ -474,10 +472,6 @@ fn raw_fields(head: &[u8], raw: &[httparse::Header<'_>], hop: &Hop<'_>) -> RawFi
         lines: lines.freeze(),
         length,
         date,
-        // A Connection field kept (it named too many others to drop
-        // them here), or several Content-Length fields, leave the
-        // fields to the proxy's pass over a map.
-        clean: !hop.overflow && !lengths_more,
     }
 }
 
@@ -506,20 +500,20 @@ fn push_line(out: &mut BytesMut, name: &[u8], value: &[u8]) {
 ///
 /// The direct HTTP/1.1 server writes them to its client as they are
 /// (`crate::server::h1`), with its own framing in the place of the
-/// Content-Length line; everything else that looks at a response's fields
-/// (middlewares, `x-served-by`, a sticky cookie, hyper's servers) has them
-/// parsed into the response's header map first ([`RawFields::into_map`],
-/// `crate::proxy`). httparse checked every name (token characters) and
+/// Content-Length line. `crate::proxy` asks for lines only when nothing
+/// else looks at the fields (no middlewares, `x-served-by` or sticky
+/// cookie; not hyper's servers), and [`parse_head`] gives a header map
+/// instead when the proxy has its own pass to make over them (a Connection
+/// field kept, several Content-Length fields). httparse checked every name (token characters) and
 /// value (no control characters but tab) against the same grammar as
 /// `http`'s types, and line ends were made CRLF, so the lines are safe to
 /// pass on as they are.
 #[derive(Debug, Clone)]
 pub struct RawFields {
     lines: Bytes,
-    /// The first Content-Length line: where it starts in `lines`, its length.
+    /// The Content-Length line: where it starts in `lines`, its length.
     length: Option<(u32, u32)>,
     date: bool,
-    clean: bool,
 }
 
 impl RawFields {
@@ -549,14 +543,8 @@ impl RawFields {
         self.date
     }
 
-    /// Whether the lines can go out as they are: false when the response's
-    /// Connection field was kept for the proxy's own pass over a map, or
-    /// when it has several Content-Length fields (a map writes one).
-    pub fn is_clean(&self) -> bool {
-        self.clean
-    }
-
-    /// The fields as a header map, in order.
+    /// The fields as a header map, in order (the fuzz check and the tests
+    /// hold the lines to the map form with it).
     pub fn into_map(self) -> Result<HeaderMap, ExchangeError> {
         // About 48 bytes a field: one allocation for most heads.
         let mut headers = HeaderMap::with_capacity(self.lines.len() / 48 + 1);
@@ -655,8 +643,8 @@ struct Hop<'h> {
     close: bool,
     /// With Transfer-Encoding: whether its last coding is chunked.
     chunked: Option<bool>,
-    /// Whether there is a Content-Length field.
-    length: bool,
+    /// How many Content-Length fields there are.
+    lengths: u32,
     /// Other fields Connection names.
     named: [&'h [u8]; MAX_NAMED],
     count: usize,
@@ -668,7 +656,7 @@ impl<'h> Hop<'h> {
         let mut hop = Hop {
             close: false,
             chunked: None,
-            length: false,
+            lengths: 0,
             named: [&[]; MAX_NAMED],
             count: 0,
             overflow: false,
@@ -693,7 +681,7 @@ impl<'h> Hop<'h> {
                 let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
                 hop.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             } else if h.name.eq_ignore_ascii_case("content-length") {
-                hop.length = true;
+                hop.lengths += 1;
             }
         }
         hop
@@ -886,11 +874,6 @@ impl RawBody {
     /// The response's fields as the backend sent them, once.
     pub fn take_fields(&mut self) -> Option<RawFields> {
         self.fields.take()
-    }
-
-    /// Puts taken fields back, for the writer.
-    pub fn put_fields(&mut self, fields: RawFields) {
-        self.fields = Some(fields);
     }
 
     /// The connection, when the body has been read to its clean end and it
@@ -1614,13 +1597,18 @@ Content-Length: 0\r\n\r\n",
 
     /// A head's fields as lines.
     fn lines_of(input: &[u8], method: &Method) -> RawFields {
-        match parse_head(&mut BytesMut::from(input), method, true) {
-            Ok(Some(Head {
-                fields: Fields::Lines(lines),
-                ..
-            })) => lines,
-            _ => panic!("no lines"),
+        match asked_lines(input, method) {
+            Fields::Lines(lines) => lines,
+            Fields::Map(_) => panic!("no lines"),
         }
+    }
+
+    /// A head's fields, lines asked for.
+    fn asked_lines(input: &[u8], method: &Method) -> Fields {
+        parse_head(&mut BytesMut::from(input), method, true)
+            .unwrap()
+            .unwrap()
+            .fields
     }
 
     #[test]
@@ -1745,7 +1733,7 @@ X-C: c\r\nX-D: d\r\n\r\nok";
         let lines = "Server: s\r\nDate: d\r\nContent-Length: 2\r\nX-A: tight\r\n\
 X-B: padded\r\nX-C: c\r\nX-D: d\r\n";
         assert_eq!(std::str::from_utf8(f.lines()).unwrap(), lines);
-        assert!(f.has_date() && f.is_clean());
+        assert!(f.has_date());
         assert_eq!(f.content_length(), Some(&b"2"[..]));
         assert_eq!(&lines[f.length_line().unwrap()], "Content-Length: 2\r\n");
         let map = f.into_map().unwrap();
@@ -1762,14 +1750,14 @@ X-B: padded\r\nX-C: c\r\nX-D: d\r\n";
             many.extend_from_slice(format!(", a{i}").as_bytes());
         }
         many.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
-        let f = lines_of(&many, &Method::GET);
-        assert!(!f.is_clean() && !f.has_date());
+        let f = asked_lines(&many, &Method::GET);
+        assert!(matches!(f, Fields::Map(_)), "{f:?}");
         // So do agreeing copies of Content-Length (written once, by a map).
-        let f = lines_of(
+        let f = asked_lines(
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX: 1\r\ncontent-length: 2\r\n\r\nok",
             &Method::GET,
         );
-        assert!(!f.is_clean());
+        assert!(matches!(f, Fields::Map(_)), "{f:?}");
         assert_eq!(
             f.into_map()
                 .unwrap()
