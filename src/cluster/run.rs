@@ -423,7 +423,7 @@ async fn put_event(client: &mut Client, cluster: &Cluster, e: &Event) -> Result<
     let base = cluster.key(&format!("events/{}/", cluster.name));
     let value = serde_json::to_vec(e).unwrap_or_default();
     rpc(client.put(format!("{base}{:020}", e.seq), value, None)).await?;
-    if e.seq % 100 == 0 && e.seq > EVENTS_KEPT {
+    if e.seq.is_multiple_of(100) && e.seq > EVENTS_KEPT {
         let end = format!("{base}{:020}", e.seq - EVENTS_KEPT);
         let _ = rpc(client.delete(base.clone(), Some(DeleteOptions::new().with_range(end)))).await;
     }

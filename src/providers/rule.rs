@@ -398,7 +398,7 @@ fn expand(name: &str, args: &[String]) -> Vec<Vec<Lit>> {
         "host" | "hostheader" | "hostregexp" | "path" | "pathprefix" if args.len() > 1 => {
             args.iter().map(|a| vec![lit(vec![a.clone()])]).collect()
         }
-        "headers" | "headersregexp" if args.len() > 2 && args.len() % 2 == 0 => {
+        "headers" | "headersregexp" if args.len() > 2 && args.len().is_multiple_of(2) => {
             vec![args.chunks(2).map(|p| lit(p.to_vec())).collect()]
         }
         "query" if args.len() > 1 && args.iter().all(|a| a.contains('=')) => {

@@ -757,7 +757,8 @@ where
         // it would keep the matched `Ran` (200 bytes) in this future's
         // state, idle connections included.
         let h = loop {
-            match Box::pin(run(c, &px, peer, &activity, max_head, served)).await {
+            let turn = proxy::boxed_in_place(|| run(c, &px, peer, &activity, max_head, served));
+            match turn.await {
                 Ran::Idle(back) => c = back,
                 Ran::HandOver(h) => break h,
                 Ran::Closed => return,

@@ -881,7 +881,7 @@ impl Relay {
                     let to = match t {
                         Target::Up(to) => to,
                         Target::Alternate(a, b) => {
-                            if turn % 2 == 0 {
+                            if turn.is_multiple_of(2) {
                                 a
                             } else {
                                 b
