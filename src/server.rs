@@ -47,7 +47,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{dashboard, socket, Api};
 use crate::config::{Config, ServerConfig};
 use crate::control::Control;
-use crate::listener::conn::{Activity, Conn, Expired, Timeouts, Tracked, Watchdog};
+use crate::listener::conn::{Activity, Conn, Expired, Roster, Timeouts, Tracked, Watchdog};
 use crate::listener::gate::Gate;
 use crate::listener::{self, Slots};
 use crate::metrics::Metrics;
@@ -155,6 +155,8 @@ async fn bind_tcp(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServerE
 struct Ctx {
     tracker: TaskTracker,
     shutdown: watch::Receiver<bool>,
+    /// The direct server's connections, told of the shutdown with it.
+    roster: Arc<Roster>,
 }
 
 /// Serves until `stop` resolves or SIGTERM/SIGINT arrives; SIGHUP reloads.
@@ -183,6 +185,7 @@ pub async fn run(
     let ctx = Ctx {
         tracker: TaskTracker::new(),
         shutdown,
+        roster: Arc::default(),
     };
     let proxy = Arc::new(Proxy::new(control.clone(), access_log));
     let admin_path = listeners.admin_path.clone();
@@ -197,6 +200,7 @@ pub async fn run(
     wait_for_stop(&control, stop).await;
     tracing::info!(grace = ?config.server.shutdown_grace, "shutting down: no new connections, draining in-flight requests");
     let _ = shutdown_tx.send(true);
+    ctx.roster.close_all();
     ctx.tracker.close();
     if tokio::time::timeout(config.server.shutdown_grace, ctx.tracker.wait())
         .await
@@ -227,6 +231,7 @@ fn start_listeners(ctx: &Ctx, proxy: &Arc<Proxy>, config: &Config, l: Listeners)
         h1_builder: http_builder(&config.server).http1_only(),
         timeouts: client_timeouts(&config.server),
         max_head: max_head(&config.server),
+        roster: ctx.roster.clone(),
     });
     let slots = Slots::new(config.server.max_connections);
     for (listener, https) in [(l.http, false), (l.https, true)] {
@@ -344,6 +349,7 @@ struct ConnSettings {
     timeouts: Timeouts,
     /// The longest HTTP/1.1 request head (hyper's read buffer limit).
     max_head: usize,
+    roster: Arc<Roster>,
 }
 
 fn max_head(s: &ServerConfig) -> usize {
@@ -478,13 +484,14 @@ fn serve_plain(
     let activity = Activity::since(origin);
     let watchdog = Watchdog::new(activity.clone(), settings.timeouts);
     let max_head = settings.max_head;
+    let roster = settings.roster.clone();
     let direct = h1::serve(
         px.clone(),
         stream,
         peer,
         watchdog,
         max_head,
-        shutdown.clone(),
+        &roster,
         move |h: h1::HandOver| {
             let svc = proxy_service(px, peer, None, activity, settings.timeouts.body);
             async move {

@@ -31,7 +31,10 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::Arc;
 use std::sync::LazyLock;
 use std::task::{ready, Context, Poll, Wake, Waker};
@@ -118,6 +121,9 @@ pub struct Activity {
     /// so that this costs no allocation of its own.
     timer_fired: AtomicBool,
     timer_task: AtomicWaker,
+    /// Shutdown began ([`Roster::close_all`]): the connection finishes
+    /// what it has in flight and closes.
+    draining: AtomicBool,
 }
 
 /// The waker of the connection's watchdog timer.
@@ -158,6 +164,7 @@ impl Activity {
             body_moved: AtomicU64::new(0),
             timer_fired: AtomicBool::new(true),
             timer_task: AtomicWaker::new(),
+            draining: AtomicBool::new(false),
         })
     }
 
@@ -177,6 +184,21 @@ impl Activity {
     /// The watchdog timer's gate.
     fn timer(&self) -> Gated<'_> {
         Gated::new(&self.timer_fired, &self.timer_task)
+    }
+
+    /// Whether shutdown began for this connection ([`Roster::close_all`]).
+    /// Nothing registers to be woken by it: the task whose watchdog last
+    /// waited is woken through the watchdog's own waker, so a task that
+    /// polls its [`Watchdog`] and then reads this misses no shutdown.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Acquire)
+    }
+
+    /// Marks the connection draining and wakes its task (through the
+    /// watchdog's gate: its next poll checks the timer again, harmlessly).
+    fn drain(&self) {
+        self.draining.store(true, Release);
+        self.timer().wake();
     }
 
     /// A request's head is complete and it is being served; the returned
@@ -285,6 +307,95 @@ impl Activity {
             }
         }
         Verdict::Wait(wake)
+    }
+}
+
+/// The direct server's connections, to tell when shutdown begins.
+///
+/// A connection that waits for its next request could wait on the shutdown
+/// signal too, but a waiter on tokio's `watch` (a `Notified`) takes the
+/// waiters' lock to register and again to go, once per idle spell, that is
+/// once per request of a keep-alive client (about 300 instructions in
+/// `benches/callgrind.sh`). Here a connection is listed once, when it
+/// starts, and taken off when it ends; at shutdown [`close_all`] marks
+/// each one's [`Activity`] draining and wakes its task through the
+/// watchdog's waker, which every wait of the connection polls anyway.
+///
+/// [`close_all`]: Roster::close_all
+#[derive(Debug, Default)]
+pub struct Roster {
+    inner: std::sync::Mutex<Listed>,
+}
+
+#[derive(Debug, Default)]
+struct Listed {
+    closing: bool,
+    /// By the address of each connection's Activity.
+    conns: std::collections::HashMap<usize, std::sync::Weak<Activity>>,
+}
+
+impl Roster {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Listed> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lists a connection until the returned guard is dropped. Listed after
+    /// shutdown began, it is draining at once.
+    pub fn enlist(self: &Arc<Self>, activity: &Arc<Activity>) -> Enlisted {
+        let weak = Arc::downgrade(activity);
+        let mut listed = self.lock();
+        if listed.closing {
+            activity.drain();
+        } else {
+            listed.conns.insert(key(&weak), weak.clone());
+        }
+        Enlisted {
+            roster: self.clone(),
+            activity: weak,
+        }
+    }
+
+    /// Shutdown began: every listed connection (and every one listed from
+    /// now on) is marked draining and woken.
+    pub fn close_all(&self) {
+        let conns = {
+            let mut listed = self.lock();
+            listed.closing = true;
+            std::mem::take(&mut listed.conns)
+        };
+        for activity in conns.values().filter_map(std::sync::Weak::upgrade) {
+            activity.drain();
+        }
+    }
+
+    /// How many connections are listed.
+    pub fn len(&self) -> usize {
+        self.lock().conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A connection's key in a [`Roster`]: its Activity's address. While the
+/// connection's [`Enlisted`] holds its `Weak`, the allocation stays (a
+/// `Weak` keeps it), so no other Activity can have that address until the
+/// entry is gone.
+fn key(activity: &std::sync::Weak<Activity>) -> usize {
+    activity.as_ptr() as usize
+}
+
+/// A connection's place in a [`Roster`], given up when dropped.
+#[derive(Debug)]
+pub struct Enlisted {
+    roster: Arc<Roster>,
+    activity: std::sync::Weak<Activity>,
+}
+
+impl Drop for Enlisted {
+    fn drop(&mut self) {
+        self.roster.lock().conns.remove(&key(&self.activity));
     }
 }
 
@@ -765,6 +876,54 @@ mod tests {
         drop(body);
         assert_eq!(a.bodies_waiting.load(Relaxed), 0);
         assert_eq!(a.open.load(Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_roster_wakes_its_connections_through_their_watchdogs_at_shutdown() {
+        let long = Duration::from_secs(3600);
+        let timeouts = Timeouts {
+            header: long,
+            idle: long,
+            send: long,
+            body: long,
+        };
+        let roster = Arc::new(Roster::default());
+        // Listed while it lives, off the list when it ends.
+        let gone = Activity::new();
+        let listed = roster.enlist(&gone);
+        assert_eq!(roster.len(), 1);
+        drop(listed);
+        assert!(roster.is_empty());
+
+        let a = Activity::new();
+        let _listed = roster.enlist(&a);
+        let mut dog = Watchdog::new(a.clone(), timeouts);
+        // A connection waiting on its watchdog, with no deadline near.
+        let waiter = tokio::spawn(async move {
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(e) = dog.poll_expired(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                if dog.activity().is_draining() {
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending
+            })
+            .await
+        });
+        // The waiter's first poll (one thread: it runs at this yield).
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        assert!(!a.is_draining());
+        roster.close_all();
+        assert!(a.is_draining());
+        let woke = tokio::time::timeout(Duration::from_secs(30), waiter).await;
+        assert!(matches!(woke, Ok(Ok(Ok(())))), "{woke:?}");
+        // Listed after the shutdown began: draining at once.
+        let late = Activity::new();
+        let _late = roster.enlist(&late);
+        assert!(late.is_draining());
+        assert!(roster.is_empty());
     }
 
     /// A body of N one-byte data frames.

@@ -54,9 +54,8 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
-use crate::listener::conn::{Activity, Conn, Expired, Open, Watchdog};
+use crate::listener::conn::{Activity, Conn, Enlisted, Expired, Open, Roster, Watchdog};
 use crate::proxy::{self, Peer, Proxy, ProxyBody, RequestBody};
 use crate::upstream::h1::RawFields;
 
@@ -708,21 +707,21 @@ pub fn serve<H, F>(
     peer: Peer,
     watchdog: Watchdog,
     max_head: usize,
-    shutdown: watch::Receiver<bool>,
+    roster: &Arc<Roster>,
     hand_over: H,
 ) -> impl Future<Output = ()> + Send
 where
     H: FnOnce(HandOver) -> F + Send,
     F: Future<Output = ()> + Send,
 {
-    let draining = *shutdown.borrow();
     let activity = watchdog.activity().clone();
+    let listed = roster.enlist(&activity);
     let c = Client {
         io: Conn::new(io, activity.clone()),
         buf: BytesMut::new(),
-        draining,
+        draining: activity.is_draining(),
         watchdog,
-        shutdown,
+        _listed: listed,
     };
     // The state moves into the loop's future once (not kept twice, as the
     // arguments of an async fn are next to what is moved out of them).
@@ -880,6 +879,29 @@ fn respond_with(
     (Writer::new(out, body, enc.framing, open), enc.keep_alive)
 }
 
+/// What a connection waiting on its clocks learns.
+enum Watch {
+    Expired(Expired),
+    /// Shutdown began (only when it was not `draining` already).
+    Draining,
+}
+
+/// The watchdog's verdict, or the start of shutdown. The shutdown has no
+/// waker of its own: [`Roster::close_all`] wakes the task through the
+/// watchdog's, which is polled first, so a poll that sees no shutdown has
+/// the task's waker registered where it will be woken.
+fn watch(watchdog: &mut Watchdog, draining: bool) -> impl Future<Output = Watch> + '_ {
+    poll_fn(move |cx| {
+        if let Poll::Ready(e) = watchdog.poll_expired(cx) {
+            return Poll::Ready(Watch::Expired(e));
+        }
+        if !draining && watchdog.activity().is_draining() {
+            return Poll::Ready(Watch::Draining);
+        }
+        Poll::Pending
+    })
+}
+
 /// What comes next on a connection.
 #[allow(clippy::large_enum_variant)] // as `Parsed`
 enum Next {
@@ -895,7 +917,9 @@ struct Client {
     /// Bytes read and not yet served (pipelined requests, a partial head).
     buf: BytesMut,
     watchdog: Watchdog,
-    shutdown: watch::Receiver<bool>,
+    /// Listed for shutdown: it marks the watchdog's Activity draining and
+    /// wakes the task through the watchdog's waker (no waiter of its own).
+    _listed: Enlisted,
     /// Shutdown began: the request in flight is finished, then the
     /// connection closes.
     draining: bool,
@@ -910,13 +934,15 @@ impl Client {
             biased;
             // An error shows again at the read, which closes the connection.
             _ = poll_fn(|cx| self.io.poll_readable(cx)) => true,
-            e = self.watchdog.expired() => {
-                log_expired(e);
-                false
-            }
-            _ = self.shutdown.changed(), if !self.draining => {
-                self.draining = true;
-                true
+            w = watch(&mut self.watchdog, self.draining) => match w {
+                Watch::Expired(e) => {
+                    log_expired(e);
+                    false
+                }
+                Watch::Draining => {
+                    self.draining = true;
+                    true
+                }
             }
         }
     }
@@ -943,21 +969,21 @@ impl Client {
                     Ok(0) | Err(_) => return Next::Closed,
                     Ok(_) => {}
                 },
-                e = self.watchdog.expired() => {
-                    log_expired(e);
-                    return Next::Closed;
+                w = watch(&mut self.watchdog, self.draining) => match w {
+                    Watch::Expired(e) => {
+                        log_expired(e);
+                        return Next::Closed;
+                    }
+                    Watch::Draining => self.draining = true,
                 }
-                _ = self.shutdown.changed(), if !self.draining => self.draining = true,
             }
         }
     }
 
     /// Whether shutdown began, for a connection with a request in flight:
-    /// it finishes that request and closes, so it needs no wake-up for it
-    /// (as a waiter on the shutdown signal, it cost a lock to register and
-    /// one to deregister on every request). A dropped sender counts too.
+    /// it finishes that request and closes, so it needs no wake-up for it.
     fn note_shutdown(&mut self) {
-        if !self.draining && self.shutdown.has_changed().unwrap_or(true) {
+        if !self.draining && self.watchdog.activity().is_draining() {
             self.draining = true;
         }
     }
