@@ -57,7 +57,7 @@ use tokio::net::TcpStream;
 
 use crate::listener::conn::{Activity, Conn, Enlisted, Expired, Open, Roster, Watchdog};
 use crate::proxy::{self, Peer, Proxy, ProxyBody, RequestBody};
-use crate::upstream::h1::RawFields;
+use crate::upstream::h1::{name_is, RawFields};
 
 /// Whether plain-HTTP client connections take this path (the default). A
 /// benchmark and diagnostic switch, not a setting:
@@ -147,9 +147,9 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     for (h, slot) in req.headers.iter().zip(fields.iter_mut()) {
         let name = h.name.as_bytes();
         let simple = match name.len() {
-            6 => !name.eq_ignore_ascii_case(b"expect"),
-            7 => !name.eq_ignore_ascii_case(b"upgrade"),
-            10 if name.eq_ignore_ascii_case(b"connection") => {
+            6 => !name_is(name, b"expect"),
+            7 => !name_is(name, b"upgrade"),
+            10 if name_is(name, b"connection") => {
                 for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                     if token.eq_ignore_ascii_case(b"close") {
                         close = true;
@@ -161,8 +161,8 @@ pub fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
                 }
                 true
             }
-            14 if name.eq_ignore_ascii_case(b"content-length") => h.value == b"0",
-            17 => !name.eq_ignore_ascii_case(b"transfer-encoding"),
+            14 if name_is(name, b"content-length") => h.value == b"0",
+            17 => !name_is(name, b"transfer-encoding"),
             _ => true,
         };
         if !simple {
