@@ -31,14 +31,6 @@ pub(super) struct FileConfig {
     pub(super) middlewares: BTreeMap<Spanned<String>, Spanned<MiddlewareFile>>,
 }
 
-/// A document of `[pools.NAME...]` sections only: what a reload re-reads
-/// when an edit stayed inside them (see `incremental.rs`).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct PoolsFile {
-    pub(super) pools: BTreeMap<Spanned<String>, Spanned<PoolFile>>,
-}
-
 /// A document of `[[routes]]` sections only (see `incremental.rs`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

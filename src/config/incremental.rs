@@ -90,7 +90,12 @@ use toml_parser::decoder::Encoding;
 use toml_parser::parser::{EventReceiver, RecursionGuard};
 use toml_parser::{ErrorSink, ParseError, Raw, Source, Span};
 
-use super::file::{PoolsFile, RoutesFile};
+use serde::de::IntoDeserializer;
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::file::{PoolFile, RoutesFile};
 use super::routes::{routed_twice, validate_routes, RouteContext};
 use super::validate::{validate_pool, Checker};
 use super::Config;
@@ -628,8 +633,14 @@ fn reread_pools(
         if !super::valid_name(name) {
             return None;
         }
-        let pool = read_pool(pieces, name)?;
-        config.pools.insert(name.to_owned(), Arc::new(pool));
+        let pool = Arc::new(read_pool(pieces, name)?);
+        // The key kept when the pool was there (no copy of the name).
+        match config.pools.get_mut(name) {
+            Some(slot) => *slot = pool,
+            None => {
+                config.pools.insert(name.to_owned(), pool);
+            }
+        }
     }
     gone.sort_unstable();
     gone.dedup();
@@ -914,17 +925,28 @@ fn document(pieces: &[&str]) -> String {
 }
 
 /// Pool `name` read from its sections alone (`pieces`, in file order), when
-/// they parse and validate without a diagnostic.
+/// they parse and validate without a diagnostic. The pool is deserialized
+/// straight from toml's table of the document (what `toml::from_str` of a
+/// `pools` map does for each entry), not through a map of one.
 fn read_pool(pieces: &[&str], name: &str) -> Option<super::PoolConfig> {
     let doc = document(pieces);
-    let file: PoolsFile = toml::from_str(&doc).ok()?;
-    let mut pools = file.pools.iter();
+    let mut root = DeTable::parse(&doc).ok()?.into_inner().into_iter();
+    // The document's one key, `pools`, a table of the one pool.
+    let (key, pools) = root.next()?;
+    if root.next().is_some() || key.get_ref() != "pools" {
+        return None;
+    }
+    let DeValue::Table(pools) = pools.into_inner() else {
+        return None;
+    };
+    let mut pools = pools.into_iter();
     let (found, pool) = pools.next()?;
     if pools.next().is_some() || found.get_ref() != name {
         return None;
     }
+    let pool = Spanned::<PoolFile>::deserialize(pool.into_deserializer()).ok()?;
     let mut c = Checker::new(&doc);
-    let pool = validate_pool(&mut c, pool);
+    let pool = validate_pool(&mut c, &pool);
     c.is_clean().then_some(pool)
 }
 
