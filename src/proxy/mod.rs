@@ -604,7 +604,7 @@ pub async fn handle(
                 Next::Middlewares(req, host_value, route) =>
                     Either::Right(Either::Right(Box::pin(serve_with_middlewares(
                         &px, &table, route, peer, req, host_value, &mut at
-                    ),))),
+                    )))),
             }
         );
         serving.await
