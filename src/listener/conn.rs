@@ -369,12 +369,9 @@ impl Roster {
     }
 
     /// How many connections are listed.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().conns.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -893,7 +890,7 @@ mod tests {
         let listed = roster.enlist(&gone);
         assert_eq!(roster.len(), 1);
         drop(listed);
-        assert!(roster.is_empty());
+        assert_eq!(roster.len(), 0);
 
         let a = Activity::new();
         let _listed = roster.enlist(&a);
@@ -923,7 +920,7 @@ mod tests {
         let late = Activity::new();
         let _late = roster.enlist(&late);
         assert!(late.is_draining());
-        assert!(roster.is_empty());
+        assert_eq!(roster.len(), 0);
     }
 
     /// A body of N one-byte data frames.
