@@ -52,6 +52,10 @@ pub struct RoutingTable {
     pub unmatched: RequestMetrics,
 }
 
+/// A table build's map from each previous pool (by address) to the pool of
+/// its name in the new table.
+type PoolSuccessors = HashMap<usize, Arc<Pool>, foldhash::fast::RandomState>;
+
 /// A host's route.
 #[derive(Clone)]
 pub struct Route {
@@ -204,15 +208,26 @@ impl RoutingTable {
         // Both maps are in name order: the previous pool of a name is found
         // by walking the two together, not by a lookup per pool.
         let mut before = previous.map(|t| t.pools.iter().peekable());
+        // Whether every pool had one of its name before, and no other was
+        // there: then so does each route (see `RouteIndex::renew`).
+        let mut same_names = previous.is_some_and(|t| t.pools.len() == config.pools.len());
+        // Each previous pool's successor, by the old pool's address.
+        let mut successors: PoolSuccessors =
+            HashMap::with_capacity_and_hasher(config.pools.len(), Default::default());
         let pools: BTreeMap<String, Arc<Pool>> = config
             .pools
             .iter()
             .map(|(name, pc)| {
                 let canary = canaries.get(name).map(String::as_str);
-                let old = before.as_mut().and_then(|it| {
-                    while it.next_if(|(n, _)| n.as_str() < name.as_str()).is_some() {}
-                    it.next_if(|(n, _)| *n == name).map(|(_, p)| p)
+                // One comparison of the names per step.
+                let old = before.as_mut().and_then(|it| loop {
+                    match it.peek()?.0.as_str().cmp(name) {
+                        std::cmp::Ordering::Less => _ = it.next(),
+                        std::cmp::Ordering::Equal => break it.next().map(|(_, p)| p),
+                        std::cmp::Ordering::Greater => break None,
+                    }
                 });
+                same_names &= old.is_some();
                 let pool = match old.filter(|p| p.unchanged(pc, canary)) {
                     Some(p) => {
                         p.note_backends(&mut used);
@@ -228,6 +243,9 @@ impl RoutingTable {
                         &mut schedules,
                     )),
                 };
+                if let Some(old) = old {
+                    successors.insert(Arc::as_ptr(old) as usize, pool.clone());
+                }
                 (name.clone(), pool)
             })
             .collect();
@@ -236,15 +254,14 @@ impl RoutingTable {
         // The same routes (by identity) with the same pool names: the host
         // index is the previous one, and only the routes whose pool or
         // middlewares changed are made again.
-        let same_routes = previous.filter(|t| {
-            Arc::ptr_eq(&t.route_configs, &config.routes) && t.pools.keys().eq(pools.keys())
-        });
+        let same_routes =
+            previous.filter(|t| same_names && Arc::ptr_eq(&t.route_configs, &config.routes));
         let RouteIndex {
             exact,
             wildcards,
             routes,
         } = match same_routes {
-            Some(t) => RouteIndex::renew(t, config, &pools, metrics, middlewares),
+            Some(t) => RouteIndex::renew(t, config, &pools, &successors, metrics, middlewares),
             None => RouteIndex::build(config, &pools, metrics, middlewares),
         };
         RoutingTable {
@@ -464,6 +481,7 @@ impl RouteIndex {
         previous: &RoutingTable,
         config: &Config,
         pools: &BTreeMap<String, Arc<Pool>>,
+        successors: &PoolSuccessors,
         metrics: &Metrics,
         middlewares: &Middlewares,
     ) -> Self {
@@ -473,18 +491,26 @@ impl RouteIndex {
             routes: Vec::with_capacity(previous.routes.len()),
         };
         // The same walk as `build`'s: a route per configured route whose
-        // pool exists, then one for its preview host.
-        let mut old = previous.routes.iter();
+        // pool exists, then one for its preview host. The pools have the
+        // names they had, so a configured route had entries if and only if
+        // its pool exists: then the next previous entry is its own and
+        // names that pool (a missing pool is no route's), and the pool now
+        // is that one's successor (no lookup by name).
+        let mut old = previous.routes.iter().peekable();
         for rc in config.routes.iter() {
-            let Some(pool) = pools.get(&rc.pool) else {
+            if old.peek().is_none_or(|r| *r.pool.name != *rc.pool) {
                 continue;
-            };
+            }
             let chain = chain_of(rc, middlewares);
             for preview in [false, true] {
                 if preview && rc.preview.is_none() {
                     continue;
                 }
-                let Some(before) = old.next() else {
+                let next = old.next().and_then(|before| {
+                    let pool = successors.get(&(Arc::as_ptr(&before.pool) as usize))?;
+                    Some((before, pool))
+                });
+                let Some((before, pool)) = next else {
                     // Cannot happen (same routes, same pools); a full
                     // build is the safe answer if it ever did.
                     return RouteIndex::build(config, pools, metrics, middlewares);
