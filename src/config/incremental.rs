@@ -337,6 +337,15 @@ impl ConfigSource {
         if let Some(read) = region {
             return Ok(read);
         }
+        // Edits in place inside pools' sections (a weight changed in every
+        // pool, say): only the sections that changed are read.
+        let walked = walk(ix, &self.text, new).and_then(|(nix, hunks)| {
+            let config = apply(running, &self.base, ix, new, &nix, &hunks)?;
+            Some((config, nix))
+        });
+        if let Some(read) = walked {
+            return Ok(read);
+        }
         let nix = build_index(new).ok_or(None)?;
         match self.by_sections(running, new, &nix) {
             Some(config) => Ok((config, nix)),
@@ -361,6 +370,17 @@ impl ConfigSource {
     #[cfg(test)]
     pub(super) fn reparse_by_sections(&self, running: &Config, new: &str) -> Option<Config> {
         self.by_sections(running, new, &build_index(new)?)
+    }
+
+    /// [`ConfigSource::reparse`] by the walk alone (edits in place inside
+    /// pools' sections), for tests: its config, and whether the index it
+    /// made has the sections the new text's own scan gives.
+    #[cfg(test)]
+    pub(super) fn reparse_by_walk(&self, running: &Config, new: &str) -> Option<(Config, bool)> {
+        let ix = self.index.as_ref()?;
+        let (nix, hunks) = walk(ix, &self.text, new)?;
+        let own = build_index(new).is_some_and(|own| own.sections == nix.sections);
+        Some((apply(running, &self.base, ix, new, &nix, &hunks)?, own))
     }
 }
 
@@ -748,6 +768,110 @@ fn read_routes(
         },
     );
     c.is_clean().then_some(routes)
+}
+
+/// The new text's index and its hunks, when it has the old text's
+/// sections at their places, each either the same text or a pool's section
+/// with the same header that reads on its own (edits in place inside
+/// pools' sections: a weight changed in every pool, say). Only the sections
+/// that changed are scanned; each other one is compared with its old text.
+///
+/// Why the index is the one the new text's own scan would give: the
+/// sections are taken in order from the top of the new text, and each
+/// starts at a line start with nothing open (the top of the text, or the
+/// end of the section before it, which ends a line). A section with its old
+/// text lexes as it did in the old text, from the same state, and ends
+/// where its old text did. A changed one runs up to the next old section's
+/// header line (found at a line start), reads on its own without error
+/// (nothing left open), ends a line, and holds one header only, of the same
+/// pool, at its start. The last ends the text.
+fn walk(ix: &Index, old: &str, new: &str) -> Option<(Index, Vec<Hunk>)> {
+    let count = ix.sections.len();
+    let mut sections = Vec::with_capacity(count);
+    let mut hunks: Vec<Hunk> = Vec::new();
+    let mut at = 0;
+    for k in 0..count {
+        let was = section_text(old, &ix.sections, k)?;
+        let pool = ix.sections[k].pool;
+        sections.push(Section {
+            start: u32::try_from(at).ok()?,
+            pool,
+        });
+        let rest = new.get(at..)?;
+        let same = if k + 1 == count {
+            rest == was
+        } else {
+            rest.starts_with(was)
+        };
+        if same {
+            at += was.len();
+            continue;
+        }
+        if pool >= ROUTE_PART {
+            return None;
+        }
+        let end = match ix.sections.get(k + 1) {
+            Some(next) => at + next_header(rest, old.get(next.start as usize..)?)?,
+            None => new.len(),
+        };
+        let changed = new.get(at..end)?;
+        let tail = changed.trim_end_matches([' ', '\t']);
+        if end < new.len() && !tail.ends_with('\n') {
+            return None;
+        }
+        // Its one header must name the same pool (no lookup).
+        let read = scan(changed, &mut |name| (ix.name(pool) == name).then_some(pool))?;
+        let one = [
+            Section {
+                start: 0,
+                pool: NO_POOL,
+            },
+            Section { start: 0, pool },
+        ];
+        if !read.pools_clean || read.sections != one {
+            return None;
+        }
+        match hunks.last_mut() {
+            Some(h) if h.old.end == k => {
+                h.old.end = k + 1;
+                h.new.end = k + 1;
+            }
+            _ => hunks.push(Hunk {
+                old: k..k + 1,
+                new: k..k + 1,
+            }),
+        }
+        at = end;
+    }
+    if at != new.len() || hunks.is_empty() {
+        return None;
+    }
+    let index = Index {
+        sections,
+        names: ix.names.clone(),
+        names_end: ix.names_end.clone(),
+    };
+    Some((index, hunks))
+}
+
+/// Where, in `rest` (a changed section and what follows it), the header
+/// line that starts `next` (the next old section onward) is: the first
+/// place past the start it is found with only spaces or tabs before it on
+/// its line, within [`MAX_REGION_BYTES`].
+fn next_header(rest: &str, next: &str) -> Option<usize> {
+    let line = next.split_inclusive('\n').next()?;
+    let mut from = 1;
+    while let Some(found) = rest.get(from..)?.find(line) {
+        let q = from + found;
+        if q > MAX_REGION_BYTES {
+            return None;
+        }
+        if rest[..q].trim_end_matches([' ', '\t']).ends_with('\n') {
+            return Some(q);
+        }
+        from = q + 1;
+    }
+    None
 }
 
 /// The sections an edit touches: old sections `k1..=k2`, which start at

@@ -634,6 +634,13 @@ fn reread(old: &str, new: &str) -> bool {
         });
         assert_eq!(&config, full, "edit (by sections) of:\n{new}");
     }
+    if let Some((config, own_index)) = source.reparse_by_walk(&running, new) {
+        let full = full.as_ref().unwrap_or_else(|d| {
+            panic!("the walk took a text the full parse refuses ({d:?}):\n{new}")
+        });
+        assert_eq!(&config, full, "edit (walked) of:\n{new}");
+        assert!(own_index, "the walk's index is not the new text's:\n{new}");
+    }
     match source.reparse(&running, new.to_owned()) {
         Ok((config, next)) => {
             let full = full.unwrap_or_else(|d| {
@@ -654,6 +661,14 @@ fn reread(old: &str, new: &str) -> bool {
             false
         }
     }
+}
+
+/// Whether the walk (edits in place inside pools' sections) takes `new`
+/// after `old`; what it gives is held to the full parse by [`reread`].
+fn walked(old: &str, new: &str) -> bool {
+    let running = Config::from_toml_str(old).expect("the old text is valid");
+    let source = ConfigSource::index(old.to_owned(), Path::new(""));
+    source.reparse_by_walk(&running, new).is_some()
 }
 
 /// Reads `text` whole, section by section: when that path takes it, its
@@ -1097,6 +1112,140 @@ fn edits_in_place_are_read_by_sections_however_many() {
     assert_ne!(traded, big);
     assert!(by_sections(&big, &traded));
     assert!(reread(&big, &traded));
+}
+
+#[test]
+fn edits_in_place_inside_pools_are_walked_and_nothing_else_is() {
+    let text = many_pools(300);
+    // A weight changed in every pool: walked, and taken by `reparse`.
+    let all = text.replace("weight = 1", "weight = 2");
+    assert!(walked(&text, &all));
+    assert!(reread(&text, &all));
+    // The first and the last pool, a line added to one and a value grown in
+    // the other.
+    let mut two = text.replacen("weight = 1\n", "weight = 1\n# a note\n", 1);
+    let last = two.rfind("127.0.0.1:1").unwrap();
+    two.replace_range(last..last + "127.0.0.1:1".len(), "127.0.0.1:19999");
+    assert!(Config::from_toml_str(&two).is_ok());
+    assert!(walked(&text, &two));
+    assert!(reread(&text, &two));
+    let far = |edit: &dyn Fn(&str) -> String| -> String {
+        // Pool p0 edited as `edit` says, and the last pool's weight too (so
+        // that no one region holds both).
+        let mut t = edit(&text);
+        let last = t.rfind("weight = 1").unwrap();
+        t.replace_range(last..last + "weight = 1".len(), "weight = 3");
+        t
+    };
+    let p0 = "weight = 1\nbackends = [\"127.0.0.1:1\"]\n\n[pools.p1";
+    // Not walked: a route or the server changed; a section added or one
+    // removed; the next pool's header inside a string the edit opens (it
+    // reads as a string, not a header). Walked: a header renamed inside its
+    // pool (the pool is read again whole), and a comment that quotes the
+    // next header.
+    let edits = [
+        far(&|t| t.replacen("host = \"p0.test\"", "host = \"q.test\"", 1)),
+        far(&|t| t.replacen("8080", "8081", 1)),
+        far(&|t| t.replacen("[pools.p0.versions.v]", "[pools.p0.versions.w]", 1)),
+        far(&|t| {
+            t.replacen(
+                "[pools.p0.versions.v]\n",
+                "[pools.p0.versions.v]\nweight = 1\n[pools.p0.versions.w]\n",
+                1,
+            )
+        }),
+        far(&|t| {
+            t.replacen(
+                "\n[pools.p0.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n",
+                "",
+                1,
+            )
+        }),
+        far(&|t| t.replacen(p0, &p0.replacen("\n\n", "\nx = \"\"\"\n\n", 1), 1)),
+        far(&|t| {
+            t.replacen(
+                p0,
+                &p0.replacen("\n\n", "\n# [pools.p1.versions.v]\n\n", 1),
+                1,
+            )
+        }),
+    ];
+    for (i, new) in edits.iter().enumerate() {
+        assert_ne!(new, &text, "edit {i} changed nothing");
+        assert_eq!(walked(&text, new), i == 2 || i == 6, "edit {i}:\n{new}");
+        reread(&text, new);
+    }
+}
+
+#[test]
+fn generated_edits_far_apart_give_what_the_full_parse_gives() {
+    // Two to four edits of a big text, anywhere, far apart (no one region
+    // holds them): the walk takes those inside pools' sections, the section
+    // match or the full parse the rest, each held to the full parse.
+    const BITS: &[&str] = &[
+        "[",
+        "]",
+        "=",
+        ".",
+        "\"",
+        "'",
+        "#",
+        "\n",
+        "{",
+        "}",
+        ",",
+        "0",
+        "7",
+        " ",
+        "\"\"\"",
+        "'''",
+        "weight = 2\n",
+        "[pools.p1.versions.v]\n",
+        "[[routes]]\n",
+        "# a note\n",
+    ];
+    let mut seed: u64 = 0x0dd_ba11_5eed_0019;
+    let mut rand = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let base = many_pools(300);
+    let lines: Vec<&str> = base.split_inclusive('\n').collect();
+    let (mut walks, mut valid) = (0, 0);
+    for _ in 0..600 {
+        let mut out: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+        let edits = 2 + rand(3);
+        for e in 0..edits {
+            // Spread over the text: edit e in its own stretch of lines.
+            let stretch = out.len() / edits;
+            let i = e * stretch + rand(stretch);
+            match rand(6) {
+                0 => {
+                    let piece = BITS[rand(BITS.len())];
+                    let at = rand(out[i].len() + 1);
+                    out[i].insert_str(at, piece);
+                }
+                1 => {
+                    let line = &mut out[i];
+                    if !line.is_empty() {
+                        let at = rand(line.len());
+                        line.remove(at);
+                    }
+                }
+                2 => out[i].insert_str(0, "# "),
+                // Values changed, valid or not (a weight, a port, a host).
+                _ => out[i] = out[i].replace('1', "2"),
+            }
+        }
+        let new: String = out.concat();
+        valid += usize::from(Config::from_toml_str(&new).is_ok());
+        walks += usize::from(walked(&base, &new));
+        reread(&base, &new);
+    }
+    eprintln!("walked: {walks} of 600 edits ({valid} valid)");
+    assert!(walks * 10 > valid, "walked: {walks} of {valid} valid edits");
 }
 
 #[test]
