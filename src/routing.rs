@@ -78,8 +78,9 @@ pub struct Route {
     /// This entry is a route's `preview` host: it reaches the canary (or the
     /// version with weight 0) instead of the weighted split.
     pub preview: bool,
-    /// Series per version of the pool (same index as `pool.versions`).
-    pub metrics: Box<[RequestMetrics]>,
+    /// Series per version of the pool (same index as `pool.versions`):
+    /// shared with the routes a later table takes over unchanged.
+    pub metrics: Arc<[RequestMetrics]>,
     /// Series for answers given before a version was chosen (`version=""`).
     pub unpicked: RequestMetrics,
 }
