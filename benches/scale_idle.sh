@@ -21,7 +21,8 @@
 #            CHANGE=part: pool p<N> and a route's sub-table (a last route
 #            with [routes.headers], there in this mode only) change.
 #            CHANGE=full: every pool's green weight changes (10 and 11 in
-#            turn): an edit in place, each section read at its place.
+#            turn): an edit in place, walked (each section compared with
+#            its old text, only the changed ones scanned and read).
 #            CHANGE=whole: the same, and a pool added (then removed) at
 #            the end: not in place, too many sections for the diff, every
 #            reload reads the whole file (section by section when it can)

@@ -16,8 +16,14 @@
 //!
 //! When the region, before and after the edit, holds at most [`MAX_REGION`]
 //! sections and no route sub-table (`[routes.x]`), and reads on its own, it
-//! is the one hunk of the edit. Otherwise (two edits far apart, a route's
-//! sub-table, say) the new text is indexed whole and its sections matched
+//! is the one hunk of the edit. Edits in place inside pools' sections only
+//! (a weight changed in every pool, say) are then walked ([`walk`]): the new
+//! text is taken section by section from the top, each compared with its
+//! old text, and only a section that differs is scanned (it must hold the
+//! same pool's one header and read on its own); each run of changed
+//! sections is a hunk. Otherwise (two edits far apart that are not both in
+//! pools, a route's sub-table, say) the new text is indexed whole and its
+//! sections matched
 //! with the old ones by their text: each with the one at its place when the
 //! edit is in place (as many sections, and no other match could leave fewer
 //! unmatched: a weight changed in every pool, say), otherwise by a Myers
@@ -46,8 +52,9 @@
 //!   old one, in the same order. For a region: it starts at a header of
 //!   the old text and ends where the next one starts, both in bytes the
 //!   edit left alone, and it reads on its own without error, ending on a
-//!   line break. For the section match: both texts are split by the same
-//!   parse, and the sections it matches have the same text.
+//!   line break. For the walk: see [`walk`]. For the section match: both
+//!   texts are split by the same parse, and the sections it matches have
+//!   the same text.
 //! - Pools come only from `[pools.NAME...]` sections and routes only from
 //!   `[[routes]]` sections (checked when a text is indexed: no `pools` or
 //!   `routes` key at the root, no keys under a bare `[pools]`). A route
