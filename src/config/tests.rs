@@ -1177,40 +1177,65 @@ fn edits_in_place_inside_pools_are_walked_and_nothing_else_is() {
     }
 }
 
+/// Pieces the generated edits put into lines: bytes of TOML's syntax and
+/// lines of a config.
+const GENERATED_BITS: &[&str] = &[
+    "[server]\n",
+    "http = \"127.0.0.1:1\"\n",
+    "# c\n",
+    "[metrics]\n",
+    "listen = \"127.0.0.1:2\"\n",
+    "frame_deny = false\n",
+    "[",
+    "]",
+    "=",
+    ".",
+    "\"",
+    "'",
+    "#",
+    "\n",
+    "{",
+    "}",
+    ",",
+    "0",
+    "7",
+    "a",
+    " ",
+    "[[",
+    "\"\"\"",
+    "pools.",
+    "[pools.a.versions.x]\n",
+    "weight = 3\n",
+    "[pools.b.versions.v1]\n",
+    "backends = [\"127.0.0.1:1\"]\n",
+    "[[routes]]\n",
+    "[pools.a]\n",
+    "versions.blue.weight = 2\n",
+];
+
+/// A xorshift generator from `seed`: each call gives a number below `n`.
+fn xorshift(mut seed: u64) -> impl FnMut(usize) -> usize {
+    move |n| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    }
+}
+
 #[test]
 fn generated_edits_far_apart_give_what_the_full_parse_gives() {
     // Two to four edits of a big text, anywhere, far apart (no one region
     // holds them): the walk takes those inside pools' sections, the section
     // match or the full parse the rest, each held to the full parse.
-    const BITS: &[&str] = &[
-        "[",
-        "]",
-        "=",
-        ".",
-        "\"",
-        "'",
-        "#",
-        "\n",
-        "{",
-        "}",
-        ",",
-        "0",
-        "7",
-        " ",
-        "\"\"\"",
+    let extra = [
         "'''",
         "weight = 2\n",
         "[pools.p1.versions.v]\n",
-        "[[routes]]\n",
         "# a note\n",
     ];
-    let mut seed: u64 = 0x0dd_ba11_5eed_0019;
-    let mut rand = move |n: usize| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % n as u64) as usize
-    };
+    let bits: Vec<&str> = GENERATED_BITS.iter().copied().chain(extra).collect();
+    let mut rand = xorshift(0x0dd_ba11_5eed_0019);
     let base = many_pools(300);
     let lines: Vec<&str> = base.split_inclusive('\n').collect();
     let (mut walks, mut valid) = (0, 0);
@@ -1223,7 +1248,7 @@ fn generated_edits_far_apart_give_what_the_full_parse_gives() {
             let i = e * stretch + rand(stretch);
             match rand(6) {
                 0 => {
-                    let piece = BITS[rand(BITS.len())];
+                    let piece = bits[rand(bits.len())];
                     let at = rand(out[i].len() + 1);
                     out[i].insert_str(at, piece);
                 }
@@ -1295,46 +1320,7 @@ fn generated_edits_give_what_the_full_parse_gives() {
     // Edits of a valid text (lines dropped, doubled, swapped, bytes changed
     // or added; one to three at a time), each read both ways; an edit that gives a valid
     // text becomes the next base now and then.
-    const BITS: &[&str] = &[
-        "[server]\n",
-        "http = \"127.0.0.1:1\"\n",
-        "# c\n",
-        "[metrics]\n",
-        "listen = \"127.0.0.1:2\"\n",
-        "frame_deny = false\n",
-        "[",
-        "]",
-        "=",
-        ".",
-        "\"",
-        "'",
-        "#",
-        "\n",
-        "{",
-        "}",
-        ",",
-        "0",
-        "7",
-        "a",
-        " ",
-        "[[",
-        "\"\"\"",
-        "pools.",
-        "[pools.a.versions.x]\n",
-        "weight = 3\n",
-        "[pools.b.versions.v1]\n",
-        "backends = [\"127.0.0.1:1\"]\n",
-        "[[routes]]\n",
-        "[pools.a]\n",
-        "versions.blue.weight = 2\n",
-    ];
-    let mut seed: u64 = 0x5eed_1234_abcd_0001;
-    let mut rand = move |n: usize| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % n as u64) as usize
-    };
+    let mut rand = xorshift(0x5eed_1234_abcd_0001);
     let mut base = SECTIONS.to_owned();
     let (mut taken, mut tried, mut whole) = (0, 0, 0);
     for _ in 0..3000 {
@@ -1354,7 +1340,7 @@ fn generated_edits_give_what_the_full_parse_gives() {
                 1 => out.insert(i, out[i].clone()),
                 2 => out.swap(i, j),
                 3 | 4 => {
-                    let piece = BITS[rand(BITS.len())];
+                    let piece = GENERATED_BITS[rand(GENERATED_BITS.len())];
                     let line = &mut out[i];
                     let at = rand(line.len() + 1);
                     if line.is_char_boundary(at) {
