@@ -209,12 +209,18 @@ impl RoutingTable {
         // Both maps are in name order: the previous pool of a name is found
         // by walking the two together, not by a lookup per pool.
         let mut before = previous.map(|t| t.pools.iter().peekable());
-        // Whether every pool had one of its name before, and no other was
-        // there: then so does each route (see `RouteIndex::renew`).
-        let mut same_names = previous.is_some_and(|t| t.pools.len() == config.pools.len());
-        // Each previous pool's successor, by the old pool's address.
-        let mut successors: PoolSuccessors =
-            HashMap::with_capacity_and_hasher(config.pools.len(), Default::default());
+        // The same routes (by identity) and, once the walk below has seen
+        // every pool had one of its name before and no other was there, the
+        // same pool names: the routes are renewed (see `RouteIndex::renew`).
+        let mut renewing = previous.is_some_and(|t| {
+            Arc::ptr_eq(&t.route_configs, &config.routes) && t.pools.len() == config.pools.len()
+        });
+        // Each previous pool's successor, by the old pool's address: what a
+        // renewal looks its routes' pools up in.
+        let mut successors: PoolSuccessors = HashMap::with_capacity_and_hasher(
+            if renewing { config.pools.len() } else { 0 },
+            Default::default(),
+        );
         let pools: BTreeMap<String, Arc<Pool>> = config
             .pools
             .iter()
@@ -228,7 +234,7 @@ impl RoutingTable {
                         std::cmp::Ordering::Greater => break None,
                     }
                 });
-                same_names &= old.is_some();
+                renewing &= old.is_some();
                 let pool = match old.filter(|p| p.unchanged(pc, canary)) {
                     Some(p) => {
                         p.note_backends(&mut used);
@@ -244,7 +250,7 @@ impl RoutingTable {
                         &mut schedules,
                     )),
                 };
-                if let Some(old) = old {
+                if let Some(old) = old.filter(|_| renewing) {
                     successors.insert(Arc::as_ptr(old) as usize, pool.clone());
                 }
                 (name.clone(), pool)
@@ -252,11 +258,10 @@ impl RoutingTable {
             .collect();
         registry.retain(&used);
         metrics.set_gauge_source(Box::new(PoolGauges(pools.values().cloned().collect())));
-        // The same routes (by identity) with the same pool names: the host
-        // index is the previous one, and only the routes whose pool or
-        // middlewares changed are made again.
-        let same_routes =
-            previous.filter(|t| same_names && Arc::ptr_eq(&t.route_configs, &config.routes));
+        // The same routes with the same pool names: the host index is the
+        // previous one, and only the routes whose pool or middlewares
+        // changed are made again.
+        let same_routes = previous.filter(|_| renewing);
         let RouteIndex {
             exact,
             wildcards,
