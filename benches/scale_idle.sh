@@ -16,16 +16,19 @@
 #            that differs from the running one. CHANGE=route: route N gets
 #            path_prefix = "/v2" instead (the one before loses it).
 #            CHANGE=far: pools p<N> and p<ROUTES-1-N> both change, two
-#            edits too far apart for one region: the proxy indexes the new
-#            text and matches its sections with the old ones.
+#            edits too far apart for one region: walked.
 #            CHANGE=part: pool p<N> and a route's sub-table (a last route
 #            with [routes.headers], there in this mode only) change.
 #            CHANGE=full: every pool's green weight changes (10 and 11 in
 #            turn): an edit in place, walked (each section compared with
 #            its old text, only the changed ones scanned and read).
-#            CHANGE=whole: the same, and a pool added (then removed) at
-#            the end: not in place, too many sections for the diff, every
-#            reload reads the whole file (section by section when it can)
+#            CHANGE=grow: the same, and a pool added (then removed) at
+#            the end: walked up to the last pool, the rest (the last pool
+#            and the added one) indexed on its own and matched.
+#            CHANGE=whole: as grow, and the server's shutdown_grace changed
+#            (at the top: the walk stops there; not in place, too many
+#            sections for the diff): every reload reads the whole file
+#            (section by section when it can)
 #   state:   GET /v1/state and GET /v1/state?pool=p0 through the admin socket
 #            (size, time)
 #
@@ -39,7 +42,8 @@
 #        CHANGE=far benches/scale_idle.sh     (each reload changes two pools far apart)
 #        CHANGE=part benches/scale_idle.sh    (each reload changes a pool and a route's sub-table)
 #        CHANGE=full benches/scale_idle.sh    (each reload changes every pool, in place)
-#        CHANGE=whole benches/scale_idle.sh   (every pool and a pool added or removed: a whole read)
+#        CHANGE=grow benches/scale_idle.sh    (every pool, and a pool added or removed at the end)
+#        CHANGE=whole benches/scale_idle.sh   (as grow, and [server] changed: a whole read)
 #        ENV="MALLOC_ARENA_MAX=2" benches/scale_idle.sh   (extra environment for switchyard)
 #        CALLGRIND=1 CHANGE=full RELOADS=4 benches/scale_idle.sh   (switchyard under
 #            valgrind's callgrind: user-space instructions per reload, which
@@ -52,8 +56,8 @@ ROUTES=${ROUTES:-10000}
 RELOADS=${RELOADS:-10}
 CHANGE=${CHANGE:-0}
 case $CHANGE in
-    0 | 1 | route | far | part | full | whole) ;;
-    *) echo "scale_idle.sh: CHANGE must be 0, 1, route, far, part, full or whole (got '$CHANGE')" >&2 && exit 1 ;;
+    0 | 1 | route | far | part | full | grow | whole) ;;
+    *) echo "scale_idle.sh: CHANGE must be 0, 1, route, far, part, full, grow or whole (got '$CHANGE')" >&2 && exit 1 ;;
 esac
 EXTRA_ENV=${ENV:-}
 CALLGRIND=${CALLGRIND:-}
@@ -145,21 +149,23 @@ CONFIG=$WORK/switchyard.toml
 # (CHANGE=1; CHANGE=far: pool p(ROUTES-1-CHANGED)'s too; CHANGE=part: and a
 # last route's [routes.headers] on CHANGED), or route CHANGED on path_prefix
 # "/v2" (CHANGE=route), or every green at 10 + CHANGED % 2 (CHANGE=full;
-# CHANGE=whole: and pool extra at the end when CHANGED is odd).
+# CHANGE=grow: and pool extra at the end when CHANGED is odd; CHANGE=whole:
+# and shutdown_grace 2s instead of 1s then too).
 gen_config() {
-    local pool=-1 far=-1 route=-1 green=10 extra=0
+    local pool=-1 far=-1 route=-1 green=10 extra=0 grace=1
     case $CHANGE in
         1 | part) pool=$1 ;;
         route) route=$1 ;;
         far) pool=$1 far=$((ROUTES - 1 - $1)) ;;
         full) ((${1} < 0)) || green=$((10 + $1 % 2)) ;;
-        whole) ((${1} < 0)) || green=$((10 + $1 % 2)) extra=$(($1 % 2)) ;;
+        grow) ((${1} < 0)) || green=$((10 + $1 % 2)) extra=$(($1 % 2)) ;;
+        whole) ((${1} < 0)) || green=$((10 + $1 % 2)) extra=$(($1 % 2)) grace=$((1 + $1 % 2)) ;;
     esac
     cat <<EOF
 [server]
 http = "127.0.0.1:$SY_PORT"
 workers = 1
-shutdown_grace = "1s"
+shutdown_grace = "${grace}s"
 
 [admin]
 socket = "$SOCK"
@@ -273,13 +279,15 @@ RESULT=$ROOT/bench-results/scale-idle-$(date +%Y%m%d-%H%M%S).txt
     elif [[ $CHANGE == route ]]; then
         echo "# each reload: the file changed (one route's path_prefix)"
     elif [[ $CHANGE == far ]]; then
-        echo "# each reload: the file changed (two pools far apart: sections matched)"
+        echo "# each reload: the file changed (two pools far apart: walked)"
     elif [[ $CHANGE == part ]]; then
         echo "# each reload: the file changed (a pool and a route's sub-table: sections matched)"
     elif [[ $CHANGE == full ]]; then
         echo "# each reload: the file changed (every pool's green weight: an edit in place)"
+    elif [[ $CHANGE == grow ]]; then
+        echo "# each reload: the file changed (every pool's green weight, a pool added or removed at the end: walked, the rest matched)"
     elif [[ $CHANGE == whole ]]; then
-        echo "# each reload: the file changed (every pool's green weight, a pool added or removed: a whole read)"
+        echo "# each reload: the file changed (every pool's green weight, a pool added or removed, [server] changed: a whole read)"
     else
         echo "# each reload: the same file"
     fi

@@ -17,17 +17,17 @@
 //! When the region, before and after the edit, holds at most [`MAX_REGION`]
 //! sections and no route sub-table (`[routes.x]`), and reads on its own, it
 //! is the one hunk of the edit. Edits in place inside pools' sections only
-//! (a weight changed in every pool, say) are then walked ([`walk`]): the new
-//! text is taken section by section from the top, each compared with its
-//! old text, and only a section that differs is scanned (it must hold the
-//! same pool's one header and read on its own); each run of changed
-//! sections is a hunk. Otherwise (two edits far apart that are not both in
-//! pools, a route's sub-table, say) the new text is indexed whole and its
-//! sections matched
-//! with the old ones by their text: each with the one at its place when the
-//! edit is in place (as many sections, and no other match could leave fewer
-//! unmatched: a weight changed in every pool, say), otherwise by a Myers
-//! diff over sections. The runs that differ are the hunks, grown over
+//! (a weight changed in every pool, say) are then walked ([`walk_from`]):
+//! the new text is taken section by section from the top, each compared
+//! with its old text, and only a section that differs is scanned (it must
+//! hold the same pool's one header and read on its own); each run of
+//! changed sections is a hunk. When the walk stops short, at a section that is
+//! neither (a pool added after a weight changed in every pool, a route's
+//! sub-table, say), the rest of the new text from there is indexed on its
+//! own and its sections matched with the old ones left by their text: each
+//! with the one at its place when the edit is in place (as many sections,
+//! and no other match could leave fewer unmatched: a weight changed in
+//! every pool, say), otherwise by a Myers diff over sections. The runs that differ are the hunks, grown over
 //! matched sections until each route (its `[[routes]]` and the sub-tables
 //! after it, wherever they are) is either all matched or all in one hunk,
 //! on both sides; those of a diff must hold at most [`MAX_DIFF`] sections.
@@ -52,9 +52,9 @@
 //!   old one, in the same order. For a region: it starts at a header of
 //!   the old text and ends where the next one starts, both in bytes the
 //!   edit left alone, and it reads on its own without error, ending on a
-//!   line break. For the walk: see [`walk`]. For the section match: both
-//!   texts are split by the same parse, and the sections it matches have
-//!   the same text.
+//!   line break. For the walk: see [`walk_from`]; for the rest after it, see
+//!   [`walk_and_match`]. For the section match: both texts are split by
+//!   the same parse, and the sections it matches have the same text.
 //! - Pools come only from `[pools.NAME...]` sections and routes only from
 //!   `[[routes]]` sections (checked when a text is indexed: no `pools` or
 //!   `routes` key at the root, no keys under a bare `[pools]`). A route
@@ -345,16 +345,10 @@ impl ConfigSource {
             return Ok(read);
         }
         // Edits in place inside pools' sections (a weight changed in every
-        // pool, say): only the sections that changed are read.
-        let walked = walk(ix, &self.text, new).and_then(|(nix, hunks)| {
-            let config = apply(running, &self.base, ix, new, &nix, &hunks)?;
-            Some((config, nix))
-        });
-        if let Some(read) = walked {
-            return Ok(read);
-        }
-        let nix = build_index(new).ok_or(None)?;
-        match self.by_sections(running, new, &nix) {
+        // pool, say): only the sections that changed are read. When the
+        // walk stops short, the rest of the text is indexed and matched.
+        let (nix, hunks) = walk_and_match(ix, &self.text, new)?;
+        match apply(running, &self.base, ix, new, &nix, &hunks) {
             Some(config) => Ok((config, nix)),
             None => Err(Some(nix)),
         }
@@ -363,9 +357,10 @@ impl ConfigSource {
     /// The edit read section by section: the new text indexed whole
     /// (`nix`), its sections matched with the old ones by their text, and
     /// the runs that differ (several edits far apart, say) read again.
+    #[cfg(test)]
     fn by_sections(&self, running: &Config, new: &str, nix: &Index) -> Option<Config> {
         let ix = self.index.as_ref()?;
-        let hunks = diff(ix, &self.text, nix, new)?;
+        let hunks = diff(&ix.sections, &self.text, &nix.sections, new)?;
         if hunks.is_empty() {
             return None;
         }
@@ -391,6 +386,38 @@ impl ConfigSource {
     }
 }
 
+impl ConfigSource {
+    /// [`ConfigSource::reparse`] by the walk and the match of the rest
+    /// after it, for edits the walk takes only in part: its config, and
+    /// whether the index it made has the sections the new text's own scan
+    /// gives. For tests.
+    #[cfg(test)]
+    pub(super) fn reparse_by_walk_and_match(
+        &self,
+        running: &Config,
+        new: &str,
+    ) -> Option<(Config, bool)> {
+        let ix = self.index.as_ref()?;
+        if walk(ix, &self.text, new).is_some() {
+            return None;
+        }
+        let (nix, hunks) = walk_and_match(ix, &self.text, new).ok()?;
+        let own = build_index(new).is_some_and(|own| {
+            own.sections.len() == nix.sections.len()
+                && own.sections.iter().zip(&nix.sections).all(|(a, b)| {
+                    a.start == b.start
+                        && match (a.pool, b.pool) {
+                            (x, y) if x < ROUTE_PART && y < ROUTE_PART => {
+                                own.name(x) == nix.name(y)
+                            }
+                            (x, y) => x == y,
+                        }
+                })
+        });
+        Some((apply(running, &self.base, ix, new, &nix, &hunks)?, own))
+    }
+}
+
 /// [`ConfigSource::read`]: the text as an edit of an empty one, all of it
 /// one hunk.
 fn read_by_sections(text: &str, base: &Path) -> Option<(Config, Index)> {
@@ -411,9 +438,9 @@ fn read_indexed(text: &str, base: &Path, nix: Index) -> Option<(Config, Index)> 
 }
 
 /// Each section's text.
-fn texts<'t>(ix: &Index, text: &'t str) -> Option<Vec<&'t str>> {
-    (0..ix.sections.len())
-        .map(|i| section_text(text, &ix.sections, i))
+fn texts<'t>(sections: &[Section], text: &'t str) -> Option<Vec<&'t str>> {
+    (0..sections.len())
+        .map(|i| section_text(text, sections, i))
         .collect()
 }
 
@@ -426,7 +453,7 @@ struct Hunk {
 
 /// The runs of sections that differ between two indexed texts, in order,
 /// grown to hold whole routes, when they are few and small.
-fn diff(ix: &Index, old: &str, nix: &Index, new: &str) -> Option<Vec<Hunk>> {
+fn diff(ix: &[Section], old: &str, nix: &[Section], new: &str) -> Option<Vec<Hunk>> {
     let (olds, news) = (texts(ix, old)?, texts(nix, new)?);
     // Sections only one text has: at least that many differ (a diff of an
     // edit to every pool would run to its deadline to find out).
@@ -463,8 +490,8 @@ fn diff(ix: &Index, old: &str, nix: &Index, new: &str) -> Option<Vec<Hunk>> {
     let mut rounds = 0;
     let hunks = loop {
         let hunks = hunks_between(&pairs, olds.len(), news.len());
-        let old_split = split_route(&ix.sections, &hunks, |h| &h.old)?;
-        let new_split = split_route(&nix.sections, &hunks, |h| &h.new)?;
+        let old_split = split_route(ix, &hunks, |h| &h.old)?;
+        let new_split = split_route(nix, &hunks, |h| &h.new)?;
         let (old_range, new_range) = match (old_split, new_split) {
             (None, None) => break hunks,
             (Some(r), _) => (r, 0..0),
@@ -777,13 +804,66 @@ fn read_routes(
     c.is_clean().then_some(routes)
 }
 
-/// The new text's index and its hunks, when it has the old text's
-/// sections at their places, each either the same text or a pool's section
-/// with the same header that reads on its own (edits in place inside
-/// pools' sections: a weight changed in every pool, say). Only the sections
-/// that changed are scanned; each other one is compared with its old text.
+/// The new text's index and its hunks, when [`walk_from`] takes all of it
+/// (edits in place inside pools' sections only), for tests.
+#[cfg(test)]
+fn walk(ix: &Index, old: &str, new: &str) -> Option<(Index, Vec<Hunk>)> {
+    walk_from(ix, old, new)?.whole(ix, new)
+}
+
+/// How far [`walk_from`] got: old sections `..k` were taken (at the starts
+/// `sections[..k]` of the new text, the changed ones in `hunks`), and old
+/// section `k` was not; it would start at `at`, which is `sections[k]`
+/// when there is such a section.
+struct Walked {
+    sections: Vec<Section>,
+    hunks: Vec<Hunk>,
+    k: usize,
+    at: usize,
+}
+
+impl Walked {
+    /// The new text's index and the hunks, when the walk took every old
+    /// section and the whole new text, and something changed.
+    fn whole(self, ix: &Index, new: &str) -> Option<(Index, Vec<Hunk>)> {
+        if self.k != ix.sections.len() || self.at != new.len() || self.hunks.is_empty() {
+            return None;
+        }
+        let index = Index {
+            sections: self.sections,
+            names: ix.names.clone(),
+            names_end: ix.names_end.clone(),
+        };
+        Some((index, self.hunks))
+    }
+
+    /// Back to where old section `k` (at most the one it stopped at)
+    /// starts: the sections and hunks from there on dropped.
+    fn back_to(&mut self, k: usize) {
+        if let Some(s) = self.sections.get(k) {
+            self.at = s.start as usize;
+        }
+        self.k = k;
+        self.sections.truncate(k);
+        self.hunks.retain_mut(|h| {
+            h.old.end = h.old.end.min(k);
+            h.new.end = h.new.end.min(k);
+            !h.old.is_empty()
+        });
+    }
+}
+
+/// The walk: the new text taken section by section from the top, as far
+/// as it has the old text's sections at their places, each either the same
+/// text or a pool's section with the same header that reads on its own
+/// (edits in place inside pools' sections: a weight changed in every
+/// pool, say). Only the sections that changed are scanned; each other one
+/// is compared with its old text. It stops at the first old section that
+/// is neither; [`Walked::whole`] when it took them all. `None` only for a
+/// text too long to index.
 ///
-/// Why the index is the one the new text's own scan would give: the
+/// Why each section it took, and the place it stopped at, start where the
+/// new text's own scan would have a section start: the
 /// sections are taken in order from the top of the new text, and each
 /// starts at a line start with nothing open (the top of the text, or the
 /// end of the section before it, which ends a line). A section with its old
@@ -792,15 +872,20 @@ fn read_routes(
 /// header line (found at a line start), reads on its own without error
 /// (nothing left open), ends a line, and holds one header only, of the same
 /// pool, at its start. The last ends the text.
-fn walk(ix: &Index, old: &str, new: &str) -> Option<(Index, Vec<Hunk>)> {
+fn walk_from(ix: &Index, old: &str, new: &str) -> Option<Walked> {
+    u32::try_from(new.len()).ok()?;
     let count = ix.sections.len();
-    let mut sections = Vec::with_capacity(count);
-    let mut hunks: Vec<Hunk> = Vec::new();
-    let mut at = 0;
-    for k in 0..count {
+    let mut w = Walked {
+        sections: Vec::with_capacity(count),
+        hunks: Vec::new(),
+        k: 0,
+        at: 0,
+    };
+    while w.k < count {
+        let (k, at) = (w.k, w.at);
         let was = section_text(old, &ix.sections, k)?;
         let pool = ix.sections[k].pool;
-        sections.push(Section {
+        w.sections.push(Section {
             start: u32::try_from(at).ok()?,
             pool,
         });
@@ -811,72 +896,203 @@ fn walk(ix: &Index, old: &str, new: &str) -> Option<(Index, Vec<Hunk>)> {
             rest.starts_with(was)
         };
         if same {
-            at += was.len();
+            w.at += was.len();
+            w.k += 1;
             continue;
         }
-        if pool >= ROUTE_PART {
-            return None;
-        }
-        let end = match ix.sections.get(k + 1) {
-            Some(next) => at + next_header(rest, old.get(next.start as usize..)?)?,
-            None => new.len(),
-        };
-        let changed = new.get(at..end)?;
-        let tail = changed.trim_end_matches([' ', '\t']);
-        if end < new.len() && !tail.ends_with('\n') {
-            return None;
-        }
-        // Its one header must name the same pool (no lookup).
-        let read = scan(changed, &mut |name| (ix.name(pool) == name).then_some(pool))?;
-        let one = [
-            Section {
-                start: 0,
-                pool: NO_POOL,
-            },
-            Section { start: 0, pool },
-        ];
-        if !read.pools_clean || read.sections != one {
-            return None;
-        }
-        match hunks.last_mut() {
-            Some(h) if h.old.end == k => {
-                h.old.end = k + 1;
-                h.new.end = k + 1;
+        match changed_in_place(ix, old, k, rest) {
+            Some(len) => {
+                match w.hunks.last_mut() {
+                    Some(h) if h.old.end == k => {
+                        h.old.end = k + 1;
+                        h.new.end = k + 1;
+                    }
+                    _ => w.hunks.push(Hunk {
+                        old: k..k + 1,
+                        new: k..k + 1,
+                    }),
+                }
+                w.at += len;
+                w.k += 1;
             }
-            _ => hunks.push(Hunk {
-                old: k..k + 1,
-                new: k..k + 1,
-            }),
+            None => return Some(w),
         }
-        at = end;
     }
-    if at != new.len() || hunks.is_empty() {
+    Some(w)
+}
+
+/// The length of old section `k`'s place in `rest` (the new text from
+/// where that section starts), when it is the same pool's section changed
+/// in place: it runs up to the next old section's header line (found at a
+/// line start), ends a line, reads on its own and holds one header only,
+/// of the same pool, at its start. The last one runs to the end.
+fn changed_in_place(ix: &Index, old: &str, k: usize, rest: &str) -> Option<usize> {
+    let pool = ix.sections[k].pool;
+    if pool >= ROUTE_PART {
         return None;
     }
-    let index = Index {
-        sections,
-        names: ix.names.clone(),
-        names_end: ix.names_end.clone(),
+    let end = match ix.sections.get(k + 1) {
+        Some(next) => next_header(rest, old.get(next.start as usize..)?)?,
+        None => rest.len(),
     };
-    Some((index, hunks))
+    let changed = rest.get(..end)?;
+    let tail = changed.trim_end_matches([' ', '\t']);
+    if end < rest.len() && !tail.ends_with('\n') {
+        return None;
+    }
+    // Its one header must name the same pool (no lookup).
+    let read = scan(changed, &mut |name| (ix.name(pool) == name).then_some(pool))?;
+    let one = [
+        Section {
+            start: 0,
+            pool: NO_POOL,
+        },
+        Section { start: 0, pool },
+    ];
+    (read.pools_clean && read.sections == one).then_some(end)
+}
+
+/// The new text's index and its hunks, for an edit the walk takes only in
+/// part: the sections it took, then the rest of the new text indexed on
+/// its own and its sections matched with the old ones left, as
+/// [`diff`] does (a pool added after a weight changed in every pool, say).
+/// `Err` gives the new text's index when the match cannot take the rest
+/// (for a whole read), or `None` when there is no index to give.
+///
+/// Why the index is the new text's own: the walk's sections are (see
+/// [`walk_from`]), and the rest starts where the walk stopped, where the new
+/// text's own scan has nothing open and a section starts; its scan alone
+/// must have an empty root (a header first). The rest starts before any
+/// route whose sub-tables would be split from it: when the first route
+/// section the old text has from there on is a sub-table, the rest starts
+/// at that route's `[[routes]]` (whose sections, and those after it, the
+/// walk took as they were, or in pools' sections).
+fn walk_and_match(ix: &Index, old: &str, new: &str) -> Result<(Index, Vec<Hunk>), Option<Index>> {
+    let Some(mut w) = walk_from(ix, old, new) else {
+        return Err(None);
+    };
+    if w.k == ix.sections.len() {
+        return w.whole(ix, new).ok_or(None);
+    }
+    // Where the rest starts, and its index: before the route of a first
+    // sub-table (on either side), and at a header (a rest whose root is
+    // not empty starts a section earlier), unless it is the whole text.
+    // Each turn starts earlier; the whole text ends it.
+    let first_route = |sections: &[Section]| {
+        let routes = |s: &&Section| s.pool == ROUTE || s.pool == ROUTE_PART;
+        sections.iter().find(routes).map(|s| s.pool)
+    };
+    let route_before = |k: usize| ix.sections[..k].iter().rposition(|s| s.pool == ROUTE);
+    let (rest, tix) = loop {
+        if first_route(&ix.sections[w.k..]) == Some(ROUTE_PART) {
+            w.back_to(route_before(w.k).ok_or(None)?);
+        }
+        let rest = new.get(w.at..).ok_or(None)?;
+        let tix = build_index(rest).ok_or(None)?;
+        if w.k == 0 {
+            break (rest, tix);
+        }
+        if first_route(&tix.sections) == Some(ROUTE_PART) {
+            w.back_to(route_before(w.k).unwrap_or(0));
+            continue;
+        }
+        if section_text(rest, &tix.sections, 0).is_some_and(str::is_empty) {
+            break (rest, tix);
+        }
+        w.back_to(w.k - 1);
+    };
+    w.sections.truncate(w.k);
+    let (k, at) = (w.k, w.at);
+    // The new index: the walk's sections, then the rest's (after its root
+    // when there is a walked one), its pools named by the old ids and new
+    // ones after them.
+    let mut names = ix.names.clone();
+    let mut names_end = ix.names_end.clone();
+    let mut find = ix.finder(tix.names_end.len());
+    let mut ids = Vec::with_capacity(tix.names_end.len());
+    for i in 0..tix.names_end.len() {
+        let name = tix.name(i as u32);
+        let id = match find(name) {
+            Some(id) => id,
+            None => {
+                names.push_str(name);
+                names_end.push(u32::try_from(names.len()).map_err(|_| None)?);
+                u32::try_from(names_end.len() - 1).map_err(|_| None)?
+            }
+        };
+        ids.push(id);
+    }
+    drop(find);
+    let offset = u32::try_from(at).map_err(|_| None)?;
+    // With a walked root, the rest's own (empty) one stands for it.
+    let skip = usize::from(k > 0);
+    let mut sections = w.sections;
+    for s in &tix.sections[skip..] {
+        let pool = match s.pool {
+            id if id < ROUTE_PART => ids[id as usize],
+            other => other,
+        };
+        sections.push(Section {
+            start: s.start + offset,
+            pool,
+        });
+    }
+    let nix = Index {
+        sections,
+        names,
+        names_end,
+    };
+    // The old sections left, after an empty root like the rest's.
+    let base = ix.sections.get(k).ok_or(None)?.start;
+    let root = Section {
+        start: base,
+        pool: NO_POOL,
+    };
+    let olds: Vec<Section> = std::iter::repeat_n(root, skip)
+        .chain(ix.sections[k..].iter().copied())
+        .map(|s| Section {
+            start: s.start - base,
+            pool: s.pool,
+        })
+        .collect();
+    let old_rest = old.get(base as usize..).ok_or(None)?;
+    let Some(tail) = diff(&olds, old_rest, &tix.sections, rest) else {
+        return Err(Some(nix));
+    };
+    let at_root = |h: &Hunk| skip > 0 && (h.old.start == 0 || h.new.start == 0);
+    if tail.iter().any(at_root) || (tail.is_empty() && w.hunks.is_empty()) {
+        return Err(Some(nix));
+    }
+    let mut hunks = w.hunks;
+    let shift = k - skip;
+    hunks.extend(tail.into_iter().map(|h| Hunk {
+        old: h.old.start + shift..h.old.end + shift,
+        new: h.new.start + shift..h.new.end + shift,
+    }));
+    Ok((nix, hunks))
 }
 
 /// Where, in `rest` (a changed section and what follows it), the header
 /// line that starts `next` (the next old section onward) is: the first
 /// place past the start it is found with only spaces or tabs before it on
-/// its line, within [`MAX_REGION_BYTES`].
+/// its line, within [`MAX_REGION_BYTES`]. Each line start is tried in turn
+/// (a section is a few lines: cheaper than a substring search).
 fn next_header(rest: &str, next: &str) -> Option<usize> {
     let line = next.split_inclusive('\n').next()?;
-    let mut from = 1;
-    while let Some(found) = rest.get(from..)?.find(line) {
-        let q = from + found;
+    let bytes = rest.as_bytes();
+    let mut from = 0;
+    while let Some(nl) = bytes.get(from..)?.iter().position(|&b| b == b'\n') {
+        let mut q = from + nl + 1;
+        while matches!(bytes.get(q), Some(b' ' | b'\t')) {
+            q += 1;
+        }
         if q > MAX_REGION_BYTES {
             return None;
         }
-        if rest[..q].trim_end_matches([' ', '\t']).ends_with('\n') {
+        if bytes[q..].starts_with(line.as_bytes()) {
             return Some(q);
         }
-        from = q + 1;
+        from = q;
     }
     None
 }

@@ -641,6 +641,16 @@ fn reread(old: &str, new: &str) -> bool {
         assert_eq!(&config, full, "edit (walked) of:\n{new}");
         assert!(own_index, "the walk's index is not the new text's:\n{new}");
     }
+    if let Some((config, own_index)) = source.reparse_by_walk_and_match(&running, new) {
+        let full = full.as_ref().unwrap_or_else(|d| {
+            panic!("the walk and match took a text the full parse refuses ({d:?}):\n{new}")
+        });
+        assert_eq!(&config, full, "edit (walked, then matched) of:\n{new}");
+        assert!(
+            own_index,
+            "the walk and match's index is not the new text's:\n{new}"
+        );
+    }
     match source.reparse(&running, new.to_owned()) {
         Ok((config, next)) => {
             let full = full.unwrap_or_else(|d| {
@@ -661,6 +671,15 @@ fn reread(old: &str, new: &str) -> bool {
             false
         }
     }
+}
+
+/// Whether the walk takes `new` after `old` in part, and the match of the
+/// rest the remainder; what it gives is held to the full parse by
+/// [`reread`].
+fn walked_then_matched(old: &str, new: &str) -> bool {
+    let running = Config::from_toml_str(old).expect("the old text is valid");
+    let source = ConfigSource::index(old.to_owned(), Path::new(""));
+    source.reparse_by_walk_and_match(&running, new).is_some()
 }
 
 /// Whether the walk (edits in place inside pools' sections) takes `new`
@@ -1095,12 +1114,22 @@ fn edits_in_place_are_read_by_sections_however_many() {
     assert!(by_sections(&big, &all));
     assert!(reread(&big, &all));
     // Every pool and a pool added: not in place, and 1 201 sections only
-    // one text has are too many for the diff.
+    // one text has are too many for the diff of the whole text. The walk
+    // takes every pool but the last; the rest (the last pool, and the new
+    // one after it) is matched on its own. Back again: the same.
     let grown =
         format!("{all}\n[pools.extra.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n");
     assert!(Config::from_toml_str(&grown).is_ok());
     assert!(!by_sections(&big, &grown));
-    assert!(!reread(&big, &grown));
+    assert!(!walked(&big, &grown));
+    assert!(walked_then_matched(&big, &grown));
+    assert!(walked_then_matched(&grown, &big));
+    assert!(reread(&big, &grown));
+    assert!(reread(&grown, &big));
+    // With the server changed too, at the top: the walk stops there, and
+    // the rest (all of the text) is too much for the diff: read whole.
+    let moved = grown.replacen("127.0.0.1:8080", "127.0.0.1:8081", 1);
+    assert!(!reread(&big, &moved));
     // Two sections that trade places keep the count, but are not an edit
     // in place: the diff matches them.
     let a = "\n[pools.p1.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:1\"]\n";
@@ -1112,6 +1141,60 @@ fn edits_in_place_are_read_by_sections_however_many() {
     assert_ne!(traded, big);
     assert!(by_sections(&big, &traded));
     assert!(reread(&big, &traded));
+}
+
+#[test]
+fn where_the_walk_stops_the_rest_is_matched() {
+    let text = many_pools(300);
+    let all = text.replace("weight = 1", "weight = 2");
+    // Every pool and a route's sub-table, at the end, 300 sections after
+    // its route: the walk stops at the sub-table; the rest starts at its
+    // route, and is matched in place.
+    let part = format!("{text}[routes.headers]\nx-a = \"1\"\n");
+    let both = format!("{all}[routes.headers]\nx-a = \"2\"\n");
+    assert!(!walked(&part, &both));
+    assert!(walked_then_matched(&part, &both));
+    assert!(reread(&part, &both));
+    // Every pool, and a key after a route's blank line (the next route's
+    // place does not start with a header): the rest starts a section
+    // earlier, at that route.
+    let tucked = all.replacen(
+        "pool = \"p298\"\n\n",
+        "pool = \"p298\"\n\npath_prefix = \"/x\"\n",
+        1,
+    );
+    assert!(Config::from_toml_str(&tucked).unwrap().routes[298]
+        .rules
+        .path
+        .is_some());
+    assert!(walked_then_matched(&text, &tucked));
+    assert!(reread(&text, &tucked));
+    // Every pool, and a sub-table added at the end: the rest starts at the
+    // last route; 603 sections of it differ, few enough for the diff.
+    let added = format!("{all}[routes.headers]\nx-a = \"1\"\n");
+    assert!(walked_then_matched(&text, &added));
+    assert!(reread(&text, &added));
+    // A pool taken away in the middle, its route moved to the next pool,
+    // and every weight changed: the walk stops at the route; the rest is
+    // matched.
+    let gone = all.replacen(
+        "\n[pools.p150.versions.v]\nweight = 2\nbackends = [\"127.0.0.1:1\"]\n",
+        "\n",
+        1,
+    );
+    let gone = gone.replacen("pool = \"p150\"", "pool = \"p151\"", 1);
+    assert!(walked_then_matched(&text, &gone));
+    assert!(reread(&text, &gone));
+    assert!(reread(&gone, &text));
+    // The same with 600 pools: 1 203 sections of the rest differ, too many
+    // for the diff: read whole, the same config.
+    let big = many_pools(600);
+    let added = format!(
+        "{}[routes.headers]\nx-a = \"1\"\n",
+        big.replace("weight = 1", "weight = 2")
+    );
+    assert!(!walked_then_matched(&big, &added));
+    assert!(!reread(&big, &added));
 }
 
 #[test]
@@ -1238,7 +1321,7 @@ fn generated_edits_far_apart_give_what_the_full_parse_gives() {
     let mut rand = xorshift(0x0dd_ba11_5eed_0019);
     let base = many_pools(300);
     let lines: Vec<&str> = base.split_inclusive('\n').collect();
-    let (mut walks, mut valid) = (0, 0);
+    let (mut walks, mut matched, mut valid) = (0, 0, 0);
     for _ in 0..600 {
         let mut out: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
         let edits = 2 + rand(3);
@@ -1267,10 +1350,15 @@ fn generated_edits_far_apart_give_what_the_full_parse_gives() {
         let new: String = out.concat();
         valid += usize::from(Config::from_toml_str(&new).is_ok());
         walks += usize::from(walked(&base, &new));
+        matched += usize::from(walked_then_matched(&base, &new));
         reread(&base, &new);
     }
-    eprintln!("walked: {walks} of 600 edits ({valid} valid)");
+    eprintln!("walked: {walks}, walked then matched: {matched}, of 600 edits ({valid} valid)");
     assert!(walks * 10 > valid, "walked: {walks} of {valid} valid edits");
+    assert!(
+        matched * 10 > valid,
+        "walked then matched: {matched} of {valid} valid edits"
+    );
 }
 
 #[test]
