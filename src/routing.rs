@@ -209,12 +209,11 @@ impl RoutingTable {
         // Both maps are in name order: the previous pool of a name is found
         // by walking the two together, not by a lookup per pool.
         let mut before = previous.map(|t| t.pools.iter().peekable());
-        // The same routes (by identity) and, once the walk below has seen
-        // every pool had one of its name before and no other was there, the
-        // same pool names: the routes are renewed (see `RouteIndex::renew`).
-        let mut renewing = previous.is_some_and(|t| {
-            Arc::ptr_eq(&t.route_configs, &config.routes) && t.pools.len() == config.pools.len()
-        });
+        // The same routes (by identity): they are renewed (see
+        // `RouteIndex::renew`), unless a pool the walk below finds new (no
+        // pool of its name before) is one a route names.
+        let mut renewing = previous.is_some_and(|t| Arc::ptr_eq(&t.route_configs, &config.routes));
+        let mut added: Vec<&str> = Vec::new();
         // Each previous pool's successor, by the old pool's address: what a
         // renewal looks its routes' pools up in.
         let mut successors: PoolSuccessors = HashMap::with_capacity_and_hasher(
@@ -234,7 +233,9 @@ impl RoutingTable {
                         std::cmp::Ordering::Greater => break None,
                     }
                 });
-                renewing &= old.is_some();
+                if renewing && old.is_none() {
+                    added.push(name);
+                }
                 let pool = match old.filter(|p| p.unchanged(pc, canary)) {
                     Some(p) => {
                         p.note_backends(&mut used);
@@ -256,9 +257,15 @@ impl RoutingTable {
                 (name.clone(), pool)
             })
             .collect();
+        if !added.is_empty() {
+            renewing &= !config
+                .routes
+                .iter()
+                .any(|r| added.contains(&r.pool.as_str()));
+        }
         registry.retain(&used);
         metrics.set_gauge_source(Box::new(PoolGauges(pools.values().cloned().collect())));
-        // The same routes with the same pool names: the host index is the
+        // The same routes, and no pool new to them: the host index is the
         // previous one, and only the routes whose pool or middlewares
         // changed are made again.
         let same_routes = previous.filter(|_| renewing);
@@ -478,8 +485,9 @@ impl RouteIndex {
         ix
     }
 
-    /// [`RouteIndex::build`] for the same routes (the same `Arc`) and the
-    /// same pool names as `previous`'s: its host index is taken as it is,
+    /// [`RouteIndex::build`] for the same routes (the same `Arc`) as
+    /// `previous`'s, with no pool a route names new (pools may have come
+    /// that no route names, or gone): its host index is taken as it is,
     /// and so is each route, metric handles and all, given its pool and
     /// middlewares as they are now; only a route whose pool's versions
     /// changed (names or order) is made again, with new handles.
@@ -497,11 +505,12 @@ impl RouteIndex {
             routes: Vec::with_capacity(previous.routes.len()),
         };
         // The same walk as `build`'s: a route per configured route whose
-        // pool exists, then one for its preview host. The pools have the
-        // names they had, so a configured route had entries if and only if
-        // its pool exists: then the next previous entry is its own and
-        // names that pool (a missing pool is no route's), and the pool now
-        // is that one's successor (no lookup by name).
+        // pool exists, then one for its preview host. No pool a route
+        // names is new, so a configured route has entries now only if it
+        // had: then the next previous entry is its own and names that pool
+        // (a missing pool is no route's), and the pool now is that one's
+        // successor (no lookup by name). A pool gone has none: the index
+        // is built whole.
         let mut old = previous.routes.iter().peekable();
         for rc in config.routes.iter() {
             if old.peek().is_none_or(|r| *r.pool.name != *rc.pool) {
@@ -517,8 +526,7 @@ impl RouteIndex {
                     Some((before, pool))
                 });
                 let Some((before, pool)) = next else {
-                    // Cannot happen (same routes, same pools); a full
-                    // build is the safe answer if it ever did.
+                    // A route's pool gone: a full build.
                     return RouteIndex::build(config, pools, metrics, middlewares);
                 };
                 let same_chain = before.middlewares.len() == chain.len()
@@ -1272,6 +1280,38 @@ backends = ["127.0.0.1:5"]
         let other = Config::from_toml_str(&text).unwrap();
         let t4 = RoutingTable::build_from(Some(&t3), &other, &reg, &none, &metrics, &mw2);
         assert!(!Arc::ptr_eq(&host(&t3, "x.test"), &host(&t4, "x.test")));
+
+        // A pool no route names comes, then goes: the index is kept.
+        let mut more = mw_changed.clone();
+        let spare = PoolConfig::clone(&mw_changed.pools["app"]);
+        more.pools.insert("spare".into(), Arc::new(spare));
+        let t5 = RoutingTable::build_from(Some(&t3), &more, &reg, &none, &metrics, &mw2);
+        let t6 = RoutingTable::build_from(Some(&t5), &mw_changed, &reg, &none, &metrics, &mw2);
+        for h in ["app.test", "x.test", "mw.test"] {
+            assert!(Arc::ptr_eq(&host(&t3, h), &host(&t5, h)), "{h}");
+            assert!(Arc::ptr_eq(&host(&t3, h), &host(&t6, h)), "{h}");
+        }
+        assert!(t5.pools.contains_key("spare") && !t6.pools.contains_key("spare"));
+        assert_eq!(t5.routes().len(), t3.routes().len());
+        assert_eq!(t6.routes().len(), t3.routes().len());
+
+        // A pool routes name, gone (the effective config may lack it) and
+        // back with the same routes: their entries come back, a new index.
+        let mut without = mw_changed.clone();
+        without.pools.remove("other");
+        let t7 = RoutingTable::build_from(Some(&t3), &without, &reg, &none, &metrics, &mw2);
+        assert!(t7.route("mw.test").is_none() && t7.route("app.test").is_some());
+        let t8 = RoutingTable::build_from(Some(&t7), &mw_changed, &reg, &none, &metrics, &mw2);
+        let full = RoutingTable::build_from(None, &mw_changed, &reg, &none, &metrics, &mw2);
+        for h in ["app.test", "next.app.test", "x.test", "mw.test"] {
+            let (r, f) = (t8.route(h).unwrap(), full.route(h).unwrap());
+            assert_eq!(
+                (&r.label, &r.pool.name, r.preview, r.index),
+                (&f.label, &f.pool.name, f.preview, f.index),
+                "{h}"
+            );
+        }
+        assert_eq!(t8.routes().len(), t3.routes().len());
     }
 
     #[test]
