@@ -248,28 +248,40 @@ async fn a_reload_reads_only_the_pools_and_routes_an_edit_touched() {
     assert_eq!(reloads_logged(&p), [true; 7]);
     assert_eq!(p.weights("far").await["v"], 2);
     assert_eq!(p.weights("spare599").await["v"], 2);
-    // And a pool added too: not in place, too many sections for a diff.
-    // The whole text is read, section by section.
+    // And a pool added too, at the end: not in place, too many sections
+    // for a diff of the whole text. The walk takes every pool but the
+    // last; the rest (the last pool and the new one) is matched.
     let grown = format!(
         "{every}\n[pools.grown.versions.v]\nweight = 1\nbackends = [\"{}\"]\n",
         blue.addr
     )
     .replace("weight = 2\n", "weight = 3\n");
     reload(&grown);
+    assert_eq!(reloads_logged(&p), [true; 8]);
+    assert_eq!(p.weights("far").await["v"], 3);
+    assert_eq!(p.weights("grown").await["v"], 1);
+    // Every weight again and a route at the top: the walk stops at once,
+    // and the rest (all of it) is too much for a diff. The whole text is
+    // read, section by section.
+    let topped = format!(
+        "[[routes]]\nhost = \"top.test\"\npool = \"grown\"\n\n{}",
+        grown.replace("weight = 3\n", "weight = 4\n")
+    );
+    reload(&topped);
     let last = reload_lines(&p).pop().unwrap();
     assert!(
         last.contains("incremental=false") && last.contains("whole_by_sections=true"),
         "{last}"
     );
-    assert_eq!(p.weights("far").await["v"], 3);
-    assert_eq!(p.weights("grown").await["v"], 1);
+    assert_eq!(p.weights("far").await["v"], 4);
+    assert_eq!(c.get("top.test", "/").await.unwrap().body, "blue\n");
     // A pool written as a root key: the whole file is read.
     reload(&format!(
         "pools.z.versions.v = {{ weight = 1, backends = [\"127.0.0.1:9\"] }}\n{routed}"
     ));
     assert_eq!(
         reloads_logged(&p),
-        [true, true, true, true, true, true, true, false, false]
+        [true, true, true, true, true, true, true, true, false, false]
     );
     let last = reload_lines(&p).pop().unwrap();
     assert!(last.contains("whole_by_sections=false"), "{last}");
