@@ -21,14 +21,15 @@
 //! the new text is taken section by section from the top, each compared
 //! with its old text, and only a section that differs is scanned (it must
 //! hold the same pool's one header and read on its own); each run of
-//! changed sections is a hunk. When the walk stops short, at a section that is
-//! neither (a pool added after a weight changed in every pool, a route's
-//! sub-table, say), the rest of the new text from there is indexed on its
-//! own and its sections matched with the old ones left by their text: each
-//! with the one at its place when the edit is in place (as many sections,
-//! and no other match could leave fewer unmatched: a weight changed in
-//! every pool, say), otherwise by a Myers diff over sections. The runs that differ are the hunks, grown over
-//! matched sections until each route (its `[[routes]]` and the sub-tables
+//! changed sections is a hunk. When the walk stops short, at a section
+//! that is neither (a pool added after a weight changed in every pool, a
+//! route's sub-table, say), the rest of the new text from there is indexed
+//! on its own and its sections matched with the old ones left by their
+//! text: each with the one at its place when the edit is in place (as many
+//! sections, and no other match could leave fewer unmatched: a weight
+//! changed in every pool, say), otherwise by a Myers diff over sections.
+//! The runs that differ are the hunks, grown over matched sections until
+//! each route (its `[[routes]]` and the sub-tables
 //! after it, wherever they are) is either all matched or all in one hunk,
 //! on both sides; those of a diff must hold at most [`MAX_DIFF`] sections.
 //! Then each pool with a section in a hunk, before or after the edit, is
@@ -960,13 +961,18 @@ fn changed_in_place(ix: &Index, old: &str, k: usize, rest: &str) -> Option<usize
 /// (for a whole read), or `None` when there is no index to give.
 ///
 /// Why the index is the new text's own: the walk's sections are (see
-/// [`walk_from`]), and the rest starts where the walk stopped, where the new
-/// text's own scan has nothing open and a section starts; its scan alone
-/// must have an empty root (a header first). The rest starts before any
-/// route whose sub-tables would be split from it: when the first route
-/// section the old text has from there on is a sub-table, the rest starts
-/// at that route's `[[routes]]` (whose sections, and those after it, the
-/// walk took as they were, or in pools' sections).
+/// [`walk_from`]), and the rest starts at one of the places the walk
+/// reached, where the new text's own scan has nothing open; there its scan
+/// alone is the new text's own from that place on, and a section starts
+/// there when the rest's root is empty (a header first; otherwise the rest
+/// starts a section earlier, down to the whole text, whose own root is
+/// its own). The rest also starts before any route whose sub-tables would
+/// be split from it: when the first route section from there on, in the
+/// old text or in the rest, is a sub-table, the rest starts at the last
+/// `[[routes]]` before (the walk took that route's sections as they were:
+/// it takes nothing but pools' sections changed). So every route is whole
+/// on each side of the place, and the match keeps routes whole as
+/// [`diff`] does.
 fn walk_and_match(ix: &Index, old: &str, new: &str) -> Result<(Index, Vec<Hunk>), Option<Index>> {
     let Some(mut w) = walk_from(ix, old, new) else {
         return Err(None);
