@@ -44,7 +44,7 @@ pub struct RoutingTable {
     routes: Vec<Route>,
     /// The routes `routes` were made from (see [`RoutingTable::build_from`]).
     route_configs: Arc<Vec<RouteConfig>>,
-    pub pools: BTreeMap<String, Arc<Pool>>,
+    pub pools: BTreeMap<Arc<str>, Arc<Pool>>,
     pub limits: Limits,
     /// HTTPS port for redirects (when an https entrypoint exists).
     pub https_port: Option<u16>,
@@ -220,14 +220,14 @@ impl RoutingTable {
             if renewing { config.pools.len() } else { 0 },
             Default::default(),
         );
-        let pools: BTreeMap<String, Arc<Pool>> = config
+        let pools: BTreeMap<Arc<str>, Arc<Pool>> = config
             .pools
             .iter()
             .map(|(name, pc)| {
-                let canary = canaries.get(name).map(String::as_str);
+                let canary = canaries.get(&**name).map(String::as_str);
                 // One comparison of the names per step.
                 let old = before.as_mut().and_then(|it| loop {
-                    match it.peek()?.0.as_str().cmp(name) {
+                    match (**it.peek()?.0).cmp(&**name) {
                         std::cmp::Ordering::Less => _ = it.next(),
                         std::cmp::Ordering::Equal => break it.next().map(|(_, p)| p),
                         std::cmp::Ordering::Greater => break None,
@@ -418,7 +418,7 @@ impl RouteIndex {
     /// between equals.
     fn build(
         config: &Config,
-        pools: &BTreeMap<String, Arc<Pool>>,
+        pools: &BTreeMap<Arc<str>, Arc<Pool>>,
         metrics: &Metrics,
         middlewares: &Middlewares,
     ) -> Self {
@@ -431,7 +431,7 @@ impl RouteIndex {
         let mut exact: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
         let mut wild: BTreeMap<Box<str>, Vec<usize>> = BTreeMap::new();
         for rc in config.routes.iter() {
-            let Some(pool) = pools.get(&rc.pool) else {
+            let Some(pool) = pools.get(rc.pool.as_str()) else {
                 continue;
             };
             let chain = chain_of(rc, middlewares);
@@ -494,7 +494,7 @@ impl RouteIndex {
     fn renew(
         previous: &RoutingTable,
         config: &Config,
-        pools: &BTreeMap<String, Arc<Pool>>,
+        pools: &BTreeMap<Arc<str>, Arc<Pool>>,
         successors: &PoolSuccessors,
         metrics: &Metrics,
         middlewares: &Middlewares,

@@ -175,7 +175,7 @@ pub fn versions_of(c: &Control) -> Vec<(String, String)> {
         .flat_map(|(name, pool)| {
             pool.versions
                 .iter()
-                .map(move |v| (name.clone(), v.name.to_string()))
+                .map(move |v| (name.to_string(), v.name.to_string()))
         })
         .collect()
 }

@@ -147,7 +147,7 @@ async fn delete_version(
         .table
         .load()
         .pools
-        .get(&pool)
+        .get(pool.as_str())
         .and_then(|p| p.version(&version))
         .map(|v| v.backends.clone())
         .unwrap_or_default();

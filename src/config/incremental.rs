@@ -628,7 +628,7 @@ fn apply(
 /// its pool and middlewares there, `[acme]` and `server.https` if it needs
 /// them.
 fn fits(route: &super::RouteConfig, config: &Config) -> bool {
-    config.pools.contains_key(&route.pool)
+    config.pools.contains_key(route.pool.as_str())
         && route
             .middlewares
             .iter()
@@ -693,7 +693,7 @@ fn reread_pools(
         match config.pools.get_mut(name) {
             Some(slot) => *slot = pool,
             None => {
-                config.pools.insert(name.to_owned(), pool);
+                config.pools.insert(name.into(), pool);
             }
         }
     }

@@ -120,7 +120,7 @@ pub struct Config {
     pub routes: Arc<Vec<RouteConfig>>,
     /// Each pool shared like `routes`: the effective config copies only
     /// the pools a runtime change touches.
-    pub pools: BTreeMap<String, Arc<PoolConfig>>,
+    pub pools: BTreeMap<Arc<str>, Arc<PoolConfig>>,
     /// `[[notify]]`: webhooks the audit events are sent to.
     pub notify: Vec<NotifyConfig>,
     /// `[providers.docker]`: pools discovered from container labels.

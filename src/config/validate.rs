@@ -272,7 +272,10 @@ fn validate(c: &mut Checker<'_>, file: FileConfig, base: &Path) -> Config {
         acme,
         cluster,
         routes: Arc::new(routes),
-        pools: pools.into_iter().map(|(k, p)| (k, Arc::new(p))).collect(),
+        pools: pools
+            .into_iter()
+            .map(|(k, p)| (k.into(), Arc::new(p)))
+            .collect(),
         notify,
         docker,
         middlewares,

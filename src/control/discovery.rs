@@ -158,7 +158,7 @@ impl Control {
                 any = true;
                 let backend = table
                     .pools
-                    .get(pname)
+                    .get(pname.as_str())
                     .and_then(|p| p.version(vname))
                     .and_then(|v| v.backends.iter().find(|b| b.key.addr.as_str() == c.addr));
                 if let Some(b) = backend {

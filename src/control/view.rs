@@ -23,9 +23,13 @@ impl Control {
             .map(|(name, p)| {
                 let mut v = pool_view(p);
                 if !view.file.pools.contains_key(name) {
-                    v.provider = view.state.discovered.get(name).map(|d| d.provider.clone());
+                    v.provider = view
+                        .state
+                        .discovered
+                        .get(&**name)
+                        .map(|d| d.provider.clone());
                 }
-                (name.clone(), v)
+                (name.to_string(), v)
             })
             .collect();
         let routes = table

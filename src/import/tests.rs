@@ -1255,7 +1255,7 @@ http:
         .iter()
         .find(|r| r.rules.describe().starts_with("path_prefix=/x"))
         .unwrap();
-    assert_eq!(c.pools[&x.pool].versions.len(), 2, "{}", i.toml);
+    assert_eq!(c.pools[x.pool.as_str()].versions.len(), 2, "{}", i.toml);
     assert_eq!(x.middlewares, ["gz"]);
     notes_have(&i, "share a rule but not their middlewares");
     // The plain router only redirects: it adds no route.

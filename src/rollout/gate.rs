@@ -18,7 +18,7 @@ pub async fn smoke(r: &Rollout, control: &Control) -> Result<(), String> {
     let config = control.effective_config();
     let backends = config
         .pools
-        .get(&r.pool)
+        .get(r.pool.as_str())
         .and_then(|p| p.versions.get(&r.canary))
         .map(|v| v.backends.clone())
         .unwrap_or_default();

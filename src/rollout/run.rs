@@ -461,7 +461,7 @@ fn canary_alive(c: &Control, r: &Rollout) -> Option<bool> {
     let table = c.table.load();
     table
         .pools
-        .get(&r.pool)?
+        .get(r.pool.as_str())?
         .version(&r.canary)
         .map(|v| v.has_available())
 }

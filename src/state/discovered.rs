@@ -253,7 +253,7 @@ fn take_container(state: &mut PersistedState, provider: &str, id: &str) -> BTree
 /// routed by the file or by another pool, TLS can be served.
 fn check(state: &PersistedState, file: &Config, provider: &str, f: &Found) -> Result<(), String> {
     let who = format!("container {} ({provider})", f.name);
-    if file.pools.contains_key(&f.pool) {
+    if file.pools.contains_key(f.pool.as_str()) {
         return Err(format!(
             "{who} labels pool {:?}, which the config file defines ([pools.{}]): a pool comes from the file or from discovery, not both; the container is ignored",
             f.pool, f.pool
@@ -399,16 +399,17 @@ pub fn merge_discovered(
         )
         .collect();
     for (name, dp) in discovered {
-        if config.pools.contains_key(name) {
+        if config.pools.contains_key(name.as_str()) {
             notes.push((
                 name.clone(),
                 format!("pool {name} is defined in the config file and discovered by {}: the file's pool is used, the discovered one is ignored", dp.provider),
             ));
             continue;
         }
-        config
-            .pools
-            .insert(name.clone(), std::sync::Arc::new(discovered_pool(dp)));
+        config.pools.insert(
+            name.as_str().into(),
+            std::sync::Arc::new(discovered_pool(dp)),
+        );
         let acme = dp.versions.values().any(|v| v.acme);
         let tls = if acme && config.acme.is_some() && config.server.https.is_some() {
             TlsMode::Acme

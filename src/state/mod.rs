@@ -184,7 +184,7 @@ pub fn apply_overrides(
     for (name, o) in &state.pools {
         // Copied here (copy on write): the pools no override touches stay
         // shared with the file's config.
-        let Some(pool) = config.pools.get_mut(name).map(Arc::make_mut) else {
+        let Some(pool) = config.pools.get_mut(name.as_str()).map(Arc::make_mut) else {
             notes.push((
                 name.clone(),
                 format!("pool {name} is gone from the config; its runtime changes are dropped"),
@@ -219,7 +219,7 @@ pub fn apply_overrides(
         for v in &o.removed {
             let in_file = file
                 .pools
-                .get(name)
+                .get(name.as_str())
                 .is_some_and(|p| p.versions.contains_key(v));
             if in_file && !o.versions.contains_key(v) {
                 pool.versions.remove(v);
