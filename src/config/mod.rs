@@ -602,11 +602,18 @@ impl Config {
         *pools = pools
             .iter()
             .map(|(name, pool)| {
-                let pool = match old.pools.get(name) {
-                    Some(o) if Arc::ptr_eq(o, pool) || **o == **pool => o.clone(),
-                    _ => Arc::new(PoolConfig::clone(pool)),
+                let Some((old_name, o)) = old.pools.get_key_value(name) else {
+                    // A new name: its own copy too, not the parser's.
+                    let name: Arc<str> = Arc::from(&**name);
+                    return (name, Arc::new(PoolConfig::clone(pool)));
                 };
-                (name.clone(), pool)
+                let pool = if Arc::ptr_eq(o, pool) || **o == **pool {
+                    o.clone()
+                } else {
+                    Arc::new(PoolConfig::clone(pool))
+                };
+                // The old name: the same text, already on this side.
+                (old_name.clone(), pool)
             })
             .collect();
         *server = server.clone();

@@ -517,6 +517,18 @@ fn share_unchanged_keeps_old_pools_and_copies_the_rest_afresh() {
     assert_eq!(new, parsed);
     assert!(!Arc::ptr_eq(&new.pools["b"], &parsed.pools["b"]));
     assert_eq!(new.pools["b"].versions.get("blue").unwrap().weight, 80);
+    // The names are the old config's, not the parser's.
+    let name = |c: &Config, k: &str| c.pools.get_key_value(k).unwrap().0.clone();
+    for k in ["a", "b"] {
+        assert!(Arc::ptr_eq(&name(&new, k), &name(&old, k)), "{k}");
+        assert!(!Arc::ptr_eq(&name(&new, k), &name(&parsed, k)), "{k}");
+    }
+    // A new name is a copy too.
+    let c = "\n[pools.c.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:8084\"]\n";
+    let mut more = Config::from_toml_str(&format!("{TWO_POOLS}{c}")).unwrap();
+    let parsed = more.clone();
+    more.share_unchanged(&old);
+    assert!(!Arc::ptr_eq(&name(&more, "c"), &name(&parsed, "c")));
     // Changed routes are copied too.
     let mut moved = Config::from_toml_str(&TWO_POOLS.replace("c.test", "d.test")).unwrap();
     let parsed = moved.clone();
