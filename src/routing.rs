@@ -257,11 +257,12 @@ impl RoutingTable {
                 (name.clone(), pool)
             })
             .collect();
+        // `added` is in name order (the map's): searched, not scanned.
         if !added.is_empty() {
             renewing &= !config
                 .routes
                 .iter()
-                .any(|r| added.contains(&r.pool.as_str()));
+                .any(|r| added.binary_search(&r.pool.as_str()).is_ok());
         }
         registry.retain(&used);
         metrics.set_gauge_source(Box::new(PoolGauges(pools.values().cloned().collect())));
