@@ -6,6 +6,8 @@
 //!
 //! ```text
 //! bytes --check_config--> Config::from_toml_str --Ok--> RoutingTable::build
+//! bytes --check_config_reparse (old NUL new)--> ConfigSource::reparse,
+//!        held to Config::from_toml_str of the new text
 //! bytes --check_host----> HostName / HostPattern::parse, strip_port, normalize
 //! bytes --check_admin_cmd (split at the first three NULs)--> AdminCommand::parse
 //! bytes --check_h1_response ("HEAD\n" prefix: HEAD, else GET)--> h1::parse_head,
@@ -31,10 +33,39 @@ use http::Method;
 use switchyard::upstream::h1::{self, Chunk, Decoded, ExchangeError, Framing};
 
 use switchyard::admin::AdminCommand;
-use switchyard::config::{Config, MAX_WEIGHT};
+use switchyard::config::{Config, ConfigSource, MAX_WEIGHT};
 use switchyard::host::{self, HostName, HostPattern, MAX_HOST_LEN};
 use switchyard::routing::RoutingTable;
 use switchyard::upstream::BackendRegistry;
+
+/// A reload read by parts (region, walk, the match of the rest, whole by
+/// sections) never panics, and whatever it takes is the full parse's
+/// config: the bytes are an old text and a new one, split at the first NUL;
+/// an old text that does not parse is not a running config and is skipped.
+pub fn check_config_reparse(data: &[u8]) {
+    let Some(nul) = data.iter().position(|&b| b == 0) else {
+        return;
+    };
+    let (Ok(old), Ok(new)) = (
+        std::str::from_utf8(&data[..nul]),
+        std::str::from_utf8(&data[nul + 1..]),
+    ) else {
+        return;
+    };
+    let Ok(running) = Config::from_toml_str(old) else {
+        return;
+    };
+    let source = ConfigSource::index(old.to_owned(), std::path::Path::new(""));
+    match source.reparse(&running, new.to_owned()) {
+        Ok((config, next)) => {
+            let full = Config::from_toml_str(new)
+                .unwrap_or_else(|d| panic!("read by parts, refused whole: {d:?}"));
+            assert_eq!(config, full, "read by parts differs from the full parse");
+            assert_eq!(next.text(), new);
+        }
+        Err(back) => assert_eq!(back, new, "the text given back is not the new one"),
+    }
+}
 
 /// Config text never panics the parser; a config that parses also builds a
 /// routing table, passes the runtime pool check, and routes each of its own

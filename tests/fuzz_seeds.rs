@@ -64,6 +64,11 @@ fn config_seeds() {
 }
 
 #[test]
+fn config_reparse_seeds() {
+    replay("config_reparse", checks::check_config_reparse);
+}
+
+#[test]
 fn host_seeds() {
     replay("host", checks::check_host);
 }
