@@ -8,6 +8,8 @@
 //! bytes --check_config--> Config::from_toml_str --Ok--> RoutingTable::build
 //! bytes --check_config_reparse (old NUL new)--> ConfigSource::reparse,
 //!        held to Config::from_toml_str of the new text
+//! bytes --check_config_plain--> config::read_as_toml (the plain reader),
+//!        held to toml::from_str
 //! bytes --check_host----> HostName / HostPattern::parse, strip_port, normalize
 //! bytes --check_admin_cmd (split at the first three NULs)--> AdminCommand::parse
 //! bytes --check_h1_response ("HEAD\n" prefix: HEAD, else GET)--> h1::parse_head,
@@ -64,6 +66,20 @@ pub fn check_config_reparse(data: &[u8]) {
             assert_eq!(next.text(), new);
         }
         Err(back) => assert_eq!(back, new, "the text given back is not the new one"),
+    }
+}
+
+/// The plain reader of config sections never panics, and whatever it
+/// reads, toml reads the same: the reader's tree, given to toml's `Table`,
+/// equals `toml::from_str`'s.
+pub fn check_config_plain(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Some(plain) = switchyard::config::read_as_toml(text) {
+        let full: toml::Table = toml::from_str(text)
+            .unwrap_or_else(|e| panic!("read by the plain reader, refused by toml: {e}"));
+        assert_eq!(plain, full, "the plain reader differs from toml");
     }
 }
 

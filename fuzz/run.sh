@@ -23,7 +23,7 @@ shift || true
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(config config_reparse host admin_cmd h1_response h1_chunked request_head)
+    targets=(config config_plain config_reparse host admin_cmd h1_response h1_chunked request_head)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -69,6 +69,11 @@ fn config_reparse_seeds() {
 }
 
 #[test]
+fn config_plain_seeds() {
+    replay("config_plain", checks::check_config_plain);
+}
+
+#[test]
 fn host_seeds() {
     replay("host", checks::check_host);
 }

@@ -785,7 +785,10 @@ fn read_routes(
         return Some(Vec::new());
     }
     let doc = document(texts);
-    let file: RoutesFile = toml::from_str(&doc).ok()?;
+    let file: RoutesFile = match super::plain::read(&doc) {
+        Some(file) => file,
+        None => toml::from_str(&doc).ok()?,
+    };
     if file.routes.len() != count {
         return None;
     }
@@ -1283,7 +1286,25 @@ fn document(pieces: &[&str]) -> String {
 /// `pools` map does for each entry), not through a map of one.
 fn read_pool(pieces: &[&str], name: &str) -> Option<super::PoolConfig> {
     let doc = document(pieces);
-    let mut root = DeTable::parse(&doc).ok()?.into_inner().into_iter();
+    let pool = match read_plain_pool(&doc, name) {
+        Some(pool) => pool,
+        None => read_toml_pool(&doc, name)?,
+    };
+    let mut c = Checker::new(&doc);
+    let pool = validate_pool(&mut c, &pool);
+    c.is_clean().then_some(pool)
+}
+
+/// Pool `name` of `doc` by the plain reader ([`super::plain`]), when the
+/// document is in its subset.
+fn read_plain_pool(doc: &str, name: &str) -> Option<Spanned<PoolFile>> {
+    let pools = super::plain::parse(doc)?.only("pools")?.into_table()?;
+    pools.only(name)?.deserialize()
+}
+
+/// Pool `name` of `doc` by toml.
+fn read_toml_pool(doc: &str, name: &str) -> Option<Spanned<PoolFile>> {
+    let mut root = DeTable::parse(doc).ok()?.into_inner().into_iter();
     // The document's one key, `pools`, a table of the one pool.
     let (key, pools) = root.next()?;
     if root.next().is_some() || key.get_ref() != "pools" {
@@ -1297,10 +1318,7 @@ fn read_pool(pieces: &[&str], name: &str) -> Option<super::PoolConfig> {
     if pools.next().is_some() || found.get_ref() != name {
         return None;
     }
-    let pool = Spanned::<PoolFile>::deserialize(pool.into_deserializer()).ok()?;
-    let mut c = Checker::new(&doc);
-    let pool = validate_pool(&mut c, &pool);
-    c.is_clean().then_some(pool)
+    Spanned::<PoolFile>::deserialize(pool.into_deserializer()).ok()
 }
 
 /// Where `old` and `new` differ: `(a, old_end)`, the edit replacing

@@ -14,6 +14,7 @@
 //! | `routes.rs` | `[[routes]]`: hosts, rules, TLS, middlewares; shadowed routes |
 //! | `middleware.rs` | `[middlewares.NAME]`: the model and its validation |
 //! | `incremental.rs` | reloads that re-read only the sections an edit touched |
+//! | `plain.rs` | the fast reader of sections in plain TOML (toml reads the rest) |
 //!
 //! Pure: the only I/O is [`Config::load`] reading the file. Every error carries
 //! the line and column of the offending value so `switchyard check` can print
@@ -35,6 +36,7 @@ mod file;
 mod incremental;
 mod middleware;
 mod notify;
+mod plain;
 mod read;
 mod routes;
 #[cfg(test)]
@@ -47,6 +49,8 @@ pub use middleware::{
     MiddlewareConfig, RateKey, RateLimitConfig, RedirectRegexConfig, DEFAULT_COMPRESS_TYPES,
 };
 pub use notify::{redact, NotifyConfig, NotifyFormat, NOTIFY_EVENTS};
+#[doc(hidden)] // for the config_plain fuzz target
+pub use plain::read_as_toml;
 pub use read::{read_config_file, MAX_CONFIG_BYTES};
 pub use routes::MAX_PRIORITY;
 pub use validate::{
