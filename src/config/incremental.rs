@@ -1406,6 +1406,81 @@ struct Scan {
 /// pool through `pool_id` (`None`: give up). `None` when the text does not
 /// parse.
 fn scan(text: &str, pool_id: &mut dyn FnMut(&str) -> Option<u32>) -> Option<Scan> {
+    match plain_outline(text) {
+        Some((headers, pools_clean)) => scan_headers(&headers, pools_clean, pool_id),
+        None => scan_toml(text, pool_id),
+    }
+}
+
+/// A text in the plain reader's grammar ([`super::plain::outline`]): its
+/// headers, and whether no pool or route key is outside their sections
+/// (the [`Scanner`]'s rules: a root key `pools` or `routes`, any key under
+/// a bare `[pools]`).
+fn plain_outline(text: &str) -> Option<(Vec<super::plain::Header<'_>>, bool)> {
+    let mut clean = true;
+    let headers = super::plain::outline(text, |header, key| match header {
+        None => clean &= key != "pools" && key != "routes",
+        Some(h) => clean &= header_kind(h.first, h.keys) != HeaderKind::Pools,
+    })?;
+    Some((headers, clean))
+}
+
+/// [`scan`] of a text in the plain grammar, from its headers.
+fn scan_headers(
+    headers: &[super::plain::Header<'_>],
+    pools_clean: bool,
+    pool_id: &mut dyn FnMut(&str) -> Option<u32>,
+) -> Option<Scan> {
+    let mut sections = Vec::with_capacity(headers.len() + 1);
+    sections.push(Section {
+        start: 0,
+        pool: NO_POOL,
+    });
+    for h in headers {
+        let pool = match header_kind(h.first, h.keys) {
+            HeaderKind::Pools | HeaderKind::Other => NO_POOL,
+            HeaderKind::Pool => match (pool_id)(h.second?) {
+                Some(id) if id < ROUTE_PART => id,
+                _ => return None,
+            },
+            HeaderKind::Routes if h.array && h.keys == 1 => ROUTE,
+            HeaderKind::Routes => ROUTE_PART,
+        };
+        sections.push(Section {
+            start: u32::try_from(h.start).ok()?,
+            pool,
+        });
+    }
+    Some(Scan {
+        sections,
+        pools_clean,
+    })
+}
+
+/// What a header is, by its first key and how many keys it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeaderKind {
+    /// `[pools]` (or `[[pools]]`).
+    Pools,
+    /// `[pools.NAME...]`.
+    Pool,
+    /// `[[routes]]` is a route (when an array's), any other `routes...`
+    /// header a part of one.
+    Routes,
+    Other,
+}
+
+fn header_kind(first: &str, keys: usize) -> HeaderKind {
+    match (first, keys) {
+        ("pools", 1) => HeaderKind::Pools,
+        ("pools", _) => HeaderKind::Pool,
+        ("routes", _) => HeaderKind::Routes,
+        _ => HeaderKind::Other,
+    }
+}
+
+/// [`scan`] with toml's parser.
+fn scan_toml(text: &str, pool_id: &mut dyn FnMut(&str) -> Option<u32>) -> Option<Scan> {
     let source = Source::new(text);
     let tokens = source.lex().into_vec();
     let mut scanner = Scanner {
@@ -1581,5 +1656,77 @@ impl EventReceiver for Scanner<'_, '_> {
     }
     fn error(&mut self, _span: Span, _error: &mut dyn ErrorSink) {
         self.failed = true;
+    }
+}
+
+#[cfg(test)]
+mod scan_tests {
+    use super::*;
+
+    /// Pool ids by first sight, as `build_index` gives them.
+    fn ids() -> impl FnMut(&str) -> Option<u32> {
+        let mut seen: Vec<String> = Vec::new();
+        move |name| {
+            let id = match seen.iter().position(|n| n == name) {
+                Some(i) => i,
+                None => {
+                    seen.push(name.to_owned());
+                    seen.len() - 1
+                }
+            };
+            u32::try_from(id).ok()
+        }
+    }
+
+    /// Texts in the plain grammar, put together at random from lines:
+    /// their sections and cleanliness from the plain outline are the
+    /// toml parser's.
+    #[test]
+    fn the_plain_outline_scans_as_toml_does() {
+        const LINES: &[&str] = &[
+            "[pools.a]",
+            "[pools.b.versions.blue]",
+            "  [pools.a.health]",
+            "[pools]",
+            "[[pools]]",
+            "[[routes]]",
+            "[[routes.x]]",
+            "[routes.headers]",
+            "[routes]",
+            "[server]",
+            "[[notify]]",
+            "pools = 1",
+            "routes = { a = 1 }",
+            "weight = 90",
+            "x = [\n[1],\n]",
+            "backends = [\"a:1\", 'b:2'] # c",
+            "# [pools.c]",
+            "",
+        ];
+        let mut seed = 0x5eed_0f_5ca7_0001_u64;
+        let mut rand = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut outlined = 0;
+        for _ in 0..5_000 {
+            let mut text = String::new();
+            for _ in 0..1 + rand(10) {
+                text.push_str(LINES[rand(LINES.len())]);
+                text.push('\n');
+            }
+            let toml = scan_toml(&text, &mut ids()).expect("toml scans it");
+            let (headers, clean) = plain_outline(&text).expect("in the plain grammar");
+            let plain = scan_headers(&headers, clean, &mut ids()).expect("scanned");
+            assert_eq!(plain.sections, toml.sections, "{text:?}");
+            assert_eq!(plain.pools_clean, toml.pools_clean, "{text:?}");
+            outlined += 1;
+        }
+        assert_eq!(outlined, 5_000);
+        // Outside the grammar: toml's scan.
+        assert!(plain_outline("[\"pools\".a]\n").is_none());
+        assert!(scan("[\"pools\".a]\n", &mut ids()).is_some());
     }
 }
