@@ -1703,7 +1703,7 @@ mod scan_tests {
             "# [pools.c]",
             "",
         ];
-        let mut seed = 0x5eed_0f_5ca7_0001_u64;
+        let mut seed = 0x5eed_0f5c_a700_0001_u64;
         let mut rand = |n: usize| {
             seed ^= seed << 13;
             seed ^= seed >> 7;
