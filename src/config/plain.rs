@@ -154,6 +154,7 @@ pub(super) fn parse(text: &str) -> Option<Table<'_>> {
     let mut root = Table::new(Kind::Header);
     // The path of the table the keys go to, from the root.
     let mut path: Vec<usize> = Vec::new();
+    let mut keys = Vec::new();
     loop {
         p.spaces();
         match p.peek() {
@@ -163,7 +164,7 @@ pub(super) fn parse(text: &str) -> Option<Table<'_>> {
                 let start = p.at;
                 p.at += 1;
                 let array = p.eat(b'[').is_some();
-                let keys = p.header_keys()?;
+                p.header_keys(&mut keys)?;
                 if array {
                     p.eat(b']')?;
                 }
@@ -206,6 +207,7 @@ pub(super) fn outline<'t>(
 ) -> Option<Vec<Header<'t>>> {
     let mut p = Parser::new(text, false);
     let mut headers: Vec<Header<'t>> = Vec::new();
+    let mut keys = Vec::new();
     loop {
         p.spaces();
         match p.peek() {
@@ -215,7 +217,7 @@ pub(super) fn outline<'t>(
                 let start = p.at;
                 p.at += 1;
                 let array = p.eat(b'[').is_some();
-                let keys = p.header_keys()?;
+                p.header_keys(&mut keys)?;
                 if array {
                     p.eat(b']')?;
                 }
@@ -441,9 +443,10 @@ impl<'t> Parser<'t> {
         (self.peek() != Some(b'.')).then_some(key)
     }
 
-    /// `a.b.c]` after a header's `[` (or `[[`): bare keys, no spaces.
-    fn header_keys(&mut self) -> Option<Vec<Key<'t>>> {
-        let mut keys = Vec::with_capacity(4);
+    /// `a.b.c]` after a header's `[` (or `[[`): bare keys, no spaces,
+    /// into `keys` (cleared first: one buffer for every header of a text).
+    fn header_keys(&mut self, keys: &mut Vec<Key<'t>>) -> Option<()> {
+        keys.clear();
         loop {
             let start = self.at;
             while self.peek().is_some_and(is_bare) {
@@ -460,7 +463,7 @@ impl<'t> Parser<'t> {
                 b'.' => self.at += 1,
                 b']' => {
                     self.at += 1;
-                    return Some(keys);
+                    return Some(());
                 }
                 _ => return None,
             }
