@@ -350,7 +350,15 @@ struct Parser<'t> {
     /// Keep what arrays and inline tables hold (else only their grammar
     /// is checked: [`outline`]).
     build: bool,
+    /// Arrays and inline tables open around the value being read.
+    depth: u32,
 }
+
+/// The most keys a header may have here, and the deepest arrays and inline
+/// tables may nest: toml refuses texts past its recursion limit (80, which
+/// long headers reach too), so the subset stays far below it.
+const MAX_KEYS: usize = 16;
+const MAX_DEPTH: u32 = 16;
 
 impl<'t> Parser<'t> {
     fn new(text: &'t str, build: bool) -> Parser<'t> {
@@ -359,6 +367,7 @@ impl<'t> Parser<'t> {
             text,
             at: 0,
             build,
+            depth: 0,
         }
     }
 
@@ -452,7 +461,7 @@ impl<'t> Parser<'t> {
             while self.peek().is_some_and(is_bare) {
                 self.at += 1;
             }
-            if self.at == start {
+            if self.at == start || keys.len() == MAX_KEYS {
                 return None;
             }
             keys.push(Key {
@@ -475,8 +484,19 @@ impl<'t> Parser<'t> {
         let val = match self.peek()? {
             b'"' => Val::Str(self.string(b'"')?),
             b'\'' => Val::Str(self.string(b'\'')?),
-            b'[' => Val::Array(self.array()?),
-            b'{' => Val::Table(self.inline_table()?),
+            b'[' | b'{' if self.depth == MAX_DEPTH => return None,
+            b'[' => {
+                self.depth += 1;
+                let items = self.array()?;
+                self.depth -= 1;
+                Val::Array(items)
+            }
+            b'{' => {
+                self.depth += 1;
+                let table = self.inline_table()?;
+                self.depth -= 1;
+                Val::Table(table)
+            }
             b't' => {
                 self.word(b"true")?;
                 Val::Bool(true)
@@ -871,6 +891,7 @@ mod tests {
         // A table made on the way to another, defined after it.
         agrees("[a.b.c]\nx = 1\n[a.b]\ny = 2\n[a]\nz = 3\n[a.d]\n");
         agrees("");
+        agrees("[a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p]\nx = [[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]\n");
         agrees("x = 1\n[a]\n");
         // Arrays of tables, and headers into their last table.
         agrees("[[routes]]\nhost = \"a.test\"\npool = \"a\"\n[routes.headers]\nx = 1\n\n[[routes]]\nhost = \"b.test\"\n[routes.headers]\nx = 2\n[routes.tls]\n");
@@ -940,6 +961,9 @@ mod tests {
             "x = { a = 1, }\n",
             "x = { a.b = 1 }\n",
             "x = {\n a = 1 }\n",
+            // Past the subset's limits (far below toml's recursion limit).
+            "[a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q]\n",
+            "x = [[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]\n",
             "\u{feff}x = 1\n",
         ] {
             left(text);
