@@ -47,6 +47,13 @@ impl HostName {
         Ok(HostName(name.into()))
     }
 
+    /// Whether [`HostName::parse`] would take `raw`, without keeping the
+    /// name (a backend's host is checked, then kept as written).
+    pub fn check(raw: &str) -> Result<(), HostError> {
+        let mut buf = [0u8; MAX_HOST_LEN + 2];
+        normalize_checked(raw, &mut buf).map(|_| ())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -278,6 +285,7 @@ mod tests {
         for raw in &inputs {
             let got = normalize_checked(raw, &mut buf).map(str::to_string);
             assert_eq!(got, reference(raw), "{raw:?}");
+            assert_eq!(HostName::check(raw).is_ok(), got.is_ok(), "{raw:?}");
         }
     }
 

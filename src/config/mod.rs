@@ -482,7 +482,7 @@ impl BackendAddr {
                 "backend {raw:?}: write IPv6 addresses as [addr]:port"
             ));
         } else {
-            HostName::parse(host).map_err(|e| format!("backend {raw:?}: {e}"))?;
+            HostName::check(host).map_err(|e| format!("backend {raw:?}: {e}"))?;
             if host.is_empty() {
                 return Err(format!("backend {raw:?} has no host"));
             }

@@ -627,10 +627,21 @@ impl<'t> Parser<'t> {
     }
 }
 
-/// A bare key's bytes.
+/// A bare key's bytes: `A-Za-z0-9_-`.
 fn is_bare(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+    BARE[usize::from(b)]
 }
+
+static BARE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        b += 1;
+    }
+    t
+};
 
 /// What TOML allows in no comment or one-line string: the control
 /// characters but the tab, and DEL.
