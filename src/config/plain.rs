@@ -99,13 +99,14 @@ impl<'t> Table<'t> {
         self.entries.iter().position(|(k, _)| k.name == name)
     }
 
-    /// A new key: `None` when it is there already.
-    fn insert(&mut self, key: Key<'t>, item: Item<'t>) -> Option<()> {
-        if self.find(key.name).is_some() {
+    /// A new key: `None` when it is there already (or the table is full,
+    /// see [`MAX_ENTRIES`]).
+    fn insert(&mut self, key: Key<'t>, item: Item<'t>) -> Option<usize> {
+        if self.find(key.name).is_some() || self.entries.len() == MAX_ENTRIES {
             return None;
         }
         self.entries.push((key, item));
-        Some(())
+        Some(self.entries.len() - 1)
     }
 
     /// The one entry `name` of a table of one entry.
@@ -265,8 +266,7 @@ fn define<'t>(
                     val: Val::Table(Table::new(Kind::Implicit)),
                     span: span.clone(),
                 };
-                table.entries.push((key.clone(), item));
-                table.entries.len() - 1
+                table.insert(key.clone(), item)?
             }
         };
         path.push(i);
@@ -298,8 +298,7 @@ fn define<'t>(
                     val: Val::Tables(vec![fresh]),
                     span,
                 };
-                table.entries.push((last.clone(), item));
-                table.entries.len() - 1
+                table.insert(last.clone(), item)?
             }
         };
         path.push(i);
@@ -318,8 +317,7 @@ fn define<'t>(
                 val: Val::Table(Table::new(Kind::Header)),
                 span,
             };
-            table.entries.push((last.clone(), item));
-            table.entries.len() - 1
+            table.insert(last.clone(), item)?
         }
     };
     path.push(i);
@@ -359,6 +357,10 @@ struct Parser<'t> {
 /// long headers reach too), so the subset stays far below it.
 const MAX_KEYS: usize = 16;
 const MAX_DEPTH: u32 = 16;
+/// The most keys a table may have here: keys are looked up one by one
+/// (a pool's or a route's tables have a handful), so a bigger table is
+/// left to toml's hashed maps rather than cost quadratic time.
+const MAX_ENTRIES: usize = 256;
 
 impl<'t> Parser<'t> {
     fn new(text: &'t str, build: bool) -> Parser<'t> {
@@ -972,13 +974,17 @@ mod tests {
             "x = { a = 1, }\n",
             "x = { a.b = 1 }\n",
             "x = {\n a = 1 }\n",
-            // Past the subset's limits (far below toml's recursion limit).
+            // Past the subset's limits (far below toml's recursion limit;
+            // a table of more keys than are looked up one by one).
             "[a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q]\n",
             "x = [[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]\n",
             "\u{feff}x = 1\n",
         ] {
             left(text);
         }
+        let keys = |n: usize| -> String { (0..n).map(|i| format!("k{i} = 1\n")).collect() };
+        agrees(&keys(MAX_ENTRIES));
+        left(&keys(MAX_ENTRIES + 1));
     }
 
     #[test]
