@@ -307,7 +307,16 @@ impl ConfigSource {
             // The new text's index, when the section match made it.
             Err(nix) => {
                 let nix = nix.or_else(|| build_index(&new_text));
-                let read = nix.and_then(|nix| read_indexed(&new_text, &self.base, nix));
+                let read = nix.and_then(|nix| {
+                    // Routes whose sections are the running ones, text for
+                    // text, are the running routes.
+                    let same = self
+                        .index
+                        .as_ref()
+                        .is_some_and(|ix| same_routes(ix, &self.text, &nix, &new_text));
+                    let kept = same.then_some(&running.routes);
+                    read_indexed(&new_text, &self.base, nix, kept)
+                });
                 (read, false)
             }
         };
@@ -339,7 +348,7 @@ impl ConfigSource {
         // routes need a sub-table outside it) the section match.
         let region = Region::find(ix, &self.text, new).and_then(|r| {
             let (nix, hunk) = r.index(ix, self.text.len(), new)?;
-            let config = apply(running, &self.base, ix, new, &nix, &[hunk])?;
+            let config = apply(running, &self.base, ix, new, &nix, &[hunk], None)?;
             Some((config, nix))
         });
         if let Some(read) = region {
@@ -349,7 +358,7 @@ impl ConfigSource {
         // pool, say): only the sections that changed are read. When the
         // walk stops short, the rest of the text is indexed and matched.
         let (nix, hunks) = walk_and_match(ix, &self.text, new)?;
-        match apply(running, &self.base, ix, new, &nix, &hunks) {
+        match apply(running, &self.base, ix, new, &nix, &hunks, None) {
             Some(config) => Ok((config, nix)),
             None => Err(Some(nix)),
         }
@@ -365,7 +374,7 @@ impl ConfigSource {
         if hunks.is_empty() {
             return None;
         }
-        apply(running, &self.base, ix, new, nix, &hunks)
+        apply(running, &self.base, ix, new, nix, &hunks, None)
     }
 
     /// [`ConfigSource::reparse`] that skips the region and goes straight to
@@ -383,7 +392,10 @@ impl ConfigSource {
         let ix = self.index.as_ref()?;
         let (nix, hunks) = walk(ix, &self.text, new)?;
         let own = build_index(new).is_some_and(|own| own.sections == nix.sections);
-        Some((apply(running, &self.base, ix, new, &nix, &hunks)?, own))
+        Some((
+            apply(running, &self.base, ix, new, &nix, &hunks, None)?,
+            own,
+        ))
     }
 }
 
@@ -415,18 +427,27 @@ impl ConfigSource {
                         }
                 })
         });
-        Some((apply(running, &self.base, ix, new, &nix, &hunks)?, own))
+        Some((
+            apply(running, &self.base, ix, new, &nix, &hunks, None)?,
+            own,
+        ))
     }
 }
 
 /// [`ConfigSource::read`]: the text as an edit of an empty one, all of it
 /// one hunk.
 fn read_by_sections(text: &str, base: &Path) -> Option<(Config, Index)> {
-    read_indexed(text, base, build_index(text)?)
+    read_indexed(text, base, build_index(text)?, None)
 }
 
-/// [`read_by_sections`] with the text's index, `nix`.
-fn read_indexed(text: &str, base: &Path, nix: Index) -> Option<(Config, Index)> {
+/// [`read_by_sections`] with the text's index, `nix`; with `kept`, the
+/// routes are those (see [`apply`]).
+fn read_indexed(
+    text: &str,
+    base: &Path,
+    nix: Index,
+    kept: Option<&Arc<Vec<super::RouteConfig>>>,
+) -> Option<(Config, Index)> {
     u32::try_from(text.len()).ok()?;
     let ix = build_index("")?;
     let empty = Config::from_toml_str_in("", base).ok()?;
@@ -434,7 +455,7 @@ fn read_indexed(text: &str, base: &Path, nix: Index) -> Option<(Config, Index)> 
         old: 0..ix.sections.len(),
         new: 0..nix.sections.len(),
     };
-    let config = apply(&empty, base, &ix, text, &nix, &[hunk])?;
+    let config = apply(&empty, base, &ix, text, &nix, &[hunk], kept)?;
     Some((config, nix))
 }
 
@@ -596,6 +617,12 @@ fn split_route(
 /// of the hunks in the place of the old ones; and, when a hunk holds any
 /// other section, all of those. `None` when something does not read,
 /// validate or fit.
+///
+/// With `kept`, the routes are not read: they are `kept`, routes whose
+/// sections are, text for text, those of the new text's routes (a whole
+/// read after an edit that left the routes alone), checked against the
+/// new config like routes kept between hunks.
+#[allow(clippy::too_many_arguments)] // the edit's two sides, and what is kept
 fn apply(
     running: &Config,
     base: &Path,
@@ -603,6 +630,7 @@ fn apply(
     new: &str,
     nix: &Index,
     hunks: &[Hunk],
+    kept: Option<&Arc<Vec<super::RouteConfig>>>,
 ) -> Option<Config> {
     let mut config = running.clone();
     let removed = reread_pools(ix, new, nix, hunks, &mut config)?;
@@ -615,13 +643,38 @@ fn apply(
     if others {
         read_others(new, &nix.sections, base, &mut config)?;
     }
-    reread_routes(running, base, ix, new, nix, hunks, &mut config)?;
+    match kept {
+        Some(routes) => config.routes = routes.clone(),
+        None => reread_routes(running, base, ix, new, nix, hunks, &mut config)?,
+    }
     // What the routes are checked against may have changed: a pool gone,
     // middlewares, `[acme]`, `server.https`.
-    if (removed || others) && !config.routes.iter().all(|r| fits(r, &config)) {
+    if (removed || others || kept.is_some()) && !config.routes.iter().all(|r| fits(r, &config)) {
         return None;
     }
     Some(config)
+}
+
+/// Whether the route sections (`[[routes]]` and their sub-tables) of the
+/// two indexed texts are the same, text for text and in the same order:
+/// then they read to the same routes, checked against what they name.
+fn same_routes(ix: &Index, old: &str, nix: &Index, new: &str) -> bool {
+    let routes = |index: &Index| -> Vec<usize> {
+        (0..index.sections.len())
+            .filter(|&i| matches!(index.sections[i].pool, ROUTE | ROUTE_PART))
+            .collect()
+    };
+    let (olds, news) = (routes(ix), routes(nix));
+    olds.len() == news.len()
+        && olds.iter().zip(&news).all(|(&a, &b)| {
+            match (
+                section_text(old, &ix.sections, a),
+                section_text(new, &nix.sections, b),
+            ) {
+                (Some(x), Some(y)) => x == y,
+                _ => false,
+            }
+        })
 }
 
 /// A route validated against another config still valid against `config`:

@@ -1,6 +1,7 @@
 //! A reader for the plain shape most sections of a config file have, and
-//! a serde deserializer over what it reads: the fast path of a pool's
-//! sections (see [`super::incremental`]).
+//! a serde deserializer over what it reads: the fast path of the pools'
+//! and the routes' sections, and of the scans that find where sections
+//! start (see [`super::incremental`]).
 //!
 //! toml's parser reads about 35 MB/s here (`DeTable::parse`: a lexer, an
 //! event list, tables with hashed keys and spans, then serde): 10 000 pools
@@ -28,15 +29,18 @@
 //!   each), decimal integers that fit an `i64` (no `_`, no leading zero),
 //!   `true` and `false`, arrays of these (over several lines too, with
 //!   comments), inline tables on one line without a trailing comma;
-//! - comments, blank lines, spaces and tabs, `\n` or `\r\n` line ends.
+//! - comments, blank lines, spaces and tabs, `\n` or `\r\n` line ends;
+//! - at most [`MAX_KEYS`] keys in a header, [`MAX_DEPTH`] levels of arrays
+//!   and inline tables, [`MAX_ENTRIES`] keys in a table.
 //!
 //! No float, date, escape, multi-line string: those fall back. Within the
 //! subset every rule of TOML that can fail is checked (a key or table
 //! defined twice, a header through a value or an inline table, control
 //! characters in strings and comments, a value not followed by a line
 //! end), so that whatever is read here is what toml reads. The
-//! `config_reparse` fuzz target and the differential tests hold this to
-//! toml on every edit they make.
+//! `config_plain` fuzz target holds the reader to `toml::from_str`, and
+//! `config_reparse` and the differential tests hold the reloads that use
+//! it to the full parse.
 
 use std::fmt;
 use std::ops::Range;

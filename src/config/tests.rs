@@ -1209,6 +1209,44 @@ fn where_the_walk_stops_the_rest_is_matched() {
     assert!(!reread(&big, &added));
 }
 
+/// A whole read after an edit that left every route section as it was
+/// keeps the running routes (checked against the new config); a route
+/// whose text changed, or whose pool went, is not kept.
+#[test]
+fn a_whole_read_keeps_the_routes_whose_sections_are_the_same() {
+    let big = many_pools(600);
+    let running = Config::from_toml_str(&big).expect("valid");
+    let source = ConfigSource::index(big.clone(), Path::new(""));
+    // `[server]` and every weight, and a pool added (not an edit in
+    // place): 1 200 pool sections differ, too many for the diff: a whole
+    // read.
+    let edit = big
+        .replace("http = \"127.0.0.1:8080\"", "http = \"127.0.0.1:8081\"")
+        .replace("weight = 1", "weight = 2")
+        + "\n[pools.extra.versions.v]\nweight = 1\nbackends = [\"127.0.0.1:2\"]\n";
+    let (config, next) = source.reparse(&running, edit.clone()).expect("read");
+    assert!(next.whole_by_sections());
+    assert_eq!(config, Config::from_toml_str(&edit).expect("valid"));
+    assert!(Arc::ptr_eq(&config.routes, &running.routes));
+    assert!(!reread(&big, &edit));
+    // A route's text changed: the routes are read again.
+    let moved = edit.replacen("host = \"p0.test\"", "host = \"p0.example\"", 1);
+    let (config, next) = source.reparse(&running, moved.clone()).expect("read");
+    assert!(next.whole_by_sections());
+    assert!(!Arc::ptr_eq(&config.routes, &running.routes));
+    assert_eq!(config, Config::from_toml_str(&moved).expect("valid"));
+    // A pool a kept route names is gone: not taken, and the full parse
+    // says why.
+    let gone = edit.replace(
+        "\n[pools.p7.versions.v]\nweight = 2\nbackends = [\"127.0.0.1:1\"]\n",
+        "\n",
+    );
+    assert_ne!(gone, edit);
+    assert!(source.reparse(&running, gone.clone()).is_err());
+    assert!(Config::from_toml_str(&gone).is_err());
+    assert!(!reread(&big, &gone));
+}
+
 #[test]
 fn edits_in_place_inside_pools_are_walked_and_nothing_else_is() {
     let text = many_pools(300);
