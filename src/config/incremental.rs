@@ -1756,13 +1756,7 @@ mod scan_tests {
             "# [pools.c]",
             "",
         ];
-        let mut seed = 0x5eed_0f5c_a700_0001_u64;
-        let mut rand = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut rand = crate::config::tests::xorshift(0x5eed_0f5c_a700_0001_u64);
         let mut outlined = 0;
         for _ in 0..5_000 {
             let mut text = String::new();

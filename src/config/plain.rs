@@ -718,14 +718,13 @@ impl<'t> de::Deserializer<'t> for ItemDe<'t> {
     fn deserialize_struct<V: Visitor<'t>>(
         self,
         name: &'static str,
-        fields: &'static [&'static str],
+        _fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, NotRead> {
         if is_spanned(name) {
             let span = self.0.span.clone();
             return visitor.visit_map(SpannedDeserializer::new(self, span));
         }
-        let _ = fields;
         self.deserialize_any(visitor)
     }
 
@@ -747,61 +746,6 @@ impl<'t> de::Deserializer<'t> for ItemDe<'t> {
         <W: Visitor<'t>>
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
         bytes byte_buf unit unit_struct seq tuple tuple_struct map identifier
-    }
-}
-
-struct KeyDe<'t>(Key<'t>);
-
-impl<'t> IntoDeserializer<'t, NotRead> for KeyDe<'t> {
-    type Deserializer = KeyDe<'t>;
-
-    fn into_deserializer(self) -> KeyDe<'t> {
-        self
-    }
-}
-
-impl<'t> de::Deserializer<'t> for KeyDe<'t> {
-    type Error = NotRead;
-
-    fn deserialize_any<V: Visitor<'t>>(self, visitor: V) -> Result<V::Value, NotRead> {
-        visitor.visit_borrowed_str(self.0.name)
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'t>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, NotRead> {
-        visitor.visit_newtype_struct(self)
-    }
-
-    fn deserialize_struct<V: Visitor<'t>>(
-        self,
-        name: &'static str,
-        _fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, NotRead> {
-        if is_spanned(name) {
-            let span = self.0.span.clone();
-            return visitor.visit_map(SpannedDeserializer::new(self, span));
-        }
-        Err(NotRead)
-    }
-
-    fn deserialize_enum<V: Visitor<'t>>(
-        self,
-        _name: &'static str,
-        _variants: &'static [&'static str],
-        _visitor: V,
-    ) -> Result<V::Value, NotRead> {
-        Err(NotRead)
-    }
-
-    serde::forward_to_deserialize_any! {
-        <W: Visitor<'t>>
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf option unit unit_struct seq tuple tuple_struct map
-        identifier ignored_any
     }
 }
 
@@ -840,7 +784,12 @@ impl<'t> MapAccess<'t> for Map<'t> {
         match self.entries.next() {
             Some((key, item)) => {
                 self.value = Some(item);
-                seed.deserialize(KeyDe(key)).map(Some)
+                // A key reads as a string (a `Spanned` one with its span).
+                let key = Item {
+                    val: Val::Str(key.name),
+                    span: key.span,
+                };
+                seed.deserialize(ItemDe(key)).map(Some)
             }
             None => Ok(None),
         }
@@ -1075,13 +1024,7 @@ mod tests {
             "d = [[1], [\"a\"]]",
             "e = { f = [1] }",
         ];
-        let mut seed = 0x5eed_b1a1_0000_0001_u64;
-        let mut rand = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut rand = crate::config::tests::xorshift(0x5eed_b1a1_0000_0001_u64);
         let mut read = 0;
         for _ in 0..20_000 {
             let n = 1 + rand(8);

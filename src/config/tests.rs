@@ -1347,7 +1347,7 @@ const GENERATED_BITS: &[&str] = &[
 ];
 
 /// A xorshift generator from `seed`: each call gives a number below `n`.
-fn xorshift(mut seed: u64) -> impl FnMut(usize) -> usize {
+pub(super) fn xorshift(mut seed: u64) -> impl FnMut(usize) -> usize {
     move |n| {
         seed ^= seed << 13;
         seed ^= seed >> 7;
