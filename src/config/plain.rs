@@ -161,33 +161,25 @@ pub(super) fn parse(text: &str) -> Option<Table<'_>> {
     let mut path: Vec<usize> = Vec::new();
     let mut keys = Vec::new();
     loop {
-        p.spaces();
-        match p.peek() {
-            None => return Some(root),
-            Some(b'\n' | b'\r' | b'#') => p.line_end()?,
-            Some(b'[') => {
-                let start = p.at;
-                p.at += 1;
-                let array = p.eat(b'[').is_some();
-                p.header_keys(&mut keys)?;
-                if array {
-                    p.eat(b']')?;
-                }
-                let span = start..p.at;
-                p.line_end()?;
-                path = define(&mut root, &keys, span, array)?;
-            }
-            Some(_) => {
-                let key = p.key()?;
-                p.spaces();
-                p.eat(b'=')?;
-                p.spaces();
-                let item = p.value()?;
-                p.line_end()?;
+        match p.line(&mut keys)? {
+            Line::End => return Some(root),
+            Line::Header { span, array } => path = define(&mut root, &keys, span, array)?,
+            Line::KeyValue(key, item) => {
                 table_at(&mut root, &path)?.insert(key, item)?;
             }
         }
     }
+}
+
+/// What a line of the text is (blank and comment lines are skipped).
+enum Line<'t> {
+    End,
+    /// A header, its keys in the buffer [`Parser::line`] was given.
+    Header {
+        span: Range<usize>,
+        array: bool,
+    },
+    KeyValue(Key<'t>, Item<'t>),
 }
 
 /// A header of a text in the subset: where its `[` is, its first two
@@ -214,36 +206,16 @@ pub(super) fn outline<'t>(
     let mut headers: Vec<Header<'t>> = Vec::new();
     let mut keys = Vec::new();
     loop {
-        p.spaces();
-        match p.peek() {
-            None => return Some(headers),
-            Some(b'\n' | b'\r' | b'#') => p.line_end()?,
-            Some(b'[') => {
-                let start = p.at;
-                p.at += 1;
-                let array = p.eat(b'[').is_some();
-                p.header_keys(&mut keys)?;
-                if array {
-                    p.eat(b']')?;
-                }
-                p.line_end()?;
-                headers.push(Header {
-                    start,
-                    first: keys.first()?.name,
-                    second: keys.get(1).map(|k| k.name),
-                    keys: keys.len(),
-                    array,
-                });
-            }
-            Some(_) => {
-                let key = p.key()?;
-                p.spaces();
-                p.eat(b'=')?;
-                p.spaces();
-                p.value()?;
-                p.line_end()?;
-                on_key(headers.last(), key.name);
-            }
+        match p.line(&mut keys)? {
+            Line::End => return Some(headers),
+            Line::Header { span, array } => headers.push(Header {
+                start: span.start,
+                first: keys.first()?.name,
+                second: keys.get(1).map(|k| k.name),
+                keys: keys.len(),
+                array,
+            }),
+            Line::KeyValue(key, _) => on_key(headers.last(), key.name),
         }
     }
 }
@@ -374,6 +346,39 @@ impl<'t> Parser<'t> {
             at: 0,
             build,
             depth: 0,
+        }
+    }
+
+    /// The next header or key/value line, whole; `None` when it is not in
+    /// the subset.
+    fn line(&mut self, keys: &mut Vec<Key<'t>>) -> Option<Line<'t>> {
+        loop {
+            self.spaces();
+            match self.peek() {
+                None => return Some(Line::End),
+                Some(b'\n' | b'\r' | b'#') => self.line_end()?,
+                Some(b'[') => {
+                    let start = self.at;
+                    self.at += 1;
+                    let array = self.eat(b'[').is_some();
+                    self.header_keys(keys)?;
+                    if array {
+                        self.eat(b']')?;
+                    }
+                    let span = start..self.at;
+                    self.line_end()?;
+                    return Some(Line::Header { span, array });
+                }
+                Some(_) => {
+                    let key = self.key()?;
+                    self.spaces();
+                    self.eat(b'=')?;
+                    self.spaces();
+                    let item = self.value()?;
+                    self.line_end()?;
+                    return Some(Line::KeyValue(key, item));
+                }
+            }
         }
     }
 
